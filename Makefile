@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make serve   -> installs what is missing, then runs the server on the default backbone + demo tasks
+#   make test    -> installs what is missing, then runs the whole test suite
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SYS_PKGS := espeak-ng sox libsox-fmt-all redis-server alsa-utils
+
+.PHONY: serve test lint sysdeps install bench
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q -e '.[fairseq,dev]'
+	$(BIN)/pip install -q --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
+	touch $(STAMP)
+
+install: sysdeps $(STAMP)
+
+# System tools for tests and data synthesis (Debian); skipped when already present or not root.
+sysdeps:
+	@missing=""; for t in espeak-ng sox redis-server aplay; do command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYS_PKGS) >/dev/null; \
+	  else echo "please install: $(SYS_PKGS)"; fi; fi
+
+serve: install
+	$(BIN)/speechprompt serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint:
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/run_all.py

@@ -1,0 +1,204 @@
+"""Backbone bundles: one folder = encoder + k-means codebook + unit LM + dictionary, identified by a fingerprint.
+
+Layout (docs/architecture.md): ``backbone.json`` + ``encoder.safetensors`` + ``codebook.safetensors`` +
+``unit_lm.safetensors``. The fingerprint is the sha256 over the sorted ``name:sha256`` lines of the weight files,
+so it changes with any weight and with nothing else. Loading reads safetensors only (no pickle at serve time);
+official GSLM files are converted into this format once by ``importers/gslm.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .codebook import Codebook
+from .encoder import HubertConfig, HubertEncoder
+from .unit_lm import UnitLM, UnitLMConfig
+
+FORMAT_VERSION = 1
+FILES = ("encoder.safetensors", "codebook.safetensors", "unit_lm.safetensors")
+SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+class BundleError(Exception):
+    """A backbone bundle that is missing, malformed or whose weights do not match ``backbone.json``."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_of(files: dict[str, str]) -> str:
+    """sha256 over the sorted ``name:sha256`` lines of the weight files."""
+    return hashlib.sha256("".join(f"{n}:{files[n]}\n" for n in sorted(files)).encode()).hexdigest()
+
+
+def natural_dictionary(num_units: int) -> list[str]:
+    """fairseq dictionary for units in natural order: specials, then ``"0" .. "K-1"`` (unit i at index 4+i)."""
+    return list(SPECIALS) + [str(i) for i in range(num_units)]
+
+
+def unit_token_map(dictionary: tuple[str, ...] | list[str], num_units: int) -> Tensor:
+    """Dictionary -> ``[K]`` i64: the LM token id of unit i (fairseq keeps dict.txt's own order).
+
+    Raises ``BundleError`` unless the dictionary starts with the four fairseq specials and holds every unit once.
+    """
+    if tuple(dictionary[:4]) != SPECIALS:
+        raise BundleError(f"dictionary must start with {SPECIALS}; got {list(dictionary[:4])}")
+    index = {tok: i for i, tok in enumerate(dictionary)}
+    missing = [str(u) for u in range(num_units) if str(u) not in index]
+    if missing or len(index) != len(dictionary):
+        raise BundleError(f"dictionary lacks units {missing[:5]} or has duplicate entries")
+    return torch.tensor([index[str(u)] for u in range(num_units)], dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What ``backbone.json`` says (besides file digests)."""
+
+    kind: str
+    name: str
+    sample_rate: int
+    encoder: HubertConfig
+    codebook_size: int
+    unit_lm: UnitLMConfig
+    dictionary: tuple[str, ...]
+    fingerprint: str = ""
+    extra: dict | None = None
+
+
+class Backbone:
+    """A loaded bundle: ``encoder`` (HuBERT, layer-L features), ``codebook`` ([K, D]), ``unit_lm``."""
+
+    def __init__(self, spec: BackboneSpec, encoder: HubertEncoder, codebook: Codebook, unit_lm: UnitLM):
+        self.spec, self.encoder, self.codebook, self.unit_lm = spec, encoder, codebook, unit_lm
+        self.unit_to_token = unit_token_map(spec.dictionary, spec.codebook_size)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unit_lm.parameters()).device
+
+    def info(self) -> dict:
+        """JSON description (``GET /v1/backbone``)."""
+        c = self.spec.unit_lm
+        return {"kind": self.spec.kind, "name": self.spec.name, "fingerprint": self.spec.fingerprint,
+                "sample_rate": self.spec.sample_rate, "hop_size": self.encoder.hop_size,
+                "encoder": {"layers_kept": self.spec.encoder.output_layer, "dim": self.encoder.dim},
+                "codebook_size": self.spec.codebook_size,
+                "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
+                            "vocab_size": c.vocab_size},
+                "parameters": sum(p.numel() for m in (self.encoder, self.unit_lm) for p in m.parameters()),
+                "device": str(self.device), **({"extra": self.spec.extra} if self.spec.extra else {})}
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True) -> Backbone:
+        """Read a bundle folder; with ``verify`` every weight file's sha256 is checked against backbone.json.
+
+        Raises ``BundleError`` (missing files, bad JSON, digest mismatch, unexpected weight keys/shapes).
+        """
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "backbone.json").read_text())
+        except (OSError, ValueError) as e:
+            raise BundleError(f"cannot read {folder / 'backbone.json'}: {e}") from None
+        files = meta.get("files", {})
+        if sorted(files) != sorted(FILES):
+            raise BundleError(f"backbone.json must list {FILES}; has {sorted(files)}")
+        if verify:
+            for n, digest in files.items():
+                if not (folder / n).is_file() or sha256_file(folder / n) != digest:
+                    raise BundleError(f"{folder / n} is missing or does not match its sha256 in backbone.json")
+        if meta.get("fingerprint") != fingerprint_of(files):
+            raise BundleError("backbone.json fingerprint does not match its file digests")
+        spec = BackboneSpec(kind=meta["kind"], name=meta.get("name", folder.name), sample_rate=meta["sample_rate"],
+                            encoder=HubertConfig.from_dict(meta["encoder"]), codebook_size=meta["codebook"]["size"],
+                            unit_lm=UnitLMConfig.from_dict(meta["unit_lm"]), dictionary=tuple(meta["dictionary"]),
+                            fingerprint=meta["fingerprint"], extra=meta.get("extra"))
+        encoder, lm = HubertEncoder(spec.encoder), UnitLM(spec.unit_lm)
+        _load_strict(encoder, load_file(str(folder / "encoder.safetensors")), "encoder")
+        _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
+        codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
+        bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval())
+        for m in (bb.encoder, bb.codebook, bb.unit_lm):
+            m.to(device).requires_grad_(False)
+        return bb
+
+
+def _load_strict(module: torch.nn.Module, sd: dict[str, Tensor], what: str) -> None:
+    want = module.state_dict()
+    missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
+    bad = [k for k in want if k in sd and sd[k].shape != want[k].shape]
+    if missing or extra or bad:
+        raise BundleError(f"{what} weights do not fit its config: missing {missing[:5]}, unexpected {extra[:5]}, "
+                          f"wrong shape {bad[:5]}")
+    module.load_state_dict(sd)
+
+
+def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg: HubertConfig,
+                encoder_state: dict[str, Tensor], centroids: Tensor, lm_cfg: UnitLMConfig, lm_state: dict[str, Tensor],
+                dictionary: list[str], sample_rate: int = 16000, extra: dict | None = None) -> str:
+    """Write a bundle atomically (into a temp folder, then renamed); returns the fingerprint."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    state = {"encoder.safetensors": encoder_state, "codebook.safetensors": {"centroids": centroids},
+             "unit_lm.safetensors": lm_state}
+    files = {}
+    for n, sd in state.items():
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sd.items()}, str(tmp / n))
+        files[n] = sha256_file(tmp / n)
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "name": name, "sample_rate": sample_rate,
+            "encoder": encoder_cfg.to_dict(), "codebook": {"size": int(centroids.shape[0]),
+                                                           "dim": int(centroids.shape[1])},
+            "unit_lm": lm_cfg.to_dict(), "dictionary": list(dictionary), "files": files,
+            "fingerprint": fingerprint_of(files), **({"extra": extra} if extra else {})}
+    (tmp / "backbone.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        for p in old.iterdir():
+            p.unlink()
+        old.rmdir()
+    else:
+        os.replace(tmp, folder)
+    return meta["fingerprint"]
+
+
+def save_backbone(bb: Backbone, folder: str | os.PathLike) -> str:
+    """Write a loaded backbone back to a bundle folder."""
+    return save_bundle(folder, kind=bb.spec.kind, name=bb.spec.name, encoder_cfg=bb.spec.encoder,
+                       encoder_state=bb.encoder.state_dict(), centroids=bb.codebook.centroids,
+                       lm_cfg=bb.spec.unit_lm, lm_state=bb.unit_lm.state_dict(), dictionary=list(bb.spec.dictionary),
+                       sample_rate=bb.spec.sample_rate, extra=bb.spec.extra)
+
+
+def make_random_bundle(folder: str | os.PathLike, seed: int = 0, *, num_units: int = 20,
+                       encoder_cfg: HubertConfig | None = None, lm_cfg: UnitLMConfig | None = None,
+                       name: str = "random-tiny") -> str:
+    """A tiny bundle with random weights, for tests and benchmarks only (never the default backbone)."""
+    torch.manual_seed(seed)  # the modules' own (fairseq-like) initialisation, made deterministic
+    enc_cfg = encoder_cfg or HubertConfig.tiny()
+    lm_cfg = lm_cfg or UnitLMConfig(vocab_size=num_units + 4, embed_dim=32, ffn_dim=64, layers=2, heads=4,
+                                    max_positions=1024)
+    enc, lm = HubertEncoder(enc_cfg), UnitLM(lm_cfg)
+    centroids = torch.randn(num_units, enc.dim)
+    return save_bundle(folder, kind="gslm", name=name, encoder_cfg=enc_cfg, encoder_state=enc.state_dict(),
+                       centroids=centroids, lm_cfg=lm_cfg, lm_state=lm.state_dict(),
+                       dictionary=natural_dictionary(num_units), extra={"random": True, "seed": seed})

@@ -1,0 +1,178 @@
+"""Where prompts are applied: SpeechPrompt v2 on a frozen unit LM, many tasks in one forward pass.
+
+Sequence (SpeechPrompt ``preprocessor_base.py`` + fairseq ``build_dataset_for_inference``): ``[</s>, u1+4 ..
+uM+4, <s>]``; the ``<s>`` (id 0) embedding is replaced by the task's separator; the label is read at that last
+position: hidden -> tied LM logits ``[V]`` -> the task's linear verbalizer ``[C+4, V]`` -> class i is output 4+i.
+
+One label per task is the serving contract: the official sampler decodes multi-token labels greedily, feeding each
+predicted verbalizer index back as an input *token id*; we treat a multi-word label (``"activate lights kitchen"``)
+as one class of the task instead, which keeps every row one forward step and lets rows of different tasks share a
+batch (docs/prompting.md).
+
+Deep prompts: official code overwrites the first ``l`` key/value inputs of every layer with ``P_K^i``/``P_V^i``; since
+those positions are replaced at every layer, the real tokens only see ``k_proj(P_K^i)``/``v_proj(P_V^i)``, constant
+per task. ``PromptBank`` computes them once when a task is added and keeps them in preallocated device slots;
+a batch gathers them by slot (one ``index_select`` per tensor). The input prompt is inert under deep prompts
+(gslm_reference.md section 5) and is therefore stored but not used.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import Tensor
+
+from .package import NUM_SPECIAL, TaskPackage
+from .unit_lm import PAD_IDX, PrefixKV, UnitLM
+
+BOS, EOS = 0, 2  # <s> is the separator slot; </s> starts every sequence
+
+
+def make_rows(units: list[Tensor], device: torch.device | str | None = None,
+              unit_to_token: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Units ``[M_b]`` (ids 0..K-1) -> tokens ``[B, T]`` right-padded with pad=1, and last index ``[B]``.
+
+    Row b is ``[</s>, tok(u1), ..., tok(uM), <s>]`` so ``T_b = M_b + 2``; ``tok`` is the dictionary's mapping
+    ``unit_to_token [K]`` (default: natural order, unit i at index 4+i).
+    """
+    lens = [int(u.numel()) + 2 for u in units]
+    tokens = torch.full((len(units), max(lens)), PAD_IDX, dtype=torch.long)
+    for b, u in enumerate(units):
+        tokens[b, 0] = EOS
+        u = u.to(torch.long).cpu()
+        tokens[b, 1:lens[b] - 1] = unit_to_token[u] if unit_to_token is not None else u + NUM_SPECIAL
+        tokens[b, lens[b] - 1] = BOS
+    last = torch.tensor(lens, dtype=torch.long) - 1
+    return tokens.to(device), last.to(device)
+
+
+def prompted_class_logits(lm: UnitLM, tokens: Tensor, last_index: Tensor, deep_key: Tensor | None,
+                          deep_value: Tensor | None, separator: Tensor, verbalizer: Tensor,
+                          reference: bool = False) -> Tensor:
+    """Differentiable prompted forward (training and reference use).
+
+    tokens ``[B, T]``, last_index ``[B]``, deep_key/deep_value ``[B, L, l, d]`` (or None for no deep prompts),
+    separator ``[B, d]``, verbalizer ``[B, C+4, V]`` -> verbalizer outputs at the separator ``[B, C+4]``.
+    """
+    prefix = None
+    if deep_key is not None and deep_key.shape[-2] > 0:
+        pk, pv = lm.project_prefix(deep_key, deep_value)
+        prefix = PrefixKV(pk, pv)
+    hidden = lm(tokens, prefix, separator, reference=reference)
+    h = hidden[torch.arange(tokens.shape[0], device=tokens.device), last_index]  # [B, d]
+    return torch.einsum("bcv,bv->bc", verbalizer, lm.logits(h))
+
+
+class PromptBank:
+    """Device-resident task slots for one unit LM: prefix K/V, separator and verbalizer per task.
+
+    Slot tensors (S slots, grown by doubling): ``pk``/``pv [S, L, H, l_max, hd]``, ``pmask [S, l_max]``,
+    ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``. Thread-safe: adds and removes may come from a
+    loader thread while the model thread classifies.
+    """
+
+    def __init__(self, lm: UnitLM, capacity: int = 8, unit_to_token: Tensor | None = None):
+        self.lm = lm
+        self.unit_to_token = unit_to_token
+        p = next(lm.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        cfg = lm.cfg
+        self._dims = (cfg.layers, cfg.heads, cfg.embed_dim // cfg.heads, cfg.embed_dim, cfg.vocab_size)
+        self._lock = threading.Lock()
+        self.slots: dict[str, int] = {}
+        self._nbytes: dict[str, int] = {}
+        self._alloc(capacity, 0, 1)
+
+    def _alloc(self, cap: int, lmax: int, cmax: int) -> None:
+        L, H, hd, d, V = self._dims
+        kw = dict(device=self.device, dtype=self.dtype)
+        new = dict(pk=torch.zeros(cap, L, H, lmax, hd, **kw), pv=torch.zeros(cap, L, H, lmax, hd, **kw),
+                   pmask=torch.zeros(cap, lmax, dtype=torch.bool, device=self.device),
+                   sep=torch.zeros(cap, d, **kw), verb=torch.zeros(cap, cmax + NUM_SPECIAL, V, **kw),
+                   ncls=torch.zeros(cap, dtype=torch.long, device=self.device))
+        if hasattr(self, "pk"):  # copy the old slots into the larger tensors
+            s, ol, oc = self.pk.shape[0], self.pk.shape[3], self.verb.shape[1]
+            new["pk"][:s, :, :, :ol] = self.pk
+            new["pv"][:s, :, :, :ol] = self.pv
+            new["pmask"][:s, :ol] = self.pmask
+            new["sep"][:s] = self.sep
+            new["verb"][:s, :oc] = self.verb
+            new["ncls"][:s] = self.ncls
+        for k, v in new.items():
+            setattr(self, k, v)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.slots
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def nbytes(self, key: str) -> int:
+        """Device bytes the task's slot content occupies (its prefix K/V, separator and verbalizer)."""
+        return self._nbytes[key]
+
+    def add(self, key: str, pkg: TaskPackage) -> None:
+        """Project the package's deep prompts once and store them in a slot (replacing ``key`` if present)."""
+        plen, c = pkg.meta.prompt_length, pkg.num_classes
+        with torch.no_grad():
+            pk, pv = self.lm.project_prefix(pkg.deep_key.to(self.device, self.dtype),
+                                            pkg.deep_value.to(self.device, self.dtype))  # [L, H, l, hd]
+        with self._lock:
+            used = set(self.slots.values())
+            slot = self.slots.get(key)
+            if slot is None:
+                slot = next((i for i in range(self.pk.shape[0]) if i not in used), self.pk.shape[0])
+            cap = self.pk.shape[0] * (2 if slot >= self.pk.shape[0] else 1)
+            if cap != self.pk.shape[0] or plen > self.pk.shape[3] or c + NUM_SPECIAL > self.verb.shape[1]:
+                self._alloc(cap, max(plen, self.pk.shape[3]), max(c, self.verb.shape[1] - NUM_SPECIAL))
+            self.pk[slot].zero_()
+            self.pv[slot].zero_()
+            self.pk[slot, :, :, :plen] = pk
+            self.pv[slot, :, :, :plen] = pv
+            self.pmask[slot] = False
+            self.pmask[slot, :plen] = True
+            self.sep[slot] = pkg.separator.to(self.device, self.dtype)
+            self.verb[slot].zero_()
+            self.verb[slot, :c + NUM_SPECIAL] = pkg.verbalizer.to(self.device, self.dtype)
+            self.ncls[slot] = c
+            self.slots[key] = slot
+            self._nbytes[key] = (pk.numel() + pv.numel() + pkg.separator.numel() + pkg.verbalizer.numel()) \
+                * pk.element_size()
+
+    def remove(self, key: str) -> None:
+        """Free the task's slot (no-op if absent)."""
+        with self._lock:
+            self.slots.pop(key, None)
+            self._nbytes.pop(key, None)
+
+    def gather(self, keys: list[str]) -> tuple[PrefixKV | None, Tensor, Tensor, Tensor]:
+        """Rows' task slots -> (prefix K/V, separators ``[B, d]``, verbalizers ``[B, C_max+4, V]``, ncls ``[B]``).
+
+        Raises ``KeyError`` naming an unknown key.
+        """
+        with self._lock:
+            missing = [k for k in keys if k not in self.slots]
+            if missing:
+                raise KeyError(f"tasks not resident in the prompt bank: {missing}")
+            idx = torch.tensor([self.slots[k] for k in keys], device=self.device)
+            lmax = int(self.pmask[idx].sum(1).max()) if self.pmask.shape[1] else 0
+            prefix = None
+            if lmax:
+                prefix = PrefixKV(self.pk[idx, :, :, :lmax], self.pv[idx, :, :, :lmax], self.pmask[idx, :lmax])
+            return prefix, self.sep[idx], self.verb[idx], self.ncls[idx]
+
+    @torch.no_grad()
+    def classify(self, units: list[Tensor], keys: list[str]) -> list[Tensor]:
+        """One LM forward for rows of (possibly) different tasks -> per-row class probabilities ``[C_row]``.
+
+        Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1).
+        """
+        if not units:
+            return []
+        tokens, last = make_rows(units, self.device, self.unit_to_token)
+        prefix, sep, verb, ncls = self.gather(keys)
+        hidden = self.lm(tokens, prefix, sep)
+        h = hidden[torch.arange(len(units), device=self.device), last]
+        out = torch.einsum("bcv,bv->bc", verb, self.lm.logits(h))  # [B, C_max+4]
+        return [out[b, NUM_SPECIAL:NUM_SPECIAL + int(ncls[b])].float().softmax(-1).cpu() for b in range(len(units))]

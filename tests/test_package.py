@@ -1,0 +1,94 @@
+"""Task prompt packages: round trip, digests, and every refusal."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save as st_save
+
+from speechprompt.package import (
+    BackboneMismatch,
+    NonFiniteWeights,
+    NotSafetensors,
+    PackageInvalid,
+    PackageMeta,
+    PackageTooLarge,
+    check_compatible,
+    check_task_name,
+    new_package,
+    read_package,
+    write_package,
+)
+
+L, PL, D, V = 2, 5, 8, 24
+
+
+def tensors(c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(deep_key=torch.randn(L, PL, D, generator=g), deep_value=torch.randn(L, PL, D, generator=g),
+                input_prompt=torch.randn(PL, D, generator=g), separator=torch.randn(D, generator=g),
+                verbalizer=torch.randn(c + 4, V, generator=g))
+
+
+META = PackageMeta(task="cmd", labels=("yes", "no", "up"), backbone_fingerprint="ab" * 32, created="2026-01-01T00:00:00",
+                   training={"train_size": 12, "dev_accuracy": 0.5})
+
+
+def test_round_trip_and_version_is_content_digest():
+    data = write_package(META, **tensors())
+    pkg = read_package(data)
+    assert pkg.meta == META
+    for n, t in tensors().items():
+        assert torch.equal(getattr(pkg, n), t)
+    assert pkg.version == read_package(write_package(META, **tensors())).version  # deterministic
+    assert pkg.version != read_package(write_package(META, **tensors(seed=1))).version
+    assert new_package(META, **tensors()).version == pkg.version
+
+
+def test_refusals():
+    good = tensors()
+    with pytest.raises(NotSafetensors, match="pickle"):
+        read_package(pickle.dumps({"deep_key": good["deep_key"]}))
+    buf = io.BytesIO()
+    torch.save(good, buf)
+    with pytest.raises(NotSafetensors):
+        read_package(buf.getvalue())
+    with pytest.raises(NotSafetensors):
+        read_package(b"")
+    with pytest.raises(PackageTooLarge):
+        read_package(write_package(META, **good), max_bytes=100)
+    bad = dict(good, separator=torch.full((D,), float("nan")))
+    with pytest.raises(NonFiniteWeights):
+        read_package(write_package(META, **bad))
+    with pytest.raises(PackageInvalid, match="verbalizer"):
+        read_package(write_package(META, **tensors(c=5)))
+    with pytest.raises(PackageInvalid, match="prompt shapes"):
+        read_package(write_package(META, **dict(good, separator=torch.randn(D + 1))))
+    with pytest.raises(PackageInvalid, match="metadata"):
+        read_package(st_save({k: v.contiguous() for k, v in good.items()}))
+    with pytest.raises(PackageInvalid, match="missing"):
+        read_package(st_save({"deep_key": good["deep_key"]}, metadata=META.to_header()))
+    header = dict(META.to_header(), task="../x")
+    with pytest.raises(PackageInvalid, match="not allowed"):
+        read_package(st_save(good, metadata=header))
+
+
+@pytest.mark.parametrize("name", ["../x", "", "A", "-x", "a" * 65, "a/b", "a b", "ä"])
+def test_task_names_refused(name):
+    with pytest.raises(PackageInvalid):
+        check_task_name(name)
+
+
+def test_compatibility():
+    pkg = read_package(write_package(META, **tensors()))
+    check_compatible(pkg, fingerprint="ab" * 32, kind="gslm", layers=L, dim=D, vocab_size=V)
+    with pytest.raises(BackboneMismatch) as e:
+        check_compatible(pkg, fingerprint="cd" * 32, kind="gslm", layers=L, dim=D, vocab_size=V)
+    assert e.value.status == 409
+    with pytest.raises(BackboneMismatch):
+        check_compatible(pkg, fingerprint="ab" * 32, kind="pgslm", layers=L, dim=D, vocab_size=V)
+    with pytest.raises(PackageInvalid):
+        check_compatible(pkg, fingerprint="ab" * 32, kind="gslm", layers=L + 1, dim=D, vocab_size=V)

@@ -32,15 +32,20 @@ def write_dict(folder: Path, num_units: int, order: list[int] | None = None) -> 
     return p
 
 
-def build_fairseq_lm(data: Path, extra: list[str] | None = None, seed: int = 0):
+BIG = ["--decoder-input-dim", "1024", "--decoder-output-dim", "1024", "--decoder-normalize-before",
+       "--share-decoder-input-output-embed", "--tokens-per-sample", "3072", "--sample-break-mode", "eos"]
+
+
+def build_fairseq_lm(data: Path, extra: list[str] | None = None, seed: int = 0, arch: str = "transformer_lm",
+                     arch_args: list[str] | None = None):
     """(args, cfg, model) for ``--arch transformer_lm`` built through fairseq's options/tasks API."""
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     torch.manual_seed(seed)
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [str(data), "--task", "language_modeling", "--arch",
-                                                "transformer_lm", *TINY, *(extra or [])])
+    args = options.parse_args_and_arch(parser, [str(data), "--task", "language_modeling", "--arch", arch,
+                                                *(TINY if arch_args is None else arch_args), *(extra or [])])
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)

@@ -1,0 +1,97 @@
+"""The ``speechprompt`` command: serve, model import/download, and (mounted) client, training and build commands.
+
+This module is glue at the top of the tree: it may import the server and the client; the core library never
+imports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="SpeechPrompt v2 inference server for prompt-tuned spoken language models.")
+
+
+@app.command()
+def serve(host: str = typer.Option(None, help="bind address (default from settings: 127.0.0.1)"),
+          port: int = typer.Option(None, help="port (default 8000)"),
+          bundle: Path = typer.Option(None, help="backbone bundle folder (default models/default)"),
+          store: str = typer.Option(None, help="task store: a folder (default prompts_store) or redis://host:port/db"),
+          device: str = typer.Option(None, help="cpu, cuda or cuda:N")) -> None:
+    """Run the HTTP server. Options override SPEECHPROMPT_* environment variables."""
+    from server.main import run
+    from server.settings import Settings
+
+    overrides = {k: v for k, v in dict(host=host, port=port, bundle=bundle, store=store, device=device).items()
+                 if v is not None}
+    run(Settings(**overrides))
+
+
+@app.command("import-gslm")
+def import_gslm_cmd(hubert: Path = typer.Option(..., exists=True, help="hubert_base_ls960.pt"),
+                    km: Path = typer.Option(..., exists=True, help="km.bin (k-means codebook)"),
+                    lm: Path = typer.Option(..., exists=True, help="unit LM checkpoint_best.pt"),
+                    dictionary: Path = typer.Option(..., "--dict", exists=True, help="unit LM dict.txt"),
+                    out: Path = typer.Option(Path("models/gslm-hubert100"), help="bundle folder to write"),
+                    layer: int = typer.Option(6, help="HuBERT layer whose features are quantized"),
+                    name: str = typer.Option("gslm-hubert100")) -> None:
+    """Convert the official GSLM files (HuBERT, km.bin, unit LM + dict.txt) into a backbone bundle."""
+    from .importers.gslm import import_gslm
+
+    fp = import_gslm(hubert, km, lm, dictionary, out, layer=layer, name=name)
+    typer.echo(f"wrote {out} (fingerprint {fp})")
+
+
+@app.command("download-gslm")
+def download_gslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help="where the official files go"),
+                      units: int = typer.Option(100, help="codebook size: 50, 100 or 200"),
+                      out: Path = typer.Option(None, help="also import into this bundle folder")) -> None:
+    """Download the official GSLM HuBERT, k-means and unit LM files (checksummed, resumable)."""
+    from tqdm import tqdm
+
+    from .importers.gslm import download, extract_lm, gslm_files, import_gslm
+
+    paths = []
+    for remote in gslm_files(units):
+        with tqdm(unit="B", unit_scale=True, desc=remote.name) as bar:
+            def progress(done, total, bar=bar):
+                bar.total = total
+                bar.update(done - bar.n)
+            paths.append(download(remote, dest, progress))
+    ckpt, dct = extract_lm(paths[2], dest / f"hubert{units}_lm")
+    typer.echo(f"downloaded to {dest}")
+    if out is not None:
+        fp = import_gslm(paths[0], paths[1], ckpt, dct, out, name=f"gslm-hubert{units}")
+        typer.echo(f"wrote {out} (fingerprint {fp})")
+
+
+@app.command("import-prompt")
+def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="official prompt checkpoint_best.pt"),
+                      task: str = typer.Option(..., help="task name for the package"),
+                      labels: str = typer.Option(..., help="comma-separated labels in class-index order"),
+                      bundle: Path = typer.Option(Path("models/default"), help="backbone the prompts were trained on"),
+                      out: Path = typer.Option(Path("prompts_store"), help="file store to add the package to")) -> None:
+    """Convert an official SpeechPrompt v2 prompt checkpoint into a task prompt package in a file store."""
+    import json
+
+    from .importers.prompt import import_prompt
+
+    meta = json.loads((bundle / "backbone.json").read_text())
+    pkg = import_prompt(checkpoint, task=task, labels=[x.strip() for x in labels.split(",")],
+                        backbone_fingerprint=meta["fingerprint"], num_layers=meta["unit_lm"]["layers"],
+                        backbone_kind=meta["kind"])
+    folder = out / task
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{pkg.version}.safetensors"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pkg.data)
+    tmp.replace(path)
+    (folder / "CURRENT.tmp").write_text(pkg.version + "\n")
+    (folder / "CURRENT.tmp").replace(folder / "CURRENT")
+    typer.echo(f"{task} version {pkg.version} -> {path}")
+
+
+def main() -> None:
+    app()

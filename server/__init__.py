@@ -1,0 +1,1 @@
+"""speechprompt-server HTTP service (FastAPI): app factory in ``server.app``, entry point ``server.main.run``."""

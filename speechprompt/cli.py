@@ -24,7 +24,7 @@ def serve(host: str = typer.Option(None, help="bind address (default from settin
     from server.main import run
     from server.settings import Settings
 
-    overrides = {k: v for k, v in dict(host=host, port=port, bundle=bundle, store=store, device=device).items()
+    overrides = {k: v for k, v in dict(host=host, port=port, bundle_dir=bundle, store=store, device=device).items()
                  if v is not None}
     run(Settings(**overrides))
 

@@ -1,0 +1,37 @@
+"""App factory: ``create_app(settings, runtime_factory)`` -> FastAPI app. Nothing loads at import; the
+lifespan starts the service (runtime loaded in a worker thread) and stops it on shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import handlers
+from .routes import ROUTERS
+from .service import RuntimeFactory, Service
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory | None = None) -> FastAPI:
+    """Build the app. ``runtime_factory(settings)`` returns the runtime (default: load the bundle named by
+    ``settings.bundle_dir``); tests pass a fake or a tiny random bundle."""
+    settings = settings or Settings()
+    service = Service(settings, runtime_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="speechprompt-server", version="1", lifespan=lifespan,
+                  summary="SpeechPrompt v2 task prompts on a frozen GSLM backbone: audio in, class out.")
+    app.state.service = service
+    handlers.install(app, service.metrics)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

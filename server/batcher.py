@@ -1,0 +1,253 @@
+"""The model loop: one bounded queue for all tasks, ONE owner thread that runs every model call.
+
+A job is one decoded clip and the prompt-bank keys (``task@version``) it must be scored with, one
+unit-LM row per key. The owner thread takes a batch (at most ``max_rows`` rows, waiting at most
+``max_wait_s`` for it to fill), skips jobs whose client went away (counted) or whose deadline passed
+(504), looks the clips up in the units cache, runs the encoder once for the misses and ONE unit-LM
+forward for all rows of all tasks (``runtime.classify(units_list, keys)``). Each job's asyncio future
+is resolved on its event loop with ``loop.call_soon_threadsafe``.
+
+Prompt-bank changes (``runtime.add_task`` / ``remove_task``) run on the same thread between batches
+(:meth:`Batcher.call`), so a forward never sees the bank change under it. No FastAPI here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import DeadlineExceeded, NotReady, QueueFull
+from .jobs import Job, JobResult, finish, resolve
+from .metrics import Metrics
+from .units_cache import UnitsCache
+
+log = logging.getLogger(__name__)
+
+
+class Batcher:
+    """Owner of the queue and of every model call. ``runtime`` needs ``extract_units(wavs)`` and
+    ``classify(units_list, keys)`` (see ``speechprompt.runtime.Runtime``)."""
+
+    def __init__(self, runtime: Any, cache: UnitsCache, fingerprint: str, *, max_rows: int,
+                 max_wait_s: float, capacity: int, metrics: Metrics | None = None):
+        self.runtime = runtime
+        self.cache = cache
+        self.fingerprint = fingerprint
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self.capacity = capacity
+        self.metrics = metrics
+        self._jobs: deque[Job] = deque()
+        self._controls: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._job_seconds = 0.05  # moving average of model time per job (Retry-After estimate)
+        self.dropped = 0
+        self.expired = 0
+        self.batches = 0
+
+    # -- event-loop side ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sp-model-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the queued jobs and control calls, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    @property
+    def depth(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, samples: np.ndarray, digest: str, keys: Sequence[str], deadline: float,
+               on_finish: Callable[[], None] | None = None) -> asyncio.Future:
+        """Queue a job (call from the event loop); raises QueueFull (429) or NotReady when stopping."""
+        loop = asyncio.get_running_loop()
+        job = Job(samples, digest, tuple(keys), deadline, loop.create_future(), loop, on_finish)
+        job.future.add_done_callback(lambda f: setattr(job, "abandoned", f.cancelled()))
+        with self._cond:
+            if self._stopping or self._thread is None:
+                raise NotReady("the model loop is not running")
+            if len(self._jobs) >= self.capacity:
+                wait = math.ceil(len(self._jobs) * self._job_seconds)
+                raise QueueFull(f"{len(self._jobs)} jobs are waiting (capacity {self.capacity})",
+                                retry_after_s=wait)
+            self._jobs.append(job)
+            self._cond.notify_all()
+        if self.metrics:
+            self.metrics.queue_depth.set(len(self._jobs))
+        return job.future
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run ``fn`` on the model thread between batches (FIFO with other calls); wrap the returned
+        future with ``asyncio.wrap_future`` to await it."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._stopping or self._thread is None:
+                fut.set_exception(NotReady("the model loop is not running"))
+                return fut
+            self._controls.append((fn, fut))
+            self._cond.notify_all()
+        return fut
+
+    # -- model thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch, controls = self._take()
+            for fn, fut in controls:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn())
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        fut.set_exception(exc)
+            if batch:
+                try:
+                    self._process(batch)
+                except BaseException:  # noqa: BLE001 - the loop must survive a bug in one batch
+                    log.exception("model loop batch failed")
+            elif batch is None and not controls:
+                return
+
+    def _take(self) -> tuple[list[Job] | None, list]:
+        """Wait for work; return (batch, []) or ([], control calls); (None, []) means stop."""
+        with self._cond:
+            while not self._jobs and not self._controls and not self._stopping:
+                self._cond.wait()
+            if self._controls:
+                controls = list(self._controls)
+                self._controls.clear()
+                return [], controls
+            if not self._jobs:
+                return None, []
+            batch = [self._jobs.popleft()]
+            rows = len(batch[0].keys)
+            end = time.monotonic() + self.max_wait_s
+            while rows < self.max_rows and not self._controls:
+                if self._jobs:
+                    if rows + len(self._jobs[0].keys) > self.max_rows:
+                        break
+                    batch.append(self._jobs.popleft())
+                    rows += len(batch[-1].keys)
+                    continue
+                remaining = end - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+        if self.metrics:
+            self.metrics.queue_depth.set(len(self._jobs))
+        return batch, []
+
+    def _process(self, batch: list[Job]) -> None:
+        start = time.monotonic()
+        live: list[Job] = []
+        for job in batch:
+            if job.abandoned:
+                self.dropped += 1
+                if self.metrics:
+                    self.metrics.dropped_jobs.inc()
+                finish(job)
+            elif start > job.deadline:
+                self.expired += 1
+                if self.metrics:
+                    self.metrics.expired_jobs.inc()
+                resolve(job, None, DeadlineExceeded("the request's deadline passed while it was queued"))
+                finish(job)
+            else:
+                live.append(job)
+        try:
+            if live:
+                self._score(live, start)
+        finally:
+            for job in live:
+                finish(job)
+        self.batches += 1
+        if live:
+            per_job = (time.monotonic() - start) / len(live)
+            self._job_seconds = 0.8 * self._job_seconds + 0.2 * per_job
+
+    def _score(self, live: list[Job], start: float) -> None:
+        units: dict[int, Any] = {}
+        errors: dict[int, BaseException] = {}
+        hits = {id(j) for j in live if self._cached(j, units)}
+        misses = [j for j in live if id(j) not in hits]
+        t_enc = time.monotonic()
+        if misses:
+            try:
+                made = self.runtime.extract_units([j.samples for j in misses])
+                pairs = list(zip(misses, made, strict=True))
+            except Exception:  # noqa: BLE001 - isolate the failing clip, keep the others
+                pairs = []
+                for j in misses:
+                    try:
+                        pairs.append((j, self.runtime.extract_units([j.samples])[0]))
+                    except Exception as exc:  # noqa: BLE001
+                        errors[id(j)] = exc
+            for j, u in pairs:
+                units[id(j)] = u
+                self.cache.put(j.digest, self.fingerprint, u)
+        encode_ms = (time.monotonic() - t_enc) * 1e3
+        ready = [j for j in live if id(j) in units]
+        row_units = [units[id(j)].units for j in ready for _ in j.keys]
+        row_keys = [k for j in ready for k in j.keys]
+        t_lm = time.monotonic()
+        probs = self._classify(row_units, row_keys)
+        lm_ms = (time.monotonic() - t_lm) * 1e3
+        if self.metrics:
+            self.metrics.batch_rows.observe(len(row_keys))
+            self.metrics.batch_jobs.observe(len(live))
+            self.metrics.cache_hits.inc(len(hits))
+            self.metrics.cache_misses.inc(len(misses))
+        at = 0
+        for job in live:
+            if id(job) in errors:
+                resolve(job, None, errors[id(job)])
+                continue
+            rows = tuple(probs[at:at + len(job.keys)])
+            at += len(job.keys)
+            hit = id(job) in hits
+            result = JobResult(units[id(job)], rows, hit, (start - job.enqueued) * 1e3,
+                               0.0 if hit else encode_ms, lm_ms, len(row_keys), len(live))
+            if self.metrics:
+                self.metrics.queue_seconds.observe(result.queue_ms / 1e3)
+                self.metrics.compute_seconds.observe((result.encode_ms + lm_ms) / 1e3)
+            resolve(job, result, None)
+
+    def _cached(self, job: Job, out: dict[int, Any]) -> bool:
+        hit = self.cache.get(job.digest, self.fingerprint)
+        if hit is not None:
+            out[id(job)] = hit
+        return hit is not None
+
+    def _classify(self, row_units: list, row_keys: list[str]) -> list[np.ndarray | BaseException]:
+        """ONE forward for all rows; if it fails, rows are retried alone so one bad row fails alone."""
+        if not row_keys:
+            return []
+        try:
+            return list(self.runtime.classify(row_units, row_keys))
+        except Exception:  # noqa: BLE001
+            log.warning("batched classify failed; retrying %d rows one by one", len(row_keys), exc_info=True)
+        out: list[np.ndarray | BaseException] = []
+        for u, k in zip(row_units, row_keys, strict=True):
+            try:
+                out.append(self.runtime.classify([u], [k])[0])
+            except Exception as exc:  # noqa: BLE001
+                out.append(exc)
+        return out

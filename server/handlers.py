@@ -1,0 +1,64 @@
+"""Exception handlers: every error leaves as ``application/problem+json`` through ``errors.to_problem``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import TABLE, Problem, error_code, problem, to_problem
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_HTTP_CODES = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed")}
+
+
+def respond(p: Problem) -> JSONResponse:
+    return JSONResponse(p.body, status_code=p.status, headers=p.headers or None, media_type=PROBLEM_JSON)
+
+
+def typed_roots() -> list[type[BaseException]]:
+    """The most general classes of the error table (their subclasses reach the same handler)."""
+    classes = list(TABLE)
+    return [c for c in classes if not any(o is not c and issubclass(c, o) for o in classes)]
+
+
+def install(app: FastAPI, metrics: Metrics) -> None:
+    """Register the handlers on ``app``; failures are counted in ``sp_request_failures_total{code}``."""
+
+    async def typed(request: Request, exc: Exception) -> JSONResponse:
+        p = to_problem(exc)
+        if p.status >= 500 and error_code(exc) == "internal":
+            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        metrics.failures.labels(code=p.body["type"].rsplit("/", 1)[-1]).inc()
+        return respond(p)
+
+    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        in_params = all(e.get("loc", ("body",))[0] in ("query", "path", "header", "cookie") for e in errors)
+        status = 400 if in_params else 422
+        detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+        metrics.failures.labels(code="invalid_request").inc()
+        return respond(problem(status, "invalid_request", "Invalid request", detail or "invalid request",
+                               errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]))
+
+    async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+        metrics.failures.labels(code=code).inc()
+        detail = str(exc.detail)
+        if exc.status_code in _HTTP_CODES:
+            detail = f"no endpoint answers {request.method} {request.url.path} ({detail}); see /docs"
+        p = problem(exc.status_code, code, title, detail)
+        p.headers.update(exc.headers or {})
+        return respond(p)
+
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http)
+    for cls in typed_roots():
+        app.add_exception_handler(cls, typed)
+    app.add_exception_handler(Exception, typed)  # last resort: a 500 problem (Starlette re-raises it to log)

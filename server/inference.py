@@ -1,0 +1,214 @@
+"""One classify request from bytes to answer: decode (thread pool) -> lease task versions -> model loop.
+
+Routes call :func:`classify_one` / :func:`classify_many`; this module builds the response bodies and
+records request metrics. Nothing blocking runs on the event loop: audio decoding and hashing go to a
+worker thread, inference to the batcher's model thread. No FastAPI here (``request`` is only used to
+notice a client that went away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from speechprompt.audio import DecodedAudio, decode_audio
+
+from .errors import (
+    BadRequest,
+    ClientGone,
+    DeadlineExceeded,
+    InferenceFailed,
+    error_code,
+    rule_for,
+    to_problem,
+)
+from .jobs import JobResult
+from .registry import Lease
+from .service import Service
+from .units_cache import pcm_digest
+
+MAX_TASKS_PER_REQUEST = 64
+
+
+@dataclass(frozen=True)
+class Clip:
+    audio: DecodedAudio
+    digest: str
+    decode_ms: float
+
+
+def _decode(data: bytes, max_seconds: float) -> tuple[DecodedAudio, str]:
+    audio = decode_audio(data, max_seconds=max_seconds)
+    return audio, pcm_digest(audio.samples)
+
+
+async def decode(service: Service, data: bytes) -> Clip:
+    """Bytes -> 16 kHz mono PCM + its digest, in a worker thread (typed AudioError on bad input)."""
+    start = time.monotonic()
+    audio, digest = await asyncio.to_thread(_decode, data, service.max_audio_seconds)
+    seconds = time.monotonic() - start
+    service.metrics.decode_seconds.observe(seconds)
+    return Clip(audio, digest, seconds * 1e3)
+
+
+async def _until(aw: Any, deadline: float, what: str) -> Any:
+    try:
+        return await asyncio.wait_for(aw, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise DeadlineExceeded(f"the request's deadline passed while {what}") from None
+
+
+async def _disconnected(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: float,
+                  receive: Any = None) -> JobResult:
+    """Queue one job (one row per lease) and wait for it, its deadline or the client's disconnect."""
+    registry, batcher = service.registry, service.batcher
+    assert registry is not None and batcher is not None
+
+    def release() -> None:
+        for lease in leases:
+            registry.release(lease)
+
+    try:
+        fut = batcher.submit(clip.audio.samples, clip.digest, [le.key for le in leases], deadline, release)
+    except BaseException:
+        release()
+        raise
+    gone = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
+    try:
+        waits = {fut} | ({gone} if gone else set())
+        done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if gone is not None:
+            gone.cancel()
+    if fut in done:
+        return fut.result()
+    fut.cancel()  # the model loop skips it (and counts it) if it has not started yet
+    if gone is not None and gone in done:
+        raise ClientGone("the client disconnected")
+    raise DeadlineExceeded("the request's deadline passed while it waited for the model")
+
+
+def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str) -> dict:
+    if isinstance(probs, BaseException):
+        if rule_for(probs) is None:
+            raise InferenceFailed(f"scoring task {lease.task!r} failed: {type(probs).__name__}") from probs
+        raise probs
+    probs = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    return {"task": lease.task, "version": lease.version, "label": lease.labels[int(order[0])],
+            "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in order],
+            "backbone": fingerprint}
+
+
+def _audio(clip: Clip, result: JobResult | None) -> dict:
+    a = clip.audio
+    out = {"input_sample_rate": a.input_sample_rate, "input_channels": a.input_channels,
+           "input_format": a.input_format, "duration_s": round(a.duration_s, 6), "resampled": a.resampled,
+           "frames": None, "units": None}
+    if result is not None:
+        out.update(frames=int(result.units.frames), units=int(len(result.units.units)))
+    return out
+
+
+def _timings(clip: Clip, result: JobResult | None, start: float) -> dict:
+    r = result
+    return {"decode_ms": round(clip.decode_ms, 3), "queue_ms": round(r.queue_ms, 3) if r else 0.0,
+            "encode_ms": round(r.encode_ms, 3) if r else 0.0, "lm_ms": round(r.lm_ms, 3) if r else 0.0,
+            "total_ms": round((time.monotonic() - start) * 1e3, 3)}
+
+
+def _count(service: Service, task: str, status: int) -> None:
+    known = service.registry is not None and task in service.registry.names()
+    service.metrics.requests.labels(task=task if known else "_unknown", status=str(status)).inc()
+
+
+async def classify_one(service: Service, task: str, data: bytes, top_k: int, receive: Any = None) -> dict:
+    """Score one clip with one task -> the classify response body (typed errors propagate)."""
+    start = time.monotonic()
+    try:
+        service.require_ready()
+        deadline = start + service.settings.request_deadline_s
+        fingerprint = service.runtime.fingerprint
+        lease = await _until(service.registry.acquire(task), deadline, f"task {task!r} was loading")
+        try:
+            clip = await decode(service, data)
+        except BaseException:
+            service.registry.release(lease)
+            raise
+        result = await run_job(service, clip, [lease], deadline, receive)
+        body = _scores(lease, result.rows[0], top_k, fingerprint)
+        body.update(audio=_audio(clip, result), timings=_timings(clip, result, start),
+                    units_cache_hit=result.cache_hit)
+    except BaseException as exc:
+        _count(service, task, to_problem(exc).status if isinstance(exc, Exception) else 499)
+        raise
+    service.metrics.request_seconds.observe(time.monotonic() - start)
+    _count(service, task, 200)
+    return body
+
+
+def parse_tasks(spec: str) -> list[str]:
+    """``a,b,c`` -> ``["a", "b", "c"]`` (order kept, duplicates dropped); BadRequest when empty/too many."""
+    tasks = list(dict.fromkeys(t.strip() for t in spec.split(",") if t.strip()))
+    if not tasks:
+        raise BadRequest("no task named in 'tasks'", accepted="tasks=a,b,c (comma-separated task names)")
+    if len(tasks) > MAX_TASKS_PER_REQUEST:
+        raise BadRequest(f"{len(tasks)} tasks named; at most {MAX_TASKS_PER_REQUEST} per request")
+    return tasks
+
+
+def _task_error(service: Service, task: str, exc: Exception) -> dict:
+    prob = to_problem(exc)
+    service.metrics.failures.labels(code=error_code(exc)).inc()
+    _count(service, task, prob.status)
+    return {"task": task, "error": prob.body}
+
+
+async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: int, receive: Any = None) -> dict:
+    """Score one clip with many tasks: decoded and encoded ONCE, one unit-LM row per task. A task that
+    cannot be served gets an error entry (problem body) and does not fail the others."""
+    start = time.monotonic()
+    service.require_ready()
+    deadline = start + service.settings.request_deadline_s
+    fingerprint = service.runtime.fingerprint
+    registry = service.registry
+    outcomes: dict[str, Lease | Exception] = {}
+    for task, got in zip(tasks, await asyncio.gather(
+            *(_until(registry.acquire(t), deadline, f"task {t!r} was loading") for t in tasks),
+            return_exceptions=True), strict=True):
+        if isinstance(got, BaseException) and not isinstance(got, Exception):
+            raise got
+        outcomes[task] = got
+    leases = [o for o in outcomes.values() if isinstance(o, Lease)]
+    try:
+        clip = await decode(service, data)
+    except BaseException:
+        for lease in leases:
+            registry.release(lease)
+        raise
+    result = await run_job(service, clip, leases, deadline, receive) if leases else None
+    rows = dict(zip((le.task for le in leases), result.rows if result else (), strict=True))
+    results = []
+    for task in tasks:
+        got = outcomes[task]
+        if isinstance(got, Exception):
+            results.append(_task_error(service, task, got))
+            continue
+        try:
+            results.append(_scores(got, rows[task], top_k, fingerprint))
+            _count(service, task, 200)
+        except Exception as exc:  # noqa: BLE001 - typed: becomes this task's problem entry
+            results.append(_task_error(service, task, exc))
+    service.metrics.request_seconds.observe(time.monotonic() - start)
+    return {"results": results, "audio": _audio(clip, result), "timings": _timings(clip, result, start),
+            "units_cache_hit": bool(result.cache_hit) if result else False}

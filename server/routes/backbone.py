@@ -1,0 +1,17 @@
+"""GET /v1/backbone: the loaded backbone (kind, sizes, fingerprint packages must match)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from ..deps import ready_service
+from ..schemas import PROBLEMS
+from ..service import Service
+
+router = APIRouter(tags=["backbone"])
+
+
+@router.get("/v1/backbone", responses=PROBLEMS)
+async def backbone(service: Service = Depends(ready_service)) -> dict:
+    """The backbone this server runs; a task package must carry its fingerprint."""
+    return service.runtime.backbone.info()

@@ -1,0 +1,47 @@
+"""POST /v1/tasks/{task}/classify (one clip, one task) and POST /v1/classify?tasks=a,b (one clip, many)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from ..bodies import audio_body_ok, payload
+from ..deps import ready_service
+from ..inference import classify_many, classify_one, parse_tasks
+from ..schemas import PROBLEMS, ClassifyResponse, MultiClassifyResponse
+from ..service import Service
+from ..stores.base import check_task_name
+
+router = APIRouter(tags=["classify"])
+
+ACCEPTED = ("multipart/form-data with a file field 'audio', or the raw audio bytes as the body with "
+            "Content-Type audio/* or application/octet-stream (WAV, FLAC, Ogg Vorbis/Opus, MP3)")
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+AUDIO_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["audio"],
+                                       "properties": {"audio": {"type": "string", "format": "binary"}}}},
+    "audio/*": _BINARY, "application/octet-stream": _BINARY}}}
+TOP_K = Query(5, ge=1, le=1000, description="how many classes to return, best first")
+
+
+@router.post("/v1/tasks/{task}/classify", response_model=None, openapi_extra=AUDIO_BODY,
+             responses={200: {"model": ClassifyResponse}, **PROBLEMS})
+async def classify(task: str, request: Request, top_k: int = TOP_K,
+                   service: Service = Depends(ready_service)) -> JSONResponse:
+    """Classify one clip with one task; the answer names the exact task version used."""
+    check_task_name(task)
+    data = await payload(request, field="audio", limit=service.settings.max_upload_bytes, raw_ok=audio_body_ok,
+                         accepted=ACCEPTED)
+    return JSONResponse(await classify_one(service, task, data, top_k, request.receive))
+
+
+@router.post("/v1/classify", response_model=None, openapi_extra=AUDIO_BODY,
+             responses={200: {"model": MultiClassifyResponse}, **PROBLEMS})
+async def classify_tasks(request: Request, tasks: str = Query(..., description="comma-separated task names"),
+                         top_k: int = TOP_K, service: Service = Depends(ready_service)) -> JSONResponse:
+    """Classify one clip with many tasks: decoded and encoded once, one unit-LM row per task; a task that
+    cannot be served gets its own error entry without failing the others."""
+    names = parse_tasks(tasks)
+    data = await payload(request, field="audio", limit=service.settings.max_upload_bytes, raw_ok=audio_body_ok,
+                         accepted=ACCEPTED)
+    return JSONResponse(await classify_many(service, names, data, top_k, request.receive))

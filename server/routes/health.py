@@ -1,0 +1,35 @@
+"""/healthz (the process answers), /readyz (it can serve: 503 and why until then), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from ..deps import get_service
+from ..errors import NotReady
+from ..metrics import CONTENT_TYPE
+from ..schemas import PROBLEMS
+from ..service import Service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """Liveness: the event loop answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: PROBLEMS[503]})
+async def readyz(service: Service = Depends(get_service)) -> dict:
+    """Readiness: backbone loaded, model loop running, store read; 503 with the reason otherwise."""
+    service.require_ready()
+    if service.batcher is None or not service.batcher.alive:
+        raise NotReady("the model loop is not running")
+    return {"status": "ready", "backbone": service.runtime.fingerprint, "tasks": len(service.registry.names()),
+            "queue_depth": service.batcher.depth,
+            "store": {"where": service.store.describe(), "degraded": service.store.degraded()}}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(service: Service = Depends(get_service)) -> Response:
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE)

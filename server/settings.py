@@ -1,0 +1,42 @@
+"""Service configuration: ONE pydantic-settings class, built in the app factory (never at import).
+
+Every field can be set from the environment with the prefix ``SPEECHPROMPT_`` (e.g.
+``SPEECHPROMPT_ADMIN_TOKEN=...``, ``SPEECHPROMPT_MAX_BATCH_ROWS=64``). Model facts (layers, dims, sample
+rate) are not here: they come from the backbone bundle's ``backbone.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What the operator chooses for one server process."""
+
+    model_config = SettingsConfigDict(env_prefix="SPEECHPROMPT_", extra="forbid")
+
+    bundle_dir: Path = Field(Path("models/default"), description="backbone bundle folder (backbone.json + weights)")
+    store: str = Field(
+        "prompts_store",
+        description="task prompt package store: a folder path, or a redis://host:port/db URL",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for PUT/DELETE /v1/tasks; unset -> uploads and deletes are refused (403)"
+    )
+    device: str = Field("cpu", description="torch device for the backbone and the prompt bank")
+    max_batch_rows: int = Field(32, ge=1, description="most unit-LM rows (one per clip x task) in one forward")
+    max_batch_wait_ms: float = Field(5.0, ge=0, description="how long the model loop waits to fill a batch (ms)")
+    queue_capacity: int = Field(256, ge=1, description="jobs waiting for the model loop before 429")
+    request_deadline_s: float = Field(30.0, gt=0, description="per-request budget from arrival to answer (s)")
+    max_audio_seconds: float = Field(30.0, gt=0, description="longest clip accepted (s, after decoding)")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body (audio or package)")
+    units_cache_entries: int = Field(1024, ge=0, description="LRU entries of clip -> units (0 disables)")
+    prompt_bank_budget_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="device bytes for resident task prompts (LRU eviction above it)"
+    )
+    store_poll_interval_s: float = Field(2.0, gt=0, description="how often the store is checked for changes (s)")
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8000, ge=0, le=65535, description="listen port")

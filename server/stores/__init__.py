@@ -1,0 +1,19 @@
+"""Prompt stores: where task prompt packages live (a folder, or Redis). ``open_store`` picks one by URL."""
+
+from __future__ import annotations
+
+from .base import PromptStore
+
+
+def open_store(location: str) -> PromptStore:
+    """``redis://...`` / ``rediss://...`` -> Redis store; anything else is a folder path -> FileStore."""
+    if location.startswith(("redis://", "rediss://", "unix://")):
+        from .redis_store import RedisStore  # imported only when asked for (redis-py is not needed otherwise)
+
+        return RedisStore.from_url(location)
+    from .file import FileStore
+
+    return FileStore(location)
+
+
+__all__ = ["PromptStore", "open_store"]

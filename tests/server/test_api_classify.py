@@ -1,0 +1,133 @@
+"""HTTP classify endpoints (fake runtime): answers, audio facts, timings, cache, multi-task, audio errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from speechprompt.audio import decode_audio
+
+from .fakes import FakeRuntime, fake_probs, fake_units, make_package
+from .http_helpers import ADMIN, WAV, assert_problem, wav_bytes
+
+pytestmark = pytest.mark.asyncio
+
+def expected(pkg, data: bytes) -> np.ndarray:
+    """One-by-one reference: decode, fake units, the task version's own verbalizer."""
+    units = fake_units(decode_audio(data).samples).units
+    return fake_probs(pkg.verbalizer.numpy().astype(np.float64), units)
+
+
+@pytest_asyncio.fixture
+async def srv(make_server):
+    srv = await make_server(FakeRuntime())
+    srv.kws = make_package("kws", labels=("yes", "no", "up", "down"), seed=1)
+    srv.emo = make_package("emo", labels=("happy", "sad"), seed=2)
+    for p in (srv.kws, srv.emo):
+        r = await srv.client.put(f"/v1/tasks/{p.meta.task}", content=p.data, headers=ADMIN)
+        assert r.status_code == 201 and r.json() == {"task": p.meta.task, "version": p.version, "created": True}
+    return srv
+
+
+async def test_classify_raw_body(srv):
+    data = wav_bytes(0.5, rate=22050, channels=2, seed=3)
+    r = await srv.client.post("/v1/tasks/kws/classify?top_k=3", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    probs = expected(srv.kws, data)
+    order = np.argsort(-probs)
+    assert body["task"] == "kws" and body["version"] == srv.kws.version
+    assert body["backbone"] == srv.service.runtime.fingerprint
+    assert body["label"] == srv.kws.meta.labels[order[0]]
+    assert [s["label"] for s in body["scores"]] == [srv.kws.meta.labels[i] for i in order[:3]]
+    np.testing.assert_allclose([s["score"] for s in body["scores"]], probs[order[:3]], rtol=1e-5)
+    units = fake_units(decode_audio(data).samples)
+    assert body["audio"] == {"input_sample_rate": 22050, "input_channels": 2, "input_format": "WAV",
+                             "duration_s": pytest.approx(0.5, abs=1e-3), "resampled": True,
+                             "frames": units.frames, "units": len(units.units)}
+    t = body["timings"]
+    assert set(t) == {"decode_ms", "queue_ms", "encode_ms", "lm_ms", "total_ms"}
+    assert all(v >= 0 for v in t.values()) and t["total_ms"] >= t["decode_ms"] + t["queue_ms"]
+    assert body["units_cache_hit"] is False
+
+
+async def test_multipart_and_octet_stream_give_the_same_answer_and_hit_the_cache(srv):
+    data = wav_bytes(0.4, seed=5)
+    a = (await srv.client.post("/v1/tasks/kws/classify", files={"audio": ("x.bin", data, "text/plain")})).json()
+    b = (await srv.client.post("/v1/tasks/kws/classify", content=data,
+                               headers={"Content-Type": "application/octet-stream"})).json()
+    assert a["scores"] == b["scores"] and len(a["scores"]) == 4  # top_k 5 clamped to the 4 classes
+    assert (a["units_cache_hit"], b["units_cache_hit"]) == (False, True)
+    assert b["timings"]["encode_ms"] == 0.0
+    assert [n for what, n in srv.service.runtime.calls if what == "encode"] == [1]
+
+
+async def test_multi_task_encodes_once_and_reports_per_task_errors(srv):
+    data = wav_bytes(0.4, seed=6)
+    rt = srv.service.runtime
+    r = await srv.client.post("/v1/classify?tasks=kws,emo,nope,Bad!,kws&top_k=2", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["task"] for x in body["results"]] == ["kws", "emo", "nope", "Bad!"]
+    for res, pkg in zip(body["results"][:2], (srv.kws, srv.emo), strict=True):
+        probs = expected(pkg, data)
+        assert res["version"] == pkg.version and res["label"] == pkg.meta.labels[int(np.argmax(probs))]
+        np.testing.assert_allclose(res["scores"][0]["score"], probs.max(), rtol=1e-5)
+    assert body["results"][2]["error"]["type"] == "/problems/unknown_task"
+    assert body["results"][3]["error"]["status"] == 400
+    assert rt.rows() == [2] and [n for what, n in rt.calls if what == "encode"] == [1]  # one clip, one forward
+    assert body["audio"]["units"] > 0 and body["timings"]["lm_ms"] >= 0
+
+
+@pytest.mark.parametrize("query, code", [("top_k=0", "invalid_request"), ("top_k=abc", "invalid_request")])
+async def test_bad_parameters_are_400(srv, query, code):
+    r = await srv.client.post(f"/v1/tasks/kws/classify?{query}", content=wav_bytes(), headers=WAV)
+    assert_problem(r, 400, code)
+
+
+async def test_bad_names_and_unknown_tasks(srv):
+    assert_problem(await srv.client.post("/v1/tasks/Bad!/classify", content=wav_bytes(), headers=WAV),
+                   400, "invalid_task_name")
+    body = assert_problem(await srv.client.post("/v1/tasks/nope/classify", content=wav_bytes(), headers=WAV),
+                          404, "unknown_task")
+    assert body["accepted"] == ["emo", "kws"]
+    r = await srv.client.post("/v1/tasks/..%2Fx/classify", content=wav_bytes(), headers=WAV)
+    assert r.status_code in (400, 404) and r.headers["content-type"] == "application/problem+json"
+    assert_problem(await srv.client.post("/v1/classify?tasks=,", content=wav_bytes(), headers=WAV),
+                   400, "bad_request")
+    assert_problem(await srv.client.post("/v1/classify", content=wav_bytes(), headers=WAV), 400, "invalid_request")
+
+
+async def test_audio_errors(srv):
+    post = lambda data, headers=WAV: srv.client.post("/v1/tasks/kws/classify", content=data, headers=headers)  # noqa: E731
+    body = assert_problem(await post(b"RIFF....WAVEjunkjunk" * 10), 415, "undecodable_audio")
+    assert "accepted" in body
+    named_wav_but_mp3ish = assert_problem(await post(b"\xff\xfb\x90\x00" + bytes(600)), 415, "undecodable_audio")
+    assert named_wav_but_mp3ish["detail"]
+    assert_problem(await post(wav_bytes(), {"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    assert_problem(await post(wav_bytes(0.01)), 422, "audio_too_short")
+    assert_problem(await post(b""), 415, "undecodable_audio")
+    nan = np.full(4000, np.nan, dtype=np.float32)
+    import io
+
+    import soundfile as sf
+    buf = io.BytesIO()
+    sf.write(buf, nan, 16000, format="WAV", subtype="FLOAT")
+    assert_problem(await post(buf.getvalue()), 422, "non_finite_audio")
+    r = await srv.client.post("/v1/tasks/kws/classify", files={"wrong": ("a.wav", wav_bytes(), "audio/wav")})
+    assert_problem(r, 400, "bad_request")
+
+
+async def test_size_limits(make_server):
+    srv = await make_server(FakeRuntime(), max_upload_bytes=64 * 1024, max_audio_seconds=0.5)
+    pkg = make_package("kws")
+    await srv.client.put("/v1/tasks/kws", content=pkg.data, headers=ADMIN)
+    big = wav_bytes(3.0, subtype="FLOAT")  # 192 kB > 64 kB
+    assert_problem(await srv.client.post("/v1/tasks/kws/classify", content=big, headers=WAV),
+                   413, "payload_too_large")
+    r = await srv.client.post("/v1/tasks/kws/classify", files={"audio": ("a.wav", big, "audio/wav")})
+    assert_problem(r, 413, "payload_too_large")
+    body = assert_problem(await srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(1.0), headers=WAV),
+                          413, "audio_too_long")
+    assert "0.5" in body["accepted"]

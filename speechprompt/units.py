@@ -1,0 +1,69 @@
+"""Speech -> units, composed from parts: HuBERT layer-L features -> k-means units -> (optional) dedup.
+
+``list of [N_i] f32 @16 kHz -> list of Units(units [M_i] i64, durations [M_i] i64, frames T_i)``.
+
+Follows textlesslib ``textless/data/speech_encoder.py`` (``SpeechEncoder``: dense model -> quantizer ->
+``unique_consecutive``) and the GSLM speech2unit pipeline (HuBERT base layer 6, km100, dedup before the ULM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .codebook import Codebook, dedup
+from .encoder import HubertEncoder
+
+
+@dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly (torch.equal), not with ==
+class Units:
+    """Units of one clip (CPU tensors). ``durations[i]``: frames (``hop_size`` samples each) of ``units[i]``;
+    ``sum(durations) == frames``; without dedup every duration is 1 and ``len(units) == frames``."""
+
+    units: Tensor  # [M] i64, codebook indices in [0, vocab_size)
+    durations: Tensor  # [M] i64, >= 1
+    frames: int  # T, encoder frames of the clip
+
+
+class UnitExtractor:
+    """``encoder`` (HuBERT) + ``codebook`` (k-means) + dedup; exposes ``sample_rate``, ``hop_size``, ``vocab_size``."""
+
+    def __init__(self, encoder: HubertEncoder, codebook: Codebook, deduplicate: bool = True):
+        if encoder.dim != codebook.dim:
+            raise ValueError(f"encoder dim {encoder.dim} != codebook dim {codebook.dim}")
+        self.encoder, self.codebook, self.deduplicate = encoder, codebook, deduplicate
+
+    @classmethod
+    def from_parts(cls, encoder: HubertEncoder, codebook: Codebook, deduplicate: bool = True) -> UnitExtractor:
+        """Compose an extractor from a loaded encoder and codebook (same device)."""
+        return cls(encoder, codebook, deduplicate)
+
+    sample_rate = property(lambda self: self.encoder.sample_rate, doc="input sample rate (Hz)")
+    hop_size = property(lambda self: self.encoder.hop_size, doc="samples per frame (320 = 20 ms)")
+    vocab_size = property(lambda self: self.codebook.vocab_size, doc="number of units K")
+
+    @torch.no_grad()
+    def extract(self, wavs: list[np.ndarray | Tensor]) -> list[Units]:
+        """Waveforms ``[N_i]`` f32 at ``sample_rate`` -> one :class:`Units` per clip.
+
+        The encoder runs batched over clips; all frames are quantised in one GEMM. Raises the encoder's
+        ``ClipTooShort`` / ``EncoderInputError`` (ValueError subclasses) for unusable clips.
+        """
+        tensors = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) if isinstance(w, np.ndarray)
+                   else torch.as_tensor(w) for w in wavs]
+        feats = self.encoder.extract(tensors)  # list of [T_i, D]
+        if not feats:
+            return []
+        lengths = [f.shape[0] for f in feats]
+        units = self.codebook.quantize(torch.cat(feats)).cpu().split(lengths)  # [sum T] -> per clip [T_i]
+        out = []
+        for u, t in zip(units, lengths, strict=True):
+            u, d = dedup(u) if self.deduplicate else (u.clone(), torch.ones_like(u))
+            out.append(Units(units=u, durations=d, frames=t))
+        return out
+
+
+__all__ = ["UnitExtractor", "Units"]

@@ -21,10 +21,14 @@ from torch import Tensor
 
 from .codebook import Codebook
 from .encoder import HubertConfig, HubertEncoder
+from .pgslm import MultiStreamUnitLM, PGSLMConfig, check_prosody
+from .pgslm import unit_token_map as pgslm_unit_token_map
+from .prosody import PROSODY_FILE, Prosody, load_prosody
 from .unit_lm import UnitLM, UnitLMConfig
 
 FORMAT_VERSION = 1
 FILES = ("encoder.safetensors", "codebook.safetensors", "unit_lm.safetensors")
+KIND_FILES = {"gslm": FILES, "pgslm": FILES + (PROSODY_FILE,)}
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
@@ -82,9 +86,17 @@ class BackboneSpec:
 class Backbone:
     """A loaded bundle: ``encoder`` (HuBERT, layer-L features), ``codebook`` ([K, D]), ``unit_lm``."""
 
-    def __init__(self, spec: BackboneSpec, encoder: HubertEncoder, codebook: Codebook, unit_lm: UnitLM):
+    def __init__(self, spec: BackboneSpec, encoder: HubertEncoder, codebook: Codebook, unit_lm: UnitLM,
+                 prosody: Prosody | None = None):
         self.spec, self.encoder, self.codebook, self.unit_lm = spec, encoder, codebook, unit_lm
-        self.unit_to_token = unit_token_map(spec.dictionary, spec.codebook_size)
+        self.prosody = prosody  # pgslm only: F0 bin edges and normalisation
+        if spec.kind == "pgslm":
+            try:
+                self.unit_to_token = pgslm_unit_token_map(spec.dictionary, spec.codebook_size)
+            except ValueError as e:
+                raise BundleError(str(e)) from None
+        else:
+            self.unit_to_token = unit_token_map(spec.dictionary, spec.codebook_size)
 
     @property
     def fingerprint(self) -> str:
@@ -104,7 +116,8 @@ class Backbone:
                 "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
                             "vocab_size": c.vocab_size},
                 "parameters": sum(p.numel() for m in (self.encoder, self.unit_lm) for p in m.parameters()),
-                "device": str(self.device), **({"extra": self.spec.extra} if self.spec.extra else {})}
+                "device": str(self.device), **({"extra": self.spec.extra} if self.spec.extra else {}),
+                **({"prosody": self.prosody.info()} if self.prosody is not None else {})}
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True) -> Backbone:
@@ -117,9 +130,11 @@ class Backbone:
             meta = json.loads((folder / "backbone.json").read_text())
         except (OSError, ValueError) as e:
             raise BundleError(f"cannot read {folder / 'backbone.json'}: {e}") from None
-        files = meta.get("files", {})
-        if sorted(files) != sorted(FILES):
-            raise BundleError(f"backbone.json must list {FILES}; has {sorted(files)}")
+        files, kind = meta.get("files", {}), meta.get("kind")
+        if kind not in KIND_FILES:
+            raise BundleError(f"unknown backbone kind {kind!r}; expected one of {sorted(KIND_FILES)}")
+        if sorted(files) != sorted(KIND_FILES[kind]):
+            raise BundleError(f"backbone.json of a {kind} bundle must list {KIND_FILES[kind]}; has {sorted(files)}")
         if verify:
             for n, digest in files.items():
                 if not (folder / n).is_file() or sha256_file(folder / n) != digest:
@@ -130,11 +145,22 @@ class Backbone:
                             encoder=HubertConfig.from_dict(meta["encoder"]), codebook_size=meta["codebook"]["size"],
                             unit_lm=UnitLMConfig.from_dict(meta["unit_lm"]), dictionary=tuple(meta["dictionary"]),
                             fingerprint=meta["fingerprint"], extra=meta.get("extra"))
-        encoder, lm = HubertEncoder(spec.encoder), UnitLM(spec.unit_lm)
+        encoder, lm, prosody = HubertEncoder(spec.encoder), None, None
+        if spec.kind == "pgslm":
+            try:
+                lm = MultiStreamUnitLM(PGSLMConfig.from_dict(meta["unit_lm"]))
+                prosody = load_prosody(folder / PROSODY_FILE)
+                check_prosody(lm.streams, prosody)
+            except (ValueError, TypeError) as e:  # ProsodyError is a ValueError
+                raise BundleError(f"pgslm bundle {folder}: {e}") from None
+            if meta.get("prosody") != prosody.config.to_dict():
+                raise BundleError("backbone.json 'prosody' differs from prosody.safetensors (the fingerprinted one)")
+        else:
+            lm = UnitLM(spec.unit_lm)
         _load_strict(encoder, load_file(str(folder / "encoder.safetensors")), "encoder")
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
-        bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval())
+        bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval(), prosody)
         for m in (bb.encoder, bb.codebook, bb.unit_lm):
             m.to(device).requires_grad_(False)
         return bb

@@ -182,13 +182,16 @@ class UnitLM(nn.Module):
         e = self.embed_tokens(tokens)
         if sep_embed is not None:
             e = torch.where(tokens.eq(0).unsqueeze(-1), sep_embed.unsqueeze(1).to(e.dtype), e)
-        x = self.embed_scale * e
-        if not self.cfg.no_token_positional_embeddings:
-            pos = make_positions(tokens, self.cfg.padding_idx)
-            if pos.max() >= self.cfg.max_positions + self.cfg.padding_idx + 1:
-                raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds max_positions={self.cfg.max_positions}")
-            x = x + (self.embed_positions(pos) if self.cfg.learned_pos else self._sinusoidal[pos].to(x.dtype))
-        return x
+        return self.add_positions(self.embed_scale * e, tokens)
+
+    def add_positions(self, x: Tensor, tokens: Tensor) -> Tensor:
+        """``x [B, T, d] + positions`` of ``tokens [B, T]`` (fairseq offsets; pads get the zero row)."""
+        if self.cfg.no_token_positional_embeddings:
+            return x
+        pos = make_positions(tokens, self.cfg.padding_idx)
+        if pos.max() >= self.cfg.max_positions + self.cfg.padding_idx + 1:
+            raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds max_positions={self.cfg.max_positions}")
+        return x + (self.embed_positions(pos) if self.cfg.learned_pos else self._sinusoidal[pos].to(x.dtype))
 
     def attention_mask(self, tokens: Tensor, prefix_mask: Tensor | None, prefix_len: int) -> Tensor:
         """``[B, 1, T, l+T]`` bool: causal over tokens, no pad keys, prefix keys where they exist."""
@@ -203,9 +206,8 @@ class UnitLM(nn.Module):
             m = torch.cat([pm.unsqueeze(1).expand(b, t, prefix_len), m], dim=2)
         return m.unsqueeze(1)
 
-    def forward(self, tokens: Tensor, prefix: PrefixKV | None = None, sep_embed: Tensor | None = None,
-                reference: bool = False) -> Tensor:
-        x = self.embed(tokens, sep_embed)
+    def run_layers(self, x: Tensor, tokens: Tensor, prefix: PrefixKV | None = None, reference: bool = False) -> Tensor:
+        """Layer-0 input ``[B, T, d]`` -> hidden ``[B, T, d]`` after the final norm, with optional prefix K/V."""
         plen = 0 if prefix is None else prefix.k.shape[3]
         mask = self.attention_mask(tokens, None if prefix is None else prefix.mask, plen)
         for i, layer in enumerate(self.layers):
@@ -214,6 +216,10 @@ class UnitLM(nn.Module):
                 pk, pv = prefix.k[:, i].to(x.dtype), prefix.v[:, i].to(x.dtype)
             x = layer(x, mask, pk, pv, reference)
         return self.layer_norm(x) if self.layer_norm is not None else x
+
+    def forward(self, tokens: Tensor, prefix: PrefixKV | None = None, sep_embed: Tensor | None = None,
+                reference: bool = False) -> Tensor:
+        return self.run_layers(self.embed(tokens, sep_embed), tokens, prefix, reference)
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Output projection (tied to the input embedding unless configured apart): ``[..., d] -> [..., V]``."""

@@ -1,0 +1,249 @@
+"""Prosody streams (pGSLM): F0 per unit segment, statistics, normalisation and quantisation vs fairseq's own code."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechprompt.audio import decode_audio
+from speechprompt.prosody import (
+    F0Stats,
+    F0Summary,
+    Prosody,
+    ProsodyConfig,
+    ProsodyError,
+    ProsodyUnits,
+    frame_f0,
+    load_prosody,
+    peak_normalize,
+    prosody_bytes,
+    save_prosody,
+)
+from speechprompt.units import Units
+
+HOP, RATIO = 320, 4.0  # HuBERT hop; F0 frames (5 ms) per unit frame (20 ms)
+
+
+def speech_clip(folder: Path, text: str = "Is it raining in the city today?", voice: str = "en-us") -> Path:
+    """espeak-ng speech (22.05 kHz) resampled by sox to 16 kHz 16-bit PCM, as the pGSLM recipe reads it."""
+    raw, out = folder / "raw.wav", folder / "clip16k.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-b", "16", str(out)], check=True, capture_output=True)
+    return out
+
+
+def random_durations(frames: int, seed: int) -> torch.Tensor:
+    """Run lengths summing to ``frames``, some longer than pGSLM's cap of 20."""
+    g = torch.Generator().manual_seed(seed)
+    out, left = [], frames
+    while left > 0:
+        d = int(torch.randint(1, 30 if len(out) % 7 == 3 else 6, (1,), generator=g))
+        out.append(min(d, left))
+        left -= out[-1]
+    return torch.tensor(out)
+
+
+def librosa_normalize(S, norm=np.inf, axis=0, threshold=None, fill=None):
+    """librosa.util.normalize (librosa/util/utils.py) for its defaults: max-abs norm, tiny threshold, no fill."""
+    if threshold is None:
+        threshold = np.finfo(S.dtype).tiny
+    length = np.max(np.abs(S).astype(float), axis=axis, keepdims=True)
+    length[length < threshold] = 1.0
+    return S / length
+
+
+@pytest.fixture()
+def fake_librosa(monkeypatch):
+    """fairseq's get_f0 imports librosa only for ``normalize``; provide that one function."""
+    util = types.ModuleType("librosa.util")
+    util.normalize = librosa_normalize
+    pkg = types.ModuleType("librosa")
+    pkg.util = util
+    monkeypatch.setitem(sys.modules, "librosa", pkg)
+    monkeypatch.setitem(sys.modules, "librosa.util", util)
+
+
+def pgslm_data_utils():
+    """fairseq ``examples/textless_nlp/pgslm/data_utils.py`` (F0Stat, dump_speaker_f0_stat)."""
+    import fairseq
+
+    path = Path(fairseq.__file__).parent / "examples/textless_nlp/pgslm/data_utils.py"
+    if not path.is_file():
+        pytest.skip("fairseq's pgslm example scripts are not installed")
+    spec = importlib.util.spec_from_file_location("pgslm_data_utils", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = speech_clip(tmp_path_factory.mktemp("clip"))
+    samples = decode_audio(path).samples  # f32 @ 16 kHz, what the server has
+    frames = (len(samples) - 400) // HOP + 1
+    return path, samples, random_durations(frames, 0)
+
+
+@pytest.mark.fairseq
+def test_frame_f0_equals_fairseq_get_f0(clip, fake_librosa):
+    import soundfile as sf
+    from fairseq.data.codedataset import get_f0
+
+    path, samples, _ = clip
+    audio, sr = sf.read(path)  # the recipe's load_wav: float64
+    ref = get_f0(audio, rate=sr)
+    ours = frame_f0(samples, ProsodyConfig())
+    assert np.array_equal(ours, ref)
+    voiced = ref[ref > 0]
+    assert len(voiced) > 0.3 * len(ref) and 60 < np.median(voiced) < 300  # a real voice was tracked
+
+
+@pytest.mark.fairseq
+def test_segment_f0_and_stats_equal_recipe(clip, fake_librosa):
+    from fairseq.data.codedataset import align_f0_to_durations, get_f0_by_filename
+
+    path, samples, durations = clip
+    f0 = get_f0_by_filename(str(path), 16000)  # preprocess_f0.py: float32 frame track
+    # prepare_dataset.py: durations of the units + the </s> 0, tolerance 5 unit frames
+    ref = align_f0_to_durations(f0, torch.cat([durations, torch.zeros(1, dtype=torch.long)]), RATIO, tol=5 * RATIO)
+    pu = Prosody(ProsodyConfig(discrete_f0=False)).extract(samples, Units(torch.zeros_like(durations), durations,
+                                                                          int(durations.sum())))
+    assert isinstance(pu, Units) and pu.f0.dtype == torch.float32
+    assert torch.equal(pu.f0, ref[:-1]) and ref[-1] == 0
+    assert (pu.f0 > 0).float().mean() > 0.3
+    stat = pgslm_data_utils().F0Stat()
+    stat.update(f0)
+    s = pu.f0_stats.summary()
+    assert (s.f0_mean, s.f0_std, s.logf0_mean, s.logf0_std) == (stat.mean.item(), stat.std.item(),
+                                                                stat.mean_log.item(), stat.std_log.item())
+
+
+def synthetic_units(m: int, seed: int, scale: float = 1.0) -> ProsodyUnits:
+    """Units with a voiced/unvoiced segment F0 pattern and a frame track whose statistics it carries."""
+    g = torch.Generator().manual_seed(seed)
+    frames = (120 + 60 * torch.rand(4 * m, generator=g)) * scale
+    frames[torch.rand(4 * m, generator=g) < 0.3] = 0
+    seg = (110 + 50 * torch.rand(m, generator=g)) * scale
+    seg[torch.rand(m, generator=g) < 0.35] = 0
+    seg[0] = 0
+    d = torch.randint(1, 30, (m,), generator=g)
+    return ProsodyUnits(torch.randint(0, 20, (m,), generator=g), d, int(d.sum()), seg.float(),
+                        F0Stats.from_frames(frames.float()))
+
+
+def edges32() -> torch.Tensor:
+    return torch.linspace(-0.6, 0.6, 31, dtype=torch.float64)
+
+
+@pytest.mark.fairseq
+@pytest.mark.parametrize("log,mean,std,interp", [(True, True, False, False), (True, True, False, True),
+                                                 (True, True, True, True), (False, True, False, False),
+                                                 (True, False, False, False)])
+def test_normalise_and_quantise_equal_codedataset(log, mean, std, interp):
+    from fairseq.data.codedataset import CodeDataset, naive_quantize
+
+    du = pgslm_data_utils()
+    pu = synthetic_units(40, 1)
+    stat = du.F0Stat()
+    stat.update(torch.cat([pu.f0, torch.tensor([130.0, 0, 95.0])]))
+    ref_stats = {"f0_mean": stat.mean, "f0_std": stat.std, "logf0_mean": stat.mean_log, "logf0_std": stat.std_log}
+    flags = types.SimpleNamespace(interpolate_f0=interp, log_f0=log, normalize_f0_mean=mean, normalize_f0_std=std)
+    ref = CodeDataset.preprocess_f0(flags, pu.f0, ref_stats)
+    cfg = dict(log_f0=log, normalize_f0_mean=mean, normalize_f0_std=std, interpolate_f0=interp)
+    stats = F0Summary(*(v.item() for v in ref_stats.values()))
+    cont = Prosody(ProsodyConfig(discrete_f0=False, **cfg)).f0_values(pu, stats)
+    assert torch.equal(cont, ref)
+    bins = Prosody(ProsodyConfig(**cfg), edges32()).f0_values(pu, stats)
+    assert torch.equal(bins, naive_quantize(ref, edges32()))
+    assert bins.dtype == torch.long and 0 <= bins.min() and bins.max() <= 31
+
+
+@pytest.mark.fairseq
+def test_duration_cap_equals_unit_dictionary():
+    from fairseq.tasks.speech_ulm_task import UnitDictionary
+
+    d = torch.tensor([1, 5, 20, 21, 47, 3, 250])
+    ref = UnitDictionary(n_units=21, clip=True).encode_line(" ".join(map(str, d.tolist())), append_eos=False).long()
+    assert torch.equal(Prosody(ProsodyConfig(), edges32()).duration_values(d), ref)
+    assert torch.equal(Prosody(ProsodyConfig(discrete_duration=False, discrete_f0=False)).duration_values(d),
+                       d.float())  # continuous pGSLM durations are not capped
+
+
+@pytest.mark.fairseq
+def test_speaker_statistics_merge_equals_f0stat():
+    du = pgslm_data_utils()
+    g = torch.Generator().manual_seed(3)
+    tracks = [torch.where(torch.rand(n, generator=g) < 0.4, 0.0, 80 + 200 * torch.rand(n, generator=g))
+              for n in (300, 57, 1200)]
+    stat = du.F0Stat()
+    for t in tracks:
+        stat.update(t)
+    s = F0Stats.merge([F0Stats.from_frames(t) for t in tracks]).summary()
+    assert (s.f0_mean, s.f0_std, s.logf0_mean, s.logf0_std) == (stat.mean.item(), stat.std.item(),
+                                                                stat.mean_log.item(), stat.std_log.item())
+
+
+def test_utterance_mean_removes_the_register():
+    """Same contour one octave-half higher: speaker-mean inputs move, utterance-mean inputs do not."""
+    low, high = synthetic_units(30, 4), synthetic_units(30, 4, scale=1.5)
+    p = Prosody(ProsodyConfig(discrete_f0=False))
+    assert torch.allclose(p.f0_values(low), p.f0_values(high), atol=1e-5)
+    fixed = low.f0_stats.summary()
+    assert (p.f0_values(high, fixed) - p.f0_values(low, fixed))[low.f0 > 0].min() > 0.4  # log 1.5 = 0.405
+    q = Prosody(ProsodyConfig(), edges32())
+    assert (q.f0_values(low) == q.f0_values(high)).float().mean() > 0.9  # bins equal up to edge rounding
+    with pytest.raises(ProsodyError, match="speaker"):
+        Prosody(ProsodyConfig(discrete_f0=False, normalization="speaker")).f0_values(low)
+
+
+def test_peak_normalize_follows_librosa():
+    x = np.array([0.1, -0.4, 0.2])
+    assert np.array_equal(peak_normalize(x), librosa_normalize(x)) and np.abs(peak_normalize(x)).max() == 1.0
+    silent = np.zeros(5)
+    assert np.array_equal(peak_normalize(silent), librosa_normalize(silent))
+    with pytest.raises(ProsodyError, match="NaN"):
+        peak_normalize(np.array([0.1, np.nan]))
+
+
+def test_yaapt_failure_leaves_clip_unvoiced(monkeypatch):
+    import amfm_decompy.pYAAPT as pYAAPT
+
+    def boom(*a, **k):
+        raise IndexError("yaapt internal error")
+
+    monkeypatch.setattr(pYAAPT, "yaapt", boom)
+    d = torch.tensor([3, 4])
+    pu = Prosody(ProsodyConfig(discrete_f0=False)).extract(np.random.default_rng(0).standard_normal(3000) * 0.1,
+                                                           Units(torch.tensor([1, 2]), d, 7))
+    assert torch.equal(pu.f0, torch.zeros(2)) and pu.f0_stats.n == 0
+
+
+def test_f0_and_units_lengths_must_agree(clip):
+    _, samples, durations = clip
+    d = durations.clone()
+    d[-1] += 20  # 20 extra unit frames = 80 F0 frames, beyond the 20-frame tolerance
+    with pytest.raises(ProsodyError, match="tolerance"):
+        Prosody(ProsodyConfig(discrete_f0=False)).extract(samples, Units(torch.zeros_like(d), d, int(d.sum())))
+
+
+def test_prosody_file_roundtrip(tmp_path):
+    speakers = {"1272": F0Summary(120.5, 20.25, 4.78, 0.17), "84": F0Summary(210.0, 31.0, 5.33, 0.15)}
+    p = Prosody(ProsodyConfig(interpolate_f0=True), edges32(), speakers)
+    save_prosody(p, tmp_path / "prosody.safetensors")
+    q = load_prosody(tmp_path / "prosody.safetensors")
+    assert q.config == p.config and torch.equal(q.f0_bin_edges, p.f0_bin_edges) and q.speakers == speakers
+    assert prosody_bytes(q) == prosody_bytes(p)  # deterministic bytes -> stable backbone fingerprint
+    (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(ProsodyError):
+        load_prosody(tmp_path / "bad.safetensors")
+    with pytest.raises(ProsodyError, match="31 bin edges"):
+        Prosody(ProsodyConfig(), edges32()[:-1])
+    with pytest.raises(ProsodyError, match="non-decreasing"):
+        Prosody(ProsodyConfig(), edges32().flip(0))

@@ -205,7 +205,7 @@ class Batcher:
                 self.cache.put(j.digest, self.fingerprint, u)
         encode_ms = (time.monotonic() - t_enc) * 1e3
         ready = [j for j in live if id(j) in units]
-        row_units = [units[id(j)].units for j in ready for _ in j.keys]
+        row_units = [units[id(j)] for j in ready for _ in j.keys]
         row_keys = [k for j in ready for k in j.keys]
         t_lm = time.monotonic()
         probs = self._classify(row_units, row_keys)

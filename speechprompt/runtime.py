@@ -16,14 +16,27 @@ from .package import TaskPackage, check_compatible
 from .prompting import PromptBank
 from .units import UnitExtractor, Units
 
+Row = Units | Tensor  # a cached Units object (ProsodyUnits on pGSLM) or, on GSLM, a bare unit tensor [M]
+
 
 class Runtime:
-    """Backbone + ``UnitExtractor`` + ``PromptBank``: audio -> units -> prompted class probabilities."""
+    """Backbone + unit extractor + prompt bank: audio -> units (+ prosody on pGSLM) -> class probabilities.
+
+    GSLM: ``UnitExtractor`` + ``PromptBank``. pGSLM: ``ProsodyExtractor`` (durations and F0 per unit segment,
+    computed once per clip and cached with the units) + ``PGSLMPromptBank``.
+    """
 
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
         self.extractor = UnitExtractor.from_parts(backbone.encoder, backbone.codebook, deduplicate=True)
-        self.bank = PromptBank(backbone.unit_lm, unit_to_token=backbone.unit_to_token)
+        if backbone.spec.kind == "pgslm":
+            from .pgslm_prompting import PGSLMPromptBank
+            from .prosody import ProsodyExtractor
+
+            self.extractor = ProsodyExtractor.from_parts(self.extractor, backbone.prosody)
+            self.bank = PGSLMPromptBank(backbone.unit_lm, backbone.prosody)
+        else:
+            self.bank = PromptBank(backbone.unit_lm, unit_to_token=backbone.unit_to_token)
 
     @classmethod
     def load(cls, bundle_dir: str | os.PathLike, device: str = "cpu") -> Runtime:
@@ -53,6 +66,14 @@ class Runtime:
     def remove_task(self, key: str) -> None:
         self.bank.remove(key)
 
-    def classify(self, units: list[Tensor], keys: list[str]) -> list[np.ndarray]:
-        """ONE unit-LM forward for all rows; row b uses task ``keys[b]`` -> probabilities ``[C_b]`` (float32)."""
-        return [p.numpy() for p in self.bank.classify([torch.as_tensor(u) for u in units], keys)]
+    def classify(self, rows: list[Row], keys: list[str]) -> list[np.ndarray]:
+        """ONE unit-LM forward for all rows; row b uses task ``keys[b]`` -> probabilities ``[C_b]`` (float32).
+
+        Raises ``KeyError`` for a key not in the bank, ``TypeError`` for a bare tensor on a pGSLM backbone.
+        """
+        if self.backbone.spec.kind == "pgslm":
+            if not all(isinstance(r, Units) for r in rows):
+                raise TypeError("a pGSLM backbone needs the Units objects from extract_units (with prosody)")
+            return [p.numpy() for p in self.bank.classify(rows, keys)]
+        units = [r.units if isinstance(r, Units) else torch.as_tensor(r) for r in rows]
+        return [p.numpy() for p in self.bank.classify(units, keys)]

@@ -364,6 +364,33 @@ def test_import_official_files_into_bundle(pair, tmp_path):
     fp2 = import_pgslm(hubert, tmp_path / "km.bin", d / "checkpoint.pt", out, layer=2,
                        f0_bins=tmp_path / "mean_norm_log_f0_seg_bin.th")  # replaces the bundle in place
     assert fp2 != fp and not (out.parent / "bundle.old").exists()  # no speaker statistics -> other prosody file
+    # the same bundle served by the runtime: units + prosody once per clip, one forward, same answer as one-by-one
+    from speechprompt.backbone import Backbone
+    from speechprompt.package import BackboneMismatch, PackageMeta, new_package
+    from speechprompt.runtime import Runtime
+
+    rt = Runtime.load(out)
+    assert Backbone.load(out).info()["kind"] == "pgslm" and rt.fingerprint == fp2
+    L, dm, V = lm.cfg.layers, lm.cfg.embed_dim, lm.cfg.vocab_size
+    g = torch.Generator().manual_seed(0)
+    for task, kind in (("a", "pgslm"), ("b", "gslm")):
+        meta = PackageMeta(task=task, labels=("x", "y", "z"), backbone_fingerprint=fp2, backbone_kind=kind)
+        pkg = new_package(meta, deep_key=torch.randn(L, 5, dm, generator=g), deep_value=torch.randn(L, 5, dm, generator=g),
+                          input_prompt=torch.zeros(5, dm), separator=torch.randn(dm, generator=g),
+                          verbalizer=torch.randn(7, V, generator=g))
+        if kind == "gslm":
+            with pytest.raises(BackboneMismatch):  # a package for the other kind is refused (409)
+                rt.add_task(task, pkg)
+        else:
+            rt.add_task(task, pkg)
+    t = np.arange(16000) / 16000
+    wavs = [(0.3 * np.sin(2 * np.pi * (150 + 50 * t) * t * k)).astype(np.float32) for k in (1, 2)]
+    made = rt.extract_units(wavs)
+    both = rt.classify(made, ["a", "a"])
+    for m, p in zip(made, both):
+        assert np.allclose(p, rt.classify([m], ["a"])[0], atol=1e-5) and abs(p.sum() - 1) < 1e-5
+    with pytest.raises(TypeError):
+        rt.classify([made[0].units], ["a"])
 
 
 @pytest.mark.parametrize("pair", ["discrete_prosody_1_1"], indirect=True)

@@ -34,6 +34,7 @@ def fake_units(wav: np.ndarray) -> Units:
 
 def fake_probs(verbalizer: np.ndarray, units) -> np.ndarray:
     """Class probabilities [C] of one row (the toy 'unit LM')."""
+    units = getattr(units, "units", units)  # a Units object (what the batcher passes) or a bare tensor
     hist = np.bincount(np.asarray(units) + 4, minlength=V) / max(1, len(units))
     logits = verbalizer[4:] @ hist
     e = np.exp(logits - logits.max())

@@ -49,21 +49,60 @@ def download_gslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help="
                       units: int = typer.Option(100, help="codebook size: 50, 100 or 200"),
                       out: Path = typer.Option(None, help="also import into this bundle folder")) -> None:
     """Download the official GSLM HuBERT, k-means and unit LM files (checksummed, resumable)."""
+    from .importers.gslm import extract_lm, gslm_files, import_gslm
+
+    paths = _download_all(gslm_files(units), dest)
+    ckpt, dct = extract_lm(paths[2], dest / f"hubert{units}_lm")
+    typer.echo(f"downloaded to {dest}")
+    if out is not None:
+        fp = import_gslm(paths[0], paths[1], ckpt, dct, out, name=f"gslm-hubert{units}")
+        typer.echo(f"wrote {out} (fingerprint {fp})")
+
+
+def _download_all(remotes, dest: Path) -> list[Path]:
+    """Download each official file with a progress bar (resumable, checksummed)."""
     from tqdm import tqdm
 
-    from .importers.gslm import download, extract_lm, gslm_files, import_gslm
+    from .importers.gslm import download
 
     paths = []
-    for remote in gslm_files(units):
+    for remote in remotes:
         with tqdm(unit="B", unit_scale=True, desc=remote.name) as bar:
             def progress(done, total, bar=bar):
                 bar.total = total
                 bar.update(done - bar.n)
             paths.append(download(remote, dest, progress))
-    ckpt, dct = extract_lm(paths[2], dest / f"hubert{units}_lm")
+    return paths
+
+
+@app.command("import-pgslm")
+def import_pgslm_cmd(hubert: Path = typer.Option(..., exists=True, help="hubert_base_ls960.pt"),
+                     km: Path = typer.Option(..., exists=True, help="km.bin (k-means codebook, 100 units)"),
+                     ulm: Path = typer.Option(..., exists=True, help="pGSLM ulm_checkpoints/<variant>.pt"),
+                     f0_bins: Path = typer.Option(None, exists=True, help="mean_norm_log_f0_seg_bin.th (discrete F0)"),
+                     f0_stats: Path = typer.Option(None, exists=True, help="f0_stats.pt (speaker-mean option)"),
+                     out: Path = typer.Option(Path("models/pgslm-hubert100"), help="bundle folder to write"),
+                     layer: int = typer.Option(6), normalization: str = typer.Option("utterance",
+                                                                                  help="utterance or speaker")) -> None:
+    """Convert the official pGSLM files into a backbone bundle of kind pgslm."""
+    from .importers.pgslm import import_pgslm
+
+    fp = import_pgslm(hubert, km, ulm, out, f0_bins=f0_bins, f0_stats=f0_stats, layer=layer,
+                      normalization=normalization)
+    typer.echo(f"wrote {out} (fingerprint {fp})")
+
+
+@app.command("download-pgslm")
+def download_pgslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help="where the official files go"),
+                       variant: str = typer.Option("discrete_prosody_shift_1_1", help="ulm_checkpoints variant"),
+                       out: Path = typer.Option(None, help="also import into this bundle folder")) -> None:
+    """Download the official pGSLM files (HuBERT, km100, multi-stream ULM, F0 bins and stats)."""
+    from .importers.pgslm import import_pgslm, pgslm_files
+
+    paths = _download_all(pgslm_files(variant), dest)
     typer.echo(f"downloaded to {dest}")
     if out is not None:
-        fp = import_gslm(paths[0], paths[1], ckpt, dct, out, name=f"gslm-hubert{units}")
+        fp = import_pgslm(paths[0], paths[1], paths[2], out, f0_bins=paths[3], f0_stats=paths[4])
         typer.echo(f"wrote {out} (fingerprint {fp})")
 
 
@@ -72,9 +111,12 @@ def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="
                       task: str = typer.Option(..., help="task name for the package"),
                       labels: str = typer.Option(..., help="comma-separated labels in class-index order"),
                       bundle: Path = typer.Option(Path("models/default"), help="backbone the prompts were trained on"),
-                      out: Path = typer.Option(Path("prompts_store"), help="file store to add the package to")) -> None:
-    """Convert an official SpeechPrompt v2 prompt checkpoint into a task prompt package in a file store."""
+                      store: str = typer.Option("prompts_store", help="store to add it to (folder or redis:// URL)")
+                      ) -> None:
+    """Convert an official SpeechPrompt v2 prompt checkpoint into a task prompt package in a store."""
     import json
+
+    from server.stores import open_store
 
     from .importers.prompt import import_prompt
 
@@ -82,15 +124,10 @@ def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="
     pkg = import_prompt(checkpoint, task=task, labels=[x.strip() for x in labels.split(",")],
                         backbone_fingerprint=meta["fingerprint"], num_layers=meta["unit_lm"]["layers"],
                         backbone_kind=meta["kind"])
-    folder = out / task
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{pkg.version}.safetensors"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pkg.data)
-    tmp.replace(path)
-    (folder / "CURRENT.tmp").write_text(pkg.version + "\n")
-    (folder / "CURRENT.tmp").replace(folder / "CURRENT")
-    typer.echo(f"{task} version {pkg.version} -> {path}")
+    target = open_store(store)
+    target.put(task, pkg.version, pkg.data)
+    target.close()
+    typer.echo(f"{task} version {pkg.version} -> {store}")
 
 
 def main() -> None:

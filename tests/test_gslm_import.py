@@ -152,3 +152,37 @@ def test_tampered_bundle_refused(tmp_path):
         Backbone.load(tmp_path / "b")
     with pytest.raises(BundleError, match="cannot read"):
         Backbone.load(tmp_path / "missing")
+
+
+def test_import_prompt_command_into_store(bundle, official, tmp_path):
+    """An official-layout prompt checkpoint -> `speechprompt import-prompt` -> file store -> served scores equal the
+    official step-by-step forward."""
+    from server.stores.file import FileStore
+    from speechprompt.package import read_package
+
+    d, hub, km, fs_lm = official
+    L, dm, V = fs_lm.decoder.num_layers, fs_lm.decoder.embed_dim, len(fs_lm.decoder.dictionary)
+    g = torch.Generator().manual_seed(4)
+    t = {"dk": torch.randn(L, 5, dm, generator=g), "dv": torch.randn(L, 5, dm, generator=g),
+         "sep": torch.randn(1, dm, generator=g), "verb": torch.randn(3 + 4, V, generator=g)}
+    sd = {"decoder.prefix_embed_prompts.weight": torch.randn(5, dm, generator=g), "decoder.sep_embed.weight": t["sep"],
+          "decoder.prompt_linear_verbalizer.weight": t["verb"]}
+    for i in range(L):
+        sd[f"decoder.deep_key_embed_prompts.{i}.weight"] = t["dk"][i]
+        sd[f"decoder.deep_value_embed_prompts.{i}.weight"] = t["dv"][i]
+    args, _, _ = build_fairseq_lm(d, ["--decoder-normalize-before"])
+    ck = save_like_fairseq_train(tmp_path / "checkpoint_best.pt", torch.nn.Module(), args=args, extra_model=sd)
+    res = CliRunner().invoke(app, ["import-prompt", str(ck), "--task", "accent", "--labels", "us, gb,in",
+                                   "--bundle", str(bundle), "--store", str(tmp_path / "store")])
+    assert res.exit_code == 0, res.output
+    store = FileStore(tmp_path / "store")
+    version = store.current_version("accent")
+    pkg = read_package(store.read("accent", version))
+    assert pkg.meta.labels == ("us", "gb", "in") and pkg.version == version
+    rt = Runtime.load(bundle)
+    rt.add_task("accent", pkg)
+    wav = clip(1.3, 2)
+    u = rt.extract_units([wav])[0]
+    tokens, _ = make_rows([u.units], unit_to_token=rt.backbone.unit_to_token)
+    ref = t["verb"] @ official_prompted_logits(fs_lm, tokens, t["dk"], t["dv"], t["sep"][0], torch.zeros(5, dm))[-1]
+    assert np.allclose(rt.classify([u], ["accent"])[0], ref[4:].softmax(-1).numpy(), atol=1e-5)

@@ -21,13 +21,15 @@ async def healthz() -> dict:
 
 @router.get("/readyz", responses={503: PROBLEMS[503]})
 async def readyz(service: Service = Depends(get_service)) -> dict:
-    """Readiness: backbone loaded, model loop running, store read; 503 with the reason otherwise."""
+    """Readiness: backbone loaded, model loop running, store read; 503 with the reason otherwise. A degraded
+    store (e.g. Redis down) keeps 200 with ``status: degraded`` and the reason in ``store.degraded``."""
     service.require_ready()
     if service.batcher is None or not service.batcher.alive:
         raise NotReady("the model loop is not running")
-    return {"status": "ready", "backbone": service.runtime.fingerprint, "tasks": len(service.registry.names()),
-            "queue_depth": service.batcher.depth,
-            "store": {"where": service.store.describe(), "degraded": service.store.degraded()}}
+    degraded = service.store.degraded()  # e.g. Redis unreachable: still serving (200), but says why
+    return {"status": "degraded" if degraded else "ready", "backbone": service.runtime.fingerprint,
+            "tasks": len(service.registry.names()), "queue_depth": service.batcher.depth,
+            "store": {"where": service.store.describe(), "degraded": degraded}}
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
-SYS_PKGS := espeak-ng sox libsox-fmt-all redis-server alsa-utils
+SYS_PKGS := espeak-ng sox libsox-fmt-all redis-server alsa-utils docker-compose
 
 .PHONY: serve test lint sysdeps install bench
 
@@ -22,16 +22,18 @@ install: sysdeps $(STAMP)
 
 # System tools for tests and data synthesis (Debian); skipped when already present or not root.
 sysdeps:
-	@missing=""; for t in espeak-ng sox redis-server aplay; do command -v $$t >/dev/null || missing=1; done; \
+	@missing=""; for t in espeak-ng sox redis-server aplay docker-compose; do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYS_PKGS) >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYS_PKGS) >/dev/null; \
 	  else echo "please install: $(SYS_PKGS)"; fi; fi
 
-serve: install
+serve: $(STAMP)
 	$(BIN)/speechprompt serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/ruff check .
+	bash docker/lint.sh
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint:
 	$(BIN)/ruff check .

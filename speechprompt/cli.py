@@ -130,5 +130,15 @@ def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="
     typer.echo(f"{task} version {pkg.version} -> {store}")
 
 
+def _mount() -> None:
+    """Client commands (classify, tasks, upload, ...) and training/build commands live with their code."""
+    from clients.cli import register as register_client
+
+    register_client(app)
+
+
+_mount()
+
+
 def main() -> None:
     app()

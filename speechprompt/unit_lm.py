@@ -101,9 +101,13 @@ class SelfAttention(nn.Module):
         return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, mask: Tensor, pk: Tensor | None = None, pv: Tensor | None = None,
-                reference: bool = False) -> Tensor:
-        """x ``[B, T, d]``; mask ``[B, 1, T, l+T]`` bool (True = may attend); pk/pv ``[B, H, l, hd]``."""
-        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
+                reference: bool = False, real: Tensor | None = None) -> Tensor:
+        """x ``[B, T, d]``, or packed ``[N, d]`` with ``real [B, T]`` bool marking the N real tokens;
+        mask ``[B, 1, T, l+T]`` bool (True = may attend); pk/pv ``[B, H, l, hd]``. Returns x's shape."""
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if real is not None:  # projections ran on real tokens only; attention needs [B, T] rows
+            q, k, v = (x.new_zeros(*real.shape, x.shape[-1]).index_put_((real,), t) for t in (q, k, v))
+        q, k, v = self.split(q), self.split(k), self.split(v)
         if pk is not None:
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # [B, H, l+T, hd]
         if reference:  # plain path, step by step as fairseq computes it
@@ -113,7 +117,8 @@ class SelfAttention(nn.Module):
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, _, t, _ = o.shape
-        return self.out_proj(o.transpose(1, 2).reshape(b, t, -1))
+        o = o.transpose(1, 2).reshape(b, t, -1)
+        return self.out_proj(o[real] if real is not None else o)
 
 
 class DecoderLayer(nn.Module):
@@ -130,10 +135,11 @@ class DecoderLayer(nn.Module):
         self.act = {"relu": F.relu, "gelu": F.gelu, "gelu_accurate": lambda t: F.gelu(t, approximate="tanh"),
                     "tanh": torch.tanh, "linear": lambda t: t}[cfg.activation]
 
-    def forward(self, x, mask, pk=None, pv=None, reference=False):
+    def forward(self, x, mask, pk=None, pv=None, reference=False, real=None):
+        """x ``[B, T, d]`` or packed ``[N, d]`` (then ``real [B, T]``): every op but attention is per token."""
         r = x
         h = self.self_attn_layer_norm(x) if self.normalize_before else x
-        x = r + self.self_attn(h, mask, pk, pv, reference)
+        x = r + self.self_attn(h, mask, pk, pv, reference, real)
         if not self.normalize_before:
             x = self.self_attn_layer_norm(x)
         r = x
@@ -207,15 +213,25 @@ class UnitLM(nn.Module):
         return m.unsqueeze(1)
 
     def run_layers(self, x: Tensor, tokens: Tensor, prefix: PrefixKV | None = None, reference: bool = False) -> Tensor:
-        """Layer-0 input ``[B, T, d]`` -> hidden ``[B, T, d]`` after the final norm, with optional prefix K/V."""
+        """Layer-0 input ``[B, T, d]`` -> hidden ``[B, T, d]`` after the final norm, with optional prefix K/V.
+
+        Rows of different lengths are packed: norms, projections and the FFN (most of the FLOPs) run on the real
+        tokens only, attention on the padded ``[B, T]`` layout; pad positions come back as zeros. The
+        ``reference`` path keeps everything padded and uses plain attention.
+        """
         plen = 0 if prefix is None else prefix.k.shape[3]
         mask = self.attention_mask(tokens, None if prefix is None else prefix.mask, plen)
+        real = tokens.ne(self.cfg.padding_idx)
+        packed = not reference and not bool(real.all())
+        if packed:
+            x = x[real]  # [N, d]
         for i, layer in enumerate(self.layers):
             pk = pv = None
             if plen:
                 pk, pv = prefix.k[:, i].to(x.dtype), prefix.v[:, i].to(x.dtype)
-            x = layer(x, mask, pk, pv, reference)
-        return self.layer_norm(x) if self.layer_norm is not None else x
+            x = layer(x, mask, pk, pv, reference, real if packed else None)
+        x = self.layer_norm(x) if self.layer_norm is not None else x
+        return x.new_zeros(*tokens.shape, x.shape[-1]).index_put_((real,), x) if packed else x
 
     def forward(self, tokens: Tensor, prefix: PrefixKV | None = None, sep_embed: Tensor | None = None,
                 reference: bool = False) -> Tensor:

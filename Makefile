@@ -14,7 +14,7 @@ SYS_PKGS := espeak-ng sox libsox-fmt-all redis-server alsa-utils docker-compose
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q -e '.[fairseq,dev]'
+	$(BIN)/pip install -q -e '.[fairseq,dev,tts]'
 	$(BIN)/pip install -q --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
 	touch $(STAMP)
 
@@ -22,10 +22,11 @@ install: sysdeps $(STAMP)
 
 # System tools for tests and data synthesis (Debian); skipped when already present or not root.
 sysdeps:
-	@missing=""; for t in espeak-ng sox redis-server aplay docker-compose; do command -v $$t >/dev/null || missing=1; done; \
+	@missing=""; for t in espeak-ng sox redis-server aplay docker-compose festival flite mbrola; do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYS_PKGS) >/dev/null; \
-	  else echo "please install: $(SYS_PKGS)"; fi; fi
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYS_PKGS) >/dev/null \
+	    && bash scripts/install_tts.sh >/dev/null; \
+	  else echo "please install: $(SYS_PKGS), and run scripts/install_tts.sh"; fi; fi
 
 serve: $(STAMP)
 	$(BIN)/speechprompt serve --host $(HOST) --port $(PORT)

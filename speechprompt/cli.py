@@ -134,7 +134,10 @@ def _mount() -> None:
     """Client commands (classify, tasks, upload, ...) and training/build commands live with their code."""
     from clients.cli import register as register_client
 
+    from .training.build_backbone import register as register_build
+
     register_client(app)
+    register_build(app)
 
 
 _mount()

@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Train and evaluate every task of the synthetic suite on one backbone; write docs/results.md + demo packages.
+
+    python scripts/run_suite.py --suite .cache/suite --backbone models/default \
+        --demo commands-en,intent,language-id,vad
+
+Per task: units + mean-pooled encoder features of every clip (one encoder pass, cached under --work), then
+(1) v2: deep prompts + separator + learnable verbalizer, (2) v1-style fixed verbalizer (labels -> frequent units),
+(3) the learnable verbalizer alone (no prompts), all with the one ``trainer.Recipe``; (4) logistic regression on
+unit histograms and (5) on mean-pooled encoder features (scikit-learn defaults, no tuning). Prompt variants are
+scored through the serving path (``PromptBank``). Results go to ``--work/results.json`` (tasks already there are
+skipped unless --force) and into docs/results.md between the ``results:begin/end`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from speechprompt.backbone import Backbone  # noqa: E402
+from speechprompt.codebook import dedup  # noqa: E402
+from speechprompt.training import manifest as M  # noqa: E402
+from speechprompt.training.evaluate import attach_metrics, compute_metrics, evaluate_package, plot_curves  # noqa: E402
+from speechprompt.training.suite import TASKS  # noqa: E402
+from speechprompt.training.trainer import Recipe, train_prompts  # noqa: E402
+
+VARIANTS = {"v2": Recipe(), "v1_fixed": Recipe(verbalizer="fixed"), "verbalizer_only": Recipe(deep_prompts=False)}
+TEST_SPLITS = ("test", "test_seen", "test_engine")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def say(msg: str) -> None:
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
+def encode_task(bb: Backbone, task_dir: Path, work: Path) -> dict:
+    """``{split: {"units": [Tensor], "feats": [N, D] f32, "labels": [str]}}`` (cached npz per task)."""
+    cache = work / bb.fingerprint[:16] / f"{task_dir.name}.npz"
+    examples = M.read_manifest(task_dir / "manifest.csv")
+    if not cache.exists():
+        units, lens, feats = [], [], []
+        with torch.inference_mode():
+            for i in range(0, len(examples), 16):
+                wavs = [torch.from_numpy(M.load_audio(e.path)) for e in examples[i : i + 16]]
+                for f in bb.encoder.extract(wavs):  # [T, D], same path as UnitExtractor
+                    u, _ = dedup(bb.codebook.quantize(f).cpu())
+                    units.append(u.numpy())
+                    lens.append(len(u))
+                    feats.append(f.mean(0).cpu().numpy())
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, units=np.concatenate(units).astype(np.int16), lens=np.array(lens), feats=np.stack(feats))
+    z = np.load(cache)
+    offs = np.concatenate([[0], np.cumsum(z["lens"])])
+    out: dict = {}
+    for i, e in enumerate(examples):
+        d = out.setdefault(e.split, {"units": [], "feats": [], "labels": []})
+        d["units"].append(torch.from_numpy(z["units"][offs[i] : offs[i + 1]].astype(np.int64)))
+        d["feats"].append(z["feats"][i])
+        d["labels"].append(e.label)
+    for d in out.values():
+        d["feats"] = np.stack(d["feats"]).astype(np.float32)
+    return out
+
+
+def histograms(units: list[torch.Tensor], k: int) -> np.ndarray:
+    """Normalised unit counts ``[N, K]`` (bag of deduplicated units)."""
+    h = np.stack([np.bincount(u.numpy(), minlength=k)[:k] for u in units]).astype(np.float32)
+    return h / np.maximum(h.sum(1, keepdims=True), 1)
+
+
+def logreg(data: dict, labels: list[str], key: str, k: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    idx = {lab: i for i, lab in enumerate(labels)}
+    X = (lambda d: histograms(d["units"], k)) if key == "hist" else (lambda d: d["feats"])
+    t0 = time.perf_counter()
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    clf.fit(X(data["train"]), [idx[x] for x in data["train"]["labels"]])
+    res = {"seconds": round(time.perf_counter() - t0, 2), "params": int(clf[-1].coef_.size + clf[-1].intercept_.size)}
+    for s in TEST_SPLITS:
+        if s in data:
+            p = clf.predict_proba(X(data[s]))
+            res[s] = compute_metrics([idx[x] for x in data[s]["labels"]], p.argmax(1).tolist(), labels, p)
+    return res
+
+
+def run_task(bb: Backbone, name: str, data: dict, work: Path) -> dict:
+    labels = list(TASKS[name].labels)
+    idx = {lab: i for i, lab in enumerate(labels)}
+    tr, dv = data["train"], data["dev"]
+    out = {"classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
+    for variant, recipe in VARIANTS.items():
+        res = train_prompts(bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
+                            (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint,
+                            kind=bb.spec.kind, recipe=recipe,
+                            extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
+                                        "suite_task": TASKS[name].mirrors})
+        metrics = {s: evaluate_package(bb, res.package, data[s]["units"], data[s]["labels"])
+                   for s in TEST_SPLITS if s in data}
+        pkg = attach_metrics(res.package, metrics)
+        (work / "packages").mkdir(parents=True, exist_ok=True)
+        (work / "packages" / f"{name}.{variant}.safetensors").write_bytes(pkg.data)
+        if variant == "v2":
+            (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
+            plot_curves(res.history, ROOT / "docs" / "results" / f"curves-{name}.png", f"{name} (v2)")
+        out[variant] = {"params": res.trainable_params, "seconds": round(res.seconds, 1), "epochs": len(
+            res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
+            "dev": res.dev, "version": pkg.version, **metrics}
+        say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "
+            f"{res.dev['accuracy']:.3f}, test acc {metrics['test']['accuracy']:.3f}")
+    for key in ("hist", "feats"):
+        out[f"logreg_{key}"] = logreg(data, labels, key, bb.spec.codebook_size)
+    return out
+
+
+def _cell(r: dict | None, split: str, eer: bool) -> str:
+    if not r or split not in r:
+        return "–"
+    m = r[split]
+    return f"{m['eer']:.3f}" if eer and "eer" in m else f"{m['accuracy']:.3f}"
+
+
+def render(results: dict, meta: dict) -> str:
+    cols = ["v2", "v1_fixed", "verbalizer_only", "logreg_hist", "logreg_feats"]
+    head = "| v2 (learnable) | v1 fixed | verbalizer only | LR unit hist | LR mean feats |"
+    lines = [f"Backbone `{meta['backbone']}` (fingerprint `{meta['fingerprint'][:16]}`), suite seed {meta['seed']}, "
+             f"{meta['date']}, {meta['threads']} CPU thread(s). Accuracy; **EER** (lower is better) for `vad`.", ""]
+    for split, title in (("test", "Test: unseen voices and accents (held out from train and from the backbone)"),
+                         ("test_seen", "Test: seen voices (new clips)"),
+                         ("test_engine", "Test: unseen TTS engine (flite; English tasks only)")):
+        lines += [f"### {title}", "", "| task | classes | " + head[2:], "|---|---|---|---|---|---|---|"]
+        for name, r in results.items():
+            eer = TASKS[name].metric == "eer"
+            cells = " | ".join(_cell(r.get(c), split, eer) for c in cols)
+            lines.append(f"| {name}{' (EER)' if eer else ''} | {r['classes']} | {cells} |")
+        lines.append("")
+    lines += ["### Size and cost", "", "| task | train / dev clips | v2 params | v1 params | verbalizer-only params | "
+              "v2 train s (epochs) | v1 train s | verbalizer-only s |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        s = r["sizes"]
+        lines.append(f"| {name} | {s['train']} / {s['dev']} | {r['v2']['params']:,} | {r['v1_fixed']['params']:,} | "
+                     f"{r['verbalizer_only']['params']:,} | {r['v2']['seconds']} ({r['v2']['epochs']}) | "
+                     f"{r['v1_fixed']['seconds']} | {r['verbalizer_only']['seconds']} |")
+    total = sum(r[v]["seconds"] for r in results.values() for v in VARIANTS)
+    lines += ["", f"Total prompt training time: {total / 60:.1f} min.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--suite", type=Path, default=ROOT / ".cache" / "suite")
+    ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
+    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "suite_runs")
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
+    ap.add_argument("--tasks", default="", help="comma list (default: every task in the suite folder)")
+    ap.add_argument("--demo", default="commands-en,intent,language-id,vad", help="v2 packages copied to --store")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--force", action="store_true", help="re-run tasks already in results.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    bb = Backbone.load(a.backbone)
+    work = a.work / bb.fingerprint[:16]
+    res_file = work / "results.json"
+    results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
+    names = [t for t in (a.tasks.split(",") if a.tasks else TASKS) if (a.suite / t / "manifest.csv").exists()]
+    for name in names:
+        if name in results:
+            continue
+        t0 = time.perf_counter()
+        data = encode_task(bb, a.suite / name, a.work)
+        say(f"{name}: encoded in {time.perf_counter() - t0:.0f}s")
+        results[name] = run_task(bb, name, data, work)
+        res_file.parent.mkdir(parents=True, exist_ok=True)
+        res_file.write_text(json.dumps(results, indent=1) + "\n")
+    results = {n: results[n] for n in TASKS if n in results}
+    seed = json.loads((a.suite / "suite.json").read_text()).get("seed", 0) if (a.suite / "suite.json").exists() else 0
+    meta = {"backbone": bb.spec.name, "fingerprint": bb.fingerprint, "seed": seed, "threads": a.threads,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    table = render(results, meta)
+    doc = a.results.read_text() if a.results.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in doc:
+        doc += f"\n{BEGIN}\n{END}\n"
+    doc = doc[: doc.index(BEGIN) + len(BEGIN)] + "\n" + table + doc[doc.index(END):]
+    a.results.write_text(doc)
+    for name in [d for d in a.demo.split(",") if d in results]:
+        data = (work / "packages" / f"{name}.v2.safetensors").read_bytes()
+        folder = a.store / name
+        folder.mkdir(parents=True, exist_ok=True)
+        version = results[name]["v2"]["version"]
+        for old in folder.glob("*.safetensors"):  # the store keeps only the demo version
+            if old.stem != version:
+                old.unlink()
+        (folder / f"{version}.safetensors").write_bytes(data)
+        (folder / "CURRENT.tmp").write_text(version + "\n")
+        os.replace(folder / "CURRENT.tmp", folder / "CURRENT")
+        say(f"demo package {name} {version} -> {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""``speechprompt train`` / ``eval`` / ``make-suite``: mounted into the main CLI with :func:`register`.
+
+Glue only (it may print): data -> units (cached) -> :func:`trainer.train_prompts` -> package + curves +
+evaluation -> optional upload (``PUT {URL}/v1/tasks/{task}`` with a Bearer admin token).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float):
+    from speechprompt.training import manifest as M
+
+    return _load_examples(M.assign_splits(M.load_examples(data), dev_frac, test_frac), backbone_dir, cache_dir)
+
+
+def _augmented(examples, extractor, cache, kinds, copies: int, seed: int):
+    """Units of ``copies`` perturbed versions of every train clip (cached like the originals)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from speechprompt.training import manifest as M
+
+    train = M.split_of(examples, "train")
+    wavs, labels = [], []
+    for i, ex in enumerate(tqdm(train, desc="augment", unit="clip")):
+        wav = M.load_audio(ex.path)
+        for c in range(copies):
+            wavs.append(M.augment_waveform(wav, np.random.default_rng([seed, i, c]), kinds))
+            labels.append(ex.label)
+    return M.compute_units(wavs, extractor, cache), labels
+
+
+def upload(url: str, pkg, token: str | None) -> str:
+    """PUT the package bytes to ``{url}/v1/tasks/{task}`` (or to ``url`` if it already names the task);
+    returns the server's answer. Raises ``typer.Exit`` on an HTTP error."""
+    import httpx
+
+    target = url if "/v1/tasks/" in url else f"{url.rstrip('/')}/v1/tasks/{pkg.meta.task}"
+    headers = {"Content-Type": "application/octet-stream", **({"Authorization": f"Bearer {token}"} if token else {})}
+    r = httpx.put(target, content=pkg.data, headers=headers, timeout=60)
+    if r.status_code >= 400:
+        typer.echo(f"upload to {target} failed: {r.status_code} {r.text[:500]}", err=True)
+        raise typer.Exit(1)
+    return r.text
+
+
+def train(
+    data: Path = typer.Argument(..., exists=True, help="manifest (.csv/.tsv/.jsonl: path,label[,split]) or folder/<label>/"),
+    task: str = typer.Option(..., help="task name ([a-z0-9][a-z0-9_-]{0,63})"),
+    backbone: Path = typer.Option(Path("models/default"), help="backbone bundle folder"),
+    out: Path = typer.Option(None, help="package file to write (default <task>.safetensors)"),
+    verbalizer: str = typer.Option("learnable", help="learnable (v2) or fixed (v1: labels -> frequent units)"),
+    augment: str = typer.Option("", help="comma list of speed,pitch,noise: perturbed copies of train clips"),
+    augment_copies: int = typer.Option(1, help="perturbed copies per train clip"),
+    cache_dir: Path = typer.Option(Path(".cache/units"), help="on-disk units cache"),
+    dev_frac: float = typer.Option(0.1, help="dev share for rows without a split"),
+    test_frac: float = typer.Option(0.1, help="test share for rows without a split"),
+    max_epochs: int = typer.Option(None, help="upper bound (default: the recipe's); early stopping on dev decides"),
+    seed: int = typer.Option(100501, help="random seed (official value)"),
+    upload_url: str = typer.Option(None, "--upload", help="server URL to PUT the package to"),
+    token: str = typer.Option(None, envvar="SPEECHPROMPT_ADMIN_TOKEN", help="admin token for --upload"),
+    threads: int = typer.Option(1, help="torch intra-op threads"),
+) -> None:
+    """Train a task prompt (deep prompts + separator + verbalizer) on the frozen backbone; write the package."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from speechprompt.package import check_task_name
+    from speechprompt.training import manifest as M
+    from speechprompt.training.evaluate import attach_metrics, evaluate_package, plot_confusion, plot_curves
+    from speechprompt.training.trainer import Recipe, train_prompts
+
+    check_task_name(task)
+    torch.set_num_threads(max(1, threads))
+    examples, bb, extractor, cache, splits = _load(data, backbone, cache_dir, dev_frac, test_frac)
+    labels = M.label_set(examples)
+    index = {lab: i for i, lab in enumerate(labels)}
+    stray = sorted({e.label for e in examples} - set(index))
+    if stray:
+        raise M.ManifestError(f"labels {stray} occur outside the train split only; every label needs train clips")
+    tr_u, tr_l = splits.get("train", ([], []))
+    if augment:
+        kinds = [k.strip() for k in augment.split(",") if k.strip()]
+        au, al = _augmented(examples, extractor, cache, kinds, augment_copies, seed)
+        tr_u, tr_l = tr_u + au, tr_l + al
+    dv_u, dv_l = splits.get("dev", ([], []))
+    recipe = Recipe(verbalizer=verbalizer, max_epochs=max_epochs or Recipe().max_epochs, seed=seed)
+    sizes = {s: len(u) for s, (u, _) in splits.items()} | {"train_augmented": len(tr_u)}
+    bar = tqdm(desc=f"train {task}", unit="step")
+    shown = {"loss": "-", "epoch": 0, "dev_loss": "-", "dev_acc": "-"}
+
+    def on_step(step: int, loss: float) -> None:
+        shown["loss"] = f"{loss:.3f}"
+        bar.update(1)
+        bar.set_postfix(shown, refresh=False)
+
+    def on_eval(epoch: int, d_loss: float, d_acc: float) -> None:
+        shown.update(epoch=epoch, dev_loss=f"{d_loss:.3f}", dev_acc=f"{d_acc:.3f}")
+        bar.set_postfix(shown)
+
+    res = train_prompts(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]),
+                        (dv_u, [index[x] for x in dv_l]), fingerprint=bb.fingerprint, kind=bb.spec.kind,
+                        recipe=recipe, extra_meta={"data_sizes": sizes, "augment": augment or None,
+                                                   "backbone_name": bb.spec.name},
+                        on_step=on_step, on_eval=on_eval)
+    bar.close()
+    out = out or Path(f"{task}.safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics = {s: evaluate_package(bb, res.package, u, ys) for s, (u, ys) in splits.items() if s.startswith("test")}
+    pkg = attach_metrics(res.package, metrics)
+    out.write_bytes(pkg.data)
+    plot_curves(res.history, out.with_suffix(".curves.png"), title=f"{task} ({verbalizer} verbalizer)")
+    for s, m in metrics.items():
+        plot_confusion(np.array(m["confusion"]), labels, out.with_suffix(f".{s}.confusion.png"), s)
+    report = {"task": task, "version": pkg.version, "package": str(out), "dev": res.dev, "test": metrics,
+              "trainable_params": res.trainable_params, "train_seconds": round(res.seconds, 1), "data_sizes": sizes}
+    out.with_suffix(".report.json").write_text(json.dumps(report, indent=1) + "\n")
+    typer.echo(f"{task} version {pkg.version} -> {out}  dev acc {res.dev['accuracy']:.3f}  " + "  ".join(
+        f"{s} acc {m['accuracy']:.3f}" for s, m in metrics.items()))
+    if upload_url:
+        typer.echo(f"uploaded: {upload(upload_url, pkg, token)}")
+
+
+def evaluate(
+    package: Path = typer.Argument(..., exists=True, help="task prompt package (.safetensors)"),
+    data: Path = typer.Argument(..., exists=True, help="manifest or folder/<label>/ of labelled clips"),
+    backbone: Path = typer.Option(Path("models/default"), help="backbone bundle folder"),
+    split: str = typer.Option("test", help="split to score ('all' for every row)"),
+    positive: str = typer.Option(None, help="positive label for the EER of a binary detector (default: 2nd label)"),
+    json_out: Path = typer.Option(None, "--json", help="write the metrics as JSON here"),
+    confusion: Path = typer.Option(None, help="write the confusion matrix PNG here"),
+    cache_dir: Path = typer.Option(Path(".cache/units"), help="on-disk units cache"),
+) -> None:
+    """Accuracy, macro-F1 (EER for binary detection), per-class report and confusion matrix of a package."""
+    import numpy as np
+
+    from speechprompt.package import PackageError, read_package
+    from speechprompt.training import manifest as M
+    from speechprompt.training.evaluate import evaluate_package, plot_confusion
+
+    try:
+        pkg = read_package(package.read_bytes())
+    except PackageError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    examples = M.load_examples(data)
+    if split != "all":
+        examples = [e for e in examples if e.split == split] or [e for e in examples if not e.split]
+    if not examples:
+        typer.echo(f"error: no clips in split {split!r}", err=True)
+        raise typer.Exit(2)
+    examples = [M.Example(e.path, e.label, "eval") for e in examples]
+    _, bb, _, _, splits = _load_examples(examples, backbone, cache_dir)
+    units, labels = splits["eval"]
+    pos = None if positive is None else list(pkg.meta.labels).index(positive)
+    try:
+        m = evaluate_package(bb, pkg, units, labels, positive=pos)
+    except PackageError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(3) from None
+    m = {"task": pkg.meta.task, "version": pkg.version, "split": split, **m}
+    if json_out:
+        json_out.write_text(json.dumps(m, indent=1) + "\n")
+    if confusion:
+        plot_confusion(np.array(m["confusion"]), m["labels"], confusion, f"{pkg.meta.task} {split}")
+    typer.echo(f"{pkg.meta.task} {pkg.version} on {m['n']} clips: accuracy {m['accuracy']:.4f}  macro-F1 "
+               f"{m['macro_f1']:.4f}" + (f"  EER {m['eer']:.4f} ({m['eer_positive']})" if "eer" in m else ""))
+    for lab, r in m["per_class"].items():
+        typer.echo(f"  {lab:>28}  P {r['precision']:.3f}  R {r['recall']:.3f}  F1 {r['f1']:.3f}  n {r['support']}")
+
+
+def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
+    from tqdm import tqdm
+
+    from speechprompt.backbone import Backbone
+    from speechprompt.training import manifest as M
+    from speechprompt.units import UnitExtractor
+
+    bb = Backbone.load(backbone_dir)
+    extractor = UnitExtractor.from_parts(bb.encoder, bb.codebook, deduplicate=True)
+    cache = M.UnitsCache(cache_dir, bb.fingerprint)
+    with tqdm(total=len(examples), desc="units", unit="clip") as bar:
+        splits = M.units_by_split(examples, extractor, cache, progress=bar.update)
+    typer.echo(f"units: {cache.hits} cached, {cache.misses} computed ({cache.root})")
+    return examples, bb, extractor, cache, splits
+
+
+def make_suite_cmd(
+    out: Path = typer.Argument(Path("data/suite"), help="folder for <task>/manifest.csv + clips"),
+    tasks: str = typer.Option("", help="comma list of suite tasks (default: all)"),
+    scale: float = typer.Option(1.0, help="multiplies the clips per split (train 256, dev 64, test 96, ...)"),
+    seed: int = typer.Option(0),
+    jobs: int = typer.Option(2, help="worker processes"),
+) -> None:
+    """Generate the synthetic task suite (TTS; unseen voices / accents / engine in the test splits)."""
+    from tqdm import tqdm
+
+    from speechprompt.training.suite import TASKS, make_suite
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()] or list(TASKS)
+    with tqdm(desc="suite", unit="clip") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        summary = make_suite(out, names, scale=scale, seed=seed, jobs=jobs, progress=progress)
+    for name, t in summary["tasks"].items():
+        typer.echo(f"{name:>12}: {len(t['labels'])} classes  " + " ".join(f"{s}={n}" for s, n in t["splits"].items()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``eval`` and ``make-suite`` to the ``speechprompt`` CLI."""
+    app.command("train")(train)
+    app.command("eval")(evaluate)
+    app.command("make-suite")(make_suite_cmd)

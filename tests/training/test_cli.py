@@ -1,0 +1,66 @@
+"""`speechprompt train` / `eval` end to end on a tiny random backbone and a folder of synthetic clips."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from speechprompt.backbone import make_random_bundle
+from speechprompt.package import read_package
+from speechprompt.training.cli import register
+
+app = typer.Typer()
+register(app)
+
+
+def test_train_writes_package_curves_report_and_uploads(bundle_dir, wav_folder, tmp_path, monkeypatch):
+    sent = {}
+
+    class Resp:
+        status_code, text = 201, '{"version": "x"}'
+
+    def fake_put(url, content, headers, timeout):
+        sent.update(url=url, content=content, headers=headers)
+        return Resp()
+
+    monkeypatch.setattr("httpx.put", fake_put)
+    out = tmp_path / "pkg" / "tones.safetensors"
+    args = ["train", str(wav_folder), "--task", "tones", "--backbone", str(bundle_dir), "--out", str(out),
+            "--max-epochs", "3", "--cache-dir", str(tmp_path / "cache"), "--dev-frac", "0.2", "--test-frac", "0.2",
+            "--upload", "http://srv:8000", "--token", "secret"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.task == "tones" and pkg.meta.labels == ("noise", "tone")
+    t = pkg.meta.training
+    assert t["data_sizes"]["train"] == 2 * 14 - 2 * 3 - 2 * 3 and t["data_sizes"]["dev"] == 6
+    assert set(t["test"]["test"]) >= {"accuracy", "macro_f1", "eer", "n"} and t["test"]["test"]["n"] == 6
+    assert t["recipe"]["prompt_length"] == 5 and t["backbone_name"] == "random-tiny"
+    for suffix in (".curves.png", ".test.confusion.png"):
+        assert out.with_suffix(suffix).read_bytes()[:4] == b"\x89PNG"
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["version"] == pkg.version and report["test"]["test"]["confusion"]
+    assert sent["url"] == "http://srv:8000/v1/tasks/tones" and sent["content"] == out.read_bytes()
+    assert sent["headers"]["Authorization"] == "Bearer secret"
+    # the second run reads every clip's units from the cache
+    r = CliRunner().invoke(app, args[:-4] + ["--out", str(tmp_path / "again.safetensors")])
+    assert "28 cached, 0 computed" in r.output, r.output
+
+    # eval: JSON with per-class report; identical to the package's own test metrics
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(wav_folder.rglob("*.wav"))))
+    js = tmp_path / "eval.json"
+    r = CliRunner().invoke(app, ["eval", str(out), str(manifest), "--backbone", str(bundle_dir), "--json", str(js),
+                                 "--cache-dir", str(tmp_path / "cache"), "--confusion", str(tmp_path / "cm.png")])
+    assert r.exit_code == 0, r.output
+    m = json.loads(js.read_text())
+    assert m["n"] == 28 and sum(map(sum, m["confusion"])) == 28 and set(m["per_class"]) == {"noise", "tone"}
+    assert "eer" in m and (tmp_path / "cm.png").exists()
+
+    # a package for another backbone is refused with a clear error
+    make_random_bundle(tmp_path / "other", seed=5)
+    r = CliRunner().invoke(app, ["eval", str(out), str(manifest), "--backbone", str(tmp_path / "other"),
+                                 "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 3 and "was made for backbone" in r.output

@@ -1,0 +1,111 @@
+"""Prompt training on a tiny random backbone: loss goes down, the package is valid and serves identically."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechprompt.backbone import make_random_bundle
+from speechprompt.package import BackboneMismatch, read_package
+from speechprompt.training.evaluate import evaluate_package, predict
+from speechprompt.training.trainer import (
+    Recipe,
+    TrainingError,
+    fixed_verbalizer,
+    raw_logits,
+    score,
+    train_prompts,
+)
+
+from .conftest import toy_units
+
+LABELS = ["a", "b", "c"]
+
+
+def _train(backbone, recipe: Recipe):
+    train, dev = toy_units(48, 1), toy_units(15, 2)
+    lm = backbone.unit_lm
+    return train, dev, train_prompts(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint,
+                                     kind=backbone.spec.kind, recipe=recipe, extra_meta={"note": "test"})
+
+
+def test_few_steps_lower_the_loss_and_write_a_valid_package(backbone):
+    train, dev, res = _train(backbone, Recipe(max_epochs=4, batch_size=8, patience=10))
+    hist = res.history
+    assert len(hist["step"]) == 24 and len(hist["dev_loss"]) == 4  # 4 epochs x 6 batches
+    first, last = sum(hist["train_loss"][:6]) / 6, sum(hist["train_loss"][-6:]) / 6
+    assert last < first * 0.8, (first, last)
+    pkg = read_package(res.package.data)  # a reader accepts exactly what was written
+    c = backbone.spec.unit_lm
+    assert pkg.version == res.package.version
+    assert pkg.deep_key.shape == (c.layers, 5, c.embed_dim) and pkg.verbalizer.shape == (3 + 4, c.vocab_size)
+    assert pkg.meta.labels == tuple(LABELS) and pkg.meta.backbone_fingerprint == backbone.fingerprint
+    t = pkg.meta.training
+    assert t["recipe"]["lr"] == 5e-3 and t["recipe"]["betas"] == [0.9, 0.98] and t["recipe"]["prompt_length"] == 5
+    assert t["data"] == {"train": 48, "dev": 15} and t["note"] == "test"
+    assert t["trainable_params"] == 2 * c.layers * 5 * c.embed_dim + c.embed_dim + 7 * c.vocab_size
+    assert t["dev"]["loss"] == pytest.approx(min(hist["dev_loss"]))  # best epoch kept
+
+
+def test_serving_path_equals_training_forward(backbone):
+    """PromptBank (server) and prompted_class_logits (trainer) give the same probabilities."""
+    train, dev, res = _train(backbone, Recipe(max_epochs=1, batch_size=16))
+    from speechprompt.training.trainer import PromptParams
+
+    params = PromptParams(backbone.unit_lm, 3, Recipe())
+    with torch.no_grad():
+        params.deep_key.copy_(res.package.deep_key)
+        params.deep_value.copy_(res.package.deep_value)
+        params.separator.copy_(res.package.separator)
+        params.verbalizer.copy_(res.package.verbalizer)
+    p_train, _, _ = score(backbone.unit_lm, params.eval(), dev[0])
+    p_serve = predict(backbone.unit_lm, res.package, dev[0])
+    assert torch.allclose(p_train, torch.from_numpy(p_serve), atol=1e-5)
+
+
+def test_fixed_verbalizer_maps_classes_to_most_frequent_units(backbone):
+    units = [torch.tensor([5, 5, 5, 7, 7, 2]), torch.tensor([7, 9, 5])]  # counts: 5:4, 7:3, 2:1, 9:1
+    vb, tokens = fixed_verbalizer(units, 3, 24)
+    assert tokens == [4 + 5, 4 + 7, 4 + 2]  # ties broken by unit id (2 before 9)
+    assert vb.shape == (7, 24) and torch.equal(vb.sum(1), torch.ones(7))
+    assert [int(r.argmax()) for r in vb] == [0, 1, 2, 3, 9, 11, 6]
+    _, _, res = _train(backbone, Recipe(max_epochs=2, verbalizer="fixed"))
+    assert res.package.meta.training["fixed_verbalizer_tokens"] == [int(r.argmax()) for r in res.package.verbalizer[4:]]
+    assert res.trainable_params == 2 * backbone.spec.unit_lm.layers * 5 * 32 + 32  # no verbalizer weights
+
+
+def test_verbalizer_only_package_has_no_prompts_and_serves(backbone):
+    _, dev, res = _train(backbone, Recipe(max_epochs=1, deep_prompts=False))
+    pkg = read_package(res.package.data)
+    assert pkg.meta.prompt_length == 0 and pkg.deep_key.shape[1] == 0
+    assert torch.equal(pkg.separator, backbone.unit_lm.embed_tokens.weight[0])  # the LM's own <s>
+    served = predict(backbone.unit_lm, pkg, dev[0])
+    assert served.shape == (15, 3)
+    from speechprompt.training.trainer import PromptParams
+
+    params = PromptParams(backbone.unit_lm, 3, Recipe(deep_prompts=False))
+    with torch.no_grad():
+        params.verbalizer.copy_(pkg.verbalizer)
+    cached = raw_logits(backbone.unit_lm, params.separator, dev[0])  # the fast training path
+    p_cached, _, _ = score(backbone.unit_lm, params, dev[0], raw=cached)
+    p_full, _, _ = score(backbone.unit_lm, params, dev[0])
+    assert torch.allclose(p_cached, p_full, atol=1e-5) and torch.allclose(p_full, torch.from_numpy(served), atol=1e-5)
+
+
+def test_package_for_another_backbone_is_refused(backbone, tmp_path):
+    from speechprompt.backbone import Backbone
+
+    _, dev, res = _train(backbone, Recipe(max_epochs=1))
+    make_random_bundle(tmp_path / "other", seed=1)
+    other = Backbone.load(tmp_path / "other")
+    with pytest.raises(BackboneMismatch) as e:
+        evaluate_package(other, res.package, dev[0], [LABELS[y] for y in dev[1]])
+    assert backbone.fingerprint[:16] in str(e.value) and other.fingerprint[:16] in str(e.value)
+    assert e.value.status == 409
+
+
+def test_bad_options_raise(backbone):
+    with pytest.raises(TrainingError):
+        train_prompts(backbone.unit_lm, "t", LABELS, ([], []), toy_units(3, 0), fingerprint="x")
+    with pytest.raises(TrainingError):
+        _train(backbone, Recipe(verbalizer="random"))

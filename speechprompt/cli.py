@@ -135,9 +135,11 @@ def _mount() -> None:
     from clients.cli import register as register_client
 
     from .training.build_backbone import register as register_build
+    from .training.cli import register as register_training
 
     register_client(app)
     register_build(app)
+    register_training(app)
 
 
 _mount()

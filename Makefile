@@ -28,7 +28,7 @@ sysdeps:
 	    && bash scripts/install_tts.sh >/dev/null; \
 	  else echo "please install: $(SYS_PKGS), and run scripts/install_tts.sh"; fi; fi
 
-serve: $(STAMP)
+serve: install
 	$(BIN)/speechprompt serve --host $(HOST) --port $(PORT)
 
 test: install

@@ -83,12 +83,15 @@ local_index() {
     # The build's pip cannot verify this host's TLS interception (its CA is only in the host's bundle), so
     # the host downloads what the image needs (pip honours the host's pip.conf: /opt/wheels, local indexes)
     # and serves it as a plain PEP 503 index on 127.0.0.1:$INDEX_PORT, passed as the PIP_INDEX_URL build arg.
-    local idx="$SMOKE_DIR/pypi"
+    local idx="$SMOKE_DIR/pypi" reqs
+    reqs=$("$PY" -c "import tomllib; p = tomllib.load(open('$ROOT/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['fairseq']))")
+    # a cached index is reused only while pyproject.toml asks for the same packages
+    [ "$reqs" = "$(cat "$idx/requirements.txt" 2> /dev/null)" ] || rm -f "$idx/.complete"
     if [ ! -f "$idx/.complete" ]; then
         log "downloading the image's Python packages into $idx (host pip)"
         mkdir -p "$idx/files"
-        "$PY" -c "import tomllib; p = tomllib.load(open('$ROOT/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['fairseq']))" > "$idx/requirements.txt"
+        printf '%s\n' "$reqs" > "$idx/requirements.txt"
         # markers are evaluated for the host's Python; the image has Debian's 3.11.2, for which redis also
         # needs async-timeout (python_full_version < 3.11.3): such packages are named explicitly
         "$PY" -m pip download -q -d "$idx/files" -r "$idx/requirements.txt" torch==2.13.0 \

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.codebook import dedup  # noqa: E402
+from speechprompt.prompting import make_rows  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training.evaluate import attach_metrics, compute_metrics, evaluate_package, plot_curves  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
@@ -81,12 +82,16 @@ def histograms(units: list[torch.Tensor], k: int) -> np.ndarray:
 
 
 def logreg(data: dict, labels: list[str], key: str, k: int) -> dict:
+    """Logistic regression (scikit-learn defaults, standardized inputs) on train, scored on the test splits.
+
+    ``key``: ``hist`` (unit histograms), ``feats`` (mean-pooled encoder features) or a per-split array in
+    ``data[split][key]`` (the LM probes)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     idx = {lab: i for i, lab in enumerate(labels)}
-    X = (lambda d: histograms(d["units"], k)) if key == "hist" else (lambda d: d["feats"])
+    X = (lambda d: histograms(d["units"], k)) if key == "hist" else (lambda d: d[key])
     t0 = time.perf_counter()
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     clf.fit(X(data["train"]), [idx[x] for x in data["train"]["labels"]])
@@ -96,6 +101,24 @@ def logreg(data: dict, labels: list[str], key: str, k: int) -> dict:
             p = clf.predict_proba(X(data[s]))
             res[s] = compute_metrics([idx[x] for x in data[s]["labels"]], p.argmax(1).tolist(), labels, p)
     return res
+
+
+@torch.no_grad()
+def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
+    """Where is the task information? LR on the frozen unit LM's hidden state at the separator (no prompts,
+    the LM's own ``<s>``) and on its hidden states averaged over all positions."""
+    lm = bb.unit_lm
+    sep = lm.embed_tokens.weight[0]
+    for d in data.values():
+        last, mean = [], []
+        for i in range(0, len(d["units"]), 64):
+            tokens, li = make_rows(d["units"][i : i + 64])
+            h = lm(tokens, None, sep.expand(tokens.shape[0], -1))  # [B, T, d]
+            last.append(h[torch.arange(len(li)), li])
+            m = tokens.ne(1).float().unsqueeze(-1)
+            mean.append((h * m).sum(1) / m.sum(1))
+        d["lm_last"], d["lm_mean"] = torch.cat(last).numpy(), torch.cat(mean).numpy()
+    return {f"probe_{k}": logreg(data, labels, k, 0) for k in ("lm_last", "lm_mean")}
 
 
 def run_task(bb: Backbone, name: str, data: dict, work: Path) -> dict:
@@ -124,7 +147,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path) -> dict:
             f"{res.dev['accuracy']:.3f}, test acc {metrics['test']['accuracy']:.3f}")
     for key in ("hist", "feats"):
         out[f"logreg_{key}"] = logreg(data, labels, key, bb.spec.codebook_size)
-    return out
+    return out | lm_probes(bb, data, labels)
 
 
 def _cell(r: dict | None, split: str, eer: bool) -> str:
@@ -148,7 +171,14 @@ def render(results: dict, meta: dict) -> str:
             cells = " | ".join(_cell(r.get(c), split, eer) for c in cols)
             lines.append(f"| {name}{' (EER)' if eer else ''} | {r['classes']} | {cells} |")
         lines.append("")
-    lines += ["### Size and cost", "", "| task | train / dev clips | v2 params | v1 params | verbalizer-only params | "
+    lines += ["### Probes: where is the task information? (test split, unseen voices)", "",
+              "| task | v2 | LR on LM state at the separator | LR on LM states, mean over positions | "
+              "LR unit hist |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        eer = TASKS[name].metric == "eer"
+        lines.append(f"| {name} | " + " | ".join(_cell(r.get(c), "test", eer) for c in (
+            "v2", "probe_lm_last", "probe_lm_mean", "logreg_hist")) + " |")
+    lines += ["", "### Size and cost", "", "| task | train / dev clips | v2 params | v1 params | verbalizer-only params | "
               "v2 train s (epochs) | v1 train s | verbalizer-only s |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         s = r["sizes"]
@@ -168,7 +198,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
     ap.add_argument("--tasks", default="", help="comma list (default: every task in the suite folder)")
-    ap.add_argument("--demo", default="commands-en,intent,language-id,vad", help="v2 packages copied to --store")
+    ap.add_argument("--demo", default="commands-en,commands-lt,language-id,gender,vad",
+                    help="tasks whose v2 packages are copied to --store")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="re-run tasks already in results.json")
     a = ap.parse_args()
@@ -179,12 +210,15 @@ def main() -> None:
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
     names = [t for t in (a.tasks.split(",") if a.tasks else TASKS) if (a.suite / t / "manifest.csv").exists()]
     for name in names:
-        if name in results:
+        if name in results and "probe_lm_last" in results[name]:
             continue
         t0 = time.perf_counter()
         data = encode_task(bb, a.suite / name, a.work)
         say(f"{name}: encoded in {time.perf_counter() - t0:.0f}s")
-        results[name] = run_task(bb, name, data, work)
+        if name in results:  # a run from before the probes existed: add them only
+            results[name] |= lm_probes(bb, data, list(TASKS[name].labels))
+        else:
+            results[name] = run_task(bb, name, data, work)
         res_file.parent.mkdir(parents=True, exist_ok=True)
         res_file.write_text(json.dumps(results, indent=1) + "\n")
     results = {n: results[n] for n in TASKS if n in results}

@@ -51,7 +51,7 @@ def upload(url: str, pkg, token: str | None) -> str:
 
 def train(
     data: Path = typer.Argument(..., exists=True, help="manifest (.csv/.tsv/.jsonl: path,label[,split]) or folder/<label>/"),
-    task: str = typer.Option(..., help="task name ([a-z0-9][a-z0-9_-]{0,63})"),
+    task: str = typer.Option(..., help="task name: 1-64 of a-z 0-9 _ -, starting with a letter or digit"),
     backbone: Path = typer.Option(Path("models/default"), help="backbone bundle folder"),
     out: Path = typer.Option(None, help="package file to write (default <task>.safetensors)"),
     verbalizer: str = typer.Option("learnable", help="learnable (v2) or fixed (v1: labels -> frequent units)"),

@@ -6,7 +6,6 @@ Sources (gslm_reference.md section 1): fairseq ``examples/textless_nlp/gslm/spee
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..backbone import save_bundle
+from ..backbone import sha256_file as sha256_of
 from .checkpoint import CheckpointError
 from .hubert import load_fairseq_hubert
 from .unit_lm import import_unit_lm
@@ -39,14 +39,6 @@ def gslm_files(units: int = 100) -> list[Remote]:
                 *(("f14a3104", "1023fe") if units == 100 else ("", "")))
     return [Remote(f"{BASE}/hubert/hubert_base_ls960.pt", "hubert_base_ls960.pt", "1703cf8d2cdc76f8", "c8c8d"), km,
             Remote(f"{BASE}/textless_nlp/gslm/hubert/lm_km{units}/hubert{units}_lm.tgz", f"hubert{units}_lm.tgz")]
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(path: Path, remote: Remote) -> str:

@@ -24,7 +24,7 @@ from .encoder import HubertConfig, HubertEncoder
 from .pgslm import MultiStreamUnitLM, PGSLMConfig, check_prosody
 from .pgslm import unit_token_map as pgslm_unit_token_map
 from .prosody import PROSODY_FILE, Prosody, load_prosody
-from .unit_lm import UnitLM, UnitLMConfig
+from .unit_lm import UnitLM, UnitLMConfig, state_dict_mismatch
 
 FORMAT_VERSION = 1
 FILES = ("encoder.safetensors", "codebook.safetensors", "unit_lm.safetensors")
@@ -167,12 +167,8 @@ class Backbone:
 
 
 def _load_strict(module: torch.nn.Module, sd: dict[str, Tensor], what: str) -> None:
-    want = module.state_dict()
-    missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
-    bad = [k for k in want if k in sd and sd[k].shape != want[k].shape]
-    if missing or extra or bad:
-        raise BundleError(f"{what} weights do not fit its config: missing {missing[:5]}, unexpected {extra[:5]}, "
-                          f"wrong shape {bad[:5]}")
+    if (problem := state_dict_mismatch(sd, module.state_dict())) is not None:
+        raise BundleError(f"{what} weights do not fit its config: {problem}")
     module.load_state_dict(sd)
 
 

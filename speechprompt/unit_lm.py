@@ -52,6 +52,15 @@ class UnitLMConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+def state_dict_mismatch(sd: dict[str, Tensor], want: dict[str, Tensor]) -> str | None:
+    """Describe how ``sd`` differs from ``want`` (missing / unexpected keys, wrong shapes), or None if it fits."""
+    missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
+    bad = [f"{k} {list(sd[k].shape)} != {list(want[k].shape)}" for k in want if k in sd and sd[k].shape != want[k].shape]
+    if missing or extra or bad:
+        return f"missing {missing[:6]}, unexpected {extra[:6]}, wrong shape {bad[:4]}"
+    return None
+
+
 @dataclass
 class PrefixKV:
     """Per-row prefix keys/values for every layer (already projected by ``k_proj``/``v_proj``).

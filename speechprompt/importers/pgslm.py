@@ -29,8 +29,9 @@ from torch import Tensor
 from ..backbone import fingerprint_of, save_bundle, sha256_file
 from ..pgslm import SPECIALS, MultiStreamUnitLM, PGSLMConfig, StreamConfig, unit_dictionary
 from ..prosody import PROSODY_FILE, F0Summary, Prosody, ProsodyConfig, save_prosody
+from ..unit_lm import state_dict_mismatch
 from .checkpoint import CheckpointError, load_fairseq_checkpoint, model_config
-from .gslm import BASE, Remote, gslm_files, sha256_of
+from .gslm import BASE, Remote, gslm_files
 from .unit_lm import unit_lm_config
 
 VARIANTS = ("discrete_prosody_shift_1_1", "discrete_no_prosody_shift_1_1", "continuous_prosody_shift_1_1",
@@ -108,11 +109,8 @@ def convert_pgslm(state: dict[str, Any]) -> tuple[PGSLMConfig, dict[str, Tensor]
         sd.pop("layer_norm.weight", None)
         sd.pop("layer_norm.bias", None)
     want = MultiStreamUnitLM(cfg).state_dict()
-    missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
-    bad = [f"{k} {list(sd[k].shape)} != {list(want[k].shape)}" for k in want if k in sd and sd[k].shape != want[k].shape]
-    if missing or extra or bad:
-        raise CheckpointError(f"pGSLM keys do not match the configured architecture: missing {missing[:6]}, "
-                              f"unexpected {extra[:6]}, shape {bad[:4]}")
+    if (problem := state_dict_mismatch(sd, want)) is not None:
+        raise CheckpointError(f"pGSLM keys do not match the configured architecture: {problem}")
     prosody_cfg = ProsodyConfig(discrete_duration=discrete_dur, max_token_duration=max_dur, discrete_f0=discrete_f0,
                                 f0_bins=streams.f0_bins if discrete_f0 else ProsodyConfig.f0_bins,
                                 log_f0=bool(g("log_f0", False)),
@@ -215,7 +213,7 @@ def import_pgslm(hubert: Path, km_bin: Path, ulm_checkpoint: Path, out: Path, *,
     speakers = read_f0_stats(f0_stats) if f0_stats is not None else {}
     prosody = Prosody(ProsodyConfig(**{**pcfg.to_dict(), "normalization": normalization}), edges, speakers)
     sources = [p for p in (hubert, km_bin, ulm_checkpoint, f0_bins, f0_stats) if p is not None]
-    extra = {"source": "official pGSLM", "files": {Path(p).name: sha256_of(Path(p)) for p in sources}}
+    extra = {"source": "official pGSLM", "files": {Path(p).name: sha256_file(Path(p)) for p in sources}}
     return write_pgslm_bundle(out, name=name, encoder_cfg=enc_cfg, encoder_state=enc_sd, centroids=centroids,
                               lm_cfg=lm_cfg, lm_state=lm_sd, prosody=prosody, extra=extra)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..unit_lm import UnitLM, UnitLMConfig
+from ..unit_lm import UnitLM, UnitLMConfig, state_dict_mismatch
 from .checkpoint import CheckpointError, load_fairseq_checkpoint, model_config
 
 UNSUPPORTED = ("adaptive_input", "character_embeddings", "layernorm_embedding", "cross_self_attention",
@@ -80,11 +80,8 @@ def convert_unit_lm(state: dict, vocab_size: int | None = None) -> tuple[UnitLMC
         sd.pop("layer_norm.weight", None)
         sd.pop("layer_norm.bias", None)
     want = UnitLM(cfg).state_dict()
-    missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
-    bad = [f"{k} {list(sd[k].shape)} != {list(want[k].shape)}" for k in want if k in sd and sd[k].shape != want[k].shape]
-    if missing or extra or bad:
-        raise CheckpointError(f"unit LM keys do not match the configured architecture: missing {missing[:6]}, "
-                              f"unexpected {extra[:6]}, shape {bad[:4]}")
+    if (problem := state_dict_mismatch(sd, want)) is not None:
+        raise CheckpointError(f"unit LM keys do not match the configured architecture: {problem}")
     return cfg, {k: sd[k].float() for k in want}
 
 

@@ -205,8 +205,10 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> TaskPackage
 def check_compatible(pkg: TaskPackage, *, fingerprint: str, kind: str, layers: int, dim: int, vocab_size: int) -> None:
     """Raise ``BackboneMismatch`` (another backbone) or ``PackageInvalid`` (shapes) unless ``pkg`` fits."""
     if pkg.meta.backbone_fingerprint != fingerprint or pkg.meta.backbone_kind != kind:
-        raise BackboneMismatch(f"package {pkg.meta.task!r} was made for backbone {pkg.meta.backbone_kind}:"
+        err = BackboneMismatch(f"package {pkg.meta.task!r} was made for backbone {pkg.meta.backbone_kind}:"
                                f"{pkg.meta.backbone_fingerprint[:16]}, this server runs {kind}:{fingerprint[:16]}")
+        err.accepted = f"a package with backbone_kind {kind!r} and backbone_fingerprint {fingerprint} (GET /v1/backbone)"
+        raise err
     L, _, d = pkg.deep_key.shape
     if (L, d) != (layers, dim) or pkg.verbalizer.shape[1] != vocab_size:
         raise PackageInvalid(f"package shapes [L={L}, d={d}, V={pkg.verbalizer.shape[1]}] do not fit the backbone "

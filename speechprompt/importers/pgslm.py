@@ -187,6 +187,34 @@ def write_pgslm_bundle(out: str | os.PathLike, *, name: str, encoder_cfg, encode
     return meta["fingerprint"]
 
 
+def make_random_pgslm_bundle(folder: str | os.PathLike, seed: int = 0, *, num_units: int = 20,
+                             prosody_config: ProsodyConfig | None = None, name: str = "random-tiny-pgslm") -> str:
+    """A tiny ``pgslm`` bundle with random weights, for tests and benchmarks only (never a served default); the
+    pGSLM counterpart of ``backbone.make_random_bundle``. Returns its fingerprint.
+
+    Parts: ``HubertConfig.tiny()`` encoder, ``num_units`` random centroids, a 2-layer d=32 multi-stream unit LM
+    (vocab ``num_units + 4``, 1024 positions) whose streams follow ``prosody_config`` (default ``ProsodyConfig()``:
+    discrete durations capped at 20 and 32 F0 bins, shifts 1,1 = ``discrete_prosody_shift_1_1``), and, for discrete
+    F0, 31 bin edges evenly spaced over [-0.6, 0.6] in mean-normalised log-F0 (the released edges are quantiles of
+    LibriLight log-F0; any sorted edges exercise the same code).
+    """
+    from ..encoder import HubertConfig, HubertEncoder
+
+    torch.manual_seed(seed)  # the modules' own (fairseq-like) initialisation, made deterministic
+    pcfg = prosody_config or ProsodyConfig()
+    streams = StreamConfig(n_units=num_units, discrete_duration=pcfg.discrete_duration,
+                           duration_size=pcfg.max_token_duration + 1 + len(SPECIALS) if pcfg.discrete_duration else 1,
+                           discrete_f0=pcfg.discrete_f0, f0_size=pcfg.f0_bins + len(SPECIALS) if pcfg.discrete_f0 else 1)
+    lm_cfg = PGSLMConfig.make(streams, embed_dim=32, ffn_dim=64, layers=2, heads=4, max_positions=1024)
+    enc_cfg = HubertConfig.tiny()
+    enc, lm = HubertEncoder(enc_cfg), MultiStreamUnitLM(lm_cfg)
+    centroids = torch.randn(num_units, enc.dim)
+    edges = torch.linspace(-0.6, 0.6, pcfg.f0_bins - 1, dtype=torch.float64) if pcfg.discrete_f0 else None
+    return write_pgslm_bundle(folder, name=name, encoder_cfg=enc_cfg, encoder_state=enc.state_dict(),
+                              centroids=centroids, lm_cfg=lm_cfg, lm_state=lm.state_dict(),
+                              prosody=Prosody(pcfg, edges), extra={"random": True, "seed": seed})
+
+
 def import_pgslm(hubert: Path, km_bin: Path, ulm_checkpoint: Path, out: Path, *, f0_bins: Path | None = None,
                  f0_stats: Path | None = None, layer: int = 6, name: str = "pgslm-hubert100",
                  normalization: str = "utterance") -> str:
@@ -218,5 +246,5 @@ def import_pgslm(hubert: Path, km_bin: Path, ulm_checkpoint: Path, out: Path, *,
                               lm_cfg=lm_cfg, lm_state=lm_sd, prosody=prosody, extra=extra)
 
 
-__all__ = ["VARIANTS", "convert_pgslm", "import_pgslm", "pgslm_files", "read_f0_bin_edges", "read_f0_stats",
-           "task_config", "write_pgslm_bundle"]
+__all__ = ["VARIANTS", "convert_pgslm", "import_pgslm", "make_random_pgslm_bundle", "pgslm_files", "read_f0_bin_edges",
+           "read_f0_stats", "task_config", "write_pgslm_bundle"]

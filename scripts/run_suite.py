@@ -6,10 +6,16 @@
 
 Per task: units + mean-pooled encoder features of every clip (one encoder pass, cached under --work), then
 (1) v2: deep prompts + separator + learnable verbalizer, (2) v1-style fixed verbalizer (labels -> frequent units),
-(3) the learnable verbalizer alone (no prompts), all with the one ``trainer.Recipe``; (4) logistic regression on
-unit histograms and (5) on mean-pooled encoder features (scikit-learn defaults, no tuning). Prompt variants are
-scored through the serving path (``PromptBank``). Results go to ``--work/results.json`` (tasks already there are
-skipped unless --force) and into docs/results.md between the ``results:begin/end`` markers.
+(3) the learnable verbalizer alone (no prompts), all with the one ``trainer.Recipe`` (``--variants`` picks some);
+(4) logistic regression on unit histograms and (5) on mean-pooled encoder features (scikit-learn defaults, no
+tuning). Prompt variants are scored through the serving path (``PromptBank``). Results go to
+``--work/<fingerprint[:16]>/results.json`` (tasks already there are skipped unless --force) and into docs/results.md
+between the ``results:begin/end`` markers (``--results none``: docs untouched, curves under --work).
+
+A pGSLM bundle as ``--backbone``: the cache also holds durations, per-unit F0 and each clip's F0 statistics (YAAPT
+once per clip, in ``--jobs`` processes); prompts train on the three-stream rows (``PGSLMPromptBank`` serves them),
+the probes read the pGSLM, and (6) a logistic regression on simple prosody features (F0 level / spread / slope,
+speaking rate, durations; ``prosody_features``) is added as the baseline for prosody tasks.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.codebook import dedup  # noqa: E402
-from speechprompt.prompting import make_rows  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training.evaluate import attach_metrics, compute_metrics, evaluate_package, plot_curves  # noqa: E402
+from speechprompt.training.lm_rows import row_builder  # noqa: E402
+from speechprompt.training.prosody_units import extract_prosody, from_arrays, to_arrays  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
 from speechprompt.training.trainer import Recipe, train_prompts  # noqa: E402
+from speechprompt.units import Units  # noqa: E402
 
 VARIANTS = {"v2": Recipe(), "v1_fixed": Recipe(verbalizer="fixed"), "verbalizer_only": Recipe(deep_prompts=False)}
 TEST_SPLITS = ("test", "test_seen", "test_engine")
@@ -46,39 +54,94 @@ def say(msg: str) -> None:
     sys.stdout.flush()
 
 
-def encode_task(bb: Backbone, task_dir: Path, work: Path) -> dict:
-    """``{split: {"units": [Tensor], "feats": [N, D] f32, "labels": [str]}}`` (cached npz per task)."""
+def _encode(bb: Backbone, examples: list, jobs: int) -> dict[str, np.ndarray]:
+    """One encoder pass over the clips (+ YAAPT for pGSLM) -> the arrays of a task cache (see :func:`encode_task`)."""
+    items, feats, wavs = [], [], []
+    with torch.inference_mode():
+        for i in range(0, len(examples), 16):
+            batch = [M.load_audio(e.path) for e in examples[i : i + 16]]
+            for f in bb.encoder.extract([torch.from_numpy(w) for w in batch]):  # [T, D], same path as UnitExtractor
+                u, dur = dedup(bb.codebook.quantize(f).cpu())
+                items.append(Units(u, dur, int(dur.sum())))
+                feats.append(f.mean(0).cpu().numpy())
+            if bb.spec.kind == "pgslm":
+                wavs += batch
+    if bb.spec.kind == "pgslm":
+        t0 = time.perf_counter()
+        items = extract_prosody(bb.prosody, wavs, items, jobs)
+        secs = sum(len(w) for w in wavs) / 16000
+        say(f"  YAAPT: {secs:.0f} s of audio in {time.perf_counter() - t0:.0f} s wall ({jobs} processes)")
+    arrays = [to_arrays(x) for x in items]
+    out = {k: np.concatenate([a[k] for a in arrays]) for k in ("units", "durations")}
+    out |= {"lens": np.array([len(a["units"]) for a in arrays]), "feats": np.stack(feats)}
+    if bb.spec.kind == "pgslm":
+        out |= {"f0": np.concatenate([a["f0"] for a in arrays]), "f0_stats": np.stack([a["f0_stats"] for a in arrays])}
+    return out
+
+
+def encode_task(bb: Backbone, task_dir: Path, work: Path, jobs: int = 2) -> dict:
+    """``{split: {"units": [...], "feats": [N, D] f32, "labels": [str]}}`` (cached npz per task and fingerprint).
+
+    ``units``: unit tensors ``[M]`` i64 (GSLM) or ``ProsodyUnits`` (pGSLM: durations, per-unit F0 and the clip's
+    F0 statistics are cached too; YAAPT runs in ``jobs`` processes, once per clip).
+    """
     cache = work / bb.fingerprint[:16] / f"{task_dir.name}.npz"
     examples = M.read_manifest(task_dir / "manifest.csv")
-    if not cache.exists():
-        units, lens, feats = [], [], []
-        with torch.inference_mode():
-            for i in range(0, len(examples), 16):
-                wavs = [torch.from_numpy(M.load_audio(e.path)) for e in examples[i : i + 16]]
-                for f in bb.encoder.extract(wavs):  # [T, D], same path as UnitExtractor
-                    u, _ = dedup(bb.codebook.quantize(f).cpu())
-                    units.append(u.numpy())
-                    lens.append(len(u))
-                    feats.append(f.mean(0).cpu().numpy())
+    pgslm = bb.spec.kind == "pgslm"
+    if cache.exists():
+        with np.load(cache) as z:
+            z = {k: z[k] for k in z.files}
+    if not cache.exists() or (pgslm and "f0" not in z):
+        z = _encode(bb, examples, jobs)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, units=np.concatenate(units).astype(np.int16), lens=np.array(lens), feats=np.stack(feats))
-    z = np.load(cache)
+        np.savez(cache, **z)
     offs = np.concatenate([[0], np.cumsum(z["lens"])])
     out: dict = {}
     for i, e in enumerate(examples):
         d = out.setdefault(e.split, {"units": [], "feats": [], "labels": []})
-        d["units"].append(torch.from_numpy(z["units"][offs[i] : offs[i + 1]].astype(np.int64)))
+        sl = slice(offs[i], offs[i + 1])
+        if pgslm:
+            d["units"].append(from_arrays(z["units"][sl], z["durations"][sl], z["f0"][sl], z["f0_stats"][i]))
+        else:
+            d["units"].append(torch.from_numpy(z["units"][sl].astype(np.int64)))
         d["feats"].append(z["feats"][i])
         d["labels"].append(e.label)
     for d in out.values():
         d["feats"] = np.stack(d["feats"]).astype(np.float32)
+        if pgslm:
+            d["prosody"] = prosody_features(d["units"])
     return out
 
 
-def histograms(units: list[torch.Tensor], k: int) -> np.ndarray:
-    """Normalised unit counts ``[N, K]`` (bag of deduplicated units)."""
-    h = np.stack([np.bincount(u.numpy(), minlength=k)[:k] for u in units]).astype(np.float32)
+def histograms(units: list, k: int) -> np.ndarray:
+    """Normalised unit counts ``[N, K]`` (bag of deduplicated units; tensors or ``Units``)."""
+    h = np.stack([np.bincount((u.units if isinstance(u, Units) else u).numpy(), minlength=k)[:k]
+                  for u in units]).astype(np.float32)
     return h / np.maximum(h.sum(1, keepdims=True), 1)
+
+
+def prosody_features(items: list) -> np.ndarray:
+    """``[N, 10]`` simple prosody features per clip from its ``ProsodyUnits`` (20 ms unit frames):
+    mean and s.d. of log-F0 over voiced frames (clip statistics), p90/p10 log-ratio and least-squares slope
+    (per second) of the voiced segment log-F0, voiced share of the units; rate: units per second, mean and s.d. of
+    log run length, voiced runs (~syllable nuclei) per second of the voiced span, log length of that span (first to
+    last voiced unit). Unvoiced clips get zeros for the F0 features."""
+    rows = []
+    for p in items:
+        st, f0, d = p.f0_stats, p.f0.numpy(), p.durations.numpy().astype(np.float64)
+        secs = max(float(d.sum()) * 0.02, 1e-3)
+        v = f0 > 0
+        end = np.cumsum(d) * 0.02
+        t = (end - d * 0.01)[v]
+        lf = np.log(f0[v]) if v.any() else np.zeros(0)
+        sm = st.summary() if st.n else None
+        slope = float(np.polyfit(t, lf, 1)[0]) if v.sum() > 1 else 0.0
+        spread = float(np.percentile(lf, 90) - np.percentile(lf, 10)) if v.any() else 0.0
+        span = float(t[-1] - t[0]) + 0.02 if v.any() else 0.02
+        onsets = int(v[0]) + int((v[1:] & ~v[:-1]).sum()) if len(v) else 0
+        rows.append([sm.logf0_mean if sm else 0.0, sm.logf0_std if sm else 0.0, spread, slope, float(v.mean()),
+                     len(d) / secs, float(np.log(d).mean()), float(np.log(d).std()), onsets / span, np.log(span)])
+    return np.nan_to_num(np.array(rows, dtype=np.float32))
 
 
 def logreg(data: dict, labels: list[str], key: str, k: int) -> dict:
@@ -106,30 +169,33 @@ def logreg(data: dict, labels: list[str], key: str, k: int) -> dict:
 @torch.no_grad()
 def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
     """Where is the task information? LR on the frozen unit LM's hidden state at the separator (no prompts,
-    the LM's own ``<s>``) and on its hidden states averaged over all positions."""
-    lm = bb.unit_lm
-    sep = lm.embed_tokens.weight[0]
+    the LM's own ``<s>``; pGSLM: ``</s>``) and on its hidden states averaged over all positions."""
+    rows_of = row_builder(bb.unit_lm, bb.prosody)
+    sep = bb.unit_lm.embed_tokens.weight[rows_of.sep_token]
     for d in data.values():
         last, mean = [], []
         for i in range(0, len(d["units"]), 64):
-            tokens, li = make_rows(d["units"][i : i + 64])
-            h = lm(tokens, None, sep.expand(tokens.shape[0], -1))  # [B, T, d]
-            last.append(h[torch.arange(len(li)), li])
-            m = tokens.ne(1).float().unsqueeze(-1)
+            rows = rows_of.build(d["units"][i : i + 64])
+            h = rows_of.hidden(rows, sep.expand(rows.tokens.shape[0], -1))  # [B, T, d]
+            last.append(h[torch.arange(len(rows.last)), rows.last])
+            m = rows.tokens.ne(rows_of.pad).float().unsqueeze(-1)
             mean.append((h * m).sum(1) / m.sum(1))
         d["lm_last"], d["lm_mean"] = torch.cat(last).numpy(), torch.cat(mean).numpy()
     return {f"probe_{k}": logreg(data, labels, k, 0) for k in ("lm_last", "lm_mean")}
 
 
-def run_task(bb: Backbone, name: str, data: dict, work: Path) -> dict:
+def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
+             out: dict | None = None) -> dict:
+    """Train/score the missing ``variants`` and baselines of one task (``out``: its results so far)."""
     labels = list(TASKS[name].labels)
     idx = {lab: i for i, lab in enumerate(labels)}
     tr, dv = data["train"], data["dev"]
-    out = {"classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
-    for variant, recipe in VARIANTS.items():
+    out = {**(out or {}), "classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
+    for variant in [v for v in variants if v not in out]:
+        recipe = VARIANTS[variant]
         res = train_prompts(bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
                             (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint,
-                            kind=bb.spec.kind, recipe=recipe,
+                            kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
                             extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
                                         "suite_task": TASKS[name].mirrors})
         metrics = {s: evaluate_package(bb, res.package, data[s]["units"], data[s]["labels"])
@@ -138,16 +204,17 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path) -> dict:
         (work / "packages").mkdir(parents=True, exist_ok=True)
         (work / "packages" / f"{name}.{variant}.safetensors").write_bytes(pkg.data)
         if variant == "v2":
-            (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
-            plot_curves(res.history, ROOT / "docs" / "results" / f"curves-{name}.png", f"{name} (v2)")
+            curves.mkdir(parents=True, exist_ok=True)
+            plot_curves(res.history, curves / f"curves-{name}.png", f"{name} (v2)")
         out[variant] = {"params": res.trainable_params, "seconds": round(res.seconds, 1), "epochs": len(
             res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
             "dev": res.dev, "version": pkg.version, **metrics}
         say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "
             f"{res.dev['accuracy']:.3f}, test acc {metrics['test']['accuracy']:.3f}")
-    for key in ("hist", "feats"):
-        out[f"logreg_{key}"] = logreg(data, labels, key, bb.spec.codebook_size)
-    return out | lm_probes(bb, data, labels)
+    for key in ("hist", "feats") + (("prosody",) if "prosody" in tr else ()):
+        if f"logreg_{key}" not in out:
+            out[f"logreg_{key}"] = logreg(data, labels, key, bb.spec.codebook_size)
+    return out if "probe_lm_last" in out else out | lm_probes(bb, data, labels)
 
 
 def _cell(r: dict | None, split: str, eer: bool) -> str:
@@ -160,12 +227,14 @@ def _cell(r: dict | None, split: str, eer: bool) -> str:
 def render(results: dict, meta: dict) -> str:
     cols = ["v2", "v1_fixed", "verbalizer_only", "logreg_hist", "logreg_feats"]
     head = "| v2 (learnable) | v1 fixed | verbalizer only | LR unit hist | LR mean feats |"
+    if any("logreg_prosody" in r for r in results.values()):  # pGSLM runs: the prosody-feature baseline too
+        cols, head = cols + ["logreg_prosody"], head + " LR prosody feats |"
     lines = [f"Backbone `{meta['backbone']}` (fingerprint `{meta['fingerprint'][:16]}`), suite seed {meta['seed']}, "
              f"{meta['date']}, {meta['threads']} CPU thread(s). Accuracy; **EER** (lower is better) for `vad`.", ""]
     for split, title in (("test", "Test: unseen voices and accents (held out from train and from the backbone)"),
                          ("test_seen", "Test: seen voices (new clips)"),
                          ("test_engine", "Test: unseen TTS engine (flite; English tasks only)")):
-        lines += [f"### {title}", "", "| task | classes | " + head[2:], "|---|---|---|---|---|---|---|"]
+        lines += [f"### {title}", "", "| task | classes | " + head[2:], "|---" * (len(cols) + 2) + "|"]
         for name, r in results.items():
             eer = TASKS[name].metric == "eer"
             cells = " | ".join(_cell(r.get(c), split, eer) for c in cols)
@@ -181,11 +250,12 @@ def render(results: dict, meta: dict) -> str:
     lines += ["", "### Size and cost", "", "| task | train / dev clips | v2 params | v1 params | verbalizer-only params | "
               "v2 train s (epochs) | v1 train s | verbalizer-only s |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        s = r["sizes"]
-        lines.append(f"| {name} | {s['train']} / {s['dev']} | {r['v2']['params']:,} | {r['v1_fixed']['params']:,} | "
-                     f"{r['verbalizer_only']['params']:,} | {r['v2']['seconds']} ({r['v2']['epochs']}) | "
-                     f"{r['v1_fixed']['seconds']} | {r['verbalizer_only']['seconds']} |")
-    total = sum(r[v]["seconds"] for r in results.values() for v in VARIANTS)
+        s, v = r["sizes"], {k: r.get(k) or {} for k in VARIANTS}
+        params = " | ".join(f"{v[k]['params']:,}" if v[k] else "–" for k in VARIANTS)
+        secs = [str(v[k].get("seconds", "–")) for k in VARIANTS]
+        epochs = f" ({v['v2']['epochs']})" if v["v2"] else ""
+        lines.append(f"| {name} | {s['train']} / {s['dev']} | {params} | {secs[0]}{epochs} | {secs[1]} | {secs[2]} |")
+    total = sum(r[v]["seconds"] for r in results.values() for v in VARIANTS if v in r)
     lines += ["", f"Total prompt training time: {total / 60:.1f} min.", ""]
     return "\n".join(lines)
 
@@ -195,43 +265,52 @@ def main() -> None:
     ap.add_argument("--suite", type=Path, default=ROOT / ".cache" / "suite")
     ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "suite_runs")
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md",
+                    help="markdown file to write the tables into; 'none': leave docs untouched")
     ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
     ap.add_argument("--tasks", default="", help="comma list (default: every task in the suite folder)")
     ap.add_argument("--demo", default="commands-en,commands-lt,language-id,gender,vad",
-                    help="tasks whose v2 packages are copied to --store")
+                    help="tasks whose v2 packages are copied to --store ('' for none)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of prompt variants of {list(VARIANTS)}")
+    ap.add_argument("--jobs", type=int, default=2, help="processes for YAAPT (pGSLM backbones)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="re-run tasks already in results.json")
     a = ap.parse_args()
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    if set(variants) - set(VARIANTS):
+        ap.error(f"unknown variants {sorted(set(variants) - set(VARIANTS))}; choose from {list(VARIANTS)}")
+    docs = str(a.results) != "none"
     torch.set_num_threads(a.threads)
     bb = Backbone.load(a.backbone)
     work = a.work / bb.fingerprint[:16]
     res_file = work / "results.json"
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
     names = [t for t in (a.tasks.split(",") if a.tasks else TASKS) if (a.suite / t / "manifest.csv").exists()]
+    baselines = ["logreg_hist", "logreg_feats", "probe_lm_last"] + (["logreg_prosody"] if bb.spec.kind == "pgslm" else [])
     for name in names:
-        if name in results and "probe_lm_last" in results[name]:
+        if all(k in results.get(name, {}) for k in variants + baselines):
             continue
         t0 = time.perf_counter()
-        data = encode_task(bb, a.suite / name, a.work)
+        data = encode_task(bb, a.suite / name, a.work, a.jobs)
         say(f"{name}: encoded in {time.perf_counter() - t0:.0f}s")
-        if name in results:  # a run from before the probes existed: add them only
-            results[name] |= lm_probes(bb, data, list(TASKS[name].labels))
-        else:
-            results[name] = run_task(bb, name, data, work)
+        curves = ROOT / "docs" / "results" if docs else work / "curves"
+        results[name] = run_task(bb, name, data, work, variants, curves, results.get(name))
         res_file.parent.mkdir(parents=True, exist_ok=True)
         res_file.write_text(json.dumps(results, indent=1) + "\n")
     results = {n: results[n] for n in TASKS if n in results}
+    if not docs:
+        say(f"results: {res_file} (docs untouched)")
     seed = json.loads((a.suite / "suite.json").read_text()).get("seed", 0) if (a.suite / "suite.json").exists() else 0
     meta = {"backbone": bb.spec.name, "fingerprint": bb.fingerprint, "seed": seed, "threads": a.threads,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
-    table = render(results, meta)
-    doc = a.results.read_text() if a.results.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in doc:
-        doc += f"\n{BEGIN}\n{END}\n"
-    doc = doc[: doc.index(BEGIN) + len(BEGIN)] + "\n" + table + doc[doc.index(END):]
-    a.results.write_text(doc)
-    for name in [d for d in a.demo.split(",") if d in results]:
+    if docs:
+        table = render(results, meta)
+        doc = a.results.read_text() if a.results.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+        if BEGIN not in doc:
+            doc += f"\n{BEGIN}\n{END}\n"
+        doc = doc[: doc.index(BEGIN) + len(BEGIN)] + "\n" + table + doc[doc.index(END):]
+        a.results.write_text(doc)
+    for name in [d for d in a.demo.split(",") if d in results and "v2" in results[d]]:
         data = (work / "packages" / f"{name}.v2.safetensors").read_bytes()
         folder = a.store / name
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """``speechprompt train`` / ``eval`` / ``make-suite``: mounted into the main CLI with :func:`register`.
 
 Glue only (it may print): data -> units (cached) -> :func:`trainer.train_prompts` -> package + curves +
-evaluation -> optional upload (``PUT {URL}/v1/tasks/{task}`` with a Bearer admin token).
+evaluation -> optional upload (``PUT {URL}/v1/tasks/{task}`` with a Bearer admin token). On a pGSLM bundle the
+units cache holds each clip's ``ProsodyUnits`` (durations and per-unit F0 too: YAAPT once per clip).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def train(
 
     res = train_prompts(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]),
                         (dv_u, [index[x] for x in dv_l]), fingerprint=bb.fingerprint, kind=bb.spec.kind,
-                        recipe=recipe, extra_meta={"data_sizes": sizes, "augment": augment or None,
+                        prosody=bb.prosody, recipe=recipe, extra_meta={"data_sizes": sizes, "augment": augment or None,
                                                    "backbone_name": bb.spec.name},
                         on_step=on_step, on_eval=on_eval)
     bar.close()
@@ -184,6 +185,10 @@ def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
 
     bb = Backbone.load(backbone_dir)
     extractor = UnitExtractor.from_parts(bb.encoder, bb.codebook, deduplicate=True)
+    if bb.spec.kind == "pgslm":  # units + durations + F0 per unit segment, cached together
+        from speechprompt.prosody import ProsodyExtractor
+
+        extractor = ProsodyExtractor.from_parts(extractor, bb.prosody)
     cache = M.UnitsCache(cache_dir, bb.fingerprint)
     with tqdm(total=len(examples), desc="units", unit="clip") as bar:
         splits = M.units_by_split(examples, extractor, cache, progress=bar.update)

@@ -3,8 +3,9 @@
 Metrics follow the SpeechPrompt v2 paper's reporting (arXiv 2303.00733, Table 1): accuracy for most
 tasks, macro-F1 alongside it, and the equal error rate (EER) for binary detection tasks (there: fake
 speech detection; here: voice activity). The metric functions are pure numpy so they can be checked
-against hand-computed values; :func:`predict` runs the serving path (``prompting.PromptBank``), so an
-evaluation scores exactly what the server would answer.
+against hand-computed values; :func:`predict` runs the serving path (``prompting.PromptBank``, or
+``pgslm_prompting.PGSLMPromptBank`` on a pGSLM backbone), so an evaluation scores exactly what the server would
+answer.
 """
 
 from __future__ import annotations
@@ -110,15 +111,25 @@ def compute_metrics(
 
 
 @torch.no_grad()
-def predict(unit_lm, pkg: TaskPackage, units: list[torch.Tensor], batch_size: int = 32) -> np.ndarray:
+def predict(unit_lm, pkg: TaskPackage, units: list, batch_size: int = 32, prosody=None) -> np.ndarray:
     """Class probabilities ``[N, C]`` f32 for deduplicated unit sequences, via the serving path.
 
-    ``units``: list of ``[M_i]`` i64 codebook indices. Uses ``prompting.PromptBank`` exactly as the
-    server does (prefix K/V computed once, one LM forward per batch).
+    GSLM ``unit_lm``: ``units`` are ``[M_i]`` i64 codebook indices, scored by ``prompting.PromptBank`` exactly as
+    the server does (prefix K/V computed once, one LM forward per batch). pGSLM ``MultiStreamUnitLM``: ``units``
+    are ``ProsodyUnits`` and ``prosody`` the backbone's ``Prosody``; scored by ``PGSLMPromptBank`` (the server's
+    pGSLM bank). Raises :class:`EvaluationError` for a pGSLM LM without ``prosody``.
     """
+    from speechprompt.pgslm import MultiStreamUnitLM
     from speechprompt.prompting import PromptBank
 
-    bank = PromptBank(unit_lm)
+    if isinstance(unit_lm, MultiStreamUnitLM):
+        from speechprompt.pgslm_prompting import PGSLMPromptBank
+
+        if prosody is None:
+            raise EvaluationError("a pGSLM unit LM is scored with its backbone's prosody")
+        bank = PGSLMPromptBank(unit_lm, prosody)
+    else:
+        bank = PromptBank(unit_lm)
     bank.add("eval", pkg)
     rows: list[np.ndarray] = []
     for i in range(0, len(units), batch_size):
@@ -129,12 +140,12 @@ def predict(unit_lm, pkg: TaskPackage, units: list[torch.Tensor], batch_size: in
 
 
 def evaluate_package(
-    backbone, pkg: TaskPackage, units: list[torch.Tensor], label_names: Sequence[str], positive: int | None = None
+    backbone, pkg: TaskPackage, units: list, label_names: Sequence[str], positive: int | None = None
 ) -> dict:
     """Check the package fits ``backbone`` (raises ``BackboneMismatch``), predict, and score.
 
-    ``label_names``: the true label string of each clip; raises :class:`EvaluationError` for a label
-    the package does not know.
+    ``units``: per clip, units ``[M_i]`` (GSLM) or ``ProsodyUnits`` (pGSLM). ``label_names``: the true label
+    string of each clip; raises :class:`EvaluationError` for a label the package does not know.
     """
     c = backbone.spec.unit_lm
     check_compatible(pkg, fingerprint=backbone.fingerprint, kind=backbone.spec.kind, layers=c.layers,
@@ -144,7 +155,7 @@ def evaluate_package(
     unknown = sorted({lab for lab in label_names if lab not in index})
     if unknown:
         raise EvaluationError(f"labels {unknown} are not in the package's labels {labels}")
-    probs = predict(backbone.unit_lm, pkg, units)
+    probs = predict(backbone.unit_lm, pkg, units, prosody=getattr(backbone, "prosody", None))
     y_true = [index[lab] for lab in label_names]
     return compute_metrics(y_true, probs.argmax(axis=1).tolist(), labels, probs, positive)
 

@@ -7,7 +7,8 @@ the path, stratified per label) so the same data always gives the same split.
 
 Units are computed once per (clip, backbone) and kept in ``cache_dir/<fingerprint[:16]>/``: the key is
 the sha256 of the clip's 16 kHz float32 PCM (the server's units-cache key, ``docs/design.md``), so a
-moved or renamed file still hits and a re-recorded one misses.
+moved or renamed file still hits and a re-recorded one misses. On a pGSLM backbone the entry also holds the
+clip's prosody (per-unit F0 and F0 statistics, ``prosody.ProsodyUnits``), so YAAPT runs once per clip.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from speechprompt.training.prosody_units import from_arrays, to_arrays
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
 SPLITS = ("train", "dev", "test")
@@ -135,7 +138,8 @@ class UnitsCache:
     """On-disk cache of deduplicated units per (16 kHz PCM, backbone fingerprint).
 
     Entry: ``<dir>/<fingerprint[:16]>/<sha[:2]>/<sha>.npz`` holding ``units [M]`` and ``durations [M]``
-    (int16; codebooks have < 32768 entries).
+    (int16; codebooks have < 32768 entries), for ``ProsodyUnits`` also ``f0 [M]`` f32 Hz and ``f0_stats [5]``
+    (``prosody_units.to_arrays``).
     """
 
     def __init__(self, cache_dir: str | Path, fingerprint: str):
@@ -149,20 +153,25 @@ class UnitsCache:
     def _file(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
 
-    def get(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def get(self, key: str, prosody: bool = False):
+        """The cached ``Units`` (``ProsodyUnits`` if the entry has prosody) or None; with ``prosody`` an entry
+        without it is a miss."""
         f = self._file(key)
-        if not f.exists():
-            self.misses += 1
-            return None
-        self.hits += 1
-        with np.load(f) as z:
-            return z["units"].astype(np.int64), z["durations"].astype(np.int64)
+        if f.exists():
+            with np.load(f) as z:
+                arrays = {k: z[k] for k in z.files}
+            if not prosody or "f0" in arrays:
+                self.hits += 1
+                return from_arrays(**arrays)
+        self.misses += 1
+        return None
 
-    def put(self, key: str, units: np.ndarray, durations: np.ndarray) -> None:
+    def put(self, key: str, item) -> None:
+        """Store a ``Units`` / ``ProsodyUnits`` (atomic rename)."""
         f = self._file(key)
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(".tmp.npz")
-        np.savez(tmp, units=np.asarray(units, np.int16), durations=np.asarray(durations, np.int16))
+        np.savez(tmp, **to_arrays(item))
         tmp.replace(f)
 
 
@@ -175,18 +184,21 @@ def compute_units(
 ) -> list[torch.Tensor]:
     """Deduplicated units ``[M_i]`` i64 for ``[N_i]`` f32 @ 16 kHz waveforms, reading/filling ``cache``.
 
-    ``extractor``: a ``speechprompt.units.UnitExtractor``; misses are encoded in batches of
-    ``batch_size`` clips. ``progress(n)`` is called with the number of clips done after each batch.
+    ``extractor``: a ``speechprompt.units.UnitExtractor``, or a ``prosody.ProsodyExtractor`` (pGSLM): then the
+    result per clip is its ``ProsodyUnits`` (units + durations + F0, one YAAPT run per clip, cached). Misses are
+    encoded in batches of ``batch_size`` clips. ``progress(n)`` is called with the number of clips done after
+    each batch.
     """
-    out: list[torch.Tensor | None] = [None] * len(wavs)
+    with_prosody = hasattr(extractor, "prosody")
+    out: list = [None] * len(wavs)
     keys = [UnitsCache.key(w) for w in wavs] if cache is not None else [""] * len(wavs)
     todo = []
     for i, k in enumerate(keys):
-        hit = cache.get(k) if cache is not None else None
+        hit = cache.get(k, prosody=with_prosody) if cache is not None else None
         if hit is None:
             todo.append(i)
         else:
-            out[i] = torch.from_numpy(hit[0])
+            out[i] = hit if with_prosody else hit.units
     done = len(wavs) - len(todo)
     if progress and done:
         progress(done)
@@ -194,13 +206,12 @@ def compute_units(
         idx = todo[s : s + batch_size]
         res = extractor.extract([wavs[i] for i in idx])
         for i, r in zip(idx, res, strict=True):
-            u = torch.as_tensor(r.units, dtype=torch.long)
-            out[i] = u
+            out[i] = r if with_prosody else torch.as_tensor(r.units, dtype=torch.long)
             if cache is not None:
-                cache.put(keys[i], u.numpy(), np.asarray(r.durations))
+                cache.put(keys[i], r)
         if progress:
             progress(len(idx))
-    return out  # type: ignore[return-value]
+    return out
 
 
 def units_by_split(
@@ -208,11 +219,12 @@ def units_by_split(
     extractor,
     cache: UnitsCache | None = None,
     progress: Callable[[int], None] | None = None,
-) -> dict[str, tuple[list[torch.Tensor], list[str]]]:
-    """Decode every clip, compute (or read cached) units, group by split: ``{split: (units, labels)}``."""
+) -> dict[str, tuple[list, list[str]]]:
+    """Decode every clip, compute (or read cached) units, group by split: ``{split: (units, labels)}`` (units as
+    :func:`compute_units` returns them: tensors, or ``ProsodyUnits`` for a ``ProsodyExtractor``)."""
     wavs = [load_audio(e.path) for e in examples]
     units = compute_units(wavs, extractor, cache, progress=progress)
-    out: dict[str, tuple[list[torch.Tensor], list[str]]] = {}
+    out: dict[str, tuple[list, list[str]]] = {}
     for e, u in zip(examples, units, strict=True):
         us, ls = out.setdefault(e.split, ([], []))
         us.append(u)

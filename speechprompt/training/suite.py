@@ -9,7 +9,10 @@ Splits (voices from ``voices.py``, the default backbone's corpus list):
   the held-out accents; held-out MBROLA speakers);
 - ``test_engine``: the held-out engine (flite; English tasks only, flite speaks nothing else).
 Every clip gets random lead/trail silence and coloured background noise; every random choice comes from
-``numpy.random.default_rng([seed, task, split, index])``, so a suite is reproducible.
+``numpy.random.default_rng([seed, task, split, index])``, so a suite is reproducible (and adding a task leaves the
+clips of the others unchanged). The prosody tasks ``rate`` and ``emotion`` (``suite_prosody.py``) draw their class's
+rate / pitch level / pitch range / loudness and render through engine controls that realise them (no festival; flite
+voices with F0 controls for emotion).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechprompt.training import suite_prosody as S
 from speechprompt.training import suite_text as T
 from speechprompt.training import voices as V
 from speechprompt.training.corpus import UtteranceSpec, colored_noise, festival_batch, load_words, tts_to_file
@@ -61,6 +65,9 @@ TASKS = {t.name: t for t in (
     TaskDef("gender", ("female", "male"), "en", "VoxCeleb1 gender"),
     TaskDef("question", ("question", "statement"), "en", "prosody (no paper task; cf. sarcasm / emotion)"),
     TaskDef("vad", ("noise", "speech"), "multi", "Speech Commands v2 + Freesound VAD", "eer"),
+    TaskDef("rate", S.TASK_LABELS["rate"], "en", "speaking rate (no paper task; prosody: durations)"),
+    TaskDef("emotion", S.TASK_LABELS["emotion"], "en",
+            "acted emotion (cf. IEMOCAP / CREMA-D; here prosody only: pitch level and range, rate, loudness)"),
 )}
 
 
@@ -80,6 +87,8 @@ class ClipPlan:
     pitch: int
     snr_db: float | None  # background noise (None: none); VAD speech clips use 0-20 dB
     seed: int
+    range_pct: int | None = None  # pitch range, % of the voice's own (prosody tasks; None: untouched)
+    gain: tuple[float, float] = (0.3, 0.9)  # final peak level is drawn from this range
 
 
 @lru_cache(maxsize=None)
@@ -141,6 +150,8 @@ def plan_clip(task: TaskDef, split: str, index: int, seed: int) -> ClipPlan | No
         g = variant_gender()
         pool = [p for p in pool if (g.get(p[1].split("+")[-1]) if p[0] == "espeak-ng" else FLITE_GENDER.get(p[1]))
                 == label]
+    elif task.name in S.STYLES:
+        pool = [p for p in pool if S.usable(task.name, p[0], p[1])]
     if not pool:
         return None
     engine, voice, lang = _pick(rng, pool)
@@ -159,8 +170,16 @@ def plan_clip(task: TaskDef, split: str, index: int, seed: int) -> ClipPlan | No
         text = _pick(rng, T.INTENTS[label])
     elif task.name == "question":
         text = _pick(rng, T.PROSODY_SENTENCES) + ("?" if label == "question" else ".")
+    elif task.name == "emotion":
+        text = _pick(rng, T.PROSODY_SENTENCES) + "."
+    elif task.name == "rate":
+        text = _words(rng, lang, 4, 7, ascii_only)  # enough syllables for a rate; length varies within a class
     else:  # language-id, accent-en, gender, vad speech
         text = _words(rng, lang, 2, 4, ascii_only)  # ~1-2 s: keeps unit sequences (and training) short
+    if task.name in S.STYLES:
+        rate, pitch, range_pct, gain = S.style(task.name, label, rng)
+        return ClipPlan(task.name, split, index, label, engine, voice, lang, text, rate, pitch, snr,
+                        int(rng.integers(2**31)), range_pct, gain)
     rate, pitch = int(rng.integers(130, 210)), int(rng.integers(30, 70) if task.name == "gender" else rng.integers(20, 80))
     return ClipPlan(task.name, split, index, label, engine, voice, lang, text, rate, pitch, snr,
                     int(rng.integers(2**31)))
@@ -188,7 +207,7 @@ def _finish(plan: ClipPlan, wav_path: str | None) -> np.ndarray:
         return (_noise(rng, plan.voice, n) * rng.uniform(0.005, 0.5)).astype(np.float32)
     y, sr = sf.read(wav_path, dtype="float32")
     y = soxr.resample(y if y.ndim == 1 else y.mean(1), sr, SR)
-    y = y / (np.max(np.abs(y)) + 1e-9) * rng.uniform(0.3, 0.9)
+    y = y / (np.max(np.abs(y)) + 1e-9) * rng.uniform(*plan.gain)
     y = np.concatenate([np.zeros(int(SR * rng.uniform(0.02, 0.3))), y, np.zeros(int(SR * rng.uniform(0.02, 0.3)))])
     if plan.snr_db is not None:  # background noise scaled to the clip's SNR (power ratio, dB)
         nz = _noise(rng, _pick(rng, ("white", "pink", "brown", "hum", "alsa")), len(y))
@@ -213,7 +232,10 @@ def _render(job: tuple[list[ClipPlan], str]) -> list[tuple[ClipPlan, str]]:
                     paths.append(None)
                     continue
                 paths.append(os.path.join(tmp, f"{s.index}.wav"))
-                tts_to_file(s, paths[-1])
+                if p.task in S.STYLES:
+                    S.synthesize(s, p.range_pct, paths[-1])
+                else:
+                    tts_to_file(s, paths[-1])
         for p, path in zip(plans, paths, strict=True):
             rel = f"clips/{p.split}/{p.label}/{p.index:05d}.wav"
             f = Path(out) / p.task / rel

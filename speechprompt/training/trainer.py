@@ -14,6 +14,12 @@ Verbalizers: ``learnable`` (v2), ``fixed`` (v1 ``freq`` method: class i is read 
 the train set; trained with the official full-vocabulary NLL; packaged as a one-hot ``[C+4, V]`` matrix so the
 server runs the same code), and ``deep_prompts=False`` trains the learnable verbalizer alone (the separator stays
 the LM's own ``<s>`` embedding; no prompt at all) as an ablation.
+
+Backbones: a GSLM ``UnitLM`` trains on unit tensors ``[M]``; a pGSLM ``MultiStreamUnitLM`` trains on ``ProsodyUnits``
+(units + durations + segment F0, from ``ProsodyExtractor``) with its ``Prosody`` passed as ``prosody=``: rows are
+pGSLM's own three-stream input, the separator replaces ``</s>``, the verbalizer reads the token-stream logits
+(docs/pgslm.md; the row layouts live in ``lm_rows.py``). The recipe is the same; the packages say
+``backbone_kind="pgslm"``.
 """
 
 from __future__ import annotations
@@ -28,12 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechprompt.package import NUM_SPECIAL, PackageMeta, TaskPackage, new_package
-from speechprompt.prompting import make_rows, prompted_class_logits
+from speechprompt.prosody import Prosody, ProsodyUnits
+from speechprompt.training.lm_rows import GSLMRows, TrainingError, row_builder
 from speechprompt.unit_lm import UnitLM
 
-
-class TrainingError(ValueError):
-    """Training data or options that cannot produce a package."""
+Item = Tensor | ProsodyUnits  # one clip: its units [M] i64 (GSLM) or its ProsodyUnits (pGSLM)
 
 
 @dataclass(frozen=True)
@@ -78,27 +83,38 @@ def unit_frequencies(units: Sequence[Tensor], num_units: int) -> Tensor:
     return counts
 
 
-def fixed_verbalizer(train_units: Sequence[Tensor], num_classes: int, vocab_size: int) -> tuple[Tensor, list[int]]:
-    """v1 ``freq`` verbalizer: one-hot ``[C+4, V]`` (specials map to themselves; class i -> token of the i-th
-    most frequent train unit, ties by unit id) and the chosen token ids ``[C]``."""
+def fixed_verbalizer(train_units: Sequence[Tensor], num_classes: int, vocab_size: int,
+                     unit_tokens: Tensor | None = None, special_tokens: Sequence[int] | None = None
+                     ) -> tuple[Tensor, list[int]]:
+    """v1 ``freq`` verbalizer: one-hot ``[C+4, V]`` (rows 0..3 -> the specials ``<s>, <pad>, </s>, <unk>``; class i
+    -> token of the i-th most frequent train unit, ties by unit id) and the chosen token ids ``[C]``.
+
+    ``unit_tokens [K]``/``special_tokens [4]``: the dictionary layout (default GSLM's: unit i = 4+i, specials 0..3;
+    a pGSLM ``UnitDictionary`` has unit i = i, specials n..n+3).
+    """
     k = vocab_size - NUM_SPECIAL
     if num_classes > k:
         raise TrainingError(f"a fixed verbalizer needs C <= {k} units; got {num_classes} classes")
     counts = unit_frequencies(train_units, k)
     order = sorted(range(k), key=lambda u: (-int(counts[u]), u))
-    tokens = [NUM_SPECIAL + u for u in order[:num_classes]]
+    tokens = [NUM_SPECIAL + u if unit_tokens is None else int(unit_tokens[u]) for u in order[:num_classes]]
+    specials = list(range(NUM_SPECIAL)) if special_tokens is None else list(special_tokens)
     vb = torch.zeros(num_classes + NUM_SPECIAL, vocab_size)
-    for r, t in enumerate(list(range(NUM_SPECIAL)) + tokens):
+    for r, t in enumerate(specials + tokens):
         vb[r, t] = 1.0
     return vb, tokens
 
 
 class PromptParams(nn.Module):
-    """The trainable tensors of one task: deep prompts ``[L, l, d]`` x2, separator ``[d]``, verbalizer."""
+    """The trainable tensors of one task: deep prompts ``[L, l, d]`` x2, separator ``[d]``, verbalizer.
+
+    The separator slot and the unit embeddings its init scale comes from follow the LM's row layout
+    (``lm_rows.row_builder``: GSLM ``<s>``, pGSLM ``</s>``)."""
 
     def __init__(self, lm: UnitLM, num_classes: int, recipe: Recipe, fixed_vb: Tensor | None = None,
                  fixed_tokens: list[int] | None = None):
         super().__init__()
+        layout = row_builder(lm)
         self.fixed_tokens = None if fixed_tokens is None else torch.tensor(fixed_tokens)
         cfg, g = lm.cfg, torch.Generator().manual_seed(recipe.seed)
         L, d, V, plen = cfg.layers, cfg.embed_dim, cfg.vocab_size, recipe.prompt_length
@@ -109,26 +125,25 @@ class PromptParams(nn.Module):
             self.deep_value = nn.Parameter(torch.randn(L, plen, d, generator=g) * recipe.prompt_init_std)
             std = recipe.sep_init_std
             if std is None:  # the spread of the LM's own unit embeddings (before the sqrt(d) scaling)
-                std = float(lm.embed_tokens.weight[NUM_SPECIAL:].detach().std())
+                std = float(layout.unit_embeddings().detach().std())
             self.separator = nn.Parameter(torch.randn(d, generator=g) * std)
         else:
-            self.register_buffer("separator", lm.embed_tokens.weight[0].detach().clone())
+            self.register_buffer("separator", lm.embed_tokens.weight[layout.sep_token].detach().clone())
         if fixed_vb is not None:
             self.register_buffer("verbalizer", fixed_vb.clone())
         else:  # nn.Linear(V, C+4, bias=False) default init: U(-1/sqrt(V), 1/sqrt(V))
             bound = 1 / math.sqrt(V)
             self.verbalizer = nn.Parameter(torch.rand(num_classes + NUM_SPECIAL, V, generator=g) * 2 * bound - bound)
 
-    def forward(self, lm: UnitLM, tokens: Tensor, last: Tensor, verbalizer: Tensor | None = None) -> Tensor:
-        """``[B, T]`` rows -> verbalizer outputs ``[B, rows(verbalizer)]`` at the separator."""
-        B = tokens.shape[0]
+    def forward(self, rows_of: GSLMRows, rows, verbalizer: Tensor | None = None) -> Tensor:
+        """Rows of ``B`` clips (``rows_of.build``) -> verbalizer outputs ``[B, rows(verbalizer)]`` at the separator."""
+        B = rows.tokens.shape[0]
         vb = self.verbalizer if verbalizer is None else verbalizer
         dk = dv = None
         if self.deep:  # one dropout mask per step for the whole batch, as the official [l, d] prompts
             dk = F.dropout(self.deep_key, self.p_prompt, self.training).expand(B, -1, -1, -1)
             dv = F.dropout(self.deep_value, self.p_prompt, self.training).expand(B, -1, -1, -1)
-        return prompted_class_logits(lm, tokens, last, dk, dv, self.separator.expand(B, -1),
-                                     vb.expand(B, -1, -1))
+        return rows_of.class_logits(rows, dk, dv, self.separator.expand(B, -1), vb.expand(B, -1, -1))
 
     def to_package(self, lm: UnitLM, meta: PackageMeta) -> TaskPackage:
         """Package the current tensors (no deep prompts -> ``prompt_length`` 0, deep tensors ``[L, 0, d]``)."""
@@ -141,7 +156,7 @@ class PromptParams(nn.Module):
                            separator=self.separator.detach(), verbalizer=self.verbalizer.detach())
 
 
-def _forward(lm: UnitLM, params: PromptParams, units: Sequence[Tensor], raw: Tensor | None = None):
+def _forward(rows_of: GSLMRows, params: PromptParams, units: Sequence[Item], raw: Tensor | None = None):
     """Verbalizer outputs ``[B, C+4]`` and, for the fixed (v1) verbalizer, the full logits ``[B, V]``.
 
     ``raw``: the LM logits at the separator ``[B, V]`` when they do not depend on trained tensors (no deep
@@ -149,9 +164,10 @@ def _forward(lm: UnitLM, params: PromptParams, units: Sequence[Tensor], raw: Ten
     """
     full_vocab = params.fixed_tokens is not None
     if raw is None:
-        tokens, last = make_rows(list(units), next(lm.parameters()).device)
-        eye = torch.eye(lm.cfg.vocab_size, device=tokens.device) if full_vocab else None
-        out = params(lm, tokens, last, verbalizer=eye)
+        lm = rows_of.lm
+        rows = rows_of.build(list(units), next(lm.parameters()).device)
+        eye = torch.eye(lm.cfg.vocab_size, device=rows.tokens.device) if full_vocab else None
+        out = params(rows_of, rows, verbalizer=eye)
     else:
         out = raw if full_vocab else raw @ params.verbalizer.T
     if full_vocab:  # the v1 path has no linear verbalizer, hence no verbalizer dropout (official)
@@ -166,28 +182,34 @@ def _loss(params: PromptParams, out: Tensor, full: Tensor | None, y: Tensor, red
 
 
 @torch.no_grad()
-def raw_logits(lm: UnitLM, separator: Tensor, units: Sequence[Tensor], batch_size: int = 64) -> Tensor:
-    """LM logits ``[N, V]`` at the separator with no deep prompts (the verbalizer-only ablation's input)."""
+def raw_logits(lm: UnitLM, separator: Tensor, units: Sequence[Item], batch_size: int = 64, *,
+               prosody: Prosody | None = None) -> Tensor:
+    """LM logits ``[N, V]`` at the separator with no deep prompts (the verbalizer-only ablation's input).
+
+    ``prosody``: the backbone's, for a pGSLM ``lm`` (items are then ``ProsodyUnits``)."""
+    rows_of = row_builder(lm, prosody)
     eye = torch.eye(lm.cfg.vocab_size, device=separator.device)
     outs = []
     for i in range(0, len(units), batch_size):
-        tokens, last = make_rows(list(units[i : i + batch_size]), separator.device)
-        B = tokens.shape[0]
-        outs.append(prompted_class_logits(lm, tokens, last, None, None, separator.expand(B, -1),
-                                          eye.expand(B, -1, -1)))
+        rows = rows_of.build(list(units[i : i + batch_size]), separator.device)
+        B = rows.tokens.shape[0]
+        outs.append(rows_of.class_logits(rows, None, None, separator.expand(B, -1), eye.expand(B, -1, -1)))
     return torch.cat(outs)
 
 
 @torch.no_grad()
-def score(lm: UnitLM, params: PromptParams, units: Sequence[Tensor], y: Sequence[int] | None = None,
-          batch_size: int = 64, raw: Tensor | None = None) -> tuple[Tensor, float | None, float | None]:
+def score(lm: UnitLM, params: PromptParams, units: Sequence[Item], y: Sequence[int] | None = None,
+          batch_size: int = 64, raw: Tensor | None = None, *, prosody: Prosody | None = None
+          ) -> tuple[Tensor, float | None, float | None]:
     """Class probabilities ``[N, C]`` (softmax over outputs 4..C+3, as the server), and with labels the mean
-    training loss and accuracy. Puts ``params`` in eval mode (no dropout)."""
+    training loss and accuracy. Puts ``params`` in eval mode (no dropout). ``prosody``: as :func:`raw_logits`."""
     params.eval()
+    rows_of = row_builder(lm, prosody)
     C = params.verbalizer.shape[0] - NUM_SPECIAL
     probs, loss = [], 0.0
     for i in range(0, len(units), batch_size):
-        out, full = _forward(lm, params, units[i : i + batch_size], None if raw is None else raw[i : i + batch_size])
+        out, full = _forward(rows_of, params, units[i : i + batch_size],
+                             None if raw is None else raw[i : i + batch_size])
         probs.append(out[:, NUM_SPECIAL:].float().softmax(-1).cpu())
         if y is not None:
             yb = torch.as_tensor(list(y[i : i + batch_size]), device=out.device)
@@ -203,11 +225,12 @@ def train_prompts(
     lm: UnitLM,
     task: str,
     labels: Sequence[str],
-    train: tuple[Sequence[Tensor], Sequence[int]],
-    dev: tuple[Sequence[Tensor], Sequence[int]],
+    train: tuple[Sequence[Item], Sequence[int]],
+    dev: tuple[Sequence[Item], Sequence[int]],
     *,
     fingerprint: str,
-    kind: str = "gslm",
+    kind: str | None = None,
+    prosody: Prosody | None = None,
     recipe: Recipe = Recipe(),
     extra_meta: dict | None = None,
     on_step: Callable[[int, float], None] | None = None,
@@ -215,27 +238,35 @@ def train_prompts(
 ) -> TrainResult:
     """Train one task's prompts on the frozen ``lm`` and return the package (best dev loss).
 
-    ``train``/``dev``: (units ``[M_i]`` i64 per clip, class index per clip). ``on_step(step, loss)`` after every
-    update; ``on_eval(epoch, dev_loss, dev_acc)`` after every epoch. Raises :class:`TrainingError` for empty
-    splits or an unknown verbalizer.
+    ``train``/``dev``: (item per clip, class index per clip); items are units ``[M_i]`` i64 for a GSLM ``lm``,
+    ``ProsodyUnits`` for a pGSLM ``MultiStreamUnitLM`` (then ``prosody`` = the backbone's ``Prosody``). ``kind``:
+    the package's ``backbone_kind`` (default: the kind of ``lm``). ``on_step(step, loss)`` after every update;
+    ``on_eval(epoch, dev_loss, dev_acc)`` after every epoch. Raises :class:`TrainingError` for empty splits, an
+    unknown verbalizer, a ``kind`` that is not the LM's, or pGSLM items without prosody.
     """
     (tr_u, tr_y), (dv_u, dv_y) = train, dev
     if not tr_u or not dv_u:
         raise TrainingError(f"need train and dev clips; got {len(tr_u)} train, {len(dv_u)} dev")
     if recipe.verbalizer not in ("learnable", "fixed"):
         raise TrainingError(f"verbalizer must be 'learnable' or 'fixed', got {recipe.verbalizer!r}")
+    rows_of = row_builder(lm, prosody)
+    kind = kind or rows_of.kind
+    if kind != rows_of.kind:
+        raise TrainingError(f"kind {kind!r} does not match the unit LM, a {rows_of.kind} model")
     torch.manual_seed(recipe.seed)
     lm.requires_grad_(False).eval()
     device = next(lm.parameters()).device
     C, V = len(labels), lm.cfg.vocab_size
-    fixed_vb, fixed_tokens = (fixed_verbalizer(tr_u, C, V) if recipe.verbalizer == "fixed" else (None, None))
+    fixed_vb, fixed_tokens = (fixed_verbalizer([rows_of.units(u) for u in tr_u], C, V, rows_of.unit_tokens(),
+                                               rows_of.special_tokens()) if recipe.verbalizer == "fixed" else (None, None))
     params = PromptParams(lm, C, recipe, fixed_vb, fixed_tokens).to(device)
     trainable = [p for p in params.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in trainable)
     opt = torch.optim.Adam(trainable, lr=recipe.lr, betas=recipe.betas)
     raw_tr = raw_dv = None
     if not recipe.deep_prompts:  # nothing before the verbalizer trains: run the frozen LM once per clip
-        raw_tr, raw_dv = raw_logits(lm, params.separator, tr_u), raw_logits(lm, params.separator, dv_u)
+        raw_tr = raw_logits(lm, params.separator, tr_u, prosody=prosody)
+        raw_dv = raw_logits(lm, params.separator, dv_u, prosody=prosody)
     g = torch.Generator().manual_seed(recipe.seed)
     y_all = torch.as_tensor(list(tr_y), dtype=torch.long)
     hist = {"step": [], "train_loss": [], "epoch": [], "dev_loss": [], "dev_acc": []}
@@ -244,7 +275,7 @@ def train_prompts(
     for epoch in range(1, recipe.max_epochs + 1):
         params.train()
         for idx in torch.randperm(len(tr_u), generator=g).split(recipe.batch_size):  # uniform shuffle
-            out, full = _forward(lm, params, [tr_u[i] for i in idx], None if raw_tr is None else raw_tr[idx])
+            out, full = _forward(rows_of, params, [tr_u[i] for i in idx], None if raw_tr is None else raw_tr[idx])
             loss = _loss(params, out, full, y_all[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -258,7 +289,7 @@ def train_prompts(
                 on_step(step, loss_v)
             if recipe.max_steps and step >= recipe.max_steps:
                 break
-        _, d_loss, d_acc = score(lm, params, dv_u, dv_y, raw=raw_dv)
+        _, d_loss, d_acc = score(lm, params, dv_u, dv_y, raw=raw_dv, prosody=prosody)
         hist["epoch"].append(epoch)
         hist["dev_loss"].append(d_loss)
         hist["dev_acc"].append(d_acc)

@@ -64,3 +64,35 @@ def test_train_writes_package_curves_report_and_uploads(bundle_dir, wav_folder, 
     r = CliRunner().invoke(app, ["eval", str(out), str(manifest), "--backbone", str(tmp_path / "other"),
                                  "--cache-dir", str(tmp_path / "cache")])
     assert r.exit_code == 3 and "was made for backbone" in r.output
+
+
+def test_train_and_eval_on_a_pgslm_bundle_run_yaapt_once_per_clip(pgslm_bundle_dir, wav_folder, tmp_path,
+                                                                   monkeypatch):
+    import numpy as np
+
+    import speechprompt.prosody as prosody_mod
+    from speechprompt.training.manifest import UnitsCache
+
+    calls = []
+    real = prosody_mod.frame_f0
+    monkeypatch.setattr(prosody_mod, "frame_f0", lambda wav, cfg: calls.append(len(wav)) or real(wav, cfg))
+    out, cache = tmp_path / "tones.safetensors", tmp_path / "cache"
+    args = ["train", str(wav_folder), "--task", "tones", "--backbone", str(pgslm_bundle_dir), "--out", str(out),
+            "--max-epochs", "2", "--cache-dir", str(cache), "--dev-frac", "0.2", "--test-frac", "0.2"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 28 and "0 cached, 28 computed" in r.output  # one YAAPT run per clip
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.backbone_kind == "pgslm" and pkg.meta.training["backbone_name"] == "random-tiny-pgslm"
+    entries = sorted(UnitsCache(cache, pkg.meta.backbone_fingerprint).root.rglob("*.npz"))
+    assert len(entries) == 28
+    with np.load(entries[0]) as z:  # the cache holds the prosody with the units
+        assert set(z.files) == {"units", "durations", "f0", "f0_stats"} and len(z["f0"]) == len(z["units"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(wav_folder.rglob("*.wav"))))
+    js = tmp_path / "eval.json"
+    r = CliRunner().invoke(app, ["eval", str(out), str(manifest), "--backbone", str(pgslm_bundle_dir), "--json",
+                                 str(js), "--cache-dir", str(cache)])
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 28 and "28 cached, 0 computed" in r.output  # eval reads the cached prosody
+    assert json.loads(js.read_text())["n"] == 28

@@ -72,3 +72,78 @@ def test_generate_small_task(tmp_path):
     (rel,) = [rel for _, rel in _render(([plan], str(tmp_path / "again")))]
     assert (tmp_path / "again" / "commands-en" / rel).read_bytes() == \
         (tmp_path / "commands-en" / rel).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["rate", "emotion"])
+def test_prosody_task_plans_follow_their_class_styles(name):
+    from collections import Counter
+
+    from speechprompt.training import suite_prosody as SP
+
+    labels = TASKS[name].labels
+    for split in SIZES:
+        plans = _plans(name, split, 12 * len(labels))
+        assert Counter(p.label for p in plans) == {lab: 12 for lab in labels}  # balanced in every split
+        assert all(p.engine != "festival" for p in plans)  # its rendering path ignores rate and pitch
+        if name == "emotion":
+            assert all(p.voice in SP.FLITE_F0 for p in plans if p.engine == "flite")  # rms ignores F0 targets
+        for p in plans:
+            (r0, r1), (p0, p1), rng_pct, gain = SP.STYLES[name][p.label]
+            assert r0 <= p.rate < r1 and p0 <= p.pitch < p1 and p.gain == gain
+            assert (p.range_pct is None) if rng_pct is None else rng_pct[0] <= p.range_pct < rng_pct[1]
+    plans = _plans(name, "train", 48 * len(labels))
+    mean = {lab: {k: sum(getattr(p, k) or 0 for p in plans if p.label == lab) / 48 for k in ("rate", "pitch", "range_pct")}
+            for lab in labels}
+    if name == "rate":
+        assert mean["slow"]["rate"] * 1.25 < mean["normal"]["rate"] < mean["fast"]["rate"] / 1.25
+        assert max(m["pitch"] for m in mean.values()) - min(m["pitch"] for m in mean.values()) < 8  # no pitch cue
+        assert len({p.text for p in plans}) > 0.9 * len(plans)  # random words: the text is no cue
+    else:
+        assert mean["sad"]["range_pct"] < mean["neutral"]["range_pct"] < mean["angry"]["range_pct"] < \
+            mean["happy"]["range_pct"]
+        assert mean["sad"]["pitch"] < mean["neutral"]["pitch"] < mean["happy"]["pitch"]
+        assert mean["sad"]["rate"] < mean["neutral"]["rate"] < mean["angry"]["rate"]
+        by_label = {lab: {p.text for p in plans if p.label == lab} for lab in labels}
+        assert set.intersection(*by_label.values())  # the same sentences in every class
+
+
+def test_pho_range_scaling_keeps_the_mean_log_f0():
+    from speechprompt.training.suite_prosody import scale_pho_range
+
+    pho = "; comment\n_ 50 0 100\nh 80 0 200 50 200\n@ 90 10 400\n_ 40\n"
+    out = scale_pho_range(pho, 50).splitlines()
+    assert out[0] == "; comment" and out[4] == "_ 40"
+    assert out[1:4] == ["_ 50 0 141", "h 80 0 200 50 200", "@ 90 10 283"]  # log-mean 200 Hz, excursions halved
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("espeak-ng", "flite", "mbrola")), reason="needs TTS engines")
+def test_rendered_prosody_differs_per_class_as_designed(tmp_path):
+    """Same voice and text, the class's mid-range style: measured duration and YAAPT log-F0 spread (p90/p10)."""
+    import dataclasses
+
+    import numpy as np
+
+    from speechprompt.prosody import ProsodyConfig, frame_f0
+    from speechprompt.training import suite_prosody as SP
+
+    def mid(name, label):
+        (r0, r1), (p0, p1), rng_pct, _ = SP.STYLES[name][label]
+        return (r0 + r1) // 2, (p0 + p1) // 2, None if rng_pct is None else sum(rng_pct) // 2
+
+    text = "the train leaves at nine in the morning."
+    for engine, voice in (("espeak-ng", "en-us+m3"), ("mbrola", "mb-us1"), ("flite", "kal")):
+        base = plan_clip(TASKS["rate"], "train", 0, seed=3)
+        secs, spread = {}, {}
+        for name, labels in (("rate", ("slow", "normal", "fast")), ("emotion", ("sad", "happy"))):
+            for lab in labels:
+                rate, pitch, rng_pct = mid(name, lab)
+                p = dataclasses.replace(base, task=name, label=lab, engine=engine, voice=voice, text=text, rate=rate,
+                                        pitch=pitch, range_pct=rng_pct, snr_db=40.0)
+                (_, rel), = _render(([p], str(tmp_path)))
+                y, sr = sf.read(tmp_path / name / rel, dtype="float32")
+                secs[lab] = len(y) / sr
+                if name == "emotion":
+                    f = frame_f0(y, ProsodyConfig())
+                    spread[lab] = float(np.log(np.percentile(f[f > 0], 90) / np.percentile(f[f > 0], 10)))
+        assert secs["slow"] > 1.2 * secs["normal"] > 1.44 * secs["fast"], (engine, secs)
+        assert spread["happy"] > 2 * spread["sad"], (engine, spread)

@@ -1,0 +1,78 @@
+"""scripts/run_suite.py on a tiny pGSLM bundle: the per-task cache holds units + durations + F0 + F0 statistics
+(YAAPT in worker processes, equal to the serving extractor), and a task runs end to end (baselines, probes, a
+prompt variant) without touching docs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechprompt.prosody import ProsodyUnits
+from speechprompt.runtime import Runtime
+from speechprompt.training import manifest as M
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run_suite():
+    spec = importlib.util.spec_from_file_location("run_suite_script", ROOT / "scripts" / "run_suite.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["run_suite_script"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _task(root: Path, wav_folder: Path) -> Path:
+    """A 'gender' task folder whose clips are the tone / noise fixture clips (2 per class and split)."""
+    rows = []
+    for label, src in (("female", "tone"), ("male", "noise")):
+        clips = sorted((wav_folder / src).glob("*.wav"))
+        for i, split in enumerate(("train", "dev", "test")):
+            rows += [f"{c},{label},{split}" for c in clips[2 * i:2 * i + 2]]
+    (root / "gender").mkdir(parents=True)
+    (root / "gender" / "manifest.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    return root / "gender"
+
+
+def test_encode_task_caches_prosody_and_equals_the_serving_extractor(run_suite, pgslm_backbone, wav_folder,
+                                                                      tmp_path, monkeypatch):
+    bb, task = pgslm_backbone, _task(tmp_path / "suite", wav_folder)
+    data = run_suite.encode_task(bb, task, tmp_path / "work", jobs=2)
+    assert {s: len(d["units"]) for s, d in data.items()} == {"train": 4, "dev": 4, "test": 4}
+    examples = sorted(M.read_manifest(task / "manifest.csv"), key=lambda e: ("train", "dev", "test").index(e.split))
+    served = Runtime(bb).extract_units([M.load_audio(e.path) for e in examples])  # the server's units + YAAPT
+    mine = [p for s in ("train", "dev", "test") for p in data[s]["units"]]  # encode_task groups by split
+    for a, b in zip(mine, served, strict=True):
+        assert isinstance(a, ProsodyUnits) and torch.equal(a.units, b.units) and torch.equal(a.durations, b.durations)
+        assert torch.equal(a.f0, b.f0) and a.f0_stats == b.f0_stats and a.frames == b.frames
+    assert data["train"]["prosody"].shape == (4, 10) and np.isfinite(data["train"]["prosody"]).all()
+    monkeypatch.setattr(run_suite, "extract_prosody", lambda *a, **k: pytest.fail("YAAPT ran again"))
+    again = run_suite.encode_task(bb, task, tmp_path / "work", jobs=2)  # from the npz cache
+    assert all(torch.equal(a.f0, b.f0) and a.f0_stats == b.f0_stats
+               for a, b in zip(again["test"]["units"], data["test"]["units"]))
+
+
+def test_main_runs_a_pgslm_task_without_touching_docs(run_suite, pgslm_bundle_dir, wav_folder, tmp_path,
+                                                     monkeypatch):
+    _task(tmp_path / "suite", wav_folder)
+    args = ["run_suite.py", "--suite", str(tmp_path / "suite"), "--backbone", str(pgslm_bundle_dir), "--work",
+            str(tmp_path / "work"), "--results", "none", "--demo", "", "--variants", "verbalizer_only",
+            "--jobs", "1", "--store", str(tmp_path / "store")]
+    monkeypatch.setattr(sys, "argv", args)
+    run_suite.main()
+    (res_file,) = (tmp_path / "work").glob("*/results.json")
+    r = json.loads(res_file.read_text())["gender"]
+    assert set(r) >= {"verbalizer_only", "logreg_hist", "logreg_feats", "logreg_prosody", "probe_lm_last"}
+    assert "v2" not in r and r["verbalizer_only"]["test"]["n"] == 4
+    assert not (tmp_path / "store").exists()  # --demo '': no packages copied
+    (pkg,) = (res_file.parent / "packages").glob("gender.verbalizer_only.safetensors")
+    from speechprompt.package import read_package
+
+    assert read_package(pkg.read_bytes()).meta.backbone_kind == "pgslm"

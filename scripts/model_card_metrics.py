@@ -171,12 +171,13 @@ def render_block(m: dict, log: dict) -> str:
     return "\n".join(lines)
 
 
-def write_card(card: Path, block: str) -> None:
+def write_card(card: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the card's text between the ``begin`` and ``end`` markers (included) by ``block``."""
     text = card.read_text()
-    if BEGIN not in text or END not in text:
+    if begin not in text or end not in text:
         raise SystemExit(f"{card} has no metrics markers")
-    head, rest = text.split(BEGIN, 1)
-    card.write_text(head + block + rest.split(END, 1)[1])
+    head, rest = text.split(begin, 1)
+    card.write_text(head + block + rest.split(end, 1)[1])
 
 
 def figures(m: dict, log: dict, img: Path) -> None:

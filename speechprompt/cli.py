@@ -135,10 +135,12 @@ def _mount() -> None:
     from clients.cli import register as register_client
 
     from .training.build_backbone import register as register_build
+    from .training.build_pgslm import register as register_pgslm
     from .training.cli import register as register_training
 
     register_client(app)
     register_build(app)
+    register_pgslm(app)
     register_training(app)
 
 

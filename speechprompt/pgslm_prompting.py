@@ -59,33 +59,48 @@ def make_rows(items: list[ProsodyUnits], prosody: Prosody, streams: StreamConfig
     ``stats[b]`` normalises row b's F0 (None: ``prosody``'s default, the clip's own utterance mean). Raises
     ``ValueError`` for units outside ``[0, n)`` and ``ProsodyError`` for unusable prosody.
     """
-    discrete_f0 = streams.discrete_f0
-    f0_dtype = torch.long if discrete_f0 else torch.float32
-    dur_dtype = torch.long if streams.discrete_duration else torch.float32
-    f0_bos = streams.f0_bins if discrete_f0 else 0.0  # F0 dictionary <s> / 0 for continuous
-    f0_pad = streams.f0_bins + 1 if discrete_f0 else CONTINUOUS_F0_PAD
-    f0_eos = prosody.encode_f0(torch.zeros(1))[0].item()  # </s> carries F0 0 through preprocessing
+    f0_pad = f0_pad_value(streams)
     lens = [int(p.units.numel()) + 2 for p in items]
     T = max(lens)
+    raw = [unshifted_streams(p, prosody, streams, None if stats is None else stats[b]) for b, p in enumerate(items)]
     tokens = torch.full((len(items), T), streams.pad, dtype=torch.long)
-    durs = torch.full((len(items), T), DURATION_PAD, dtype=dur_dtype)
-    f0s = torch.full((len(items), T), f0_pad, dtype=f0_dtype)
-    for b, p in enumerate(items):
-        u = p.units.to(torch.long).cpu()
-        if u.numel() and (u.min() < 0 or u.max() >= streams.n_units):
-            raise ValueError(f"units must lie in [0, {streams.n_units}); row {b} has {int(u.min())}..{int(u.max())}")
-        if not (len(p.durations) == len(p.f0) == len(u)):
-            raise ProsodyError(f"row {b}: units, durations and F0 lengths differ")
+    durs = torch.full((len(items), T), DURATION_PAD, dtype=raw[0][1].dtype if raw else torch.long)
+    f0s = torch.full((len(items), T), f0_pad, dtype=raw[0][2].dtype if raw else torch.long)
+    for b, (tok, dur_raw, f0_raw) in enumerate(raw):
         n = lens[b]
-        tokens[b, 0], tokens[b, 1:n - 1], tokens[b, n - 1] = streams.bos, u, streams.eos
-        zero = torch.zeros(1, dtype=dur_dtype)
-        dur_raw = torch.cat([zero, prosody.duration_values(p.durations.cpu()).to(dur_dtype), zero])
-        f0_vals = prosody.f0_values(p, None if stats is None else stats[b]).to(f0_dtype)
-        f0_raw = torch.cat([torch.tensor([f0_bos], dtype=f0_dtype), f0_vals, torch.tensor([f0_eos], dtype=f0_dtype)])
+        tokens[b, :n] = tok
         durs[b, :n] = _shifted(dur_raw, streams.duration_shift, DURATION_PAD)
         f0s[b, :n] = _shifted(f0_raw, streams.f0_shift, f0_pad)
     last = torch.tensor(lens, dtype=torch.long) - 1
     return StreamRows(tokens.to(device), durs.to(device), f0s.to(device), last.to(device))
+
+
+def f0_pad_value(streams: StreamConfig) -> float | int:
+    """The F0 stream's pad value: the F0 dictionary's ``<pad>`` (discrete) or -5.0 (continuous), as ``Paddings``."""
+    return streams.f0_bins + 1 if streams.discrete_f0 else CONTINUOUS_F0_PAD
+
+
+def unshifted_streams(p: ProsodyUnits, prosody: Prosody, streams: StreamConfig,
+                      stats: F0Summary | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One clip -> fairseq ``CodeDataset.__getitem__``'s streams before ``Shifts``, each ``[M+2]``: tokens
+    ``[<s>, u1..uM, </s>]`` i64, durations ``[0, d1..dM, 0]`` and F0 ``[<s>-bin, f1..fM, F0 of the value 0]``
+    (i64 discrete / f32 continuous). Raises ``ValueError`` for units outside ``[0, n)``, ``ProsodyError`` for
+    streams of different lengths."""
+    f0_dtype = torch.long if streams.discrete_f0 else torch.float32
+    dur_dtype = torch.long if streams.discrete_duration else torch.float32
+    f0_bos = streams.f0_bins if streams.discrete_f0 else 0.0  # F0 dictionary <s> / 0 for continuous
+    f0_eos = prosody.encode_f0(torch.zeros(1))[0].item()  # </s> carries F0 0 through preprocessing
+    u = p.units.to(torch.long).cpu()
+    if u.numel() and (u.min() < 0 or u.max() >= streams.n_units):
+        raise ValueError(f"units must lie in [0, {streams.n_units}); got {int(u.min())}..{int(u.max())}")
+    if not (len(p.durations) == len(p.f0) == len(u)):
+        raise ProsodyError("units, durations and F0 lengths differ")
+    tokens = torch.cat([torch.tensor([streams.bos]), u, torch.tensor([streams.eos])])
+    zero = torch.zeros(1, dtype=dur_dtype)
+    dur_raw = torch.cat([zero, prosody.duration_values(p.durations.cpu()).to(dur_dtype), zero])
+    f0_vals = prosody.f0_values(p, stats).to(f0_dtype)
+    f0_raw = torch.cat([torch.tensor([f0_bos], dtype=f0_dtype), f0_vals, torch.tensor([f0_eos], dtype=f0_dtype)])
+    return tokens, dur_raw, f0_raw
 
 
 def prompted_class_logits(lm: MultiStreamUnitLM, rows: StreamRows, deep_key: Tensor | None, deep_value: Tensor | None,
@@ -126,4 +141,5 @@ class PGSLMPromptBank(PromptBank):
         return [out[b, NUM_SPECIAL:NUM_SPECIAL + int(ncls[b])].float().softmax(-1).cpu() for b in range(len(items))]
 
 
-__all__ = ["PGSLMPromptBank", "StreamRows", "make_rows", "prompted_class_logits"]
+__all__ = ["PGSLMPromptBank", "StreamRows", "f0_pad_value", "make_rows", "prompted_class_logits",
+           "unshifted_streams"]

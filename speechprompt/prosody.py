@@ -271,6 +271,12 @@ class Prosody:
             raise
         except Exception:  # noqa: BLE001 - YAAPT throws in rare cases; the recipe then treats the clip as unvoiced
             f0 = None
+        return self.from_frames(f0, units)
+
+    def from_frames(self, f0: Tensor | None, units: Units) -> ProsodyUnits:
+        """A clip's frame F0 track ``[F]`` f32 Hz (:func:`frame_f0`; None = YAAPT failed, all unvoiced) + its units
+        -> :class:`ProsodyUnits` (segment F0 and voiced-frame statistics). Raises :class:`ProsodyError` if the
+        track and the units disagree in length beyond the tolerance."""
         if f0 is None:
             seg, stats = torch.zeros(len(units.durations), dtype=torch.float32), F0Stats()
         else:

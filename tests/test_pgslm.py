@@ -125,8 +125,9 @@ def test_config_read_from_checkpoint(pair):
 
 # -- rows: our prompted row layout is pGSLM's own input (fairseq CodeDataset + collater) -------------------------
 def codedataset_batch(folder: Path, its: list[ProsodyUnits], speakers: list[str], frame_tracks: list[torch.Tensor],
-                      discrete: bool, interpolate: bool, shifts: str, monkeypatch):
-    """Write the files prepare_dataset.py writes and batch them with fairseq's CodeDataset."""
+                      discrete: bool, interpolate: bool, shifts: str, monkeypatch, full: bool = False):
+    """Write the files prepare_dataset.py writes and batch them with fairseq's CodeDataset (``full``: the whole
+    collated sample with targets and masks, else its ``net_input``)."""
     from fairseq.data.codedataset import CodeDataset, ExpressiveCodeDataConfig
     from fairseq.tasks.speech_ulm_task import UnitDictionary
 
@@ -157,7 +158,8 @@ def codedataset_batch(folder: Path, its: list[ProsodyUnits], speakers: list[str]
                      ExpressiveCodeDataConfig(str(data_config(folder, bins, manifest))), discrete, discrete,
                      log_f0=True, normalize_f0_mean=True, normalize_f0_std=False, interpolate_f0=interpolate,
                      shifts=shifts)
-    return ds.collater([ds[i] for i in range(len(its))])["net_input"]
+    batch = ds.collater([ds[i] for i in range(len(its))])
+    return batch if full else batch["net_input"]
 
 
 @pytest.mark.parametrize("discrete,interpolate,shifts", [(True, False, "1,1"), (False, True, "1,1"),

@@ -282,7 +282,8 @@ def init_fairseq_(lm: UnitLM) -> UnitLM:
             if isinstance(mod, torch.nn.Linear):
                 gain = 2 ** -0.5 if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj") else 1.0
                 torch.nn.init.xavier_uniform_(mod.weight, gain=gain)
-                torch.nn.init.zeros_(mod.bias)
+                if mod.bias is not None:  # pGSLM's project_out_dim has none
+                    torch.nn.init.zeros_(mod.bias)
     return lm
 
 

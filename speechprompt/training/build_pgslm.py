@@ -1,0 +1,460 @@
+"""Build the default pGSLM on the default backbone: ``speechprompt build-pgslm --from models/default
+--out models/pgslm-default``.
+
+Pipeline (deterministic from ``seed``; about 24 min on 2 shared CPU cores at the default size):
+1. corpus: the GSLM build's own plan (``corpus.plan_corpus(minutes, seed)`` + ``synthesize_corpus``), all 120
+   minutes, clean clips only (the noisy twins' pitch shifts, reverb and noise would make YAAPT's F0 the
+   augmentation's, not the voice's; YAAPT at ~0.15 s per second of audio and core is the build's largest step);
+2. units + durations with the source bundle's encoder and codebook (``UnitExtractor``, dedup), so the pGSLM reads
+   exactly the units the GSLM bundle produces;
+3. frame F0 per clip with YAAPT and pGSLM's parameters (``prosody.frame_f0``; a process pool), mean voiced F0 per
+   unit segment and the clip's voiced-frame statistics (``Prosody.from_frames``);
+4. F0 bin edges: 31 edges = 32 equal-mass bins of mean-normalised log-F0 over the training clips' voiced frames,
+   exactly as pGSLM's ``examples/textless_nlp/pgslm/quantize_f0.py`` (100 000-bin histogram, nearest cumulative
+   percentile); the mean is each clip's own (utterance normalisation, the server default, docs/pgslm.md);
+5. a ``transformer_ulm`` (``MultiStreamUnitLM``, discrete duration capped at 20 and 32 F0 bins, stream shifts 1,1)
+   trained with fairseq's ``speech_unit_lm_criterion`` on ``CodeDataset`` batches (``speech_ulm_batch``): token,
+   duration and F0 NLL summed over unmasked targets, weighted, divided by the batch's source tokens; validation on
+   ``corpus.is_valid`` utterances; the epoch with the lowest weighted validation loss is kept;
+6. bundle via ``importers.pgslm.write_pgslm_bundle``: ``encoder.safetensors`` and ``codebook.safetensors`` are the
+   source bundle's own files (byte-identical, checked) + a training log (``docs/pgslm_training_log.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from speechprompt.backbone import Backbone, sha256_file
+from speechprompt.importers.pgslm import write_pgslm_bundle
+from speechprompt.pgslm import MultiStreamUnitLM, PGSLMConfig, StreamConfig
+from speechprompt.pgslm_prompting import DURATION_PAD, f0_pad_value, unshifted_streams
+from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyError, ProsodyUnits, frame_f0
+from speechprompt.training import corpus as corpus_mod
+from speechprompt.training.build_backbone import _jsonable, corpus_facts, init_fairseq_
+from speechprompt.units import UnitExtractor
+
+log = logging.getLogger(__name__)
+STREAMS = ("token", "duration", "f0")
+HIST_BINS = 100_000  # quantize_f0.py: np.histogram(f0_all, 100000)
+
+
+@dataclass(frozen=True)
+class PGSLMBuildConfig:
+    """Corpus, model size and schedule of one build (``small()`` for tests and dry runs).
+
+    ``loss_weights``: token, duration, F0 (``--loss-weights``); the pGSLM README's example gives duration 0.5 (with
+    F0 off, as that example ignores the F0 input); the discrete-prosody checkpoints predict F0 too, so F0 gets the
+    same 0.5 here.
+    """
+
+    seed: int = 0
+    minutes: float = 120.0
+    jobs: int = 2
+    threads: int = 2
+    unit_batch: int = 16
+    layers: int = 3
+    embed_dim: int = 256
+    heads: int = 4
+    ffn_dim: int = 768
+    max_positions: int = 2048
+    epochs: int = 6
+    batch_tokens: int = 4000
+    lr: float = 2e-3
+    loss_weights: tuple[float, float, float] = (1.0, 0.5, 0.5)
+    name: str = "speechprompt-pgslm-default-v1"
+
+    @classmethod
+    def small(cls, seed: int = 0) -> PGSLMBuildConfig:
+        """A build of well under a minute: 40 utterances (one of them validation), a 2-layer d=64 LM."""
+        return cls(seed=seed, minutes=2.67, layers=2, embed_dim=64, heads=4, ffn_dim=128, epochs=2,
+                   batch_tokens=1500, name="speechprompt-pgslm-small")
+
+    def model_config(self, n_units: int) -> PGSLMConfig:
+        """``discrete_prosody_shift_1_1`` streams (``StreamConfig`` defaults) over ``n_units`` units."""
+        return PGSLMConfig.make(StreamConfig(n_units=n_units), embed_dim=self.embed_dim, ffn_dim=self.ffn_dim,
+                                layers=self.layers, heads=self.heads, max_positions=self.max_positions)
+
+
+# --------------------------------------------------------------------------------------------- F0
+
+def _frame_f0_job(job: tuple[np.ndarray, ProsodyConfig]) -> np.ndarray | None:
+    """Worker: YAAPT frame F0 ``[F]`` f32 of one clip, or None where YAAPT fails (the clip counts as unvoiced)."""
+    wav, cfg = job
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return frame_f0(wav, cfg).astype(np.float32)
+        except ProsodyError:
+            raise
+        except Exception:  # noqa: BLE001 - as Prosody.extract: YAAPT throws in rare cases
+            return None
+
+
+def frame_tracks(wavs: list[np.ndarray], cfg: ProsodyConfig, jobs: int) -> list[Tensor | None]:
+    """YAAPT frame F0 of every clip (``[F_i]`` f32 Hz, 0 = unvoiced; None = failed), ``jobs`` worker processes
+    (forked: the workers run numpy only); result order = ``wavs`` order."""
+    work = [(w, cfg) for w in wavs]
+    if jobs <= 1:
+        out = list(map(_frame_f0_job, work))
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            out = list(pool.map(_frame_f0_job, work, chunksize=4))
+    return [None if t is None else torch.from_numpy(t) for t in out]
+
+
+def normalized_log_f0_frames(track: Tensor | None) -> Tensor:
+    """Voiced frames of one clip -> log-F0 minus the clip's mean log-F0 ``[V]`` f32 (``quantize_f0.py`` with the
+    clip as its own speaker: ``F0Stat`` mean, float32 arithmetic)."""
+    if track is None:
+        return torch.zeros(0)
+    x = track[track != 0].to(torch.float32)
+    if not x.numel():
+        return torch.zeros(0)
+    mean = torch.tensor(F0Stats.from_frames(track).summary().logf0_mean, dtype=torch.float32)
+    return x.log() - mean
+
+
+def f0_bin_edges(values: np.ndarray, bins: int = 32) -> Tensor:
+    """pGSLM ``quantize_f0.quantize_f0``: ``bins - 1`` edges ``[bins-1]`` f64 at the ``k/bins`` cumulative
+    percentiles of a 100 000-bin histogram of ``values`` (each edge = the left edge of the histogram bin whose
+    cumulative percentage is nearest to the threshold; thresholds accumulated as the recipe does)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no voiced F0 frames to compute F0 bin edges from")
+    hist, bin_x = np.histogram(values, HIST_BINS)
+    cum_hist = np.cumsum(hist) / len(values) * 100
+    edges, size = [], 100 / bins
+    threshold = size
+    for _ in range(bins - 1):
+        edges.append(bin_x[int(np.abs(cum_hist - threshold).argmin())])
+        threshold += size
+    return torch.tensor(np.array(edges), dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------------------------- batches + loss
+
+def _shift_one(seq: Tensor, left: int, right: int, pad) -> tuple[Tensor, Tensor]:
+    """fairseq ``Shifts.shift_one``: pad ``left``/``right`` steps; mask True on the padding."""
+    out = torch.cat([seq.new_full((left,), pad), seq, seq.new_full((right,), pad)])
+    mask = torch.ones(len(out), dtype=torch.bool)
+    mask[left:len(out) - right] = False
+    return out, mask
+
+
+def speech_ulm_batch(items: list[ProsodyUnits], prosody: Prosody, streams: StreamConfig) -> dict[str, Tensor | int]:
+    """Clips -> a fairseq ``speech_unit_modeling`` sample (``CodeDataset.__getitem__`` + ``Shifts`` + ``collater``).
+
+    Keys: ``src_tokens``, ``dur_src``, ``f0_src`` (inputs, ``[B, T]``), ``target``, ``dur_target``, ``f0_target``
+    (``[B, T]``), ``mask``, ``dur_mask``, ``f0_mask`` (``[B, T]`` bool, True = not scored: a step whose input or
+    target is a shift pad, and the right padding) and ``ntokens`` (sum of source lengths, the criterion's
+    ``sample_size``). Utterance-mean normalisation unless ``prosody`` says otherwise.
+    """
+    extra = max(streams.duration_shift, streams.f0_shift)
+    f0_pad = f0_pad_value(streams)
+    rows = []
+    for p in items:
+        tok, dur, f0 = unshifted_streams(p, prosody, streams)
+        if extra:
+            tok, tmask = _shift_one(tok, 0, extra, streams.pad)
+            dur, dmask = _shift_one(dur, streams.duration_shift, extra - streams.duration_shift, DURATION_PAD)
+            f0, fmask = _shift_one(f0, streams.f0_shift, extra - streams.f0_shift, f0_pad)
+        else:
+            tmask, dmask, fmask = (torch.zeros(len(tok), dtype=torch.bool) for _ in range(3))
+        rows.append({"src_tokens": tok[:-1], "target": tok[1:], "mask": tmask[1:] | tmask[:-1],
+                     "dur_src": dur[:-1], "dur_target": dur[1:], "dur_mask": dmask[1:] | dmask[:-1],
+                     "f0_src": f0[:-1], "f0_target": f0[1:], "f0_mask": fmask[1:] | fmask[:-1]})
+    pads = {"src_tokens": streams.pad, "target": streams.pad, "mask": True, "dur_src": DURATION_PAD,
+            "dur_target": DURATION_PAD, "dur_mask": True, "f0_src": f0_pad, "f0_target": f0_pad, "f0_mask": True}
+    t_max = max(len(r["src_tokens"]) for r in rows)
+    out: dict[str, Tensor | int] = {}
+    for k, pad in pads.items():
+        out[k] = torch.full((len(rows), t_max), pad, dtype=rows[0][k].dtype)
+        for b, r in enumerate(rows):
+            out[k][b, :len(r[k])] = r[k]
+    out["ntokens"] = sum(len(r["src_tokens"]) for r in rows)
+    return out
+
+
+def speech_ulm_losses(lm: MultiStreamUnitLM, batch: dict) -> dict[str, Tensor]:
+    """fairseq ``speech_unit_lm_criterion`` terms for discrete streams: per stream the summed NLL over unmasked
+    targets (``{stream}_loss``), the number of such targets (``{stream}_n``) and of argmax hits (``{stream}_correct``)."""
+    hidden = lm(batch["src_tokens"], batch["dur_src"], batch["f0_src"])
+    out = {}
+    for name, logits, tk, mk in zip(STREAMS, lm.stream_logits(hidden), ("target", "dur_target", "f0_target"),
+                                    ("mask", "dur_mask", "f0_mask")):
+        keep = ~batch[mk]
+        lprob = F.log_softmax(logits.float(), dim=-1)
+        nll = F.nll_loss(lprob.view(-1, lprob.size(-1)), batch[tk].view(-1), reduction="none")
+        out[f"{name}_loss"] = (nll * keep.view(-1).float()).sum()
+        out[f"{name}_n"] = keep.sum()
+        out[f"{name}_correct"] = ((lprob.argmax(-1) == batch[tk]) & keep).sum()
+    return out
+
+
+def weighted_loss(terms: dict[str, Tensor], weights: tuple[float, float, float], ntokens: int) -> Tensor:
+    """``speech_unit_lm_criterion``: ``sum_s w_s * loss_s`` over the streams, divided by ``ntokens``."""
+    return sum(w * terms[f"{s}_loss"] for s, w in zip(STREAMS, weights)) / ntokens
+
+
+def init_pgslm_(lm: MultiStreamUnitLM) -> MultiStreamUnitLM:
+    """fairseq ``transformer_ulm`` initialisation: the ``transformer_lm`` one (``init_fairseq_``) plus the prosody
+    embeddings N(0, d^-0.5) with their padding rows zeroed (``transformer_base.Embedding``)."""
+    init_fairseq_(lm)
+    d = lm.cfg.embed_dim
+    with torch.no_grad():
+        for emb in lm.embed_other_list:
+            if emb is not None:
+                torch.nn.init.normal_(emb.weight, mean=0.0, std=d ** -0.5)
+                emb.weight[emb.padding_idx].zero_()
+    return lm
+
+
+@torch.no_grad()
+def evaluate(lm: MultiStreamUnitLM, items: list[ProsodyUnits], prosody: Prosody, weights, batch: int = 16) -> dict:
+    """Teacher-forced validation: per stream mean NLL per scored target (nats), accuracy, targets; the token
+    perplexity; the criterion's weighted loss (per source token, as fairseq logs ``loss``)."""
+    lm.eval()
+    acc: dict[str, float] = {}
+    ntokens = 0
+    for s in range(0, len(items), batch):
+        b = speech_ulm_batch(items[s:s + batch], prosody, lm.streams)
+        for k, v in speech_ulm_losses(lm, b).items():
+            acc[k] = acc.get(k, 0.0) + float(v)
+        ntokens += b["ntokens"]
+    out = {"loss": sum(w * acc[f"{s}_loss"] for s, w in zip(STREAMS, weights)) / ntokens}
+    for s in STREAMS:
+        out[f"{s}_loss"] = acc[f"{s}_loss"] / acc[f"{s}_n"]
+        out[f"{s}_acc"] = acc[f"{s}_correct"] / acc[f"{s}_n"]
+        out[f"{s}_targets"] = int(acc[f"{s}_n"])
+    out["token_ppl"] = math.exp(out["token_loss"])
+    return out
+
+
+def _length_batches(lens: np.ndarray, batch_tokens: int, rng: np.random.Generator) -> list[list[int]]:
+    order = np.argsort(lens + rng.random(len(lens)) * 8)  # length-bucketed, shuffled within near lengths
+    batches, cur, tok = [], [], 0
+    for i in order:
+        cur.append(int(i))
+        tok += int(lens[i]) + 2
+        if tok >= batch_tokens:
+            batches.append(cur)
+            cur, tok = [], 0
+    if cur:
+        batches.append(cur)
+    return [batches[j] for j in rng.permutation(len(batches))]
+
+
+def train_pgslm(cfg: PGSLMBuildConfig, lm_cfg: PGSLMConfig, train: list[ProsodyUnits], valid: list[ProsodyUnits],
+                prosody: Prosody, say: Callable[[str], None] = log.info) -> tuple[MultiStreamUnitLM, dict]:
+    """AdamW (linear warm-up/decay, clip 1.0) on ``speech_ulm_batch`` batches of ~``batch_tokens`` source tokens,
+    loss = ``weighted_loss``; keeps the epoch with the lowest weighted validation loss. Returns (model, history)."""
+    torch.manual_seed(cfg.seed + 11)
+    lm = init_pgslm_(MultiStreamUnitLM(lm_cfg))
+    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    rng = np.random.default_rng([cfg.seed, 12])
+    lens = np.array([len(p.units) for p in train])
+    steps = max(1, int((lens + 2).sum()) // cfg.batch_tokens + 1) * cfg.epochs
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.05, (steps - s) / steps)))
+    hist: dict = {"epoch": [], "train_loss": [], **{f"train_{s}_loss": [] for s in STREAMS}, "valid": [],
+                  "seconds": []}
+    best, best_state, t0 = math.inf, None, time.time()
+    for ep in range(cfg.epochs):
+        lm.train()
+        sums = dict.fromkeys(["loss", *STREAMS, "n"], 0.0)
+        for idx in _length_batches(lens, cfg.batch_tokens, rng):
+            batch = speech_ulm_batch([train[i] for i in idx], prosody, lm.streams)
+            terms = speech_ulm_losses(lm, batch)
+            loss = weighted_loss(terms, cfg.loss_weights, batch["ntokens"])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            sums["loss"] += loss.item() * batch["ntokens"]
+            sums["n"] += batch["ntokens"]
+            for s in STREAMS:
+                sums[s] += terms[f"{s}_loss"].item() / max(1, int(terms[f"{s}_n"])) * batch["ntokens"]
+        v = evaluate(lm, valid, prosody, cfg.loss_weights)
+        hist["epoch"].append(ep + 1)
+        hist["train_loss"].append(round(sums["loss"] / sums["n"], 4))
+        for s in STREAMS:
+            hist[f"train_{s}_loss"].append(round(sums[s] / sums["n"], 4))
+        hist["valid"].append({k: round(x, 4) if isinstance(x, float) else x for k, x in v.items()})
+        hist["seconds"].append(round(time.time() - t0, 1))
+        say(f"pGSLM epoch {ep + 1}: train {hist['train_loss'][-1]:.3f} valid {v['loss']:.3f} (token ppl "
+            f"{v['token_ppl']:.2f}, duration {v['duration_loss']:.3f}/{v['duration_acc']:.3f}, F0 "
+            f"{v['f0_loss']:.3f}/{v['f0_acc']:.3f}) ({time.time() - t0:.0f}s)")
+        if v["loss"] < best:
+            best, best_state = v["loss"], {k: t.clone() for k, t in lm.state_dict().items()}
+    lm.load_state_dict(best_state)
+    hist["best_epoch"] = hist["epoch"][int(np.argmin([v["loss"] for v in hist["valid"]]))]
+    return lm.eval(), hist
+
+
+# --------------------------------------------------------------------------------------------- the pipeline
+
+def stream_usage(items: list[ProsodyUnits], prosody: Prosody) -> dict:
+    """Histograms of the model's inputs over ``items``: capped duration values (index 1..cap) and F0 bins
+    (0..bins-1), as counts, plus the fraction of unit segments longer than the cap and of unvoiced segments."""
+    c = prosody.config
+    durs = torch.cat([p.durations for p in items])
+    capped = prosody.duration_values(durs)
+    bins = torch.cat([prosody.f0_values(p) for p in items])
+    return {"duration_counts": torch.bincount(capped, minlength=c.max_token_duration + 1)[1:].tolist(),
+            "f0_bin_counts": torch.bincount(bins, minlength=c.f0_bins).tolist(),
+            "segments": int(durs.numel()),
+            "duration_over_cap": round(float((durs > c.max_token_duration).float().mean()), 6),
+            "unvoiced_segments": round(float(torch.cat([p.f0 for p in items]).eq(0).float().mean()), 6)}
+
+
+def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_path: str | Path | None = None,
+                say: Callable[[str], None] = log.info) -> dict:
+    """Run the whole build; writes the bundle to ``out`` and returns the training log (also written to ``log_path``).
+
+    Raises ``BundleError`` for an unusable source bundle and ``RuntimeError`` if the written encoder/codebook are not
+    byte-identical to the source's.
+    """
+    torch.set_num_threads(cfg.threads)
+    src, out = Path(src), Path(out)
+    t_start, timings, load = time.time(), {}, {"start": [round(x, 2) for x in os.getloadavg()]}
+
+    def lap(name):
+        timings[name] = round(time.time() - t_start - sum(timings.values()), 1)
+        say(f"[{name}] {timings[name]:.0f}s (total {time.time() - t_start:.0f}s)")
+
+    bb = Backbone.load(src)
+    if bb.spec.kind != "gslm":
+        raise ValueError(f"build-pgslm reuses a GSLM bundle's encoder and codebook; {src} is {bb.spec.kind}")
+    src_meta = json.loads((src / "backbone.json").read_text())
+    specs = corpus_mod.plan_corpus(cfg.minutes, cfg.seed)
+    corpus = corpus_mod.synthesize_corpus(specs, cfg.seed, jobs=cfg.jobs)
+    corpus.noisy = [np.zeros(0, np.float32)] * len(specs)  # clean clips only; free the twins
+    train_idx = [i for i, s in enumerate(specs) if not corpus_mod.is_valid(s.index)]
+    valid_idx = [i for i, s in enumerate(specs) if corpus_mod.is_valid(s.index)]
+    lap("corpus")
+
+    extractor = UnitExtractor.from_parts(bb.encoder, bb.codebook, deduplicate=True)
+    units = []
+    for s in range(0, len(specs), cfg.unit_batch):
+        units += extractor.extract(corpus.clean[s:s + cfg.unit_batch])
+    lap("units")
+
+    pcfg = ProsodyConfig()  # discrete, durations capped at 20, 32 bins, log + mean + interpolate, utterance mean
+    tracks = frame_tracks(corpus.clean, pcfg, cfg.jobs)
+    lap("yaapt")
+
+    normed = np.concatenate([normalized_log_f0_frames(tracks[i]).numpy() for i in train_idx])
+    edges = f0_bin_edges(normed, pcfg.f0_bins)
+    prosody = Prosody(pcfg, edges)
+    items = [prosody.from_frames(t, u) for t, u in zip(tracks, units, strict=True)]
+    train_items, valid_items = [items[i] for i in train_idx], [items[i] for i in valid_idx]
+    lap("f0_bins")
+
+    lm_cfg = cfg.model_config(bb.codebook.vocab_size)
+    lm, hist = train_pgslm(cfg, lm_cfg, train_items, valid_items, prosody, say)
+    lap("pgslm")
+
+    best = hist["valid"][hist["best_epoch"] - 1]
+    extra = {"built_by": "speechprompt build-pgslm", "seed": cfg.seed,
+             "source_bundle": {"name": src_meta["name"], "fingerprint": src_meta["fingerprint"]},
+             "corpus": f"build-backbone plan, {cfg.minutes:g} min, clean clips",
+             "f0_bin_edges": "quantize_f0.py recipe over the training clips' voiced frames, utterance-mean log-F0",
+             "loss_weights": list(cfg.loss_weights)}
+    from safetensors.torch import load_file
+
+    fp = write_pgslm_bundle(out, name=cfg.name, encoder_cfg=bb.spec.encoder,
+                            encoder_state=load_file(str(src / "encoder.safetensors")),
+                            centroids=load_file(str(src / "codebook.safetensors"))["centroids"], lm_cfg=lm_cfg,
+                            lm_state=lm.state_dict(), prosody=prosody, extra=extra)
+    for n in ("encoder.safetensors", "codebook.safetensors"):
+        if sha256_file(out / n) != src_meta["files"][n]:
+            raise RuntimeError(f"{out / n} is not byte-identical to {src / n}")
+    lap("bundle")
+    load["end"] = [round(x, 2) for x in os.getloadavg()]
+    voiced = [t is not None and bool((t != 0).any()) for t in tracks]
+    result = {"fingerprint": fp, "config": _jsonable(asdict(cfg)), "source_bundle": extra["source_bundle"],
+              "source_files": {n: src_meta["files"][n] for n in ("encoder.safetensors", "codebook.safetensors")},
+              "corpus": {**corpus_facts(specs, corpus, train_idx, valid_idx), "clips": "clean"},
+              "timings_s": timings, "total_s": round(time.time() - t_start, 1), "load_average": load,
+              "yaapt": {"clips": len(tracks), "failed": sum(t is None for t in tracks),
+                        "unvoiced_clips": len(tracks) - sum(voiced), "voiced_frames": int(normed.size)},
+              "f0_bin_edges": [round(float(x), 6) for x in edges], "prosody": pcfg.to_dict(),
+              "usage_train": stream_usage(train_items, prosody), "training": hist,
+              "parameters": {"unit_lm": sum(p.numel() for p in lm.parameters()),
+                             "encoder": sum(p.numel() for p in bb.encoder.parameters()),
+                             "codebook": int(bb.codebook.centroids.numel())},
+              "bundle_bytes": sum(p.stat().st_size for p in out.iterdir()),
+              "final": {"best_epoch": hist["best_epoch"], **best}}
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _options(typer):
+    return dict(
+        src=typer.Option(Path("models/default"), "--from", help="GSLM bundle whose encoder and codebook are reused"),
+        out=typer.Option(Path("models/pgslm-default"), help="pgslm bundle folder to write"),
+        seed=typer.Option(0, help="seed of the corpus plan (use the source bundle's) and of training"),
+        minutes=typer.Option(None, help="corpus size in minutes (default 120; --small: 2.67)"),
+        small=typer.Option(False, help="tiny corpus and model (under a minute; for tests and dry runs)"),
+        epochs=typer.Option(None, help="training epochs (default 6)"),
+        log_json=typer.Option(Path("docs/pgslm_training_log.json"), help="training log (JSON)"),
+    )
+
+
+def register(app) -> None:
+    """Add ``build-pgslm`` to a typer app (the ``speechprompt`` CLI mounts it). Like ``build-backbone``, the build
+    runs in a child process with ``OMP_WAIT_POLICY=PASSIVE`` (spinning OpenMP threads on a shared 2-core machine)."""
+    import subprocess
+    import sys
+
+    import typer
+
+    o = _options(typer)
+
+    @app.command("build-pgslm")
+    def build_pgslm_cmd(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"],
+                        minutes: float = o["minutes"], small: bool = o["small"], epochs: int = o["epochs"],
+                        log_json: Path = o["log_json"]) -> None:
+        """Train a pGSLM (multi-stream unit LM + F0 bins) on a GSLM bundle's units and its build corpus."""
+        opts = {"--from": src, "--out": out, "--seed": seed, "--log-json": log_json, "--minutes": minutes,
+                "--epochs": epochs}
+        flags = [x for k, v in opts.items() if v is not None for x in (k, str(v))] + (["--small"] if small else [])
+        child = [sys.executable, "-m", "speechprompt.training.build_pgslm", *flags]
+        raise typer.Exit(subprocess.call(child, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}))
+
+
+def _main() -> None:
+    import typer
+
+    o = _options(typer)
+
+    def run(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"], minutes: float = o["minutes"],
+            small: bool = o["small"], epochs: int = o["epochs"], log_json: Path = o["log_json"]) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        cfg = PGSLMBuildConfig.small(seed) if small else PGSLMBuildConfig(seed=seed)
+        cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("epochs", epochs)) if v is not None})
+        result = build_pgslm(src, out, cfg, log_json, say=log.info)
+        typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))
+
+    typer.run(run)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,237 @@
+"""The committed default pGSLM (models/pgslm-default) and its build: loads as kind pgslm, reuses the GSLM bundle's
+encoder and codebook byte for byte, gives stored units + F0 bins, its card figures are what
+scripts/pgslm_card_metrics.py recomputes; batches, loss and F0 bin edges equal fairseq's / pGSLM's recipe; a
+``--small`` build end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechprompt.backbone import Backbone, fingerprint_of, sha256_file
+from speechprompt.pgslm import MultiStreamUnitLM, StreamConfig
+from speechprompt.prosody import PROSODY_FILE, F0Stats, Prosody, ProsodyConfig, ProsodyUnits
+from speechprompt.runtime import Runtime
+from speechprompt.training import corpus
+from speechprompt.training.build_pgslm import (
+    PGSLMBuildConfig,
+    build_pgslm,
+    f0_bin_edges,
+    init_pgslm_,
+    normalized_log_f0_frames,
+    speech_ulm_batch,
+    speech_ulm_losses,
+    weighted_loss,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE, GSLM = ROOT / "models" / "pgslm-default", ROOT / "models" / "default"
+METRICS, LOG = ROOT / "docs" / "pgslm_card_metrics.json", ROOT / "docs" / "pgslm_training_log.json"
+HAVE_TTS = all(shutil.which(t) for t in ("espeak-ng", "sox", "flite", "festival", "mbrola"))
+SHARED = ("encoder.safetensors", "codebook.safetensors")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("pgslm_card_metrics", ROOT / "scripts" / "pgslm_card_metrics.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def frame_level(values: list[int], durations: list[int]) -> np.ndarray:
+    return np.repeat(np.asarray(values), np.asarray(durations))
+
+
+@pytest.fixture(scope="module")
+def backbone() -> Backbone:
+    return Backbone.load(BUNDLE)
+
+
+def test_bundle_loads_as_pgslm_and_reuses_the_gslm_encoder_and_codebook(backbone):
+    meta = json.loads((BUNDLE / "backbone.json").read_text())
+    gslm = json.loads((GSLM / "backbone.json").read_text())
+    digests = {n: sha256_file(BUNDLE / n) for n in meta["files"]}
+    assert sorted(digests) == sorted((*SHARED, "unit_lm.safetensors", PROSODY_FILE))
+    assert digests == meta["files"] and fingerprint_of(digests) == meta["fingerprint"] == backbone.fingerprint
+    for n in SHARED:  # byte-identical copies: git stores them once
+        assert (BUNDLE / n).read_bytes() == (GSLM / n).read_bytes()
+        assert meta["files"][n] == gslm["files"][n]
+    assert meta["encoder"] == gslm["encoder"] and meta["extra"]["source_bundle"]["fingerprint"] == gslm["fingerprint"]
+    assert sum((BUNDLE / n).stat().st_size for n in meta["files"]) <= 25 * 2**20
+    assert meta["kind"] == backbone.spec.kind == "pgslm" and meta["extra"]["built_by"] == "speechprompt build-pgslm"
+    s = backbone.unit_lm.streams
+    assert (s.n_units, s.duration_shift, s.f0_shift, s.discrete_duration, s.discrete_f0) == (100, 1, 1, True, True)
+    c = backbone.prosody.config
+    assert (c.normalization, c.max_token_duration, c.f0_bins) == ("utterance", 20, 32)
+    edges = backbone.prosody.f0_bin_edges
+    log = json.loads(LOG.read_text())
+    assert edges.shape == (31,) and bool((edges[1:] >= edges[:-1]).all())
+    np.testing.assert_allclose(edges.numpy(), log["f0_bin_edges"], atol=1e-6)
+    assert log["fingerprint"] == meta["fingerprint"]
+    rt = Runtime(backbone)
+    assert type(rt.bank).__name__ == "PGSLMPromptBank" and rt.fingerprint == meta["fingerprint"]
+
+
+@pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
+def test_known_clip_gives_stored_units_and_f0_bins(backbone):
+    known = json.loads(METRICS.read_text())["known_clip"]
+    wav = next(iter(corpus.synthesize_words([known["text"]], [tuple(known["voice"])]).values()))
+    pu = Runtime(backbone).extract_units([wav])[0]
+    assert pu.frames == sum(known["durations"]) and int(pu.durations.sum()) == pu.frames
+    bins = backbone.prosody.f0_values(pu).tolist()
+    got_u, want_u = frame_level(pu.units.tolist(), pu.durations.tolist()), frame_level(known["units"], known["durations"])
+    got_f, want_f = frame_level(bins, pu.durations.tolist()), frame_level(known["f0_bins"], known["durations"])
+    assert np.mean(got_u == want_u) >= 0.98, "units differ from the stored ones"
+    assert np.mean(got_f == want_f) >= 0.95, "F0 bins differ from the stored ones"
+    assert len(set(known["f0_bins"])) >= 8  # a real contour over many bins, not one constant
+
+
+@pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
+def test_model_card_figures_are_recomputed_by_the_script():
+    mc = _script()
+    stored = json.loads(METRICS.read_text())
+    fresh = mc.compute(BUNDLE, GSLM, limit=2)  # two utterances per evaluation set + the known clip
+    assert sum(len(v) for v in fresh["items"].values()) == 4
+    assert mc.check(stored, fresh) == []
+    card = (ROOT / "docs" / "pgslm_model_card.md").read_text()
+    assert mc.render_block(stored, json.loads(LOG.read_text())) in card
+
+
+# -- the pieces of the build, against fairseq / the pGSLM recipe ------------------------------------------------
+def synthetic_items(n: int, seed: int = 0) -> tuple[list[ProsodyUnits], list[torch.Tensor]]:
+    """Clips with random units/durations/segment F0 and frame tracks whose statistics they carry."""
+    from tests.test_prosody import synthetic_units
+
+    g = torch.Generator().manual_seed(seed + 3)
+    tracks = [torch.where(torch.rand(k, generator=g) < 0.3, 0.0, 90 + 120 * torch.rand(k, generator=g))
+              for k in (60, 200, 35, 90)[:n]]
+    its = [synthetic_units(m, seed + i) for i, m in enumerate([5, 23, 1, 14][:n])]
+    return [ProsodyUnits(p.units, p.durations, p.frames, p.f0, F0Stats.from_frames(t)) for p, t in zip(its, tracks)], tracks
+
+
+def edges32() -> torch.Tensor:
+    return torch.linspace(-0.6, 0.6, 31, dtype=torch.float64)
+
+
+@pytest.mark.fairseq
+@pytest.mark.parametrize("shifts", ["1,1", "0,0", "2,1"])
+def test_speech_ulm_batch_equals_codedataset(tmp_path, monkeypatch, shifts):
+    from tests.test_pgslm import K, codedataset_batch
+
+    its, tracks = synthetic_items(3)
+    ref = codedataset_batch(tmp_path, its, ["a", "b", "c"], tracks, True, True, shifts, monkeypatch, full=True)
+    d, f = (int(v) for v in shifts.split(","))
+    streams = StreamConfig(n_units=K, duration_shift=d, f0_shift=f)
+    ours = speech_ulm_batch(its, Prosody(ProsodyConfig(interpolate_f0=True), edges32()), streams)
+    assert ours["ntokens"] == ref["ntokens"]
+    for k in ("src_tokens", "dur_src", "f0_src"):
+        assert torch.equal(ours[k], ref["net_input"][k]), k
+    for k in ("target", "dur_target", "f0_target", "mask", "dur_mask", "f0_mask"):
+        assert torch.equal(ours[k], ref[k]), k
+
+
+@pytest.mark.fairseq
+def test_loss_equals_fairseq_speech_unit_lm_criterion(tmp_path, monkeypatch):
+    from fairseq import tasks
+
+    from tests.test_pgslm import build_fairseq_ulm, codedataset_batch, ours_from, save_like_fairseq_train
+
+    (tmp_path / "m").mkdir()
+    args, cfg, model = build_fairseq_ulm(tmp_path / "m", ["--discrete-duration", "--discrete-f0", "--stream-shifts",
+                                                          "1,1", "--loss-weights", "1.0;0.5;0.5"])
+    criterion = tasks.setup_task(cfg.task).build_criterion(cfg.criterion)
+    ours, pcfg = ours_from(save_like_fairseq_train(tmp_path / "m" / "checkpoint.pt", model, cfg=cfg))
+    its, tracks = synthetic_items(4)
+    ref = codedataset_batch(tmp_path / "d", its, ["a", "b", "c", "d"], tracks, True, False, "1,1", monkeypatch,
+                            full=True)
+    with torch.no_grad():
+        loss, size, logged = criterion(model.eval(), ref)
+        batch = speech_ulm_batch(its, Prosody(pcfg, edges32()), ours.streams)
+        terms = speech_ulm_losses(ours, batch)
+        mine = weighted_loss(terms, (1.0, 0.5, 0.5), batch["ntokens"])
+    assert size == batch["ntokens"]
+    for s, k in (("token", "token_loss"), ("duration", "dur_loss"), ("f0", "f0_loss")):
+        assert math.isclose(float(terms[f"{s}_loss"]), logged[k], rel_tol=1e-5), s
+    assert math.isclose(float(mine) * size, float(loss), rel_tol=1e-5)
+
+
+@pytest.mark.fairseq
+def test_f0_bin_edges_equal_the_quantize_f0_recipe(monkeypatch):
+    import fairseq
+
+    folder = Path(fairseq.__file__).parent / "examples/textless_nlp/pgslm"
+    if not (folder / "quantize_f0.py").is_file():
+        pytest.skip("fairseq's pgslm example scripts are not installed")
+    monkeypatch.syspath_prepend(str(folder))
+    import data_utils
+    import quantize_f0
+
+    g = torch.Generator().manual_seed(5)
+    tracks = [torch.where(torch.rand(n, generator=g) < 0.4, 0.0, s * (0.8 + 0.4 * torch.rand(n, generator=g)))
+              for n, s in ((400, 110.0), (900, 210.0), (250, 160.0), (700, 95.0))]
+    speakers = {}
+    for i, t in enumerate(tracks):  # each clip its own "speaker": utterance-mean normalisation
+        speakers[str(i)] = data_utils.F0Stat(True)
+        speakers[str(i)].update(t)
+    stats = {s: {"f0_mean": v.mean, "f0_std": v.std, "logf0_mean": v.mean_log, "logf0_std": v.std_log}
+             for s, v in speakers.items()}
+    want = quantize_f0.quantize_f0(speakers, stats, [32], "mean", True)[32]
+    got = f0_bin_edges(np.concatenate([normalized_log_f0_frames(t).numpy() for t in tracks]), 32)
+    assert got.dtype == torch.float64 and got.shape == (31,)
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert normalized_log_f0_frames(None).numel() == 0 and normalized_log_f0_frames(torch.zeros(9)).numel() == 0
+    del sys.modules["data_utils"], sys.modules["quantize_f0"]
+
+
+def test_init_follows_transformer_ulm():
+    torch.manual_seed(0)
+    lm = init_pgslm_(MultiStreamUnitLM(PGSLMBuildConfig.small().model_config(100)))
+    d = lm.cfg.embed_dim
+    for emb in (lm.embed_tokens, *lm.embed_other_list):
+        assert not emb.weight[emb.padding_idx].any()
+        assert abs(float(emb.weight.std()) - d ** -0.5) < 0.25 * d ** -0.5
+    assert lm.project_out_dim.bias is None and lm.project_out_dim.weight.abs().max() <= math.sqrt(6 / (d + 165))
+
+
+@pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
+def test_small_build_end_to_end(tmp_path):
+    out = tmp_path / "pgslm"
+    result = build_pgslm(GSLM, out, PGSLMBuildConfig.small(), tmp_path / "log.json", say=lambda _: None)
+    bb = Backbone.load(out)
+    assert bb.spec.kind == "pgslm" and bb.fingerprint == result["fingerprint"]
+    for n in SHARED:
+        assert (out / n).read_bytes() == (GSLM / n).read_bytes()
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert log["corpus"]["valid_utterances"] == 1 and log["training"]["epoch"] == [1, 2]
+    assert all(math.isfinite(v["loss"]) for v in log["training"]["valid"])
+    assert log["training"]["valid"][0]["token_targets"] > 0 and sum(log["usage_train"]["f0_bin_counts"]) > 0
+    edges = bb.prosody.f0_bin_edges
+    assert bool((edges[1:] >= edges[:-1]).all()) and edges[0] < 0 < edges[-1]  # utterance-mean centred
+    rt = Runtime(bb)
+    pu = rt.extract_units([np.sin(np.arange(16000) * 2 * np.pi * 150 / 16000).astype(np.float32) * 0.3])[0]
+    assert pu.f0.shape == pu.units.shape and int(pu.durations.sum()) == pu.frames
+
+
+def test_build_pgslm_is_a_speechprompt_command(monkeypatch):
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from speechprompt.cli import app
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda args, env: calls.append((args, env)) or 0)
+    result = CliRunner().invoke(app, ["build-pgslm", "--from", "models/default", "--out", "x", "--seed", "3", "--small"])
+    assert result.exit_code == 0, result.output
+    (args, env), = calls
+    assert args[1:3] == ["-m", "speechprompt.training.build_pgslm"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert args[3:] == ["--from", "models/default", "--out", "x", "--seed", "3", "--log-json",
+                        "docs/pgslm_training_log.json", "--small"]

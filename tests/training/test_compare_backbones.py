@@ -18,7 +18,8 @@ def _run(acc_v2: float, eer_v2: float, acc_vb: float) -> dict:
         return {"test": {"accuracy": a}, "test_engine": {"accuracy": a / 2}}
 
     return {"question": {"v2": {**cell(acc_v2), "seconds": 12.5, "epochs": 9, "params": 8560},
-                         "verbalizer_only": cell(acc_vb), "logreg_hist": cell(0.25)},
+                         "verbalizer_only": cell(acc_vb), "logreg_hist": cell(0.25),
+                         "logreg_prosody": cell(acc_vb + 0.25)},
             "vad": {"v2": {"test": {"accuracy": 0.9, "eer": eer_v2}, "seconds": 3.0, "epochs": 2, "params": 8560}}}
 
 
@@ -27,11 +28,11 @@ def test_table_reports_each_backbone_and_the_gain():
     text = mod.render(_run(0.5, 0.10, 0.4), _run(0.75, 0.04, 0.6), {"gslm": "g", "pgslm": "p", "date": "d"})
     lines = text.splitlines()
     unseen = lines[lines.index("#### Test: unseen voices") + 4]
-    assert unseen == "| question | 0.500 | 0.750 | +0.250 | 0.400 | 0.600 | 0.250 |"
+    assert unseen == "| question | 0.500 | 0.750 | +0.250 | 0.400 | 0.600 | 0.250 | 0.850 |"
     # EER: lower is better, so the gain is GSLM - pGSLM
     assert lines[lines.index("#### Test: unseen voices") + 5].startswith("| vad (EER) | 0.100 | 0.040 | +0.060 |")
     engine = lines[lines.index("#### Test: unseen engine (flite)") + 4]
-    assert engine == "| question | 0.250 | 0.375 | +0.125 | 0.200 | 0.300 | 0.125 |"
+    assert engine == "| question | 0.250 | 0.375 | +0.125 | 0.200 | 0.300 | 0.125 | 0.425 |"
     assert "| question | 12.5 (9) | 12.5 (9) | 8,560 / 8,560 |" in lines
     # a split neither run has is dropped, not filled with dashes
     seen = lines.index("#### Test: seen voices")

@@ -258,6 +258,10 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(n for n, r in self._tasks.items() if r.current is not None or r.error is not None)
 
+    def failed_names(self) -> list[str]:
+        """Tasks listed with no servable version (their last load was refused or failed; ``describe`` says why)."""
+        return sorted(n for n, r in self._tasks.items() if r.current is None and r.error is not None)
+
     def describe(self, task: str) -> dict:
         """State of one task (GET /v1/tasks/{task}); raises InvalidTaskName / UnknownTask."""
         check_task_name(task)

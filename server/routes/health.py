@@ -28,7 +28,8 @@ async def readyz(service: Service = Depends(get_service)) -> dict:
         raise NotReady("the model loop is not running")
     degraded = service.store.degraded()  # e.g. Redis unreachable: still serving (200), but says why
     return {"status": "degraded" if degraded else "ready", "backbone": service.runtime.fingerprint,
-            "tasks": len(service.registry.names()), "queue_depth": service.batcher.depth,
+            "tasks": len(service.registry.names()), "tasks_failed": len(service.registry.failed_names()),
+            "queue_depth": service.batcher.depth,
             "store": {"where": service.store.describe(), "degraded": degraded}}
 
 

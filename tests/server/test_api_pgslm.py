@@ -88,6 +88,7 @@ async def test_backbone_health_and_readiness_report_the_pgslm_bundle(srv, bundle
     assert (await srv.client.get("/healthz")).json() == {"status": "ok"}
     ready = (await srv.client.get("/readyz")).json()
     assert ready["status"] == "ready" and ready["backbone"] == fingerprint and ready["tasks"] == len(TASKS)
+    assert ready["tasks_failed"] == 0
     listing = (await srv.client.get("/v1/tasks")).json()["tasks"]
     assert {(t["task"], t["backbone_kind"], t["backbone"], t["state"]) for t in listing} == {
         (t, "pgslm", fingerprint, "resident") for t in TASKS}
@@ -159,6 +160,8 @@ async def test_packages_for_another_kind_or_backbone_are_409(srv, direct, tmp_pa
     await wait_until(lambda: "gender" in srv.service.registry.names())
     desc = (await srv.client.get("/v1/tasks/gender")).json()
     assert desc["state"] == "failed" and desc["error"]["code"] == "backbone_mismatch"
+    ready = (await srv.client.get("/readyz")).json()  # listed, but counted as not servable
+    assert ready["tasks"] == len(srv.service.registry.names()) and ready["tasks_failed"] == 1
     assert_problem(await srv.client.post("/v1/tasks/gender/classify", content=wav_bytes(), headers=WAV),
                    503, "task_unavailable")
     assert (await srv.client.post("/v1/tasks/vad/classify", content=wav_bytes(), headers=WAV)).status_code == 200

@@ -131,6 +131,12 @@ def summary(m: dict) -> dict:
     return s
 
 
+def minutes_rows(c: dict) -> list[str]:
+    """The card's "minutes by engine / language" table rows from a build log's ``corpus`` facts."""
+    return ["| minutes by " + what + " | " + ", ".join(f"{k} {v}" for k, v in c[f"minutes_by_{what}"].items()) + " |"
+            for what in ("engine", "language")]
+
+
 def render_block(m: dict, log: dict) -> str:
     """Markdown of the card's metrics block (numbers only from the metrics JSON and the training log)."""
     s = summary(m)
@@ -141,8 +147,7 @@ def render_block(m: dict, log: dict) -> str:
              f"{c['words']} words, {c['distinct_voices']} voice settings) |",
              f"| validation speech (held out from all training) | {c['valid_seconds'] / 60:.1f} min "
              f"({c['valid_utterances']} utterances) |",
-             "| minutes by engine | " + ", ".join(f"{k} {v}" for k, v in c["minutes_by_engine"].items()) + " |",
-             "| minutes by language | " + ", ".join(f"{k} {v}" for k, v in c["minutes_by_language"].items()) + " |",
+             *minutes_rows(c),
              "", "| model | value |", "|---|---|",
              f"| encoder parameters (kept layers) | {p['encoder']:,} |",
              f"| chosen layer | {log['layer_choice']['chosen_layer']} |",

@@ -124,8 +124,7 @@ def render_block(m: dict, log: dict) -> str:
              f"utterances, {c['words']} words, {c['distinct_voices']} voice settings) |",
              f"| validation speech (held out from training) | {c['valid_seconds'] / 60:.1f} min "
              f"({c['valid_utterances']} utterances) |",
-             "| minutes by engine | " + ", ".join(f"{k} {v}" for k, v in c["minutes_by_engine"].items()) + " |",
-             "| minutes by language | " + ", ".join(f"{k} {v}" for k, v in c["minutes_by_language"].items()) + " |",
+             *mc.minutes_rows(c),
              f"| YAAPT | {log['yaapt']['clips']} clips, {log['yaapt']['failed']} failed, "
              f"{log['yaapt']['unvoiced_clips']} without a voiced frame; {log['yaapt']['voiced_frames']:,} voiced "
              f"5 ms frames for the F0 bins |",

@@ -44,7 +44,7 @@ from speechprompt.pgslm import MultiStreamUnitLM, PGSLMConfig, StreamConfig
 from speechprompt.pgslm_prompting import DURATION_PAD, f0_pad_value, unshifted_streams
 from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyError, ProsodyUnits, frame_f0
 from speechprompt.training import corpus as corpus_mod
-from speechprompt.training.build_backbone import _jsonable, corpus_facts, init_fairseq_
+from speechprompt.training.build_backbone import _jsonable, corpus_facts, init_fairseq_, run_build_child
 from speechprompt.units import UnitExtractor
 
 log = logging.getLogger(__name__)
@@ -420,10 +420,7 @@ def _options(typer):
 
 def register(app) -> None:
     """Add ``build-pgslm`` to a typer app (the ``speechprompt`` CLI mounts it). Like ``build-backbone``, the build
-    runs in a child process with ``OMP_WAIT_POLICY=PASSIVE`` (spinning OpenMP threads on a shared 2-core machine)."""
-    import subprocess
-    import sys
-
+    runs in a child process with ``OMP_WAIT_POLICY=PASSIVE`` (``build_backbone.run_build_child``)."""
     import typer
 
     o = _options(typer)
@@ -433,11 +430,9 @@ def register(app) -> None:
                         minutes: float = o["minutes"], small: bool = o["small"], epochs: int = o["epochs"],
                         log_json: Path = o["log_json"]) -> None:
         """Train a pGSLM (multi-stream unit LM + F0 bins) on a GSLM bundle's units and its build corpus."""
-        opts = {"--from": src, "--out": out, "--seed": seed, "--log-json": log_json, "--minutes": minutes,
-                "--epochs": epochs}
-        flags = [x for k, v in opts.items() if v is not None for x in (k, str(v))] + (["--small"] if small else [])
-        child = [sys.executable, "-m", "speechprompt.training.build_pgslm", *flags]
-        raise typer.Exit(subprocess.call(child, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}))
+        raise typer.Exit(run_build_child("speechprompt.training.build_pgslm",
+                                         {"--from": src, "--out": out, "--seed": seed, "--log-json": log_json,
+                                          "--minutes": minutes, "--epochs": epochs}, {"--small": small}))
 
 
 def _main() -> None:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from speechprompt.backbone import Backbone  # noqa: E402
+from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
 
 BEGIN, END = "<!-- pgslm:begin -->", "<!-- pgslm:end -->"
@@ -95,10 +96,7 @@ def main() -> None:
     meta = {"gslm": f"`{gb.spec.name}` (`{gb.fingerprint[:16]}`)", "pgslm": f"`{pb.spec.name}` (`{pb.fingerprint[:16]}`)",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     table = render(gslm, pgslm, meta)
-    doc = a.results.read_text()
-    if BEGIN not in doc:
-        doc += f"\n{BEGIN}\n{END}\n"
-    a.results.write_text(doc[: doc.index(BEGIN) + len(BEGIN)] + "\n" + table + doc[doc.index(END):])
+    replace_block(a.results, BEGIN, END, table)
     sys.stdout.write(table)
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.training import backbone_metrics as bm  # noqa: E402
 from speechprompt.training import corpus as corpus_mod  # noqa: E402
+from speechprompt.training.markers import replace_block  # noqa: E402
 
 BEGIN, END = "<!-- metrics:begin (scripts/model_card_metrics.py writes this block) -->", "<!-- metrics:end -->"
 SEED = 0
@@ -178,11 +179,10 @@ def render_block(m: dict, log: dict) -> str:
 
 def write_card(card: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the card's text between the ``begin`` and ``end`` markers (included) by ``block``."""
-    text = card.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{card} has no metrics markers")
-    head, rest = text.split(begin, 1)
-    card.write_text(head + block + rest.split(end, 1)[1])
+    try:
+        replace_block(card, begin, end, block, keep_markers=False, create=False)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def figures(m: dict, log: dict, img: Path) -> None:

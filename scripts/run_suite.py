@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from speechprompt.codebook import dedup  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training.evaluate import attach_metrics, compute_metrics, evaluate_package, plot_curves  # noqa: E402
 from speechprompt.training.lm_rows import row_builder  # noqa: E402
+from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.prosody_units import extract_prosody, from_arrays, to_arrays  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
 from speechprompt.training.trainer import Recipe, train_prompts  # noqa: E402
@@ -185,14 +187,17 @@ def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
 
 
 def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
-             out: dict | None = None) -> dict:
-    """Train/score the missing ``variants`` and baselines of one task (``out``: its results so far)."""
+             out: dict | None = None, max_epochs: int | None = None) -> dict:
+    """Train/score the missing ``variants`` and baselines of one task (``out``: its results so far).
+
+    ``max_epochs``: the recipe's epoch cap for larger suites (default: the recipe's 60; early stopping still decides).
+    """
     labels = list(TASKS[name].labels)
     idx = {lab: i for i, lab in enumerate(labels)}
     tr, dv = data["train"], data["dev"]
     out = {**(out or {}), "classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
     for variant in [v for v in variants if v not in out]:
-        recipe = VARIANTS[variant]
+        recipe = VARIANTS[variant] if max_epochs is None else replace(VARIANTS[variant], max_epochs=max_epochs)
         res = train_prompts(bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
                             (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint,
                             kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
@@ -208,7 +213,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
             plot_curves(res.history, curves / f"curves-{name}.png", f"{name} (v2)")
         out[variant] = {"params": res.trainable_params, "seconds": round(res.seconds, 1), "epochs": len(
             res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
-            "dev": res.dev, "version": pkg.version, **metrics}
+            "max_epochs": recipe.max_epochs, "dev": res.dev, "version": pkg.version, **metrics}
         say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "
             f"{res.dev['accuracy']:.3f}, test acc {metrics['test']['accuracy']:.3f}")
     for key in ("hist", "feats") + (("prosody",) if "prosody" in tr else ()):
@@ -274,6 +279,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of prompt variants of {list(VARIANTS)}")
     ap.add_argument("--jobs", type=int, default=2, help="processes for YAAPT (pGSLM backbones)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-epochs", type=int, default=None,
+                    help="epoch cap of the prompt variants (default: the recipe's; for larger --scale suites)")
     ap.add_argument("--force", action="store_true", help="re-run tasks already in results.json")
     a = ap.parse_args()
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
@@ -294,7 +301,7 @@ def main() -> None:
         data = encode_task(bb, a.suite / name, a.work, a.jobs)
         say(f"{name}: encoded in {time.perf_counter() - t0:.0f}s")
         curves = ROOT / "docs" / "results" if docs else work / "curves"
-        results[name] = run_task(bb, name, data, work, variants, curves, results.get(name))
+        results[name] = run_task(bb, name, data, work, variants, curves, results.get(name), a.max_epochs)
         res_file.parent.mkdir(parents=True, exist_ok=True)
         res_file.write_text(json.dumps(results, indent=1) + "\n")
     results = {n: results[n] for n in TASKS if n in results}
@@ -304,12 +311,7 @@ def main() -> None:
     meta = {"backbone": bb.spec.name, "fingerprint": bb.fingerprint, "seed": seed, "threads": a.threads,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     if docs:
-        table = render(results, meta)
-        doc = a.results.read_text() if a.results.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
-        if BEGIN not in doc:
-            doc += f"\n{BEGIN}\n{END}\n"
-        doc = doc[: doc.index(BEGIN) + len(BEGIN)] + "\n" + table + doc[doc.index(END):]
-        a.results.write_text(doc)
+        replace_block(a.results, BEGIN, END, render(results, meta))
     for name in [d for d in a.demo.split(",") if d in results and "v2" in results[d]]:
         data = (work / "packages" / f"{name}.v2.safetensors").read_bytes()
         folder = a.store / name

@@ -3,7 +3,6 @@ model card's ABX / perplexity figures are what scripts/model_card_metrics.py rec
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from speechprompt.encoder import HubertEncoder
 from speechprompt.training import corpus, voices
 from speechprompt.training.build_backbone import encoder_at, fit_kmeans, hubert_config, lm_rows
 from speechprompt.training.hubert_pretrain import HubertPretrainModel, PretrainConfig, encoder_state, mfcc
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "models" / "default"
@@ -25,10 +25,7 @@ HAVE_TTS = all(shutil.which(t) for t in ("espeak-ng", "sox", "flite", "festival"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("model_card_metrics", ROOT / "scripts" / "model_card_metrics.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("model_card_metrics")
 
 
 @pytest.fixture(scope="module")

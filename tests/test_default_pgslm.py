@@ -5,7 +5,6 @@ scripts/pgslm_card_metrics.py recomputes; batches, loss and F0 bin edges equal f
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -31,6 +30,7 @@ from speechprompt.training.build_pgslm import (
     speech_ulm_losses,
     weighted_loss,
 )
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE, GSLM = ROOT / "models" / "pgslm-default", ROOT / "models" / "default"
@@ -40,10 +40,7 @@ SHARED = ("encoder.safetensors", "codebook.safetensors")
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("pgslm_card_metrics", ROOT / "scripts" / "pgslm_card_metrics.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("pgslm_card_metrics")
 
 
 def frame_level(values: list[int], durations: list[int]) -> np.ndarray:

@@ -1,16 +1,10 @@
 """scripts/compare_backbones.py: the GSLM vs pGSLM table is built from the two runs' numbers."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("compare_backbones", ROOT / "scripts" / "compare_backbones.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("compare_backbones")
 
 
 def _run(acc_v2: float, eer_v2: float, acc_vb: float) -> dict:

@@ -4,7 +4,6 @@ prompt variant) without touching docs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,17 +15,12 @@ import torch
 from speechprompt.prosody import ProsodyUnits
 from speechprompt.runtime import Runtime
 from speechprompt.training import manifest as M
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def run_suite():
-    spec = importlib.util.spec_from_file_location("run_suite_script", ROOT / "scripts" / "run_suite.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["run_suite_script"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("run_suite")
 
 
 def _task(root: Path, wav_folder: Path) -> Path:
@@ -64,13 +58,14 @@ def test_main_runs_a_pgslm_task_without_touching_docs(run_suite, pgslm_bundle_di
     _task(tmp_path / "suite", wav_folder)
     args = ["run_suite.py", "--suite", str(tmp_path / "suite"), "--backbone", str(pgslm_bundle_dir), "--work",
             str(tmp_path / "work"), "--results", "none", "--demo", "", "--variants", "verbalizer_only",
-            "--jobs", "1", "--store", str(tmp_path / "store")]
+            "--jobs", "1", "--store", str(tmp_path / "store"), "--max-epochs", "3"]
     monkeypatch.setattr(sys, "argv", args)
     run_suite.main()
     (res_file,) = (tmp_path / "work").glob("*/results.json")
     r = json.loads(res_file.read_text())["gender"]
     assert set(r) >= {"verbalizer_only", "logreg_hist", "logreg_feats", "logreg_prosody", "probe_lm_last"}
     assert "v2" not in r and r["verbalizer_only"]["test"]["n"] == 4
+    assert r["verbalizer_only"]["max_epochs"] == 3 and r["verbalizer_only"]["epochs"] <= 3  # --max-epochs reached
     assert not (tmp_path / "store").exists()  # --demo '': no packages copied
     (pkg,) = (res_file.parent / "packages").glob("gender.verbalizer_only.safetensors")
     from speechprompt.package import read_package

@@ -73,11 +73,12 @@ def render(runs: list[dict], task: str, target: float, meta: str) -> str:
                       "| train clips | max epochs | test clips | " + " | ".join(t for _, t in COLUMNS) +
                       f" | v2 - LR unit hist | target met (>= {target:.2f}, > LR unit hist) |",
                       "|---" * (len(COLUMNS) + 5) + "|", *rows, ""]
-    lines += ["| train clips | dev clips | v2 train s | v2 epochs (best) | v2 steps |", "|---|---|---|---|---|"]
+    lines += ["| train clips | max epochs | dev clips | v2 train s | v2 epochs (best) | v2 steps |",
+              "|---|---|---|---|---|---|"]
     for r in runs:
         v = r.get("v2")
         if v:
-            lines.append(f"| {r['sizes']['train']} | {r['sizes']['dev']} | {v['seconds']} | {v['epochs']} "
+            lines.append(f"| {r['sizes']['train']} | {_cap(r)} | {r['sizes']['dev']} | {v['seconds']} | {v['epochs']} "
                          f"({v['best_epoch']}) | {v['steps']} |")
     return "\n".join(lines) + "\n"
 

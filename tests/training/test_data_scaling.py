@@ -32,7 +32,7 @@ def test_rows_are_ordered_by_train_clips_and_check_the_target():
     engine = lines.index("#### commands-en, test: unseen engine (flite)")
     # 0.7 on flite is below the target although it beats the histogram
     assert lines[engine + 5].endswith("| 0.600 | 0.650 | – | – | +0.100 | no |")
-    assert "| 2000 | 500 | 60.0 | 30 (20) | 240 |" in lines
+    assert "| 2000 | 120 | 500 | 60.0 | 30 (20) | 240 |" in lines
 
 
 def test_replace_block_keeps_the_rest_of_the_file(tmp_path):

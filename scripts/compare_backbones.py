@@ -20,19 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from speechprompt.backbone import Backbone  # noqa: E402
+from speechprompt.training.evaluate import result_metric as metric  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
 
 BEGIN, END = "<!-- pgslm:begin -->", "<!-- pgslm:end -->"
 SPLITS = (("test", "unseen voices"), ("test_seen", "seen voices"), ("test_engine", "unseen engine (flite)"))
-
-
-def metric(r: dict | None, variant: str, split: str, eer: bool) -> float | None:
-    """Accuracy (or EER for detection tasks) of ``variant`` on ``split``; None when the run has no such cell."""
-    m = (r or {}).get(variant, {}).get(split)
-    if not m:
-        return None
-    return m["eer"] if eer and "eer" in m else m["accuracy"]
 
 
 def _fmt(x: float | None) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from speechprompt.training.evaluate import result_metric as accuracy  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.trainer import Recipe  # noqa: E402
 
@@ -35,12 +36,6 @@ COLUMNS = (("v2", "v2"), ("verbalizer_only", "verbalizer only"), ("logreg_hist",
            ("logreg_feats", "LR mean feats"), ("probe_lm_last", "LR LM state at sep"),
            ("probe_lm_mean", "LR LM states mean"))
 SPLITS = (("test", "unseen voices and accents"), ("test_engine", "unseen engine (flite)"))
-
-
-def accuracy(r: dict, variant: str, split: str) -> float | None:
-    """Accuracy of ``variant`` on ``split`` in one task's results; None when the run lacks it."""
-    m = r.get(variant, {}).get(split)
-    return None if not m else m["accuracy"]
 
 
 def _cap(r: dict) -> int:

@@ -111,6 +111,15 @@ def compute_metrics(
 
 
 @torch.no_grad()
+def result_metric(task_results: dict | None, variant: str, split: str, eer: bool = False) -> float | None:
+    """Accuracy (or, with ``eer``, the EER where present) of ``variant`` on ``split`` in one task's entry of a suite
+    ``results.json`` (``scripts/run_suite.py``: ``{variant: {split: compute_metrics(...)}}``); None when missing."""
+    m = (task_results or {}).get(variant, {}).get(split)
+    if not m:
+        return None
+    return m["eer"] if eer and "eer" in m else m["accuracy"]
+
+
 def predict(unit_lm, pkg: TaskPackage, units: list, batch_size: int = 32, prosody=None) -> np.ndarray:
     """Class probabilities ``[N, C]`` f32 for deduplicated unit sequences, via the serving path.
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .codebook import Codebook
+from .dense import DenseConfig, DenseEncoder, build_dense, dense_config_from_dict
 from .encoder import HubertConfig, HubertEncoder
 from .pgslm import MultiStreamUnitLM, PGSLMConfig, check_prosody
 from .pgslm import unit_token_map as pgslm_unit_token_map
@@ -75,7 +76,7 @@ class BackboneSpec:
     kind: str
     name: str
     sample_rate: int
-    encoder: HubertConfig
+    encoder: DenseConfig  # HubertConfig, or SpeechEmbeddingConfig (encoder.type speech_embedding)
     codebook_size: int
     unit_lm: UnitLMConfig
     dictionary: tuple[str, ...]
@@ -86,7 +87,7 @@ class BackboneSpec:
 class Backbone:
     """A loaded bundle: ``encoder`` (HuBERT, layer-L features), ``codebook`` ([K, D]), ``unit_lm``."""
 
-    def __init__(self, spec: BackboneSpec, encoder: HubertEncoder, codebook: Codebook, unit_lm: UnitLM,
+    def __init__(self, spec: BackboneSpec, encoder: DenseEncoder, codebook: Codebook, unit_lm: UnitLM,
                  prosody: Prosody | None = None):
         self.spec, self.encoder, self.codebook, self.unit_lm = spec, encoder, codebook, unit_lm
         self.prosody = prosody  # pgslm only: F0 bin edges and normalisation
@@ -111,7 +112,8 @@ class Backbone:
         c = self.spec.unit_lm
         return {"kind": self.spec.kind, "name": self.spec.name, "fingerprint": self.spec.fingerprint,
                 "sample_rate": self.spec.sample_rate, "hop_size": self.encoder.hop_size,
-                "encoder": {"layers_kept": self.spec.encoder.output_layer, "dim": self.encoder.dim},
+                "encoder": {"type": getattr(self.spec.encoder, "type", "hubert"),
+                            "layers_kept": self.spec.encoder.output_layer, "dim": self.encoder.dim},
                 "codebook_size": self.spec.codebook_size,
                 "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
                             "vocab_size": c.vocab_size},
@@ -142,10 +144,10 @@ class Backbone:
         if meta.get("fingerprint") != fingerprint_of(files):
             raise BundleError("backbone.json fingerprint does not match its file digests")
         spec = BackboneSpec(kind=meta["kind"], name=meta.get("name", folder.name), sample_rate=meta["sample_rate"],
-                            encoder=HubertConfig.from_dict(meta["encoder"]), codebook_size=meta["codebook"]["size"],
+                            encoder=_dense_config(meta["encoder"]), codebook_size=meta["codebook"]["size"],
                             unit_lm=UnitLMConfig.from_dict(meta["unit_lm"]), dictionary=tuple(meta["dictionary"]),
                             fingerprint=meta["fingerprint"], extra=meta.get("extra"))
-        encoder, lm, prosody = HubertEncoder(spec.encoder), None, None
+        encoder, lm, prosody = build_dense(spec.encoder), None, None
         if spec.kind == "pgslm":
             try:
                 lm = MultiStreamUnitLM(PGSLMConfig.from_dict(meta["unit_lm"]))
@@ -166,13 +168,20 @@ class Backbone:
         return bb
 
 
+def _dense_config(d: dict) -> DenseConfig:
+    try:
+        return dense_config_from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise BundleError(f"backbone.json 'encoder': {e}") from None
+
+
 def _load_strict(module: torch.nn.Module, sd: dict[str, Tensor], what: str) -> None:
     if (problem := state_dict_mismatch(sd, module.state_dict())) is not None:
         raise BundleError(f"{what} weights do not fit its config: {problem}")
     module.load_state_dict(sd)
 
 
-def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg: HubertConfig,
+def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg: DenseConfig,
                 encoder_state: dict[str, Tensor], centroids: Tensor, lm_cfg: UnitLMConfig, lm_state: dict[str, Tensor],
                 dictionary: list[str], sample_rate: int = 16000, extra: dict | None = None) -> str:
     """Write a bundle atomically (into a temp folder, then renamed); returns the fingerprint."""

@@ -336,12 +336,7 @@ class HubertEncoder(nn.Module):
         device = next(self.parameters()).device
         chunks, owner = [], []
         for i, wav in enumerate(wavs):
-            wav = torch.as_tensor(wav)
-            if wav.dim() != 1:
-                raise EncoderInputError(f"clip {i} must be a 1-D waveform [N], got shape {tuple(wav.shape)}")
-            if wav.numel() < self.min_samples:
-                raise ClipTooShort(i, wav.numel(), self.min_samples, self.sample_rate)
-            wav = wav.to(device=device, dtype=torch.float32)
+            wav = checked_clip(i, wav, self.min_samples, self.sample_rate).to(device=device, dtype=torch.float32)
             if self.cfg.normalize:  # fairseq reader: F.layer_norm(x, x.shape) over the whole clip, before chunking
                 wav = F.layer_norm(wav, wav.shape)
             for start in range(0, wav.numel(), self.max_chunk):
@@ -350,6 +345,16 @@ class HubertEncoder(nn.Module):
                     chunks.append(chunk)
                     owner.append(i)
         return chunks, owner
+
+
+def checked_clip(i: int, wav, min_samples: int, sample_rate: int) -> Tensor:
+    """Clip ``i`` as a tensor; raises :class:`EncoderInputError` unless 1-D, :class:`ClipTooShort` under ``min_samples``."""
+    wav = torch.as_tensor(wav)
+    if wav.dim() != 1:
+        raise EncoderInputError(f"clip {i} must be a 1-D waveform [N], got shape {tuple(wav.shape)}")
+    if wav.numel() < min_samples:
+        raise ClipTooShort(i, wav.numel(), min_samples, sample_rate)
+    return wav
 
 
 def _conv_frames(samples: int, conv_layers) -> int:

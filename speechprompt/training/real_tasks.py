@@ -1,0 +1,118 @@
+"""Real-speech evaluation tasks from the allow-listed corpus (``real_corpus`` manifest rows), split by speaker.
+
+``make_tasks(rows, split)`` -> ``{task: [Example(path, label, split)]}`` with splits ``train`` / ``dev`` / ``test``:
+a speaker is in train (+ dev) or in test, never both (``split``: ``{speaker: "train" | "test"}``, from
+``real_corpus.speaker_split`` or :func:`eval_split`). Tasks:
+
+- ``language-id``: label = language of speech clips; only languages with a speaker on each side;
+- ``keyword``: label = the ``word`` of one-word clips (e.g. digits across languages, hedgewars event words); the
+  words spoken by >= 2 train speakers and >= 1 test speaker, at most ``max_words`` of them (most speakers first);
+- ``vad``: ``speech`` vs ``noise`` (non-speech rows: real-world noise, tones, effects); non-speech clips have no speaker,
+  so they are split by a hash of their group (source + file stem without digits) instead;
+- ``gender``: ``female`` / ``male`` where the package says it.
+
+Dev = every 8th train clip of a speaker by a hash of its path (dev is for early stopping only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from .manifest import Example
+
+TASK_NAMES = ("language-id", "keyword", "vad", "gender")
+
+
+def _h(s: str) -> int:
+    return int(hashlib.sha256(s.encode()).hexdigest()[:8], 16)
+
+
+def eval_split(rows: Sequence[dict], test_fraction: float = 0.3, seed: int = 0) -> dict[str, str]:
+    """``{speaker: split}`` for speech speakers (``real_corpus.speaker_split``), with non-speech groups added."""
+    from .real_corpus import speaker_split
+
+    return speaker_split([r for r in rows if r.get("kind", "speech") == "speech" and r.get("speaker")],
+                         test_fraction, seed)
+
+
+def _nonspeech_group(r: dict) -> str:
+    return f"{r['source']}:{re.sub(r'[0-9_-]+', '', Path(r['path']).stem)}"
+
+
+def split_of(r: dict, split: dict[str, str], test_fraction: float = 0.3) -> str | None:
+    """``train`` / ``test`` of one row (speech: its speaker's side; non-speech: its group's hash); None if unsplit."""
+    if r.get("kind", "speech") == "nonspeech":
+        return "test" if _h(_nonspeech_group(r)) % 1000 < test_fraction * 1000 else "train"
+    return split.get(r.get("speaker", ""))
+
+
+def _with_dev(path: str, s: str) -> str:
+    return "dev" if s == "train" and _h(path) % 8 == 7 else s
+
+
+def make_tasks(rows: Sequence[dict], split: dict[str, str], base: str | Path, *, max_words: int = 12,
+               test_fraction: float = 0.3, max_per_class_speaker: int = 60) -> dict[str, list[Example]]:
+    """Task manifests (absolute paths under ``base``) as described in the module docstring.
+
+    ``max_per_class_speaker`` caps the clips one speaker gives one class (so one talkative speaker does not
+    become the class); the cap takes clips in path order."""
+    base = Path(base)
+    out: dict[str, list[Example]] = {}
+    speech = [r for r in rows if r.get("kind", "speech") == "speech" and split.get(r.get("speaker", ""))]
+
+    def add(task: str, r: dict, label: str, s: str, counts: Counter) -> None:
+        key = (r.get("speaker") or _nonspeech_group(r), label)
+        if counts[key] >= max_per_class_speaker:
+            return
+        counts[key] += 1
+        out.setdefault(task, []).append(Example(str(base / r["path"]), label, _with_dev(r["path"], s)))
+
+    def sides(key: str, pool: list[dict]) -> dict[str, dict[str, set]]:
+        seen: dict[str, dict[str, set]] = defaultdict(lambda: {"train": set(), "test": set()})
+        for r in pool:
+            if r.get(key):
+                seen[r[key]][split[r["speaker"]]].add(r["speaker"])
+        return seen
+
+    langs = {k for k, v in sides("language", speech).items() if v["train"] and v["test"]}
+    c: Counter = Counter()
+    for r in sorted(speech, key=lambda r: r["path"]):
+        if r.get("language") in langs:
+            add("language-id", r, r["language"], split[r["speaker"]], c)
+    words = sides("word", speech)
+    ok = [w for w, v in words.items() if len(v["train"]) >= 2 and v["test"]]
+    ok = sorted(ok, key=lambda w: (-len(words[w]["train"] | words[w]["test"]), w))[:max_words]
+    c = Counter()
+    for r in sorted(speech, key=lambda r: r["path"]):
+        if r.get("word") in ok:
+            add("keyword", r, r["word"], split[r["speaker"]], c)
+    c = Counter()
+    for r in sorted(rows, key=lambda r: r["path"]):
+        s = split_of(r, split, test_fraction)
+        if s is not None:
+            add("vad", r, "noise" if r.get("kind") == "nonspeech" else "speech", s, c)
+    c = Counter()
+    for r in sorted(speech, key=lambda r: r["path"]):
+        if r.get("gender") in ("female", "male"):
+            add("gender", r, r["gender"], split[r["speaker"]], c)
+    return out
+
+
+def describe(examples: Sequence[Example], rows_by_path: dict[str, dict]) -> dict:
+    """Clips and speakers per split, classes and chance (majority class of test) of one task."""
+    per: dict[str, dict] = {}
+    for s in ("train", "dev", "test"):
+        ex = [e for e in examples if e.split == s]
+        spk = {rows_by_path.get(e.path, {}).get("speaker") for e in ex} - {None, ""}
+        per[s] = {"clips": len(ex), "speakers": len(spk)}
+    test = Counter(e.label for e in examples if e.split == "test")
+    labels = sorted({e.label for e in examples})
+    return {"labels": labels, "classes": len(labels), **per,
+            "chance": round(max(test.values()) / max(1, sum(test.values())), 3) if test else None}
+
+
+__all__ = ["TASK_NAMES", "describe", "eval_split", "make_tasks", "split_of"]

@@ -1,0 +1,78 @@
+"""build-default on a tiny corpus: the bundle loads with the speech_embedding dense model, test speakers never reach
+it, an interrupted build resumes from its stage files; real-speech tasks keep speakers on one side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechprompt.backbone import Backbone
+from speechprompt.training import build_default as bd
+from speechprompt.training import real_tasks
+
+pytest.importorskip("onnx", reason="pip install -e '.[teachers]' (make test installs it)")
+TEACHERS = Path(__file__).resolve().parents[2] / ".cache" / "teachers"
+
+
+def _fake_real_corpus(root: Path) -> list[dict]:
+    """Four 'speakers' (espeak-ng voices standing in for people), two languages, three words each, two noises."""
+    rows = []
+    (root / "wav").mkdir(parents=True)
+    for sp, lang, voice in (("a", "en", "en+m1"), ("b", "en", "en+f2"), ("c", "es", "es+m3"), ("d", "es", "es+f4"),
+                            ("e", "en", "en+m5"), ("f", "es", "es+f1")):
+        for word in ("one", "two", "three"):
+            raw = subprocess.run(["espeak-ng", "-v", voice, "--stdout", word], capture_output=True, check=True).stdout
+            path = root / "wav" / f"{sp}-{word}.wav"
+            (root / "tmp.wav").write_bytes(raw)
+            subprocess.run(["sox", str(root / "tmp.wav"), "-r", "16000", "-c", "1", "-b", "16", str(path)], check=True)
+            rows.append({"path": f"wav/{sp}-{word}.wav", "source": "fake", "speaker": f"spk-{sp}", "language": lang,
+                         "gender": "female" if "+f" in voice else "male", "word": word, "kind": "speech"})
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        sf.write(root / "wav" / f"noise{i}.wav", (rng.standard_normal(16000) * 0.05).astype(np.float32), 16000)
+        rows.append({"path": f"wav/noise{i}.wav", "source": "fake", "speaker": "", "language": "", "gender": "",
+                     "word": "", "kind": "nonspeech"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+@pytest.mark.slow
+def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monkeypatch):
+    rows = _fake_real_corpus(tmp_path / "real")
+    cfg = replace(bd.DefaultBuildConfig.small(), minutes=0.3, real_test_fraction=0.4)
+    kw = dict(real_cache=tmp_path / "real", work=tmp_path / "work", teacher_cache=TEACHERS)
+    result = bd.build_default(tmp_path / "bundle", cfg, **kw)
+    bb = Backbone.load(tmp_path / "bundle")
+    assert bb.fingerprint == result["fingerprint"]
+    assert bb.info()["encoder"]["type"] == "speech_embedding" and bb.spec.codebook_size == 100
+    test_speakers = set(result["corpus"]["real_test_speakers"])
+    assert test_speakers and set(result["corpus"]["real_train_speakers"]).isdisjoint(test_speakers)
+    _, real_meta = bd._load_clips(tmp_path / "work" / "real.npz")
+    assert {m["speaker"] for m in real_meta if m["speaker"]} & test_speakers == set()
+
+    # resume: every stage file exists, so nothing is synthesized, augmented or encoded again
+    def boom(*a, **k):
+        raise AssertionError("stage re-run on resume")
+
+    monkeypatch.setattr(bd.corpus_mod, "synthesize_corpus", boom)
+    monkeypatch.setattr(bd, "_twin", boom)
+    again = bd.build_default(tmp_path / "bundle2", cfg, **kw)
+    assert again["fingerprint"] == result["fingerprint"]  # deterministic from the same stage files and seed
+
+    split = real_tasks.eval_split(rows, 0.4, 0)
+    tasks = real_tasks.make_tasks(rows, split, tmp_path / "real", test_fraction=0.4)
+    assert {"language-id", "keyword", "vad", "gender"} <= set(tasks)
+    for examples in tasks.values():
+        speakers = {s: set() for s in ("train", "dev", "test")}
+        for e in examples:
+            spk = Path(e.path).stem.split("-")[0]
+            if not spk.startswith("noise"):
+                speakers[e.split].add(spk)
+        assert speakers["test"].isdisjoint(speakers["train"] | speakers["dev"])
+    assert {e.label for e in tasks["vad"]} == {"speech", "noise"}

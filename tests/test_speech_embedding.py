@@ -94,3 +94,13 @@ def test_bundle_with_speech_embedding_dense_model_loads_and_classifies(tmp_path,
     (tmp_path / "b" / "backbone.json").write_text(meta)
     with pytest.raises(BundleError, match="unknown encoder type"):
         Backbone.load(tmp_path / "b")
+
+
+def test_sequence_fast_path_equals_per_window_reference(encoder):
+    wav = torch.from_numpy(_real_clip())
+    c = encoder.cfg
+    mel = encoder.log_mel(torch.nn.functional.pad(wav, (c.pad, c.pad)))  # [M, 32]
+    ref = encoder.embed_windows(mel.unfold(0, c.window_frames, c.step_frames).transpose(1, 2))  # one window at a time
+    fast = encoder.extract([wav, wav[:5000]])  # batched with a shorter clip: end padding must not leak
+    torch.testing.assert_close(fast[0], ref, atol=1e-4, rtol=1e-5)
+    assert fast[1].shape[0] == encoder.num_frames(5000)

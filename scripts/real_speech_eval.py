@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 import time
@@ -25,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +60,9 @@ def mfcc_stats(wav: np.ndarray) -> np.ndarray:
 def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int) -> dict:
     """Task manifests under ``out/<task>/manifest.csv``; returns their descriptions (sizes, chance)."""
     split = real_tasks.eval_split(rows, frac, seed)
+    rows = real_tasks.segment_long(rows, cache, out.parent / "segments")  # music, long recordings: 5 s pieces
     tasks = real_tasks.make_tasks(rows, split, cache, test_fraction=frac)
-    by_path = {str(cache / r["path"]): r for r in rows}
+    by_path = {str(cache / r["path"]): r for r in rows}  # an absolute row path stays itself
     info = {}
     for name, examples in tasks.items():
         (out / name).mkdir(parents=True, exist_ok=True)
@@ -72,6 +75,51 @@ def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int
                       "test_speakers": sorted(k for k, v in split.items() if v == "test"),
                       "train_speakers": sorted(k for k, v in split.items() if v == "train")}
     return info
+
+
+# hedgewars event names -> what the voices say (for the TTS renditions added to the keyword task's training set)
+SPOKEN = {"byebye": "bye bye", "comeonthen": "come on then", "enemydown": "enemy down", "firepunch": "fire punch",
+          "firstblood": "first blood", "illgetyou": "I'll get you", "takecover": "take cover",
+          "sameteam": "same team", "watchit": "watch it", "ooff": "oof", "ow": "ow"}
+
+
+def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int) -> dict:
+    """Add training data to ``task_dir/manifest.csv`` (dev and test untouched): ``twins`` channel-augmented copies
+    (``channel_aug``: room, noise, codec, band-pass, level) of every train clip, and for ``keyword`` each word spoken
+    by ``tts_voices`` espeak-ng/MBROLA voices of the suite's seen pool. Returns the counts added."""
+    from speechprompt.training import channel_aug
+    from speechprompt.training.corpus import synthesize_words
+    from speechprompt.training.suite import voice_pool
+
+    examples = M.read_manifest(task_dir / "manifest.csv")
+    added: list[tuple[str, str, str]] = []
+    out = aug_dir / task_dir.name
+    out.mkdir(parents=True, exist_ok=True)
+    for k, e in enumerate([e for e in examples if e.split == "train"]):
+        for t in range(twins):
+            path = out / f"twin{t}-{k:05d}.wav"
+            if not path.exists():
+                key = int(hashlib.sha256(f"{e.path}:{t}".encode()).hexdigest()[:8], 16)
+                y = channel_aug.apply(M.load_audio(e.path), channel_aug.draw(seed, key), seed, key)
+                sf.write(path, y, 16000)
+            added.append((str(path), e.label, "train"))
+    n_twins = len(added)
+    if task_dir.name == "keyword" and tts_voices:
+        labels = sorted({e.label for e in examples})
+        pool = voice_pool("en", "seen")
+        pick = np.random.default_rng(seed).permutation(len(pool))[:tts_voices]
+        voices = [(pool[i][0], pool[i][1]) for i in sorted(pick)]
+        todo = [lab for lab in labels if not (out / f"tts-{lab}-{len(voices) - 1:03d}.wav").exists()]
+        clips = synthesize_words([SPOKEN.get(lab, lab) for lab in todo], voices) if todo else {}
+        for lab in labels:
+            for j, (engine, voice) in enumerate(voices):
+                path = out / f"tts-{lab}-{j:03d}.wav"
+                if not path.exists():
+                    sf.write(path, clips[(SPOKEN.get(lab, lab), engine, voice)], 16000)
+                added.append((str(path), lab, "train"))
+    with open(task_dir / "manifest.csv", "a", newline="") as fh:
+        csv.writer(fh).writerows(added)
+    return {"twins": n_twins, "tts": len(added) - n_twins}
 
 
 def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> dict:
@@ -130,37 +178,52 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-epochs", type=int, default=None)
+    ap.add_argument("--twins", type=int, default=1, help="channel-augmented copies of every train clip")
+    ap.add_argument("--tts-voices", type=int, default=24, help="TTS voices speaking each keyword (train only)")
+    ap.add_argument("--columns", default="new,old", help="which backbones to (re)run now: new, old or both")
+    ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
+                    help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rows = real_corpus.read_manifest(a.real_cache / "manifest.jsonl")
     task_root = a.work / "tasks"
     info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed)
+    for name in [t for t in info if not t.startswith("_")]:
+        info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed)
     a.work.mkdir(parents=True, exist_ok=True)
     (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
     res_file = a.work / "results.json"
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
-    backbones = {"new": Backbone.load(a.backbone)}
-    if a.old_backbone:
+    backbones = {}
+    if "new" in a.columns:
+        backbones["new"] = Backbone.load(a.backbone)
+    if a.old_backbone and "old" in a.columns:
         backbones["old"] = Backbone.load(a.old_backbone)
+    se_backbone = backbones.get("new") or Backbone.load(a.se_backbone)
     for name in [t for t in a.tasks.split(",") if t in info]:
         labels = info[name]["labels"]
         r = results.setdefault(name, {})
+        digest = hashlib.sha256((task_root / name / "manifest.csv").read_bytes()).hexdigest()[:12]
+        if r.get("digest") != digest:  # the task's data changed: every cell is stale
+            r.clear()
+        r["digest"] = digest
         for key, bb in backbones.items():
             if "v2" in r.get(key, {}) and r[key].get("fingerprint") == bb.fingerprint:
                 continue
             t0 = time.perf_counter()
-            data = encode_task(bb, task_root / name, a.work / "units")
+            data = encode_task(bb, task_root / name, a.work / "units" / digest)
             say(f"{name} [{key}]: encoded in {time.perf_counter() - t0:.0f}s")
             r[key] = run_task(bb, name, data, a.work / key, ["v2"], a.work / key / "curves", None, a.max_epochs,
                               labels=labels, probes=False) | {"fingerprint": bb.fingerprint}
             res_file.write_text(json.dumps(results, indent=1) + "\n")
         if "logreg_mfcc" not in r:
-            r |= free_baselines(task_root / name, labels, backbones["new"])
+            r |= free_baselines(task_root / name, labels, se_backbone)
             res_file.write_text(json.dumps(results, indent=1) + "\n")
-        say(f"{name}: " + ", ".join(f"{k} {_acc(v.get('v2') if k in backbones else v)}" for k, v in r.items()))
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "new": backbones["new"].fingerprint,
-            "old": backbones["old"].fingerprint if "old" in backbones else "-"}
+        say(f"{name}: " + ", ".join(f"{k} {_acc(v.get('v2') if k in backbones else v)}" for k, v in r.items()
+                                    if isinstance(v, dict)))
+    fps = {k: next((r[k]["fingerprint"] for r in results.values() if k in r), "-") for k in ("new", "old")}
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), **fps}
     shown = {n: results[n] for n in real_tasks.TASK_NAMES if n in results}
     if str(a.results) != "none":
         replace_block(a.results, BEGIN, END, render(shown, info, meta))

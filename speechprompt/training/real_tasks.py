@@ -5,8 +5,9 @@ a speaker is in train (+ dev) or in test, never both (``split``: ``{speaker: "tr
 ``real_corpus.speaker_split`` or :func:`eval_split`). Tasks:
 
 - ``language-id``: label = language of speech clips; only languages with a speaker on each side;
-- ``keyword``: label = the ``word`` of one-word clips (e.g. digits across languages, hedgewars event words); the
-  words spoken by >= 2 train speakers and >= 1 test speaker, at most ``max_words`` of them (most speakers first);
+- ``keyword``: label = the ``word`` of one-word clips in ``keyword_language`` (English: hedgewars event words,
+  digits); the words spoken by >= 2 train speakers and >= 1 test speaker, at most ``max_words`` of them (most
+  speakers first);
 - ``vad``: ``speech`` vs ``noise`` (non-speech rows: real-world noise, tones, effects); non-speech clips have no speaker,
   so they are split by a hash of their group (source + file stem without digits) instead;
 - ``gender``: ``female`` / ``male`` where the package says it.
@@ -40,7 +41,9 @@ def eval_split(rows: Sequence[dict], test_fraction: float = 0.3, seed: int = 0) 
 
 
 def _nonspeech_group(r: dict) -> str:
-    return f"{r['source']}:{re.sub(r'[0-9_-]+', '', Path(r['path']).stem)}"
+    p = Path(r["path"])
+    stem = p.parent.name if re.fullmatch(r"\d+", p.stem) else p.stem  # a segment of a long clip: its file
+    return f"{r['source']}:{re.sub(r'[0-9_-]+', '', stem)}"
 
 
 def split_of(r: dict, split: dict[str, str], test_fraction: float = 0.3) -> str | None:
@@ -55,8 +58,9 @@ def _with_dev(path: str, s: str) -> str:
 
 
 def make_tasks(rows: Sequence[dict], split: dict[str, str], base: str | Path, *, max_words: int = 12,
-               test_fraction: float = 0.3, max_per_class_speaker: int = 60) -> dict[str, list[Example]]:
-    """Task manifests (absolute paths under ``base``) as described in the module docstring.
+               keyword_language: str = "en", test_fraction: float = 0.3,
+               max_per_class_speaker: int = 60) -> dict[str, list[Example]]:
+    """Task manifests (paths under ``base``; absolute row paths are kept) as described in the module docstring.
 
     ``max_per_class_speaker`` caps the clips one speaker gives one class (so one talkative speaker does not
     become the class); the cap takes clips in path order."""
@@ -83,11 +87,12 @@ def make_tasks(rows: Sequence[dict], split: dict[str, str], base: str | Path, *,
     for r in sorted(speech, key=lambda r: r["path"]):
         if r.get("language") in langs:
             add("language-id", r, r["language"], split[r["speaker"]], c)
-    words = sides("word", speech)
+    kw_pool = [r for r in speech if r.get("language") == keyword_language]
+    words = sides("word", kw_pool)
     ok = [w for w, v in words.items() if len(v["train"]) >= 2 and v["test"]]
     ok = sorted(ok, key=lambda w: (-len(words[w]["train"] | words[w]["test"]), w))[:max_words]
     c = Counter()
-    for r in sorted(speech, key=lambda r: r["path"]):
+    for r in sorted(kw_pool, key=lambda r: r["path"]):
         if r.get("word") in ok:
             add("keyword", r, r["word"], split[r["speaker"]], c)
     c = Counter()
@@ -115,4 +120,26 @@ def describe(examples: Sequence[Example], rows_by_path: dict[str, dict]) -> dict
             "chance": round(max(test.values()) / max(1, sum(test.values())), 3) if test else None}
 
 
-__all__ = ["TASK_NAMES", "describe", "eval_split", "make_tasks", "split_of"]
+__all__ = ["TASK_NAMES", "describe", "eval_split", "make_tasks", "segment_long", "split_of"]
+
+
+def segment_long(rows: Sequence[dict], base: str | Path, out: str | Path, max_seconds: float = 10.0,
+                 seconds: float = 5.0, max_segments: int = 12) -> list[dict]:
+    """Rows longer than ``max_seconds`` (music, long recordings) -> up to ``max_segments`` rows of ``seconds`` each,
+    written once as 16 kHz WAVs under ``out`` (absolute paths; speaker, labels and group kept). Short rows pass."""
+    import soundfile as sf
+
+    out_rows, out = [], Path(out)
+    for r in rows:
+        if float(r.get("duration", 0)) <= max_seconds:
+            out_rows.append(r)
+            continue
+        stem = out / Path(r["path"]).with_suffix("")
+        n = min(max_segments, int(float(r["duration"]) // seconds))
+        if not (stem / f"{n - 1:02d}.wav").exists():
+            wav, sr = sf.read(Path(base) / r["path"], dtype="float32")
+            stem.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                sf.write(stem / f"{i:02d}.wav", wav[int(i * seconds * sr):int((i + 1) * seconds * sr)], sr)
+        out_rows += [dict(r, path=str((stem / f"{i:02d}.wav").resolve()), duration=seconds) for i in range(n)]
+    return out_rows

@@ -1,0 +1,91 @@
+"""Classify one 2 s clip on one CPU thread: the default backbone against another bundle (the old default), same run.
+
+    python bench/bench_default_latency.py --bundles models/default,.cache/old_default
+
+Per bundle: units (encode + k-means + dedup) and one prompted unit-LM row with a task from the bundle's demo store
+(a random package of the right shape: the cost does not depend on its values), best of ``--repeats``; prints the milliseconds
+and the ratio new / old measured here. Target (issue 14): under 100 ms for the new default.
+The clip is a real recording when /usr/share/sounds/alsa is present (a test set; benchmarking only), else TTS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from speechprompt.package import PackageMeta, new_package  # noqa: E402
+from speechprompt.runtime import Runtime  # noqa: E402
+from speechprompt.training.manifest import load_audio  # noqa: E402
+
+
+def clip_2s() -> np.ndarray:
+    alsa = Path("/usr/share/sounds/alsa/Front_Center.wav")
+    if alsa.exists():
+        w = load_audio(alsa)
+    else:
+        raw = subprocess.run(["espeak-ng", "--stdout", "turn the lights on please"], capture_output=True).stdout
+        Path("/tmp/_bench.wav").write_bytes(raw)
+        w = load_audio("/tmp/_bench.wav")
+    return np.resize(w, 32000).astype(np.float32)  # exactly 2 s (repeated when shorter)
+
+
+def task_for(rt: Runtime) -> str:
+    c = rt.backbone.spec.unit_lm
+    g = torch.Generator().manual_seed(0)
+    meta = PackageMeta(task="bench", labels=("a", "b", "c"), backbone_fingerprint=rt.fingerprint)
+    pkg = new_package(meta, deep_key=torch.randn(c.layers, 5, c.embed_dim, generator=g),
+                      deep_value=torch.randn(c.layers, 5, c.embed_dim, generator=g),
+                      input_prompt=torch.randn(5, c.embed_dim, generator=g), separator=torch.randn(c.embed_dim, generator=g),
+                      verbalizer=torch.randn(3 + 4, c.vocab_size, generator=g) * 0.01)
+    rt.add_task("bench", pkg)
+    return "bench"
+
+
+def measure(bundle: Path, wav: np.ndarray, repeats: int) -> dict:
+    rt = Runtime.load(bundle)
+    key = task_for(rt)
+    enc, lm = [], []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        units = rt.extract_units([wav])
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            rt.classify([units[0]], [key])
+        t2 = time.perf_counter()
+        enc.append(t1 - t0)
+        lm.append(t2 - t1)
+    enc, lm = enc[1:], lm[1:]  # first call warms up
+    total = [a + b for a, b in zip(enc, lm, strict=True)]
+    i = int(np.argmin(total))
+    return {"bundle": str(bundle), "name": rt.backbone.spec.name, "units": int(len(units[0].units)),
+            "total_ms": 1000 * total[i], "encode_ms": 1000 * enc[i], "lm_ms": 1000 * lm[i]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundles", default="models/default,.cache/old_default")
+    ap.add_argument("--repeats", type=int, default=10)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    wav = clip_2s()
+    rows = [measure(Path(b), wav, a.repeats) for b in a.bundles.split(",")]
+    print(f"# classify one 2 s clip, 1 thread, best of {a.repeats} ({platform.processor() or platform.machine()})")
+    for r in rows:
+        print(f"{r['name']:<28} {r['total_ms']:7.1f} ms  (encode {r['encode_ms']:.1f} ms, unit LM {r['lm_ms']:.1f} ms, "
+              f"{r['units']} units)  [{r['bundle']}]")
+    if len(rows) > 1:
+        print(f"ratio {rows[0]['name']} / {rows[1]['name']}: {rows[0]['total_ms'] / rows[1]['total_ms']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

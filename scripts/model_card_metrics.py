@@ -4,7 +4,7 @@
                                                          # the figures in docs/img/ and the card's metrics block
     python scripts/model_card_metrics.py --check 3       # recompute 3 items of each kind, compare with the JSON
 
-Everything is recomputed from the committed bundle (``models/default``) and a deterministic synthesized eval
+Everything is recomputed from the committed bundle (``models/default-v1``, the previous default) and a deterministic synthesized eval
 set (TTS is deterministic; ``speechprompt.training.corpus``):
 - ABX: orthographic minimal pairs (``backbone_metrics.minimal_pairs``) spoken by two voice sets, the corpus
   voices (``ABX_CORPUS_VOICES``) and voices the backbone never heard (``ABX_HELD_OUT_VOICES``: held-out espeak-ng
@@ -241,10 +241,10 @@ def check(stored: dict, fresh: dict, tol: float = 1e-3) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bundle", type=Path, default=ROOT / "models/default")
+    ap.add_argument("--bundle", type=Path, default=ROOT / "models/default-v1")
     ap.add_argument("--json", type=Path, default=ROOT / "docs/model_card_metrics.json")
     ap.add_argument("--log", type=Path, default=ROOT / "docs/backbone_training_log.json")
-    ap.add_argument("--card", type=Path, default=ROOT / "docs/model_card.md")
+    ap.add_argument("--card", type=Path, default=ROOT / "docs/model_card_v1.md")
     ap.add_argument("--img", type=Path, default=ROOT / "docs/img")
     ap.add_argument("--check", type=int, default=0, help="recompute N items of each kind and compare")
     ap.add_argument("--render-only", action="store_true", help="rewrite figures and card from the stored JSON")

@@ -6,7 +6,7 @@
     python scripts/pgslm_card_metrics.py --render-only   # figures and card block from the stored JSON + build log
 
 Everything is recomputed from the committed bundles (``models/pgslm-default`` and, for the comparison, the GSLM bundle
-``models/default`` whose encoder and codebook it shares) and the deterministic synthesized eval set of
+``models/default-v1`` whose encoder and codebook it shares) and the deterministic synthesized eval set of
 ``scripts/model_card_metrics.py`` (``ppl_specs``: corpus validation utterances, ``corpus.is_valid``, never trained on;
 English sentences by held-out voices):
 - per utterance, teacher-forced on pGSLM's own batch (``build_pgslm.speech_ulm_batch``, one clip at a time, prosody
@@ -214,7 +214,7 @@ def check(stored: dict, fresh: dict, tol: float = 1e-3) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, default in (("bundle", "models/pgslm-default"), ("gslm", "models/default"),
+    for name, default in (("bundle", "models/pgslm-default"), ("gslm", "models/default-v1"),
                           ("json", "docs/pgslm_card_metrics.json"), ("log", "docs/pgslm_training_log.json"),
                           ("card", "docs/pgslm_model_card.md"), ("img", "docs/img")):
         ap.add_argument(f"--{name}", type=Path, default=ROOT / default)

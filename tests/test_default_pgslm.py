@@ -33,7 +33,7 @@ from speechprompt.training.build_pgslm import (
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE, GSLM = ROOT / "models" / "pgslm-default", ROOT / "models" / "default"
+BUNDLE, GSLM = ROOT / "models" / "pgslm-default", ROOT / "models" / "default-v1"
 METRICS, LOG = ROOT / "docs" / "pgslm_card_metrics.json", ROOT / "docs" / "pgslm_training_log.json"
 HAVE_TTS = all(shutil.which(t) for t in ("espeak-ng", "sox", "flite", "festival", "mbrola"))
 SHARED = ("encoder.safetensors", "codebook.safetensors")

@@ -10,8 +10,8 @@ Stages (each saved under ``work`` and skipped when its file exists, so an interr
 2. ``real.npz``: real speech from the allow-listed Debian packages (``real_corpus``), TRAIN speakers only
    (the speaker split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus
    real non-speech recordings;
-3. ``twins.npz``: one ``channel_aug`` twin per real clip and per TTS clip (room, noise incl. real noise, codec,
-   band-pass, level);
+3. ``twins.npz``: a ``channel_aug`` twin of half of the real clips (room, noise incl. real noise, codec, band-pass,
+   level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin;
 5. codebook: k-means (100) on ``codebook_frames`` sampled frames;
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
@@ -44,6 +44,7 @@ from speechprompt.training.build_backbone import NUM_UNITS, fit_kmeans, subsampl
 from speechprompt.unit_lm import UnitLMConfig
 
 log = logging.getLogger(__name__)
+TWIN_CHUNK = 1000  # twins per stage file
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class DefaultBuildConfig:
     real_max_clips: int = 0  # 0 = every train-speaker clip
     real_test_fraction: float = 0.3  # speakers held out (real_corpus.speaker_split)
     max_clip_seconds: float = 12.0
+    twin_fraction: float = 0.5  # real clips that get a channel_aug twin
     codebook_frames: int = 150_000
     lm: UnitLMConfig = UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=256, ffn_dim=768, layers=3, heads=4,
                                     max_positions=2048)
@@ -67,7 +69,7 @@ class DefaultBuildConfig:
 
     @classmethod
     def small(cls, seed: int = 0) -> DefaultBuildConfig:
-        return cls(seed=seed, minutes=1.0, real_max_clips=40, codebook_frames=5000,
+        return cls(seed=seed, minutes=1.0, real_max_clips=40, twin_fraction=1.0, codebook_frames=5000,
                    lm=UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=32, ffn_dim=64, layers=1, heads=4,
                                    max_positions=2048), lm_epochs=1, name="speechprompt-small-v2")
 
@@ -129,7 +131,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     rows = real_corpus.read_manifest(Path(real_cache) / "manifest.jsonl")
     split = real_tasks.eval_split(rows, cfg.real_test_fraction, cfg.seed)
     if not (work / "real.npz").exists():
-        train_rows = [r for r in rows if real_tasks.split_of(r, split, cfg.real_test_fraction) == "train"]
+        train_rows = [r for r in rows if real_tasks.split_of(r, split, cfg.real_test_fraction) == "train"
+                      and float(r.get("duration", 1.0)) >= real_tasks.MIN_SECONDS]
         if cfg.real_max_clips:
             pick = np.random.default_rng([cfg.seed, 21]).permutation(len(train_rows))[: cfg.real_max_clips]
             train_rows = [train_rows[i] for i in sorted(pick)]
@@ -144,16 +147,20 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     # 3. channel-augmented twins
     if not (work / "twins.npz").exists():
         bank = [c for c, m in zip(real, real_meta, strict=True) if m.get("kind") == "nonspeech"][:200]
-        tts_clean = [c for c, m in zip(tts, tts_meta, strict=True) if "twin" not in m and not m["valid"]]
-        base = real + tts_clean
-        jobs = [(x, cfg.seed, k, bank) for k, x in enumerate(base)]
+        # a channel twin for every other real clip (the TTS clips have their sox twins from stage 1)
+        base = [c for i, c in enumerate(real) if np.random.default_rng([cfg.seed, 22, i]).random() < cfg.twin_fraction]
         twins, augs = [], []
         with Pool(cfg.jobs) as pool:
-            for i, (y, a) in enumerate(pool.imap(_twin, jobs, chunksize=16)):
-                twins.append(y)
-                augs.append(a)
-                if i % 500 == 0:
-                    say(f"twins {i}/{len(jobs)} ({time.time() - t_start:.0f}s)")
+            for start in range(0, len(base), TWIN_CHUNK):  # one file per chunk: an interruption loses one chunk
+                part = work / f"twins-{start // TWIN_CHUNK:03d}.npz"
+                if not part.exists():
+                    jobs = [(x, cfg.seed, start + k, bank) for k, x in enumerate(base[start:start + TWIN_CHUNK])]
+                    done = pool.map(_twin, jobs, chunksize=16)
+                    _save_clips(part, [y for y, _ in done], [a for _, a in done])
+                ys, aa = _load_clips(part)
+                twins += ys
+                augs += aa
+                say(f"twins {len(twins)}/{len(base)} ({time.time() - t_start:.0f}s)")
         _save_clips(work / "twins.npz", twins, augs)
     twins, twin_augs = _load_clips(work / "twins.npz")
     lap("twins")

@@ -88,6 +88,8 @@ def apply(x: np.ndarray, aug: ChannelAug, seed: int, key: int, noise_bank: list[
     """The twin of ``x`` ``[N]`` f32 under ``aug``; ``noise_bank``: real non-speech clips for ``noise='real'``."""
     rng = np.random.default_rng([seed, key, 12])
     y = x.astype(np.float32)
+    if len(y) < 64:  # nothing to filter or encode (an empty or near-empty clip passes unchanged)
+        return y.copy()
     if aug.rt60 is not None:
         y = fftconvolve(y, room_impulse(rng, aug.rt60))[: len(x)].astype(np.float32)
     if aug.snr_db is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from .manifest import Example
 
 TASK_NAMES = ("language-id", "keyword", "vad", "gender")
+MIN_SECONDS = 0.2  # shorter rows (a few empty or click-length files) are left out of every task
 
 
 def _h(s: str) -> int:
@@ -66,6 +67,7 @@ def make_tasks(rows: Sequence[dict], split: dict[str, str], base: str | Path, *,
     become the class); the cap takes clips in path order."""
     base = Path(base)
     out: dict[str, list[Example]] = {}
+    rows = [r for r in rows if float(r.get("duration", 1.0)) >= MIN_SECONDS]
     speech = [r for r in rows if r.get("kind", "speech") == "speech" and split.get(r.get("speaker", ""))]
 
     def add(task: str, r: dict, label: str, s: str, counts: Counter) -> None:

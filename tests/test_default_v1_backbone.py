@@ -1,4 +1,4 @@
-"""The committed default backbone (models/default): loads, is fingerprinted, gives stable units, and the
+"""The previous default backbone (models/default-v1, TTS-only HuBERT; the pGSLM default is built on it): loads, is fingerprinted, gives stable units, and the
 model card's ABX / perplexity figures are what scripts/model_card_metrics.py recomputes."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from speechprompt.training.hubert_pretrain import HubertPretrainModel, PretrainC
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = ROOT / "models" / "default"
+BUNDLE = ROOT / "models" / "default-v1"
 METRICS = ROOT / "docs" / "model_card_metrics.json"
 HAVE_TTS = all(shutil.which(t) for t in ("espeak-ng", "sox", "flite", "festival"))
 
@@ -76,7 +76,7 @@ def test_model_card_figures_are_recomputed_by_the_script():
     fresh = mc.compute(BUNDLE, limit=2)  # first pair, two voices per set, two utterances per perplexity set
     assert sum(len(a["triplets"]) for a in fresh["abx"].values()) >= 4
     assert mc.check(stored, fresh) == []
-    card = (ROOT / "docs" / "model_card.md").read_text()
+    card = (ROOT / "docs" / "model_card_v1.md").read_text()
     log = json.loads((ROOT / "docs" / "backbone_training_log.json").read_text())
     assert mc.render_block(stored, log) in card
 

@@ -88,7 +88,7 @@ class Service:
     async def _boot(self) -> None:
         s = self.settings
         try:
-            self.store = open_store(s.store)
+            self.store = open_store(s.store, keep_versions=s.store_keep_versions)
             self.reason = f"loading the backbone bundle {s.bundle_dir}"
             runtime = await asyncio.to_thread(self.runtime_factory, s)
             lm_limit = lm_audio_limit_s(runtime)
@@ -102,7 +102,8 @@ class Service:
                                    metrics=self.metrics)
             self.batcher.start()
             self.registry = Registry(runtime, self.store, self.batcher, budget_bytes=s.prompt_bank_budget_bytes,
-                                     max_package_bytes=s.max_upload_bytes, metrics=self.metrics)
+                                     max_package_bytes=s.max_upload_bytes, max_prompt_length=s.max_prompt_length,
+                                     max_classes=s.max_classes, metrics=self.metrics)
             self.reason = f"loading task packages from the store ({self.store.describe()})"
             await self.registry.refresh()
             self.runtime = runtime

@@ -183,12 +183,13 @@ class RedisStore(PromptStore):
         self._thread.start()
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, keep_versions: int = 3) -> RedisStore:
         """``redis://[user:pass@]host:port/db?prefix=sp:&cache_dir=...&health_check_s=5&timeout_s=2
         &resync_s=30&keep_versions=3&units_ttl_s=0`` (our options are taken out; the rest go to redis-py).
 
         ``cache_dir`` defaults to ``.cache/redis-store/<host>_<port>_<db>_<prefix>`` (relative to the working
         directory): give each replica on one machine its own, or let them share one (writes are atomic).
+        ``keep_versions`` is the default when the URL has no ``keep_versions`` option.
         """
         parts = urlsplit(url)
         ours = {"prefix", "cache_dir", "health_check_s", "timeout_s", "resync_s", "keep_versions", "units_ttl_s"}
@@ -207,7 +208,7 @@ class RedisStore(PromptStore):
                                       retry=Retry(NoBackoff(), 1))
         return cls(client, prefix=prefix, cache_dir=opts.get("cache_dir") or default_dir,
                    health_check_s=health_check_s, timeout_s=timeout_s,
-                   resync_s=float(opts.get("resync_s", 30.0)), keep_versions=int(opts.get("keep_versions", 3)),
+                   resync_s=float(opts.get("resync_s", 30.0)), keep_versions=int(opts.get("keep_versions", keep_versions)),
                    units_ttl_s=float(opts.get("units_ttl_s", 0.0)), where=where)
 
     # -- keys --------------------------------------------------------------------------------------
@@ -224,6 +225,9 @@ class RedisStore(PromptStore):
     # -- PromptStore ---------------------------------------------------------------------------------
     def describe(self) -> str:
         return f"redis {self.where} prefix {self.prefix!r} (local copy {self.local.dir})"
+
+    def kind(self) -> str:
+        return "redis"
 
     def snapshot(self) -> dict[str, str | None]:
         """The last known state (no round trip): kept current by events and resyncs. The first call waits

@@ -91,6 +91,10 @@ class PromptStore(ABC):
         """The registry's hook: ``versions_of(task)`` names the versions it serves or has in flight."""
         self._in_use = versions_of
 
+    def details(self) -> dict[str, Any]:
+        """What an operator needs to know (locations, last error): for logs and the admin endpoint only."""
+        return {"where": self.describe()}
+
     def kind(self) -> str:
         """A word for the kind of store (``folder``, ``redis``): what unauthenticated endpoints may show."""
         return "store"

@@ -212,3 +212,46 @@ def test_replica_started_while_redis_is_down_serves_its_local_copy(cluster):
     if b.proc is None:
         b.start()
         b.wait_ready()
+
+
+def test_redis_killed_and_restarted_empty_under_load_loses_no_task(cluster):
+    redis_srv, a, b, dims = cluster
+    seeds = [make_package(name, 10 + i, C=2, **dims) for i, name in enumerate(("seed-a", "seed-b"))]
+    for pkg in seeds:
+        put(a, pkg)
+        wait_for(lambda p=pkg: b.serves(p.meta.task, p.version), 1.0)
+    results: list[tuple[str, str, int]] = []
+    stop = threading.Event()
+
+    def traffic(rep: Replica) -> None:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{rep.port}", timeout=10)
+        while not stop.is_set() and len(results) < 5000:
+            for pkg in seeds:
+                r = client.post(f"/v1/tasks/{pkg.meta.task}/classify", content=CLIP, headers=WAV)
+                results.append((rep.name, pkg.meta.task, r.status_code))
+        client.close()
+
+    threads = [threading.Thread(target=traffic, args=(rep,)) for rep in (a, b)]
+    for t in threads:
+        t.start()
+    try:
+        redis_srv.kill()
+        redis_srv.start()  # empty: restarted without persistence
+        r = redis_srv.client()
+        wait_for(lambda: {t.decode() for t in r.hkeys("sp:tasks")} >= {"seed-a", "seed-b"}, 5, step=0.05)
+        late = make_package("late", 20, C=2, **dims)
+        put(b, late)  # the seeding script's next upload: must not make anyone forget seed-a / seed-b
+        wait_for(lambda: a.serves("late", late.version), 2.0)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    failed = [x for x in results if x[2] != 200]
+    assert results and not failed, failed[:5]
+    for rep in (a, b):
+        for pkg in (*seeds, late):
+            assert rep.serves(pkg.meta.task, pkg.version), (rep.name, pkg.meta.task)
+        assert wait_for(lambda rep=rep: rep.degraded() is None, 5, step=0.05) < 5
+        ready = rep.http.get("/readyz").text
+        assert str(redis_srv.port) not in ready and "copy-" not in ready

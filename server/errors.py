@@ -133,6 +133,7 @@ TABLE: dict[type[BaseException], Rule] = {
     core_package.PackageTooLarge: Rule(413, "Package too large"),
     core_package.BackboneMismatch: Rule(409, "Package for another backbone"),
     core_package.NonFiniteWeights: Rule(422, "Non-finite package weights"),
+    core_package.PackageOverLimit: Rule(422, "Package over a server limit"),
     core_package.PackageError: Rule(422, "Invalid package"),
 }
 

@@ -22,6 +22,7 @@ from .errors import (
     ClientGone,
     DeadlineExceeded,
     InferenceFailed,
+    TaskUnavailable,
     error_code,
     rule_for,
     to_problem,
@@ -104,6 +105,8 @@ def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str) -> dict:
             raise InferenceFailed(f"scoring task {lease.task!r} failed: {type(probs).__name__}") from probs
         raise probs
     probs = np.asarray(probs, dtype=np.float64)
+    if not np.isfinite(probs).all():  # this row alone fails: the other tasks of the request still answer
+        raise TaskUnavailable(f"task {lease.task!r} version {lease.version} gave non-finite scores for this clip")
     order = np.argsort(-probs, kind="stable")[:top_k]
     return {"task": lease.task, "version": lease.version, "label": lease.labels[int(order[0])],
             "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in order],

@@ -59,18 +59,23 @@ class Registry:
     """Which version of each task serves new requests, and the leases that keep versions on the device."""
 
     def __init__(self, runtime: Any, store: PromptStore, batcher: Batcher, *, budget_bytes: int,
-                 max_package_bytes: int, metrics: Metrics | None = None):
+                 max_package_bytes: int, max_prompt_length: int | None = None, max_classes: int | None = None,
+                 metrics: Metrics | None = None):
         self.runtime, self.store, self.metrics = runtime, store, metrics
         self.loader = Loader(runtime, batcher, budget_bytes, metrics)
         self._lock = self.loader.lock
         self.max_package_bytes = max_package_bytes
+        self.max_prompt_length, self.max_classes = max_prompt_length, max_classes
         self._tasks: dict[str, TaskRecord] = {}
         self._generation = 0  # bumped by put/delete so a concurrent poll does not undo them
+        self._writes: dict[str, asyncio.Lock] = {}  # one PUT/DELETE of a task at a time, store write included
+        store.track_in_use(self.versions_in_use)
 
     # -- validation (blocking: call in a worker thread) --------------------------------------------
     def validate(self, task: str, data: bytes) -> TaskPackage:
         """Parse + check a package for ``task``; raises the core's PackageError family (409/413/415/422)."""
-        pkg = read_package(data, self.max_package_bytes)
+        pkg = read_package(data, self.max_package_bytes, max_prompt_length=self.max_prompt_length,
+                           max_classes=self.max_classes)
         self.runtime.check(pkg)
         if pkg.meta.task != task:
             raise PackageInvalid(f"the package is for task {pkg.meta.task!r}, not {task!r}")
@@ -124,10 +129,17 @@ class Registry:
                 raise TaskUnavailable(f"task {rec.name!r} version {ver.version} cannot be loaded: {exc}") from exc
 
     # -- admin -----------------------------------------------------------------------------------
+    def _write_lock(self, task: str) -> asyncio.Lock:
+        """The lock that orders PUTs and DELETEs of ``task``: each runs its store write under it, so the
+        order in which they answer is the order the store applied them (the last one to answer wins)."""
+        return self._writes.setdefault(task, asyncio.Lock())
+
     async def put(self, task: str, data: bytes) -> tuple[str, bool]:
         """Validate, load beside the serving version, store, then switch. Returns (version, created).
 
-        A refused or failed upload leaves the serving version untouched (nothing is switched).
+        The package is ALWAYS written to the store, even when this replica already serves that version
+        (the store may have lost it, e.g. a Redis restarted empty); ``created`` is False when the version was
+        already current here. A refused or failed upload leaves the serving version untouched.
         """
         check_task_name(task)
         try:
@@ -135,37 +147,41 @@ class Registry:
         except Exception as exc:
             self._count_failure(exc)
             raise
-        rec = self._tasks.setdefault(task, TaskRecord(task))
-        async with rec.lock:
-            self._generation += 1
-            if rec.current is not None and rec.current.version == pkg.version:
-                return pkg.version, False
-            ver = rec.versions.get(pkg.version) or Version.of(pkg)
-            try:
-                if not ver.resident:
-                    await self.loader.load(ver, pkg)
-                await asyncio.to_thread(self.store.put, task, pkg.version, data)
-            except Exception as exc:
-                self._count_failure(exc)
-                if ver is not rec.current and rec.versions.get(ver.version) is not ver:
-                    self._retire(rec, ver)
-                if rec.current is None and not rec.versions and rec.error is None:
-                    self._tasks.pop(task, None)
-                raise
-            self._switch(rec, ver)
-            self._generation += 1
-        return pkg.version, True
+        async with self._write_lock(task):
+            rec = self._tasks.setdefault(task, TaskRecord(task))
+            async with rec.lock:
+                self._generation += 1
+                already = rec.current is not None and rec.current.version == pkg.version
+                ver = rec.current if already else rec.versions.get(pkg.version) or Version.of(pkg)
+                try:
+                    if not ver.resident:
+                        await self.loader.load(ver, pkg)
+                    await asyncio.to_thread(self.store.put, task, pkg.version, data)
+                except Exception as exc:
+                    self._count_failure(exc)
+                    if ver is not rec.current and rec.versions.get(ver.version) is not ver:
+                        self._retire(rec, ver)
+                    if rec.current is None and not rec.versions and rec.error is None:
+                        self._tasks.pop(task, None)
+                    raise
+                self._switch(rec, ver)
+                self._generation += 1
+        return pkg.version, not already
 
     async def delete(self, task: str) -> None:
-        """Remove ``task`` from the store and the registry (in-flight jobs finish on their version)."""
+        """Remove ``task`` from the store and the registry (in-flight jobs finish on their version).
+
+        Ordered with PUTs of the same task by :meth:`_write_lock`: a DELETE that answers after a PUT leaves
+        the task deleted everywhere (store and registry), never resurrected by the PUT's store write."""
         check_task_name(task)
-        rec = self._tasks.get(task)
-        self._generation += 1
-        existed = await asyncio.to_thread(self.store.delete, task)
-        if rec is not None:
-            async with rec.lock:
-                self._forget(rec)
-        self._generation += 1
+        async with self._write_lock(task):
+            self._generation += 1
+            existed = await asyncio.to_thread(self.store.delete, task)
+            rec = self._tasks.get(task)
+            if rec is not None:
+                async with rec.lock:
+                    self._forget(rec)
+            self._generation += 1
         if not existed and rec is None:
             raise UnknownTask(f"no task named {task!r}")
 
@@ -255,6 +271,14 @@ class Registry:
             self.metrics.package_failures.labels(code=error_code(exc)).inc()
 
     # -- views -----------------------------------------------------------------------------------
+    def versions_in_use(self, task: str) -> set[str]:
+        """Versions of ``task`` this replica serves or has in flight (the store never prunes them)."""
+        rec = self._tasks.get(task)
+        if rec is None:
+            return set()
+        with self._lock:
+            return set(rec.versions) | ({rec.current.version} if rec.current is not None else set())
+
     def names(self) -> list[str]:
         return sorted(n for n, r in self._tasks.items() if r.current is not None or r.error is not None)
 

@@ -64,7 +64,8 @@ class Service:
         self.runtime_factory = runtime_factory or load_runtime
         self.metrics = Metrics()
         self.state = "starting"
-        self.reason = "starting"
+        self.reason = "starting"  # public words (never a path or a host): /readyz and 503 bodies
+        self.failure: str | None = None  # the start-up error in full: logs and the admin status only
         self.runtime: Any = None
         self.max_audio_seconds = settings.max_audio_seconds  # lowered at boot to what the unit LM can take
         self.store: PromptStore | None = None
@@ -88,8 +89,8 @@ class Service:
     async def _boot(self) -> None:
         s = self.settings
         try:
-            self.store = open_store(s.store)
-            self.reason = f"loading the backbone bundle {s.bundle_dir}"
+            self.store = open_store(s.store, keep_versions=s.store_keep_versions)
+            self.reason = "loading the backbone bundle"
             runtime = await asyncio.to_thread(self.runtime_factory, s)
             lm_limit = lm_audio_limit_s(runtime)
             if lm_limit is not None and lm_limit < s.max_audio_seconds:
@@ -102,8 +103,9 @@ class Service:
                                    metrics=self.metrics)
             self.batcher.start()
             self.registry = Registry(runtime, self.store, self.batcher, budget_bytes=s.prompt_bank_budget_bytes,
-                                     max_package_bytes=s.max_upload_bytes, metrics=self.metrics)
-            self.reason = f"loading task packages from the store ({self.store.describe()})"
+                                     max_package_bytes=s.max_upload_bytes, max_prompt_length=s.max_prompt_length,
+                                     max_classes=s.max_classes, metrics=self.metrics)
+            self.reason = f"loading task packages from the {self.store.kind()} store"
             await self.registry.refresh()
             self.runtime = runtime
             self.state, self.reason = "ready", "ready"
@@ -113,7 +115,9 @@ class Service:
             log.info("ready: backbone %s, %d tasks", runtime.fingerprint[:16], len(self.registry.names()))
         except Exception as exc:  # noqa: BLE001 - reported by /readyz
             log.exception("start-up failed")
-            self.state, self.reason = "failed", f"start-up failed: {type(exc).__name__}: {exc}"
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.state, self.reason = "failed", (f"start-up failed ({type(exc).__name__}) while {self.reason}; "
+                                                 "see the server log")
         finally:
             assert self.ready_event is not None
             self.ready_event.set()

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     prompt_bank_budget_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="device bytes for resident task prompts (LRU eviction above it)"
     )
+    store_keep_versions: int = Field(
+        3, ge=1, description="stored package versions kept per task (older ones are pruned; served ones are kept)"
+    )
+    max_prompt_length: int = Field(
+        128, ge=1, description="longest deep prompt (positions) a task package may have; longer uploads get 422"
+    )
+    max_classes: int = Field(256, ge=2, description="most classes (labels) a task package may have")
     store_poll_interval_s: float = Field(2.0, gt=0, description="how often the store is checked for changes (s)")
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8000, ge=0, le=65535, description="listen port")

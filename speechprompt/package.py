@@ -17,8 +17,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -29,6 +31,11 @@ TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
+META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, task (a task name), labels "
+                 "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
+                 f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
+                 f"most {MAX_JSON_DEPTH} levels)")
 
 
 class PackageError(Exception):
@@ -54,6 +61,12 @@ class PackageInvalid(PackageError):
 
 class NonFiniteWeights(PackageError):
     code, status = "non_finite_weights", 422
+
+
+class PackageOverLimit(PackageError):
+    """A package beyond a limit the server sets (prompt length, classes): valid, but not accepted here."""
+
+    code, status = "package_over_limit", 422
 
 
 class BackboneMismatch(PackageError):
@@ -90,23 +103,87 @@ class PackageMeta:
 
     @classmethod
     def from_header(cls, h: dict[str, str] | None) -> PackageMeta:
-        if not h or h.get("format") != "speechprompt-task":
-            raise PackageInvalid("safetensors metadata lacks format=speechprompt-task")
+        """Validate every metadata field (:class:`MetaFields`); raises ``PackageInvalid`` saying which and why."""
+        if not isinstance(h, dict) or h.get("format") != "speechprompt-task":
+            err = PackageInvalid("safetensors metadata lacks format=speechprompt-task")
+            err.accepted = META_ACCEPTED
+            raise err
+        fields: dict[str, Any] = dict(h)
+        for name in ("labels", "training"):
+            if isinstance(h.get(name), str):
+                fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
+        fields.setdefault("training", {})
+        if fields["training"] == "":
+            fields["training"] = {}
         try:
-            meta = cls(task=h["task"], labels=tuple(json.loads(h["labels"])),
-                       backbone_fingerprint=h["backbone_fingerprint"], backbone_kind=h.get("backbone_kind", "gslm"),
-                       prompt_length=int(h["prompt_length"]), format_version=int(h["format_version"]),
-                       created=h.get("created", ""), training=json.loads(h.get("training") or "{}"))
-        except (KeyError, ValueError, TypeError) as e:
-            raise PackageInvalid(f"package metadata is incomplete or malformed: {e!r}") from None
-        if meta.format_version > FORMAT_VERSION:
-            raise PackageInvalid(f"package format_version {meta.format_version} is newer than supported "
-                                 f"({FORMAT_VERSION})")
-        if not meta.labels or not all(isinstance(x, str) and x for x in meta.labels) \
-                or len(set(meta.labels)) != len(meta.labels):
-            raise PackageInvalid("labels must be a non-empty list of distinct non-empty strings")
-        check_task_name(meta.task)
-        return meta
+            m = MetaFields.model_validate(fields)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'metadata'}: {err['msg']}"
+                                 for err in e.errors(include_url=False)[:5])
+            err = PackageInvalid(f"package metadata is invalid: {problems}")
+            err.accepted = META_ACCEPTED
+            raise err from None
+        check_task_name(m.task)
+        return cls(task=m.task, labels=tuple(m.labels), backbone_fingerprint=m.backbone_fingerprint,
+                   backbone_kind=m.backbone_kind, prompt_length=m.prompt_length, format_version=m.format_version,
+                   created=m.created, training=m.training)
+
+
+Label = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class MetaFields(BaseModel):
+    """The metadata a package header must hold, after its JSON fields (labels, training) are parsed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format: Literal["speechprompt-task"]
+    format_version: Annotated[int, Field(ge=1, le=FORMAT_VERSION)]
+    task: str
+    labels: Annotated[list[Label], Field(min_length=1)]
+    backbone_fingerprint: Annotated[str, Field(min_length=1, max_length=128)]
+    backbone_kind: Literal["gslm", "pgslm"] = "gslm"
+    prompt_length: Annotated[int, Field(ge=0)]
+    created: Annotated[str, Field(max_length=64)] = ""
+    training: dict[str, Any]
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be distinct")
+        return labels
+
+    @field_validator("training")
+    @classmethod
+    def _shallow(cls, training: dict[str, Any]) -> dict[str, Any]:
+        if json_depth(training) > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return training
+
+
+def parse_json(text: str | bytes, what: str, error: type[PackageError]) -> Any:
+    """``json.loads`` that raises ``error`` (a PackageError) for malformed or too deeply nested JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(f"{what} is JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{what} is not valid JSON: {e}") from None
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (scalars 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, d + 1))
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -161,11 +238,14 @@ def new_package(meta: PackageMeta, deep_key: Tensor, deep_value: Tensor, input_p
     return read_package(data)
 
 
-def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> TaskPackage:
+def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_length: int | None = None,
+                 max_classes: int | None = None) -> TaskPackage:
     """Parse and validate package bytes (self-consistency only; see ``check_compatible`` for the backbone).
 
-    Raises ``PackageTooLarge``, ``NotSafetensors`` (e.g. a pickle), ``PackageInvalid`` (names, shapes, dtypes,
-    metadata) or ``NonFiniteWeights``.
+    Raises ``PackageTooLarge``, ``NotSafetensors`` (e.g. a pickle, or a header nested too deeply),
+    ``PackageInvalid`` (names, shapes, dtypes, metadata), ``PackageOverLimit`` (prompt longer than
+    ``max_prompt_length`` or more than ``max_classes`` labels; checked before any tensor is read) or
+    ``NonFiniteWeights``.
     """
     if len(data) > max_bytes:
         raise PackageTooLarge(f"package is {len(data)} bytes; the limit is {max_bytes} bytes")
@@ -175,12 +255,20 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> TaskPackage
     if hlen <= 0 or hlen > len(data) - 8 or data[8:9] != b"{":
         kind = "a pickle / torch.save file" if data[:1] == b"\x80" or data[:2] == b"PK" else "not safetensors"
         raise NotSafetensors(f"package bytes are {kind}; only safetensors is accepted (never pickles)")
+    header = parse_json(data[8:8 + hlen], "the safetensors header", NotSafetensors)
+    if not isinstance(header, dict):
+        raise NotSafetensors("the safetensors header is not a JSON object")
+    meta = PackageMeta.from_header(header.get("__metadata__"))
+    if max_prompt_length is not None and meta.prompt_length > max_prompt_length:
+        raise PackageOverLimit(f"prompt_length {meta.prompt_length} is over this server's limit of "
+                               f"{max_prompt_length}; accepted: prompt_length <= {max_prompt_length}")
+    if max_classes is not None and len(meta.labels) > max_classes:
+        raise PackageOverLimit(f"{len(meta.labels)} labels are over this server's limit of {max_classes}; "
+                               f"accepted: at most {max_classes} labels")
     try:
-        header = json.loads(data[8:8 + hlen])
         tensors = st_load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         raise NotSafetensors(f"package is not a valid safetensors file: {e}") from None
-    meta = PackageMeta.from_header(header.get("__metadata__"))
     missing = [n for n in TENSORS if n not in tensors]
     extra = sorted(set(tensors) - set(TENSORS))
     if missing or extra:

@@ -68,8 +68,10 @@ class PromptBank:
     """Device-resident task slots for one unit LM: prefix K/V, separator and verbalizer per task.
 
     Slot tensors (S slots, grown by doubling): ``pk``/``pv [S, L, H, l_max, hd]``, ``pmask [S, l_max]``,
-    ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``. Thread-safe: adds and removes may come from a
-    loader thread while the model thread classifies.
+    ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``. Freed slots are reused, and a remove shrinks the
+    tensors (fewer slots, shorter ``l_max``, smaller ``C_max``) to what the remaining tasks need, so the memory of
+    a deleted or evicted task returns. Thread-safe: adds and removes may come from a loader thread while the
+    model thread classifies.
     """
 
     def __init__(self, lm: UnitLM, capacity: int = 8, unit_to_token: Tensor | None = None):
@@ -82,25 +84,51 @@ class PromptBank:
         self._lock = threading.Lock()
         self.slots: dict[str, int] = {}
         self._nbytes: dict[str, int] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}  # key -> (prompt length, classes)
+        self._min_capacity = max(1, capacity)
         self._alloc(capacity, 0, 1)
 
-    def _alloc(self, cap: int, lmax: int, cmax: int) -> None:
+    def _alloc(self, cap: int, lmax: int, cmax: int, moves: dict[int, int] | None = None) -> None:
+        """(Re)allocate the slot tensors; old slot ``i`` is copied to ``moves[i]`` (default: every slot in place)."""
         L, H, hd, d, V = self._dims
         kw = dict(device=self.device, dtype=self.dtype)
         new = dict(pk=torch.zeros(cap, L, H, lmax, hd, **kw), pv=torch.zeros(cap, L, H, lmax, hd, **kw),
                    pmask=torch.zeros(cap, lmax, dtype=torch.bool, device=self.device),
                    sep=torch.zeros(cap, d, **kw), verb=torch.zeros(cap, cmax + NUM_SPECIAL, V, **kw),
                    ncls=torch.zeros(cap, dtype=torch.long, device=self.device))
-        if hasattr(self, "pk"):  # copy the old slots into the larger tensors
-            s, ol, oc = self.pk.shape[0], self.pk.shape[3], self.verb.shape[1]
-            new["pk"][:s, :, :, :ol] = self.pk
-            new["pv"][:s, :, :, :ol] = self.pv
-            new["pmask"][:s, :ol] = self.pmask
-            new["sep"][:s] = self.sep
-            new["verb"][:s, :oc] = self.verb
-            new["ncls"][:s] = self.ncls
+        if hasattr(self, "pk"):  # copy the old slots into the new tensors
+            if moves is None:
+                moves = {i: i for i in range(self.pk.shape[0])}
+            if moves:
+                src = torch.tensor(list(moves), device=self.device)
+                dst = torch.tensor(list(moves.values()), device=self.device)
+                ol, oc = min(self.pk.shape[3], lmax), min(self.verb.shape[1], cmax + NUM_SPECIAL)
+                new["pk"][dst, :, :, :ol] = self.pk[src, :, :, :ol]
+                new["pv"][dst, :, :, :ol] = self.pv[src, :, :, :ol]
+                new["pmask"][dst, :ol] = self.pmask[src, :ol]
+                new["sep"][dst] = self.sep[src]
+                new["verb"][dst, :oc] = self.verb[src, :oc]
+                new["ncls"][dst] = self.ncls[src]
         for k, v in new.items():
             setattr(self, k, v)
+
+    def allocated_bytes(self) -> int:
+        """Device bytes of all slot tensors (what the bank holds, used or not)."""
+        return sum(t.numel() * t.element_size() for t in (self.pk, self.pv, self.pmask, self.sep, self.verb,
+                                                          self.ncls))
+
+    def _shrink(self) -> None:
+        """Re-pack the remaining tasks into tensors just large enough for them (callers hold ``_lock``)."""
+        lmax = max((p for p, _ in self._sizes.values()), default=0)
+        cmax = max((c for _, c in self._sizes.values()), default=1)
+        cap = self._min_capacity
+        while cap < len(self.slots):
+            cap *= 2
+        if (cap, lmax, cmax + NUM_SPECIAL) == (self.pk.shape[0], self.pk.shape[3], self.verb.shape[1]):
+            return
+        moves = {slot: i for i, slot in enumerate(sorted(self.slots.values()))}
+        self._alloc(cap, lmax, cmax, moves)
+        self.slots = {key: moves[slot] for key, slot in self.slots.items()}
 
     def __contains__(self, key: str) -> bool:
         return key in self.slots
@@ -137,14 +165,18 @@ class PromptBank:
             self.verb[slot, :c + NUM_SPECIAL] = pkg.verbalizer.to(self.device, self.dtype)
             self.ncls[slot] = c
             self.slots[key] = slot
+            self._sizes[key] = (plen, c)
             self._nbytes[key] = (pk.numel() + pv.numel() + pkg.separator.numel() + pkg.verbalizer.numel()) \
                 * pk.element_size()
 
     def remove(self, key: str) -> None:
-        """Free the task's slot (no-op if absent)."""
+        """Free the task's slot (no-op if absent) and shrink the tensors to what the other tasks need."""
         with self._lock:
-            self.slots.pop(key, None)
+            if self.slots.pop(key, None) is None:
+                return
             self._nbytes.pop(key, None)
+            self._sizes.pop(key, None)
+            self._shrink()
 
     def gather(self, keys: list[str]) -> tuple[PrefixKV | None, Tensor, Tensor, Tensor]:
         """Rows' task slots -> (prefix K/V, separators ``[B, d]``, verbalizers ``[B, C_max+4, V]``, ncls ``[B]``).

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .backbone import Backbone
-from .package import TaskPackage, check_compatible
+from .package import NonFiniteWeights, TaskPackage, check_compatible
 from .prompting import PromptBank
 from .units import UnitExtractor, Units
 
@@ -37,6 +37,7 @@ class Runtime:
             self.bank = PGSLMPromptBank(backbone.unit_lm, backbone.prosody)
         else:
             self.bank = PromptBank(backbone.unit_lm, unit_to_token=backbone.unit_to_token)
+        self._probe: list[Units] | None = None
 
     @classmethod
     def load(cls, bundle_dir: str | os.PathLike, device: str = "cpu") -> Runtime:
@@ -59,9 +60,28 @@ class Runtime:
                          dim=c.embed_dim, vocab_size=c.vocab_size)
 
     def add_task(self, key: str, pkg: TaskPackage) -> None:
-        """Validate against the backbone, then place the task in the prompt bank under ``key``."""
+        """Validate against the backbone, place the task in the prompt bank under ``key``, then run a trial
+        forward on a probe clip: a package whose results are not finite (e.g. finite but huge weights that
+        overflow) is removed again and refused with ``NonFiniteWeights``."""
         self.check(pkg)
         self.bank.add(key, pkg)
+        try:
+            probs = self.classify(self.probe_rows(), [key])[0]
+        except BaseException:
+            self.bank.remove(key)
+            raise
+        if not np.isfinite(probs).all():
+            self.bank.remove(key)
+            raise NonFiniteWeights(f"package {pkg.meta.task!r} gives non-finite scores on a probe clip (its "
+                                   "weights overflow the backbone's arithmetic)")
+
+    def probe_rows(self) -> list[Units]:
+        """Units of a fixed 0.5 s probe clip (a chirp plus noise), computed once: the trial input of add_task."""
+        if self._probe is None:
+            t = np.arange(8000, dtype=np.float32) / 16000
+            wav = 0.3 * np.sin(2 * np.pi * (200 + 800 * t) * t) + 0.05 * np.random.default_rng(0).standard_normal(8000)
+            self._probe = self.extract_units([wav.astype(np.float32)])
+        return self._probe
 
     def remove_task(self, key: str) -> None:
         self.bank.remove(key)

@@ -92,3 +92,56 @@ def test_compatibility():
         check_compatible(pkg, fingerprint="ab" * 32, kind="pgslm", layers=L, dim=D, vocab_size=V)
     with pytest.raises(PackageInvalid):
         check_compatible(pkg, fingerprint="ab" * 32, kind="gslm", layers=L + 1, dim=D, vocab_size=V)
+
+
+def _with_header(data: bytes, **meta: str) -> bytes:
+    """``data`` (a package) with its metadata fields replaced by ``meta`` (raw strings, as a header holds them)."""
+    n = int.from_bytes(data[:8], "little")
+    header = __import__("json").loads(data[8:8 + n])
+    header["__metadata__"].update(meta)
+    raw = __import__("json").dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n:]
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("training", "[1, 2]", "training"),
+    ("training", '"text"', "training"),
+    ("labels", '"yes"', "labels"),  # a JSON string is not a list of labels (never split into characters)
+    ("labels", '["a", ""]', "labels"),
+    ("prompt_length", "five", "prompt_length"),
+    ("backbone_kind", "wav2vec", "backbone_kind"),
+    ("format_version", "0", "format_version"),
+])
+def test_every_metadata_field_is_validated(field, value, says):
+    data = _with_header(write_package(META, **tensors()), **{field: value})
+    with pytest.raises(PackageInvalid, match=says) as e:
+        read_package(data)
+    assert e.value.status == 422 and "JSON object" in e.value.accepted
+
+
+@pytest.mark.parametrize("field", ["training", "labels"])
+def test_deeply_nested_metadata_json_is_refused_not_a_recursion_error(field):
+    deep = "[" * 50_000 + "]" * 50_000
+    with pytest.raises(PackageInvalid, match="nested too deeply"):
+        read_package(_with_header(write_package(META, **tensors()), **{field: deep}))
+    nested = '{"a": ' * 40 + "1" + "}" * 40  # parses, but deeper than a training record may be
+    with pytest.raises(PackageInvalid, match="deeper than"):
+        read_package(_with_header(write_package(META, **tensors()), training=nested))
+
+
+def test_deeply_nested_safetensors_header_is_refused_not_a_recursion_error():
+    body = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(NotSafetensors, match="nested too deeply") as e:
+        read_package(len(body).to_bytes(8, "little") + body)
+    assert e.value.status == 415
+
+
+def test_prompt_length_and_class_limits_are_refused_before_reading_tensors():
+    from speechprompt.package import PackageOverLimit
+
+    data = write_package(META, **tensors())
+    with pytest.raises(PackageOverLimit, match="prompt_length 5 is over this server's limit of 4"):
+        read_package(data, max_prompt_length=4)
+    with pytest.raises(PackageOverLimit, match="3 labels are over this server's limit of 2"):
+        read_package(data, max_classes=2)
+    assert read_package(data, max_prompt_length=5, max_classes=3).meta == META

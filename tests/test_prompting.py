@@ -157,3 +157,23 @@ def test_remove_and_unknown_task(models):
     bank.remove("a")
     with pytest.raises(KeyError, match="not resident"):
         bank.classify([units(3, 0)], ["a"])
+
+
+def test_memory_of_a_removed_task_returns_and_the_others_keep_their_answers(models):
+    _, lm, _ = models
+    bank = PromptBank(lm)
+    small = random_package(lm, "small", 2, plen=3, seed=1)
+    bank.add("small", small)
+    baseline = bank.allocated_bytes()
+    before = bank.classify([units(6, 1)], ["small"])[0]
+    big = [random_package(lm, f"big{i}", 40, plen=400, seed=2 + i) for i in range(9)]  # also grows the slots
+    for i, pkg in enumerate(big):
+        bank.add(f"big{i}", pkg)
+    assert bank.allocated_bytes() > 20 * baseline
+    for i in range(9):
+        bank.remove(f"big{i}")
+    assert bank.allocated_bytes() == baseline
+    torch.testing.assert_close(bank.classify([units(6, 1)], ["small"])[0], before)
+    bank.add("again", random_package(lm, "again", 3, plen=4, seed=9))  # freed slots are reused
+    bank.remove("small")
+    assert bank.classify([units(6, 1)], ["again"])[0].shape == (3,)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import ValidationError
 
 from ..bodies import package_body_ok, payload
 from ..deps import ready_service, require_admin
@@ -11,6 +14,7 @@ from ..service import Service
 from ..stores.base import check_task_name
 
 router = APIRouter(tags=["tasks"])
+log = logging.getLogger(__name__)
 
 ACCEPTED = ("a task prompt package (.safetensors) as the raw body (application/octet-stream) or as the "
             "multipart/form-data file field 'package'")
@@ -23,8 +27,18 @@ PACKAGE_BODY = {"requestBody": {"required": True, "content": {
 
 @router.get("/v1/tasks", response_model=TaskList)
 async def list_tasks(service: Service = Depends(ready_service)) -> dict:
-    """Every task: state (stored | loading | resident | failed), current version, labels, backbone."""
-    return {"tasks": service.registry.describe_all()}
+    """Every task: state (stored | loading | resident | failed), current version, labels, backbone.
+
+    One task that cannot be described (whatever its package holds) is listed as failed; the list never fails."""
+    tasks = []
+    for name in service.registry.names():
+        try:
+            tasks.append(TaskPublic.model_validate(service.registry.describe(name)))
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+            log.warning("task %s cannot be described: %s", name, exc)
+            tasks.append(TaskPublic(task=name, state="failed", version=None,
+                                    error={"code": "internal", "detail": "this task's state cannot be shown"}))
+    return {"tasks": tasks}
 
 
 @router.get("/v1/tasks/{task}", response_model=TaskPublic, responses=PROBLEMS)

@@ -12,7 +12,7 @@ loop. Implementations: ``server/stores/file.py`` (a folder), ``server/stores/red
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from speechprompt.package import TASK_NAME_RE, digest
@@ -81,6 +81,23 @@ class PromptStore(ABC):
         still answers ``snapshot``/``read`` from its last known state (the server keeps serving: degraded
         readiness in /readyz) and refuses ``put``/``delete`` with ``StoreUnavailable``."""
         return None
+
+    def in_use(self, task: str) -> Collection[str]:
+        """Versions of ``task`` this process still serves (never pruned); set by :meth:`track_in_use`."""
+        fn = getattr(self, "_in_use", None)
+        return fn(task) if fn is not None else ()
+
+    def track_in_use(self, versions_of: Callable[[str], Collection[str]]) -> None:
+        """The registry's hook: ``versions_of(task)`` names the versions it serves or has in flight."""
+        self._in_use = versions_of
+
+    def details(self) -> dict[str, Any]:
+        """What an operator needs to know (locations, last error): for logs and the admin endpoint only."""
+        return {"where": self.describe()}
+
+    def kind(self) -> str:
+        """A word for the kind of store (``folder``, ``redis``): what unauthenticated endpoints may show."""
+        return "store"
 
     def units_cache(self, local: Any) -> Any:
         """The units cache the batcher should use: ``local`` (a ``server.units_cache.UnitsCache``) by default;

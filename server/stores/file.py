@@ -15,6 +15,7 @@ large store costs one ``stat`` per file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from ..errors import StoreUnavailable
 from .base import PromptStore, check_task_name, digest
+
+log = logging.getLogger(__name__)
 
 SUFFIX = ".safetensors"
 CURRENT = "CURRENT"
@@ -39,7 +42,7 @@ def complete_safetensors(data: bytes) -> bool:
         return False
     try:
         header = json.loads(data[8:8 + hlen])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return False
     if not isinstance(header, dict):
         return False
@@ -69,15 +72,27 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FileStore(PromptStore):
-    """The default store: one folder per task, one file per version."""
+    """The default store: one folder per task, one file per version.
 
-    def __init__(self, root: str | os.PathLike):
+    A put keeps the task's newest ``keep_versions`` package files plus every version :meth:`in_use` names
+    (versions this process still serves) and deletes the older ones. Puts and deletes of this process run one
+    at a time (``_write_lock``), so their order is the order they return in.
+    """
+
+    def __init__(self, root: str | os.PathLike, keep_versions: int = 3):
+        if keep_versions < 1:
+            raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
         self.root = Path(root)
+        self.keep_versions = keep_versions
         self._digests: dict[Path, tuple[int, int, str | None]] = {}
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
     def describe(self) -> str:
         return f"folder {self.root}"
+
+    def kind(self) -> str:
+        return "folder"
 
     def _task_dir(self, task: str) -> Path:
         return self.root / check_task_name(task)
@@ -133,7 +148,8 @@ class FileStore(PromptStore):
         except FileNotFoundError:
             named = None
         except OSError as e:
-            raise StoreUnavailable(f"cannot read {cur}: {e}") from None
+            log.error("cannot read %s: %s", cur, e)
+            raise StoreUnavailable(f"cannot read the current version of task {task!r}; see the server log") from None
         if named is not None:
             if not (VERSION_RE.fullmatch(named) and self._file_digest(d / f"{named}{SUFFIX}") == named):
                 return None  # CURRENT names a missing or partial file: nothing new is servable yet
@@ -157,28 +173,51 @@ class FileStore(PromptStore):
         if digest(data) != version:
             raise ValueError(f"version {version} is not the digest of the data")
         d = self._task_dir(task)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            target = d / f"{version}{SUFFIX}"
-            if self._file_digest(target) != version:
-                _fsync_write(target, data)
-            _fsync_write(d / CURRENT, f"{version}\n".encode())
-            _fsync_dir(d)
-        except OSError as e:
-            raise StoreUnavailable(f"cannot write task {task!r} to {self.root}: {e}") from None
+        with self._write_lock:
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                target = d / f"{version}{SUFFIX}"
+                if self._file_digest(target) != version:
+                    _fsync_write(target, data)
+                else:
+                    os.utime(target)  # an older version uploaded again is the newest one now
+                _fsync_write(d / CURRENT, f"{version}\n".encode())
+                _fsync_dir(d)
+            except OSError as e:
+                log.error("cannot write task %s to %s: %s", task, self.root, e)
+                raise StoreUnavailable(f"cannot write task {task!r} to the store; see the server log") from None
+            self._prune(task, d, version)
+
+    def _prune(self, task: str, d: Path, current: str) -> None:
+        """Delete package files beyond the newest ``keep_versions`` (never ``current`` nor a version in use)."""
+        keep = {current, *self.in_use(task)}
+        newest: list[str] = []
+        for _, ver, path in sorted(self._versions(d), key=lambda x: x[0], reverse=True):
+            if ver not in newest and len(newest) < self.keep_versions:
+                newest.append(ver)
+            if ver in keep or ver in newest:
+                continue
+            try:
+                path.unlink()
+            except OSError as e:
+                log.warning("cannot prune %s: %s", path, e)
+            with self._lock:
+                self._digests.pop(path, None)
 
     def delete(self, task: str) -> bool:
         d = self._task_dir(task)
-        if not d.is_dir():
-            return False
-        trash = self.root / f".deleted-{task}-{uuid.uuid4().hex[:8]}"
-        try:
-            os.replace(d, trash)  # atomic: the task disappears at once, then the files go
-            shutil.rmtree(trash, ignore_errors=True)
-        except OSError as e:
-            raise StoreUnavailable(f"cannot delete task {task!r} from {self.root}: {e}") from None
-        with self._lock:
-            self._digests = {p: v for p, v in self._digests.items() if p.parent != d}
+        with self._write_lock:
+            if not d.is_dir():
+                return False
+            trash = self.root / f".deleted-{task}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(d, trash)  # atomic: the task disappears at once, then the files go
+                shutil.rmtree(trash, ignore_errors=True)
+            except OSError as e:
+                log.error("cannot delete task %s from %s: %s", task, self.root, e)
+                raise StoreUnavailable(f"cannot delete task {task!r} from the store; see the server log") from None
+            with self._lock:
+                self._digests = {p: v for p, v in self._digests.items() if p.parent != d}
         return True
 
 

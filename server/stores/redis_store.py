@@ -6,12 +6,12 @@ Keys (``prefix`` defaults to ``sp:``)::
     sp:tasks                 hash task -> current version
     sp:versions:<task>       sorted set of the task's stored versions (score = seq; the newest ``keep`` stay)
     sp:seq                   counter bumped by every put/delete
-    sp:epoch                 random id set by the first write: a Redis that lost its data has none
+    sp:epoch                 random id set by the first write (or a restore): a Redis that lost its data has none
     sp:events                pub/sub channel: JSON {"task", "version" (null = deleted), "seq", "epoch"}
     sp:units:<fingerprint>:<pcm sha256>  optional shared units cache entries (with a TTL)
 
-A put is ONE Lua script (package SET + tasks HSET + seq INCR + PUBLISH), so no replica ever sees a version
-as current before its bytes exist, and events carry the seq of the state they describe.
+A put is ONE Lua script (package SET + tasks HSET + seq INCR + PUBLISH; ``redis_scripts.py``), so no replica ever
+sees a version as current before its bytes exist, and events carry the seq of the state they describe.
 
 Each replica runs one sync thread: SUBSCRIBE, then read the whole state (epoch, seq, tasks in one MULTI),
 then apply events. An event whose seq is not the next one, a reconnect, or the periodic resync re-read the
@@ -22,138 +22,43 @@ While Redis is unreachable the store answers from the last known state (memory, 
 + package files written on every read), reports itself degraded (:meth:`degraded`), refuses writes
 (``StoreUnavailable``, 503) and recovers by itself. A Redis that comes back EMPTY (no epoch: restarted
 without persistence) is not trusted to mean "every task was deleted": the replica keeps its last known
-tasks and stays degraded until a write creates a new epoch.
+tasks and writes them back (``RedisSync.restore``, ``redis_sync.py``; the rule is in docs/replicas.md).
+
+Modules: this one (the ``PromptStore`` API, URL options), ``redis_sync.py`` (state, sync thread, restore),
+``redis_scripts.py`` (Lua), ``local_copy.py`` (the replica's copy), ``redis_units.py`` (shared units cache).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import shutil
-import struct
 import threading
-import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-import torch
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..errors import StoreUnavailable
+from . import redis_scripts as scripts
 from .base import PromptStore, check_task_name, digest
+from .local_copy import LocalCopy
+from .redis_sync import RedisSync, _s
+from .redis_units import SharedUnitsCache
 
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"[0-9a-f]{16}")
-SUFFIX = ".safetensors"
 
-# KEYS: tasks, versions, pkg, seq, epoch | ARGV: task, version, data, keep, pkg prefix of the task, channel, epoch
-_PUT = """
-redis.call('SETNX', KEYS[5], ARGV[7])
-local epoch = redis.call('GET', KEYS[5])
-redis.call('SET', KEYS[3], ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local seq = redis.call('INCR', KEYS[4])
-redis.call('ZADD', KEYS[2], seq, ARGV[2])
-for _, v in ipairs(redis.call('ZRANGE', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))) do
-  if v ~= ARGV[2] then redis.call('DEL', ARGV[5] .. v) end
-  redis.call('ZREM', KEYS[2], v)
-end
-redis.call('PUBLISH', ARGV[6], cjson.encode({task=ARGV[1], version=ARGV[2], seq=seq, epoch=epoch}))
-return {epoch, seq}
-"""
-# KEYS: tasks, versions, seq, epoch | ARGV: task, pkg prefix of the task, channel
-_DELETE = """
-local existed = redis.call('HDEL', KEYS[1], ARGV[1])
-local versions = redis.call('ZRANGE', KEYS[2], 0, -1)
-for _, v in ipairs(versions) do redis.call('DEL', ARGV[2] .. v) end
-redis.call('DEL', KEYS[2])
-local epoch = redis.call('GET', KEYS[4])
-if existed == 0 and #versions == 0 then return {epoch, false, 0} end
-local seq = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[3], cjson.encode({task=ARGV[1], version=cjson.null, seq=seq, epoch=epoch}))
-return {epoch, existed, seq}
-"""
+__all__ = ["RedisStore", "SharedUnitsCache"]
 
 
-def _s(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _atomic_write(path: Path, data: bytes, *, fsync: bool) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class LocalCopy:
-    """The replica's copy of what it last knew: ``<dir>/state.json`` ({epoch, seq, tasks}) and
-    ``<dir>/<task>/<version>.safetensors`` for every package it has read. Files are replaced atomically
-    (package files without fsync: a torn one fails its digest check and is fetched again)."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.dir = Path(folder)
-        self.lock = threading.Lock()  # one writer at a time: a save never removes a folder being written
-
-    def load(self) -> tuple[str | None, int, dict[str, str]]:
-        try:
-            state = json.loads((self.dir / "state.json").read_text())
-            tasks = {str(t): str(v) for t, v in state["tasks"].items() if VERSION_RE.fullmatch(str(v))}
-            return state.get("epoch"), int(state.get("seq", 0)), tasks
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None, 0, {}
-
-    def save(self, epoch: str | None, seq: int, tasks: dict[str, str]) -> None:
-        """Record the state (callers hold ``lock``); folders of tasks not in ``tasks`` are removed."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.dir / "state.json", json.dumps({"epoch": epoch, "seq": seq, "tasks": tasks}).encode(),
-                          fsync=True)
-            for d in self.dir.iterdir():  # tasks that are gone: their files go too
-                if d.is_dir() and d.name not in tasks:
-                    shutil.rmtree(d, ignore_errors=True)
-        except OSError as e:
-            log.warning("cannot write the local copy %s: %s", self.dir, e)
-
-    def read(self, task: str, version: str) -> bytes | None:
-        try:
-            data = (self.dir / task / f"{version}{SUFFIX}").read_bytes()
-        except OSError:
-            return None
-        return data if digest(data) == version else None
-
-    def write(self, task: str, version: str, data: bytes, *, current: bool) -> None:
-        """Keep ``data`` (callers hold ``lock``); when it is the task's current version, older files of the
-        task are dropped."""
-        d = self.dir / task
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            _atomic_write(d / f"{version}{SUFFIX}", data, fsync=False)
-            if current:
-                for p in d.glob(f"*{SUFFIX}"):
-                    if p.stem != version:
-                        p.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot write %s@%s to the local copy %s: %s", task, version, self.dir, e)
-
-
-class RedisStore(PromptStore):
+class RedisStore(RedisSync, PromptStore):
     """Tasks in Redis + push notifications + a local copy; see the module docstring for the key layout."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = "sp:", cache_dir: str | os.PathLike,
@@ -166,8 +71,9 @@ class RedisStore(PromptStore):
         self.keep_versions, self.units_ttl_s = keep_versions, units_ttl_s
         self.local = LocalCopy(cache_dir)
         self.channel = f"{prefix}events"
-        self._put = client.register_script(_PUT)
-        self._delete = client.register_script(_DELETE)
+        self._put = client.register_script(scripts.PUT)
+        self._delete = client.register_script(scripts.DELETE)
+        self._restore = client.register_script(scripts.RESTORE)
         self._lock = threading.Lock()
         self._epoch, self._seq, self._map = self.local.load()
         self._connected = False
@@ -183,12 +89,13 @@ class RedisStore(PromptStore):
         self._thread.start()
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, keep_versions: int = 3) -> RedisStore:
         """``redis://[user:pass@]host:port/db?prefix=sp:&cache_dir=...&health_check_s=5&timeout_s=2
         &resync_s=30&keep_versions=3&units_ttl_s=0`` (our options are taken out; the rest go to redis-py).
 
         ``cache_dir`` defaults to ``.cache/redis-store/<host>_<port>_<db>_<prefix>`` (relative to the working
         directory): give each replica on one machine its own, or let them share one (writes are atomic).
+        ``keep_versions`` is the default when the URL has no ``keep_versions`` option.
         """
         parts = urlsplit(url)
         ours = {"prefix", "cache_dir", "health_check_s", "timeout_s", "resync_s", "keep_versions", "units_ttl_s"}
@@ -207,7 +114,7 @@ class RedisStore(PromptStore):
                                       retry=Retry(NoBackoff(), 1))
         return cls(client, prefix=prefix, cache_dir=opts.get("cache_dir") or default_dir,
                    health_check_s=health_check_s, timeout_s=timeout_s,
-                   resync_s=float(opts.get("resync_s", 30.0)), keep_versions=int(opts.get("keep_versions", 3)),
+                   resync_s=float(opts.get("resync_s", 30.0)), keep_versions=int(opts.get("keep_versions", keep_versions)),
                    units_ttl_s=float(opts.get("units_ttl_s", 0.0)), where=where)
 
     # -- keys --------------------------------------------------------------------------------------
@@ -224,6 +131,9 @@ class RedisStore(PromptStore):
     # -- PromptStore ---------------------------------------------------------------------------------
     def describe(self) -> str:
         return f"redis {self.where} prefix {self.prefix!r} (local copy {self.local.dir})"
+
+    def kind(self) -> str:
+        return "redis"
 
     def snapshot(self) -> dict[str, str | None]:
         """The last known state (no round trip): kept current by events and resyncs. The first call waits
@@ -268,12 +178,9 @@ class RedisStore(PromptStore):
             raise ValueError(f"version {version} is not the digest of the data")
         keys = [self.key("tasks"), self.versions_key(task), self.pkg_key(task, version), self.key("seq"),
                 self.key("epoch")]
-        try:
-            epoch, seq = self._put(keys=keys, args=[task, version, data, self.keep_versions, self.pkg_key(task),
-                                                    self.channel, uuid.uuid4().hex])
-        except RedisError as e:
-            raise StoreUnavailable(f"cannot store task {task!r}: redis {self.where} is unreachable ({e})") from None
-        self._apply_write(_s(epoch), int(seq), task, version)
+        epoch, seq = self._write(task, "store", lambda: self._put(
+            keys=keys, args=[task, version, data, self.keep_versions, self.pkg_key(task), self.channel]))
+        self._apply_write(epoch, seq, task, version)
         with self.local.lock:
             with self._lock:
                 current = self._map.get(task) == version
@@ -283,13 +190,33 @@ class RedisStore(PromptStore):
     def delete(self, task: str) -> bool:
         check_task_name(task)
         keys = [self.key("tasks"), self.versions_key(task), self.key("seq"), self.key("epoch")]
+        existed = []
+
+        def run() -> list:
+            epoch, found, seq = self._delete(keys=keys, args=[task, self.pkg_key(task), self.channel])
+            existed.append(bool(found))
+            return [epoch, seq]
+
+        epoch, seq = self._write(task, "delete", run)
+        if seq:
+            self._apply_write(epoch, seq, task, None)
+        return existed[-1]
+
+    def _write(self, task: str, what: str, script: Callable[[], list]) -> tuple[str, int]:
+        """Run a write script -> (epoch, seq). On a Redis without a store, restore what this replica knows
+        first and run it again (a write never starts a new store that drops the other tasks)."""
         try:
-            epoch, existed, seq = self._delete(keys=keys, args=[task, self.pkg_key(task), self.channel])
+            for _ in range(2):
+                epoch, seq = script()
+                if _s(epoch):
+                    return str(_s(epoch)), int(seq)
+                self.restore()
         except RedisError as e:
-            raise StoreUnavailable(f"cannot delete task {task!r}: redis {self.where} is unreachable ({e})") from None
-        if int(seq):
-            self._apply_write(_s(epoch), int(seq), task, None)
-        return bool(existed)
+            log.warning("cannot %s task %s: redis %s: %s", what, task, self.where, e)
+            raise StoreUnavailable(f"cannot {what} task {task!r}: the shared store is unreachable; "
+                                   "try again later") from None
+        raise StoreUnavailable(f"cannot {what} task {task!r}: the shared store could not be restored; "
+                               "see the server log")
 
     def on_change(self, callback: Callable[[], None]) -> None:
         with self._lock:
@@ -299,12 +226,19 @@ class RedisStore(PromptStore):
         with self._lock:
             n = len(self._map)
             if self._lost:
-                return (f"redis {self.where} holds no prompt store (restarted without persistence?); serving the "
-                        f"{n} last known tasks until a package is uploaded")
+                return (f"the shared store (redis) lost its data and this replica could not restore it yet; "
+                        f"serving the {n} last known tasks")
             if not self._connected:
-                return (f"redis {self.where} is unreachable ({self._down_reason}); serving the {n} last known "
-                        f"tasks from memory and {self.local.dir}; uploads and deletes are refused")
+                return (f"the shared store (redis) is unreachable; serving the {n} last known tasks from this "
+                        "replica's copy; uploads and deletes are refused")
         return None
+
+    def details(self) -> dict[str, Any]:
+        """Where Redis and the local copy are, why the store is degraded, the state's epoch and seq (admin)."""
+        with self._lock:
+            return {"where": self.describe(), "connected": self._connected, "lost_data": self._lost,
+                    "last_error": None if self._connected else self._down_reason, "epoch": self._epoch,
+                    "seq": self._seq, "tasks": len(self._map), "connects": self.connects}
 
     def units_cache(self, local: Any) -> Any:
         """``local`` backed by Redis entries with a TTL when ``units_ttl_s`` > 0, else ``local`` itself."""
@@ -319,240 +253,3 @@ class RedisStore(PromptStore):
         if self._shared_units is not None:
             self._shared_units.close()
         self.client.close()
-
-    # -- state ---------------------------------------------------------------------------------------
-    def _apply_write(self, epoch: str | None, seq: int, task: str, version: str | None) -> None:
-        """Our own put/delete: apply it now (read-your-writes); when it is not the next seq (events are still
-        on their way, or a new epoch) also re-read the whole state."""
-        with self._lock:
-            if seq <= self._seq and epoch == self._epoch:
-                return  # an event already brought this (or a newer) state
-            self._set(task, version)
-            contiguous = epoch == self._epoch and seq == self._seq + 1
-            if contiguous:
-                self._seq = seq
-        if not contiguous:
-            try:
-                self._resync()
-            except RedisError:
-                self._resync_wanted.set()  # the sync thread will do it
-        self._changed()
-
-    def _set(self, task: str, version: str | None) -> None:
-        if version is None:
-            self._map.pop(task, None)
-        else:
-            self._map[task] = version
-
-    def _resync(self) -> None:
-        """Read epoch, seq and every task's current version in one transaction and adopt them (newer only)."""
-        with self.client.pipeline(transaction=True) as p:
-            p.get(self.key("epoch")).get(self.key("seq")).hgetall(self.key("tasks"))
-            epoch, seq, tasks = p.execute()
-        epoch, seq = _s(epoch), int(seq or 0)
-        tasks = {_s(t): _s(v) for t, v in tasks.items()}
-        with self._lock:
-            if epoch is None and self._epoch is not None and self._map:
-                changed, self._lost = not self._lost, True
-            elif epoch is not None and epoch == self._epoch and seq < self._seq:
-                changed = False  # an older read than what our own write already applied
-            else:
-                changed = (epoch, seq, tasks) != (self._epoch, self._seq, self._map) or self._lost
-                if epoch != self._epoch and self._epoch is not None:
-                    log.warning("redis %s holds another prompt store (epoch %s, was %s): adopting it",
-                                self.where, epoch, self._epoch)
-                self._epoch, self._seq, self._map, self._lost = epoch, seq, tasks, False
-        self._first_attempt.set()  # the state is Redis's now (set before callbacks that may read it)
-        if changed:
-            self._changed()
-
-    def _on_event(self, data: bytes) -> None:
-        try:
-            ev = json.loads(data)
-            task, version, seq, epoch = ev["task"], ev.get("version"), int(ev["seq"]), ev.get("epoch")
-        except (ValueError, KeyError, TypeError):
-            log.warning("malformed event on %s: %r", self.channel, data[:200])
-            self._resync()
-            return
-        with self._lock:
-            if epoch == self._epoch and seq <= self._seq:
-                return  # already applied (our own write)
-            contiguous = epoch == self._epoch and seq == self._seq + 1 and not self._lost
-            if contiguous:
-                self._set(task, version)
-                self._seq = seq
-        if contiguous:
-            self._changed()
-        else:
-            self._resync()  # a gap: some message was missed, or a new epoch
-
-    def _changed(self) -> None:
-        with self.local.lock:  # the state saved is the newest: no older save can land after a newer one
-            with self._lock:
-                epoch, seq, tasks, callbacks = self._epoch, self._seq, dict(self._map), list(self._callbacks)
-            self.local.save(epoch, seq, tasks)
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:  # noqa: BLE001 - a listener's failure must not stop the sync thread
-                log.exception("store change callback failed")
-
-    # -- sync thread ---------------------------------------------------------------------------------
-    def _run(self) -> None:
-        self._backoff = 0.05
-        while not self._stop.is_set():
-            pubsub = self.client.pubsub()
-            try:
-                self._listen(pubsub)
-            except (RedisError, OSError, ValueError) as exc:
-                self._set_connected(False, f"{type(exc).__name__}: {exc}")
-            except Exception as exc:  # noqa: BLE001 - a bug here must not end the sync thread: log, reconnect
-                log.exception("redis store sync failed")
-                self._set_connected(False, f"{type(exc).__name__}: {exc}")
-            finally:
-                self._first_attempt.set()
-                try:
-                    pubsub.close()
-                except Exception:  # noqa: BLE001
-                    pass
-            if self._stop.wait(self._backoff):
-                break
-            self._backoff = min(self._backoff * 2, 1.0)  # reconnect soon, then at most once a second
-
-    def _listen(self, pubsub: Any) -> None:
-        """Subscribe, resync, then apply events until the connection fails (raises) or the store closes."""
-        pubsub.subscribe(self.channel)
-        deadline = time.monotonic() + self.timeout_s
-        while (msg := pubsub.get_message(timeout=0.05)) is None or msg["type"] != "subscribe":
-            if time.monotonic() > deadline:
-                raise redis.TimeoutError("no subscribe confirmation")
-        self._resync()  # after SUBSCRIBE: no change can fall between the read and the first event
-        self.connects += 1
-        self._backoff = 0.05
-        self._set_connected(True, "")
-        heard = pinged = time.monotonic()
-        next_resync = heard + self.resync_s
-        while not self._stop.is_set():
-            msg = pubsub.get_message(timeout=0.1)
-            now = time.monotonic()
-            if msg is not None:
-                heard = now
-                if msg["type"] == "message":
-                    self._on_event(msg["data"])
-                elif msg["type"] == "subscribe":  # redis-py reconnected and resubscribed by itself
-                    self.connects += 1
-                    self._resync()
-            if pinged > heard and now - pinged > self.timeout_s:
-                raise redis.ConnectionError(f"subscription silent for {now - heard:.1f} s (no PONG)")
-            if now - heard >= self.health_check_s and pinged <= heard:
-                pubsub.ping("sp-health")
-                pinged = now
-            if now >= next_resync or self._resync_wanted.is_set():
-                self._resync_wanted.clear()
-                self._resync()
-                next_resync = now + self.resync_s
-
-    def _set_connected(self, up: bool, reason: str) -> None:
-        with self._lock:
-            was, self._connected = self._connected, up
-            self._down_reason = reason or self._down_reason
-        self._first_attempt.set()
-        if was != up:
-            (log.info if up else log.warning)("redis store %s %s", self.where,
-                                               "connected" if up else f"unreachable: {reason}")
-            self._changed()
-
-
-class SharedUnitsCache:
-    """The replica's units LRU, backed by Redis entries ``<prefix>units:<fingerprint>:<pcm sha256>`` with a
-    TTL: a clip already encoded by any replica skips HuBERT + k-means here (plain ``Units`` only). Same interface as
-    ``server.units_cache.UnitsCache``; Redis is skipped while the store is degraded and writes happen on a
-    background thread (the model loop never waits for them)."""
-
-    MAGIC = b"SPU1"
-
-    TIMEOUT_S = 0.1  # the model loop waits at most this long for Redis...
-    BACKOFF_S = 1.0  # ...and skips Redis for this long after a failure
-
-    def __init__(self, local: Any, store: RedisStore, ttl_s: float):
-        self.local, self.store, self.ttl_ms = local, store, max(1, int(ttl_s * 1000))
-        self.capacity = local.capacity
-        self.shared_hits = 0
-        pool = store.client.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": self.TIMEOUT_S,
-                  "socket_connect_timeout": self.TIMEOUT_S, "retry": Retry(NoBackoff(), 0)}
-        self.client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
-                                                                       **kwargs))
-        self._skip_until = 0.0
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="units-cache-writer")
-
-    def _usable(self) -> bool:
-        return time.monotonic() >= self._skip_until and self.store.degraded() is None
-
-    def _failed(self) -> None:
-        self._skip_until = time.monotonic() + self.BACKOFF_S
-
-    def close(self) -> None:
-        self._writer.shutdown(wait=True, cancel_futures=False)
-        self.client.close()
-
-    hits = property(lambda self: self.local.hits)
-    misses = property(lambda self: self.local.misses)
-
-    def __len__(self) -> int:
-        return len(self.local)
-
-    def _key(self, pcm_digest: str, fingerprint: str) -> str:
-        return f"{self.store.prefix}units:{fingerprint}:{pcm_digest}"
-
-    def get(self, pcm_digest: str, fingerprint: str) -> Any | None:
-        found = self.local.get(pcm_digest, fingerprint)
-        if found is not None or not self._usable():
-            return found
-        try:
-            data = self.client.get(self._key(pcm_digest, fingerprint))
-        except RedisError:
-            self._failed()
-            return None
-        units = self.decode(data) if data else None
-        if units is not None:
-            self.shared_hits += 1
-            self.local.put(pcm_digest, fingerprint, units)
-        return units
-
-    def put(self, pcm_digest: str, fingerprint: str, units: Any) -> None:
-        """Keep ``units`` locally and (in the background) in Redis. Only plain ``Units`` are shared: richer
-        results (a pGSLM backbone's ``ProsodyUnits`` with F0) stay in the local LRU."""
-        from speechprompt.units import Units
-
-        self.local.put(pcm_digest, fingerprint, units)
-        if type(units) is not Units or not self._usable():
-            return
-        data = self.encode(units)
-
-        def write() -> None:
-            try:
-                self.client.set(self._key(pcm_digest, fingerprint), data, px=self.ttl_ms)
-            except RedisError:
-                self._failed()  # a cache: losing an entry only costs a re-encode
-
-        self._writer.submit(write)
-
-    @classmethod
-    def encode(cls, units: Any) -> bytes:
-        """``Units(units [M] i64, durations [M] i64, frames)`` -> magic, frames u32, M u32, int32 [M] x 2."""
-        u = units.units.to(torch.int32).contiguous().numpy().tobytes()
-        d = units.durations.to(torch.int32).contiguous().numpy().tobytes()
-        return cls.MAGIC + struct.pack("<II", int(units.frames), len(units.units)) + u + d
-
-    @classmethod
-    def decode(cls, data: bytes) -> Any | None:
-        from speechprompt.units import Units
-
-        if len(data) < 12 or data[:4] != cls.MAGIC:
-            return None
-        frames, m = struct.unpack("<II", data[4:12])
-        if len(data) != 12 + 8 * m:
-            return None
-        arr = torch.frombuffer(bytearray(data[12:]), dtype=torch.int32).to(torch.int64)
-        return Units(units=arr[:m].clone(), durations=arr[m:].clone(), frames=frames)

@@ -34,15 +34,28 @@ async def test_not_ready_until_the_runtime_is_loaded(make_server):
     assert r.status_code == 200 and r.json()["backbone"] == rt.fingerprint
 
 
-async def test_failed_start_is_reported_by_readyz(make_server):
+async def test_failed_start_is_reported_by_readyz_in_words_and_in_full_to_the_admin(make_server):
     def broken(settings):
         raise FileNotFoundError("models/missing/backbone.json")
 
     srv = await make_server(runtime_factory=broken, wait=False)
     await srv.service.ready_event.wait()
     body = assert_problem(await srv.client.get("/readyz"), 503, "not_ready")
-    assert "start-up failed" in body["detail"] and "models/missing" in body["detail"]
+    assert "start-up failed" in body["detail"] and "FileNotFoundError" in body["detail"]
+    assert "models/missing" not in body["detail"]  # no paths on the unauthenticated endpoint
     assert (await srv.client.get("/healthz")).status_code == 200
+    assert_problem(await srv.client.get("/v1/admin/status"), 401, "unauthorized")
+    status = (await srv.client.get("/v1/admin/status", headers=ADMIN)).json()
+    assert status["state"] == "failed" and "models/missing/backbone.json" in status["failure"]
+
+
+async def test_readyz_names_no_store_path_and_the_admin_status_does(make_server, tmp_path):
+    srv = await make_server(FakeRuntime())
+    r = await srv.client.get("/readyz")
+    assert r.status_code == 200 and str(tmp_path) not in r.text
+    assert r.json()["store"] == {"kind": "folder", "degraded": None}
+    status = (await srv.client.get("/v1/admin/status", headers=ADMIN)).json()
+    assert str(tmp_path / "store") in status["store"]["where"] and status["state"] == "ready"
 
 
 async def test_full_queue_is_429_with_retry_after(make_server):

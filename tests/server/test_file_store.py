@@ -91,3 +91,45 @@ def test_complete_safetensors_frame():
 
 def test_open_store_picks_the_file_store_for_paths(tmp_path):
     assert isinstance(open_store(str(tmp_path)), FileStore)
+
+
+def test_old_versions_are_pruned_except_the_newest_n_and_those_in_use(tmp_path):
+    store = FileStore(tmp_path / "store", keep_versions=2)
+    pkgs = [make_package("kws", seed=i) for i in range(5)]
+    store.track_in_use(lambda task: {pkgs[0].version} if task == "kws" else set())  # still served somewhere
+    for p in pkgs:
+        store.put("kws", p.version, p.data)
+    kept = sorted(p.stem for p in (tmp_path / "store/kws").glob("*.safetensors"))
+    assert kept == sorted([pkgs[0].version, pkgs[3].version, pkgs[4].version])
+    store.put("kws", pkgs[3].version, pkgs[3].data)  # a rollback to a kept version: it is the newest now
+    store.put("kws", make_package("kws", seed=9).version, make_package("kws", seed=9).data)
+    kept = {p.stem for p in (tmp_path / "store/kws").glob("*.safetensors")}
+    assert pkgs[3].version in kept and pkgs[4].version not in kept and pkgs[0].version in kept
+    assert open_store(str(tmp_path / "other"), keep_versions=7).keep_versions == 7
+
+
+def test_concurrent_puts_and_deletes_never_fail_nor_leave_a_half_task(tmp_path):
+    import threading
+
+    store = FileStore(tmp_path / "store")
+    pkgs = [make_package("kws", seed=i) for i in range(3)]
+    errors: list[BaseException] = []
+
+    def hammer(i: int) -> None:
+        for n in range(40):
+            try:
+                if (n + i) % 2:
+                    store.delete("kws")
+                else:
+                    p = pkgs[n % 3]
+                    store.put("kws", p.version, p.data)
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, [str(e) for e in errors[:3]]
+    assert store.current_version("kws") in {None, *(p.version for p in pkgs)}

@@ -65,6 +65,18 @@ class RedisServer:
         wait_for(lambda: _answers(client), 5)
         client.close()
 
+    def kill(self) -> None:
+        """SIGKILL the server and drop its RDB file: the next ``start`` comes back EMPTY (no persistence)."""
+        import os
+        import signal
+
+        os.kill(int((self.dir / "redis.pid").read_text()), signal.SIGKILL)
+        client = self.client()
+        wait_for(lambda: not _answers(client), 5)
+        client.close()
+        (self.dir / "dump.rdb").unlink(missing_ok=True)
+        (self.dir / "redis.pid").unlink(missing_ok=True)
+
     def stop(self, save: bool = True) -> None:
         subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "save" if save else "nosave"],
                        capture_output=True, timeout=10)
@@ -324,18 +336,32 @@ def test_a_store_started_while_redis_is_down_serves_its_local_copy(server, store
     assert again.snapshot() == {"kws": p.version}
 
 
-def test_redis_that_lost_its_data_does_not_delete_every_task(server, stores):
+def test_redis_restarted_empty_gets_back_the_tasks_the_replicas_hold(server, stores):
     a, b = stores(server.url(**FAST)), stores(server.url(**FAST))
     old, new = make_package("kws", 1), make_package("emo", 2)
-    a.put("kws", old.version, old.data)
+    a.put("kws", old.version, old.data)  # a holds the package (b never read it: b leaves the restore to a)
     wait_for(lambda: b.snapshot() == {"kws": old.version}, 1)
     server.stop(save=False)
     server.start()  # empty: no epoch
-    wait_for(lambda: b.degraded() is not None and "holds no prompt store" in b.degraded(), 5)
-    assert b.snapshot() == {"kws": old.version}
-    a.put("emo", new.version, new.data)  # a write starts a new store: every replica adopts it
-    wait_for(lambda: b.snapshot() == {"emo": new.version} and b.degraded() is None, 2)
-    assert not (b.local.dir / "kws").exists()
+    r = server.client()
+    wait_for(lambda: r.hget("sp:tasks", "kws") is not None, 5)  # a wrote back what it held
+    assert r.get(f"sp:pkg:kws:{old.version}") == old.data
+    wait_for(lambda: a.degraded() is None and b.degraded() is None, 5)
+    assert a.snapshot() == b.snapshot() == {"kws": old.version}
+    a.put("emo", new.version, new.data)  # a write never starts a new store that forgets kws
+    wait_for(lambda: b.snapshot() == {"kws": old.version, "emo": new.version}, 2)
+    assert b.read("kws", old.version) == old.data
+
+
+def test_a_write_to_an_empty_redis_restores_the_known_tasks_first(server, stores):
+    a = stores(server.url(resync_s=60, **FAST))
+    old, new = make_package("kws", 1), make_package("emo", 2)
+    a.put("kws", old.version, old.data)
+    server.client().flushall()  # no restart: the sync thread notices only at its next resync (60 s)
+    a.put("emo", new.version, new.data)
+    assert {k.decode(): v.decode() for k, v in server.client().hgetall("sp:tasks").items()} == \
+        {"kws": old.version, "emo": new.version}
+    assert a.snapshot() == {"kws": old.version, "emo": new.version}
 
 
 def test_idle_subscriber_past_the_server_timeout_still_gets_events(server, stores):
@@ -407,3 +433,18 @@ def test_url_options_prefix_and_describe(server, stores):
     s.put("kws", p.version, p.data)
     assert server.client().hget("team1:tasks", "kws").decode() == p.version
     assert f"127.0.0.1:{server.port}/0" in s.describe()
+
+
+def test_degraded_reasons_and_503_details_name_no_host_port_or_path(server, stores):
+    a = stores(server.url(**FAST))
+    p = make_package("kws", 1)
+    a.put("kws", p.version, p.data)
+    server.stop(save=True)
+    wait_for(lambda: a.degraded() is not None, 2)
+    with pytest.raises(StoreUnavailable) as e:
+        a.put("kws", p.version, p.data)
+    for said in (a.degraded(), e.value.detail):
+        assert "unreachable" in said
+        assert str(server.port) not in said and "127.0.0.1" not in said and str(a.local.dir) not in said
+    details = a.details()  # the admin status has them
+    assert f"127.0.0.1:{server.port}" in details["where"] and details["last_error"]

@@ -8,6 +8,7 @@ The store poll interval stays at its default (2 s): propagation within 1 s comes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -117,6 +118,34 @@ def cluster(tmp_path_factory):
         redis_srv.stop(save=False)
 
 
+@contextlib.contextmanager
+def traffic(replicas, tasks: list[str]):
+    """Classify ``tasks`` in a loop on every replica (one thread each) while the block runs; yields the list of
+    ``(replica, task, status, version or error text)`` results, complete once the block has ended."""
+    results: list[tuple[str, str, int, str | None]] = []
+    stop = threading.Event()
+
+    def loop(rep: Replica) -> None:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{rep.port}", timeout=10)
+        end = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < end and len(results) < 5000:
+            for task in tasks:
+                r = client.post(f"/v1/tasks/{task}/classify", content=CLIP, headers=WAV)
+                results.append((rep.name, task, r.status_code,
+                                r.json().get("version") if r.status_code == 200 else r.text))
+        client.close()
+
+    threads = [threading.Thread(target=loop, args=(rep,)) for rep in replicas]
+    for t in threads:
+        t.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+
+
 def put(replica: Replica, pkg) -> None:
     r = replica.http.put(f"/v1/tasks/{pkg.meta.task}", content=pkg.data, headers=ADMIN)
     assert r.status_code in (200, 201), r.text
@@ -150,21 +179,7 @@ def test_redis_restart_during_traffic_fails_nothing_and_converges(cluster):
     v1, v2 = make_package("vad", 1, C=2, **dims), make_package("vad", 2, C=2, **dims)
     put(a, v1)
     wait_for(lambda: b.serves("vad", v1.version), 1.0)
-    results: list[tuple[str, int, str | None]] = []
-    stop = threading.Event()
-
-    def traffic(rep: Replica) -> None:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{rep.port}", timeout=10)
-        end = time.monotonic() + 30
-        while not stop.is_set() and time.monotonic() < end and len(results) < 5000:
-            r = client.post("/v1/tasks/vad/classify", content=CLIP, headers=WAV)
-            results.append((rep.name, r.status_code, r.json().get("version") if r.status_code == 200 else r.text))
-        client.close()
-
-    threads = [threading.Thread(target=traffic, args=(rep,)) for rep in (a, b)]
-    for t in threads:
-        t.start()
-    try:
+    with traffic((a, b), ["vad"]) as results:
         silent_put(redis_srv.client(), "vad", v2)  # a change nobody hears about: only a resync finds it
         redis_srv.stop(save=True)
         wait_for(lambda: a.degraded() is not None and b.degraded() is not None, 5, step=0.05)
@@ -176,14 +191,10 @@ def test_redis_restart_during_traffic_fails_nothing_and_converges(cluster):
         took = wait_for(lambda: all(r.serves("vad", v2.version) and r.degraded() is None for r in (a, b)), 5,
                         step=0.05)
         time.sleep(0.3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(15)
-    failed = [x for x in results if x[1] != 200]
+    failed = [x for x in results if x[2] != 200]
     assert not failed, failed[:5]
     assert during > 0  # requests were answered while Redis was down
-    assert {v for _, _, v in results} <= {v1.version, v2.version}
+    assert {v for *_, v in results} <= {v1.version, v2.version}
     assert took <= 5.0
 
 
@@ -212,3 +223,28 @@ def test_replica_started_while_redis_is_down_serves_its_local_copy(cluster):
     if b.proc is None:
         b.start()
         b.wait_ready()
+
+
+def test_redis_killed_and_restarted_empty_under_load_loses_no_task(cluster):
+    redis_srv, a, b, dims = cluster
+    seeds = [make_package(name, 10 + i, C=2, **dims) for i, name in enumerate(("seed-a", "seed-b"))]
+    for pkg in seeds:
+        put(a, pkg)
+        wait_for(lambda p=pkg: b.serves(p.meta.task, p.version), 1.0)
+    with traffic((a, b), [p.meta.task for p in seeds]) as results:
+        redis_srv.kill()
+        redis_srv.start()  # empty: restarted without persistence
+        r = redis_srv.client()
+        wait_for(lambda: {t.decode() for t in r.hkeys("sp:tasks")} >= {"seed-a", "seed-b"}, 5, step=0.05)
+        late = make_package("late", 20, C=2, **dims)
+        put(b, late)  # the seeding script's next upload: must not make anyone forget seed-a / seed-b
+        wait_for(lambda: a.serves("late", late.version), 2.0)
+        time.sleep(0.5)
+    failed = [x for x in results if x[2] != 200]
+    assert results and not failed, failed[:5]
+    for rep in (a, b):
+        for pkg in (*seeds, late):
+            assert rep.serves(pkg.meta.task, pkg.version), (rep.name, pkg.meta.task)
+        assert wait_for(lambda rep=rep: rep.degraded() is None, 5, step=0.05) < 5
+        ready = rep.http.get("/readyz").text
+        assert str(redis_srv.port) not in ready and "copy-" not in ready

@@ -42,6 +42,8 @@ from speechprompt.training.hubert_pretrain import _DCT, _FB, HubertPretrainModel
 from speechprompt.training.markers import replace_block  # noqa: E402
 
 BEGIN, END = "<!-- real:begin -->", "<!-- real:end -->"
+REAL_MIRRORS = {"language-id": "allow-listed Debian speech, held-out speakers", "keyword": "hedgewars voice packs",
+                "vad": "speech vs music / effects / tones", "gender": "asterisk and fillets-ng voices"}
 
 
 def mfcc_stats(wav: np.ndarray) -> np.ndarray:
@@ -215,7 +217,8 @@ def main() -> None:
             data = encode_task(bb, task_root / name, a.work / "units" / digest)
             say(f"{name} [{key}]: encoded in {time.perf_counter() - t0:.0f}s")
             r[key] = run_task(bb, name, data, a.work / key, ["v2"], a.work / key / "curves", None, a.max_epochs,
-                              labels=labels, probes=False) | {"fingerprint": bb.fingerprint}
+                              labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})")
+            r[key] |= {"fingerprint": bb.fingerprint}
             res_file.write_text(json.dumps(results, indent=1) + "\n")
         if "logreg_mfcc" not in r:
             r |= free_baselines(task_root / name, labels, se_backbone)
@@ -227,6 +230,7 @@ def main() -> None:
     shown = {n: results[n] for n in real_tasks.TASK_NAMES if n in results}
     if str(a.results) != "none":
         replace_block(a.results, BEGIN, END, render(shown, info, meta))
+        (a.results.parent / "results" / "real_tasks.json").write_text(json.dumps(info, indent=1) + "\n")
     for name in [d for d in a.demo.split(",") if d in results and "v2" in results[d].get("new", {})]:
         install_demo(a.store, name, results[name]["new"]["v2"]["version"],
                      (a.work / "new" / "packages" / f"{name}.v2.safetensors").read_bytes())

@@ -188,11 +188,12 @@ def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
 
 def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
              out: dict | None = None, max_epochs: int | None = None, labels: list[str] | None = None,
-             probes: bool = True) -> dict:
+             probes: bool = True, mirrors: str | None = None) -> dict:
     """Train/score the missing ``variants`` and baselines of one task (``out``: its results so far).
 
     ``max_epochs``: the recipe's epoch cap for larger suites (default: the recipe's 60; early stopping still decides).
-    ``labels``: the classes (default: the suite task's); ``probes``: also run the LM probes.
+    ``labels``: the classes (default: the suite task's); ``probes``: also run the LM probes; ``mirrors``: what the
+    task stands for, recorded in the package (default: the suite task's ``mirrors``).
     """
     labels = list(labels or TASKS[name].labels)
     idx = {lab: i for i, lab in enumerate(labels)}
@@ -204,7 +205,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
                             (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint,
                             kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
                             extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
-                                        "suite_task": TASKS[name].mirrors if name in TASKS else name})
+                                        "suite_task": mirrors or TASKS[name].mirrors})
         metrics = {s: evaluate_package(bb, res.package, data[s]["units"], data[s]["labels"])
                    for s in TEST_SPLITS if s in data}
         pkg = attach_metrics(res.package, metrics)

@@ -16,6 +16,7 @@ from typing import Any
 from speechprompt import audio as core_audio
 from speechprompt import encoder as core_encoder
 from speechprompt import package as core_package
+from speechprompt import unit_lm as core_unit_lm
 
 
 class ServerError(Exception):
@@ -128,6 +129,7 @@ TABLE: dict[type[BaseException], Rule] = {
     core_audio.AudioTooLong: Rule(413, "Audio too long"),
     core_audio.AudioError: Rule(422, "Unusable audio"),
     core_encoder.EncoderInputError: Rule(422, "Unusable audio", "unusable_audio"),
+    core_unit_lm.SequenceTooLong: Rule(413, "Audio too long for the unit LM"),
     # core: task prompt packages (speechprompt/package.py)
     core_package.NotSafetensors: Rule(415, "Not a safetensors package"),
     core_package.PackageTooLarge: Rule(413, "Package too large"),

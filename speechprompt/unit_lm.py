@@ -65,6 +65,24 @@ class SequenceTooLong(ValueError):
         self.accepted = f"clips of at most {units} units after deduplication ({max_positions} positions)"
 
 
+def _gelu_tanh(t: Tensor) -> Tensor:
+    return F.gelu(t, approximate="tanh")
+
+
+# Every name fairseq's ``utils.get_activation_fn`` accepts (``gelu_fast`` is its deprecated alias of gelu_accurate).
+ACTIVATIONS = {"relu": F.relu, "relu_squared": lambda t: F.relu(t).pow(2), "gelu": F.gelu,
+               "gelu_fast": _gelu_tanh, "gelu_accurate": _gelu_tanh, "tanh": torch.tanh,
+               "linear": lambda t: t, "swish": F.silu}
+
+
+def activation(name: str):
+    """The activation function fairseq calls ``name``; ValueError naming the accepted ones otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unsupported activation {name!r}; accepted: {', '.join(ACTIVATIONS)}") from None
+
+
 def state_dict_mismatch(sd: dict[str, Tensor], want: dict[str, Tensor]) -> str | None:
     """Describe how ``sd`` differs from ``want`` (missing / unexpected keys, wrong shapes), or None if it fits."""
     missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
@@ -154,8 +172,7 @@ class DecoderLayer(nn.Module):
         self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
-        self.act = {"relu": F.relu, "gelu": F.gelu, "gelu_accurate": lambda t: F.gelu(t, approximate="tanh"),
-                    "tanh": torch.tanh, "linear": lambda t: t}[cfg.activation]
+        self.act = activation(cfg.activation)
 
     def forward(self, x, mask, pk=None, pv=None, reference=False, real=None):
         """x ``[B, T, d]`` or packed ``[N, d]`` (then ``real [B, T]``): every op but attention is per token."""

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .admission import Admission
 from .batcher import Batcher
 from .errors import NotReady
 from .metrics import Metrics
@@ -70,6 +71,9 @@ class Service:
         self.store: PromptStore | None = None
         self.batcher: Batcher | None = None
         self.registry: Registry | None = None
+        # slots: the jobs that may wait in the queue plus one batch being computed
+        self.admission = Admission(settings.queue_capacity + settings.max_batch_rows, settings.request_deadline_s,
+                                   lambda: self.batcher.job_seconds if self.batcher is not None else 0.05)
         self._boot_task: asyncio.Task | None = None
         self._watch_task: asyncio.Task | None = None
         self.ready_event: asyncio.Event | None = None

@@ -30,9 +30,10 @@ async def classify(task: str, request: Request, top_k: int = TOP_K,
                    service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with one task; the answer names the exact task version used."""
     check_task_name(task)
-    data = await payload(request, field="audio", limit=service.settings.max_upload_bytes, raw_ok=audio_body_ok,
-                         accepted=ACCEPTED)
-    return JSONResponse(await classify_one(service, task, data, top_k, request.receive))
+    with service.admission.slot():  # 429 before the body is read: a refused request is never decoded
+        data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
+                             raw_ok=audio_body_ok, accepted=ACCEPTED)
+        return JSONResponse(await classify_one(service, task, data, top_k, request.receive))
 
 
 @router.post("/v1/classify", response_model=None, openapi_extra=AUDIO_BODY,
@@ -42,6 +43,7 @@ async def classify_tasks(request: Request, tasks: str = Query(..., description="
     """Classify one clip with many tasks: decoded and encoded once, one unit-LM row per task; a task that
     cannot be served gets its own error entry without failing the others."""
     names = parse_tasks(tasks)
-    data = await payload(request, field="audio", limit=service.settings.max_upload_bytes, raw_ok=audio_body_ok,
-                         accepted=ACCEPTED)
-    return JSONResponse(await classify_many(service, names, data, top_k, request.receive))
+    with service.admission.slot():
+        data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
+                             raw_ok=audio_body_ok, accepted=ACCEPTED)
+        return JSONResponse(await classify_many(service, names, data, top_k, request.receive))

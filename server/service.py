@@ -71,8 +71,8 @@ class Service:
         self.store: PromptStore | None = None
         self.batcher: Batcher | None = None
         self.registry: Registry | None = None
-        # slots: the jobs that may wait in the queue plus one batch being computed
-        self.admission = Admission(settings.queue_capacity + settings.max_batch_rows, settings.request_deadline_s,
+        # every admitted request fits the queue, so the batcher never refuses one it has decoded
+        self.admission = Admission(settings.queue_capacity, settings.request_deadline_s,
                                    lambda: self.batcher.job_seconds if self.batcher is not None else 0.05)
         self._boot_task: asyncio.Task | None = None
         self._watch_task: asyncio.Task | None = None

@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device for the backbone and the prompt bank")
     max_batch_rows: int = Field(32, ge=1, description="most unit-LM rows (one per clip x task) in one forward")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="how long the model loop waits to fill a batch (ms)")
-    queue_capacity: int = Field(256, ge=1, description="jobs waiting for the model loop before 429")
+    queue_capacity: int = Field(256, ge=1, description="classify requests in flight (reading, decoding, queued, "
+                                "computing) before 429; refused before the body is read")
     request_deadline_s: float = Field(30.0, gt=0, description="per-request budget from arrival to answer (s)")
     max_audio_seconds: float = Field(30.0, gt=0, description="longest clip accepted (s, after decoding)")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body (audio or package)")

@@ -47,7 +47,7 @@ async def test_failed_start_is_reported_by_readyz(make_server):
 
 async def test_full_queue_is_429_with_retry_after(make_server):
     rt = FakeRuntime()
-    srv = await make_server(rt, queue_capacity=1)
+    srv = await make_server(rt, queue_capacity=2)
     await srv.client.put("/v1/tasks/kws", content=make_package("kws").data, headers=ADMIN)
     rt.gate.clear()
     post = lambda seed: srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(seed=seed), headers=WAV)  # noqa: E731
@@ -141,7 +141,7 @@ async def test_client_that_disconnects_is_skipped_and_counted(make_server):
 
 async def test_overload_is_refused_before_the_body_is_read_so_rejected_requests_are_never_decoded(make_server):
     rt = FakeRuntime()
-    srv = await make_server(rt, queue_capacity=1, max_batch_rows=1)
+    srv = await make_server(rt, queue_capacity=2, max_batch_rows=1)
     await srv.client.put("/v1/tasks/kws", content=make_package("kws").data, headers=ADMIN)
     rt.gate.clear()
     decoded = lambda: srv.service.metrics.registry.get_sample_value(  # noqa: E731

@@ -4,18 +4,20 @@ The cap is enforced while streaming (a lying or absent Content-Length cannot mak
 than ``limit`` bytes); multipart is parsed from the capped buffer. Nothing here looks at file names or
 trusts the declared media type of the payload itself: audio and packages are recognised from their bytes,
 so a part sent without a filename (``curl -F 'audio=<clip.wav'``), or with only ``filename*``, is taken
-as it is. A client that goes away mid-upload is a ``ClientGone`` (499), not a server error.
+as it is. A client that goes away mid-upload is a ``ClientGone`` (499), not a server error; one whose body
+has not arrived in full ``timeout_s`` after the headers is a ``RequestTimeout`` (408, connection closed).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import python_multipart as multipart
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import BadRequest, ClientGone, PayloadTooLarge, UnsupportedMediaType
+from .errors import BadRequest, ClientGone, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the payload
 
@@ -25,8 +27,9 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes with PayloadTooLarge (413)."""
+async def read_capped(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes with PayloadTooLarge (413) and a body still
+    incomplete after ``timeout_s`` seconds (None: no deadline) with RequestTimeout (408)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
@@ -36,13 +39,18 @@ async def read_capped(request: Request, limit: int) -> bytes:
                                   accepted=f"at most {limit} bytes")
     buf = bytearray()
     try:
-        async for chunk in request.stream():
-            if len(buf) + len(chunk) > limit:
-                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes",
-                                      accepted=f"at most {limit} bytes")
-            buf += chunk
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                if len(buf) + len(chunk) > limit:
+                    raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes",
+                                          accepted=f"at most {limit} bytes")
+                buf += chunk
     except ClientDisconnect:
         raise ClientGone(f"the client disconnected after {len(buf)} bytes of the body") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the body was not complete {timeout_s:g} s after the headers "
+                             f"({len(buf)} bytes received)",
+                             accepted=f"the whole body within {timeout_s:g} s") from None
     return bytes(buf)
 
 
@@ -113,18 +121,19 @@ async def multipart_field(request: Request, body: bytes, field: str, limit: int)
 
 
 async def payload(request: Request, *, field: str, limit: int, raw_ok: Callable[[str], bool],
-                  accepted: str) -> bytes:
+                  accepted: str, timeout_s: float | None = None) -> bytes:
     """The payload of a request: multipart field ``field``, or the raw body when ``raw_ok(media type)``.
 
-    Raises PayloadTooLarge (413), UnsupportedMediaType (415) for other body types, BadRequest (400).
+    Raises PayloadTooLarge (413), UnsupportedMediaType (415) for other body types, BadRequest (400),
+    RequestTimeout (408) when the body takes longer than ``timeout_s``.
     """
     mtype = media_type(request)
     if mtype == "multipart/form-data":
-        body = await read_capped(request, limit + MULTIPART_OVERHEAD)
+        body = await read_capped(request, limit + MULTIPART_OVERHEAD, timeout_s)
         return await multipart_field(request, body, field, limit)
     if not raw_ok(mtype):
         raise UnsupportedMediaType(f"request bodies of type {mtype!r} are not accepted", accepted=accepted)
-    return await read_capped(request, limit)
+    return await read_capped(request, limit, timeout_s)
 
 
 def audio_body_ok(mtype: str) -> bool:

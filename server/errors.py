@@ -55,6 +55,15 @@ class PayloadTooLarge(ServerError):
     code = "payload_too_large"
 
 
+class RequestTimeout(ServerError):
+    """The request body did not arrive in full within ``body_timeout_s``; the connection is closed."""
+
+    code = "request_timeout"
+
+    def __init__(self, detail: str, *, accepted: str | None = None):
+        super().__init__(detail, accepted=accepted, headers={"Connection": "close"})
+
+
 class UnsupportedMediaType(ServerError):
     code = "unsupported_media_type"
 
@@ -115,6 +124,7 @@ TABLE: dict[type[BaseException], Rule] = {
     Unauthorized: Rule(401, "Missing credentials"),
     Forbidden: Rule(403, "Forbidden"),
     UnknownTask: Rule(404, "Unknown task"),
+    RequestTimeout: Rule(408, "Request timeout"),
     PayloadTooLarge: Rule(413, "Payload too large"),
     UnsupportedMediaType: Rule(415, "Unsupported media type"),
     QueueFull: Rule(429, "Too many requests"),

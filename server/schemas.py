@@ -98,5 +98,5 @@ class TaskDeleted(BaseModel):
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 504)
+    for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503, 504)
 }

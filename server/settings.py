@@ -33,6 +33,10 @@ class Settings(BaseSettings):
                                 "computing) before 429; refused before the body is read")
     request_deadline_s: float = Field(30.0, gt=0, description="per-request budget from arrival to answer (s)")
     max_audio_seconds: float = Field(30.0, gt=0, description="longest clip accepted (s, after decoding)")
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection whose request line and headers are not "
+                                    "complete this long after it opened (or after its last answer) is closed (s)")
+    body_timeout_s: float = Field(20.0, gt=0, description="a request body not received in full this long after "
+                                  "its headers is refused with 408 and its connection closed (s)")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body (audio or package)")
     units_cache_entries: int = Field(1024, ge=0, description="LRU entries of clip -> units (0 disables)")
     prompt_bank_budget_bytes: int = Field(

@@ -32,7 +32,8 @@ async def classify(task: str, request: Request, top_k: int = TOP_K,
     check_task_name(task)
     with service.admission.slot():  # 429 before the body is read: a refused request is never decoded
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
-                             raw_ok=audio_body_ok, accepted=ACCEPTED)
+                             raw_ok=audio_body_ok, accepted=ACCEPTED,
+                             timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_one(service, task, data, top_k, request.receive))
 
 
@@ -45,5 +46,6 @@ async def classify_tasks(request: Request, tasks: str = Query(..., description="
     names = parse_tasks(tasks)
     with service.admission.slot():
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
-                             raw_ok=audio_body_ok, accepted=ACCEPTED)
+                             raw_ok=audio_body_ok, accepted=ACCEPTED,
+                             timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_many(service, names, data, top_k, request.receive))

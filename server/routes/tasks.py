@@ -41,7 +41,8 @@ async def put_task(task: str, request: Request, response: Response,
     current; a refused upload leaves the serving version untouched. 200 if it was already current."""
     check_task_name(task)
     data = await payload(request, field="package", limit=service.settings.max_upload_bytes,
-                         raw_ok=package_body_ok, accepted=ACCEPTED)
+                         raw_ok=package_body_ok, accepted=ACCEPTED,
+                         timeout_s=service.settings.body_timeout_s)
     version, created = await service.registry.put(task, data)
     if not created:
         response.status_code = 200

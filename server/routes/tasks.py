@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from ..bodies import package_body_ok, payload
 from ..deps import ready_service, require_admin
-from ..schemas import PROBLEMS, TaskCreated, TaskDeleted, TaskList, TaskPublic
+from ..schemas import (
+    TASK_NAME_HELP,
+    TASK_NAME_SCHEMA,
+    TaskCreated,
+    TaskDeleted,
+    TaskList,
+    TaskPublic,
+    problems,
+)
 from ..service import Service
 from ..stores.base import check_task_name
 
@@ -19,23 +27,26 @@ PACKAGE_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": _BINARY,
     "multipart/form-data": {"schema": {"type": "object", "required": ["package"],
                                        "properties": {"package": {"type": "string", "format": "binary"}}}}}}}
+TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
 
 
-@router.get("/v1/tasks", response_model=TaskList)
+@router.get("/v1/tasks", response_model=TaskList, responses=problems(503))
 async def list_tasks(service: Service = Depends(ready_service)) -> dict:
     """Every task: state (stored | loading | resident | failed), current version, labels, backbone."""
     return {"tasks": service.registry.describe_all()}
 
 
-@router.get("/v1/tasks/{task}", response_model=TaskPublic, responses=PROBLEMS)
-async def get_task(task: str, service: Service = Depends(ready_service)) -> dict:
+@router.get("/v1/tasks/{task}", response_model=TaskPublic, responses=problems(400, 404, 503))
+async def get_task(task: str = TASK, service: Service = Depends(ready_service)) -> dict:
     """One task's state, version, labels, training facts and the last refused version (if any)."""
     return service.registry.describe(task)
 
 
-@router.put("/v1/tasks/{task}", status_code=201, response_model=TaskCreated, responses=PROBLEMS,
+@router.put("/v1/tasks/{task}", status_code=201, response_model=TaskCreated,
+            responses={200: {"model": TaskCreated, "description": "this exact version was already current"},
+                       **problems(400, 401, 403, 408, 409, 413, 415, 422, 503)},
             dependencies=[Depends(require_admin)], openapi_extra=PACKAGE_BODY)
-async def put_task(task: str, request: Request, response: Response,
+async def put_task(request: Request, response: Response, task: str = TASK,
                    service: Service = Depends(ready_service)) -> dict:
     """Upload a package (admin). It is validated, loaded beside the serving version, stored, then made
     current; a refused upload leaves the serving version untouched. 200 if it was already current."""
@@ -49,9 +60,9 @@ async def put_task(task: str, request: Request, response: Response,
     return {"task": task, "version": version, "created": created}
 
 
-@router.delete("/v1/tasks/{task}", response_model=TaskDeleted, responses=PROBLEMS,
+@router.delete("/v1/tasks/{task}", response_model=TaskDeleted, responses=problems(400, 401, 403, 404, 503),
                dependencies=[Depends(require_admin)])
-async def delete_task(task: str, service: Service = Depends(ready_service)) -> dict:
+async def delete_task(task: str = TASK, service: Service = Depends(ready_service)) -> dict:
     """Remove a task (admin); requests already running finish on their version."""
     await service.registry.delete(task)
     return {"task": task, "deleted": True}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .admission import Admission
@@ -39,9 +40,14 @@ def lm_audio_limit_s(runtime: Any) -> float | None:
 
 
 def load_runtime(settings: Settings) -> Any:
-    """Default runtime factory: the backbone bundle named by the settings (blocking)."""
+    """Default runtime factory: the backbone bundle named by the settings (blocking). A folder without a
+    bundle is a BundleError that names the setting to change."""
+    from speechprompt.backbone import BundleError
     from speechprompt.runtime import Runtime
 
+    if not (Path(settings.bundle_dir) / "backbone.json").is_file():
+        raise BundleError(f"no backbone bundle (backbone.json) in {settings.bundle_dir}: set "
+                          "SPEECHPROMPT_BUNDLE_DIR (or `speechprompt serve --bundle DIR`) to a bundle folder")
     return Runtime.load(settings.bundle_dir, device=settings.device)
 
 

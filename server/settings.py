@@ -12,16 +12,21 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from speechprompt.paths import default_path
+
 
 class Settings(BaseSettings):
     """What the operator chooses for one server process."""
 
     model_config = SettingsConfigDict(env_prefix="SPEECHPROMPT_", extra="forbid")
 
-    bundle_dir: Path = Field(Path("models/default"), description="backbone bundle folder (backbone.json + weights)")
+    bundle_dir: Path = Field(default_factory=lambda: default_path("models/default"),
+                             description="backbone bundle folder (backbone.json + weights); default models/default "
+                             "in the current folder, else in the installation")
     store: str = Field(
-        "prompts_store",
-        description="task prompt package store: a folder path, or a redis://host:port/db URL",
+        default_factory=lambda: str(default_path("prompts_store")),
+        description="task prompt package store: a folder path, or a redis://host:port/db URL; default "
+        "prompts_store in the current folder, else in the installation",
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for PUT/DELETE /v1/tasks; unset -> uploads and deletes are refused (403)"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import typer
 
+from speechprompt.paths import default_path
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="SpeechPrompt v2 inference server for prompt-tuned spoken language models.")
 DEBUG = {"on": False}
@@ -49,8 +51,10 @@ def refusals(fn):
 @app.command()
 def serve(host: str = typer.Option(None, help="bind address (default from settings: 127.0.0.1)"),
           port: int = typer.Option(None, help="port (default 8000)"),
-          bundle: Path = typer.Option(None, help="backbone bundle folder (default models/default)"),
-          store: str = typer.Option(None, help="task store: a folder (default prompts_store) or redis://host:port/db"),
+          bundle: Path = typer.Option(None, help="backbone bundle folder (default models/default, here or in the "
+                                      "installation; SPEECHPROMPT_BUNDLE_DIR)"),
+          store: str = typer.Option(None, help="task store: a folder (default prompts_store, here or in the "
+                                    "installation; SPEECHPROMPT_STORE) or redis://host:port/db"),
           device: str = typer.Option(None, help="cpu, cuda or cuda:N")) -> None:
     """Run the HTTP server. Options override SPEECHPROMPT_* environment variables."""
     from server.main import run
@@ -94,14 +98,14 @@ def download_gslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help="
 
 
 def _download_all(remotes, dest: Path) -> list[Path]:
-    """Download each official file with a progress bar (resumable, checksummed)."""
-    from tqdm import tqdm
-
+    """Download each official file with a progress bar, or plain lines when stderr is not a terminal
+    (resumable, checksummed)."""
     from speechprompt.importers.gslm import download
+    from speechprompt.training.progress import progress
 
     paths = []
     for remote in remotes:
-        with tqdm(unit="B", unit_scale=True, desc=remote.name) as bar:
+        with progress(unit="B", unit_scale=True, desc=remote.name) as bar:
             def progress(done, total, bar=bar):
                 bar.total = total
                 bar.update(done - bar.n)
@@ -147,8 +151,9 @@ def download_pgslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help=
 def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="official prompt checkpoint_best.pt"),
                       task: str = typer.Option(..., help="task name for the package"),
                       labels: str = typer.Option(..., help="comma-separated labels in class-index order"),
-                      bundle: Path = typer.Option(Path("models/default"), help="backbone the prompts were trained on"),
-                      store: str = typer.Option("prompts_store", help="store to add it to (folder or redis:// URL)")
+                      bundle: Path = typer.Option(default_path("models/default"), help="backbone the prompts were trained on"),
+                      store: str = typer.Option(str(default_path("prompts_store")),
+                                                help="store to add it to (folder or redis:// URL)")
                       ) -> None:
     """Convert an official SpeechPrompt v2 prompt checkpoint into a task prompt package in a store."""
     import json
@@ -156,7 +161,10 @@ def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="
     from server.stores import open_store
     from speechprompt.importers.prompt import import_prompt
 
-    meta = json.loads((bundle / "backbone.json").read_text())
+    try:
+        meta = json.loads((bundle / "backbone.json").read_text())
+    except OSError as e:
+        raise OSError(f"{e}; pass the backbone bundle folder with --bundle DIR") from None
     pkg = import_prompt(checkpoint, task=task, labels=[x.strip() for x in labels.split(",")],
                         backbone_fingerprint=meta["fingerprint"], num_layers=meta["unit_lm"]["layers"],
                         backbone_kind=meta["kind"])

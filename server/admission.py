@@ -33,6 +33,7 @@ class Admission:
         self.job_seconds = job_seconds
         self.inflight = 0
         self.refused = 0
+        self.admitted = 0  # requests ever admitted (the service trims memory once idle after new ones)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -44,6 +45,7 @@ class Admission:
             raise QueueFull(f"{self.inflight} requests are in flight (capacity {self.capacity}, estimated wait "
                             f"{wait:.1f} s); retry later", retry_after_s=retry_after_s(self.inflight, per_job))
         self.inflight += 1
+        self.admitted += 1
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import memory
 from .admission import Admission
 from .batcher import Batcher
 from .errors import NotReady
@@ -78,6 +79,7 @@ class Service:
         self.batcher: Batcher | None = None
         self.registry: Registry | None = None
         # every admitted request fits the queue, so the batcher never refuses one it has decoded
+        self._trimmed_after = 0
         self.admission = Admission(settings.queue_capacity, settings.request_deadline_s,
                                    lambda: self.batcher.job_seconds if self.batcher is not None else 0.05)
         self._boot_task: asyncio.Task | None = None
@@ -137,6 +139,7 @@ class Service:
             except TimeoutError:
                 pass
             changed.clear()
+            await self._trim_if_idle()
             try:
                 assert self.registry is not None
                 await self.registry.refresh()
@@ -144,6 +147,15 @@ class Service:
                 raise
             except Exception:  # noqa: BLE001 - keep polling; the store may come back
                 log.exception("store poll failed")
+
+    async def _trim_if_idle(self) -> None:
+        """After a burst, once no request is in flight, give freed heap memory back to the OS (once per
+        burst): RSS returns near its pre-burst value instead of staying at the peak."""
+        admission = self.admission
+        if admission.inflight or admission.admitted == self._trimmed_after:
+            return
+        self._trimmed_after = admission.admitted
+        await asyncio.to_thread(memory.trim)
 
     async def stop(self) -> None:
         for task in (self._watch_task, self._boot_task):

@@ -129,6 +129,18 @@ def _error_text(error: dict[str, Any] | None) -> str:
     return f"{head}: {error.get('detail', '')}" if head else str(error.get("detail", ""))
 
 
+def failure_summary(rows: list[dict[str, Any]]) -> str:
+    """What went wrong, grouped: ``"9 x 404 unknown_task (no task named 'x')"``, most frequent first; the
+    detail shown is the first one of each group."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["error"]:
+            head = _error_text(r["error"]).split(":", 1)[0] if r["error"].get("status") else "no answer"
+            groups.setdefault(head, []).append(r["error"])
+    parts = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    return "; ".join(f"{len(errs)} x {head} ({errs[0].get('detail', '')})" for head, errs in parts)
+
+
 def render_csv(rows: list[dict[str, Any]]) -> str:
     """CSV with ``CSV_COLUMNS``; ``scores`` is a JSON object cell, ``error`` is ``"<status> <code>: <detail>"``."""
     buf = io.StringIO()
@@ -206,10 +218,12 @@ def classify(
     _emit(rows, fmt, output)
     failed = sum(1 for r in rows if r["error"])
     if show or failed or output is not None:
-        _err(f"{len(files)} files, {len(rows)} results, {failed} failed in {time.perf_counter() - t0:.2f} s")
+        _err(f"{len(files)} files, {len(rows)} results, {failed} failed in {time.perf_counter() - t0:.2f} s"
+             + (f": {failure_summary(rows)}" if failed else ""))
+    if rows and failed == len(rows):
+        _err(f"error: every request failed, no file was classified: {failure_summary(rows)}")
     unreachable = [r for r in rows if r["error"] and "status" not in r["error"]]
     if rows and len(unreachable) == len(rows):
-        _err(f"error: {rows[0]['error']['detail']}")
         raise typer.Exit(EXIT_UNREACHABLE)
     if failed:
         raise typer.Exit(EXIT_PROBLEM)

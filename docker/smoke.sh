@@ -3,8 +3,11 @@
 #
 #   sudo docker/smoke.sh            # everything, then tear down
 #   KEEP=1 docker/smoke.sh          # leave the stack and the engine running
+#   sudo docker/smoke.sh tools      # only step 0
 #
 # Steps (each skipped when its result already exists):
+#   0. install the host tools it needs when missing (dockerd from docker.io, debootstrap, docker-compose;
+#      Debian packages, as root, as the Makefile does for its tools); not root: say what to install, exit 1;
 #   1. start a private dockerd: --iptables=false --ip6tables=false --bridge=none, data root and socket under
 #      $SMOKE_DIR (no default bridge: containers use host networking, see step 4);
 #   2. make a local Debian bookworm base image (debootstrap + `docker import`) with python3.11, redis and
@@ -35,10 +38,28 @@ export SPEECHPROMPT_ADMIN_TOKEN=${SPEECHPROMPT_ADMIN_TOKEN:-smoke-token}
 export DOCKER_HOST="unix://$SMOKE_DIR/docker.sock"
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 # the engine is docker.io 20.10: prefer its own client when several are installed
-DOCKER=${DOCKER:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker )}
+DOCKER=${DOCKER:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker || true )}
 COMPOSE=(docker-compose -p "$PROJECT" -f "$SMOKE_DIR/compose.smoke.yml")
 mkdir -p "$SMOKE_DIR"
 log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
+
+HOST_PKGS=(docker.io debootstrap docker-compose)
+host_tools() {
+    local missing=()
+    command -v dockerd > /dev/null || missing+=(docker.io)
+    command -v debootstrap > /dev/null || missing+=(debootstrap)
+    command -v docker-compose > /dev/null || missing+=(docker-compose)
+    [ ${#missing[@]} -eq 0 ] && return
+    if [ "$(id -u)" != 0 ]; then
+        echo "docker/smoke.sh needs ${missing[*]}: run it as root (it installs them) or: apt-get install ${HOST_PKGS[*]}" >&2
+        exit 1
+    fi
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+    hash -r
+    [ -n "$DOCKER" ] || DOCKER=$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker || true )
+}
 
 start_engine() {
     if "$DOCKER" info > /dev/null 2>&1; then return; fi
@@ -216,6 +237,8 @@ teardown() {
     fi
 }
 
+host_tools
+[ "${1:-}" = "tools" ] && exit 0
 start_engine
 trap teardown EXIT
 make_base

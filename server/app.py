@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from . import handlers
 from .routes import ROUTERS
+from .schemas import problem_media_types
 from .service import RuntimeFactory, Service
 from .settings import Settings
 
@@ -34,4 +35,12 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     handlers.install(app, service.metrics)
     for router in ROUTERS:
         app.include_router(router)
+    build_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_media_types(build_openapi(), settings.max_upload_bytes)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

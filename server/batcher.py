@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .admission import retry_after_s
 from .errors import DeadlineExceeded, NotReady, QueueFull
 from .jobs import Job, JobResult, finish, resolve
 from .metrics import Metrics
@@ -74,6 +74,11 @@ class Batcher:
         return self._thread is not None and self._thread.is_alive() and not self._stopping
 
     @property
+    def job_seconds(self) -> float:
+        """Measured model seconds per job (moving average): the drain rate Retry-After is estimated from."""
+        return self._job_seconds
+
+    @property
     def depth(self) -> int:
         return len(self._jobs)
 
@@ -87,9 +92,8 @@ class Batcher:
             if self._stopping or self._thread is None:
                 raise NotReady("the model loop is not running")
             if len(self._jobs) >= self.capacity:
-                wait = math.ceil(len(self._jobs) * self._job_seconds)
                 raise QueueFull(f"{len(self._jobs)} jobs are waiting (capacity {self.capacity})",
-                                retry_after_s=wait)
+                                retry_after_s=retry_after_s(len(self._jobs), self._job_seconds))
             self._jobs.append(job)
             self._cond.notify_all()
         if self.metrics:

@@ -16,6 +16,7 @@ from typing import Any
 from speechprompt import audio as core_audio
 from speechprompt import encoder as core_encoder
 from speechprompt import package as core_package
+from speechprompt import unit_lm as core_unit_lm
 
 
 class ServerError(Exception):
@@ -52,6 +53,15 @@ class UnknownTask(ServerError):
 
 class PayloadTooLarge(ServerError):
     code = "payload_too_large"
+
+
+class RequestTimeout(ServerError):
+    """The request body did not arrive in full within ``body_timeout_s``; the connection is closed."""
+
+    code = "request_timeout"
+
+    def __init__(self, detail: str, *, accepted: str | None = None):
+        super().__init__(detail, accepted=accepted, headers={"Connection": "close"})
 
 
 class UnsupportedMediaType(ServerError):
@@ -114,6 +124,7 @@ TABLE: dict[type[BaseException], Rule] = {
     Unauthorized: Rule(401, "Missing credentials"),
     Forbidden: Rule(403, "Forbidden"),
     UnknownTask: Rule(404, "Unknown task"),
+    RequestTimeout: Rule(408, "Request timeout"),
     PayloadTooLarge: Rule(413, "Payload too large"),
     UnsupportedMediaType: Rule(415, "Unsupported media type"),
     QueueFull: Rule(429, "Too many requests"),
@@ -128,6 +139,7 @@ TABLE: dict[type[BaseException], Rule] = {
     core_audio.AudioTooLong: Rule(413, "Audio too long"),
     core_audio.AudioError: Rule(422, "Unusable audio"),
     core_encoder.EncoderInputError: Rule(422, "Unusable audio", "unusable_audio"),
+    core_unit_lm.SequenceTooLong: Rule(413, "Audio too long for the unit LM"),
     # core: task prompt packages (speechprompt/package.py)
     core_package.NotSafetensors: Rule(415, "Not a safetensors package"),
     core_package.PackageTooLarge: Rule(413, "Package too large"),

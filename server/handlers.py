@@ -35,6 +35,8 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         p = to_problem(exc)
         if p.status >= 500 and error_code(exc) == "internal":
             log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        elif p.status == 499:  # the client went away: nobody reads the answer, nothing failed here
+            log.info("client closed %s %s: %s", request.method, request.url.path, exc)
         metrics.failures.labels(code=p.body["type"].rsplit("/", 1)[-1]).inc()
         return respond(p)
 

@@ -8,14 +8,16 @@ import uvicorn
 
 from .app import create_app
 from .settings import Settings
+from .timeouts import timed_h11
 
 
 def run(settings: Settings | None = None) -> None:
-    """Serve until interrupted, on ``settings.host:settings.port``."""
+    """Serve until interrupted, on ``settings.host:settings.port``; slow headers and bodies are cut off
+    after ``settings.header_timeout_s`` / ``body_timeout_s`` (``server/timeouts.py``)."""
     settings = settings or Settings()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, http=timed_h11(settings.header_timeout_s, settings.body_timeout_s))
 
 
 if __name__ == "__main__":

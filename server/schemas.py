@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from speechprompt.package import TASK_NAME_RE
+
 
 class Score(BaseModel):
     label: str
@@ -96,7 +98,46 @@ class TaskDeleted(BaseModel):
     deleted: bool
 
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 504)
-}
+_TITLES = {400: "Bad request (parameters, task name, multipart body)", 401: "Missing admin credentials",
+           403: "Wrong admin token, or uploads disabled", 404: "Unknown task", 408: "Request body too slow",
+           409: "Package for another backbone", 413: "Body, audio or package too large",
+           415: "Undecodable audio or not a safetensors package", 422: "Unusable audio or invalid package",
+           429: "Too many requests (Retry-After)", 503: "Not ready, task or store unavailable",
+           504: "Deadline exceeded"}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each an ``application/problem+json`` Problem (the
+    media type is set by :func:`problem_media_types` once the document is built)."""
+    return {code: {"model": Problem, "description": _TITLES[code]} for code in codes}
+
+
+PROBLEMS = problems(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503, 504)
+
+TASK_NAME_SCHEMA = {"pattern": f"^{TASK_NAME_RE.pattern}$", "minLength": 1, "maxLength": 64,
+                    "examples": ["commands-en"]}
+TASK_NAME_HELP = "task name: 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
+
+
+def problem_media_types(doc: dict[str, Any], max_upload_bytes: int) -> dict[str, Any]:
+    """Fix up a generated OpenAPI document in place: every 4xx/5xx response is ``application/problem+json``
+    with the Problem schema (FastAPI would say ``application/json``), and every binary request body states
+    the byte limit the server enforces (``maxLength``)."""
+    problem_ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            responses = op.get("responses", {})
+            if responses.get("422", {}).get("description") == "Validation Error":
+                del responses["422"]  # FastAPI's own: parameter errors are 400 here (server/handlers.py)
+            for status, resp in responses.items():
+                if status[0] in "45":
+                    resp["content"] = {"application/problem+json": dict(problem_ref)}
+            for media in op.get("requestBody", {}).get("content", {}).values():
+                schema = media.get("schema", {})
+                targets = [schema, *schema.get("properties", {}).values()]
+                for target in targets:
+                    if target.get("format") == "binary":
+                        target["maxLength"] = max_upload_bytes
+    for unused in ("HTTPValidationError", "ValidationError"):
+        doc.get("components", {}).get("schemas", {}).pop(unused, None)
+    return doc

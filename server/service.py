@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from . import memory
+from .admission import Admission
 from .batcher import Batcher
 from .errors import NotReady
 from .metrics import Metrics
@@ -38,9 +41,14 @@ def lm_audio_limit_s(runtime: Any) -> float | None:
 
 
 def load_runtime(settings: Settings) -> Any:
-    """Default runtime factory: the backbone bundle named by the settings (blocking)."""
+    """Default runtime factory: the backbone bundle named by the settings (blocking). A folder without a
+    bundle is a BundleError that names the setting to change."""
+    from speechprompt.backbone import BundleError
     from speechprompt.runtime import Runtime
 
+    if not (Path(settings.bundle_dir) / "backbone.json").is_file():
+        raise BundleError(f"no backbone bundle (backbone.json) in {settings.bundle_dir}: set "
+                          "SPEECHPROMPT_BUNDLE_DIR (or `speechprompt serve --bundle DIR`) to a bundle folder")
     return Runtime.load(settings.bundle_dir, device=settings.device)
 
 
@@ -71,6 +79,10 @@ class Service:
         self.store: PromptStore | None = None
         self.batcher: Batcher | None = None
         self.registry: Registry | None = None
+        # every admitted request fits the queue, so the batcher never refuses one it has decoded
+        self._trimmed_after = 0
+        self.admission = Admission(settings.queue_capacity, settings.request_deadline_s,
+                                   lambda: self.batcher.job_seconds if self.batcher is not None else 0.05)
         self._boot_task: asyncio.Task | None = None
         self._watch_task: asyncio.Task | None = None
         self.ready_event: asyncio.Event | None = None
@@ -131,6 +143,7 @@ class Service:
             except TimeoutError:
                 pass
             changed.clear()
+            await self._trim_if_idle()
             try:
                 assert self.registry is not None
                 await self.registry.refresh()
@@ -138,6 +151,15 @@ class Service:
                 raise
             except Exception:  # noqa: BLE001 - keep polling; the store may come back
                 log.exception("store poll failed")
+
+    async def _trim_if_idle(self) -> None:
+        """After a burst, once no request is in flight, give freed heap memory back to the OS (once per
+        burst): RSS returns near its pre-burst value instead of staying at the peak."""
+        admission = self.admission
+        if admission.inflight or admission.admitted == self._trimmed_after:
+            return
+        self._trimmed_after = admission.admitted
+        await asyncio.to_thread(memory.trim)
 
     async def stop(self) -> None:
         for task in (self._watch_task, self._boot_task):

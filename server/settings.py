@@ -12,16 +12,21 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from speechprompt.paths import default_path
+
 
 class Settings(BaseSettings):
     """What the operator chooses for one server process."""
 
     model_config = SettingsConfigDict(env_prefix="SPEECHPROMPT_", extra="forbid")
 
-    bundle_dir: Path = Field(Path("models/default"), description="backbone bundle folder (backbone.json + weights)")
+    bundle_dir: Path = Field(default_factory=lambda: default_path("models/default"),
+                             description="backbone bundle folder (backbone.json + weights); default models/default "
+                             "in the current folder, else in the installation")
     store: str = Field(
-        "prompts_store",
-        description="task prompt package store: a folder path, or a redis://host:port/db URL",
+        default_factory=lambda: str(default_path("prompts_store")),
+        description="task prompt package store: a folder path, or a redis://host:port/db URL; default "
+        "prompts_store in the current folder, else in the installation",
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for PUT/DELETE /v1/tasks; unset -> uploads and deletes are refused (403)"
@@ -29,9 +34,14 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device for the backbone and the prompt bank")
     max_batch_rows: int = Field(32, ge=1, description="most unit-LM rows (one per clip x task) in one forward")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="how long the model loop waits to fill a batch (ms)")
-    queue_capacity: int = Field(256, ge=1, description="jobs waiting for the model loop before 429")
+    queue_capacity: int = Field(256, ge=1, description="classify requests in flight (reading, decoding, queued, "
+                                "computing) before 429; refused before the body is read")
     request_deadline_s: float = Field(30.0, gt=0, description="per-request budget from arrival to answer (s)")
     max_audio_seconds: float = Field(30.0, gt=0, description="longest clip accepted (s, after decoding)")
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection whose request line and headers are not "
+                                    "complete this long after it opened (or after its last answer) is closed (s)")
+    body_timeout_s: float = Field(20.0, gt=0, description="a request body not received in full this long after "
+                                  "its headers is refused with 408 and its connection closed (s)")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body (audio or package)")
     units_cache_entries: int = Field(1024, ge=0, description="LRU entries of clip -> units (0 disables)")
     prompt_bank_budget_bytes: int = Field(

@@ -3,9 +3,16 @@
 ``decode_audio`` decodes with soundfile (libsndfile: WAV, FLAC, Ogg Vorbis, Ogg Opus, MP3), downmixes to
 mono (mean of channels) and resamples with soxr at quality "HQ" (20-bit precision, the same recipe as
 sox's default ``rate -h``; the HuBERT input is float32 and needs no more). Integer PCM is scaled to
-[-1, 1) by soundfile's float32 read. Nothing is clipped: float files whose samples exceed [-1, 1], and
-the small overshoot a resampler adds near full scale, are returned as they are (HuBERT normalises
-nothing itself, so callers that care can inspect ``np.abs(samples).max()``).
+[-1, 1) by soundfile's float32 read. Nothing is clipped: float files whose samples exceed [-1, 1] by
+a little (up to ``MAX_PEAK``), and the small overshoot a resampler adds near full scale, are returned
+as they are; float files far beyond full scale (e.g. samples of 1e6, written unscaled) are refused
+(``AudioOutOfRange``) rather than silently scored.
+
+Lengths are the decoded sample counts, never a header's guess: every frame the decoder yields is read
+(in blocks, stopping one past the limit), so a streamed FLAC without a total-frames count decodes and is
+measured, and telephony WAV codecs libsndfile calls "non-seekable" (GSM 6.10, G.721, NMS-ADPCM) decode
+too. MP3 frames are counted from the bitstream; a VBR MP3 without a Xing/Info header (whose length
+libsndfile underestimates and would cut short) is decoded with ffmpeg.
 
 Limits follow the encoder (``encoder.py``): one HuBERT frame needs 400 samples at 16 kHz (25 ms window,
 20 ms hop), so shorter clips give no unit at all.
@@ -16,7 +23,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
 import struct
+import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -29,7 +38,11 @@ MIN_SAMPLES = 400  # one HuBERT frame (25 ms) at 16 kHz
 MODEL_RATE = 16000  # Hz, the rate MIN_SAMPLES is counted at
 RESAMPLE_QUALITY = "HQ"
 ACCEPTED_FORMATS = ("WAV", "WAVEX", "RF64", "FLAC", "OGG", "MP3")  # soundfile format names
-ACCEPTED_TEXT = ("WAV (integer or float PCM), FLAC, Ogg Vorbis, Ogg Opus or MP3; any sample rate, "
+MAX_PEAK = 4.0  # float samples beyond this (+12 dBFS) are not audio scaled to [-1, 1]: refused
+UNKNOWN_FRAMES = 2**62  # libsndfile's frame count for streams that do not declare one (SF_COUNT_MAX)
+BLOCK_FRAMES = 65536  # frames decoded per read
+MP3_SLACK = 4 * 1152  # walked MP3 samples beyond the decoded count: Info frame, encoder delay and padding
+ACCEPTED_TEXT = ("WAV (integer or float PCM, A-law, u-law, IMA/MS ADPCM, GSM 6.10, G.721, NMS-ADPCM), FLAC, Ogg Vorbis, Ogg Opus or MP3; any sample rate, "
                  "any number of channels (downmixed to mono)")
 
 
@@ -68,6 +81,12 @@ class NonFiniteAudio(AudioError):
     """NaN or Inf samples (float WAVs can carry them) (HTTP 422)."""
 
     code = "non_finite_audio"
+
+
+class AudioOutOfRange(AudioError):
+    """Float samples far outside [-1, 1] (beyond ``MAX_PEAK``): not audio scaled to full scale (HTTP 422)."""
+
+    code = "audio_out_of_range"
 
 
 class AudioTooLong(AudioError):
@@ -122,8 +141,11 @@ def describe_bytes(head: bytes) -> str:
         return "an empty payload (0 bytes)"
     if head[:4] == b"RIFF":
         kind = head[8:12]
-        return "a RIFF/WAVE (WAV) file with an unsupported codec or a damaged header" if kind == b"WAVE" \
-            else f"a RIFF container of type {kind!r} (not WAVE)"
+        if kind != b"WAVE":
+            return f"a RIFF container of type {kind!r} (not WAVE)"
+        codec = wav_codec(head)
+        return f"a RIFF/WAVE (WAV) file with codec {codec} (unsupported, or a damaged header)" if codec \
+            else "a RIFF/WAVE (WAV) file with an unsupported codec or a damaged header"
     if head[:4] == b"fLaC":
         return "a FLAC stream that could not be decoded (damaged?)"
     if head[:4] == b"OggS":
@@ -154,6 +176,26 @@ def describe_bytes(head: bytes) -> str:
     if any(_is_text(head[:len(head) - cut]) for cut in range(4)):  # the 64-byte head may split a character
         return "plain text"
     return f"unrecognised binary data (starts with {head[:8].hex(' ')})"
+
+
+WAV_CODECS = {0x0001: "PCM", 0x0002: "Microsoft ADPCM", 0x0003: "IEEE float", 0x0006: "A-law", 0x0007: "u-law",
+              0x0011: "IMA ADPCM", 0x0016: "ITU G.723 ADPCM", 0x0031: "GSM 6.10", 0x0038: "NMS ADPCM",
+              0x0040: "ITU G.721 ADPCM", 0x0045: "ITU G.726 ADPCM", 0x0050: "MPEG", 0x0055: "MPEG Layer III",
+              0x0064: "IBM CVSD", 0x0092: "Dolby AC-3", 0x00FF: "AAC", 0x1610: "AAC (HE)", 0x2000: "Dolby AC-3",
+              0x0057: "AMR-NB", 0x0058: "AMR-WB", 0x00A0: "Siren", 0x0022: "TrueSpeech", 0xFFFE: "extensible"}
+
+
+def wav_codec(head: bytes) -> str | None:
+    """The codec a WAV's ``fmt `` chunk names (e.g. ``"GSM 6.10 (format tag 0x0031)"``), or None when the
+    first bytes hold no fmt chunk."""
+    pos = 12
+    while pos + 10 <= len(head):
+        cid, size = struct.unpack("<4sI", head[pos:pos + 8])
+        if cid == b"fmt ":
+            tag = struct.unpack("<H", head[pos + 8:pos + 10])[0]
+            return f"{WAV_CODECS.get(tag, 'unknown')} (format tag 0x{tag:04x})"
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _is_text(data: bytes) -> bool:
@@ -214,13 +256,107 @@ def _repair_wav_sizes(fh: BinaryIO) -> BinaryIO | None:
     return None
 
 
+_MP3_BITRATES = {  # kb/s by (MPEG-1?, layer) and bitrate index 1..14
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_frames(data: bytes) -> tuple[int, int]:
+    """Walk an MPEG audio bitstream's frame headers: ``(samples per channel, sample rate Hz)``, counted from
+    the frames themselves (a Xing/Info frame counts as one frame), not from any header's total."""
+    pos, total, rate = 0, 0, 0
+    if data[:3] == b"ID3" and len(data) >= 10:  # ID3v2: 10-byte header + syncsafe size (+ footer)
+        size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
+        pos = 10 + size + (10 if data[5] & 0x10 else 0)
+    end = len(data)
+    while pos + 4 <= end:
+        b1, b2 = data[pos + 1], data[pos + 2]
+        version, layer, index, sr = (b1 >> 3) & 3, 4 - ((b1 >> 1) & 3), b2 >> 4, (b2 >> 2) & 3
+        if data[pos] != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or layer == 4 or index in (0, 15) or sr == 3:
+            nxt = data.find(b"\xff", pos + 1)  # resynchronise (junk, a trailing tag)
+            if nxt < 0:
+                break
+            pos = nxt
+            continue
+        mpeg1 = version == 3
+        this_rate = _MP3_RATES[version][sr]
+        kbps = _MP3_BITRATES[(mpeg1, layer) if mpeg1 else (False, 1 if layer == 1 else 2)][index - 1]
+        pad = (b2 >> 1) & 1
+        if layer == 1:
+            size, spf = (12 * kbps * 1000 // this_rate + pad) * 4, 384
+        else:
+            spf = 1152 if (layer == 2 or mpeg1) else 576
+            size = spf // 8 * kbps * 1000 // this_rate + pad
+        if rate and this_rate != rate:  # a false sync inside data: skip a byte
+            pos += 1
+            continue
+        rate = this_rate
+        total += spf
+        pos += max(size, 1)
+    return total, rate
+
+
+def _ffmpeg_pcm(data: bytes, rate: int, channels: int, max_frames: int | None) -> np.ndarray:
+    """Decode with ffmpeg to float32 ``[N, channels]`` at ``rate`` Hz, at most ``max_frames`` frames (+1)."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise UndecodableAudio("this MP3 has no Xing/Info header and variable bitrate, so its length is only known "
+                               "by decoding it all, which needs ffmpeg (not installed on this server); "
+                               f"accepted: {ACCEPTED_TEXT}")
+    cmd = [exe, "-nostdin", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-acodec", "pcm_f32le",
+           "-ar", str(rate), "-ac", str(channels)]
+    if max_frames is not None:
+        cmd += ["-t", f"{(max_frames + 1) / rate + 0.05:.6f}"]
+    done = subprocess.run([*cmd, "pipe:1"], input=data, capture_output=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise UndecodableAudio(f"could not decode the MP3: {done.stderr.decode(errors='replace')[-200:].strip()}; "
+                               f"accepted: {ACCEPTED_TEXT}")
+    return np.frombuffer(done.stdout, dtype=np.float32)[: len(done.stdout) // 4 // channels * channels] \
+        .reshape(-1, channels)
+
+
+def too_long(max_seconds: float, seconds: float | None = None) -> AudioTooLong:
+    """The AudioTooLong for a ``max_seconds`` limit; ``seconds`` is the length when known before decoding."""
+    said = f"lasts {seconds:.1f} s, longer than" if seconds is not None else "lasts longer than"
+    return AudioTooLong(f"the audio {said} the {max_seconds:g} s limit", accepted=f"at most {max_seconds:g} s of audio")
+
+
+def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None) -> np.ndarray:
+    """Every frame the decoder yields, float32 ``[N, C]``, reading blocks until EOF (not up to the header's
+    frame count: streams may declare none, and telephony codecs are "non-seekable" to soundfile). Raises
+    AudioTooLong as soon as more than ``limit`` frames were decoded."""
+    blocks, total, channels = [], 0, f.channels
+    while True:
+        buf = np.empty((BLOCK_FRAMES, channels), dtype=np.float32)
+        got = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", buf.ctypes.data), BLOCK_FRAMES)
+        if got <= 0:
+            break
+        blocks.append(buf[:got].copy() if got < BLOCK_FRAMES // 2 else buf[:got])
+        total += got
+        if limit is not None and total > limit:
+            raise too_long(max_seconds)
+    err = sf._snd.sf_error(f._file)
+    if err and not total:
+        raise sf.LibsndfileError(err)
+    if not blocks:
+        return np.zeros((0, channels), dtype=np.float32)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
 def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None = 600.0,
                  target_rate: int = MODEL_RATE) -> DecodedAudio:
     """Decode, downmix and resample audio: bytes or a path -> ``DecodedAudio`` (float32 [N] @ target_rate Hz).
 
-    ``max_seconds`` (seconds, None = no limit) is checked against the frame count the header declares
-    before anything is decoded; soundfile never reads past that count, so it also bounds the work.
-    Raises UndecodableAudio (415), AudioTooLong (413), EmptyAudio, NonFiniteAudio, AudioTooShort (422).
+    ``max_seconds`` (seconds, None = no limit) is checked against the decoded sample count (decoding stops
+    one block past it), and before anything is decoded against a frame count the header declares (WAV,
+    FLAC with a total) or the MP3 frames counted in the bitstream.
+    Raises UndecodableAudio (415), AudioTooLong (413), EmptyAudio, NonFiniteAudio, AudioOutOfRange,
+    AudioTooShort (422).
     """
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds}")
@@ -236,22 +372,40 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
                     raise UndecodableAudio(f"the audio is {sf.available_formats().get(fmt, fmt)}, which is not "
                                            f"accepted; accepted: {ACCEPTED_TEXT}")
                 limit = None if max_seconds is None else math.floor(max_seconds * rate)
-                if limit is not None and f.frames > limit:
-                    raise AudioTooLong(f"the audio lasts {f.frames / rate:.1f} s, longer than the "
-                                       f"{max_seconds:g} s limit", accepted=f"at most {max_seconds:g} s of audio")
-                pcm = f.read(dtype="float32", always_2d=True)  # [N, C], integer PCM scaled to [-1, 1)
+                declared, walked = f.frames, 0
+                if fmt == "MP3":  # libsndfile's count is the first frame's guess for VBR without Xing
+                    at = fh.tell()  # the decoder reads the same file object: put it back where it was
+                    fh.seek(0)
+                    walked, _ = mp3_frames(fh.read())
+                    fh.seek(at)
+                    declared = walked
+                if limit is not None and UNKNOWN_FRAMES > declared > limit + (MP3_SLACK if walked else 0):
+                    raise too_long(max_seconds, declared / rate)
+                if walked > f.frames + MP3_SLACK:  # libsndfile would stop at its guess: decode it all with ffmpeg
+                    fh.seek(0)
+                    pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)
+                    if limit is not None and len(pcm) > limit:
+                        raise too_long(max_seconds)
+                else:
+                    pcm = _read_frames(f, limit, max_seconds)  # [N, C], integer PCM scaled to [-1, 1)
         except sf.LibsndfileError as e:
             raise UndecodableAudio(f"could not decode the audio: it looks like {describe_bytes(head)} "
                                    f"({e.error_string}); accepted: {ACCEPTED_TEXT}") from None
     mono = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)  # [N] mean of channels
+    del pcm
     if mono.size == 0:
         raise EmptyAudio(f"the {fmt} file contains no samples", accepted="at least 25 ms of audio")
     if not np.isfinite(mono).all():  # before resampling: soxr would smear a NaN over its filter length
         check_samples(mono, rate)
+    peak = float(np.abs(mono).max())
+    if peak > MAX_PEAK:
+        raise AudioOutOfRange(f"the samples reach {peak:.3g}, far outside full scale [-1, 1]: float audio must be "
+                              f"scaled to [-1, 1] (this looks like unscaled or corrupt data)",
+                              accepted=f"float samples within [-{MAX_PEAK:g}, {MAX_PEAK:g}] (full scale is 1.0), "
+                                       "or integer PCM")
     resampled = rate != target_rate
     out = soxr.resample(mono, rate, target_rate, quality=RESAMPLE_QUALITY) if resampled else mono
     out = np.ascontiguousarray(out, dtype=np.float32)
     check_samples(out, target_rate)
     return DecodedAudio(samples=out, sample_rate=target_rate, input_sample_rate=rate, input_channels=channels,
                         input_format=fmt, duration_s=out.size / target_rate, resampled=resampled)
-

@@ -133,6 +133,7 @@ class PGSLMPromptBank(PromptBank):
         """
         if not items:
             return []
+        self.lm.check_length(max(int(p.units.numel()) for p in items) + 2)  # SequenceTooLong up front
         prefix, sep, verb, ncls = self.gather(keys)
         rows = make_rows(items, self.prosody, self.lm.streams, stats, self.device)
         hidden = self.lm(rows.tokens, rows.durations, rows.f0, prefix, sep)

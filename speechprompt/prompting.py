@@ -198,10 +198,12 @@ class PromptBank:
     def classify(self, units: list[Tensor], keys: list[str]) -> list[Tensor]:
         """One LM forward for rows of (possibly) different tasks -> per-row class probabilities ``[C_row]``.
 
-        Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1).
+        Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1). Raises
+        ``unit_lm.SequenceTooLong`` before any forward when a row exceeds the LM's positions.
         """
         if not units:
             return []
+        self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
         tokens, last = make_rows(units, self.device, self.unit_to_token)
         prefix, sep, verb, ncls = self.gather(keys)
         hidden = self.lm(tokens, prefix, sep)

@@ -52,6 +52,37 @@ class UnitLMConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+class SequenceTooLong(ValueError):
+    """A row has more tokens than the unit LM has positions (``max_positions``); ``code`` is stable."""
+
+    code = "sequence_too_long"
+
+    def __init__(self, tokens: int, max_positions: int):
+        units = max(0, max_positions - 2)
+        super().__init__(f"the clip gives {tokens} unit-LM tokens (its units plus 2 markers), more than this unit LM's "
+                         f"{max_positions} positions; send a shorter clip (long audio is not windowed)")
+        self.tokens, self.max_positions = tokens, max_positions
+        self.accepted = f"clips of at most {units} units after deduplication ({max_positions} positions)"
+
+
+def _gelu_tanh(t: Tensor) -> Tensor:
+    return F.gelu(t, approximate="tanh")
+
+
+# Every name fairseq's ``utils.get_activation_fn`` accepts (``gelu_fast`` is its deprecated alias of gelu_accurate).
+ACTIVATIONS = {"relu": F.relu, "relu_squared": lambda t: F.relu(t).pow(2), "gelu": F.gelu,
+               "gelu_fast": _gelu_tanh, "gelu_accurate": _gelu_tanh, "tanh": torch.tanh,
+               "linear": lambda t: t, "swish": F.silu}
+
+
+def activation(name: str):
+    """The activation function fairseq calls ``name``; ValueError naming the accepted ones otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unsupported activation {name!r}; accepted: {', '.join(ACTIVATIONS)}") from None
+
+
 def state_dict_mismatch(sd: dict[str, Tensor], want: dict[str, Tensor]) -> str | None:
     """Describe how ``sd`` differs from ``want`` (missing / unexpected keys, wrong shapes), or None if it fits."""
     missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
@@ -141,8 +172,7 @@ class DecoderLayer(nn.Module):
         self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
-        self.act = {"relu": F.relu, "gelu": F.gelu, "gelu_accurate": lambda t: F.gelu(t, approximate="tanh"),
-                    "tanh": torch.tanh, "linear": lambda t: t}[cfg.activation]
+        self.act = activation(cfg.activation)
 
     def forward(self, x, mask, pk=None, pv=None, reference=False, real=None):
         """x ``[B, T, d]`` or packed ``[N, d]`` (then ``real [B, T]``): every op but attention is per token."""
@@ -203,10 +233,14 @@ class UnitLM(nn.Module):
         """``x [B, T, d] + positions`` of ``tokens [B, T]`` (fairseq offsets; pads get the zero row)."""
         if self.cfg.no_token_positional_embeddings:
             return x
+        self.check_length(int(tokens.ne(self.cfg.padding_idx).sum(1).max()) if tokens.numel() else 0)
         pos = make_positions(tokens, self.cfg.padding_idx)
-        if pos.max() >= self.cfg.max_positions + self.cfg.padding_idx + 1:
-            raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds max_positions={self.cfg.max_positions}")
         return x + (self.embed_positions(pos) if self.cfg.learned_pos else self._sinusoidal[pos].to(x.dtype))
+
+    def check_length(self, tokens: int) -> None:
+        """Raise ``SequenceTooLong`` unless a row of ``tokens`` tokens fits the positions (call before a forward)."""
+        if not self.cfg.no_token_positional_embeddings and tokens > self.cfg.max_positions:
+            raise SequenceTooLong(tokens, self.cfg.max_positions)
 
     def attention_mask(self, tokens: Tensor, prefix_mask: Tensor | None, prefix_len: int) -> Tensor:
         """``[B, 1, T, l+T]`` bool: causal over tokens, no pad keys, prefix keys where they exist."""

@@ -17,6 +17,7 @@ import soundfile as sf
 from speechprompt.audio import (
     MIN_SAMPLES,
     AudioError,
+    AudioOutOfRange,
     AudioTooLong,
     AudioTooShort,
     DecodedAudio,
@@ -316,3 +317,68 @@ def test_check_samples_for_callers_with_pcm():
         check_samples(np.full(1199, 0.1, np.float32), 48000)
     with pytest.raises(ValueError):
         check_samples(np.zeros((400, 2), np.float32), 16000)
+
+
+# ---- lengths are decoded samples, never a header's guess; codecs; out-of-range floats ---------------------
+
+needs_ffmpeg = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg makes the fixture")
+
+
+def ffmpeg_bytes(*args: str) -> bytes:
+    return subprocess.run(["ffmpeg", "-v", "error", *args], check=True, capture_output=True).stdout
+
+
+@pytest.mark.parametrize("peak", [1e6, 1e30, -50.0])
+def test_float_wav_far_beyond_full_scale_is_refused_saying_why(peak):
+    x = np.full(1600, 0.1, dtype=np.float32)
+    x[800] = peak
+    with pytest.raises(AudioOutOfRange) as e:
+        decode_audio(wav_bytes(x, 16000, "FLOAT"))
+    assert (e.value.code, e.value.status) == ("audio_out_of_range", 422)
+    assert "outside full scale" in str(e.value) and "[-1, 1]" in str(e.value) and "1.0" in e.value.accepted
+
+
+@needs_ffmpeg
+def test_streamed_flac_without_total_frames_is_decoded_and_measured():
+    tone = ("-f", "lavfi", "-i", "sine=frequency=440:duration=2.5:sample_rate=16000")
+    flac = ffmpeg_bytes(*tone, "-f", "flac", "pipe:1")  # a pipe: STREAMINFO keeps total samples = 0
+    with sf.SoundFile(io.BytesIO(flac)) as f:
+        assert f.frames > 2**62  # libsndfile: unknown length
+    d = decode_audio(flac, max_seconds=30)
+    assert d.duration_s == pytest.approx(2.5, abs=1e-3)
+    with pytest.raises(AudioTooLong) as e:  # the limit counts real samples
+        decode_audio(flac, max_seconds=2.0)
+    assert "2 s" in str(e.value)
+
+
+@needs_ffmpeg
+def test_vbr_mp3_without_xing_header_is_decoded_to_its_real_length():
+    tone = ("-f", "lavfi", "-i", "sine=frequency=440:duration=21.6:sample_rate=16000")
+    mp3 = ffmpeg_bytes(*tone, "-c:a", "libmp3lame", "-q:a", "5", "-write_xing", "0", "-f", "mp3", "pipe:1")
+    with sf.SoundFile(io.BytesIO(mp3)) as f:
+        assert f.frames / 16000 < 5  # libsndfile's guess from the first frame
+    d = decode_audio(mp3, max_seconds=30)
+    assert d.duration_s == pytest.approx(21.6, abs=0.1)
+    long = ffmpeg_bytes("-f", "lavfi", "-i", "sine=frequency=440:duration=41:sample_rate=16000",
+                        "-c:a", "libmp3lame", "-q:a", "5", "-write_xing", "0", "-f", "mp3", "pipe:1")
+    with pytest.raises(AudioTooLong) as e:
+        decode_audio(long, max_seconds=30)
+    assert "41." in str(e.value)
+
+
+@pytest.mark.parametrize("subtype", ["GSM610", "G721_32", "NMS_ADPCM_16", "NMS_ADPCM_32"])
+def test_telephony_codec_wavs_decode(subtype):
+    x = (0.3 * np.sin(2 * np.pi * 300 * np.arange(8000) / 8000)).astype(np.float32)
+    d = decode_audio(wav_bytes(x, 8000, subtype))
+    assert d.input_format == "WAV" and d.duration_s == pytest.approx(1.0, abs=0.05)  # GSM: 320-sample blocks
+    lag, corr, _ = aligned(d.samples, decode_audio(wav_bytes(x, 8000, "FLOAT")).samples)
+    assert corr > 0.9
+
+
+def test_unsupported_wav_codec_is_named_in_the_415():
+    fmt = struct.pack("<HHIIHH", 0x0057, 1, 8000, 1600, 32, 0)  # AMR-NB format tag
+    wav = b"RIFF" + struct.pack("<I", 4 + 8 + 16 + 8 + 64) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt \
+        + b"data" + struct.pack("<I", 64) + bytes(64)
+    with pytest.raises(UndecodableAudio) as e:
+        decode_audio(wav)
+    assert "AMR-NB (format tag 0x0057)" in str(e.value)

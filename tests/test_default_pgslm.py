@@ -222,7 +222,7 @@ def test_build_pgslm_is_a_speechprompt_command(monkeypatch):
 
     from typer.testing import CliRunner
 
-    from speechprompt.cli import app
+    from speechprompt_cli import app
 
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda args, env: calls.append((args, env)) or 0)

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from speechprompt.audio import decode_audio
 from speechprompt.backbone import Backbone, BundleError, make_random_bundle
-from speechprompt.cli import app
 from speechprompt.package import PackageMeta, new_package
 from speechprompt.prompting import make_rows
 from speechprompt.runtime import Runtime
+from speechprompt_cli import app
 from tests.fairseq_fixtures import build_fairseq_hubert, fairseq_reader_features, save_fairseq_checkpoint
 from tests.lm_fixtures import (
     build_fairseq_lm,
@@ -186,3 +186,42 @@ def test_import_prompt_command_into_store(bundle, official, tmp_path):
     tokens, _ = make_rows([u.units], unit_to_token=rt.backbone.unit_to_token)
     ref = t["verb"] @ official_prompted_logits(fs_lm, tokens, t["dk"], t["dv"], t["sep"][0], torch.zeros(5, dm))[-1]
     assert np.allclose(rt.classify([u], ["accent"])[0], ref[4:].softmax(-1).numpy(), atol=1e-5)
+
+
+def _import_args(d, lm_dir, out) -> list[str]:
+    return ["import-gslm", "--hubert", str(d / "hubert_base_ls960.pt"), "--km", str(d / "km.bin"),
+            "--lm", str(lm_dir / "checkpoint_best.pt"), "--dict", str(lm_dir / "dict.txt"), "--out", str(out),
+            "--layer", str(LAYER)]
+
+
+def test_dictionary_padded_with_madeupwords_imports_and_units_never_map_to_them(official, tmp_path):
+    d = official[0]
+    lm_dir = tmp_path / "padded"
+    write_dict(lm_dir, K)
+    with open(lm_dir / "dict.txt", "a") as f:  # what fairseq-preprocess --padding-factor 8 appends
+        f.writelines(f"madeupword{i:04d} 0\n" for i in range(8))
+    _, cfg, lm = build_fairseq_lm(lm_dir, ["--decoder-normalize-before"], seed=3)
+    assert len(lm.decoder.dictionary) == 4 + K + 8
+    save_like_fairseq_train(lm_dir / "checkpoint_best.pt", lm, cfg=cfg)
+    res = CliRunner().invoke(app, _import_args(d, lm_dir, tmp_path / "bundle"))
+    assert res.exit_code == 0, res.output
+    rt = Runtime.load(tmp_path / "bundle")
+    padding = {i for i, t in enumerate(rt.backbone.spec.dictionary) if t.startswith("madeupword")}
+    assert len(padding) == 8 and not padding & set(rt.bank.unit_to_token.tolist())
+    units = rt.extract_units([clip(1.0, 7)])[0]
+    tokens, _ = make_rows([units.units], unit_to_token=rt.bank.unit_to_token)
+    assert not padding & set(tokens.flatten().tolist())
+
+
+def test_import_refusal_prints_one_line_and_debug_shows_the_traceback(official, tmp_path):
+    d = official[0]
+    lm_dir = tmp_path / "short"
+    write_dict(lm_dir, K - 2)
+    _, cfg, lm = build_fairseq_lm(lm_dir, ["--decoder-normalize-before"], seed=3)
+    save_like_fairseq_train(lm_dir / "checkpoint_best.pt", lm, cfg=cfg)
+    res = CliRunner().invoke(app, _import_args(d, lm_dir, tmp_path / "bundle"))
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert lines == [f"error: unit LM dictionary has {K - 2} units (plus 0 padding words) but km.bin has {K}"]
+    res = CliRunner().invoke(app, ["--debug", *_import_args(d, lm_dir, tmp_path / "bundle")])
+    assert res.exit_code == 1 and type(res.exception).__name__ == "CheckpointError"

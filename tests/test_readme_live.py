@@ -46,7 +46,7 @@ def server():
     if (ROOT / ".venv" / ".installed").exists() and shutil.which("make"):
         cmd = ["make", "-s", "serve", f"PORT={port}"]  # exactly the README's command
     else:  # the command `make serve` runs, for checkouts installed another way
-        cmd = [sys.executable, "-m", "speechprompt.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [sys.executable, "-m", "speechprompt_cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"

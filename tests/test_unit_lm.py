@@ -8,7 +8,7 @@ import torch
 from speechprompt.importers.checkpoint import CheckpointError, load_fairseq_checkpoint
 from speechprompt.importers.unit_lm import convert_unit_lm, import_unit_lm, read_dict_txt
 from speechprompt.unit_lm import UnitLM
-from tests.lm_fixtures import build_fairseq_lm, fairseq_load, save_like_fairseq_train, write_dict
+from tests.lm_fixtures import TINY, build_fairseq_lm, fairseq_load, save_like_fairseq_train, write_dict
 
 pytestmark = pytest.mark.fairseq
 NUM_UNITS = 20
@@ -112,3 +112,29 @@ def test_unsafe_pickle_refused(tmp_path):
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": {}, "x": Evil()}))
     with pytest.raises(CheckpointError, match="allowed classes"):
         load_fairseq_checkpoint(tmp_path / "evil.pt")
+
+
+def test_every_activation_fairseq_accepts_imports_and_matches(tmp_path):
+    from fairseq import utils
+
+    for name in utils.get_available_activation_fns():
+        d = tmp_path / name
+        write_dict(d, NUM_UNITS)
+        _, cfg, model = build_fairseq_lm(d, ["--decoder-normalize-before", "--activation-fn", name])
+        path = save_like_fairseq_train(d / "checkpoint_best.pt", model, cfg=cfg)
+        ours, theirs = ours_from(path), fairseq_load(path, d)
+        t = rows([9])
+        with torch.no_grad():
+            assert torch.allclose(ours.logits(ours(t)), theirs(t)[0], atol=1e-5), name
+
+
+def test_adaptive_input_lm_is_refused_naming_the_option(tmp_path):
+    write_dict(tmp_path, NUM_UNITS)
+    tiny = [a for a in TINY if a != "--share-decoder-input-output-embed"]
+    _, cfg, model = build_fairseq_lm(tmp_path, ["--decoder-normalize-before", "--adaptive-input",
+                                                "--adaptive-input-cutoff", "10", "--adaptive-input-factor", "2"],
+                                     arch_args=tiny)
+    path = save_like_fairseq_train(tmp_path / "checkpoint_best.pt", model, cfg=cfg)
+    with pytest.raises(CheckpointError, match="--adaptive-input") as e:
+        convert_unit_lm(load_fairseq_checkpoint(path))
+    assert "embed_tokens" not in str(e.value)

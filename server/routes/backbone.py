@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..deps import ready_service
-from ..schemas import PROBLEMS
+from ..schemas import problems
 from ..service import Service
 
 router = APIRouter(tags=["backbone"])
 
 
-@router.get("/v1/backbone", responses=PROBLEMS)
+@router.get("/v1/backbone", responses=problems(503))
 async def backbone(service: Service = Depends(ready_service)) -> dict:
     """The backbone this server runs; a task package must carry its fingerprint."""
     return service.runtime.backbone.info()

@@ -16,7 +16,7 @@ from ..backbone import save_bundle
 from ..backbone import sha256_file as sha256_of
 from .checkpoint import CheckpointError
 from .hubert import load_fairseq_hubert
-from .unit_lm import import_unit_lm
+from .unit_lm import import_unit_lm, is_padding_word
 
 BASE = "https://dl.fbaipublicfiles.com"
 
@@ -99,8 +99,10 @@ def import_gslm(hubert: Path, km_bin: Path, lm_checkpoint: Path, dict_txt: Path,
     enc_cfg, enc_sd = load_fairseq_hubert(hubert, output_layer=layer)
     centroids = load_kmeans_centroids(km_bin)
     lm_cfg, lm_sd, dictionary = import_unit_lm(lm_checkpoint, dict_txt)
-    if len(dictionary) - 4 != centroids.shape[0]:
-        raise CheckpointError(f"unit LM dictionary has {len(dictionary) - 4} units but km.bin has {centroids.shape[0]}")
+    units = [t for t in dictionary[4:] if not is_padding_word(t)]  # madeupwordNNNN: never a unit's token
+    if len(units) != centroids.shape[0]:
+        raise CheckpointError(f"unit LM dictionary has {len(units)} units (plus {len(dictionary) - 4 - len(units)} "
+                              f"padding words) but km.bin has {centroids.shape[0]}")
     if centroids.shape[1] != enc_cfg.embed_dim:
         raise CheckpointError(f"km.bin centroids are {centroids.shape[1]}-d but HuBERT features are {enc_cfg.embed_dim}-d")
     extra = {"source": "official GSLM", "files": {p.name: sha256_of(p) for p in (hubert, km_bin, lm_checkpoint, dict_txt)}}

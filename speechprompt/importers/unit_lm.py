@@ -9,16 +9,25 @@ means no final layer norm; a missing ``output_projection`` is the tied embedding
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ..unit_lm import UnitLM, UnitLMConfig, state_dict_mismatch
+from ..unit_lm import ACTIVATIONS, UnitLM, UnitLMConfig, state_dict_mismatch
 from .checkpoint import CheckpointError, load_fairseq_checkpoint, model_config
 
 UNSUPPORTED = ("adaptive_input", "character_embeddings", "layernorm_embedding", "cross_self_attention",
                "adaptive_softmax_cutoff", "decoder_layers_to_keep", "tie_adaptive_weights")
+
+
+PADDING_WORD = re.compile(r"madeupword\d{4}")  # fairseq Dictionary.finalize(padding_factor=8) fill-ins
+
+
+def is_padding_word(symbol: str) -> bool:
+    """True for the ``madeupwordNNNN`` entries fairseq-preprocess adds to pad a dictionary to a multiple of 8."""
+    return PADDING_WORD.fullmatch(symbol) is not None
 
 
 def read_dict_txt(path: str | os.PathLike) -> list[str]:
@@ -34,15 +43,24 @@ def read_dict_txt(path: str | os.PathLike) -> list[str]:
     return symbols
 
 
+def check_supported(model: dict) -> None:
+    """Raise ``CheckpointError`` naming the first training option (``--adaptive-input``, ...) whose model this
+    runtime cannot run; checked before any key is looked at, so the refusal names the cause."""
+    for key in UNSUPPORTED:
+        if model.get(key):
+            raise CheckpointError(f"this LM was trained with --{key.replace('_', '-')} ({key}={model.get(key)!r}), "
+                                  "which is not supported: only plain token embeddings and a (tied) linear output")
+
+
 def unit_lm_config(model: dict, version: float, vocab_size: int) -> UnitLMConfig:
     """fairseq LM model config (already arch-resolved at training) -> ``UnitLMConfig``.
 
     Raises ``CheckpointError`` for features this runtime does not implement (adaptive input/softmax, ...).
     """
     g = model.get
-    for key in UNSUPPORTED:
-        if g(key):
-            raise CheckpointError(f"unsupported transformer_lm option {key}={g(key)!r}")
+    check_supported(model)
+    if g("activation_fn", "relu") not in ACTIVATIONS:
+        raise CheckpointError(f"unsupported activation_fn {g('activation_fn')!r}; accepted: {', '.join(ACTIVATIONS)}")
     dim = g("decoder_embed_dim", 512)
     if g("decoder_input_dim", dim) != dim or g("decoder_output_dim", dim) != dim:
         raise CheckpointError("decoder_input_dim/decoder_output_dim different from decoder_embed_dim is unsupported")
@@ -69,6 +87,7 @@ def convert_unit_lm(state: dict, vocab_size: int | None = None) -> tuple[UnitLMC
     model, _ = model_config(state)
     version = float(sd.pop("version", torch.tensor([1.0]))[0]) if "version" in sd else 1.0
     sd.pop("embed_positions._float_tensor", None)
+    check_supported(model)
     if "embed_tokens.weight" not in sd:
         raise CheckpointError("checkpoint has no decoder.embed_tokens.weight")
     vocab = vocab_size or sd["embed_tokens.weight"].shape[0]

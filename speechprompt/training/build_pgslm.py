@@ -407,8 +407,10 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
 
 
 def _options(typer):
+    from speechprompt.paths import default_path
+
     return dict(
-        src=typer.Option(Path("models/default"), "--from", help="GSLM bundle whose encoder and codebook are reused"),
+        src=typer.Option(default_path("models/default"), "--from", help="GSLM bundle whose encoder and codebook are reused"),
         out=typer.Option(Path("models/pgslm-default"), help="pgslm bundle folder to write"),
         seed=typer.Option(0, help="seed of the corpus plan (use the source bundle's) and of training"),
         minutes=typer.Option(None, help="corpus size in minutes (default 120; --small: 2.67)"),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from speechprompt.paths import default_path
+
 
 def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float):
     from speechprompt.training import manifest as M
@@ -22,13 +24,13 @@ def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test
 def _augmented(examples, extractor, cache, kinds, copies: int, seed: int):
     """Units of ``copies`` perturbed versions of every train clip (cached like the originals)."""
     import numpy as np
-    from tqdm import tqdm
 
     from speechprompt.training import manifest as M
+    from speechprompt.training.progress import progress
 
     train = M.split_of(examples, "train")
     wavs, labels = [], []
-    for i, ex in enumerate(tqdm(train, desc="augment", unit="clip")):
+    for i, ex in enumerate(progress(train, desc="augment", unit="clip")):
         wav = M.load_audio(ex.path)
         for c in range(copies):
             wavs.append(M.augment_waveform(wav, np.random.default_rng([seed, i, c]), kinds))
@@ -53,12 +55,13 @@ def upload(url: str, pkg, token: str | None) -> str:
 def train(
     data: Path = typer.Argument(..., exists=True, help="manifest (.csv/.tsv/.jsonl: path,label[,split]) or folder/<label>/"),
     task: str = typer.Option(..., help="task name: 1-64 of a-z 0-9 _ -, starting with a letter or digit"),
-    backbone: Path = typer.Option(Path("models/default"), help="backbone bundle folder"),
+    backbone: Path = typer.Option(default_path("models/default"), help="backbone bundle folder "
+                                 "(default: models/default here, else in the installation)"),
     out: Path = typer.Option(None, help="package file to write (default <task>.safetensors)"),
     verbalizer: str = typer.Option("learnable", help="learnable (v2) or fixed (v1: labels -> frequent units)"),
     augment: str = typer.Option("", help="comma list of speed,pitch,noise: perturbed copies of train clips"),
     augment_copies: int = typer.Option(1, help="perturbed copies per train clip"),
-    cache_dir: Path = typer.Option(Path(".cache/units"), help="on-disk units cache"),
+    cache_dir: Path = typer.Option(default_path(".cache/units"), help="on-disk units cache"),
     dev_frac: float = typer.Option(0.1, help="dev share for rows without a split"),
     test_frac: float = typer.Option(0.1, help="test share for rows without a split"),
     max_epochs: int = typer.Option(None, help="upper bound (default: the recipe's); early stopping on dev decides"),
@@ -70,11 +73,11 @@ def train(
     """Train a task prompt (deep prompts + separator + verbalizer) on the frozen backbone; write the package."""
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from speechprompt.package import check_task_name
     from speechprompt.training import manifest as M
     from speechprompt.training.evaluate import attach_metrics, evaluate_package, plot_confusion, plot_curves
+    from speechprompt.training.progress import progress
     from speechprompt.training.trainer import Recipe, train_prompts
 
     check_task_name(task)
@@ -93,7 +96,7 @@ def train(
     dv_u, dv_l = splits.get("dev", ([], []))
     recipe = Recipe(verbalizer=verbalizer, max_epochs=max_epochs or Recipe().max_epochs, seed=seed)
     sizes = {s: len(u) for s, (u, _) in splits.items()} | {"train_augmented": len(tr_u)}
-    bar = tqdm(desc=f"train {task}", unit="step")
+    bar = progress(desc=f"train {task}", unit="step")
     shown = {"loss": "-", "epoch": 0, "dev_loss": "-", "dev_acc": "-"}
 
     def on_step(step: int, loss: float) -> None:
@@ -131,12 +134,13 @@ def train(
 def evaluate(
     package: Path = typer.Argument(..., exists=True, help="task prompt package (.safetensors)"),
     data: Path = typer.Argument(..., exists=True, help="manifest or folder/<label>/ of labelled clips"),
-    backbone: Path = typer.Option(Path("models/default"), help="backbone bundle folder"),
+    backbone: Path = typer.Option(default_path("models/default"), help="backbone bundle folder "
+                                 "(default: models/default here, else in the installation)"),
     split: str = typer.Option("test", help="split to score ('all' for every row)"),
     positive: str = typer.Option(None, help="positive label for the EER of a binary detector (default: 2nd label)"),
     json_out: Path = typer.Option(None, "--json", help="write the metrics as JSON here"),
     confusion: Path = typer.Option(None, help="write the confusion matrix PNG here"),
-    cache_dir: Path = typer.Option(Path(".cache/units"), help="on-disk units cache"),
+    cache_dir: Path = typer.Option(default_path(".cache/units"), help="on-disk units cache"),
 ) -> None:
     """Accuracy, macro-F1 (EER for binary detection), per-class report and confusion matrix of a package."""
     import numpy as np
@@ -177,20 +181,24 @@ def evaluate(
 
 
 def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
-    from tqdm import tqdm
-
-    from speechprompt.backbone import Backbone
+    from speechprompt.backbone import Backbone, BundleError
     from speechprompt.training import manifest as M
+    from speechprompt.training.progress import progress
     from speechprompt.units import UnitExtractor
 
-    bb = Backbone.load(backbone_dir)
+    try:
+        bb = Backbone.load(backbone_dir)
+    except BundleError as e:
+        typer.echo(f"error: {e}\npass the backbone bundle folder with --backbone DIR (e.g. models/default of "
+                   "a speechprompt-server checkout)", err=True)
+        raise typer.Exit(2) from None
     extractor = UnitExtractor.from_parts(bb.encoder, bb.codebook, deduplicate=True)
     if bb.spec.kind == "pgslm":  # units + durations + F0 per unit segment, cached together
         from speechprompt.prosody import ProsodyExtractor
 
         extractor = ProsodyExtractor.from_parts(extractor, bb.prosody)
     cache = M.UnitsCache(cache_dir, bb.fingerprint)
-    with tqdm(total=len(examples), desc="units", unit="clip") as bar:
+    with progress(total=len(examples), desc="units", unit="clip") as bar:
         splits = M.units_by_split(examples, extractor, cache, progress=bar.update)
     typer.echo(f"units: {cache.hits} cached, {cache.misses} computed ({cache.root})")
     return examples, bb, extractor, cache, splits
@@ -204,12 +212,11 @@ def make_suite_cmd(
     jobs: int = typer.Option(2, help="worker processes"),
 ) -> None:
     """Generate the synthetic task suite (TTS; unseen voices / accents / engine in the test splits)."""
-    from tqdm import tqdm
-
+    from speechprompt.training.progress import progress
     from speechprompt.training.suite import TASKS, make_suite
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] or list(TASKS)
-    with tqdm(desc="suite", unit="clip") as bar:
+    with progress(desc="suite", unit="clip") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)

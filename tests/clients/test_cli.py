@@ -87,6 +87,14 @@ def test_classify_csv_to_file_with_failures(run, client, test_task, clips, tmp_p
     assert "3 files, 6 results, 4 failed" in res.stderr
 
 
+def test_classify_where_every_request_fails_says_what_happened(run, clips):
+    res = run("classify", *map(str, clips[:3]), "--task", "no-such-task", "--format", "json")
+    assert res.exit_code == 1
+    assert "3 files, 3 results, 3 failed" in res.stderr
+    assert "error: every request failed, no file was classified: 3 x 404 unknown_task (" in res.stderr
+    assert "no-such-task" in res.stderr.split("every request failed")[1]
+
+
 def test_classify_table(run, client, test_task, clips, recording):
     res = run("classify", str(recording), str(clips[0]), "--task", test_task, "--no-progress")
     assert res.exit_code == 0, res.output
@@ -140,7 +148,7 @@ def test_url_from_env_and_unreachable(run, live, test_task, clips):
     assert res.exit_code == 3 and "cannot reach" in res.stderr
     res = run("classify", str(clips[0]), "--task", test_task, "--retries", "0", env={"SPEECHPROMPT_URL": dead},
               url=False)
-    assert res.exit_code == 3
+    assert res.exit_code == 3 and "every request failed" in res.stderr and "1 x no answer (POST" in res.stderr
 
 
 def test_health_not_ready(run, faults):

@@ -131,3 +131,46 @@ async def test_size_limits(make_server):
     body = assert_problem(await srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(1.0), headers=WAV),
                           413, "audio_too_long")
     assert "0.5" in body["accepted"]
+
+
+async def test_multipart_part_without_filename_or_with_only_filename_star_is_sniffed_from_its_bytes(srv):
+    data = wav_bytes(0.4, seed=6)
+    want = (await srv.client.post("/v1/tasks/kws/classify", content=data, headers=WAV)).json()["scores"]
+    r = await srv.client.post("/v1/tasks/kws/classify", files={"audio": (None, data)})  # curl -F 'audio=<clip.wav'
+    assert r.status_code == 200, r.text
+    assert r.json()["scores"] == want
+    b = "sp-boundary"
+    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"audio\"; filename*=UTF-8''kl%C3%A4ng.wav\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
+    r = await srv.client.post("/v1/tasks/kws/classify", content=body,
+                              headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["scores"] == want
+
+
+async def test_client_abort_mid_upload_is_a_499_logged_at_info_without_tracebacks(srv, caplog):
+    import logging
+
+    data = wav_bytes(0.4, seed=7)
+    events = [{"type": "http.request", "body": data[:1000], "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return events.pop(0) if events else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/tasks/kws/classify", "raw_path": b"/v1/tasks/kws/classify",
+             "query_string": b"", "root_path": "", "server": ("sp.test", 80), "client": ("127.0.0.1", 5),
+             "headers": [(b"host", b"sp.test"), (b"content-type", b"audio/wav"),
+                         (b"content-length", str(len(data)).encode())]}
+    with caplog.at_level(logging.INFO):
+        await srv.app(scope, receive, send)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(r.levelno == logging.INFO and "client closed" in r.getMessage() for r in caplog.records)
+    assert sent[0]["status"] == 499
+    metrics = (await srv.client.get("/metrics")).text
+    assert 'sp_request_failures_total{code="client_closed_request"} 1.0' in metrics
+    assert 'code="internal"' not in metrics

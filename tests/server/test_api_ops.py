@@ -60,7 +60,7 @@ async def test_readyz_names_no_store_path_and_the_admin_status_does(make_server,
 
 async def test_full_queue_is_429_with_retry_after(make_server):
     rt = FakeRuntime()
-    srv = await make_server(rt, queue_capacity=1)
+    srv = await make_server(rt, queue_capacity=2)
     await srv.client.put("/v1/tasks/kws", content=make_package("kws").data, headers=ADMIN)
     rt.gate.clear()
     post = lambda seed: srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(seed=seed), headers=WAV)  # noqa: E731
@@ -150,3 +150,32 @@ async def test_client_that_disconnects_is_skipped_and_counted(make_server):
     await wait_until(lambda: srv.service.batcher.dropped == 1)
     assert rt.rows() == [1] and (await srv.client.get("/v1/tasks/kws")).json()["in_flight"] == 0
     assert "sp_dropped_jobs_total 1.0" in (await srv.client.get("/metrics")).text
+
+
+async def test_overload_is_refused_before_the_body_is_read_so_rejected_requests_are_never_decoded(make_server):
+    rt = FakeRuntime()
+    srv = await make_server(rt, queue_capacity=2, max_batch_rows=1)
+    await srv.client.put("/v1/tasks/kws", content=make_package("kws").data, headers=ADMIN)
+    rt.gate.clear()
+    decoded = lambda: srv.service.metrics.registry.get_sample_value(  # noqa: E731
+        "sp_request_decode_duration_seconds_count")
+    post = lambda s: asyncio.create_task(  # noqa: E731
+        srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(seed=s), headers=WAV))
+    posts = [post(0)]
+    await wait_until(lambda: rt.rows() == [1])  # one job on the model thread, the queue empty
+    posts += [post(s) for s in range(1, 10)]
+    await wait_until(lambda: srv.service.admission.refused == 8)
+    rt.gate.set()
+    answers = await asyncio.gather(*posts)
+    refused = [r for r in answers if r.status_code == 429]
+    assert len(refused) == 8 and sum(r.status_code == 200 for r in answers) == 2
+    assert decoded() == 2  # the server's own decode counter: no request refused at admission was decoded
+    for r in refused:
+        assert_problem(r, 429, "queue_full")
+        assert 1 <= int(r.headers["retry-after"]) <= 10
+
+
+def test_retry_after_comes_from_the_measured_drain_rate_capped_at_10_s():
+    from server.admission import retry_after_s
+
+    assert retry_after_s(0, 0.05) == 1 and retry_after_s(40, 0.1) == 4 and retry_after_s(2560, 0.1) == 10

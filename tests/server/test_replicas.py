@@ -25,6 +25,7 @@ import pytest
 from speechprompt.backbone import make_random_bundle
 
 from .http_helpers import WAV, wav_bytes
+from .live import stop_process
 from .test_redis_store import RedisServer, free_port, make_package, silent_put, wait_for
 
 pytestmark = [pytest.mark.slow,
@@ -69,13 +70,7 @@ class Replica:
         raise AssertionError(f"{self.name} not ready within {timeout} s:\n{self.tail()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
     def tail(self) -> str:

@@ -1,7 +1,11 @@
 """The ``speechprompt`` command: serve, model import/download, and (mounted) client, training and build commands.
 
-This module is glue at the top of the tree: it may import the server and the client; the core library never
-imports it.
+This package is the one place above everything: it may import the core (``speechprompt``), the server and the
+client; none of them imports it. Layers point one way: ``clients/`` stands alone, ``server/`` uses
+``speechprompt/``, the core imports neither.
+
+Refusals of the import commands (a checkpoint or bundle this runtime cannot take) print one line
+``error: <why>`` and exit 1; ``speechprompt --debug <command>`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -10,15 +14,47 @@ from pathlib import Path
 
 import typer
 
+from speechprompt.paths import default_path
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="SpeechPrompt v2 inference server for prompt-tuned spoken language models.")
+DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show tracebacks of refused imports")) -> None:
+    DEBUG["on"] = debug
+
+
+def refusals(fn):
+    """Run an import command; a refusal (CheckpointError, BundleError, PackageError, OSError) prints one line
+    ``error: <why>`` and exits 1, unless ``--debug`` asks for the traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        from speechprompt.backbone import BundleError
+        from speechprompt.importers.checkpoint import CheckpointError
+        from speechprompt.package import PackageError
+
+        try:
+            return fn(*args, **kwargs)
+        except (CheckpointError, BundleError, PackageError, OSError) as e:
+            if DEBUG["on"]:
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return run
 
 
 @app.command()
 def serve(host: str = typer.Option(None, help="bind address (default from settings: 127.0.0.1)"),
           port: int = typer.Option(None, help="port (default 8000)"),
-          bundle: Path = typer.Option(None, help="backbone bundle folder (default models/default)"),
-          store: str = typer.Option(None, help="task store: a folder (default prompts_store) or redis://host:port/db"),
+          bundle: Path = typer.Option(None, help="backbone bundle folder (default models/default, here or in the "
+                                      "installation; SPEECHPROMPT_BUNDLE_DIR)"),
+          store: str = typer.Option(None, help="task store: a folder (default prompts_store, here or in the "
+                                    "installation; SPEECHPROMPT_STORE) or redis://host:port/db"),
           device: str = typer.Option(None, help="cpu, cuda or cuda:N")) -> None:
     """Run the HTTP server. Options override SPEECHPROMPT_* environment variables."""
     from server.main import run
@@ -30,6 +66,7 @@ def serve(host: str = typer.Option(None, help="bind address (default from settin
 
 
 @app.command("import-gslm")
+@refusals
 def import_gslm_cmd(hubert: Path = typer.Option(..., exists=True, help="hubert_base_ls960.pt"),
                     km: Path = typer.Option(..., exists=True, help="km.bin (k-means codebook)"),
                     lm: Path = typer.Option(..., exists=True, help="unit LM checkpoint_best.pt"),
@@ -38,18 +75,19 @@ def import_gslm_cmd(hubert: Path = typer.Option(..., exists=True, help="hubert_b
                     layer: int = typer.Option(6, help="HuBERT layer whose features are quantized"),
                     name: str = typer.Option("gslm-hubert100")) -> None:
     """Convert the official GSLM files (HuBERT, km.bin, unit LM + dict.txt) into a backbone bundle."""
-    from .importers.gslm import import_gslm
+    from speechprompt.importers.gslm import import_gslm
 
     fp = import_gslm(hubert, km, lm, dictionary, out, layer=layer, name=name)
     typer.echo(f"wrote {out} (fingerprint {fp})")
 
 
 @app.command("download-gslm")
+@refusals
 def download_gslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help="where the official files go"),
                       units: int = typer.Option(100, help="codebook size: 50, 100 or 200"),
                       out: Path = typer.Option(None, help="also import into this bundle folder")) -> None:
     """Download the official GSLM HuBERT, k-means and unit LM files (checksummed, resumable)."""
-    from .importers.gslm import extract_lm, gslm_files, import_gslm
+    from speechprompt.importers.gslm import extract_lm, gslm_files, import_gslm
 
     paths = _download_all(gslm_files(units), dest)
     ckpt, dct = extract_lm(paths[2], dest / f"hubert{units}_lm")
@@ -60,14 +98,14 @@ def download_gslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help="
 
 
 def _download_all(remotes, dest: Path) -> list[Path]:
-    """Download each official file with a progress bar (resumable, checksummed)."""
-    from tqdm import tqdm
-
-    from .importers.gslm import download
+    """Download each official file with a progress bar, or plain lines when stderr is not a terminal
+    (resumable, checksummed)."""
+    from speechprompt.importers.gslm import download
+    from speechprompt.training.progress import progress
 
     paths = []
     for remote in remotes:
-        with tqdm(unit="B", unit_scale=True, desc=remote.name) as bar:
+        with progress(unit="B", unit_scale=True, desc=remote.name) as bar:
             def progress(done, total, bar=bar):
                 bar.total = total
                 bar.update(done - bar.n)
@@ -76,6 +114,7 @@ def _download_all(remotes, dest: Path) -> list[Path]:
 
 
 @app.command("import-pgslm")
+@refusals
 def import_pgslm_cmd(hubert: Path = typer.Option(..., exists=True, help="hubert_base_ls960.pt"),
                      km: Path = typer.Option(..., exists=True, help="km.bin (k-means codebook, 100 units)"),
                      ulm: Path = typer.Option(..., exists=True, help="pGSLM ulm_checkpoints/<variant>.pt"),
@@ -85,7 +124,7 @@ def import_pgslm_cmd(hubert: Path = typer.Option(..., exists=True, help="hubert_
                      layer: int = typer.Option(6), normalization: str = typer.Option("utterance",
                                                                                   help="utterance or speaker")) -> None:
     """Convert the official pGSLM files into a backbone bundle of kind pgslm."""
-    from .importers.pgslm import import_pgslm
+    from speechprompt.importers.pgslm import import_pgslm
 
     fp = import_pgslm(hubert, km, ulm, out, f0_bins=f0_bins, f0_stats=f0_stats, layer=layer,
                       normalization=normalization)
@@ -93,11 +132,12 @@ def import_pgslm_cmd(hubert: Path = typer.Option(..., exists=True, help="hubert_
 
 
 @app.command("download-pgslm")
+@refusals
 def download_pgslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help="where the official files go"),
                        variant: str = typer.Option("discrete_prosody_shift_1_1", help="ulm_checkpoints variant"),
                        out: Path = typer.Option(None, help="also import into this bundle folder")) -> None:
     """Download the official pGSLM files (HuBERT, km100, multi-stream ULM, F0 bins and stats)."""
-    from .importers.pgslm import import_pgslm, pgslm_files
+    from speechprompt.importers.pgslm import import_pgslm, pgslm_files
 
     paths = _download_all(pgslm_files(variant), dest)
     typer.echo(f"downloaded to {dest}")
@@ -107,20 +147,24 @@ def download_pgslm_cmd(dest: Path = typer.Option(Path("models/downloads"), help=
 
 
 @app.command("import-prompt")
+@refusals
 def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="official prompt checkpoint_best.pt"),
                       task: str = typer.Option(..., help="task name for the package"),
                       labels: str = typer.Option(..., help="comma-separated labels in class-index order"),
-                      bundle: Path = typer.Option(Path("models/default"), help="backbone the prompts were trained on"),
-                      store: str = typer.Option("prompts_store", help="store to add it to (folder or redis:// URL)")
+                      bundle: Path = typer.Option(default_path("models/default"), help="backbone the prompts were trained on"),
+                      store: str = typer.Option(str(default_path("prompts_store")),
+                                                help="store to add it to (folder or redis:// URL)")
                       ) -> None:
     """Convert an official SpeechPrompt v2 prompt checkpoint into a task prompt package in a store."""
     import json
 
     from server.stores import open_store
+    from speechprompt.importers.prompt import import_prompt
 
-    from .importers.prompt import import_prompt
-
-    meta = json.loads((bundle / "backbone.json").read_text())
+    try:
+        meta = json.loads((bundle / "backbone.json").read_text())
+    except OSError as e:
+        raise OSError(f"{e}; pass the backbone bundle folder with --bundle DIR") from None
     pkg = import_prompt(checkpoint, task=task, labels=[x.strip() for x in labels.split(",")],
                         backbone_fingerprint=meta["fingerprint"], num_layers=meta["unit_lm"]["layers"],
                         backbone_kind=meta["kind"])
@@ -133,10 +177,9 @@ def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="
 def _mount() -> None:
     """Client commands (classify, tasks, upload, ...) and training/build commands live with their code."""
     from clients.cli import register as register_client
-
-    from .training.build_backbone import register as register_build
-    from .training.build_pgslm import register as register_pgslm
-    from .training.cli import register as register_training
+    from speechprompt.training.build_backbone import register as register_build
+    from speechprompt.training.build_pgslm import register as register_pgslm
+    from speechprompt.training.cli import register as register_training
 
     register_client(app)
     register_build(app)

@@ -1,0 +1,5 @@
+"""``python -m speechprompt_cli``: the ``speechprompt`` command."""
+
+from . import main
+
+main()

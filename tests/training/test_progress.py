@@ -1,0 +1,36 @@
+"""Progress written to a file or a pipe is plain periodic lines; a terminal still gets a tqdm bar."""
+
+from __future__ import annotations
+
+import io
+import os
+
+from speechprompt.training.progress import LineProgress, progress
+
+
+def test_progress_to_a_file_is_plain_lines_not_one_growing_line():
+    out = io.StringIO()
+    with progress(total=1000, desc="units", unit="clip", file=out, interval_s=0.0) as bar:
+        for _ in range(1000):
+            bar.update(1)
+            bar.set_postfix({"loss": "0.5"}, refresh=False)
+    text = out.getvalue()
+    assert isinstance(bar, LineProgress) and "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 1001 and lines[-1].startswith("units: 1000/1000 clip") and "loss=0.5" in lines[-1]
+
+
+def test_plain_lines_are_periodic_and_iterables_advance():
+    out = io.StringIO()
+    assert list(progress(range(50), desc="augment", unit="clip", file=out)) == list(range(50))
+    assert out.getvalue().splitlines() == [out.getvalue().splitlines()[-1]]  # 10 s interval: only the final line
+    assert out.getvalue().startswith("augment: 50/50 clip")
+
+
+def test_a_terminal_still_gets_a_tqdm_bar():
+    master, slave = os.openpty()
+    with os.fdopen(slave, "w") as tty:
+        bar = progress(total=3, desc="train", file=tty)
+        assert type(bar).__name__ == "tqdm"
+        bar.close()
+    os.close(master)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Response
 from ..deps import get_service, require_admin
 from ..errors import NotReady
 from ..metrics import CONTENT_TYPE
-from ..schemas import PROBLEMS
+from ..schemas import PROBLEMS, problems
 from ..service import Service
 
 router = APIRouter(tags=["health"])
@@ -34,7 +34,7 @@ async def readyz(service: Service = Depends(get_service)) -> dict:
             "store": {"kind": service.store.kind(), "degraded": degraded}}
 
 
-@router.get("/v1/admin/status", responses=PROBLEMS, dependencies=[Depends(require_admin)])
+@router.get("/v1/admin/status", responses=problems(401, 403), dependencies=[Depends(require_admin)])
 async def admin_status(service: Service = Depends(get_service)) -> dict:
     """Operator details (admin): state, the start-up error in full, the bundle folder, where the store is and
     its last error."""

@@ -75,23 +75,30 @@ def load_results(work: Path, bundle: Path) -> tuple[dict, Backbone]:
     return json.loads(path.read_text()), bb
 
 
-def main() -> None:
+def compare_main(render_fn, begin: str, end: str, a_name: str, a_default: Path, b_name: str, b_default: Path,
+                 doc: str) -> None:
+    """Command line shared by the comparison scripts: ``--<a_name> BUNDLE --<b_name> BUNDLE --work --results``;
+    loads both runs, renders ``render_fn(a, b, meta)`` between ``begin`` / ``end`` and prints it."""
     from datetime import datetime, timezone
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gslm", type=Path, default=ROOT / "models" / "default")
-    ap.add_argument("--pgslm", type=Path, default=ROOT / "models" / "pgslm-default")
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument(f"--{a_name}", type=Path, default=a_default)
+    ap.add_argument(f"--{b_name}", type=Path, default=b_default)
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "suite_runs")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     a = ap.parse_args()
-    gslm, gb = load_results(a.work, a.gslm)
-    pgslm, pb = load_results(a.work, a.pgslm)
-    meta = {"gslm": f"`{gb.spec.name}` (`{gb.fingerprint[:16]}`)", "pgslm": f"`{pb.spec.name}` (`{pb.fingerprint[:16]}`)",
+    ra, ba = load_results(a.work, getattr(a, a_name))
+    rb, bb = load_results(a.work, getattr(a, b_name))
+    meta = {a_name: f"`{ba.spec.name}` (`{ba.fingerprint[:16]}`)", b_name: f"`{bb.spec.name}` (`{bb.fingerprint[:16]}`)",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
-    table = render(gslm, pgslm, meta)
-    replace_block(a.results, BEGIN, END, table)
+    table = render_fn(ra, rb, meta)
+    replace_block(a.results, begin, end, table)
     sys.stdout.write(table)
 
+
+def main() -> None:
+    compare_main(render, BEGIN, END, "gslm", ROOT / "models" / "default", "pgslm", ROOT / "models" / "pgslm-default",
+                 __doc__.split("\n")[0])
 
 if __name__ == "__main__":
     main()

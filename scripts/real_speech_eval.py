@@ -20,6 +20,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -59,20 +60,23 @@ def mfcc_stats(wav: np.ndarray) -> np.ndarray:
     return torch.cat([f.mean(0), f.std(0, unbiased=False)]).numpy()
 
 
-def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int) -> dict:
-    """Task manifests under ``out/<task>/manifest.csv``; returns their descriptions (sizes, chance)."""
+def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int, only: set[str] | None = None) -> dict:
+    """Task manifests under ``out/<task>/manifest.csv`` (``only``: just these tasks' files); returns the descriptions
+    (sizes, chance) of every task."""
     split = real_tasks.eval_split(rows, frac, seed)
     rows = real_tasks.segment_long(rows, cache, out.parent / "segments")  # music, long recordings: 5 s pieces
     tasks = real_tasks.make_tasks(rows, split, cache, test_fraction=frac)
     by_path = {str(cache / r["path"]): r for r in rows}  # an absolute row path stays itself
     info = {}
     for name, examples in tasks.items():
+        info[name] = real_tasks.describe(examples, by_path)
+        if only is not None and name not in only:
+            continue
         (out / name).mkdir(parents=True, exist_ok=True)
         with open(out / name / "manifest.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["path", "label", "split"])
             w.writerows([e.path, e.label, e.split] for e in examples)
-        info[name] = real_tasks.describe(examples, by_path)
     info["_split"] = {"test_fraction": frac, "seed": seed,
                       "test_speakers": sorted(k for k, v in split.items() if v == "test"),
                       "train_speakers": sorted(k for k, v in split.items() if v == "train")}
@@ -190,13 +194,22 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     rows = real_corpus.read_manifest(a.real_cache / "manifest.jsonl")
     task_root = a.work / "tasks"
-    info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed)
-    for name in [t for t in info if not t.startswith("_")]:
+    wanted = set(a.tasks.split(","))
+    info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed, wanted)
+    for name in [t for t in info if t in wanted]:
         info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed)
     a.work.mkdir(parents=True, exist_ok=True)
     (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
     res_file = a.work / "results.json"
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
+
+    def save(name: str) -> None:  # merge this task into the file: runs of other tasks may write it meanwhile
+        current = json.loads(res_file.read_text()) if res_file.exists() else {}
+        current[name] = results[name]
+        tmp = res_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(current, indent=1) + "\n")
+        os.replace(tmp, res_file)
+
     backbones = {}
     if "new" in a.columns:
         backbones["new"] = Backbone.load(a.backbone)
@@ -219,12 +232,13 @@ def main() -> None:
             r[key] = run_task(bb, name, data, a.work / key, ["v2"], a.work / key / "curves", None, a.max_epochs,
                               labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})")
             r[key] |= {"fingerprint": bb.fingerprint}
-            res_file.write_text(json.dumps(results, indent=1) + "\n")
+            save(name)
         if "logreg_mfcc" not in r:
             r |= free_baselines(task_root / name, labels, se_backbone)
-            res_file.write_text(json.dumps(results, indent=1) + "\n")
+            save(name)
         say(f"{name}: " + ", ".join(f"{k} {_acc(v.get('v2') if k in backbones else v)}" for k, v in r.items()
                                     if isinstance(v, dict)))
+    results = json.loads(res_file.read_text()) if res_file.exists() else results  # every task, from all runs
     fps = {k: next((r[k]["fingerprint"] for r in results.values() if k in r), "-") for k in ("new", "old")}
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), **fps}
     shown = {n: results[n] for n in real_tasks.TASK_NAMES if n in results}

@@ -173,10 +173,13 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     enc.eval().requires_grad_(False)
     if not (work / "feats.pt").exists():
         allc = tts + real + twins
-        feats = []
-        for s in range(0, len(allc), 32):
-            feats += [f.clone() for f in enc.extract([torch.from_numpy(x) for x in allc[s:s + 32]])]
-            if s % 1600 == 0:
+        order = sorted(range(len(allc)), key=lambda i: len(allc[i]))  # similar lengths per batch: little padding
+        feats: list = [None] * len(allc)
+        for s in range(0, len(order), 32):
+            idx = order[s:s + 32]
+            for i, f in zip(idx, enc.extract([torch.from_numpy(allc[i]) for i in idx]), strict=True):
+                feats[i] = f.clone()
+            if s % 3200 == 0:
                 say(f"features {s}/{len(allc)} ({time.time() - t_start:.0f}s)")
         torch.save(feats, work / "feats.pt")
     feats = torch.load(work / "feats.pt", weights_only=True)

@@ -1,0 +1,65 @@
+"""The committed default backbone (models/default, speechprompt-default-v2): loads, is fingerprinted as its build log
+says, runs the speech_embedding dense model, keeps the real test speakers out of its build, is what the model card
+describes, and serves the demo packages (tests/test_demo_stores.py checks every package fits)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechprompt.backbone import FILES, Backbone, fingerprint_of, sha256_file
+from speechprompt.runtime import Runtime
+from speechprompt.training.manifest import load_audio
+from tests.scripts import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "models" / "default"
+LOG = ROOT / "docs" / "default_training_log.json"
+SOURCES = ROOT / "docs" / "default_sources.json"
+
+
+@pytest.fixture(scope="module")
+def backbone() -> Backbone:
+    return Backbone.load(BUNDLE)
+
+
+def test_bundle_is_the_logged_build_with_the_real_speech_dense_model(backbone):
+    meta = json.loads((BUNDLE / "backbone.json").read_text())
+    log = json.loads(LOG.read_text())
+    digests = {n: sha256_file(BUNDLE / n) for n in FILES}
+    assert digests == meta["files"] and fingerprint_of(digests) == meta["fingerprint"] == backbone.fingerprint
+    assert backbone.fingerprint == log["fingerprint"]
+    assert sum((BUNDLE / n).stat().st_size for n in FILES) <= 40 * 2**20  # issue 14: the bundle may grow to 40 MB
+    assert meta["encoder"]["type"] == "speech_embedding" and meta["extra"]["built_by"] == "speechprompt build-default"
+    assert backbone.info()["hop_size"] == 1280 and backbone.codebook.vocab_size == 100
+    assert list(backbone.spec.dictionary[4:]) == [str(i) for i in range(100)]  # unit i at index 4 + i
+    assert meta["name"] != json.loads((ROOT / "models" / "default-v1" / "backbone.json").read_text())["name"]
+
+
+def test_held_out_real_speakers_never_reached_the_build():
+    corpus = json.loads(LOG.read_text())["corpus"]
+    test, train = set(corpus["real_test_speakers"]), set(corpus["real_train_speakers"])
+    assert len(test) >= 10 and train and test.isdisjoint(train)
+    sources = json.loads(SOURCES.read_text())
+    known = {spk for s in sources.values() for spk in s["speakers"]}
+    assert test <= known  # every held-out speaker is one of the allow-listed packages' speakers
+
+
+def test_model_card_tables_are_rendered_from_the_committed_logs():
+    card = load_script("default_card")
+    text = (ROOT / "docs" / "model_card.md").read_text()
+    assert card.render(json.loads(LOG.read_text()), json.loads(SOURCES.read_text())) in text
+
+
+def test_a_real_recording_gives_units_and_a_classification(backbone):
+    rt = Runtime(backbone)
+    wav = load_audio("/usr/share/sounds/alsa/Front_Center.wav")  # a human voice (a test set, never trained on)
+    units = rt.extract_units([wav])[0]
+    assert int(units.durations.sum()) == units.frames == backbone.encoder.num_frames(len(wav))
+    assert 3 <= len(units.units) <= units.frames
+    again = rt.extract_units([np.random.default_rng(0).standard_normal(9000).astype(np.float32) * 0.1, wav])[1]
+    assert torch.equal(again.units, units.units)  # batching with another clip changes nothing

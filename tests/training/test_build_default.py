@@ -76,3 +76,18 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
                 speakers[e.split].add(spk)
         assert speakers["test"].isdisjoint(speakers["train"] | speakers["dev"])
     assert {e.label for e in tasks["vad"]} == {"speech", "noise"}
+
+
+def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
+    from typer.testing import CliRunner
+
+    from speechprompt_cli import app
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda args, env: calls.append((args, env)) or 0)
+    result = CliRunner().invoke(app, ["build-default", "--out", "x", "--seed", "2", "--small"])
+    assert result.exit_code == 0, result.output
+    (args, env), = calls
+    assert args[1:3] == ["-m", "speechprompt.training.build_default"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert args[3:7] == ["--out", "x", "--seed", "2"] and args[-1] == "--small"
+    assert "--real-cache" in args and "--teacher-cache" in args

@@ -82,18 +82,20 @@ def main() -> None:
     cfg = DefaultBuildConfig()
     bb = Backbone.load(a.backbone)
     books = {"tts_only": tts_codebook(a.work, cfg.seed, cfg.codebook_frames), "default": bb.codebook}
-    results = json.loads((a.eval / "results.json").read_text())
     info = json.loads((a.eval / "tasks.json").read_text())
     rows = {"v1 units (HuBERT trained on TTS) + LR": {}, "speech_embedding units, codebook on TTS only + LR": {},
             "speech_embedding units, codebook on TTS + real + twins (default) + LR": {},
             "speech_embedding features, mean-pooled (no units) + LR": {},
             "SpeechPrompt v2 prompts on v1": {}, "SpeechPrompt v2 prompts on v2 (default)": {}}
-    names = [n for n in TASK_NAMES if n in results]
+    names = [n for n in TASK_NAMES if n in info]
+    accs = {}
     for name in names:
-        labels = info[name]["labels"]
         data = task_data(a.eval / "tasks" / name, bb, books)
-        acc = {k: logreg(data, labels, k, 0)["test"]["accuracy"] for k in ("tts_only", "default", "feats")}
-        r = results[name]
+        accs[name] = {k: logreg(data, info[name]["labels"], k, 0)["test"]["accuracy"]
+                      for k in ("tts_only", "default", "feats")}
+    results = json.loads((a.eval / "results.json").read_text())  # read last: the evaluation may still be writing
+    for name in names:
+        acc, r = accs[name], results.get(name, {})
         keys = list(rows)
         rows[keys[0]][name] = r.get("old", {}).get("logreg_hist", {}).get("test", {}).get("accuracy")
         rows[keys[1]][name], rows[keys[2]][name], rows[keys[3]][name] = acc["tts_only"], acc["default"], acc["feats"]

@@ -2,7 +2,7 @@
 """Real-speech evaluation (issue 14): held-out speakers of the allow-listed corpus, several backbones and baselines.
 
     python scripts/build_real_corpus.py                       # once: .cache/real_corpus (Debian packages)
-    python scripts/real_speech_eval.py --backbone models/default --old-backbone .cache/old_default \
+    python scripts/real_speech_eval.py --backbone models/default --old-backbone models/default-v1 \
         --demo language-id,vad,gender
 
 Tasks (``speechprompt/training/real_tasks.py``): language-id, keyword, vad (speech vs non-speech) and gender, a speaker in
@@ -205,7 +205,7 @@ def main() -> None:
 
     def save(name: str) -> None:  # merge this task into the file: runs of other tasks may write it meanwhile
         current = json.loads(res_file.read_text()) if res_file.exists() else {}
-        current[name] = results[name]
+        current.setdefault(name, {}).update(results[name])  # keeps the other run's column of this task
         tmp = res_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(current, indent=1) + "\n")
         os.replace(tmp, res_file)
@@ -222,6 +222,10 @@ def main() -> None:
         digest = hashlib.sha256((task_root / name / "manifest.csv").read_bytes()).hexdigest()[:12]
         if r.get("digest") != digest:  # the task's data changed: every cell is stale
             r.clear()
+            current = json.loads(res_file.read_text()) if res_file.exists() else {}
+            if name in current:  # forget the stale cells in the file too (save() merges)
+                del current[name]
+                res_file.write_text(json.dumps(current, indent=1) + "\n")
         r["digest"] = digest
         for key, bb in backbones.items():
             if "v2" in r.get(key, {}) and r[key].get("fingerprint") == bb.fingerprint:

@@ -189,6 +189,8 @@ def main() -> None:
     ap.add_argument("--columns", default="new,old", help="which backbones to (re)run now: new, old or both")
     ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
                     help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run")
+    ap.add_argument("--variants", default="v2", help="prompt variants on the new backbone ('' = baselines only)")
+    ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -220,20 +222,21 @@ def main() -> None:
         labels = info[name]["labels"]
         r = results.setdefault(name, {})
         digest = hashlib.sha256((task_root / name / "manifest.csv").read_bytes()).hexdigest()[:12]
-        if r.get("digest") != digest:  # the task's data changed: every cell is stale
-            r.clear()
-            current = json.loads(res_file.read_text()) if res_file.exists() else {}
-            if name in current:  # forget the stale cells in the file too (save() merges)
-                del current[name]
-                res_file.write_text(json.dumps(current, indent=1) + "\n")
-        r["digest"] = digest
+        current = json.loads(res_file.read_text()) if res_file.exists() else {}
+        if current.get(name, {}).get("digest") not in (None, digest):  # the task's data changed: all cells stale
+            del current[name]  # (in the file too: save() merges)
+            res_file.write_text(json.dumps(current, indent=1) + "\n")
+        r.clear()
+        r.update(current.get(name, {}), digest=digest)  # what other runs already wrote for this task
         for key, bb in backbones.items():
-            if "v2" in r.get(key, {}) and r[key].get("fingerprint") == bb.fingerprint:
+            variants = [v for v in (a.variants if key == "new" else a.old_variants).split(",") if v]
+            done = r.get(key, {})
+            if done.get("fingerprint") == bb.fingerprint and "logreg_hist" in done and all(v in done for v in variants):
                 continue
             t0 = time.perf_counter()
             data = encode_task(bb, task_root / name, a.work / "units" / digest)
             say(f"{name} [{key}]: encoded in {time.perf_counter() - t0:.0f}s")
-            r[key] = run_task(bb, name, data, a.work / key, ["v2"], a.work / key / "curves", None, a.max_epochs,
+            r[key] = run_task(bb, name, data, a.work / key, variants, a.work / key / "curves", done, a.max_epochs,
                               labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})")
             r[key] |= {"fingerprint": bb.fingerprint}
             save(name)

@@ -77,22 +77,26 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "build_default")
     ap.add_argument("--eval", type=Path, default=ROOT / ".cache" / "real_eval")
     ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md")
+    ap.add_argument("--render-only", action="store_true", help="re-read the regressions of the last run")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cfg = DefaultBuildConfig()
     bb = Backbone.load(a.backbone)
-    books = {"tts_only": tts_codebook(a.work, cfg.seed, cfg.codebook_frames), "default": bb.codebook}
+    books = {} if a.render_only else {"tts_only": tts_codebook(a.work, cfg.seed, cfg.codebook_frames),
+                                      "default": bb.codebook}
     info = json.loads((a.eval / "tasks.json").read_text())
     rows = {"v1 units (HuBERT trained on TTS) + LR": {}, "speech_embedding units, codebook on TTS only + LR": {},
             "speech_embedding units, codebook on TTS + real + twins (default) + LR": {},
             "speech_embedding features, mean-pooled (no units) + LR": {},
             "SpeechPrompt v2 prompts on v1": {}, "SpeechPrompt v2 prompts on v2 (default)": {}}
     names = [n for n in TASK_NAMES if n in info]
-    accs = {}
-    for name in names:
+    cache = a.eval / f"ablation-{bb.fingerprint[:16]}.json"  # the regressions; --render-only re-reads them
+    accs = json.loads(cache.read_text()) if a.render_only else {}
+    for name in [n for n in names if n not in accs]:
         data = task_data(a.eval / "tasks" / name, bb, books)
         accs[name] = {k: logreg(data, info[name]["labels"], k, 0)["test"]["accuracy"]
                       for k in ("tts_only", "default", "feats")}
+    cache.write_text(json.dumps(accs, indent=1) + "\n")
     results = json.loads((a.eval / "results.json").read_text())  # read last: the evaluation may still be writing
     for name in names:
         acc, r = accs[name], results.get(name, {})

@@ -26,6 +26,8 @@ BEGIN, END = "<!-- card:begin (scripts/default_card.py writes this block) -->", 
 def render(log: dict, sources: dict) -> str:
     c, t = log["corpus"], log["timings_s"]
     test = set(c["real_test_speakers"])
+    speech_speakers = {k for s in sources.values() for k in s["speakers"]}  # non-speech groups are not speakers
+    train_speakers = [k for k in c["real_train_speakers"] if k in speech_speakers]
     lines = ["| real-speech source (Debian package) | version | licence | clips (speech / non-speech) | hours | "
              "speakers (train / test) | languages |", "|---|---|---|---|---|---|---|"]
     for pkg, s in sources.items():
@@ -37,7 +39,7 @@ def render(log: dict, sources: dict) -> str:
     lines += ["", "| training data of this build | value |", "|---|---|",
               f"| TTS speech (clean; + sox noisy twins) | {c['tts_hours_clean']:.2f} h (+ {c['tts_hours_with_sox_twins'] - c['tts_hours_clean']:.2f} h) |",
               f"| real speech and non-speech, train speakers only | {c['real_hours']:.2f} h, {c['real_clips']} clips, "
-              f"{len(c['real_train_speakers'])} speakers |",
+              f"{len(train_speakers)} speakers (+ {len(c['real_train_speakers']) - len(train_speakers)} non-speech groups) |",
               f"| channel-augmented twins (room, noise, codec, band-pass, level) | {c['channel_twins']} clips, "
               f"{c['twin_hours']:.2f} h; codecs: " + ", ".join(f"{k} {v}" for k, v in sorted(c["twin_codecs"].items())) + " |",
               f"| total audio the codebook and the unit LM saw | {c['train_hours']:.2f} h |",

@@ -110,7 +110,7 @@ class DecodedAudio:
 
 
 def min_samples(sample_rate: int) -> int:
-    """Fewest samples at ``sample_rate`` Hz that span one HuBERT window (25 ms; 400 at 16 kHz)."""
+    """Fewest samples at ``sample_rate`` Hz that span 25 ms (400 at 16 kHz): one HuBERT window, and the shortest clip any dense model here accepts."""
     return math.ceil(MIN_SAMPLES * sample_rate / MODEL_RATE)
 
 
@@ -131,7 +131,7 @@ def check_samples(samples: np.ndarray, sample_rate: int) -> None:
         raise NonFiniteAudio(f"{bad} of {samples.size} samples are NaN or Inf", accepted="finite samples")
     if samples.size < need:
         raise AudioTooShort(f"{samples.size} samples at {sample_rate} Hz ({samples.size / sample_rate * 1000:.1f} ms)"
-                            f" is shorter than one HuBERT window",
+                            f" is shorter than the 25 ms the encoders need",
                             accepted=f"at least {need} samples at {sample_rate} Hz (25 ms)")
 
 

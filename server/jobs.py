@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from speechprompt.explain import occlude, occlusion_spans
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,8 @@ class Job:
 
     ``samples`` [N] f32 @ 16 kHz; ``digest`` sha256 of those samples (units-cache key); ``keys`` one
     prompt-bank key per row; ``deadline`` in ``time.monotonic()`` seconds; ``on_finish`` runs once on the
-    model thread when the job is done or skipped (the registry releases its version leases there).
+    model thread when the job is done or skipped (the registry releases its version leases there);
+    ``explain_spans`` > 0 adds, per key, one row per occluded stretch of the units (``speechprompt.explain``).
     """
 
     samples: np.ndarray
@@ -37,12 +40,28 @@ class Job:
     on_finish: Callable[[], None] | None = None
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False
+    explain_spans: int = 0
+
+    @property
+    def max_rows(self) -> int:
+        """Most unit-LM rows this job can need (with explanations the unit count is known only after encoding)."""
+        return len(self.keys) * (1 + self.explain_spans)
+
+    def rows_for(self, units: Any) -> tuple[list, list[str], list[tuple[int, int]]]:
+        """The job's rows once its units are known: (units per row, key per row, occluded unit spans).
+        First one base row per key, then per key one row per span with that span removed."""
+        spans = occlusion_spans(len(units.units), self.explain_spans) if self.explain_spans else []
+        variants = [occlude(units, a, b) for a, b in spans]
+        row_units = [units] * len(self.keys) + [v for _ in self.keys for v in variants]
+        row_keys = list(self.keys) + [k for k in self.keys for _ in variants]
+        return row_units, row_keys, spans
 
 
 @dataclass(frozen=True)
 class JobResult:
     """What the model loop made of a job: units, one entry per key (probabilities [C] or the row's
-    error), and the job's timings in milliseconds (``encode_ms`` is 0 on a units-cache hit)."""
+    error), and the job's timings in milliseconds (``encode_ms`` is 0 on a units-cache hit). With
+    explanations: the occluded unit ``spans`` and, per key, the probabilities of each occluded row."""
 
     units: Any
     rows: tuple[np.ndarray | BaseException, ...]
@@ -52,6 +71,8 @@ class JobResult:
     lm_ms: float
     batch_rows: int
     batch_jobs: int
+    spans: tuple[tuple[int, int], ...] = ()
+    occluded: tuple[tuple[np.ndarray | BaseException, ...], ...] = ()  # per key, one entry per span
 
 
 def resolve(job: Job, result: JobResult | None, exc: BaseException | None) -> None:

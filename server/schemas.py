@@ -41,12 +41,28 @@ class Problem(BaseModel):
     accepted: Any = None
 
 
+class Stretch(BaseModel):
+    start: float = Field(description="seconds from the start of the clip")
+    end: float = Field(description="seconds")
+    units: list[int] = Field(description="[first, end) indices in the deduplicated unit sequence")
+    score_without: float = Field(description="probability of the explained label with this stretch removed")
+    importance: float = Field(description="score - score_without: positive when the stretch supported the label")
+
+
+class Explanation(BaseModel):
+    method: str = Field(description="occlusion (each stretch of units removed in turn, all rows in one forward)")
+    label: str = Field(description="the explained (winning) label")
+    score: float = Field(description="its probability on the whole clip")
+    spans: list[Stretch] = Field(description="stretches tiling the clip, in time order")
+
+
 class TaskResult(BaseModel):
     task: str
     version: str = Field(description="the exact task version (content digest) that produced this answer")
     label: str
     scores: list[Score]
     backbone: str = Field(description="backbone fingerprint")
+    explanation: Explanation | None = Field(None, description="only with explain=true")
 
 
 class ClassifyResponse(TaskResult):
@@ -65,6 +81,22 @@ class MultiClassifyResponse(BaseModel):
     audio: AudioFacts
     timings: Timings
     units_cache_hit: bool
+
+
+class UnitWeight(BaseModel):
+    unit: int = Field(description="unit index (codebook entry)")
+    weight: float = Field(description="the verbalizer's weight of this unit on the label, centred over labels")
+
+
+class VerbalizerView(BaseModel):
+    task: str
+    version: str = Field(description="the task version these weights belong to")
+    labels: list[str]
+    units: int = Field(description="K, units of the backbone's codebook")
+    method: str
+    top: dict[str, list[UnitWeight]] = Field(description="per label, its top_k units, largest weight first")
+    unit_label: list[str] = Field(description="per unit (K entries), the label its weight favours most")
+    weights: list[list[float]] = Field(description="[C, K] centred weights, rows in label order")
 
 
 class TaskPublic(BaseModel):

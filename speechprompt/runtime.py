@@ -83,6 +83,10 @@ class Runtime:
             self._probe = self.extract_units([wav.astype(np.float32)])
         return self._probe
 
+    def unit_tokens(self) -> Tensor:
+        """Each unit's token id in the unit LM's vocabulary: ``[K]`` i64 (what a verbalizer column is indexed by)."""
+        return self.backbone.unit_to_token.clone()
+
     def remove_task(self, key: str) -> None:
         self.bank.remove(key)
 

@@ -1,5 +1,5 @@
-"""HTTP routes, one router per resource: classify, tasks, backbone, health (+ metrics)."""
+"""HTTP routes, one router per resource: classify, tasks, explain (verbalizer view), backbone, health (+ metrics)."""
 
-from . import backbone, classify, health, tasks
+from . import backbone, classify, explain, health, tasks
 
-ROUTERS = (classify.router, tasks.router, backbone.router, health.router)
+ROUTERS = (classify.router, tasks.router, explain.router, backbone.router, health.router)

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from ..bodies import audio_body_ok, payload
 from ..deps import ready_service
+from ..explanations import DEFAULT_SPANS, MAX_SPANS
 from ..inference import MAX_TASKS_PER_REQUEST, classify_many, classify_one, parse_tasks
 from ..schemas import TASK_NAME_HELP, TASK_NAME_SCHEMA, ClassifyResponse, MultiClassifyResponse, problems
 from ..service import Service
@@ -22,6 +23,10 @@ AUDIO_BODY = {"requestBody": {"required": True, "content": {
                                        "properties": {"audio": {"type": "string", "format": "binary"}}}},
     "audio/*": _BINARY, "application/octet-stream": _BINARY}}}
 TOP_K = Query(5, ge=1, le=1000, description="how many classes to return, best first")
+EXPLAIN = Query(False, description="add, per task, an occlusion explanation of the winning label: how much "
+                "each stretch of the clip (seconds) moved it; costs explain_spans extra unit-LM rows per task")
+EXPLAIN_SPANS = Query(DEFAULT_SPANS, ge=1, le=MAX_SPANS, description="stretches the unit sequence is cut into "
+                      "for explain=true (fewer when the clip has fewer units)")
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
 TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_PER_REQUEST}); a name that is "
               "unknown or not allowed gets its own error entry", json_schema_extra={"minLength": 1})
@@ -30,22 +35,24 @@ TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_
 @router.post("/v1/tasks/{task}/classify", response_model=None, openapi_extra=AUDIO_BODY,
              responses={200: {"model": ClassifyResponse},
                         **problems(400, 404, 408, 413, 415, 422, 429, 503, 504)})
-async def classify(request: Request, task: str = TASK, top_k: int = TOP_K,
-                   service: Service = Depends(ready_service)) -> JSONResponse:
+async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, explain: bool = EXPLAIN,
+                   explain_spans: int = EXPLAIN_SPANS, service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with one task; the answer names the exact task version used."""
     check_task_name(task)
     with service.admission.slot():  # 429 before the body is read: a refused request is never decoded
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
-        return JSONResponse(await classify_one(service, task, data, top_k, request.receive))
+        return JSONResponse(await classify_one(service, task, data, top_k, request.receive,
+                                               explain_spans if explain else 0))
 
 
 @router.post("/v1/classify", response_model=None, openapi_extra=AUDIO_BODY,
              responses={200: {"model": MultiClassifyResponse},
                         **problems(400, 408, 413, 415, 422, 429, 503, 504)})
-async def classify_tasks(request: Request, tasks: str = TASKS,
-                         top_k: int = TOP_K, service: Service = Depends(ready_service)) -> JSONResponse:
+async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_K, explain: bool = EXPLAIN,
+                         explain_spans: int = EXPLAIN_SPANS,
+                         service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with many tasks: decoded and encoded once, one unit-LM row per task; a task that
     cannot be served gets its own error entry without failing the others."""
     names = parse_tasks(tasks)
@@ -53,4 +60,5 @@ async def classify_tasks(request: Request, tasks: str = TASKS,
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
-        return JSONResponse(await classify_many(service, names, data, top_k, request.receive))
+        return JSONResponse(await classify_many(service, names, data, top_k, request.receive,
+                                                explain_spans if explain else 0))

@@ -74,9 +74,16 @@ def train(
     import numpy as np
     import torch
 
+    from speechprompt.explain import verbalizer_unit_weights
     from speechprompt.package import check_task_name
     from speechprompt.training import manifest as M
-    from speechprompt.training.evaluate import attach_metrics, evaluate_package, plot_confusion, plot_curves
+    from speechprompt.training.evaluate import (
+        attach_metrics,
+        evaluate_package,
+        plot_confusion,
+        plot_curves,
+        plot_verbalizer,
+    )
     from speechprompt.training.progress import progress
     from speechprompt.training.trainer import Recipe, train_prompts
 
@@ -120,6 +127,8 @@ def train(
     pkg = attach_metrics(res.package, metrics)
     out.write_bytes(pkg.data)
     plot_curves(res.history, out.with_suffix(".curves.png"), title=f"{task} ({verbalizer} verbalizer)")
+    plot_verbalizer(verbalizer_unit_weights(pkg.verbalizer, bb.unit_to_token), labels,
+                    out.with_suffix(".verbalizer.png"), title=f"{task}: units the verbalizer ties to each label")
     for s, m in metrics.items():
         plot_confusion(np.array(m["confusion"]), labels, out.with_suffix(f".{s}.confusion.png"), s)
     report = {"task": task, "version": pkg.version, "package": str(out), "dev": res.dev, "test": metrics,

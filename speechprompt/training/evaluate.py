@@ -228,3 +228,33 @@ def plot_curves(history: dict, path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_verbalizer(weights: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "",
+                    top_k: int = 3) -> list[list[int]]:
+    """PNG of a learnable verbalizer's unit-to-label weights: ``weights [C, K]`` (centred over labels,
+    ``speechprompt.explain.verbalizer_unit_weights``) as a heat map, each label's ``top_k`` units outlined.
+    Returns the outlined units per label (largest weight first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    c, k = weights.shape
+    top = [np.argsort(-row, kind="stable")[:top_k].tolist() for row in weights]
+    lim = float(np.abs(weights).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(min(16.0, 2.5 + 0.09 * k), max(2.4, 1.2 + 0.35 * c)), dpi=100)
+    im = ax.imshow(weights, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    for row, units in enumerate(top):
+        for u in units:
+            ax.add_patch(Rectangle((u - 0.5, row - 0.5), 1, 1, fill=False, lw=1.2, ec="black"))
+    ax.set_yticks(range(c), labels, fontsize=7)
+    ax.set_xlabel(f"unit (outlined: each label's top {top_k})")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="weight - mean over labels")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return top

@@ -38,7 +38,7 @@ def test_train_writes_package_curves_report_and_uploads(bundle_dir, wav_folder, 
     assert t["data_sizes"]["train"] == 2 * 14 - 2 * 3 - 2 * 3 and t["data_sizes"]["dev"] == 6
     assert set(t["test"]["test"]) >= {"accuracy", "macro_f1", "eer", "n"} and t["test"]["test"]["n"] == 6
     assert t["recipe"]["prompt_length"] == 5 and t["backbone_name"] == "random-tiny"
-    for suffix in (".curves.png", ".test.confusion.png"):
+    for suffix in (".curves.png", ".test.confusion.png", ".verbalizer.png"):
         assert out.with_suffix(suffix).read_bytes()[:4] == b"\x89PNG"
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["version"] == pkg.version and report["test"]["test"]["confusion"]

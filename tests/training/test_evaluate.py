@@ -11,6 +11,7 @@ from speechprompt.training.evaluate import (
     confusion_matrix,
     equal_error_rate,
     plot_confusion,
+    plot_verbalizer,
 )
 
 # 3 classes, 8 clips.  true: a a a b b c c c ; pred: a b a b c c c a
@@ -71,4 +72,11 @@ def test_bad_inputs_raise():
 def test_confusion_png(tmp_path):
     p = tmp_path / "cm.png"
     plot_confusion(np.array(compute_metrics(Y_TRUE, Y_PRED, ["a", "b", "c"])["confusion"]), ["a", "b", "c"], p)
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_verbalizer_png_outlines_each_labels_top_units(tmp_path):
+    w = np.array([[0.5, -1.0, 2.0, 0.1], [-0.5, 1.0, -2.0, -0.1]])
+    p = tmp_path / "verb.png"
+    assert plot_verbalizer(w, ["a", "b"], p, title="t", top_k=2) == [[2, 0], [1, 3]]
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
-SYS_PKGS := espeak-ng sox libsox-fmt-all ffmpeg redis-server alsa-utils docker-compose
+SYS_PKGS := espeak-ng sox libsox-fmt-all ffmpeg redis-server alsa-utils docker-compose chromium chromium-driver
 
 .PHONY: serve test lint sysdeps install bench
 
@@ -22,7 +22,7 @@ install: sysdeps $(STAMP)
 
 # System tools for tests and data synthesis (Debian); skipped when already present or not root.
 sysdeps:
-	@missing=""; for t in espeak-ng sox ffmpeg redis-server aplay docker-compose npm festival flite mbrola; do command -v $$t >/dev/null || missing=1; done; \
+	@missing=""; for t in espeak-ng sox ffmpeg redis-server aplay docker-compose chromium npm festival flite mbrola; do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYS_PKGS) >/dev/null \
 	    && bash scripts/install_tts.sh >/dev/null; \

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import handlers
-from .routes import ROUTERS
+from .routes import ROUTERS, web
 from .schemas import problem_media_types
 from .service import RuntimeFactory, Service
 from .settings import Settings
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     handlers.install(app, service.metrics)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/static", web.static_files(), name="static")  # the page's files (server/routes/web.py)
     build_openapi = app.openapi
 
     def openapi() -> dict:

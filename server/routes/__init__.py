@@ -1,5 +1,5 @@
-"""HTTP routes, one router per resource: classify, tasks, backbone, health (+ metrics)."""
+"""HTTP routes, one router per resource: classify, stream (WebSocket), tasks, backbone, health (+ metrics)."""
 
-from . import backbone, classify, health, tasks
+from . import backbone, classify, health, stream, tasks
 
-ROUTERS = (classify.router, tasks.router, backbone.router, health.router)
+ROUTERS = (classify.router, stream.router, tasks.router, backbone.router, health.router)

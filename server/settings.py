@@ -38,6 +38,19 @@ class Settings(BaseSettings):
                                 "computing) before 429; refused before the body is read")
     request_deadline_s: float = Field(30.0, gt=0, description="per-request budget from arrival to answer (s)")
     max_audio_seconds: float = Field(30.0, gt=0, description="longest clip accepted (s, after decoding)")
+    max_long_audio_seconds: float = Field(
+        600.0, gt=0, description="longest clip accepted when a task's long-audio policy is truncate or window, "
+        "and the longest audio one stream session may send (s)")
+    long_audio_policy: str = Field(
+        "reject", pattern="^(reject|truncate|window)$", description="what a task does with a clip over "
+        "max_audio_seconds when neither its package metadata (long_audio.policy) nor the request says: reject "
+        "(413), truncate (score the first max_audio_seconds) or window (score every window, then aggregate)")
+    window_seconds: float = Field(2.0, gt=0, description="default window length for windowed classify and "
+                                  "streams when the package metadata and the request do not say (s)")
+    hop_seconds: float = Field(1.0, gt=0, description="default hop between window starts (s)")
+    stream_buffer_seconds: float = Field(
+        30.0, gt=0, description="audio a stream may send ahead of its last scored window before the server closes "
+        "it with 1013 (the bounded buffer; s)")
     header_timeout_s: float = Field(10.0, gt=0, description="a connection whose request line and headers are not "
                                     "complete this long after it opened (or after its last answer) is closed (s)")
     body_timeout_s: float = Field(20.0, gt=0, description="a request body not received in full this long after "

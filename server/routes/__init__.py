@@ -1,6 +1,7 @@
-"""HTTP routes, one router per resource: classify, tasks, explain (verbalizer view), backbone, health
-(+ metrics), web (the page at /)."""
+"""HTTP routes, one router per resource: classify, stream (WebSocket), tasks, explain (verbalizer view),
+backbone, health (+ metrics), web (the page at /)."""
 
-from . import backbone, classify, explain, health, tasks, web
+from . import backbone, classify, explain, health, stream, tasks, web
 
-ROUTERS = (classify.router, tasks.router, explain.router, backbone.router, health.router, web.router)
+ROUTERS = (classify.router, stream.router, tasks.router, explain.router, backbone.router, health.router,
+           web.router)

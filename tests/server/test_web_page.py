@@ -6,8 +6,7 @@ the admin features off (no admin token). Skipped, saying why, where Chromium or 
   one explanation strip per task under the waveform;
 - record with Chromium's fake microphone (a human recording played as the capture device): the recorded clip
   is classified (vad says speech);
-- live mode streams the fake microphone over /v1/stream and labels appear over time (needs the stream
-  endpoint; skipped, saying so, on a server without it).
+- live mode streams the fake microphone over /v1/stream and labels appear over time, then the summary.
 """
 
 from __future__ import annotations
@@ -116,9 +115,6 @@ def test_record_from_the_fake_microphone(server, browser):
 
 
 def test_live_mode_draws_labels_over_time(server, browser):
-    probe = httpx.get(f"{server.url}/openapi.json").json()
-    if not any("/v1/stream" in p for p in probe["paths"]) and not _stream_route(server):
-        pytest.skip("this server has no /v1/stream endpoint yet (built on branch long-stream)")
     page = open_page(browser, server, ("vad", "commands-en"))
     page.click("#live-start")
     expect(page.locator('#timeline .live-row[data-task="vad"]')).to_be_attached(timeout=15_000)
@@ -129,8 +125,3 @@ def test_live_mode_draws_labels_over_time(server, browser):
     expect(page.locator('#live-summary .summary[data-task="vad"]')).to_contain_text("vad: ", timeout=15_000)
     page.close()
 
-
-def _stream_route(server) -> bool:
-    """Whether the server answers a WebSocket upgrade on /v1/stream (a plain GET gets 404 when there is none)."""
-    r = httpx.get(f"{server.url}/v1/stream?tasks=vad")
-    return r.status_code != 404

@@ -1,0 +1,90 @@
+"""Audio of a stream: binary frames -> 16 kHz f32 samples, kept in a bounded buffer. No FastAPI here.
+
+A frame is little-endian mono samples, ``pcm16`` (int16, scaled by 1/32768) or ``f32`` (float32 in [-1, 1]);
+a declared rate other than 16 kHz is resampled with soxr's streaming resampler (the same library and quality as
+``speechprompt.audio``). Bad frames raise :class:`BadStreamData` (close 1003).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+from speechprompt.audio import MAX_PEAK, RESAMPLE_QUALITY
+
+ENCODINGS = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}
+MIN_RATE, MAX_RATE = 8000, 192000
+TARGET_RATE = 16000
+
+
+class BadStreamData(ValueError):
+    """A start message or frame the stream cannot use (``code`` for the error message)."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def parse_start(msg: object) -> tuple[int, str]:
+    """``{"type": "start", "sample_rate": Hz, "encoding": "pcm16" | "f32"}`` -> (rate, encoding)."""
+    if not isinstance(msg, dict) or msg.get("type") != "start":
+        raise BadStreamData("bad_start", 'the first message must be JSON {"type": "start", "sample_rate": 16000, '
+                            '"encoding": "pcm16"}')
+    rate, encoding = msg.get("sample_rate", TARGET_RATE), msg.get("encoding", "pcm16")
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+        raise BadStreamData("bad_start", f"sample_rate must be an integer from {MIN_RATE} to {MAX_RATE} Hz")
+    if encoding not in ENCODINGS:
+        raise BadStreamData("bad_start", f"encoding must be one of {sorted(ENCODINGS)}")
+    return rate, encoding
+
+
+class FrameDecoder:
+    """Binary frames at the declared rate/encoding -> f32 samples ``[n]`` at 16 kHz (blocking: soxr)."""
+
+    def __init__(self, rate: int, encoding: str):
+        self.rate, self.dtype = rate, ENCODINGS[encoding]
+        self.resampler = (soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+                          if rate != TARGET_RATE else None)
+
+    def decode(self, frame: bytes) -> np.ndarray:
+        if len(frame) % self.dtype.itemsize:
+            raise BadStreamData("bad_frame", f"a binary frame must hold whole {self.dtype.itemsize}-byte samples; "
+                                f"got {len(frame)} bytes")
+        x = np.frombuffer(frame, dtype=self.dtype)
+        if self.dtype.kind == "i":
+            x = x.astype(np.float32) / 32768.0
+        elif not np.isfinite(x).all() or (x.size and float(np.abs(x).max()) > MAX_PEAK):
+            raise BadStreamData("bad_frame", f"f32 samples must be finite and within +-{MAX_PEAK:g}")
+        else:
+            x = x.astype(np.float32)
+        return self._resample(x, last=False)
+
+    def flush(self) -> np.ndarray:
+        return self._resample(np.zeros(0, np.float32), last=True)
+
+    def _resample(self, x: np.ndarray, *, last: bool) -> np.ndarray:
+        if self.resampler is None:
+            return x
+        return self.resampler.resample_chunk(x, last=last).astype(np.float32, copy=False)
+
+
+class SampleBuffer:
+    """Samples received so far, indexed from the stream's start; stretches before ``keep_from`` are dropped."""
+
+    def __init__(self) -> None:
+        self._data = np.zeros(0, np.float32)
+        self._base = 0  # stream index of _data[0]
+        self.total = 0  # samples received (16 kHz)
+
+    def append(self, x: np.ndarray) -> None:
+        self._data = np.concatenate([self._data, x])
+        self.total += x.size
+
+    def get(self, start: int, end: int) -> np.ndarray:
+        """Copy of samples ``[start, end)`` (stream indices; both must still be held)."""
+        return self._data[start - self._base:end - self._base].copy()
+
+    def keep_from(self, start: int) -> None:
+        if start > self._base:
+            self._data = self._data[start - self._base:]
+            self._base = start

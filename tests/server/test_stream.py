@@ -1,0 +1,191 @@
+"""WebSocket /v1/stream against a REAL server process (uvicorn, tiny random bundle) with the `websockets` client.
+
+Each hop's result must equal a classify call on the same samples (windows go through the same batcher and the
+encoder sees exactly the window), results must arrive before ``stop`` is sent, and every refusal must end with
+an error message and its documented close code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from .live import ADMIN, LiveServer
+from .test_redis_store import make_package
+
+RATE = 16000
+WINDOW_S, HOP_S, BUFFER_S, MAX_S = 1.0, 0.5, 4.0, 20.0
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    with LiveServer(tmp_path_factory.mktemp("stream"), SPEECHPROMPT_WINDOW_SECONDS=str(WINDOW_S),
+                    SPEECHPROMPT_HOP_SECONDS=str(HOP_S), SPEECHPROMPT_STREAM_BUFFER_SECONDS=str(BUFFER_S),
+                    SPEECHPROMPT_MAX_LONG_AUDIO_SECONDS=str(MAX_S)) as srv:
+        for i, task in enumerate(("st-a", "st-b")):
+            pkg = make_package(task, 10 + i, C=3 + i, **srv.dims())
+            r = srv.http.put(f"/v1/tasks/{task}", content=pkg.data, headers=ADMIN)
+            assert r.status_code == 201, r.text
+        yield srv
+
+
+def clip(seconds: float, seed: int = 0) -> np.ndarray:
+    """int16 [N] @ 16 kHz: chirp + noise, loud in the first half, quiet in the second (windows differ)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * (150 + 200 * t) * t) + 0.1 * rng.standard_normal(t.size)
+    x[t.size // 2:] *= 0.05
+    return np.round(x * 32767).astype("<i2")
+
+
+def ws_url(live: LiveServer, query: str) -> str:
+    return f"ws://127.0.0.1:{live.port}/v1/stream?{query}"
+
+
+def closing_error(ws) -> tuple[dict, int]:
+    """Read until the server closes: (the error message, close code)."""
+    messages = []
+    try:
+        while True:
+            messages.append(json.loads(ws.recv(timeout=10)))
+    except ConnectionClosed:
+        pass
+    assert messages and messages[-1]["type"] == "error", messages
+    assert messages[-1]["code"] and messages[-1]["detail"]
+    return messages[-1], ws.close_code
+
+
+def classify_window(live: LiveServer, pcm: np.ndarray, start_s: float, end_s: float) -> dict:
+    """/v1/classify on samples [start, end) of ``pcm`` sent as a 16-bit WAV -> {task: {label: prob}}."""
+    buf = io.BytesIO()
+    sf.write(buf, pcm[round(start_s * RATE):round(end_s * RATE)], RATE, format="WAV", subtype="PCM_16")
+    r = live.http.post("/v1/classify?tasks=st-a,st-b&top_k=10", content=buf.getvalue(),
+                       headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 200, r.text
+    return {res["task"]: {s["label"]: s["score"] for s in res["scores"]} for res in r.json()["results"]}
+
+
+def test_results_per_hop_arrive_before_stop_and_equal_classify_of_each_window(live):
+    pcm = clip(3.3)
+    with connect(ws_url(live, "tasks=st-a,st-b")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
+        ready = json.loads(ws.recv(timeout=10))
+        assert ready["type"] == "ready" and ready["window"] == WINDOW_S and ready["hop"] == HOP_S
+        assert ready["sample_rate"] == RATE and set(ready["tasks"]) == {"st-a", "st-b"}
+        assert ready["tasks"]["st-b"]["labels"] == ["c0", "c1", "c2", "c3"]
+        live_results = []
+        for i in range(0, 2 * RATE, RATE // 4):  # 2 s in 250 ms frames; results must come while streaming
+            ws.send(pcm[i:i + RATE // 4].tobytes())
+        while len(live_results) < 3:  # windows [0,1] [0.5,1.5] [1,2] are complete before stop
+            live_results.append(json.loads(ws.recv(timeout=10)))
+        ws.send(pcm[2 * RATE:].tobytes())
+        ws.send(json.dumps({"type": "stop"}))
+        rest = []
+        while True:
+            msg = json.loads(ws.recv(timeout=10))
+            rest.append(msg)
+            if msg["type"] == "summary":
+                break
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1000
+    results = live_results + rest[:-1]
+    summary = rest[-1]
+    assert all(m["type"] == "result" for m in results)
+    # full windows every hop, then the tail window ending at the clip's end
+    assert [(m["start"], m["end"]) for m in results] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5),
+                                                         (2.0, 3.0), (2.3, 3.3)]
+    versions = {t: v["version"] for t, v in ready["tasks"].items()}
+    for m in results:
+        ref = classify_window(live, pcm, m["start"], m["end"])
+        for task, got in m["tasks"].items():
+            assert got["version"] == versions[task]
+            assert got["scores"].keys() == ref[task].keys()
+            np.testing.assert_allclose(list(got["scores"].values()), [ref[task][k] for k in got["scores"]],
+                                       rtol=1e-5, atol=1e-6)
+            assert got["label"] == max(got["scores"], key=got["scores"].get)
+    assert summary["duration"] == pytest.approx(3.3) and summary["windows"] == 6
+    for task, agg in summary["tasks"].items():
+        mean = {k: np.mean([m["tasks"][task]["scores"][k] for m in results]) for k in agg["mean_scores"]}
+        assert agg["mean_scores"] == pytest.approx(mean, rel=1e-6)
+        assert agg["label"] == max(mean, key=mean.get) and agg["version"] == versions[task]
+        spans = agg["spans"]  # tile [0, duration] and name each window's winner over its own stretch
+        assert spans[0]["start"] == 0.0 and spans[-1]["end"] == pytest.approx(3.3)
+        assert all(a["end"] == b["start"] and a["label"] != b["label"] for a, b in zip(spans, spans[1:]))
+
+
+def test_declared_rate_is_resampled(live):
+    pcm8k = clip(2.0)[::2].copy()  # 8 kHz samples
+    with connect(ws_url(live, "tasks=st-a&window=1&hop=1")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": 8000, "encoding": "f32"}))
+        assert json.loads(ws.recv(timeout=10))["sample_rate"] == 8000
+        ws.send((pcm8k.astype("<f4") / 32768).tobytes())
+        ws.send(json.dumps({"type": "stop"}))
+        msgs = [json.loads(ws.recv(timeout=10)) for _ in range(3)]
+    assert [(m["start"], m["end"]) for m in msgs[:2]] == [(0.0, 1.0), (1.0, 2.0)]
+    assert msgs[2]["type"] == "summary" and msgs[2]["duration"] == pytest.approx(2.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("start", ['{"type": "begin"}', "not json", '{"type": "start", "encoding": "mp3"}',
+                                   '{"type": "start", "sample_rate": 100}'])
+def test_bad_start_message_gets_an_error_and_close_1003(live, start):
+    with connect(ws_url(live, "tasks=st-a")) as ws:
+        ws.send(start)
+        err, code = closing_error(ws)
+    assert (err["code"], code) == ("bad_start" if start != "not json" else "bad_message", 1003)
+
+
+def test_binary_frame_of_half_a_sample_gets_1003(live):
+    with connect(ws_url(live, "tasks=st-a")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
+        ws.recv(timeout=10)
+        ws.send(b"\x00\x01\x02")
+        err, code = closing_error(ws)
+    assert (err["code"], code) == ("bad_frame", 1003)
+
+
+@pytest.mark.parametrize("query, expected", [("tasks=st-a,nope", "unknown_task"), ("tasks=", "bad_request"),
+                                             ("tasks=st-a&window=60", "bad_request"),
+                                             ("tasks=st-a&window=1&hop=2", "bad_request")])
+def test_unknown_task_or_bad_parameters_close_1008(live, query, expected):
+    with connect(ws_url(live, query)) as ws:
+        err, code = closing_error(ws)
+    assert (err["code"], code) == (expected, 1008)
+
+
+def test_client_outrunning_the_bounded_buffer_is_closed_1013(live):
+    with connect(ws_url(live, "tasks=st-a")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
+        ws.recv(timeout=10)
+        ws.send(clip(BUFFER_S + 2).tobytes())  # more than the buffer ahead of any scored window
+        err, code = closing_error(ws)
+    assert (err["code"], code) == ("client_outran_server", 1013)
+    assert live.http.get("/readyz").status_code == 200
+
+
+def test_session_longer_than_the_limit_is_closed_1009(live):
+    msgs = []
+    with connect(ws_url(live, "tasks=st-a")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
+        ws.recv(timeout=10)
+        try:
+            for second in range(int(MAX_S) + 2):  # one second at a time, then its results: within the buffer
+                ws.send(clip(1.0, seed=second).tobytes())
+                while not msgs or msgs[-1].get("end", second + 1) < second + 1:
+                    msgs.append(json.loads(ws.recv(timeout=10)))
+        except ConnectionClosed:
+            pass
+        try:
+            while True:
+                msgs.append(json.loads(ws.recv(timeout=10)))
+        except ConnectionClosed:
+            pass
+    assert sum(m["type"] == "result" for m in msgs) >= 2 * MAX_S - 2  # it streamed up to the limit
+    assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == "session_too_long"
+    assert ws.close_code == 1009

@@ -103,3 +103,14 @@ def test_readme_python_snippet(server, capsys):
     tasks = httpx.get(f"http://127.0.0.1:{server}/v1/tasks").json()["tasks"]
     task = next(t for t in tasks if t["version"] == version)
     assert label in task["labels"]
+
+
+def test_readme_explain_commands(server):
+    block = code_blocks(section("Classify a real recording"), "bash")[1].replace("127.0.0.1:8000", f"127.0.0.1:{server}")
+    explained, verbalizer = [json.loads(subprocess.run(["bash", "-c", c], capture_output=True, text=True,
+                                                       check=True).stdout) for c in block.splitlines() if c.strip()]
+    ex = explained["explanation"]
+    assert ex["label"] == explained["label"] and len(ex["spans"]) == min(8, explained["audio"]["units"])
+    assert ex["spans"][0]["start"] == 0.0 and abs(ex["spans"][-1]["end"] - explained["audio"]["duration_s"]) < 1e-3
+    assert verbalizer["task"] == "vad" and all(len(v) == 5 for v in verbalizer["top"].values())
+    assert sorted(verbalizer["top"]) == sorted(verbalizer["labels"]) and len(verbalizer["unit_label"]) == 100

@@ -4,7 +4,8 @@ A job is one decoded clip and the prompt-bank keys (``task@version``) it must be
 unit-LM row per key. The owner thread takes a batch (at most ``max_rows`` rows, waiting at most
 ``max_wait_s`` for it to fill), skips jobs whose client went away (counted) or whose deadline passed
 (504), looks the clips up in the units cache, runs the encoder once for the misses and ONE unit-LM
-forward for all rows of all tasks (``runtime.classify(units_list, keys)``). Each job's asyncio future
+forward for all rows of all tasks (``runtime.classify(units_list, keys)``; a single job with more rows than
+``max_rows``, e.g. many tasks with explanations, runs in forwards of at most ``max_rows`` rows). Each job's asyncio future
 is resolved on its event loop with ``loop.call_soon_threadsafe``.
 
 Prompt-bank changes (``runtime.add_task`` / ``remove_task``) run on the same thread between batches
@@ -215,7 +216,9 @@ class Batcher:
         row_units = [u for j in ready for u in plans[id(j)][0]]
         row_keys = [k for j in ready for k in plans[id(j)][1]]
         t_lm = time.monotonic()
-        probs = self._classify(row_units, row_keys)
+        step = self.max_rows  # a job larger than a batch (many tasks, explanations) runs in forwards of this size
+        probs = [p for i in range(0, len(row_keys), step)
+                 for p in self._classify(row_units[i:i + step], row_keys[i:i + step])]
         lm_ms = (time.monotonic() - t_lm) * 1e3
         if self.metrics:
             self.metrics.batch_rows.observe(len(row_keys))

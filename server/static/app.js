@@ -187,7 +187,7 @@
     box.replaceChildren();
     for (const [task, info] of Object.entries(ready.tasks)) {
       box.append(el("div", { className: "live-row", "data-task": task, title: `version ${info.version}` },
-        el("span", { className: "name", textContent: task })));
+        el("span", { className: "name", textContent: task }), el("div", { className: "track" })));
     }
   }
 
@@ -206,7 +206,7 @@
         const a = Math.max(r.start, prev);
         if (r.end <= a) continue;
         prev = r.end;
-        row.append(el("div", { className: "seg", "data-label": t.label, textContent: t.label,
+        row.querySelector(".track").append(el("div", { className: "seg", "data-label": t.label, textContent: t.label,
           title: `${r.start.toFixed(1)}–${r.end.toFixed(1)} s: ${t.label} (${(100 * (t.scores[t.label] || 0)).toFixed(0)} %)`,
           style: { left: (100 * a / span) + "%", width: (100 * (r.end - a) / span) + "%", background: labelColor(t.label) } }));
       }

@@ -138,3 +138,14 @@ async def test_verbalizer_view_errors(srv):
     assert_problem(await srv.client.get("/v1/tasks/nope/verbalizer"), 404, "unknown_task")
     assert_problem(await srv.client.get("/v1/tasks/Bad!/verbalizer"), 400, "invalid_task_name")
     assert_problem(await srv.client.get("/v1/tasks/kws/verbalizer?top_k=0"), 400, "invalid_request")
+
+
+async def test_a_job_larger_than_a_batch_runs_in_forwards_of_max_rows(make_server):
+    srv = await make_server(FakeRuntime(), max_batch_rows=4)
+    kws = make_package("kws", labels=("yes", "no", "up", "down"), seed=1)
+    assert (await srv.client.put("/v1/tasks/kws", content=kws.data, headers=ADMIN)).status_code == 201
+    data = wav_bytes(1.0, seed=16)
+    body = (await srv.client.post("/v1/tasks/kws/classify?explain=true&explain_spans=6", content=data,
+                                  headers=WAV)).json()
+    assert_explanation(body["explanation"], reference(kws, data, 6)[0])
+    assert srv.service.runtime.rows() == [4, 3]  # 7 rows: base + 6 occluded

@@ -165,3 +165,27 @@ async def test_packages_for_another_kind_or_backbone_are_409(srv, direct, tmp_pa
     assert_problem(await srv.client.post("/v1/tasks/gender/classify", content=wav_bytes(), headers=WAV),
                    503, "task_unavailable")
     assert (await srv.client.post("/v1/tasks/vad/classify", content=wav_bytes(), headers=WAV)).status_code == 200
+
+
+async def test_explanation_on_pgslm_removes_units_with_their_prosody(srv, direct):
+    """explain=true on pGSLM: each stretch's score equals the direct prompt bank on the units left, whose
+    durations and F0 were removed with them (``speechprompt.explain.occlude``, checked here by hand)."""
+    data = wav_bytes(0.8, seed=9)
+    pkg, labels = srv.pkgs["emo"], TASKS["emo"]
+    r = await srv.client.post("/v1/tasks/emo/classify?explain=true&explain_spans=3", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    ex = r.json()["explanation"]
+    with torch.inference_mode():
+        item = direct.extractor.extract([decode_audio(data).samples])[0]
+    key = f"emo@{pkg.version}"
+    direct.probs(data, pkg)  # places the package in the direct bank
+    win = labels.index(ex["label"])
+    assert len(ex["spans"]) == 3
+    for s in ex["spans"]:
+        a, b = s["units"]
+        keep = torch.cat([torch.arange(a), torch.arange(b, len(item.units))])
+        left = type(item)(item.units[keep], item.durations[keep], int(item.durations[keep].sum()), item.f0[keep],
+                          item.f0_stats)
+        with torch.inference_mode():
+            want = direct.bank.classify([left], [key])[0].numpy()[win]
+        assert s["score_without"] == pytest.approx(float(want), abs=1e-5)

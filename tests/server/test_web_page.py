@@ -123,5 +123,7 @@ def test_live_mode_draws_labels_over_time(server, browser):
     assert set(vad) <= {"speech", "noise"} and "speech" in vad
     page.click("#live-stop")
     expect(page.locator('#live-summary .summary[data-task="vad"]')).to_contain_text("vad: ", timeout=15_000)
+    if os.environ.get("SPEECHPROMPT_WRITE_SCREENSHOT") == "1":
+        page.locator("#live").screenshot(path=str(DOCS_SCREENSHOT.with_name("web-page-live.png")))
     page.close()
 

@@ -101,6 +101,17 @@ def test_upload_shows_the_label_the_api_gives(server, browser, tmp_path):
     page.close()
 
 
+def test_verbalizer_view_shows_the_units_the_api_gives(server, browser):
+    api = httpx.get(f"{server.url}/v1/tasks/vad/verbalizer", params={"top_k": 8}).json()
+    page = open_page(browser, server, ())
+    page.select_option("#verbalizer-task", "vad")
+    for label in api["labels"]:
+        row = page.locator(f'#verbalizer .verb-label[data-label="{label}"] code')
+        expect(row).to_have_count(8)
+        assert [int(t.split(" ")[0]) for t in row.all_inner_texts()] == [u["unit"] for u in api["top"][label]]
+    page.close()
+
+
 def test_record_from_the_fake_microphone(server, browser):
     page = open_page(browser, server, ("vad", "commands-en"))
     page.click("#record")

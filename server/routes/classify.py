@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from ..bodies import audio_body_ok, payload
 from ..deps import ready_service
 from ..inference import MAX_TASKS_PER_REQUEST, classify_many, classify_one, parse_tasks
+from ..long_audio import LongAudioRequest
 from ..schemas import TASK_NAME_HELP, TASK_NAME_SCHEMA, ClassifyResponse, MultiClassifyResponse, problems
 from ..service import Service
 from ..stores.base import check_task_name
@@ -22,6 +23,15 @@ AUDIO_BODY = {"requestBody": {"required": True, "content": {
                                        "properties": {"audio": {"type": "string", "format": "binary"}}}},
     "audio/*": _BINARY, "application/octet-stream": _BINARY}}}
 TOP_K = Query(5, ge=1, le=1000, description="how many classes to return, best first")
+LONG_AUDIO = Query(None, pattern="^(reject|truncate|window)$",
+                   description="what to do with a clip over SPEECHPROMPT_MAX_AUDIO_SECONDS, for every task of this "
+                   "request (default: each task's package metadata, else the server's setting): reject (413), "
+                   "truncate (score the first max_audio_seconds) or window (score every window and aggregate; "
+                   "long_audio=window windows a clip of any length)")
+WINDOW = Query(None, gt=0, le=3600, description="window length in seconds (implies windows for this request; "
+               "default: the package metadata, else SPEECHPROMPT_WINDOW_SECONDS)")
+HOP = Query(None, gt=0, le=3600, description="seconds between window starts, at most the window (default: the "
+            "package metadata, else SPEECHPROMPT_HOP_SECONDS)")
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
 TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_PER_REQUEST}); a name that is "
               "unknown or not allowed gets its own error entry", json_schema_extra={"minLength": 1})
@@ -30,7 +40,8 @@ TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_
 @router.post("/v1/tasks/{task}/classify", response_model=None, openapi_extra=AUDIO_BODY,
              responses={200: {"model": ClassifyResponse},
                         **problems(400, 404, 408, 413, 415, 422, 429, 503, 504)})
-async def classify(request: Request, task: str = TASK, top_k: int = TOP_K,
+async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, long_audio: str | None = LONG_AUDIO,
+                   window: float | None = WINDOW, hop: float | None = HOP,
                    service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with one task; the answer names the exact task version used."""
     check_task_name(task)
@@ -38,14 +49,16 @@ async def classify(request: Request, task: str = TASK, top_k: int = TOP_K,
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
-        return JSONResponse(await classify_one(service, task, data, top_k, request.receive))
+        return JSONResponse(await classify_one(service, task, data, top_k, request.receive,
+                                               LongAudioRequest(long_audio, window, hop)))
 
 
 @router.post("/v1/classify", response_model=None, openapi_extra=AUDIO_BODY,
              responses={200: {"model": MultiClassifyResponse},
                         **problems(400, 408, 413, 415, 422, 429, 503, 504)})
-async def classify_tasks(request: Request, tasks: str = TASKS,
-                         top_k: int = TOP_K, service: Service = Depends(ready_service)) -> JSONResponse:
+async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_K,
+                         long_audio: str | None = LONG_AUDIO, window: float | None = WINDOW, hop: float | None = HOP,
+                         service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with many tasks: decoded and encoded once, one unit-LM row per task; a task that
     cannot be served gets its own error entry without failing the others."""
     names = parse_tasks(tasks)
@@ -53,4 +66,5 @@ async def classify_tasks(request: Request, tasks: str = TASKS,
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
-        return JSONResponse(await classify_many(service, names, data, top_k, request.receive))
+        return JSONResponse(await classify_many(service, names, data, top_k, request.receive,
+                                                LongAudioRequest(long_audio, window, hop)))

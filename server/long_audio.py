@@ -37,7 +37,10 @@ class LongAudioRequest:
 
 
 def policy_of(service: Service, lease: Lease, req: LongAudioRequest) -> str:
-    """The task's policy for this request (request > package metadata > server setting)."""
+    """The task's policy for this request (request's ``long_audio``, or window when it names a ``window`` >
+    package metadata > server setting)."""
+    if req.policy is None and req.window is not None:
+        return "window"
     return req.policy or long_audio_meta(lease).get("policy") or service.settings.long_audio_policy
 
 

@@ -37,8 +37,11 @@ class StreamError(SpeechPromptError):
     the WebSocket ``close_code`` (1003 bad data, 1008 policy / unknown task, 1009 too long, 1013 overloaded)."""
 
     def __init__(self, code: str, detail: str, close_code: int | None = None):
-        super().__init__(f"[{code}] {detail} (close {close_code})")
+        super().__init__(code, detail)
         self.code, self.detail, self.close_code = code, detail, close_code
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.detail} (close {self.close_code})"
 
 
 @dataclass(frozen=True)
@@ -158,11 +161,6 @@ def _source(audio: Any, sample_rate: int | None, encoding: str, chunk_s: float) 
     return sample_rate or 16000, encoding, audio
 
 
-def _closed(exc: ConnectionClosed) -> StreamError:
-    rcvd = exc.rcvd
-    return StreamError("closed", rcvd.reason if rcvd else "the connection closed", rcvd.code if rcvd else None)
-
-
 def stream(base_url: str, tasks: Iterable[str] | str, audio: Any, *, sample_rate: int | None = None,
            encoding: str = "pcm16", window: float | None = None, hop: float | None = None, chunk_s: float = 0.25,
            realtime: bool = False, timeout: float = 60.0) -> Iterator[StreamResult | StreamSummary]:
@@ -175,8 +173,8 @@ def stream(base_url: str, tasks: Iterable[str] | str, audio: Any, *, sample_rate
     progress = _Progress(rate, encoding)
     try:
         with connect(stream_url(base_url, tasks, window, hop), open_timeout=timeout, max_size=2 ** 24) as ws:
-            ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": encoding}))
             try:
+                ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": encoding}))
                 progress.ready(_recv(ws, timeout))
                 for frame in frames:
                     while not progress.may_send(frame):
@@ -193,18 +191,32 @@ def stream(base_url: str, tasks: Iterable[str] | str, audio: Any, *, sample_rate
                     yield event
                     if isinstance(event, StreamSummary):
                         return
-            except StreamError as e:
-                if e.close_code is None:  # the server's error message: its close code follows
-                    try:
-                        ws.recv(timeout=5)
-                    except (ConnectionClosed, TimeoutError):
-                        pass
-                    e.close_code = ws.close_code
-                raise
-    except ConnectionClosed as e:
-        raise _closed(e) from None
+            except (StreamError, ConnectionClosed) as e:
+                left = []
+                try:  # the server's error message (if not read yet), then its close
+                    while True:
+                        left.append(ws.recv(timeout=5))
+                except (ConnectionClosed, TimeoutError):
+                    pass
+                raise _ended(e, left, ws.close_code, ws.close_reason) from None
     except (OSError, InvalidHandshake, TimeoutError) as e:
         raise TransportError(f"stream to {base_url} failed: {e}") from e
+
+
+def _ended(exc: BaseException, left: list, close_code: int | None, reason: str | None) -> StreamError:
+    """The StreamError that ends a stream: the server's error message (already read, or among ``left``, the
+    messages read after the failure) with the close code that followed it."""
+    if isinstance(exc, StreamError):
+        exc.close_code = exc.close_code or close_code
+        return exc
+    for text in reversed(left):
+        try:
+            msg = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(msg, dict) and msg.get("type") == "error":
+            return StreamError(str(msg.get("code")), str(msg.get("detail")), close_code)
+    return StreamError("closed", reason or "the server closed the stream", close_code)
 
 
 def _recv(ws: Any, timeout: float) -> Any:
@@ -226,9 +238,9 @@ async def astream(base_url: str, tasks: Iterable[str] | str, audio: Any, *, samp
     progress = _Progress(rate, encoding)
     try:
         async with aconnect(stream_url(base_url, tasks, window, hop), open_timeout=timeout, max_size=2 ** 24) as ws:
-            await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": encoding}))
             pending = asyncio.ensure_future(ws.recv())
             try:
+                await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": encoding}))
                 progress.ready(json.loads(await asyncio.wait_for(asyncio.shield(pending), timeout)))
                 pending = asyncio.ensure_future(ws.recv())
                 for frame in frames:
@@ -246,17 +258,17 @@ async def astream(base_url: str, tasks: Iterable[str] | str, audio: Any, *, samp
                     if isinstance(event, StreamSummary):
                         return
                     pending = asyncio.ensure_future(ws.recv())
-            except StreamError as e:
-                if e.close_code is None:  # the server's error message: its close code follows
-                    try:
-                        await asyncio.wait_for(ws.recv(), 5)
-                    except (ConnectionClosed, TimeoutError):
-                        pass
-                    e.close_code = ws.close_code
-                raise
+            except (StreamError, ConnectionClosed) as e:
+                left = []
+                try:  # the server's error message (if not read yet), then its close
+                    if not pending.done() or pending.exception() is None:
+                        left.append(await asyncio.wait_for(pending, 5))
+                    while True:
+                        left.append(await asyncio.wait_for(ws.recv(), 5))
+                except (ConnectionClosed, TimeoutError):
+                    pass
+                raise _ended(e, left, ws.close_code, ws.close_reason) from None
             finally:
                 pending.cancel()
-    except ConnectionClosed as e:
-        raise _closed(e) from None
     except (OSError, InvalidHandshake, TimeoutError) as e:
         raise TransportError(f"stream to {base_url} failed: {e}") from e

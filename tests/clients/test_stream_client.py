@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
+import typer
+from typer.testing import CliRunner
 
-from clients import AsyncSpeechPromptClient, SpeechPromptClient, StreamError, StreamResult, StreamSummary
+from clients import AsyncSpeechPromptClient, SpeechPromptClient, StreamError, StreamResult, StreamSummary, cli
 
 from ..server.live import ADMIN, LiveServer
 from ..server.test_redis_store import make_package
@@ -121,3 +125,39 @@ def test_a_wav_this_client_cannot_read_is_a_value_error(live):
     sf.write(buf, np.zeros(1600, np.float32), RATE, format="WAV", subtype="FLOAT")
     with SpeechPromptClient(live.url) as client, pytest.raises(ValueError):
         list(client.stream(["cs-a"], buf.getvalue()))
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+    cli.register(app)
+    return app
+
+
+def test_cli_stream_of_a_file_prints_each_window_then_the_summary(live, tmp_path):
+    path = wav_file(tmp_path, 3.2)
+    res = CliRunner().invoke(cli_app(), ["stream", str(path), "--tasks", "cs-a,cs-b", "--format", "json",
+                                         "--url", live.url], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    events = [json.loads(x) for x in res.stdout.splitlines()]
+    ref = windowed_classify(live, path)
+    assert [(e["start"], e["end"]) for e in events[:-1]] == [(w["start"], w["end"]) for w in ref["cs-a"]["windows"]]
+    assert [e["tasks"]["cs-b"]["label"] for e in events[:-1]] == [w["label"] for w in ref["cs-b"]["windows"]]
+    assert events[-1]["type"] == "summary" and events[-1]["tasks"]["cs-a"]["label"] == ref["cs-a"]["label"]
+    text = CliRunner().invoke(cli_app(), ["stream", str(path), "--tasks", "cs-a", "--url", live.url])
+    assert text.exit_code == 0 and "   0.00-   1.00 s  cs-a=" in text.stdout and "summary: 3.20 s, 6 windows" in text.stdout
+
+
+def test_cli_stream_refusal_exits_1_with_the_servers_reason(live, tmp_path):
+    res = CliRunner().invoke(cli_app(), ["stream", str(wav_file(tmp_path, 1.0)), "--tasks", "nope", "--url", live.url])
+    assert res.exit_code == 1 and "unknown_task" in res.stderr and "1008" in res.stderr, (res.exit_code, res.stderr)
+
+
+@pytest.mark.skipif(not shutil.which("arecord"), reason="arecord (alsa-utils) is not installed")
+def test_cli_stream_from_arecord(live):
+    """ALSA's null capture device stands in for a microphone (silence, at 16 kHz, for --seconds)."""
+    res = CliRunner().invoke(cli_app(), ["stream", "--mic", "--device", "null", "--seconds", "2", "--tasks", "cs-a",
+                                         "--format", "json", "--url", live.url], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    events = [json.loads(x) for x in res.stdout.splitlines()]
+    assert events[-1]["type"] == "summary" and events[-1]["duration"] == pytest.approx(2.0)
+    assert [(e["start"], e["end"]) for e in events[:-1]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0)]

@@ -43,6 +43,7 @@ from .models import (
     Timings,
     UploadResult,
 )
+from .stream import StreamError, StreamResult, StreamSummary, TaskSummary, WindowScores, astream, stream
 
 __all__ = [
     "DEFAULT_URL", "AsyncSpeechPromptClient", "AudioInput", "RetryPolicy", "SpeechPromptClient",
@@ -52,4 +53,5 @@ __all__ = [
     "TooManyRequests", "TransportError", "Unauthorized", "Unprocessable", "UnsupportedMediaType",
     "AudioInfo", "BackboneInfo", "ClassifyResult", "DeleteResult", "MultiClassifyResult", "Readiness", "Score",
     "TaskFailure", "TaskInfo", "Timings", "UploadResult",
+    "StreamError", "StreamResult", "StreamSummary", "TaskSummary", "WindowScores", "astream", "stream",
 ]

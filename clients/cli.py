@@ -1,7 +1,7 @@
 """CLI commands that talk to a running server: ``register(app)`` adds them to a typer app.
 
 Commands: ``classify FILE... --task T | --tasks a,b``, ``tasks``, ``task NAME``, ``upload NAME FILE``,
-``delete NAME``, ``backbone``, ``health``. The server URL comes from ``--url`` or ``$SPEECHPROMPT_URL``
+``delete NAME``, ``backbone``, ``health``, ``stream FILE | --mic --tasks a,b`` (``stream_cli.py``). The server URL comes from ``--url`` or ``$SPEECHPROMPT_URL``
 (default ``http://127.0.0.1:8000``), the admin token from ``--token`` or ``$SPEECHPROMPT_ADMIN_TOKEN``.
 
 Results go to stdout (or ``--output``); progress, summaries and errors go to stderr, so
@@ -30,6 +30,7 @@ from rich.table import Table
 from .client import DEFAULT_URL, TOKEN_ENV, URL_ENV, AsyncSpeechPromptClient, RetryPolicy, SpeechPromptClient
 from .errors import ProblemError, SpeechPromptError, TransportError
 from .models import ClassifyResult, MultiClassifyResult, TaskFailure
+from .stream_cli import stream_cmd
 
 EXIT_PROBLEM, EXIT_UNREACHABLE = 1, 3
 CSV_COLUMNS = ("file", "task", "version", "label", "score", "scores", "duration_s", "total_ms", "units_cache_hit",
@@ -307,6 +308,7 @@ def register(app: typer.Typer) -> None:
     app.command("delete")(delete_cmd)
     app.command("backbone")(backbone_cmd)
     app.command("health")(health_cmd)
+    app.command("stream")(stream_cmd)
 
 
 def main() -> None:  # pragma: no cover - convenience entry point: python -m clients.cli

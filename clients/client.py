@@ -17,7 +17,7 @@ import asyncio
 import mimetypes
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Union
@@ -41,6 +41,7 @@ from .models import (
     TaskInfo,
     UploadResult,
 )
+from .stream import StreamResult, StreamSummary, astream, stream
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "SPEECHPROMPT_URL"
@@ -315,6 +316,11 @@ class SpeechPromptClient:
         """Prometheus exposition text (``GET /metrics``)."""
         return self._send(self._calls.metrics())
 
+    def stream(self, tasks: Sequence[str] | str, audio: Any, **options: Any) -> Iterator[StreamResult | StreamSummary]:
+        """Stream audio over WebSocket ``/v1/stream``: yields a ``StreamResult`` per window as the server scores
+        it, then a ``StreamSummary`` (``clients.stream.stream``: options, audio forms, errors)."""
+        return stream(self.base_url, tasks, audio, **options)
+
 
 class AsyncSpeechPromptClient:
     """asyncio twin of ``SpeechPromptClient`` (same arguments, same results; methods are coroutines)."""
@@ -391,3 +397,8 @@ class AsyncSpeechPromptClient:
 
     async def metrics(self) -> str:
         return await self._send(self._calls.metrics())
+
+    def stream(self, tasks: Sequence[str] | str, audio: Any,
+               **options: Any) -> AsyncIterator[StreamResult | StreamSummary]:
+        """``async for event in client.stream(tasks, audio)``: the asyncio twin of ``SpeechPromptClient.stream``."""
+        return astream(self.base_url, tasks, audio, **options)

@@ -12,32 +12,21 @@ import numpy as np
 from speechprompt.explain import explain_occlusion, top_units, verbalizer_unit_weights
 from speechprompt.package import TaskPackage
 
-from .errors import InferenceFailed, TaskUnavailable, rule_for
+from .errors import TaskUnavailable
+from .windows import row_probs
 
 DEFAULT_SPANS = 16
 MAX_SPANS = 64
 
 
-def checked_probs(task: str, version: str, probs: Any) -> np.ndarray:
-    """A row's probabilities ``[C]`` as float64, or its typed error raised (InferenceFailed for an untyped one,
-    TaskUnavailable for non-finite scores)."""
-    if isinstance(probs, BaseException):
-        if rule_for(probs) is None:
-            raise InferenceFailed(f"scoring task {task!r} failed: {type(probs).__name__}") from probs
-        raise probs
-    probs = np.asarray(probs, dtype=np.float64)
-    if not np.isfinite(probs).all():  # this row alone fails: the other tasks of the request still answer
-        raise TaskUnavailable(f"task {task!r} version {version} gave non-finite scores for this clip")
-    return probs
-
-
-def occlusion_body(task: str, version: str, labels: tuple[str, ...], base: np.ndarray, occluded: tuple,
-                   units: Any, spans: tuple, duration_s: float) -> dict:
-    """One task's ``explanation``: the winning label, its probability, and per stretch (seconds, unit span)
-    that label's probability without the stretch and the drop (``importance``, positive = supported it)."""
-    rows = [checked_probs(task, version, o) for o in occluded]
+def occlusion_body(lease: Any, base: np.ndarray, occluded: tuple, units: Any, spans: tuple,
+                   duration_s: float) -> dict:
+    """One task's ``explanation`` (``lease``: the task version scored): the winning label, its probability, and
+    per stretch (seconds, unit span) that label's probability without the stretch and the drop
+    (``importance``, positive = supported it). Raises an occluded row's typed error."""
+    rows = [row_probs(lease, o) for o in occluded]
     e = explain_occlusion(base, rows, units, list(spans), duration_s)
-    return {"method": "occlusion", "label": labels[e.class_index], "score": e.score,
+    return {"method": "occlusion", "label": lease.labels[e.class_index], "score": e.score,
             "spans": [{"start": round(s.start_s, 4), "end": round(s.end_s, 4), "units": [s.start_unit, s.end_unit],
                        "score_without": s.score_without, "importance": s.importance} for s in e.stretches]}
 

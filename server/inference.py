@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,11 +18,13 @@ import numpy as np
 from speechprompt.audio import DecodedAudio, decode_audio
 
 from .errors import BadRequest, ClientGone, DeadlineExceeded, error_code, to_problem
-from .explanations import checked_probs, occlusion_body
+from .explanations import occlusion_body
 from .jobs import JobResult
+from .long_audio import LongAudioRequest, decode_limit, policy_of, split, truncated, windowed_results
 from .registry import Lease
 from .service import Service
 from .units_cache import pcm_digest
+from .windows import row_probs
 
 MAX_TASKS_PER_REQUEST = 64
 
@@ -39,10 +41,11 @@ def _decode(data: bytes, max_seconds: float) -> tuple[DecodedAudio, str]:
     return audio, pcm_digest(audio.samples)
 
 
-async def decode(service: Service, data: bytes) -> Clip:
-    """Bytes -> 16 kHz mono PCM + its digest, in a worker thread (typed AudioError on bad input)."""
+async def decode(service: Service, data: bytes, max_seconds: float | None = None) -> Clip:
+    """Bytes -> 16 kHz mono PCM + its digest, in a worker thread (typed AudioError on bad input); at most
+    ``max_seconds`` (default: the server's ``max_audio_seconds``)."""
     start = time.monotonic()
-    audio, digest = await asyncio.to_thread(_decode, data, service.max_audio_seconds)
+    audio, digest = await asyncio.to_thread(_decode, data, max_seconds or service.max_audio_seconds)
     seconds = time.monotonic() - start
     service.metrics.decode_seconds.observe(seconds)
     return Clip(audio, digest, seconds * 1e3)
@@ -96,15 +99,15 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
 def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
             explain: tuple[JobResult, Clip, int] | None = None) -> dict:
     """One task's result; ``explain`` = (the job's result, the clip, the row's index) adds its explanation."""
-    probs = checked_probs(lease.task, lease.version, probs)
+    probs = row_probs(lease, probs)  # this row alone fails: the other tasks of the request still answer
     order = np.argsort(-probs, kind="stable")[:top_k]
     out = {"task": lease.task, "version": lease.version, "label": lease.labels[int(order[0])],
            "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in order],
            "backbone": fingerprint}
     if explain is not None:
         result, clip, row = explain
-        out["explanation"] = occlusion_body(lease.task, lease.version, lease.labels, probs, result.occluded[row],
-                                            result.units, result.spans, clip.audio.duration_s)
+        out["explanation"] = occlusion_body(lease, probs, result.occluded[row], result.units, result.spans,
+                                            clip.audio.duration_s)
     return out
 
 
@@ -131,30 +134,94 @@ def _count(service: Service, task: str, status: int) -> None:
 
 
 async def classify_one(service: Service, task: str, data: bytes, top_k: int, receive: Any = None,
-                       explain_spans: int = 0) -> dict:
+                       long_audio: LongAudioRequest | None = None, explain_spans: int = 0) -> dict:
     """Score one clip with one task -> the classify response body (typed errors propagate); with
     ``explain_spans`` > 0 the body has an occlusion ``explanation`` over that many stretches."""
     start = time.monotonic()
     try:
         service.require_ready()
         deadline = start + service.settings.request_deadline_s
-        fingerprint = service.runtime.fingerprint
         lease = await _until(service.registry.acquire(task), deadline, f"task {task!r} was loading")
-        try:
-            clip = await decode(service, data)
-        except BaseException:
-            service.registry.release(lease)
-            raise
-        result = await run_job(service, clip, [lease], deadline, receive, explain_spans)
-        body = _scores(lease, result.rows[0], top_k, fingerprint, (result, clip, 0) if explain_spans else None)
+        clip, items, result = await _score_leases(service, [lease], data, top_k, receive, deadline,
+                                                  long_audio or LongAudioRequest(), explain_spans)
+        body = items[task]
+        if isinstance(body, Exception):
+            raise body
         body.update(audio=_audio(clip, result), timings=_timings(clip, result, start),
-                    units_cache_hit=result.cache_hit)
+                    units_cache_hit=bool(result.cache_hit) if result else False)
     except BaseException as exc:
         _count(service, task, to_problem(exc).status if isinstance(exc, Exception) else 499)
         raise
     service.metrics.request_seconds.observe(time.monotonic() - start)
     _count(service, task, 200)
     return body
+
+
+async def _score_leases(service: Service, leases: list[Lease], data: bytes, top_k: int, receive: Any,
+                        deadline: float, req: LongAudioRequest,
+                        explain_spans: int = 0) -> tuple[Clip, dict, JobResult | None]:
+    """Decode once, then score each lease by its long-audio policy (``server/long_audio.py``): as usual on the
+    clip (or its first ``max_audio_seconds``), by windows, or refused. Releases every lease. -> (clip,
+    {task: result item or typed error}, the plain job's result or None). ``explain_spans`` > 0 explains the
+    tasks scored on the clip as a whole (or truncated); windowed tasks get no explanation."""
+    registry = service.registry
+    fingerprint = service.runtime.fingerprint
+    held = list(leases)  # released here at the end; a plain job's leases are released by its job
+    try:
+        policies = [policy_of(service, le, req) for le in leases]
+        clip = await decode(service, data, decode_limit(service, policies))
+        plain, windowed, items = split(service, leases, policies, clip.audio.duration_s, req)
+        result = None
+        if plain:
+            job_clip = clip
+            if clip.audio.duration_s > service.max_audio_seconds:  # the truncate policy
+                job_clip = await _truncate(service, clip)
+            held = [le for le in held if le not in plain]
+            result = await run_job(service, job_clip, plain, deadline, receive, explain_spans)
+            for i, (le, row) in enumerate(zip(plain, result.rows, strict=True)):
+                items[le.task] = _item(le, row, top_k, fingerprint, (result, job_clip, i) if explain_spans else None)
+                if job_clip is not clip and not isinstance(items[le.task], Exception):
+                    items[le.task]["long_audio"] = {"policy": "truncate",
+                                                    "scored_s": round(job_clip.audio.duration_s, 6)}
+        if windowed:
+            items.update(await _while_connected(
+                windowed_results(service, clip.audio.samples, windowed, req, top_k, fingerprint), receive))
+    finally:
+        for lease in held:
+            registry.release(lease)
+    return clip, items, result
+
+
+def _item(lease: Lease, row: Any, top_k: int, fingerprint: str,
+          explain: tuple[JobResult, Clip, int] | None = None) -> dict | Exception:
+    try:
+        return _scores(lease, row, top_k, fingerprint, explain)
+    except Exception as exc:  # noqa: BLE001 - typed: this task's error entry
+        return exc
+
+
+async def _truncate(service: Service, clip: Clip) -> Clip:
+    samples = truncated(service, clip.audio.samples)
+    digest = await asyncio.to_thread(pcm_digest, samples)
+    audio = replace(clip.audio, samples=samples, duration_s=samples.size / clip.audio.sample_rate)
+    return Clip(audio, digest, clip.decode_ms)
+
+
+async def _while_connected(aw: Any, receive: Any) -> Any:
+    """Await ``aw`` unless the client disconnects first (ClientGone; ``aw`` is cancelled)."""
+    work = asyncio.ensure_future(aw)
+    if receive is None:
+        return await work
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+    if work.done() and not work.cancelled():
+        return work.result()
+    raise ClientGone("the client disconnected")
 
 
 def parse_tasks(spec: str) -> list[str]:
@@ -175,14 +242,13 @@ def _task_error(service: Service, task: str, exc: Exception) -> dict:
 
 
 async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: int, receive: Any = None,
-                        explain_spans: int = 0) -> dict:
+                        long_audio: LongAudioRequest | None = None, explain_spans: int = 0) -> dict:
     """Score one clip with many tasks: decoded and encoded ONCE, one unit-LM row per task (plus
     ``explain_spans`` occluded rows per task when explaining). A task that cannot be served gets an error
     entry (problem body) and does not fail the others."""
     start = time.monotonic()
     service.require_ready()
     deadline = start + service.settings.request_deadline_s
-    fingerprint = service.runtime.fingerprint
     registry = service.registry
     outcomes: dict[str, Lease | Exception] = {}
     for task, got in zip(tasks, await asyncio.gather(
@@ -192,27 +258,16 @@ async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: 
             raise got
         outcomes[task] = got
     leases = [o for o in outcomes.values() if isinstance(o, Lease)]
-    try:
-        clip = await decode(service, data)
-    except BaseException:
-        for lease in leases:
-            registry.release(lease)
-        raise
-    result = await run_job(service, clip, leases, deadline, receive, explain_spans) if leases else None
-    rows = dict(zip((le.task for le in leases), result.rows if result else (), strict=True))
-    index = {le.task: i for i, le in enumerate(leases)}
+    clip, items, result = await _score_leases(service, leases, data, top_k, receive, deadline,
+                                              long_audio or LongAudioRequest(), explain_spans)
     results = []
     for task in tasks:
-        got = outcomes[task]
+        got = items.get(task, outcomes[task])
         if isinstance(got, Exception):
             results.append(_task_error(service, task, got))
-            continue
-        try:
-            why = (result, clip, index[task]) if explain_spans and result is not None else None
-            results.append(_scores(got, rows[task], top_k, fingerprint, why))
+        else:
+            results.append(got)
             _count(service, task, 200)
-        except Exception as exc:  # noqa: BLE001 - typed: becomes this task's problem entry
-            results.append(_task_error(service, task, exc))
     service.metrics.request_seconds.observe(time.monotonic() - start)
     return {"results": results, "audio": _audio(clip, result), "timings": _timings(clip, result, start),
             "units_cache_hit": bool(result.cache_hit) if result else False}

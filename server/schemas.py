@@ -56,13 +56,38 @@ class Explanation(BaseModel):
     spans: list[Stretch] = Field(description="stretches tiling the clip, in time order")
 
 
+class WindowResult(BaseModel):
+    start: float = Field(description="seconds from the clip's start")
+    end: float
+    label: str
+    scores: dict[str, float] = Field(description="probability of every label on this window")
+
+
+class Span(BaseModel):
+    label: str
+    start: float = Field(description="seconds; each window owns [its start, the next window's start)")
+    end: float
+
+
+class LongAudioFacts(BaseModel):
+    policy: str = Field(description="truncate | window: how a clip over max_audio_seconds (or a request for "
+                        "windows) was scored")
+    scored_s: float | None = Field(None, description="truncate: seconds scored (from the start)")
+    window: float | None = Field(None, description="window: window length (s)")
+    hop: float | None = Field(None, description="window: seconds between window starts")
+    windows: int | None = None
+
+
 class TaskResult(BaseModel):
     task: str
     version: str = Field(description="the exact task version (content digest) that produced this answer")
     label: str
-    scores: list[Score]
+    scores: list[Score] = Field(description="top_k classes; with windows, of the mean of the windows' probabilities")
     backbone: str = Field(description="backbone fingerprint")
-    explanation: Explanation | None = Field(None, description="only with explain=true")
+    long_audio: LongAudioFacts | None = Field(None, description="only when the clip was truncated or windowed")
+    windows: list[WindowResult] | None = Field(None, description="windowed: every window, in order")
+    spans: list[Span] | None = Field(None, description="windowed: where each label wins (tiles the clip)")
+    explanation: Explanation | None = Field(None, description="only with explain=true (not on windowed results)")
 
 
 class ClassifyResponse(TaskResult):
@@ -109,6 +134,8 @@ class TaskPublic(BaseModel):
     prompt_length: int | None = None
     created: str | None = None
     training: dict | None = None
+    long_audio: dict | None = Field(None, description="the package's long-audio default (policy, window, hop "
+                                    "in seconds); null: the server's default")
     nbytes: int | None = None
     in_flight: int | None = None
     resident_versions: list[str] = []

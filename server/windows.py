@@ -140,3 +140,32 @@ def choose_window(leases: Sequence[Lease], window_s: float | None, hop_s: float 
 def long_audio_meta(lease: Lease) -> dict:
     """The task package's ``long_audio`` metadata (policy, window, hop), ``{}`` when it has none."""
     return dict(getattr(lease.entry.meta, "long_audio", None) or {})
+
+
+async def score_windows(service: Service, samples: np.ndarray, leases: Sequence[Lease], window_s: float,
+                        hop_s: float) -> tuple[list[Window], list[JobResult]]:
+    """Score every window of a complete clip ``[N] f32 @ 16 kHz`` (:func:`plan_windows`) -> (windows, one
+    JobResult per window, in order). At most ``max_batch_rows // tasks`` windows are queued at once, so a long
+    clip never fills the shared queue; each window has the request deadline from when it is queued."""
+    windows = plan_windows(samples.size, seconds_to_samples(window_s), seconds_to_samples(hop_s))
+    s = service.settings
+    limit = asyncio.Semaphore(max(1, s.max_batch_rows // max(1, len(leases))))
+
+    async def one(w: Window) -> JobResult:
+        async with limit:
+            return await score_window(service, samples[w.start:w.end], leases, s.request_deadline_s)
+
+    tasks: list[asyncio.Task] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(w)) for w in windows]
+    except BaseExceptionGroup as eg:
+        raise first_error(eg) from None
+    return windows, [t.result() for t in tasks]
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The first error inside (nested) exception groups (what a task group raises), else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

@@ -326,17 +326,21 @@ def too_long(max_seconds: float, seconds: float | None = None) -> AudioTooLong:
     return AudioTooLong(f"the audio {said} the {max_seconds:g} s limit", accepted=f"at most {max_seconds:g} s of audio")
 
 
-def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None) -> np.ndarray:
+def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None, declared: int = 0) -> np.ndarray:
     """Every frame the decoder yields, float32 ``[N, C]``, reading blocks until EOF (not up to the header's
-    frame count: streams may declare none, and telephony codecs are "non-seekable" to soundfile). Raises
-    AudioTooLong as soon as more than ``limit`` frames were decoded."""
+    frame count: streams may declare none, and telephony codecs are "non-seekable" to soundfile). A declared
+    count (within ``limit``) is read first into one array, so a long file that tells the truth is held once, not
+    as blocks plus their concatenation. Raises AudioTooLong as soon as more than ``limit`` frames were decoded."""
     blocks, total, channels = [], 0, f.channels
+    first = declared if BLOCK_FRAMES < declared < UNKNOWN_FRAMES and (limit is None or declared <= limit) else 0
     while True:
-        buf = np.empty((BLOCK_FRAMES, channels), dtype=np.float32)
-        got = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", buf.ctypes.data), BLOCK_FRAMES)
+        size = first or BLOCK_FRAMES
+        first = 0
+        buf = np.empty((size, channels), dtype=np.float32)
+        got = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", buf.ctypes.data), size)
         if got <= 0:
             break
-        blocks.append(buf[:got].copy() if got < BLOCK_FRAMES // 2 else buf[:got])
+        blocks.append(buf[:got].copy() if got < size // 2 else buf[:got])
         total += got
         if limit is not None and total > limit:
             raise too_long(max_seconds)
@@ -387,7 +391,7 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
                     if limit is not None and len(pcm) > limit:
                         raise too_long(max_seconds)
                 else:
-                    pcm = _read_frames(f, limit, max_seconds)  # [N, C], integer PCM scaled to [-1, 1)
+                    pcm = _read_frames(f, limit, max_seconds, declared)  # [N, C], integer PCM scaled to [-1, 1)
         except sf.LibsndfileError as e:
             raise UndecodableAudio(f"could not decode the audio: it looks like {describe_bytes(head)} "
                                    f"({e.error_string}); accepted: {ACCEPTED_TEXT}") from None
@@ -397,7 +401,7 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
         raise EmptyAudio(f"the {fmt} file contains no samples", accepted="at least 25 ms of audio")
     if not np.isfinite(mono).all():  # before resampling: soxr would smear a NaN over its filter length
         check_samples(mono, rate)
-    peak = float(np.abs(mono).max())
+    peak = max(float(mono.max()), -float(mono.min()))  # not np.abs: no second copy of a long clip
     if peak > MAX_PEAK:
         raise AudioOutOfRange(f"the samples reach {peak:.3g}, far outside full scale [-1, 1]: float audio must be "
                               f"scaled to [-1, 1] (this looks like unscaled or corrupt data)",

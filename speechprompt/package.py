@@ -35,7 +35,8 @@ MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
 META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, task (a task name), labels "
                  "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
-                 f"most {MAX_JSON_DEPTH} levels)")
+                 f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
+                 "'window', optional window and hop in seconds)")
 
 
 class PackageError(Exception):
@@ -94,12 +95,18 @@ class PackageMeta:
     format_version: int = FORMAT_VERSION
     created: str = ""
     training: dict = field(default_factory=dict)
+    # long-audio default of the task: {"policy": "reject" | "truncate" | "window", "window": s, "hop": s};
+    # {} = the server's default. Written to the header only when set (older packages' bytes are unchanged).
+    long_audio: dict = field(default_factory=dict)
 
     def to_header(self) -> dict[str, str]:
-        return {"format": "speechprompt-task", "format_version": str(self.format_version), "task": self.task,
-                "labels": json.dumps(list(self.labels)), "backbone_fingerprint": self.backbone_fingerprint,
-                "backbone_kind": self.backbone_kind, "prompt_length": str(self.prompt_length),
-                "created": self.created, "training": json.dumps(self.training, sort_keys=True)}
+        header = {"format": "speechprompt-task", "format_version": str(self.format_version), "task": self.task,
+                  "labels": json.dumps(list(self.labels)), "backbone_fingerprint": self.backbone_fingerprint,
+                  "backbone_kind": self.backbone_kind, "prompt_length": str(self.prompt_length),
+                  "created": self.created, "training": json.dumps(self.training, sort_keys=True)}
+        if self.long_audio:
+            header["long_audio"] = json.dumps(self.long_audio, sort_keys=True)
+        return header
 
     @classmethod
     def from_header(cls, h: dict[str, str] | None) -> PackageMeta:
@@ -109,7 +116,7 @@ class PackageMeta:
             err.accepted = META_ACCEPTED
             raise err
         fields: dict[str, Any] = dict(h)
-        for name in ("labels", "training"):
+        for name in ("labels", "training", "long_audio"):
             if isinstance(h.get(name), str):
                 fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
         fields.setdefault("training", {})
@@ -126,10 +133,23 @@ class PackageMeta:
         check_task_name(m.task)
         return cls(task=m.task, labels=tuple(m.labels), backbone_fingerprint=m.backbone_fingerprint,
                    backbone_kind=m.backbone_kind, prompt_length=m.prompt_length, format_version=m.format_version,
-                   created=m.created, training=m.training)
+                   created=m.created, training=m.training,
+                   long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {})
 
 
 Label = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class LongAudio(BaseModel):
+    """A task's default for clips over the server's ``max_audio_seconds``: ``policy`` reject (refused),
+    truncate (the first ``max_audio_seconds`` scored) or window (``window``-second windows every ``hop``
+    seconds, each scored, then aggregated); window/hop unset -> the server's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["reject", "truncate", "window"]
+    window: Annotated[float, Field(gt=0, le=3600)] | None = None
+    hop: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
 class MetaFields(BaseModel):
@@ -146,6 +166,7 @@ class MetaFields(BaseModel):
     prompt_length: Annotated[int, Field(ge=0)]
     created: Annotated[str, Field(max_length=64)] = ""
     training: dict[str, Any]
+    long_audio: LongAudio | None = None
 
     @field_validator("labels")
     @classmethod

@@ -9,6 +9,7 @@ from ..bodies import audio_body_ok, payload
 from ..deps import ready_service
 from ..explanations import DEFAULT_SPANS, MAX_SPANS
 from ..inference import MAX_TASKS_PER_REQUEST, classify_many, classify_one, parse_tasks
+from ..long_audio import LongAudioRequest
 from ..schemas import TASK_NAME_HELP, TASK_NAME_SCHEMA, ClassifyResponse, MultiClassifyResponse, problems
 from ..service import Service
 from ..stores.base import check_task_name
@@ -23,8 +24,18 @@ AUDIO_BODY = {"requestBody": {"required": True, "content": {
                                        "properties": {"audio": {"type": "string", "format": "binary"}}}},
     "audio/*": _BINARY, "application/octet-stream": _BINARY}}}
 TOP_K = Query(5, ge=1, le=1000, description="how many classes to return, best first")
-EXPLAIN = Query(False, description="add, per task, an occlusion explanation of the winning label: how much "
-                "each stretch of the clip (seconds) moved it; costs explain_spans extra unit-LM rows per task")
+LONG_AUDIO = Query(None, pattern="^(reject|truncate|window)$",
+                   description="what to do with a clip over SPEECHPROMPT_MAX_AUDIO_SECONDS, for every task of this "
+                   "request (default: each task's package metadata, else the server's setting): reject (413), "
+                   "truncate (score the first max_audio_seconds) or window (score every window and aggregate; "
+                   "long_audio=window windows a clip of any length)")
+WINDOW = Query(None, gt=0, le=3600, description="window length in seconds (implies windows for this request; "
+               "default: the package metadata, else SPEECHPROMPT_WINDOW_SECONDS)")
+HOP = Query(None, gt=0, le=3600, description="seconds between window starts, at most the window (default: the "
+            "package metadata, else SPEECHPROMPT_HOP_SECONDS)")
+EXPLAIN = Query(False, description="add, per task scored on the whole clip, an occlusion explanation of the "
+                "winning label: how much each stretch of the clip (seconds) moved it; costs explain_spans extra "
+                "unit-LM rows per task (windowed tasks get none)")
 EXPLAIN_SPANS = Query(DEFAULT_SPANS, ge=1, le=MAX_SPANS, description="stretches the unit sequence is cut into "
                       "for explain=true (fewer when the clip has fewer units)")
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
@@ -35,7 +46,8 @@ TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_
 @router.post("/v1/tasks/{task}/classify", response_model=None, openapi_extra=AUDIO_BODY,
              responses={200: {"model": ClassifyResponse},
                         **problems(400, 404, 408, 413, 415, 422, 429, 503, 504)})
-async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, explain: bool = EXPLAIN,
+async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, long_audio: str | None = LONG_AUDIO,
+                   window: float | None = WINDOW, hop: float | None = HOP, explain: bool = EXPLAIN,
                    explain_spans: int = EXPLAIN_SPANS, service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with one task; the answer names the exact task version used."""
     check_task_name(task)
@@ -44,14 +56,16 @@ async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, expla
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_one(service, task, data, top_k, request.receive,
+                                               LongAudioRequest(long_audio, window, hop),
                                                explain_spans if explain else 0))
 
 
 @router.post("/v1/classify", response_model=None, openapi_extra=AUDIO_BODY,
              responses={200: {"model": MultiClassifyResponse},
                         **problems(400, 408, 413, 415, 422, 429, 503, 504)})
-async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_K, explain: bool = EXPLAIN,
-                         explain_spans: int = EXPLAIN_SPANS,
+async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_K,
+                         long_audio: str | None = LONG_AUDIO, window: float | None = WINDOW, hop: float | None = HOP,
+                         explain: bool = EXPLAIN, explain_spans: int = EXPLAIN_SPANS,
                          service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with many tasks: decoded and encoded once, one unit-LM row per task; a task that
     cannot be served gets its own error entry without failing the others."""
@@ -61,4 +75,5 @@ async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_many(service, names, data, top_k, request.receive,
+                                                LongAudioRequest(long_audio, window, hop),
                                                 explain_spans if explain else 0))

@@ -29,6 +29,7 @@ from ..windows import (
     Window,
     aggregate,
     choose_window,
+    first_error,
     plan_windows,
     row_probs,
     score_window,
@@ -195,7 +196,7 @@ async def stream(ws: WebSocket) -> None:
                 for lease in leases:
                     service.registry.release(lease)
     except Exception as exc:  # noqa: BLE001 - every failure ends the stream with an error message + close code
-        await _fail(ws, service, _first(exc))
+        await _fail(ws, service, first_error(exc))
         return
     await ws.close(1000)
 
@@ -213,9 +214,3 @@ async def _fail(ws: WebSocket, service: Service, exc: BaseException) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
 
-
-def _first(exc: BaseException) -> BaseException:
-    """The first error inside (nested) exception groups (the task group of a session raises one)."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

@@ -3,9 +3,12 @@ a one-by-one reference (units occluded by hand, the task's own verbalizer), all 
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import pytest_asyncio
+import soundfile as sf
 import torch
 
 from speechprompt.audio import decode_audio
@@ -149,3 +152,34 @@ async def test_a_job_larger_than_a_batch_runs_in_forwards_of_max_rows(make_serve
                                   headers=WAV)).json()
     assert_explanation(body["explanation"], reference(kws, data, 6)[0])
     assert srv.service.runtime.rows() == [4, 3]  # 7 rows: base + 6 occluded
+
+
+async def test_explain_with_long_audio_truncated_and_windowed(make_server):
+    """A truncated clip is explained over the part that was scored; a windowed task gets windows, no
+    explanation (explanations apply to a clip scored as a whole)."""
+    srv = await make_server(FakeRuntime(), max_audio_seconds=1.0, max_batch_rows=256)
+    kws = make_package("kws", labels=("yes", "no", "up", "down"), seed=1)
+    assert (await srv.client.put("/v1/tasks/kws", content=kws.data, headers=ADMIN)).status_code == 201
+    data = wav_bytes(2.0, seed=17)
+    r = await srv.client.post("/v1/tasks/kws/classify?long_audio=truncate&explain=true&explain_spans=4",
+                              content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["long_audio"]["policy"] == "truncate" and body["long_audio"]["scored_s"] == pytest.approx(1.0)
+    spans = body["explanation"]["spans"]
+    assert len(spans) == 4 and spans[-1]["end"] == pytest.approx(1.0, abs=1e-4)
+    want = reference(kws, _head(data, 1.0), 4)[0]
+    assert_explanation(body["explanation"], want)
+    r = await srv.client.post("/v1/tasks/kws/classify?long_audio=window&window=0.5&hop=0.5&explain=true",
+                              content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["long_audio"]["policy"] == "window" and len(body["windows"]) == 4 and "explanation" not in body
+
+
+def _head(data: bytes, seconds: float) -> bytes:
+    """The first ``seconds`` of a WAV, as a WAV (what truncation scores)."""
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32")
+    buf = io.BytesIO()
+    sf.write(buf, samples[:int(seconds * rate)], rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()

@@ -56,6 +56,7 @@
     const tasks = chosenTasks();
     if (!tasks.length) { setStatus("choose at least one task"); return; }
     const q = new URLSearchParams({ tasks: tasks.join(","), top_k: $("top-k").value || "3" });
+    if ($("long-audio").value) q.set("long_audio", $("long-audio").value);
     if ($("explain").checked) { q.set("explain", "true"); q.set("explain_spans", $("explain-spans").value || "16"); }
     setStatus("classifying…");
     const t0 = performance.now();
@@ -138,6 +139,7 @@
     box.replaceChildren();
     const dur = body.audio.duration_s;
     for (const res of body.results) {
+      if (res.spans) box.append(windowLane(res, dur));
       const ex = res.explanation;
       if (!ex) continue;
       const top = Math.max(1e-9, ...ex.spans.map((s) => Math.abs(s.importance)));
@@ -152,6 +154,19 @@
       strip.append(el("span", { className: "name", textContent: `${res.task}: why "${ex.label}"` }));
       box.append(strip);
     }
+  }
+
+  // A windowed result (long audio): where each label wins, as a lane under the waveform.
+  function windowLane(res, dur) {
+    const lane = el("div", { className: "strip windows", "data-task": res.task, title: `${res.task}: windows` });
+    res.spans.forEach((s, i) => {
+      lane.append(el("div", { className: "seg", "data-label": s.label,
+        textContent: i === 0 ? `${res.task}: ${s.label}` : s.label,
+        title: `${s.start.toFixed(2)}–${s.end.toFixed(2)} s: ${s.label}`,
+        style: { left: (100 * s.start / dur) + "%", width: (100 * (s.end - s.start) / dur) + "%",
+          background: labelColor(s.label) } }));
+    });
+    return lane;
   }
 
   // ---- upload and record ------------------------------------------------------------------------

@@ -101,6 +101,22 @@ def test_upload_shows_the_label_the_api_gives(server, browser, tmp_path):
     page.close()
 
 
+def test_windowed_results_show_where_each_label_wins(server, browser, tmp_path):
+    longer = tmp_path / "three-times.wav"  # the recording three times, then a second of silence
+    subprocess.run(["sox", str(RECORDING), str(RECORDING), str(RECORDING), str(longer), "pad", "0", "1"], check=True)
+    api = httpx.post(f"{server.url}/v1/classify", params={"tasks": "vad,commands-en", "long_audio": "window"},
+                     content=longer.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30).json()
+    spans = api["results"][1]["spans"]
+    assert len(spans) >= 2
+    page = open_page(browser, server, ("vad", "commands-en"))
+    page.select_option("#long-audio", "window")
+    page.set_input_files("#file", str(longer))
+    lane = page.locator('.strip.windows[data-task="commands-en"] .seg')
+    expect(lane).to_have_count(len(spans), timeout=20_000)
+    assert [lane.nth(i).get_attribute("data-label") for i in range(len(spans))] == [s["label"] for s in spans]
+    page.close()
+
+
 def test_verbalizer_view_shows_the_units_the_api_gives(server, browser):
     api = httpx.get(f"{server.url}/v1/tasks/vad/verbalizer", params={"top_k": 8}).json()
     page = open_page(browser, server, ())

@@ -26,6 +26,7 @@ from .units_cache import pcm_digest
 
 SAMPLE_RATE = 16000
 MIN_WINDOW_S = 0.025  # the encoders' shortest clip (400 samples)
+MIN_HOP_S, MAX_OVERLAP = 0.05, 10  # bounds the windows of one request: at most 20 per second, each audio sample in <= 10
 
 
 @dataclass(frozen=True)
@@ -125,15 +126,17 @@ def choose_window(leases: Sequence[Lease], window_s: float | None, hop_s: float 
                   default_hop_s: float, max_window_s: float) -> tuple[float, float]:
     """Window and hop (seconds): the request's, else the first task's package metadata (``long_audio``
     ``window``/``hop``), else the server defaults. Raises BadRequest unless 0.025 s <= window <=
-    ``max_window_s`` (the longest clip the unit LM takes) and 0 < hop <= window."""
+    ``max_window_s`` (the longest clip the unit LM takes) and max(0.05 s, window / 10) <= hop <= window."""
     meta = long_audio_meta(leases[0]) if leases else {}
     window = float(window_s if window_s is not None else meta.get("window", default_window_s))
     hop = float(hop_s if hop_s is not None else meta.get("hop", min(default_hop_s, window)))
     if not (MIN_WINDOW_S <= window <= max_window_s) or not np.isfinite(window):
         raise BadRequest(f"window {window:g} s is out of range",
                          accepted=f"window from {MIN_WINDOW_S} to {max_window_s:g} seconds")
-    if not (0 < hop <= window) or not np.isfinite(hop):
-        raise BadRequest(f"hop {hop:g} s is out of range", accepted=f"hop above 0 and at most the window ({window:g} s)")
+    low = max(MIN_HOP_S, window / MAX_OVERLAP)
+    if not (low <= hop <= window) or not np.isfinite(hop):
+        raise BadRequest(f"hop {hop:g} s is out of range", accepted=f"hop from {low:g} s (at least {MIN_HOP_S} s and "
+                         f"1/{MAX_OVERLAP} of the window) to the window ({window:g} s)")
     return window, hop
 
 

@@ -167,7 +167,8 @@ def test_a_short_clip_is_windowed_only_on_request(fx):
     assert [(w["start"], w["end"]) for w in r.json()["windows"]] == [(0.0, 1.0), (1.0, 2.0)]
 
 
-@pytest.mark.parametrize("query", ["window=1&hop=2", f"window={MAX_S + 1}", "long_audio=chop"])
+@pytest.mark.parametrize("query", ["window=1&hop=2", "window=1&hop=0.09", "window=0.2&hop=0.04",
+                                   f"window={MAX_S + 1}", "long_audio=chop"])
 def test_bad_window_parameters_are_400(fx, query):
     assert_problem(fx.srv.http.post(f"/v1/tasks/vad-fix/classify?{query}", content=fx.clip, headers=WAV), 400,
                    "bad_request" if "chop" not in query else "invalid_request")

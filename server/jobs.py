@@ -37,6 +37,7 @@ class Job:
     on_finish: Callable[[], None] | None = None
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False
+    cached: bool = True  # look the clip up in / add it to the units cache (False for the windows of long audio)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from .errors import BadRequest, DeadlineExceeded, InferenceFailed, TaskUnavailab
 from .jobs import JobResult
 from .registry import Lease
 from .service import Service
-from .units_cache import pcm_digest
 
 SAMPLE_RATE = 16000
 MIN_WINDOW_S = 0.025  # the encoders' shortest clip (400 samples)
@@ -64,14 +63,14 @@ async def score_window(service: Service, samples: np.ndarray, leases: Sequence[L
                        deadline_s: float) -> JobResult:
     """Score one window ``[W] f32 @ 16 kHz`` with every lease (one job, one unit-LM row per task version).
 
-    The leases stay held by the caller (released when the whole request or stream ends). Raises QueueFull
+    The leases stay held by the caller (released when the whole request or stream ends). Windows bypass the
+    units cache (hundreds of one-off windows would evict the clips other requests repeat). Raises QueueFull
     (429), DeadlineExceeded (504: not scored within ``deadline_s`` seconds) or the encoder's typed errors.
     """
     batcher = service.batcher
     assert batcher is not None
-    digest = await asyncio.to_thread(pcm_digest, samples)
     deadline = time.monotonic() + deadline_s
-    fut = batcher.submit(samples, digest, [le.key for le in leases], deadline)
+    fut = batcher.submit(samples, "", [le.key for le in leases], deadline, cached=False)  # no units cache: no digest
     try:
         return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
     except TimeoutError:

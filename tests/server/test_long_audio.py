@@ -119,8 +119,16 @@ def check_windowed(fx: Fixture, item: dict, window: float, hop: float) -> None:
     assert all(a["end"] == b["start"] and a["label"] != b["label"] for a, b in zip(spans, spans[1:]))
 
 
+def cache_counts(srv: LiveServer) -> tuple[float, float]:
+    text = srv.http.get("/metrics").text
+    value = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("sp_units_cache_")}
+    return value["sp_units_cache_hits_total"], value["sp_units_cache_misses_total"]
+
+
 def test_window_policy_from_package_metadata_lists_every_window_and_labels_differ(fx):
+    before = cache_counts(fx.srv)
     r = fx.srv.http.post("/v1/tasks/vad-fix/classify?top_k=2", content=fx.clip, headers=WAV)
+    assert cache_counts(fx.srv) == before  # windows stay out of the units cache
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["version"] == fx.keys["vad-fix"].split("@")[1]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -185,3 +187,31 @@ def test_bad_window_parameters_are_400(fx, query):
 def test_clip_over_the_long_audio_limit_is_413(fx):
     over = wav(np.zeros(int((LONG_S + 1) * RATE), np.float32) + 0.01)
     assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify", content=over, headers=WAV), 413, "audio_too_long")
+
+
+def test_short_requests_still_answer_while_a_long_clip_is_windowed(fx):
+    """The windows of a long clip share the batcher with everyone: short classify calls sent meanwhile are not
+    queued behind all of them (at most max_batch_rows / tasks windows of one request wait at once)."""
+    long_clip = wav(np.tile(fx.samples, 3))  # ~35 s; window 1 s, hop 0.1 s: ~340 windows
+    short = wav(fx.samples[:RATE])
+    span: dict[str, float] = {}
+
+    def windowed() -> None:
+        span["start"] = time.monotonic()
+        r = fx.srv.http.post("/v1/tasks/vad-fix/classify?window=1&hop=0.1", content=long_clip, headers=WAV,
+                             timeout=120)
+        span["end"] = time.monotonic()
+        assert r.status_code == 200 and len(r.json()["windows"]) > 300, r.text
+
+    thread = threading.Thread(target=windowed)
+    thread.start()
+    shorts = []
+    while thread.is_alive():
+        t0 = time.monotonic()
+        r = fx.srv.http.post("/v1/tasks/trunc-fix/classify", content=short, headers=WAV)
+        assert r.status_code == 200 and "long_audio" not in r.json(), r.text
+        shorts.append((t0, time.monotonic()))
+    thread.join()
+    during = [(a, b) for a, b in shorts if b < span["end"]]
+    assert during, "no short request finished while the long one ran"
+    assert max(b - a for a, b in during) < (span["end"] - span["start"]) / 2

@@ -167,12 +167,13 @@ class _Calls:
             raise ValueError("send_as must be 'multipart' or 'raw'")
         return call
 
-    def classify(self, task, audio, top_k, filename, content_type, send_as) -> _Call:
+    def classify(self, task, audio, top_k, filename, content_type, send_as, long_audio=None) -> _Call:
         params = {} if top_k is None else {"top_k": int(top_k)}
+        params.update(long_audio or {})
         call = _Call("POST", _task_path(task, "/classify"), lambda r: ClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 
-    def classify_multi(self, tasks, audio, top_k, filename, content_type, send_as) -> _Call:
+    def classify_multi(self, tasks, audio, top_k, filename, content_type, send_as, long_audio=None) -> _Call:
         if isinstance(tasks, str):
             tasks = [t for t in tasks.split(",") if t]
         if not tasks:
@@ -180,6 +181,7 @@ class _Calls:
         params: dict[str, Any] = {"tasks": ",".join(tasks)}
         if top_k is not None:
             params["top_k"] = int(top_k)
+        params.update(long_audio or {})
         call = _Call("POST", "/v1/classify", lambda r: MultiClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 
@@ -272,17 +274,21 @@ class SpeechPromptClient:
             attempt += 1
 
     def classify(self, task: str, audio: AudioInput, *, top_k: int | None = None, filename: str | None = None,
-                 content_type: str | None = None, send_as: str = "multipart") -> ClassifyResult:
+                 content_type: str | None = None, send_as: str = "multipart",
+                 long_audio: dict[str, Any] | None = None) -> ClassifyResult:
         """Classify one clip with one task (``POST /v1/tasks/{task}/classify``). ``audio``: path, bytes or
-        binary file; ``send_as``: ``multipart`` (field ``audio``) or ``raw`` (body with an ``audio/*`` type)."""
-        return self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as))
+        binary file; ``send_as``: ``multipart`` (field ``audio``) or ``raw`` (body with an ``audio/*`` type);
+        ``long_audio``: query parameters for long clips, e.g. ``{"long_audio": "window", "window": 2, "hop": 1}``
+        (a windowed answer keeps ``windows``, ``spans`` and ``long_audio`` in ``result.raw``)."""
+        return self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as, long_audio))
 
     def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
-                       send_as: str = "multipart") -> MultiClassifyResult:
+                       send_as: str = "multipart", long_audio: dict[str, Any] | None = None) -> MultiClassifyResult:
         """Classify one clip with many tasks (``POST /v1/classify?tasks=a,b``); per-task failures are
-        ``TaskFailure`` items, not exceptions."""
-        return self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as))
+        ``TaskFailure`` items, not exceptions; ``long_audio`` as for :meth:`classify`."""
+        return self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
+                                                     long_audio))
 
     def tasks(self) -> list[TaskInfo]:
         """All tasks (``GET /v1/tasks``)."""
@@ -364,15 +370,18 @@ class AsyncSpeechPromptClient:
 
     async def classify(self, task: str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
-                       send_as: str = "multipart") -> ClassifyResult:
+                       send_as: str = "multipart", long_audio: dict[str, Any] | None = None) -> ClassifyResult:
         """See ``SpeechPromptClient.classify``."""
-        return await self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as))
+        return await self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as,
+                                                     long_audio))
 
     async def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                              filename: str | None = None, content_type: str | None = None,
-                             send_as: str = "multipart") -> MultiClassifyResult:
+                             send_as: str = "multipart",
+                             long_audio: dict[str, Any] | None = None) -> MultiClassifyResult:
         """See ``SpeechPromptClient.classify_multi``."""
-        return await self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as))
+        return await self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
+                                                           long_audio))
 
     async def tasks(self) -> list[TaskInfo]:
         return await self._send(self._calls.tasks())

@@ -84,11 +84,14 @@ class Batcher:
         return len(self._jobs)
 
     def submit(self, samples: np.ndarray, digest: str, keys: Sequence[str], deadline: float,
-               on_finish: Callable[[], None] | None = None, explain_spans: int = 0) -> asyncio.Future:
+               on_finish: Callable[[], None] | None = None, *, cached: bool = True,
+               explain_spans: int = 0) -> asyncio.Future:
         """Queue a job (call from the event loop); raises QueueFull (429) or NotReady when stopping.
-        ``explain_spans`` > 0 scores, in the same forward, each key once more per occluded stretch."""
+        ``cached=False`` keeps the clip out of the units cache (the many windows of a long clip would evict
+        the clips other requests repeat); ``explain_spans`` > 0 scores, in the same forward, each key once
+        more per occluded stretch."""
         loop = asyncio.get_running_loop()
-        job = Job(samples, digest, tuple(keys), deadline, loop.create_future(), loop, on_finish,
+        job = Job(samples, digest, tuple(keys), deadline, loop.create_future(), loop, on_finish, cached=cached,
                   explain_spans=explain_spans)
         job.future.add_done_callback(lambda f: setattr(job, "abandoned", f.cancelled()))
         with self._cond:
@@ -193,7 +196,7 @@ class Batcher:
     def _score(self, live: list[Job], start: float) -> None:
         units: dict[int, Any] = {}
         errors: dict[int, BaseException] = {}
-        hits = {id(j) for j in live if self._cached(j, units)}
+        hits = {id(j) for j in live if j.cached and self._cached(j, units)}
         misses = [j for j in live if id(j) not in hits]
         t_enc = time.monotonic()
         if misses:
@@ -209,7 +212,8 @@ class Batcher:
                         errors[id(j)] = exc
             for j, u in pairs:
                 units[id(j)] = u
-                self.cache.put(j.digest, self.fingerprint, u)
+                if j.cached:
+                    self.cache.put(j.digest, self.fingerprint, u)
         encode_ms = (time.monotonic() - t_enc) * 1e3
         ready = [j for j in live if id(j) in units]
         plans = {id(j): j.rows_for(units[id(j)]) for j in ready}  # base rows, then occluded rows (explain)
@@ -224,7 +228,7 @@ class Batcher:
             self.metrics.batch_rows.observe(len(row_keys))
             self.metrics.batch_jobs.observe(len(live))
             self.metrics.cache_hits.inc(len(hits))
-            self.metrics.cache_misses.inc(len(misses))
+            self.metrics.cache_misses.inc(sum(1 for j in misses if j.cached))
         at = 0
         for job in live:
             if id(job) in errors:

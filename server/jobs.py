@@ -40,6 +40,7 @@ class Job:
     on_finish: Callable[[], None] | None = None
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False
+    cached: bool = True  # look the clip up in / add it to the units cache (False for the windows of long audio)
     explain_spans: int = 0
 
     @property

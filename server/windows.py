@@ -22,10 +22,10 @@ from .errors import BadRequest, DeadlineExceeded, InferenceFailed, TaskUnavailab
 from .jobs import JobResult
 from .registry import Lease
 from .service import Service
-from .units_cache import pcm_digest
 
 SAMPLE_RATE = 16000
 MIN_WINDOW_S = 0.025  # the encoders' shortest clip (400 samples)
+MIN_HOP_S, MAX_OVERLAP = 0.05, 10  # bounds the windows of one request: at most 20 per second, each audio sample in <= 10
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,14 @@ async def score_window(service: Service, samples: np.ndarray, leases: Sequence[L
                        deadline_s: float) -> JobResult:
     """Score one window ``[W] f32 @ 16 kHz`` with every lease (one job, one unit-LM row per task version).
 
-    The leases stay held by the caller (released when the whole request or stream ends). Raises QueueFull
+    The leases stay held by the caller (released when the whole request or stream ends). Windows bypass the
+    units cache (hundreds of one-off windows would evict the clips other requests repeat). Raises QueueFull
     (429), DeadlineExceeded (504: not scored within ``deadline_s`` seconds) or the encoder's typed errors.
     """
     batcher = service.batcher
     assert batcher is not None
-    digest = await asyncio.to_thread(pcm_digest, samples)
     deadline = time.monotonic() + deadline_s
-    fut = batcher.submit(samples, digest, [le.key for le in leases], deadline)
+    fut = batcher.submit(samples, "", [le.key for le in leases], deadline, cached=False)  # no units cache: no digest
     try:
         return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
     except TimeoutError:
@@ -125,15 +125,17 @@ def choose_window(leases: Sequence[Lease], window_s: float | None, hop_s: float 
                   default_hop_s: float, max_window_s: float) -> tuple[float, float]:
     """Window and hop (seconds): the request's, else the first task's package metadata (``long_audio``
     ``window``/``hop``), else the server defaults. Raises BadRequest unless 0.025 s <= window <=
-    ``max_window_s`` (the longest clip the unit LM takes) and 0 < hop <= window."""
+    ``max_window_s`` (the longest clip the unit LM takes) and max(0.05 s, window / 10) <= hop <= window."""
     meta = long_audio_meta(leases[0]) if leases else {}
     window = float(window_s if window_s is not None else meta.get("window", default_window_s))
     hop = float(hop_s if hop_s is not None else meta.get("hop", min(default_hop_s, window)))
     if not (MIN_WINDOW_S <= window <= max_window_s) or not np.isfinite(window):
         raise BadRequest(f"window {window:g} s is out of range",
                          accepted=f"window from {MIN_WINDOW_S} to {max_window_s:g} seconds")
-    if not (0 < hop <= window) or not np.isfinite(hop):
-        raise BadRequest(f"hop {hop:g} s is out of range", accepted=f"hop above 0 and at most the window ({window:g} s)")
+    low = max(MIN_HOP_S, window / MAX_OVERLAP)
+    if not (low <= hop <= window) or not np.isfinite(hop):
+        raise BadRequest(f"hop {hop:g} s is out of range", accepted=f"hop from {low:g} s (at least {MIN_HOP_S} s and "
+                         f"1/{MAX_OVERLAP} of the window) to the window ({window:g} s)")
     return window, hop
 
 

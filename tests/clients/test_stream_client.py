@@ -47,10 +47,11 @@ def wav_file(tmp_path, seconds: float, rate: int = RATE, channels: int = 1):
 
 
 def windowed_classify(live: LiveServer, path) -> dict:
-    r = live.http.post("/v1/classify?tasks=cs-a,cs-b&window=1&hop=0.5&top_k=10", content=path.read_bytes(),
-                       headers={"Content-Type": "audio/wav"}, timeout=60)
-    assert r.status_code == 200, r.text
-    return {item["task"]: item for item in r.json()["results"]}
+    """The client's classify_multi with windows asked for -> {task: windowed result item}."""
+    with SpeechPromptClient(live.url) as client:
+        res = client.classify_multi(["cs-a", "cs-b"], path, top_k=10, long_audio={"window": 1, "hop": 0.5})
+    assert not res.failed
+    return {item["task"]: item for item in res.raw["results"]}
 
 
 def check_against_classify(events: list, ref: dict) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -119,8 +121,16 @@ def check_windowed(fx: Fixture, item: dict, window: float, hop: float) -> None:
     assert all(a["end"] == b["start"] and a["label"] != b["label"] for a, b in zip(spans, spans[1:]))
 
 
+def cache_counts(srv: LiveServer) -> tuple[float, float]:
+    text = srv.http.get("/metrics").text
+    value = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("sp_units_cache_")}
+    return value["sp_units_cache_hits_total"], value["sp_units_cache_misses_total"]
+
+
 def test_window_policy_from_package_metadata_lists_every_window_and_labels_differ(fx):
+    before = cache_counts(fx.srv)
     r = fx.srv.http.post("/v1/tasks/vad-fix/classify?top_k=2", content=fx.clip, headers=WAV)
+    assert cache_counts(fx.srv) == before  # windows stay out of the units cache
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["version"] == fx.keys["vad-fix"].split("@")[1]
@@ -167,7 +177,8 @@ def test_a_short_clip_is_windowed_only_on_request(fx):
     assert [(w["start"], w["end"]) for w in r.json()["windows"]] == [(0.0, 1.0), (1.0, 2.0)]
 
 
-@pytest.mark.parametrize("query", ["window=1&hop=2", f"window={MAX_S + 1}", "long_audio=chop"])
+@pytest.mark.parametrize("query", ["window=1&hop=2", "window=1&hop=0.09", "window=0.2&hop=0.04",
+                                   f"window={MAX_S + 1}", "long_audio=chop"])
 def test_bad_window_parameters_are_400(fx, query):
     assert_problem(fx.srv.http.post(f"/v1/tasks/vad-fix/classify?{query}", content=fx.clip, headers=WAV), 400,
                    "bad_request" if "chop" not in query else "invalid_request")
@@ -176,3 +187,31 @@ def test_bad_window_parameters_are_400(fx, query):
 def test_clip_over_the_long_audio_limit_is_413(fx):
     over = wav(np.zeros(int((LONG_S + 1) * RATE), np.float32) + 0.01)
     assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify", content=over, headers=WAV), 413, "audio_too_long")
+
+
+def test_short_requests_still_answer_while_a_long_clip_is_windowed(fx):
+    """The windows of a long clip share the batcher with everyone: short classify calls sent meanwhile are not
+    queued behind all of them (at most max_batch_rows / tasks windows of one request wait at once)."""
+    long_clip = wav(np.tile(fx.samples, 3))  # ~35 s; window 1 s, hop 0.1 s: ~340 windows
+    short = wav(fx.samples[:RATE])
+    span: dict[str, float] = {}
+
+    def windowed() -> None:
+        span["start"] = time.monotonic()
+        r = fx.srv.http.post("/v1/tasks/vad-fix/classify?window=1&hop=0.1", content=long_clip, headers=WAV,
+                             timeout=120)
+        span["end"] = time.monotonic()
+        assert r.status_code == 200 and len(r.json()["windows"]) > 300, r.text
+
+    thread = threading.Thread(target=windowed)
+    thread.start()
+    shorts = []
+    while thread.is_alive():
+        t0 = time.monotonic()
+        r = fx.srv.http.post("/v1/tasks/trunc-fix/classify", content=short, headers=WAV)
+        assert r.status_code == 200 and "long_audio" not in r.json(), r.text
+        shorts.append((t0, time.monotonic()))
+    thread.join()
+    during = [(a, b) for a, b in shorts if b < span["end"]]
+    assert during, "no short request finished while the long one ran"
+    assert max(b - a for a, b in during) < (span["end"] - span["start"]) / 2

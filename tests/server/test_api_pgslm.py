@@ -189,3 +189,10 @@ async def test_explanation_on_pgslm_removes_units_with_their_prosody(srv, direct
         with torch.inference_mode():
             want = direct.bank.classify([left], [key])[0].numpy()[win]
         assert s["score_without"] == pytest.approx(float(want), abs=1e-5)
+
+
+async def test_verbalizer_view_reads_the_pgslm_unit_tokens(srv, direct):
+    body = (await srv.client.get("/v1/tasks/kws/verbalizer?top_k=2")).json()
+    w = srv.pkgs["kws"].verbalizer.double()[4:, direct.bb.unit_to_token].numpy()  # [C, K] through the pGSLM map
+    assert body["units"] == 20 and body["version"] == srv.pkgs["kws"].version
+    np.testing.assert_allclose(np.array(body["weights"]), w - w.mean(0, keepdims=True), atol=1e-6)

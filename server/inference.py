@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from speechprompt.audio import DecodedAudio, decode_audio
+from speechprompt.audio import DecodedAudio, decode_audio, from_pcm
 
 from .errors import (
     BadRequest,
@@ -42,13 +42,26 @@ class Clip:
     decode_ms: float
 
 
-def _decode(data: bytes, max_seconds: float) -> tuple[DecodedAudio, str]:
-    audio = decode_audio(data, max_seconds=max_seconds)
+@dataclass(frozen=True)
+class PCM:
+    """Audio a client sent as numbers (Open Inference Protocol FP32 tensors): ``samples`` float32 [N] mono
+    at ``sample_rate`` Hz; checked and resampled like decoded files (``speechprompt.audio.from_pcm``)."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+def _decode(data: bytes | PCM, max_seconds: float) -> tuple[DecodedAudio, str]:
+    if isinstance(data, PCM):
+        audio = from_pcm(data.samples, data.sample_rate, max_seconds=max_seconds)
+    else:
+        audio = decode_audio(data, max_seconds=max_seconds)
     return audio, pcm_digest(audio.samples)
 
 
-async def decode(service: Service, data: bytes) -> Clip:
-    """Bytes -> 16 kHz mono PCM + its digest, in a worker thread (typed AudioError on bad input)."""
+async def decode(service: Service, data: bytes | PCM) -> Clip:
+    """Bytes (an encoded file) or PCM -> 16 kHz mono PCM + its digest, in a worker thread (typed AudioError
+    on bad input)."""
     start = time.monotonic()
     audio, digest = await asyncio.to_thread(_decode, data, service.max_audio_seconds)
     seconds = time.monotonic() - start
@@ -99,7 +112,7 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
     raise DeadlineExceeded("the request's deadline passed while it waited for the model")
 
 
-def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str) -> dict:
+def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str, by_label: bool = False) -> dict:
     if isinstance(probs, BaseException):
         if rule_for(probs) is None:
             raise InferenceFailed(f"scoring task {lease.task!r} failed: {type(probs).__name__}") from probs
@@ -108,8 +121,9 @@ def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str) -> dict:
     if not np.isfinite(probs).all():  # this row alone fails: the other tasks of the request still answer
         raise TaskUnavailable(f"task {lease.task!r} version {lease.version} gave non-finite scores for this clip")
     order = np.argsort(-probs, kind="stable")[:top_k]
+    shown = range(len(probs)) if by_label else order  # by_label: every class, in the package's label order
     return {"task": lease.task, "version": lease.version, "label": lease.labels[int(order[0])],
-            "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in order],
+            "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in shown],
             "backbone": fingerprint}
 
 
@@ -135,8 +149,10 @@ def _count(service: Service, task: str, status: int) -> None:
     service.metrics.requests.labels(task=task if known else "_unknown", status=str(status)).inc()
 
 
-async def classify_one(service: Service, task: str, data: bytes, top_k: int, receive: Any = None) -> dict:
-    """Score one clip with one task -> the classify response body (typed errors propagate)."""
+async def classify_one(service: Service, task: str, data: bytes | PCM, top_k: int, receive: Any = None,
+                       by_label: bool = False) -> dict:
+    """Score one clip with one task -> the classify response body (typed errors propagate). ``by_label``:
+    ``scores`` lists every class in the package's label order (top_k ignored) instead of the best first."""
     start = time.monotonic()
     try:
         service.require_ready()
@@ -149,7 +165,7 @@ async def classify_one(service: Service, task: str, data: bytes, top_k: int, rec
             service.registry.release(lease)
             raise
         result = await run_job(service, clip, [lease], deadline, receive)
-        body = _scores(lease, result.rows[0], top_k, fingerprint)
+        body = _scores(lease, result.rows[0], top_k, fingerprint, by_label)
         body.update(audio=_audio(clip, result), timings=_timings(clip, result, start),
                     units_cache_hit=result.cache_hit)
     except BaseException as exc:

@@ -38,7 +38,7 @@ FULL_PVC = {"backbone": {"source": "pvc", "pvc": {"claimName": "gslm-bundles", "
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
             "seedDemoTasks": {"enabled": True}, "redis": {"persistence": {"enabled": False}}}
 FULL_INIT = {"backbone": {"source": "init", "init": {"command": [
-                 "sh", "-c", "speechprompt download-gslm --dest /tmp/dl --units 100 --out /bundle"]}},
+                 "sh", "-c", "speechprompt download-gslm --dest /bundle/.dl --units 100 --out /bundle"]}},
              "redis": {"enabled": False, "externalUrlSecret": {"name": "sp-redis", "key": "url"}},
              "adminToken": {"existingSecret": "sp-admin", "generate": False},
              "podDisruptionBudget": {"enabled": False}, "topologySpread": {"enabled": False}}

@@ -291,7 +291,8 @@ def test_chart_and_compose_describe_the_same_service():
     # the same grace before a kill: compose stop_grace_period == the pod's terminationGracePeriodSeconds
     grace = int(services["api1"]["stop_grace_period"].rstrip("s"))
     assert grace == one(render(), "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > Settings().drain_timeout_s
+    drain = float(services["api1"]["environment"]["SPEECHPROMPT_DRAIN_TIMEOUT_S"])
+    assert drain == float(env_of(c)["SPEECHPROMPT_DRAIN_TIMEOUT_S"]) == Settings().drain_timeout_s < grace
 
 
 def test_the_image_carries_both_default_bundles_the_chart_can_choose():

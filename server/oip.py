@@ -72,16 +72,26 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     return _json(body[:n]), body[n:]
 
 
+def _params(obj: dict) -> dict:
+    """The ``parameters`` object of a request, input or output ({} when absent); BadRequest if not an object."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest("'parameters' must be a JSON object")
+    return params
+
+
 def _shape(spec: dict, name: str) -> list[int]:
     shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise BadRequest(f"input {name!r} needs a 'shape' of non-negative integers")
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                           and d >= 0 for d in shape):
+        raise BadRequest(f"input {name!r} needs a 'shape' of non-negative integers", accepted=ACCEPTED_INPUTS)
     return shape
 
 
 def _binary_size(spec: dict) -> int | None:
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = _params(spec).get("binary_data_size")
     if size is None:
         return None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -90,8 +100,7 @@ def _binary_size(spec: dict) -> int | None:
 
 
 def _sample_rate(doc: dict, spec: dict) -> int:
-    rate = (spec.get("parameters") or {}).get("sample_rate", (doc.get("parameters") or {}).get("sample_rate",
-                                                                                              MODEL_RATE))
+    rate = _params(spec).get("sample_rate", _params(doc).get("sample_rate", MODEL_RATE))
     if not isinstance(rate, int) or isinstance(rate, bool) or not 1000 <= rate <= MAX_PCM_RATE:
         raise BadRequest(f"sample_rate {rate!r} is not accepted",
                          accepted=f"an integer number of Hz from 1000 to {MAX_PCM_RATE}")
@@ -147,7 +156,7 @@ def _file_rows(spec: dict, shape: list[int], raw: bytes | None) -> list[bytes]:
 
 
 def _outputs(doc: dict) -> dict[str, bool]:
-    default_binary = bool((doc.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(_params(doc).get("binary_data_output", False))
     asked = doc.get("outputs")
     if asked is None:
         return dict.fromkeys(OUTPUTS, default_binary)
@@ -156,9 +165,9 @@ def _outputs(doc: dict) -> dict[str, bool]:
     out: dict[str, bool] = {}
     for o in asked:
         name = o.get("name")
-        if name not in OUTPUTS:
+        if not isinstance(name, str) or name not in OUTPUTS:
             raise BadRequest(f"unknown output {name!r}", accepted=sorted(OUTPUTS))
-        out[name] = bool((o.get("parameters") or {}).get("binary_data", default_binary))
+        out[name] = bool(_params(o).get("binary_data", default_binary))
     return out
 
 
@@ -171,7 +180,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         raise BadRequest("the request needs exactly one input", accepted=ACCEPTED_INPUTS)
     spec = inputs[0]
     name = spec.get("name")
-    if name not in INPUTS:
+    if not isinstance(name, str) or name not in INPUTS:
         raise BadRequest(f"unknown input {name!r}", accepted=ACCEPTED_INPUTS)
     if spec.get("datatype") != INPUTS[name]:
         raise BadRequest(f"input {name!r} must have datatype {INPUTS[name]}, not {spec.get('datatype')!r}",

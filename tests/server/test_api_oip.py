@@ -164,7 +164,14 @@ def test_bad_inputs_are_4xx_v2_errors(client, live):
                                                   "data": [0.0, 0.1]}]}, 400),
              ({"inputs": [{"name": "audio", "datatype": "FP32", "shape": [1, 4000], "data": [0.0] * 4000,
                            "parameters": {"sample_rate": 5}}]}, 400),
-             ({"inputs": [{"name": "audio", "datatype": "FP32", "shape": [65, 400]}]}, 400)]
+             ({"inputs": [{"name": "audio", "datatype": "FP32", "shape": [65, 400]}]}, 400),
+             ({"inputs": [{"name": "audio", "datatype": "FP32", "shape": [1, 400], "data": [0.1] * 400}],
+               "parameters": ["sample_rate", 8000]}, 400),
+             ({"inputs": [{"name": "audio_file", "datatype": "BYTES", "shape": [1], "data": ["AAAA"],
+                           "parameters": "binary"}]}, 400),
+             ({"inputs": [{"name": "audio_file", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}, 400),
+             ({"inputs": [{"name": "audio", "datatype": "FP32", "shape": [1, 400], "data": [0.1] * 400}],
+               "outputs": [{"name": "probabilities"}]}, 400)]
     for body, status in cases:
         r = live.http.post(f"/v2/models/{TASK}/infer", json=body)
         assert r.status_code == status, r.text

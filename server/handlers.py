@@ -1,4 +1,6 @@
-"""Exception handlers: every error leaves as ``application/problem+json`` through ``errors.to_problem``."""
+"""Exception handlers: every error leaves as ``application/problem+json`` through ``errors.to_problem``; under
+``/v2`` (Open Inference Protocol) the same problem leaves as v2 error JSON ``{"error": detail}``, same status
+and headers."""
 
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ PROBLEM_JSON = "application/problem+json"
 _HTTP_CODES = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed")}
 
 
-def respond(p: Problem) -> JSONResponse:
+def respond(p: Problem, request: Request | None = None) -> JSONResponse:
+    """The problem as ``application/problem+json``, or as v2 error JSON for a ``/v2`` request."""
+    if request is not None and (request.url.path == "/v2" or request.url.path.startswith("/v2/")):
+        return JSONResponse({"error": p.body["detail"]}, status_code=p.status, headers=p.headers or None)
     return JSONResponse(p.body, status_code=p.status, headers=p.headers or None, media_type=PROBLEM_JSON)
 
 
@@ -38,7 +43,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         elif p.status == 499:  # the client went away: nobody reads the answer, nothing failed here
             log.info("client closed %s %s: %s", request.method, request.url.path, exc)
         metrics.failures.labels(code=p.body["type"].rsplit("/", 1)[-1]).inc()
-        return respond(p)
+        return respond(p, request)
 
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -47,7 +52,8 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
         metrics.failures.labels(code="invalid_request").inc()
         return respond(problem(status, "invalid_request", "Invalid request", detail or "invalid request",
-                               errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]))
+                               errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]),
+                       request)
 
     async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
@@ -57,7 +63,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
             detail = f"no endpoint answers {request.method} {request.url.path} ({detail}); see /docs"
         p = problem(exc.status_code, code, title, detail)
         p.headers.update(exc.headers or {})
-        return respond(p)
+        return respond(p, request)
 
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from speechprompt.audio import DecodedAudio, decode_audio
+from speechprompt.audio import DecodedAudio, decode_audio, from_pcm
 
 from .errors import BadRequest, ClientGone, DeadlineExceeded, error_code, to_problem
 from .explanations import occlusion_body
@@ -36,14 +36,26 @@ class Clip:
     decode_ms: float
 
 
-def _decode(data: bytes, max_seconds: float) -> tuple[DecodedAudio, str]:
-    audio = decode_audio(data, max_seconds=max_seconds)
+@dataclass(frozen=True)
+class PCM:
+    """Audio a client sent as numbers (Open Inference Protocol FP32 tensors): ``samples`` float32 [N] mono
+    at ``sample_rate`` Hz; checked and resampled like decoded files (``speechprompt.audio.from_pcm``)."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+def _decode(data: bytes | PCM, max_seconds: float) -> tuple[DecodedAudio, str]:
+    if isinstance(data, PCM):
+        audio = from_pcm(data.samples, data.sample_rate, max_seconds=max_seconds)
+    else:
+        audio = decode_audio(data, max_seconds=max_seconds)
     return audio, pcm_digest(audio.samples)
 
 
-async def decode(service: Service, data: bytes, max_seconds: float | None = None) -> Clip:
-    """Bytes -> 16 kHz mono PCM + its digest, in a worker thread (typed AudioError on bad input); at most
-    ``max_seconds`` (default: the server's ``max_audio_seconds``)."""
+async def decode(service: Service, data: bytes | PCM, max_seconds: float | None = None) -> Clip:
+    """Bytes (an encoded file) or PCM -> 16 kHz mono PCM + its digest, in a worker thread (typed AudioError
+    on bad input); at most ``max_seconds`` (default: the server's ``max_audio_seconds``)."""
     start = time.monotonic()
     audio, digest = await asyncio.to_thread(_decode, data, max_seconds or service.max_audio_seconds)
     seconds = time.monotonic() - start
@@ -97,12 +109,14 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
 
 
 def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
-            explain: tuple[JobResult, Clip, int] | None = None) -> dict:
-    """One task's result; ``explain`` = (the job's result, the clip, the row's index) adds its explanation."""
+            explain: tuple[JobResult, Clip, int] | None = None, by_label: bool = False) -> dict:
+    """One task's result; ``explain`` = (the job's result, the clip, the row's index) adds its explanation;
+    ``by_label``: ``scores`` lists every class in the package's label order (top_k ignored)."""
     probs = row_probs(lease, probs)  # this row alone fails: the other tasks of the request still answer
     order = np.argsort(-probs, kind="stable")[:top_k]
+    shown = range(len(probs)) if by_label else order
     out = {"task": lease.task, "version": lease.version, "label": lease.labels[int(order[0])],
-           "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in order],
+           "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in shown],
            "backbone": fingerprint}
     if explain is not None:
         result, clip, row = explain
@@ -133,17 +147,19 @@ def _count(service: Service, task: str, status: int) -> None:
     service.metrics.requests.labels(task=task if known else "_unknown", status=str(status)).inc()
 
 
-async def classify_one(service: Service, task: str, data: bytes, top_k: int, receive: Any = None,
-                       long_audio: LongAudioRequest | None = None, explain_spans: int = 0) -> dict:
+async def classify_one(service: Service, task: str, data: bytes | PCM, top_k: int, receive: Any = None,
+                       long_audio: LongAudioRequest | None = None, explain_spans: int = 0,
+                       by_label: bool = False) -> dict:
     """Score one clip with one task -> the classify response body (typed errors propagate); with
-    ``explain_spans`` > 0 the body has an occlusion ``explanation`` over that many stretches."""
+    ``explain_spans`` > 0 the body has an occlusion ``explanation`` over that many stretches. ``by_label``:
+    ``scores`` lists every class in the package's label order (top_k ignored) instead of the best first."""
     start = time.monotonic()
     try:
         service.require_ready()
         deadline = start + service.settings.request_deadline_s
         lease = await _until(service.registry.acquire(task), deadline, f"task {task!r} was loading")
         clip, items, result = await _score_leases(service, [lease], data, top_k, receive, deadline,
-                                                  long_audio or LongAudioRequest(), explain_spans)
+                                                  long_audio or LongAudioRequest(), explain_spans, by_label)
         body = items[task]
         if isinstance(body, Exception):
             raise body
@@ -157,9 +173,9 @@ async def classify_one(service: Service, task: str, data: bytes, top_k: int, rec
     return body
 
 
-async def _score_leases(service: Service, leases: list[Lease], data: bytes, top_k: int, receive: Any,
-                        deadline: float, req: LongAudioRequest,
-                        explain_spans: int = 0) -> tuple[Clip, dict, JobResult | None]:
+async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM, top_k: int, receive: Any,
+                        deadline: float, req: LongAudioRequest, explain_spans: int = 0,
+                        by_label: bool = False) -> tuple[Clip, dict, JobResult | None]:
     """Decode once, then score each lease by its long-audio policy (``server/long_audio.py``): as usual on the
     clip (or its first ``max_audio_seconds``), by windows, or refused. Releases every lease. -> (clip,
     {task: result item or typed error}, the plain job's result or None). ``explain_spans`` > 0 explains the
@@ -179,7 +195,8 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes, top_
             held = [le for le in held if le not in plain]
             result = await run_job(service, job_clip, plain, deadline, receive, explain_spans)
             for i, (le, row) in enumerate(zip(plain, result.rows, strict=True)):
-                items[le.task] = _item(le, row, top_k, fingerprint, (result, job_clip, i) if explain_spans else None)
+                items[le.task] = _item(le, row, top_k, fingerprint, (result, job_clip, i) if explain_spans else None,
+                                       by_label)
                 if job_clip is not clip and not isinstance(items[le.task], Exception):
                     items[le.task]["long_audio"] = {"policy": "truncate",
                                                     "scored_s": round(job_clip.audio.duration_s, 6)}
@@ -193,9 +210,9 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes, top_
 
 
 def _item(lease: Lease, row: Any, top_k: int, fingerprint: str,
-          explain: tuple[JobResult, Clip, int] | None = None) -> dict | Exception:
+          explain: tuple[JobResult, Clip, int] | None = None, by_label: bool = False) -> dict | Exception:
     try:
-        return _scores(lease, row, top_k, fingerprint, explain)
+        return _scores(lease, row, top_k, fingerprint, explain, by_label)
     except Exception as exc:  # noqa: BLE001 - typed: this task's error entry
         return exc
 

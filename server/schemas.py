@@ -180,17 +180,25 @@ TASK_NAME_HELP = "task name: 1-64 characters of a-z, 0-9, '_' and '-', starting 
 
 def problem_media_types(doc: dict[str, Any], max_upload_bytes: int) -> dict[str, Any]:
     """Fix up a generated OpenAPI document in place: every 4xx/5xx response is ``application/problem+json``
-    with the Problem schema (FastAPI would say ``application/json``), and every binary request body states
+    with the Problem schema (FastAPI would say ``application/json``; under ``/v2``, the Open Inference Protocol's
+    ``{"error": ...}`` as ``application/json``), and every binary request body states
     the byte limit the server enforces (``maxLength``)."""
     problem_ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
-    for ops in doc.get("paths", {}).values():
+    v2_error = {"schema": {"$ref": "#/components/schemas/V2Error"}}
+    doc.setdefault("components", {}).setdefault("schemas", {})["V2Error"] = {
+        "title": "V2Error", "type": "object", "required": ["error"], "additionalProperties": False,
+        "properties": {"error": {"type": "string"}},
+        "description": "Open Inference Protocol error body (every error under /v2)"}
+    for path, ops in doc.get("paths", {}).items():
+        error_content = {"application/json": dict(v2_error)} if path.startswith("/v2") else \
+            {"application/problem+json": dict(problem_ref)}
         for op in ops.values():
             responses = op.get("responses", {})
             if responses.get("422", {}).get("description") == "Validation Error":
                 del responses["422"]  # FastAPI's own: parameter errors are 400 here (server/handlers.py)
             for status, resp in responses.items():
                 if status[0] in "45":
-                    resp["content"] = {"application/problem+json": dict(problem_ref)}
+                    resp["content"] = dict(error_content)
             for media in op.get("requestBody", {}).get("content", {}).values():
                 schema = media.get("schema", {})
                 targets = [schema, *schema.get("properties", {}).values()]

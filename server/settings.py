@@ -68,5 +68,9 @@ class Settings(BaseSettings):
     )
     max_classes: int = Field(256, ge=2, description="most classes (labels) a task package may have")
     store_poll_interval_s: float = Field(2.0, gt=0, description="how often the store is checked for changes (s)")
+    drain_timeout_s: float = Field(
+        20.0, ge=0, description="on SIGTERM the server stops accepting connections, lets the requests in flight "
+        "(body upload, queue, model) finish for up to this long, then stops (s); Kubernetes' "
+        "terminationGracePeriodSeconds must exceed the preStop delay plus this")
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8000, ge=0, le=65535, description="listen port")

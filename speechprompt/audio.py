@@ -399,17 +399,47 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
     del pcm
     if mono.size == 0:
         raise EmptyAudio(f"the {fmt} file contains no samples", accepted="at least 25 ms of audio")
+    return _to_model_rate(mono, rate, channels, fmt, target_rate)
+
+
+def _to_model_rate(mono: np.ndarray, rate: int, channels: int, fmt: str, target_rate: int) -> DecodedAudio:
+    """Mono float32 PCM [N] at ``rate`` Hz -> checked, resampled ``DecodedAudio`` at ``target_rate`` Hz."""
     if not np.isfinite(mono).all():  # before resampling: soxr would smear a NaN over its filter length
         check_samples(mono, rate)
-    peak = max(float(mono.max()), -float(mono.min()))  # not np.abs: no second copy of a long clip
+    peak = max(float(mono.max()), -float(mono.min())) if mono.size else 0.0  # not np.abs: no second copy
     if peak > MAX_PEAK:
         raise AudioOutOfRange(f"the samples reach {peak:.3g}, far outside full scale [-1, 1]: float audio must be "
                               f"scaled to [-1, 1] (this looks like unscaled or corrupt data)",
                               accepted=f"float samples within [-{MAX_PEAK:g}, {MAX_PEAK:g}] (full scale is 1.0), "
                                        "or integer PCM")
     resampled = rate != target_rate
-    out = soxr.resample(mono, rate, target_rate, quality=RESAMPLE_QUALITY) if resampled else mono
+    out = soxr.resample(mono, rate, target_rate, quality=RESAMPLE_QUALITY) if resampled and mono.size else mono
     out = np.ascontiguousarray(out, dtype=np.float32)
     check_samples(out, target_rate)
     return DecodedAudio(samples=out, sample_rate=target_rate, input_sample_rate=rate, input_channels=channels,
                         input_format=fmt, duration_s=out.size / target_rate, resampled=resampled)
+
+
+MAX_PCM_RATE = 384_000  # Hz: the highest sample rate ``from_pcm`` takes (and the lowest is 1000 Hz)
+
+
+def from_pcm(samples: np.ndarray, sample_rate: int, *, max_seconds: float | None = 600.0,
+             target_rate: int = MODEL_RATE) -> DecodedAudio:
+    """Raw mono PCM a client sent as numbers -> ``DecodedAudio`` (float32 [N] @ target_rate Hz), with the
+    same checks as :func:`decode_audio` (``input_format`` is ``"PCM"``).
+
+    ``samples``: float [N] at ``sample_rate`` Hz (1000-384000), in [-1, 1]. Raises AudioTooLong (longer than
+    ``max_seconds`` seconds), EmptyAudio, NonFiniteAudio, AudioOutOfRange, AudioTooShort, UndecodableAudio
+    (a sample rate out of range); ValueError if ``samples`` is not 1-D (a caller bug).
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be 1-D [N], got shape {samples.shape}")
+    if not 1000 <= sample_rate <= MAX_PCM_RATE:
+        raise UndecodableAudio(f"a sample rate of {sample_rate} Hz is not accepted",
+                               accepted=f"a sample rate from 1000 to {MAX_PCM_RATE} Hz")
+    if max_seconds is not None and samples.size > math.floor(max_seconds * sample_rate):
+        raise too_long(max_seconds, samples.size / sample_rate)
+    if samples.size == 0:
+        raise EmptyAudio("the audio contains no samples", accepted="at least 25 ms of audio")
+    return _to_model_rate(samples, sample_rate, 1, "PCM", target_rate)

@@ -26,6 +26,7 @@ from speechprompt.audio import (
     UndecodableAudio,
     check_samples,
     decode_audio,
+    from_pcm,
 )
 
 LSB16 = 1 / 32768  # one 16-bit PCM step
@@ -317,6 +318,35 @@ def test_check_samples_for_callers_with_pcm():
         check_samples(np.full(1199, 0.1, np.float32), 48000)
     with pytest.raises(ValueError):
         check_samples(np.zeros((400, 2), np.float32), 16000)
+
+
+
+def test_from_pcm_equals_decoding_the_same_samples_as_a_float_wav():
+    rng = np.random.default_rng(3)
+    for rate in (16000, 8000, 44100):
+        x = (0.3 * rng.standard_normal(rate // 2)).astype(np.float32)  # 0.5 s
+        buf = io.BytesIO()
+        sf.write(buf, x, rate, format="WAV", subtype="FLOAT")
+        ref, got = decode_audio(buf.getvalue()), from_pcm(x, rate)
+        np.testing.assert_array_equal(got.samples, ref.samples)
+        assert (got.input_sample_rate, got.resampled, got.input_format) == (rate, rate != 16000, "PCM")
+        assert got.duration_s == ref.duration_s
+
+
+def test_from_pcm_refuses_what_decoding_refuses():
+    ok = np.full(8000, 0.1, np.float32)
+    for x, rate, kw, err in [(np.zeros(0, np.float32), 16000, {}, EmptyAudio),
+                             (np.full(399, 0.1, np.float32), 16000, {}, AudioTooShort),
+                             (np.array([0.0] * 500 + [np.inf], np.float32), 16000, {}, NonFiniteAudio),
+                             (np.full(800, 1e6, np.float32), 16000, {}, AudioOutOfRange),
+                             (np.full(16001, 0.1, np.float32), 16000, {"max_seconds": 1.0}, AudioTooLong),
+                             (ok, 999, {}, UndecodableAudio), (ok, 400_000, {}, UndecodableAudio)]:
+        with pytest.raises(err):
+            from_pcm(x, rate, **kw)
+    assert from_pcm(np.full(16000, 0.1, np.float32), 16000, max_seconds=1.0).duration_s == 1.0
+    with pytest.raises(ValueError):
+        from_pcm(np.zeros((400, 2), np.float32), 16000)
+
 
 
 # ---- lengths are decoded samples, never a header's guess; codecs; out-of-range floats ---------------------

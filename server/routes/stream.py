@@ -167,7 +167,7 @@ async def _run(ws: WebSocket, service: Service, leases: list[Lease]) -> None:
     window_s, hop_s = choose_window(leases, _float_param(ws, "window"), _float_param(ws, "hop"),
                                     default_window_s=s.window_seconds, default_hop_s=s.hop_seconds,
                                     max_window_s=min(service.max_audio_seconds, s.stream_buffer_seconds))
-    rate, encoding = parse_start(_json((await _next_message(ws, s.body_timeout_s)).get("text")))
+    rate, encoding = parse_start((await _next_message(ws, s.body_timeout_s)).get("text"))
     session = Session(service, ws, leases, window_s, hop_s)
     await ws.send_json({"type": "ready", "window": window_s, "hop": hop_s, "sample_rate": rate,
                         "buffer_seconds": s.stream_buffer_seconds, "max_seconds": s.max_long_audio_seconds,

@@ -138,7 +138,23 @@ def test_bad_start_message_gets_an_error_and_close_1003(live, start):
     with connect(ws_url(live, "tasks=st-a")) as ws:
         ws.send(start)
         err, code = closing_error(ws)
-    assert (err["code"], code) == ("bad_start" if start != "not json" else "bad_message", 1003)
+    assert (err["code"], code) == ("bad_start", 1003)
+
+
+def test_binary_first_message_is_a_bad_start(live):
+    with connect(ws_url(live, "tasks=st-a")) as ws:
+        ws.send(clip(0.5).tobytes())
+        err, code = closing_error(ws)
+    assert (err["code"], code) == ("bad_start", 1003)
+
+
+def test_text_other_than_stop_after_start_is_1003(live):
+    with connect(ws_url(live, "tasks=st-a")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"type": "pause"}))
+        err, code = closing_error(ws)
+    assert (err["code"], code) == ("bad_message", 1003)
 
 
 def test_binary_frame_of_half_a_sample_gets_1003(live):

@@ -148,22 +148,17 @@ def test_binary_first_message_is_a_bad_start(live):
     assert (err["code"], code) == ("bad_start", 1003)
 
 
-def test_text_other_than_stop_after_start_is_1003(live):
+@pytest.mark.parametrize("message, expected", [(json.dumps({"type": "pause"}), "bad_message"),
+                                               ("stop", "bad_message"), (b"\x00\x01\x02", "bad_frame"),
+                                               (np.array([0.1, np.nan], "<f4").tobytes() * 2, "bad_frame")])
+def test_bad_message_after_start_gets_1003(live, message, expected):
+    encoding = "f32" if expected == "bad_frame" and len(message) > 3 else "pcm16"
     with connect(ws_url(live, "tasks=st-a")) as ws:
-        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": encoding}))
         ws.recv(timeout=10)
-        ws.send(json.dumps({"type": "pause"}))
+        ws.send(message)
         err, code = closing_error(ws)
-    assert (err["code"], code) == ("bad_message", 1003)
-
-
-def test_binary_frame_of_half_a_sample_gets_1003(live):
-    with connect(ws_url(live, "tasks=st-a")) as ws:
-        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
-        ws.recv(timeout=10)
-        ws.send(b"\x00\x01\x02")
-        err, code = closing_error(ws)
-    assert (err["code"], code) == ("bad_frame", 1003)
+    assert (err["code"], code) == (expected, 1003)
 
 
 @pytest.mark.parametrize("query, expected", [("tasks=st-a,nope", "unknown_task"), ("tasks=", "bad_request"),

@@ -4,9 +4,12 @@ whatever the number of tasks, and packages made for another kind or another back
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import pytest_asyncio
+import soundfile as sf
 import torch
 
 import speechprompt.prosody as prosody_mod
@@ -165,3 +168,19 @@ async def test_packages_for_another_kind_or_backbone_are_409(srv, direct, tmp_pa
     assert_problem(await srv.client.post("/v1/tasks/gender/classify", content=wav_bytes(), headers=WAV),
                    503, "task_unavailable")
     assert (await srv.client.post("/v1/tasks/vad/classify", content=wav_bytes(), headers=WAV)).status_code == 200
+
+
+async def test_windowed_classify_on_pgslm_equals_each_window_alone(srv, direct):
+    """Long audio on pGSLM: every window's scores equal the direct computation on that window's samples."""
+    data = wav_bytes(2.5, seed=4)
+    r = await srv.client.post("/v1/tasks/kws/classify?window=1&hop=0.5&top_k=4", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    samples = decode_audio(data).samples
+    assert [(w["start"], w["end"]) for w in body["windows"]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
+    for w in body["windows"]:
+        piece = samples[round(w["start"] * 16000):round(w["end"] * 16000)]
+        buf = io.BytesIO()
+        sf.write(buf, piece, 16000, format="WAV", subtype="FLOAT")
+        ref = direct.probs(buf.getvalue(), srv.pkgs["kws"])
+        np.testing.assert_allclose([w["scores"][k] for k in TASKS["kws"]], ref, rtol=1e-4, atol=1e-6)

@@ -131,6 +131,7 @@ class Session:
                     self.probs[lease.task].append(p)
                     tasks[lease.task] = task_scores(lease, p)
                 self.scored.append(w)
+                self.service.metrics.windows.labels(source="stream").inc()
                 self.buf.keep_from(w.start + 1)  # every later window starts after this one
                 start, end = w.seconds
                 await self.ws.send_json({"type": "result", "start": start, "end": end, "tasks": tasks})
@@ -188,11 +189,13 @@ async def stream(ws: WebSocket) -> None:
         service.require_ready()
         names = parse_tasks(ws.query_params.get("tasks", ""))
         with service.admission.slot():
+            service.metrics.stream_sessions.inc()
             try:
                 for name in names:
                     leases.append(await service.registry.acquire(name))
                 await _run(ws, service, leases)
             finally:
+                service.metrics.stream_sessions.dec()
                 for lease in leases:
                     service.registry.release(lease)
     except Exception as exc:  # noqa: BLE001 - every failure ends the stream with an error message + close code

@@ -97,6 +97,9 @@ def test_results_per_hop_arrive_before_stop_and_equal_classify_of_each_window(li
         assert ws.close_code == 1000
     results = live_results + rest[:-1]
     summary = rest[-1]
+    metrics = live.http.get("/metrics").text
+    counts = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines() if ln[:1] != "#"}
+    assert counts['sp_windows_total{source="stream"}'] >= 6 and counts["sp_stream_sessions"] == 0
     assert all(m["type"] == "result" for m in results)
     # full windows every hop, then the tail window ending at the clip's end
     assert [(m["start"], m["end"]) for m in results] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5),

@@ -4,7 +4,7 @@ A file (16-bit PCM WAV) is streamed as fast as the server scores it (``--realtim
 ``--mic`` records with ALSA's ``arecord`` (raw S16_LE mono 16 kHz, ``--device``, ``--seconds``) until the time
 is up or Ctrl-C, then asks for the summary. Each result is a line on stdout (``--format json``: one JSON object
 per line, the last one the summary); errors go to stderr. Exit codes as for the other client commands: 1 the
-server refused or ended the stream, 2 bad usage (no arecord), 3 server unreachable.
+server refused or ended the stream or arecord failed, 2 bad usage (no arecord), 3 server unreachable.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from .errors import TransportError
 from .stream import StreamError, StreamResult, StreamSummary, stream
 
 MIC_RATE = 16000
+
+
+class RecordingFailed(RuntimeError):
+    """``arecord`` ended with an error (no capture device, busy device, bad ``--device``)."""
+
 FRAME_BYTES = MIC_RATE // 4 * 2  # 250 ms of S16_LE mono
 
 
@@ -45,7 +50,7 @@ def mic_frames(device: str | None, seconds: float | None) -> Iterator[bytes]:
             proc.terminate()
         proc.wait(5)
     if proc.returncode not in (0, -15) and proc.stderr is not None:
-        raise StreamError("recording_failed", f"arecord failed: {proc.stderr.read().decode(errors='replace')[-300:]}")
+        raise RecordingFailed(f"arecord failed: {proc.stderr.read().decode(errors='replace').strip()[-300:]}")
 
 
 def line(event: StreamResult | StreamSummary) -> str:
@@ -88,7 +93,7 @@ def stream_cmd(
                 typer.echo(json.dumps({"type": kind, **asdict(event)}, ensure_ascii=False))
             else:
                 typer.echo(line(event))
-    except StreamError as e:
+    except (StreamError, RecordingFailed) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     except TransportError as e:

@@ -63,6 +63,10 @@ class Metrics:
             "sp_package_evict_duration_seconds", "removal of a task version from the device",
             buckets=_MS_BUCKETS, registry=r,
         )
+        self.stream_sessions = Gauge("sp_stream_sessions", "WebSocket streams open (/v1/stream)", registry=r)
+        self.windows = Counter(
+            "sp_windows_total", "windows scored, of long clips (classify) and of streams", ["source"], registry=r
+        )
         self.package_failures = Counter(
             "sp_package_failures_total", "refused or failed task packages by error code", ["code"], registry=r
         )

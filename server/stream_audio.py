@@ -7,6 +7,8 @@ a declared rate other than 16 kHz is resampled with soxr's streaming resampler (
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import soxr
 
@@ -25,8 +27,13 @@ class BadStreamData(ValueError):
         self.code, self.detail = code, detail
 
 
-def parse_start(msg: object) -> tuple[int, str]:
-    """``{"type": "start", "sample_rate": Hz, "encoding": "pcm16" | "f32"}`` -> (rate, encoding)."""
+def parse_start(text: object) -> tuple[int, str]:
+    """The first message, TEXT ``{"type": "start", "sample_rate": Hz, "encoding": "pcm16" | "f32"}`` -> (rate,
+    encoding); anything else (binary, not JSON, another type, a bad rate or encoding) raises ``bad_start``."""
+    try:
+        msg = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        msg = None
     if not isinstance(msg, dict) or msg.get("type") != "start":
         raise BadStreamData("bad_start", 'the first message must be JSON {"type": "start", "sample_rate": 16000, '
                             '"encoding": "pcm16"}')

@@ -163,6 +163,7 @@ async def score_windows(service: Service, samples: np.ndarray, leases: Sequence[
             tasks = [group.create_task(one(w)) for w in windows]
     except BaseExceptionGroup as eg:
         raise first_error(eg) from None
+    service.metrics.windows.labels(source="classify").inc(len(windows))
     return windows, [t.result() for t in tasks]
 
 

@@ -131,6 +131,7 @@ class Session:
                     self.probs[lease.task].append(p)
                     tasks[lease.task] = task_scores(lease, p)
                 self.scored.append(w)
+                self.service.metrics.windows.labels(source="stream").inc()
                 self.buf.keep_from(w.start + 1)  # every later window starts after this one
                 start, end = w.seconds
                 await self.ws.send_json({"type": "result", "start": start, "end": end, "tasks": tasks})
@@ -167,7 +168,7 @@ async def _run(ws: WebSocket, service: Service, leases: list[Lease]) -> None:
     window_s, hop_s = choose_window(leases, _float_param(ws, "window"), _float_param(ws, "hop"),
                                     default_window_s=s.window_seconds, default_hop_s=s.hop_seconds,
                                     max_window_s=min(service.max_audio_seconds, s.stream_buffer_seconds))
-    rate, encoding = parse_start(_json((await _next_message(ws, s.body_timeout_s)).get("text")))
+    rate, encoding = parse_start((await _next_message(ws, s.body_timeout_s)).get("text"))
     session = Session(service, ws, leases, window_s, hop_s)
     await ws.send_json({"type": "ready", "window": window_s, "hop": hop_s, "sample_rate": rate,
                         "buffer_seconds": s.stream_buffer_seconds, "max_seconds": s.max_long_audio_seconds,
@@ -188,11 +189,13 @@ async def stream(ws: WebSocket) -> None:
         service.require_ready()
         names = parse_tasks(ws.query_params.get("tasks", ""))
         with service.admission.slot():
+            service.metrics.stream_sessions.inc()
             try:
                 for name in names:
                     leases.append(await service.registry.acquire(name))
                 await _run(ws, service, leases)
             finally:
+                service.metrics.stream_sessions.dec()
                 for lease in leases:
                     service.registry.release(lease)
     except Exception as exc:  # noqa: BLE001 - every failure ends the stream with an error message + close code

@@ -162,3 +162,10 @@ def test_cli_stream_from_arecord(live):
     events = [json.loads(x) for x in res.stdout.splitlines()]
     assert events[-1]["type"] == "summary" and events[-1]["duration"] == pytest.approx(2.0)
     assert [(e["start"], e["end"]) for e in events[:-1]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0)]
+
+
+@pytest.mark.skipif(not shutil.which("arecord"), reason="arecord (alsa-utils) is not installed")
+def test_cli_stream_reports_a_failing_recorder(live):
+    res = CliRunner().invoke(cli_app(), ["stream", "--mic", "--device", "no-such-device", "--tasks", "cs-a",
+                                         "--url", live.url])
+    assert res.exit_code == 1 and "arecord failed" in res.stderr, (res.exit_code, res.stderr)

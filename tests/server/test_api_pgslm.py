@@ -4,9 +4,12 @@ whatever the number of tasks, and packages made for another kind or another back
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import pytest_asyncio
+import soundfile as sf
 import torch
 
 import speechprompt.prosody as prosody_mod
@@ -196,3 +199,19 @@ async def test_verbalizer_view_reads_the_pgslm_unit_tokens(srv, direct):
     w = srv.pkgs["kws"].verbalizer.double()[4:, direct.bb.unit_to_token].numpy()  # [C, K] through the pGSLM map
     assert body["units"] == 20 and body["version"] == srv.pkgs["kws"].version
     np.testing.assert_allclose(np.array(body["weights"]), w - w.mean(0, keepdims=True), atol=1e-6)
+
+
+async def test_windowed_classify_on_pgslm_equals_each_window_alone(srv, direct):
+    """Long audio on pGSLM: every window's scores equal the direct computation on that window's samples."""
+    data = wav_bytes(2.5, seed=4)
+    r = await srv.client.post("/v1/tasks/kws/classify?window=1&hop=0.5&top_k=4", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    samples = decode_audio(data).samples
+    assert [(w["start"], w["end"]) for w in body["windows"]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
+    for w in body["windows"]:
+        piece = samples[round(w["start"] * 16000):round(w["end"] * 16000)]
+        buf = io.BytesIO()
+        sf.write(buf, piece, 16000, format="WAV", subtype="FLOAT")
+        ref = direct.probs(buf.getvalue(), srv.pkgs["kws"])
+        np.testing.assert_allclose([w["scores"][k] for k in TASKS["kws"]], ref, rtol=1e-4, atol=1e-6)

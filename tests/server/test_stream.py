@@ -97,6 +97,9 @@ def test_results_per_hop_arrive_before_stop_and_equal_classify_of_each_window(li
         assert ws.close_code == 1000
     results = live_results + rest[:-1]
     summary = rest[-1]
+    metrics = live.http.get("/metrics").text
+    counts = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines() if ln[:1] != "#"}
+    assert counts['sp_windows_total{source="stream"}'] >= 6 and counts["sp_stream_sessions"] == 0
     assert all(m["type"] == "result" for m in results)
     # full windows every hop, then the tail window ending at the clip's end
     assert [(m["start"], m["end"]) for m in results] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5),
@@ -138,16 +141,27 @@ def test_bad_start_message_gets_an_error_and_close_1003(live, start):
     with connect(ws_url(live, "tasks=st-a")) as ws:
         ws.send(start)
         err, code = closing_error(ws)
-    assert (err["code"], code) == ("bad_start" if start != "not json" else "bad_message", 1003)
+    assert (err["code"], code) == ("bad_start", 1003)
 
 
-def test_binary_frame_of_half_a_sample_gets_1003(live):
+def test_binary_first_message_is_a_bad_start(live):
     with connect(ws_url(live, "tasks=st-a")) as ws:
-        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
-        ws.recv(timeout=10)
-        ws.send(b"\x00\x01\x02")
+        ws.send(clip(0.5).tobytes())
         err, code = closing_error(ws)
-    assert (err["code"], code) == ("bad_frame", 1003)
+    assert (err["code"], code) == ("bad_start", 1003)
+
+
+@pytest.mark.parametrize("message, expected", [(json.dumps({"type": "pause"}), "bad_message"),
+                                               ("stop", "bad_message"), (b"\x00\x01\x02", "bad_frame"),
+                                               (np.array([0.1, np.nan], "<f4").tobytes() * 2, "bad_frame")])
+def test_bad_message_after_start_gets_1003(live, message, expected):
+    encoding = "f32" if expected == "bad_frame" and len(message) > 3 else "pcm16"
+    with connect(ws_url(live, "tasks=st-a")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": encoding}))
+        ws.recv(timeout=10)
+        ws.send(message)
+        err, code = closing_error(ws)
+    assert (err["code"], code) == (expected, 1003)
 
 
 @pytest.mark.parametrize("query, expected", [("tasks=st-a,nope", "unknown_task"), ("tasks=", "bad_request"),

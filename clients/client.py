@@ -108,6 +108,15 @@ def read_input(obj: AudioInput, filename: str | None = None) -> tuple[str, bytes
     raise TypeError(f"expected a path, bytes or a binary file object, got {type(obj).__name__}")
 
 
+def _explain_params(explain: bool | int) -> dict[str, str]:
+    """Query parameters for ``explain``: False -> none; True -> ``explain=true``; N -> N stretches too."""
+    if explain is False or explain is None:
+        return {}
+    if explain is True:
+        return {"explain": "true"}
+    return {"explain": "true", "explain_spans": str(int(explain))}
+
+
 def _task_path(task: str, suffix: str = "") -> str:
     if not task:
         raise ValueError("task name must not be empty")
@@ -167,13 +176,14 @@ class _Calls:
             raise ValueError("send_as must be 'multipart' or 'raw'")
         return call
 
-    def classify(self, task, audio, top_k, filename, content_type, send_as, long_audio=None) -> _Call:
+    def classify(self, task, audio, top_k, filename, content_type, send_as, long_audio=None, explain=False) -> _Call:
         params = {} if top_k is None else {"top_k": int(top_k)}
-        params.update(long_audio or {})
+        params.update(long_audio or {}, **_explain_params(explain))
         call = _Call("POST", _task_path(task, "/classify"), lambda r: ClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 
-    def classify_multi(self, tasks, audio, top_k, filename, content_type, send_as, long_audio=None) -> _Call:
+    def classify_multi(self, tasks, audio, top_k, filename, content_type, send_as, long_audio=None,
+                       explain=False) -> _Call:
         if isinstance(tasks, str):
             tasks = [t for t in tasks.split(",") if t]
         if not tasks:
@@ -181,7 +191,7 @@ class _Calls:
         params: dict[str, Any] = {"tasks": ",".join(tasks)}
         if top_k is not None:
             params["top_k"] = int(top_k)
-        params.update(long_audio or {})
+        params.update(long_audio or {}, **_explain_params(explain))
         call = _Call("POST", "/v1/classify", lambda r: MultiClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 
@@ -275,20 +285,23 @@ class SpeechPromptClient:
 
     def classify(self, task: str, audio: AudioInput, *, top_k: int | None = None, filename: str | None = None,
                  content_type: str | None = None, send_as: str = "multipart",
-                 long_audio: dict[str, Any] | None = None) -> ClassifyResult:
+                 long_audio: dict[str, Any] | None = None, explain: bool | int = False) -> ClassifyResult:
         """Classify one clip with one task (``POST /v1/tasks/{task}/classify``). ``audio``: path, bytes or
         binary file; ``send_as``: ``multipart`` (field ``audio``) or ``raw`` (body with an ``audio/*`` type);
         ``long_audio``: query parameters for long clips, e.g. ``{"long_audio": "window", "window": 2, "hop": 1}``
-        (a windowed answer keeps ``windows``, ``spans`` and ``long_audio`` in ``result.raw``)."""
-        return self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as, long_audio))
+        (a windowed answer keeps ``windows``, ``spans`` and ``long_audio`` in ``result.raw``); ``explain``:
+        True (or a number of stretches, 1-64) asks for the occlusion explanation (``result.explanation``)."""
+        return self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as, long_audio,
+                                               explain))
 
     def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
-                       send_as: str = "multipart", long_audio: dict[str, Any] | None = None) -> MultiClassifyResult:
+                       send_as: str = "multipart", long_audio: dict[str, Any] | None = None,
+                       explain: bool | int = False) -> MultiClassifyResult:
         """Classify one clip with many tasks (``POST /v1/classify?tasks=a,b``); per-task failures are
-        ``TaskFailure`` items, not exceptions; ``long_audio`` as for :meth:`classify`."""
+        ``TaskFailure`` items, not exceptions; ``long_audio`` and ``explain`` as for :meth:`classify`."""
         return self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
-                                                     long_audio))
+                                                     long_audio, explain))
 
     def tasks(self) -> list[TaskInfo]:
         """All tasks (``GET /v1/tasks``)."""
@@ -370,18 +383,20 @@ class AsyncSpeechPromptClient:
 
     async def classify(self, task: str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
-                       send_as: str = "multipart", long_audio: dict[str, Any] | None = None) -> ClassifyResult:
+                       send_as: str = "multipart", long_audio: dict[str, Any] | None = None,
+                       explain: bool | int = False) -> ClassifyResult:
         """See ``SpeechPromptClient.classify``."""
         return await self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as,
-                                                     long_audio))
+                                                     long_audio, explain))
 
     async def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                              filename: str | None = None, content_type: str | None = None,
                              send_as: str = "multipart",
-                             long_audio: dict[str, Any] | None = None) -> MultiClassifyResult:
+                             long_audio: dict[str, Any] | None = None,
+                             explain: bool | int = False) -> MultiClassifyResult:
         """See ``SpeechPromptClient.classify_multi``."""
         return await self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
-                                                           long_audio))
+                                                           long_audio, explain))
 
     async def tasks(self) -> list[TaskInfo]:
         return await self._send(self._calls.tasks())

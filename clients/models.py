@@ -80,6 +80,12 @@ class ClassifyResult:
         """Probability of the predicted label (None if the server returned no scores)."""
         return next((s.score for s in self.scores if s.label == self.label), None)
 
+    @property
+    def explanation(self) -> dict[str, Any] | None:
+        """The occlusion explanation (``explain=True``): ``{method, label, score, spans: [{start, end, units,
+        score_without, importance}]}``, times in seconds; None when not asked for (docs/api.md)."""
+        return self.raw.get("explanation")
+
     @classmethod
     def from_json(cls, d: dict[str, Any], audio: dict | None = None, timings: dict | None = None) -> ClassifyResult:
         what = "classify result"

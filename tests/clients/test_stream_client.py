@@ -169,3 +169,25 @@ def test_cli_stream_reports_a_failing_recorder(live):
     res = CliRunner().invoke(cli_app(), ["stream", "--mic", "--device", "no-such-device", "--tasks", "cs-a",
                                          "--url", live.url])
     assert res.exit_code == 1 and "arecord failed" in res.stderr, (res.exit_code, res.stderr)
+
+
+def test_client_explain_asks_for_occlusion_and_returns_it(live, tmp_path):
+    """``explain=N`` on the client: each task's result carries the server's explanation over N stretches that
+    cover the clip, for the label the result gives; without ``explain`` there is none."""
+    path = wav_file(tmp_path, 1.5)
+
+    async def both():
+        async with AsyncSpeechPromptClient(live.url) as client:
+            return await client.classify_multi(["cs-a", "cs-b"], path, explain=4)
+
+    with SpeechPromptClient(live.url) as client:
+        one = client.classify("cs-a", path, explain=3)
+        plain = client.classify("cs-a", path)
+    assert plain.explanation is None and one.label == plain.label and one.version == plain.version
+    ex = one.explanation
+    assert ex["method"] == "occlusion" and ex["label"] == one.label and len(ex["spans"]) == 3
+    assert ex["spans"][0]["start"] == 0 and ex["spans"][-1]["end"] == pytest.approx(1.5, abs=0.1)
+    assert ex["score"] == pytest.approx(one.score, abs=1e-6)
+    assert all(s["importance"] == pytest.approx(ex["score"] - s["score_without"], abs=1e-6) for s in ex["spans"])
+    multi = asyncio.run(both())
+    assert [len(r.explanation["spans"]) for r in multi.results] == [4, 4]

@@ -66,3 +66,24 @@ async def test_body_cap_clip_length_deadline_and_readiness(make_server):
     assert_v2_error(await srv.client.post("/v2/models/kws/infer", json=infer_body(wav_bytes())), 503)
     assert (await srv.client.get("/v2/health/live")).json() == {"live": True}
     srv.service.state, srv.service.reason = "ready", "ready"
+
+
+async def test_a_task_whose_package_windows_long_audio_is_413_on_v2_not_a_500(make_server):
+    """Windowed results have no v2 tensor shape: /v2 uses the reject policy whatever the package says, while /v1
+    windows the same clip by the package's default."""
+    from dataclasses import replace
+
+    from speechprompt.package import write_package
+
+    srv = await make_server(FakeRuntime(), max_audio_seconds=0.5)
+    p = make_package("win")
+    meta = replace(p.meta, long_audio={"policy": "window", "window": 0.5, "hop": 0.25})
+    data = write_package(meta, deep_key=p.deep_key, deep_value=p.deep_value, input_prompt=p.input_prompt,
+                         separator=p.separator, verbalizer=p.verbalizer)
+    assert (await srv.client.put("/v1/tasks/win", content=data, headers=ADMIN)).status_code == 201
+    clip = wav_bytes(1.0)
+    r = await srv.client.post("/v1/tasks/win/classify", content=clip, headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 200 and r.json()["long_audio"]["policy"] == "window", r.text
+    assert "0.5 s" in assert_v2_error(await srv.client.post("/v2/models/win/infer", json=infer_body(clip)), 413)
+    r = await srv.client.post("/v2/models/win/infer", json=infer_body(wav_bytes(0.4)))
+    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1], r.text

@@ -1,7 +1,8 @@
 """Open Inference Protocol (KServe v2 REST) beside /v1: a task is a "model".
 
 ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``GET /v2/models/{task}``, ``/v2/models/{task}/ready``,
-``POST /v2/models/{task}/infer``. Inference goes through the same path as ``/v1`` classify (admission slot per
+``POST /v2/models/{task}/infer``, and the same three under ``/v2/models/{task}/versions/{version}`` (only the
+version the task serves now; another one is 404, as the protocol allows). Inference goes through the same path as ``/v1`` classify (admission slot per
 clip, the same decode, leases, batcher, deadline and metrics: ``server/inference.py``); errors are the same
 typed errors, answered as v2 error JSON ``{"error": "..."}`` by ``server/handlers.py``. Tensors: ``server/oip.py``.
 """
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from ..bodies import read_capped
 from ..deps import get_service
-from ..errors import NotReady, TaskUnavailable
+from ..errors import NotReady, TaskUnavailable, UnknownTask
 from ..inference import classify_one
 from ..long_audio import LongAudioRequest
 from ..oip import HEADER_LENGTH, infer_response, model_metadata, parse_infer
@@ -25,6 +26,8 @@ from ..service import Service
 
 router = APIRouter(tags=["open-inference-protocol"])
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
+VERSION = Path(description="a task version; only the one the task serves now (GET /v2/models/{task}) is found",
+               max_length=128)
 SERVER_NAME = "speechprompt-server"
 EXTENSIONS = ["binary_tensor_data"]
 INFER_BODY = {"requestBody": {"required": True, "content": {
@@ -113,3 +116,39 @@ async def infer(request: Request, task: str = TASK, service: Service = Depends(g
     return Response(content, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(head)})
 
+
+def _served(service: Service, task: str, version: str) -> None:
+    """404 unless ``version`` is the version ``task`` serves now (one version per task is served)."""
+    current = service.registry.describe(task).get("version")
+    if version != current:
+        raise UnknownTask(f"task {task!r} does not serve version {version!r}; it serves {current!r} "
+                          "(only a task's current version is served)")
+
+
+@router.get("/v2/models/{task}/versions/{version}", responses=problems(400, 404, 503))
+async def model_at_version(task: str = TASK, version: str = VERSION,
+                           service: Service = Depends(get_service)) -> dict:
+    """Model metadata, when ``version`` is the task's current version (else 404)."""
+    service.require_ready()
+    _served(service, task, version)
+    return await model(task, service)
+
+
+@router.get("/v2/models/{task}/versions/{version}/ready", responses=problems(400, 404, 503))
+async def model_ready_at_version(task: str = TASK, version: str = VERSION,
+                                 service: Service = Depends(get_service)) -> dict:
+    """Readiness of the task at ``version`` (404 when it is not the current version)."""
+    service.require_ready()
+    _served(service, task, version)
+    return await model_ready(task, service)
+
+
+@router.post("/v2/models/{task}/versions/{version}/infer", response_model=None, openapi_extra=INFER_BODY,
+             responses=problems(400, 404, 408, 413, 415, 422, 429, 503, 504))
+async def infer_at_version(request: Request, task: str = TASK, version: str = VERSION,
+                           service: Service = Depends(get_service)) -> Response:
+    """``infer`` when ``version`` is the task's current version (checked before the body is read; 404 else).
+    A swap during the request is reported as usual in ``parameters.task_version``."""
+    service.require_ready()
+    _served(service, task, version)
+    return await infer(request, task, service)

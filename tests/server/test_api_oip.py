@@ -194,3 +194,20 @@ def test_v2_requests_count_in_the_same_metrics(client, live):
     inp.set_data_from_numpy(np.stack([pcm(0.25, 8), pcm(0.25, 9)]))
     client.infer(TASK, [inp])
     assert served() == before + 2  # one per clip, as /v1 counts one per clip
+
+
+def test_versioned_routes_serve_only_the_current_version(client, live):
+    """tritonclient's ``model_version`` goes to /v2/models/{task}/versions/{v}/...: the current version answers
+    like the unversioned routes; any other version is 404 for metadata, ready and infer (before the body)."""
+    assert client.get_model_metadata(TASK, model_version=live.version)["versions"] == [live.version]
+    assert client.is_model_ready(TASK, model_version=live.version)
+    assert not client.is_model_ready(TASK, model_version="0" * 16)
+    rows = pcm(0.5, 11)[None, :]
+    inp = triton.InferInput("audio", list(rows.shape), "FP32")
+    inp.set_data_from_numpy(rows, binary_data=True)
+    check_rows(live, client.infer(TASK, [inp], model_version=live.version), [float_wav(rows[0])])
+    with pytest.raises(InferenceServerException, match="does not serve version") as err:
+        client.infer(TASK, [inp], model_version="0" * 16)
+    assert err.value.status() == "404"
+    r = live.http.get(f"/v2/models/{TASK}/versions/{'0' * 16}")
+    assert r.status_code == 404 and live.version in r.json()["error"]

@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +40,7 @@ from bench_server import (  # noqa: E402
     GSLM_RANDOM,
     best_interleaved,
     clip,
+    each_bundle,
     lm_dims,
     log,
     loop,
@@ -53,11 +52,8 @@ from bench_server import (  # noqa: E402
 )
 
 from server.units_cache import UnitsCache  # noqa: E402
-from speechprompt.backbone import make_random_bundle  # noqa: E402
-from speechprompt.encoder import HubertConfig  # noqa: E402
 from speechprompt.precision import BF16_FLAGS, INT8_FLAGS, cpu_flags, read_gate  # noqa: E402
 from speechprompt.runtime import Runtime  # noqa: E402
-from speechprompt.unit_lm import UnitLMConfig  # noqa: E402
 from speechprompt.units import Units  # noqa: E402
 
 
@@ -215,23 +211,9 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}")
     print(f"# CPU flags: {' '.join(sorted(f for f in flags if f in BF16_FLAGS + INT8_FLAGS or f.startswith('avx')))}")
     print(f"# args: {json.dumps(vars(a))}")
-    for spec in a.bundle or ["models/default", GSLM_RANDOM]:
-        tmp = None
-        if spec == GSLM_RANDOM:
-            tmp = Path(tempfile.mkdtemp(prefix="sp-bench-prec-"))
-            path, name, modes = tmp / "bundle", "GSLM shapes, random weights", a.gslm_modes.split(",")
-            log(f"writing a random-weight GSLM-shape bundle to {path}")
-            make_random_bundle(path, seed=0, num_units=100, encoder_cfg=HubertConfig(), lm_cfg=UnitLMConfig(),
-                               name="gslm-random-base")
-        else:
-            path, name, modes = ROOT / spec, spec, a.modes.split(",")
-        try:
-            lines = bench_bundle(name, path, a, modes)
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-        print()
-        print("\n".join(lines), flush=True)
+    each_bundle(a.bundle or ["models/default", GSLM_RANDOM],
+                lambda name, path, spec: bench_bundle(name, path, a, (a.gslm_modes if spec == GSLM_RANDOM
+                                                                      else a.modes).split(",")))
 
 
 if __name__ == "__main__":

@@ -56,15 +56,9 @@ from speechprompt.precision import BF16_FLAGS, INT8_FLAGS, cpu_flags, read_gate 
 from speechprompt.runtime import Runtime  # noqa: E402
 from speechprompt.units import Units  # noqa: E402
 
-NCHW = "fp32-nchw"  # the fp32 path before speech_embedding's convolutions moved to NHWC (the same units)
-
 
 def load(bundle: Path, mode: str, tasks: int, device: str = "cpu") -> tuple[Runtime, list[str]]:
-    rt = Runtime.load(bundle, device=device, precision="fp32" if mode == NCHW else mode)
-    enc = rt.backbone.encoder
-    if mode == NCHW and hasattr(enc, "channels_last"):
-        enc.channels_last = False
-        enc.convs.to(memory_format=torch.contiguous_format)
+    rt = Runtime.load(bundle, device=device, precision=mode)
     L, d, V = lm_dims(rt)
     keys = [f"t{i:03d}" for i in range(tasks)]
     for i, k in enumerate(keys):
@@ -162,7 +156,7 @@ def bench_bundle(name: str, bundle: Path, a: argparse.Namespace, modes: list[str
     fan = timed_loops(rts, lambda rt: (UnitsCache(0), [(wav, "p4", keys[:a.fan])]), max(a.fan, a.rows), a.repeats)
     for m in modes:
         g = gate_modes.get(m)
-        word = "reference" if m in ("fp32", NCHW) else ("not recorded" if g is None else
+        word = "reference" if m == "fp32" else ("not recorded" if g is None else
                                                 f"{'passed' if g['passed'] else 'failed'} (units "
                                                 f"{g['units_agree'] * 100:.2f}%, labels min "
                                                 f"{g['min_labels_agree'] * 100:.2f}%)")
@@ -197,7 +191,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", action="append", help=f"bundle folder or '{GSLM_RANDOM}' (default: models/default "
                     f"and {GSLM_RANDOM})")
-    ap.add_argument("--modes", default=f"fp32,{NCHW},bf16,int8,fp32/bf16,fp32/int8,bf16/fp32")
+    ap.add_argument("--modes", default="fp32,bf16,int8,fp32/bf16,bf16/fp32")
     ap.add_argument("--gslm-modes", default="fp32,bf16,int8", help="modes on GSLM shapes (its fp32 is slow here)")
     ap.add_argument("--p4-modes", default="fp32,bf16,int8")
     ap.add_argument("--mem-modes", default="fp32,bf16,int8")

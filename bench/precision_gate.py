@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
     ap.add_argument("--suite", type=Path, default=ROOT / ".cache/suite")
     ap.add_argument("--real", type=Path, default=ROOT / ".cache/real_eval/tasks")
-    ap.add_argument("--modes", default="bf16,int8,fp32/bf16,fp32/int8,bf16/fp32")
+    ap.add_argument("--modes", default="bf16,int8,fp32/bf16,bf16/fp32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-clips", type=int, default=0, help="0: all test clips")

@@ -124,14 +124,23 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
             "gate passed" if modes.get(mode, {}).get("passed") else "gate not passed or not recorded for this bundle")
         return Choice(mode, requested, f"set explicitly; {run}; {gate_word}", tuple(native))
     ok = [(float(r.get("speedup", 0.0)), m) for m, r in modes.items()
-          if r.get("passed") and all(c in native for c in parse_mode(m)) and float(r.get("speedup", 0.0)) > 1.0]
+          if r.get("passed") and _components(m) and all(c in native for c in _components(m))
+          and float(r.get("speedup", 0.0)) > 1.0]
     if not ok:
         why = ("no agreement gate recorded for this bundle" if not modes else
                "no mode both native here and passing the bundle's agreement gate with a speed-up over fp32")
         return Choice("fp32", "auto", f"{why} (native here: {', '.join(native)})", tuple(native))
     speed, mode = max(ok)
-    return Choice(mode, "auto", f"native here ({'; '.join(native[c] for c in set(parse_mode(mode)))}); gate passed; "
+    return Choice(mode, "auto", f"native here ({'; '.join(native[c] for c in dict.fromkeys(parse_mode(mode)))}); gate passed; "
                   f"{speed:.2f}x fp32 in the gate run", tuple(native))
+
+
+def _components(mode: str) -> tuple[str, str] | None:
+    """``parse_mode`` for a gate file's keys: None for a name this version does not know (skipped, not fatal)."""
+    try:
+        return parse_mode(mode)
+    except PrecisionError:
+        return None
 
 
 def _quantize_linears(module: nn.Module) -> nn.Module:

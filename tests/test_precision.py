@@ -91,6 +91,9 @@ def test_auto_picks_the_fastest_native_mode_whose_gate_passed():
     assert choose("auto", device="cpu", flags=FLAGS_BOTH, gate=None, fingerprint="f").mode == "fp32"
     plain = choose("auto", device="cpu", flags=frozenset({"avx2"}), gate=gate, fingerprint="f")
     assert plain.mode == "fp32" and "no mode both native" in plain.reason
+    # a mode name this version does not know is skipped, not fatal
+    odd = {"fingerprint": "f", "modes": {"fp16": {"passed": True, "speedup": 9.0}, "bf16": {"passed": True, "speedup": 1.5}}}
+    assert choose("auto", device="cpu", flags=FLAGS_BOTH, gate=odd, fingerprint="f").mode == "bf16"
     # a passing mode that is not faster than fp32 is not chosen
     slow = {"fingerprint": "f", "modes": {"bf16": {"passed": True, "speedup": 0.9}}}
     assert choose("auto", device="cpu", flags=FLAGS_BOTH, gate=slow, fingerprint="f").mode == "fp32"

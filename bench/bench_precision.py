@@ -15,7 +15,7 @@ interleaved (best of ``--repeats`` after one warm-up each), through the real mod
   all tasks), against N times the RSS of such a process with one task (the official pipeline: one backbone
   per task process), computed from the one-task process.
 
-    python bench/bench_precision.py                        # both backbones, ~10 min on 2 shared cores
+    python bench/bench_precision.py --p4-repeats 1         # both backbones, ~20 min on 2 shared cores
     python bench/bench_precision.py --bundle models/default --modes fp32,fp32/bf16,bf16,int8
     python bench/bench_precision.py --device cuda --modes fp32,bf16,fp32/bf16 --gslm-modes fp32,bf16   # GPU
 """
@@ -171,7 +171,7 @@ def bench_bundle(name: str, bundle: Path, a: argparse.Namespace, modes: list[str
     for m in [m for m in modes if m in a.p4_modes.split(",")]:
         log(f"{name}: P4 restated, {m}")
         rt, keys100 = load(bundle, m, max(ns), a.device)
-        for r in p4_restated(rt, keys100, wav, ns, a.repeats):
+        for r in p4_restated(rt, keys100, wav, ns, a.p4_repeats or a.repeats):
             out.append(f"| {m} | {r['n']} | {r['measured'] * 1e3:.1f} | {r['bound'] * 1e3:.1f} | "
                        f"{r['encode'] * 1e3:.1f} | {r['row'] * 1e3:.2f} | {r['measured'] / r['bound']:.2f} |")
         del rt
@@ -196,6 +196,8 @@ def main() -> None:
     ap.add_argument("--p4-modes", default="fp32,bf16,int8")
     ap.add_argument("--mem-modes", default="fp32,bf16,int8")
     ap.add_argument("--p4-ns", default="1,10,100")
+    ap.add_argument("--p4-repeats", type=int, default=0, help="repeats of P4 restated (default --repeats; on GSLM "
+                    "shapes 100 rows take ~1 min per call on one core)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cuda: timings on the GPU (memory rows are CPU only)")
     ap.add_argument("--rows", type=int, default=16)

@@ -498,6 +498,30 @@ def bench_bundle(name: str, bundle: Path, a: argparse.Namespace, device: torch.d
     return lines
 
 
+def each_bundle(specs: list[str], bench, keep: Path | None = None) -> None:
+    """For each bundle spec (a folder, or ``GSLM_RANDOM``: written to a temp folder, deleted afterwards unless
+    ``keep``), print the lines ``bench(name, path, spec)`` returns."""
+    for spec in specs:
+        tmp = None
+        if spec == GSLM_RANDOM:
+            path = keep or Path(tempfile.mkdtemp(prefix="sp-bench-gslm-")) / "bundle"
+            tmp = None if keep else path.parent
+            if not (path / "backbone.json").exists():
+                log(f"writing a random-weight GSLM-shape bundle to {path}")
+                make_random_bundle(path, seed=0, num_units=100, encoder_cfg=HubertConfig(), lm_cfg=UnitLMConfig(),
+                                   name="gslm-random-base")
+            name = "GSLM shapes, random weights"
+        else:
+            path, name = (ROOT / spec if not Path(spec).is_absolute() else Path(spec)), spec
+        try:
+            lines = bench(name, path, spec)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        print()
+        print("\n".join(lines), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", action="append", help=f"bundle folder, or '{GSLM_RANDOM}' (repeatable; default: "
@@ -534,25 +558,7 @@ def main() -> None:
                                             else [])
     print(f"# server benchmarks (bench/bench_server.py), {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"# args: {json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()})}")
-    for spec in bundles:
-        tmp = None
-        if spec == GSLM_RANDOM:
-            path = a.keep_bundle or Path(tempfile.mkdtemp(prefix="sp-bench-gslm-")) / "bundle"
-            tmp = None if a.keep_bundle else path.parent
-            if not (path / "backbone.json").exists():
-                log(f"writing a random-weight GSLM-shape bundle to {path}")
-                make_random_bundle(path, seed=0, num_units=100, encoder_cfg=HubertConfig(), lm_cfg=UnitLMConfig(),
-                                   name="gslm-random-base")
-            name = "GSLM shapes, random weights"
-        else:
-            path, name = (ROOT / spec if not Path(spec).is_absolute() else Path(spec)), spec
-        try:
-            lines = bench_bundle(name, path, a, device)
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-        print()
-        print("\n".join(lines), flush=True)
+    each_bundle(bundles, lambda name, path, spec: bench_bundle(name, path, a, device), a.keep_bundle)
 
 
 if __name__ == "__main__":

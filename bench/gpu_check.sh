@@ -3,11 +3,13 @@
 # torch + CUDA, numpy, safetensors, httpx, prometheus-client; no fairseq, FastAPI, pydantic, soundfile, soxr).
 #
 #   here, once:  bash bench/gpu_check.sh --fetch-wheels   # the missing packages as cp312 wheels in .whl/ (~35 MB)
-#   device:      bash bench/gpu_check.sh                  # carry .whl; writes $OUT/*; < 8 min on an H200
+#   device:      bash bench/gpu_check.sh                  # carry .whl; writes $OUT/*; < 12 min on an H200
+#                GPU_STEPS=precision bash bench/gpu_check.sh   # only the precision steps (< 4 min): fits one call
 #
 # On the device it: installs .whl/*.whl into /tmp/site; records the machine (env.txt); runs bench_server.py on
 # cuda (P1 over 1,000 resident tasks, P2, P4, memory per task, CUDA-vs-CPU parity, upload -> servable and
-# latency under load against a live uvicorn server on cuda) and bench_prompted_lm.py --device cuda. Each step
+# latency under load against a live uvicorn server on cuda), bench_prompted_lm.py --device cuda, and the precision
+# modes (bench/precision_gate.py: bf16 agreement gate on CUDA; bench/bench_precision.py: ratios vs fp32). Each step
 # has its own time limit; a failed step is logged and the next one still runs. Exit status: failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,7 @@ fails=0
 step() {  # step NAME SECONDS CMD... : stdout -> $OUT/NAME.md, stderr -> $OUT/NAME.log
   local name=$1 limit=$2
   shift 2
+  [[ $name =~ ${GPU_STEPS:-.} ]] || return 0  # GPU_STEPS=REGEX runs only the steps it matches
   echo "== $name (limit ${limit}s) $(date +%T)"
   timeout "$limit" "$@" >"$OUT/$name.md" 2>"$OUT/$name.log"
   local rc=$?
@@ -65,5 +68,11 @@ cat "$OUT/env.txt"
 step bench_server_cuda 330 python3 bench/bench_server.py --device cuda --threads 8 --rows 64 --p2-jobs 256 \
   --repeats 5 --uploads 30 --load-requests 400 --concurrency 32 --load-tasks 16 --load-time-limit 60
 step bench_prompted_lm_cuda 120 python3 bench/bench_prompted_lm.py --device cuda --threads 8 --rows 16 --repeats 5
+# precision (issue 18): the agreement gate of bf16 on CUDA vs fp32 on CUDA (no corpus on the device: speech-like
+# clips, the demo packages), then the modes' ratios against fp32 in one run
+step precision_gate_cuda 120 python3 bench/precision_gate.py --device cuda --threads 8 --modes bf16,fp32/bf16 \
+  --synthetic 300 --out "$OUT/precision_gate_cuda.json"
+step bench_precision_cuda 150 python3 bench/bench_precision.py --device cuda --threads 8 --modes fp32,bf16,fp32/bf16 \
+  --gslm-modes fp32,bf16 --p4-modes fp32,bf16 --rows 64 --p2-warm 256 --p2-cold 64 --repeats 3
 echo "done in $(( $(date +%s) - t0 )) s, $fails failed step(s)"
 exit "$fails"

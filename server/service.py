@@ -49,7 +49,26 @@ def load_runtime(settings: Settings) -> Any:
     if not (Path(settings.bundle_dir) / "backbone.json").is_file():
         raise BundleError(f"no backbone bundle (backbone.json) in {settings.bundle_dir}: set "
                           "SPEECHPROMPT_BUNDLE_DIR (or `speechprompt serve --bundle DIR`) to a bundle folder")
-    return Runtime.load(settings.bundle_dir, device=settings.device)
+    choice = choose_precision(settings)
+    runtime = Runtime.load(settings.bundle_dir, device=settings.device, precision=choice.mode)
+    runtime.backbone.precision = {**runtime.backbone.precision, **choice.info()}
+    log.info("precision %s (requested %s): %s", choice.mode, choice.requested, choice.reason)
+    return runtime
+
+
+def choose_precision(settings: Settings):
+    """The precision mode for ``settings`` (``auto`` resolved from the CPU flags and the bundle's recorded
+    agreement gate); raises ``PrecisionError`` for int8 on CUDA."""
+    import json
+
+    from speechprompt import precision
+
+    try:
+        fingerprint = json.loads((Path(settings.bundle_dir) / "backbone.json").read_text()).get("fingerprint", "")
+    except (OSError, ValueError):
+        fingerprint = ""  # Runtime.load reports the broken bundle
+    return precision.choose(settings.precision, device=settings.device, flags=precision.cpu_flags(),
+                            gate=precision.read_gate(settings.bundle_dir), fingerprint=fingerprint)
 
 
 def _threadsafe_setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:

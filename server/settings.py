@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from speechprompt.paths import default_path
+from speechprompt.precision import parse_mode
 
 
 class Settings(BaseSettings):
@@ -32,6 +33,11 @@ class Settings(BaseSettings):
         None, description="Bearer token for PUT/DELETE /v1/tasks; unset -> uploads and deletes are refused (403)"
     )
     device: str = Field("cpu", description="torch device for the backbone and the prompt bank")
+    precision: str = Field(
+        "auto", description="arithmetic of the encoder and unit LM: auto (the fastest mode this CPU/GPU runs "
+        "natively whose agreement gate, recorded with the bundle in precision_gate.json, passed; else fp32), fp32, "
+        "bf16, int8, or ENCODER/UNIT_LM such as fp32/bf16 (docs/benchmarks.md, speechprompt/precision.py)"
+    )
     max_batch_rows: int = Field(32, ge=1, description="most unit-LM rows (one per clip x task) in one forward")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="how long the model loop waits to fill a batch (ms)")
     queue_capacity: int = Field(256, ge=1, description="classify requests in flight (reading, decoding, queued, "
@@ -74,3 +80,10 @@ class Settings(BaseSettings):
         "terminationGracePeriodSeconds must exceed the preStop delay plus this")
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8000, ge=0, le=65535, description="listen port")
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, v: str) -> str:
+        if v != "auto":
+            parse_mode(v)  # PrecisionError is a ValueError: a settings error naming the accepted values
+        return v

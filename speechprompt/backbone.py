@@ -91,6 +91,9 @@ class Backbone:
                  prosody: Prosody | None = None):
         self.spec, self.encoder, self.codebook, self.unit_lm = spec, encoder, codebook, unit_lm
         self.prosody = prosody  # pgslm only: F0 bin edges and normalisation
+        # counted before a precision mode may swap linears for int8 ones (which hold no nn.Parameter)
+        self.parameter_count = sum(p.numel() for m in (encoder, unit_lm) for p in m.parameters())
+        self.precision: dict = {"mode": "fp32", "encoder": "fp32", "unit_lm": "fp32"}  # precision.apply_precision sets it
         if spec.kind == "pgslm":
             try:
                 self.unit_to_token = pgslm_unit_token_map(spec.dictionary, spec.codebook_size)
@@ -117,7 +120,7 @@ class Backbone:
                 "codebook_size": self.spec.codebook_size,
                 "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
                             "vocab_size": c.vocab_size},
-                "parameters": sum(p.numel() for m in (self.encoder, self.unit_lm) for p in m.parameters()),
+                "parameters": self.parameter_count, "precision": self.precision,
                 "device": str(self.device), **({"extra": self.spec.extra} if self.spec.extra else {}),
                 **({"prosody": self.prosody.info()} if self.prosody is not None else {})}
 

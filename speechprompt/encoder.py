@@ -286,6 +286,7 @@ class HubertEncoder(nn.Module):
         if attention not in ("sdpa", "reference"):
             raise ValueError(f"attention must be 'sdpa' or 'reference', got {attention!r}")
         self.cfg, self.attention, self.max_chunk = cfg, attention, max_chunk
+        self.autocast_dtype: torch.dtype | None = None  # bf16 precision mode: autocast (``precision.py``)
         conv_dim = cfg.conv_layers[-1][0]
         self.feature_extractor = _FeatureExtractor(cfg)
         self.layer_norm = nn.LayerNorm(conv_dim, eps=_EPS)
@@ -317,6 +318,12 @@ class HubertEncoder(nn.Module):
         chunks, owner = self._chunks(wavs)
         if not chunks:
             return []
+        if self.autocast_dtype is not None:  # convs, linears and attention in bf16; norms stay f32 (autocast)
+            with torch.autocast(chunks[0].device.type, dtype=self.autocast_dtype):
+                return [f.float() for f in self._extract_chunks(wavs, chunks, owner)]
+        return self._extract_chunks(wavs, chunks, owner)
+
+    def _extract_chunks(self, wavs: list[Tensor], chunks: list[Tensor], owner: list[int]) -> list[Tensor]:
         order = sorted(range(len(chunks)), key=lambda c: -chunks[c].numel())  # longest first, for bucketing
         feats = [self.feature_extractor(chunks[c]) for c in order]  # each [T_c, C]
         lengths = [f.shape[0] for f in feats]

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .backbone import Backbone
 from .package import NonFiniteWeights, TaskPackage, check_compatible
+from .precision import apply_precision
 from .prompting import PromptBank
 from .units import UnitExtractor, Units
 
@@ -40,9 +41,12 @@ class Runtime:
         self._probe: list[Units] | None = None
 
     @classmethod
-    def load(cls, bundle_dir: str | os.PathLike, device: str = "cpu") -> Runtime:
-        """Load a bundle folder (raises ``backbone.BundleError``)."""
-        return cls(Backbone.load(bundle_dir, device=device))
+    def load(cls, bundle_dir: str | os.PathLike, device: str = "cpu", precision: str = "fp32") -> Runtime:
+        """Load a bundle folder in a precision mode (``precision.MODES``; raises ``backbone.BundleError``,
+        ``precision.PrecisionError``)."""
+        backbone = Backbone.load(bundle_dir, device=device)
+        apply_precision(backbone, precision)
+        return cls(backbone)
 
     @property
     def fingerprint(self) -> str:

@@ -142,6 +142,11 @@ class SpeechEmbeddingEncoder(nn.Module):
         return [x[b, :, :n, 0].T for b, n in enumerate(counts)]
 
     def _convs(self, x: Tensor) -> Tensor:
+        """``[B, 1, M, 32]`` f32 -> ``[B, 96, E, 1]`` f32; the convolutions run in their weights' dtype (bf16 in the
+        bf16 precision mode, ``precision.py``; the log-mel front end stays f32)."""
+        return self._conv_stack(x.to(self.convs[0].weight.dtype)).float()
+
+    def _conv_stack(self, x: Tensor) -> Tensor:
         i = 0
         for kind, _, kh, kw in self.cfg.layers:
             if kind == "pool":

@@ -146,10 +146,10 @@ class SelfAttention(nn.Module):
         mask ``[B, 1, T, l+T]`` bool (True = may attend); pk/pv ``[B, H, l, hd]``. Returns x's shape."""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if real is not None:  # projections ran on real tokens only; attention needs [B, T] rows
-            q, k, v = (x.new_zeros(*real.shape, x.shape[-1]).index_put_((real,), t) for t in (q, k, v))
+            q, k, v = (t.new_zeros(*real.shape, t.shape[-1]).index_put_((real,), t) for t in (q, k, v))
         q, k, v = self.split(q), self.split(k), self.split(v)
         if pk is not None:
-            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # [B, H, l+T, hd]
+            k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)  # [B, H, l+T, hd]
         if reference:  # plain path, step by step as fairseq computes it
             w = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
             w = w.masked_fill(~mask, float("-inf")).softmax(-1)

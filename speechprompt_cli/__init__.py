@@ -55,13 +55,15 @@ def serve(host: str = typer.Option(None, help="bind address (default from settin
                                       "installation; SPEECHPROMPT_BUNDLE_DIR)"),
           store: str = typer.Option(None, help="task store: a folder (default prompts_store, here or in the "
                                     "installation; SPEECHPROMPT_STORE) or redis://host:port/db"),
-          device: str = typer.Option(None, help="cpu, cuda or cuda:N")) -> None:
+          device: str = typer.Option(None, help="cpu, cuda or cuda:N"),
+          precision: str = typer.Option(None, help="auto (default), fp32, bf16, int8 or ENCODER/UNIT_LM such as "
+                                        "fp32/bf16 (SPEECHPROMPT_PRECISION)")) -> None:
     """Run the HTTP server. Options override SPEECHPROMPT_* environment variables."""
     from server.main import run
     from server.settings import Settings
 
-    overrides = {k: v for k, v in dict(host=host, port=port, bundle_dir=bundle, store=store, device=device).items()
-                 if v is not None}
+    overrides = {k: v for k, v in dict(host=host, port=port, bundle_dir=bundle, store=store, device=device,
+                                       precision=precision).items() if v is not None}
     run(Settings(**overrides))
 
 

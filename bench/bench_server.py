@@ -409,6 +409,14 @@ def live(srv: LiveServer, a: argparse.Namespace) -> dict:
 
 
 # -- one backbone ---------------------------------------------------------------------------------
+def encoder_words(e) -> str:
+    """The dense model in words: HuBERT shapes, or speech_embedding (the default v2's, ``encoder.type``)."""
+    if hasattr(e, "embed_dim"):
+        return (f"HuBERT {e.layers}x{e.embed_dim} (layer {e.output_layer} read, conv {len(e.conv_layers)}x"
+                f"{e.conv_layers[0][0]} ch)")
+    return f"{e.type} ({len(e.layers)} conv layers, {e.step_frames * e.mel_hop / e.sample_rate * 1e3:.0f} ms frames)"
+
+
 def bench_bundle(name: str, bundle: Path, a: argparse.Namespace, device: torch.device) -> list[str]:
     lines, want = [], set(a.only.split(","))
     log(f"{name}: loading {bundle} on {device}")
@@ -416,8 +424,7 @@ def bench_bundle(name: str, bundle: Path, a: argparse.Namespace, device: torch.d
     spec = rt.backbone.spec
     K = spec.codebook_size
     e, u = spec.encoder, spec.unit_lm
-    lines.append(f"### {name}: HuBERT {e.layers}x{e.embed_dim} (layer {e.output_layer} read, conv "
-                 f"{len(e.conv_layers)}x{e.conv_layers[0][0]} ch) + {K} units + unit LM {u.layers}x{u.embed_dim} "
+    lines.append(f"### {name}: {encoder_words(e)} + {K} units + unit LM {u.layers}x{u.embed_dim} "
                  f"(FFN {u.ffn_dim}, {u.heads} heads, V={u.vocab_size}); fingerprint {rt.fingerprint[:12]}")
     lines.append(f"machine: {machine(device, a.threads)}")
     lines.append("")

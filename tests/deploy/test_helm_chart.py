@@ -165,13 +165,17 @@ def test_the_settings_values_are_exactly_the_server_settings_the_chart_does_not_
     schema = yaml.safe_load((CHART / "values.schema.json").read_text())
     allowed = set(schema["properties"]["settings"]["properties"])
     assert allowed == set(Settings.model_fields) - MANAGED
-    every = {"settings": {"max_classes": 64, "store_poll_interval_s": 0.5, "prompt_bank_budget_bytes": 10**9}}
+    every = {"settings": {"max_classes": 64, "store_poll_interval_s": 0.5, "prompt_bank_budget_bytes": 10**9,
+                          "precision": "fp32/bf16"}}
     env = {e["name"]: e["value"] for e in server_container(render(every))["env"] if "value" in e}
     assert env["SPEECHPROMPT_MAX_CLASSES"] == "64" and env["SPEECHPROMPT_STORE_POLL_INTERVAL_S"] == "0.5"
     assert env["SPEECHPROMPT_PROMPT_BANK_BUDGET_BYTES"] == "1000000000"  # no float exponent in env values
     s = Settings(**{k.removeprefix("SPEECHPROMPT_").lower(): v for k, v in env.items()
                     if k.startswith("SPEECHPROMPT_")})
     assert s.max_classes == 64 and s.prompt_bank_budget_bytes == 10**9 and s.drain_timeout_s == 20
+    assert s.precision == "fp32/bf16"
+    with pytest.raises(helm.HelmValuesError):  # the schema refuses what the server's validator would
+        helm.Chart.load(CHART).validate_schema({"settings": {"precision": "fp16"}})
 
 
 def test_schema_refuses_a_token_in_clear_and_settings_the_chart_owns():
@@ -312,3 +316,25 @@ def test_the_image_carries_both_default_bundles_the_chart_can_choose():
     seed = one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["command"]
     assert seed == ["speechprompt-seed-tasks", "/prompts_store_pgslm"]  # packages made for that backbone
     assert (ROOT / "prompts_store_pgslm").is_dir()
+
+
+def test_check_chart_script_validates_user_values_and_refuses_bad_ones(tmp_path, capsys):
+    """scripts/check_chart.py (the docs' offline check without a helm binary): user values files merged in
+    order, lint + strict validation; a value the schema refuses exits 1 naming it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_chart", ROOT / "scripts" / "check_chart.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump({"threads": 3, "settings": {"precision": "bf16", "max_classes": 64}}))
+    b.write_text(yaml.safe_dump({"settings": {"max_classes": 32}}))
+    assert mod.main(["-f", str(a), "-f", str(b), "--print"]) == 0
+    out = capsys.readouterr()
+    dep = next(d for d in yaml.safe_load_all(out.out) if d and d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OMP_NUM_THREADS"] == "3" and env["SPEECHPROMPT_MAX_CLASSES"] == "32"
+    assert env["SPEECHPROMPT_PRECISION"] == "bf16" and "Kubernetes 1.32.0: ok" in out.err
+    b.write_text(yaml.safe_dump({"settings": {"precision": "fp16"}}))
+    assert mod.main(["-f", str(a), "-f", str(b)]) == 1
+    assert "precision" in capsys.readouterr().err

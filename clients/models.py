@@ -87,7 +87,8 @@ class ClassifyResult:
         return self.raw.get("explanation")
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], audio: dict | None = None, timings: dict | None = None) -> ClassifyResult:
+    def from_json(cls, d: dict[str, Any], audio: dict | None = None, timings: dict | None = None,
+                  units_cache_hit: bool | None = None) -> ClassifyResult:
         what = "classify result"
         scores = tuple(Score(str(_req(s, "label", "score")), float(_req(s, "score", "score")))
                        for s in _req(d, "scores", what))
@@ -95,7 +96,7 @@ class ClassifyResult:
                    label=str(_req(d, "label", what)), scores=scores, backbone=d.get("backbone"),
                    audio=AudioInfo.from_json(d.get("audio", audio)),
                    timings=Timings.from_json(d.get("timings", timings)),
-                   units_cache_hit=d.get("units_cache_hit"), raw=d)
+                   units_cache_hit=d.get("units_cache_hit", units_cache_hit), raw=d)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class MultiClassifyResult:
                 err = item["error"] if isinstance(item["error"], dict) else {"detail": str(item["error"])}
                 out.append(TaskFailure(str(item.get("task", "")), problem_from_dict(err)))
             else:
-                out.append(ClassifyResult.from_json(item, d.get("audio"), d.get("timings")))
+                out.append(ClassifyResult.from_json(item, d.get("audio"), d.get("timings"), d.get("units_cache_hit")))
         return cls(tuple(out), AudioInfo.from_json(d.get("audio")), Timings.from_json(d.get("timings")), raw=d)
 
 

@@ -101,7 +101,8 @@ def wav_frames(audio: Any, chunk_s: float) -> tuple[int, str, Iterator[bytes]]:
             rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
             raw = w.readframes(w.getnframes())
     except (wave.Error, EOFError) as e:
-        raise ValueError(f"not a PCM WAV file ({e}); send raw frames with sample_rate and encoding instead") from e
+        why = str(e) or "empty or truncated file"
+        raise ValueError(f"not a PCM WAV file ({why}); send raw frames with sample_rate and encoding instead") from e
     if width != 2:
         raise ValueError(f"WAV samples of {8 * width} bits; 16-bit PCM is expected")
     x = np.frombuffer(raw, "<i2").reshape(-1, channels)

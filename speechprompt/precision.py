@@ -120,8 +120,7 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
         mode = mode_name(enc, lm)
         slow = [c for c in (enc, lm) if c not in native]
         run = f"{', '.join(slow)} not native on this device (emulated, likely slower)" if slow else "native"
-        gate_word = "reference" if mode == "fp32" else (
-            "gate passed" if modes.get(mode, {}).get("passed") else "gate not passed or not recorded for this bundle")
+        gate_word = "reference" if mode == "fp32" else _gate_words(modes.get(mode), gate is not None and not modes)
         return Choice(mode, requested, f"set explicitly; {run}; {gate_word}", tuple(native))
     ok = [(float(r.get("speedup", 0.0)), m) for m, r in modes.items()
           if r.get("passed") and _components(m) and all(c in native for c in _components(m))
@@ -133,6 +132,18 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
     speed, mode = max(ok)
     return Choice(mode, "auto", f"native here ({'; '.join(native[c] for c in dict.fromkeys(parse_mode(mode)))}); gate passed; "
                   f"{speed:.2f}x fp32 in the gate run", tuple(native))
+
+
+def _gate_words(record: dict | None, other_bundle: bool) -> str:
+    """What the bundle's gate file says of one mode, in words (for the reason of an explicitly set mode)."""
+    if record is None:
+        return ("the gate file was recorded for another bundle" if other_bundle else
+                "no agreement gate recorded for this mode and bundle")
+    if record.get("passed"):
+        return "agreement gate passed"
+    units, labels = record.get("units_agree"), record.get("min_labels_agree")
+    got = f" (units {units:.2%}, labels {labels:.2%} at worst)" if units is not None and labels is not None else ""
+    return f"agreement gate NOT passed for this bundle{got}: labels may differ from fp32"
 
 
 def _components(mode: str) -> tuple[str, str] | None:

@@ -101,7 +101,14 @@ def test_auto_picks_the_fastest_native_mode_whose_gate_passed():
 
 def test_explicit_modes_are_applied_whatever_the_gate_says():
     c = choose("bf16/fp32", device="cpu", flags=frozenset(), gate=None, fingerprint="f")
-    assert c.mode == "bf16/fp32" and "not native" in c.reason and "gate not passed" in c.reason
+    assert c.mode == "bf16/fp32" and "not native" in c.reason and "no agreement gate recorded" in c.reason
+    # the reason says what the bundle's gate recorded: failed (with its figures), passed, or another bundle's file
+    gate = {"fingerprint": "f", "modes": {"bf16": {"passed": False, "units_agree": 0.96, "min_labels_agree": 0.8662},
+                                          "int8": {"passed": True}}}
+    failed = choose("bf16", device="cpu", flags=FLAGS_BOTH, gate=gate, fingerprint="f")
+    assert failed.mode == "bf16" and "NOT passed" in failed.reason and "86.62%" in failed.reason
+    assert "gate passed" in choose("int8", device="cpu", flags=FLAGS_BOTH, gate=gate, fingerprint="f").reason
+    assert "another bundle" in choose("bf16", device="cpu", flags=FLAGS_BOTH, gate=gate, fingerprint="g").reason
     assert choose("fp32/fp32", device="cpu", flags=FLAGS_BOTH, gate=None, fingerprint="f").mode == "fp32"
     with pytest.raises(PrecisionError, match="CPU only"):
         choose("int8", device="cuda", flags=FLAGS_BOTH, gate=None, fingerprint="f")

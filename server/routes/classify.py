@@ -29,9 +29,9 @@ LONG_AUDIO = Query(None, pattern="^(reject|truncate|window)$",
                    "request (default: each task's package metadata, else the server's setting): reject (413), "
                    "truncate (score the first max_audio_seconds) or window (score every window and aggregate; "
                    "long_audio=window windows a clip of any length)")
-WINDOW = Query(None, gt=0, le=3600, description="window length in seconds (implies windows for this request; "
+WINDOW = Query(None, gt=0, le=3600, allow_inf_nan=False, description="window length in seconds (implies windows for this request; "
                "default: the package metadata, else SPEECHPROMPT_WINDOW_SECONDS)")
-HOP = Query(None, gt=0, le=3600, description="seconds between window starts, at most the window (default: the "
+HOP = Query(None, gt=0, le=3600, allow_inf_nan=False, description="seconds between window starts, at most the window (default: the "
             "package metadata, else SPEECHPROMPT_HOP_SECONDS)")
 EXPLAIN = Query(False, description="add, per task scored on the whole clip, an occlusion explanation of the "
                 "winning label: how much each stretch of the clip (seconds) moved it; costs explain_spans extra "

@@ -246,10 +246,10 @@ def create_app(state: FakeState | None = None, seed_tasks: bool = True) -> FastA
         for name in names:
             if name in st.tasks:
                 r = result(name, digest, dec, top_k, hit, timings)
-                results.append({k: v for k, v in r.items() if k not in ("audio", "timings")})
+                results.append({k: v for k, v in r.items() if k not in ("audio", "timings", "units_cache_hit")})
             else:
                 results.append({"task": name, "error": json.loads(unknown(name).body)})
-        return {"results": results, "audio": audio_json(dec), "timings": timings}
+        return {"results": results, "audio": audio_json(dec), "timings": timings, "units_cache_hit": hit}
 
     @app.get("/v1/tasks")
     async def list_tasks():

@@ -133,6 +133,7 @@ def test_classify_multi(client, test_task):
     assert isinstance(failed, TaskFailure) and isinstance(failed.error, NotFound) and failed.error.status == 404
     assert multi.audio.duration_s == pytest.approx(0.5, abs=1e-3)
     assert set(multi.ok) == {test_task} and set(multi.failed) == {"no-such-task"}
+    assert ok.units_cache_hit is True  # the response's one flag (the clip was sent before), given to each item
 
 
 # ---- error mapping: real error answers --------------------------------------------------------------------

@@ -184,6 +184,13 @@ def test_bad_window_parameters_are_400(fx, query):
                    "bad_request" if "chop" not in query else "invalid_request")
 
 
+@pytest.mark.parametrize("query", ["window=nan", "window=inf", "hop=nan&window=2"])
+def test_non_finite_window_or_hop_is_400_saying_finite(fx, query):
+    r = fx.srv.http.post(f"/v1/tasks/vad-fix/classify?{query}", content=fx.clip, headers=WAV)
+    assert_problem(r, 400, "invalid_request")
+    assert "finite" in r.text
+
+
 def test_clip_over_the_long_audio_limit_is_413(fx):
     over = wav(np.zeros(int((LONG_S + 1) * RATE), np.float32) + 0.01)
     assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify", content=over, headers=WAV), 413, "audio_too_long")

@@ -59,12 +59,23 @@ def serve(host: str = typer.Option(None, help="bind address (default from settin
           precision: str = typer.Option(None, help="auto (default), fp32, bf16, int8 or ENCODER/UNIT_LM such as "
                                         "fp32/bf16 (SPEECHPROMPT_PRECISION)")) -> None:
     """Run the HTTP server. Options override SPEECHPROMPT_* environment variables."""
+    from pydantic import ValidationError
+
     from server.main import run
     from server.settings import Settings
 
     overrides = {k: v for k, v in dict(host=host, port=port, bundle_dir=bundle, store=store, device=device,
                                        precision=precision).items() if v is not None}
-    run(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:  # one line per bad setting, named as the operator sets it
+        if DEBUG["on"]:
+            raise
+        for err in e.errors():
+            name = "SPEECHPROMPT_" + "_".join(str(p) for p in err["loc"]).upper()
+            typer.echo(f"error: setting {name}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+    run(settings)
 
 
 @app.command("import-gslm")

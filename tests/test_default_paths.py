@@ -43,3 +43,16 @@ def test_missing_bundle_names_the_option_to_pass(tmp_path, capsys):
     assert "pass the backbone bundle folder with --backbone DIR" in capsys.readouterr().err
     with pytest.raises(BundleError, match="SPEECHPROMPT_BUNDLE_DIR"):
         load_runtime(Settings(bundle_dir=tmp_path / "nowhere", store=str(tmp_path / "s")))
+
+
+def test_serve_with_bad_settings_says_each_one_in_a_line_and_exits_2(tmp_path):
+    """An operator's bad SPEECHPROMPT_* values: one line each, named as set, exit 2, no traceback, no server."""
+    import os
+
+    env = dict(os.environ, SPEECHPROMPT_PRECISION="bogus", SPEECHPROMPT_MAX_BATCH_ROWS="0")
+    r = subprocess.run([sys.executable, "-m", "speechprompt_cli", "serve", "--port", "1"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 2 and lines[0].startswith("error: setting SPEECHPROMPT_PRECISION: ") and "bogus" in lines[0]
+    assert lines[1].startswith("error: setting SPEECHPROMPT_MAX_BATCH_ROWS: ")

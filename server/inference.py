@@ -92,20 +92,8 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
     except BaseException:
         release()
         raise
-    gone = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
-    try:
-        waits = {fut} | ({gone} if gone else set())
-        done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()),
-                                     return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if gone is not None:
-            gone.cancel()
-    if fut in done:
-        return fut.result()
-    fut.cancel()  # the model loop skips it (and counts it) if it has not started yet
-    if gone is not None and gone in done:
-        raise ClientGone("the client disconnected")
-    raise DeadlineExceeded("the request's deadline passed while it waited for the model")
+    # the model loop skips a cancelled job (and counts it) if it has not started yet
+    return await _while_connected(fut, receive, deadline)
 
 
 def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
@@ -224,21 +212,25 @@ async def _truncate(service: Service, clip: Clip) -> Clip:
     return Clip(audio, digest, clip.decode_ms)
 
 
-async def _while_connected(aw: Any, receive: Any) -> Any:
-    """Await ``aw`` unless the client disconnects first (ClientGone; ``aw`` is cancelled)."""
+async def _while_connected(aw: Any, receive: Any, deadline: float | None = None) -> Any:
+    """Await ``aw`` unless the client disconnects first (``ClientGone``) or ``deadline`` (monotonic s) passes
+    (``DeadlineExceeded``); ``aw`` is cancelled then. ``receive``: the ASGI receive channel, or None."""
     work = asyncio.ensure_future(aw)
-    if receive is None:
-        return await work
-    gone = asyncio.ensure_future(_disconnected(receive))
+    gone = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({work} | ({gone} if gone else set()), timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
     finally:
-        gone.cancel()
+        if gone is not None:
+            gone.cancel()
         if not work.done():
             work.cancel()
     if work.done() and not work.cancelled():
         return work.result()
-    raise ClientGone("the client disconnected")
+    if gone is not None and gone.done():
+        raise ClientGone("the client disconnected")
+    raise DeadlineExceeded("the request's deadline passed while it waited for the model")
 
 
 def parse_tasks(spec: str) -> list[str]:

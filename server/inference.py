@@ -17,13 +17,14 @@ import numpy as np
 
 from speechprompt.audio import DecodedAudio, decode_audio, from_pcm
 
-from .errors import BadRequest, ClientGone, DeadlineExceeded, error_code, to_problem
+from .errors import BadRequest, DeadlineExceeded, error_code, to_problem
 from .explanations import occlusion_body
 from .jobs import JobResult
 from .long_audio import LongAudioRequest, decode_limit, policy_of, split, truncated, windowed_results
 from .registry import Lease
 from .service import Service
 from .units_cache import pcm_digest
+from .waits import while_connected
 from .windows import row_probs
 
 MAX_TASKS_PER_REQUEST = 64
@@ -70,11 +71,6 @@ async def _until(aw: Any, deadline: float, what: str) -> Any:
         raise DeadlineExceeded(f"the request's deadline passed while {what}") from None
 
 
-async def _disconnected(receive: Any) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: float,
                   receive: Any = None, explain_spans: int = 0) -> JobResult:
     """Queue one job (one row per lease, plus ``explain_spans`` occluded rows per lease) and wait for it, its
@@ -93,7 +89,7 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
         release()
         raise
     # the model loop skips a cancelled job (and counts it) if it has not started yet
-    return await _while_connected(fut, receive, deadline)
+    return await while_connected(fut, receive, deadline)
 
 
 def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
@@ -189,7 +185,7 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
                     items[le.task]["long_audio"] = {"policy": "truncate",
                                                     "scored_s": round(job_clip.audio.duration_s, 6)}
         if windowed:
-            items.update(await _while_connected(
+            items.update(await while_connected(
                 windowed_results(service, clip.audio.samples, windowed, req, top_k, fingerprint), receive))
     finally:
         for lease in held:
@@ -210,27 +206,6 @@ async def _truncate(service: Service, clip: Clip) -> Clip:
     digest = await asyncio.to_thread(pcm_digest, samples)
     audio = replace(clip.audio, samples=samples, duration_s=samples.size / clip.audio.sample_rate)
     return Clip(audio, digest, clip.decode_ms)
-
-
-async def _while_connected(aw: Any, receive: Any, deadline: float | None = None) -> Any:
-    """Await ``aw`` unless the client disconnects first (``ClientGone``) or ``deadline`` (monotonic s) passes
-    (``DeadlineExceeded``); ``aw`` is cancelled then. ``receive``: the ASGI receive channel, or None."""
-    work = asyncio.ensure_future(aw)
-    gone = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    try:
-        await asyncio.wait({work} | ({gone} if gone else set()), timeout=timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if gone is not None:
-            gone.cancel()
-        if not work.done():
-            work.cancel()
-    if work.done() and not work.cancelled():
-        return work.result()
-    if gone is not None and gone.done():
-        raise ClientGone("the client disconnected")
-    raise DeadlineExceeded("the request's deadline passed while it waited for the model")
 
 
 def parse_tasks(spec: str) -> list[str]:

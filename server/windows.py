@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadRequest, DeadlineExceeded, InferenceFailed, TaskUnavailable, rule_for
+from .errors import BadRequest, InferenceFailed, TaskUnavailable, rule_for
 from .jobs import JobResult
 from .registry import Lease
 from .service import Service
+from .waits import while_connected
 
 SAMPLE_RATE = 16000
 MIN_WINDOW_S = 0.025  # the encoders' shortest clip (400 samples)
@@ -71,14 +72,7 @@ async def score_window(service: Service, samples: np.ndarray, leases: Sequence[L
     assert batcher is not None
     deadline = time.monotonic() + deadline_s
     fut = batcher.submit(samples, "", [le.key for le in leases], deadline, cached=False)  # no units cache: no digest
-    try:
-        return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
-    except TimeoutError:
-        fut.cancel()
-        raise DeadlineExceeded("a window's deadline passed while it waited for the model") from None
-    except asyncio.CancelledError:
-        fut.cancel()  # the model loop skips it if it has not started
-        raise
+    return await while_connected(fut, None, deadline, "a window waited for the model")
 
 
 def row_probs(lease: Lease, row: np.ndarray | BaseException) -> np.ndarray:

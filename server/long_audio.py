@@ -18,7 +18,7 @@ from speechprompt.audio import too_long
 
 from .registry import Lease
 from .service import Service
-from .windows import aggregate, choose_window, long_audio_meta, row_probs, score_windows
+from .windows import Window, aggregate, choose_window, long_audio_meta, row_probs, score_windows, task_scores
 
 POLICIES = ("reject", "truncate", "window")
 
@@ -101,8 +101,11 @@ async def windowed_results(service: Service, samples: np.ndarray, leases: Sequen
                 "scores": [{"label": lease.labels[int(j)], "score": float(mean[j])} for j in order],
                 "backbone": fingerprint,
                 "long_audio": {"policy": "window", "window": window_s, "hop": hop_s, "windows": len(windows)},
-                "windows": [{"start": w.seconds[0], "end": w.seconds[1], "label": lease.labels[int(np.argmax(p))],
-                             "scores": {lab: float(x) for lab, x in zip(lease.labels, p, strict=True)}}
-                            for w, p in zip(windows, probs, strict=True)],
+                "windows": [_window_item(w, task_scores(lease, p)) for w, p in zip(windows, probs, strict=True)],
                 "spans": agg["spans"]}
     return out
+
+
+def _window_item(w: Window, scored: dict) -> dict:
+    """One window of a windowed result: seconds, label and every label's probability (the version is the item's)."""
+    return {"start": w.seconds[0], "end": w.seconds[1], "label": scored["label"], "scores": scored["scores"]}

@@ -8,7 +8,9 @@ Rows, all scored with the same logistic regression (``run_suite.logreg``) on the
 1. v1 units (HuBERT trained on TTS; from the evaluation's results.json);
 2. speech_embedding units, k-means fitted on the TTS corpus only (the build's TTS features, same seed);
 3. speech_embedding units, k-means on TTS + real + channel twins (= the default);
-4. speech_embedding features, mean-pooled (no quantisation at all);
+4. speech_embedding units with a larger codebook (``--sizes``, default 300 and 1000 units), k-means on the same
+   sampled frames as the default's 100 (what the codebook size costs, without a unit LM for it);
+5. speech_embedding features, mean-pooled (no quantisation at all);
 and the prompted unit LM (SpeechPrompt v2) on v1 and on v2, from the evaluation.
 """
 
@@ -47,6 +49,12 @@ def tts_codebook(work: Path, seed: int, frames: int) -> Codebook:
     return Codebook(torch.from_numpy(fit_kmeans(subsample_rows(train, frames, seed), NUM_UNITS, seed)))
 
 
+def all_codebook(work: Path, seed: int, frames: int, k: int) -> Codebook:
+    """k-means (``k``) on the frames the default's codebook is fitted on (TTS + real + twins, same sample)."""
+    return Codebook(torch.from_numpy(fit_kmeans(subsample_rows(torch.load(work / "feats.pt", weights_only=True),
+                                                               frames, seed), k, seed)))
+
+
 def task_data(task_dir: Path, bb: Backbone, books: dict[str, Codebook]) -> dict:
     examples = M.read_manifest(task_dir / "manifest.csv")
     data: dict = {}
@@ -63,7 +71,7 @@ def task_data(task_dir: Path, bb: Backbone, books: dict[str, Codebook]) -> dict:
     for d in data.values():
         d["feats"] = np.stack(d["feats"])
         for k in books:
-            d[k] = histograms(d[k], NUM_UNITS)
+            d[k] = histograms(d[k], books[k].vocab_size)
     return data
 
 
@@ -78,15 +86,19 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, default=ROOT / ".cache" / "real_eval")
     ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md")
     ap.add_argument("--render-only", action="store_true", help="re-read the regressions of the last run")
+    ap.add_argument("--sizes", default="300,1000", help="larger codebooks to compare with the default's 100")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cfg = DefaultBuildConfig()
     bb = Backbone.load(a.backbone)
+    sizes = [int(k) for k in a.sizes.split(",") if k]
     books = {} if a.render_only else {"tts_only": tts_codebook(a.work, cfg.seed, cfg.codebook_frames),
-                                      "default": bb.codebook}
+                                      "default": bb.codebook,
+                                      **{f"k{k}": all_codebook(a.work, cfg.seed, cfg.codebook_frames, k) for k in sizes}}
     info = json.loads((a.eval / "tasks.json").read_text())
     rows = {"v1 units (HuBERT trained on TTS) + LR": {}, "speech_embedding units, codebook on TTS only + LR": {},
             "speech_embedding units, codebook on TTS + real + twins (default) + LR": {},
+            **{f"speech_embedding units, {k} units (same frames) + LR": {} for k in sizes},
             "speech_embedding features, mean-pooled (no units) + LR": {},
             "SpeechPrompt v2 prompts on v1": {}, "SpeechPrompt v2 prompts on v2 (default)": {}}
     names = [n for n in TASK_NAMES if n in info]
@@ -95,16 +107,19 @@ def main() -> None:
     for name in [n for n in names if n not in accs]:
         data = task_data(a.eval / "tasks" / name, bb, books)
         accs[name] = {k: logreg(data, info[name]["labels"], k, 0)["test"]["accuracy"]
-                      for k in ("tts_only", "default", "feats")}
+                      for k in ("tts_only", "default", *(f"k{k}" for k in sizes), "feats")}
     cache.write_text(json.dumps(accs, indent=1) + "\n")
     results = json.loads((a.eval / "results.json").read_text())  # read last: the evaluation may still be writing
     for name in names:
         acc, r = accs[name], results.get(name, {})
         keys = list(rows)
         rows[keys[0]][name] = r.get("old", {}).get("logreg_hist", {}).get("test", {}).get("accuracy")
-        rows[keys[1]][name], rows[keys[2]][name], rows[keys[3]][name] = acc["tts_only"], acc["default"], acc["feats"]
-        rows[keys[4]][name] = r.get("old", {}).get("v2", {}).get("test", {}).get("accuracy")
-        rows[keys[5]][name] = r.get("new", {}).get("v2", {}).get("test", {}).get("accuracy")
+        rows[keys[1]][name], rows[keys[2]][name] = acc["tts_only"], acc["default"]
+        for i, k in enumerate(sizes):
+            rows[keys[3 + i]][name] = acc.get(f"k{k}")
+        rows[keys[-3]][name] = acc["feats"]
+        rows[keys[-2]][name] = r.get("old", {}).get("v2", {}).get("test", {}).get("accuracy")
+        rows[keys[-1]][name] = r.get("new", {}).get("v2", {}).get("test", {}).get("accuracy")
     lines = ["Real-speech tasks, held-out speakers, test accuracy (`scripts/default_ablation.py`; same split and "
              "training clips as [results.md](results.md#real-human-speech-held-out-speakers)).", "",
              "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

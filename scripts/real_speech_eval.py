@@ -44,6 +44,7 @@ from speechprompt.training.markers import replace_block  # noqa: E402
 
 BEGIN, END = "<!-- real:begin -->", "<!-- real:end -->"
 REAL_MIRRORS = {"language-id": "allow-listed Debian speech, held-out speakers", "keyword": "hedgewars voice packs",
+                "digits": "asterisk telephone voices, es/fr/it/ru",
                 "vad": "speech vs music / effects / tones", "gender": "asterisk and fillets-ng voices"}
 
 
@@ -89,11 +90,20 @@ SPOKEN = {"byebye": "bye bye", "comeonthen": "come on then", "enemydown": "enemy
           "sameteam": "same team", "watchit": "watch it", "ooff": "oof", "ow": "ow"}
 
 
-def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int) -> dict:
-    """Add training data to ``task_dir/manifest.csv`` (dev and test untouched): ``twins`` channel-augmented copies
-    (``channel_aug``: room, noise, codec, band-pass, level) of every train clip, and for ``keyword`` each word spoken
-    by ``tts_voices`` espeak-ng/MBROLA voices of the suite's seen pool. Returns the counts added."""
-    from speechprompt.training import channel_aug
+def _tts_split(j: int) -> str:
+    """Every sixth TTS voice of a task goes to dev (the real dev speakers give a few clips only), the rest to train."""
+    return "dev" if j % 6 == 5 else "train"
+
+
+def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
+                  generated_nonspeech: int = 0) -> dict:
+    """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``_tts_split``):
+    ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip, for ``keyword`` each word spoken
+    by ``tts_voices`` espeak-ng/MBROLA voices of the suite's seen pool (for ``digits``: each digit word of every
+    language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language), and for ``vad`` ``generated_nonspeech``
+    ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
+    second one through a channel twin). Returns the counts added."""
+    from speechprompt.training import channel_aug, nonspeech
     from speechprompt.training.corpus import synthesize_words
     from speechprompt.training.suite import voice_pool
 
@@ -122,10 +132,33 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 path = out / f"tts-{lab}-{j:03d}.wav"
                 if not path.exists():
                     sf.write(path, clips[(SPOKEN.get(lab, lab), engine, voice)], 16000)
-                added.append((str(path), lab, "train"))
+                added.append((str(path), lab, _tts_split(j)))
+    if task_dir.name == "digits" and tts_voices:
+        for lang, words in real_tasks.DIGIT_WORDS.items():
+            pool = voice_pool(lang, "seen")
+            pick = np.random.default_rng([seed, len(lang), ord(lang[0])]).permutation(len(pool))[:tts_voices]
+            voices = sorted({(pool[i][0], pool[i][1]) for i in pick})
+            todo = any(not (out / f"tts-{lang}-{d}-{j:03d}.wav").exists() for d in range(10) for j in range(len(voices)))
+            clips = synthesize_words(list(words), voices) if todo else {}
+            for d, word in enumerate(words):
+                for j, (engine, voice) in enumerate(voices):
+                    path = out / f"tts-{lang}-{d}-{j:03d}.wav"
+                    if not path.exists():
+                        sf.write(path, clips[(word, engine, voice)], 16000)
+                    added.append((str(path), str(d), _tts_split(j)))
+    n_tts = len(added) - n_twins
+    if task_dir.name == "vad":
+        for k in range(generated_nonspeech):
+            path = out / f"gen-{k:05d}.wav"
+            if not path.exists():
+                _, y = nonspeech.generate(seed, k)
+                if k % 2:
+                    y = channel_aug.apply(y, channel_aug.draw(seed, 10**6 + k), seed, 10**6 + k)
+                sf.write(path, y, 16000)
+            added.append((str(path), "noise", "train"))
     with open(task_dir / "manifest.csv", "a", newline="") as fh:
         csv.writer(fh).writerows(added)
-    return {"twins": n_twins, "tts": len(added) - n_twins}
+    return {"twins": n_twins, "tts": n_tts, "generated_nonspeech": len(added) - n_twins - n_tts}
 
 
 def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> dict:
@@ -188,6 +221,8 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--twins", type=int, default=1, help="channel-augmented copies of every train clip")
     ap.add_argument("--tts-voices", type=int, default=24, help="TTS voices speaking each keyword (train only)")
+    ap.add_argument("--generated-nonspeech", type=int, default=600,
+                    help="generated non-speech clips added to vad's training set (nonspeech.generate)")
     ap.add_argument("--columns", default="new,old", help="which backbones to (re)run now: new, old or both")
     ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
                     help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run")
@@ -201,7 +236,8 @@ def main() -> None:
     wanted = set(a.tasks.split(","))
     info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed, wanted)
     for name in [t for t in info if t in wanted]:
-        info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed)
+        info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed,
+                                                  a.generated_nonspeech)
     a.work.mkdir(parents=True, exist_ok=True)
     (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
     res_file = a.work / "results.json"

@@ -8,8 +8,13 @@ a speaker is in train (+ dev) or in test, never both (``split``: ``{speaker: "tr
 - ``keyword``: label = the ``word`` of one-word clips in ``keyword_language`` (English: hedgewars event words,
   digits); the words spoken by >= 2 train speakers and >= 1 test speaker, at most ``max_words`` of them (most
   speakers first);
+- ``digits``: label = the digit (0-9) of the asterisk voice packages' ``digits/<n>`` prompts in Spanish, French,
+  Italian and Russian (one telephone-prompt voice per package: the test side is the voices the speaker split puts
+  there; the training side gets TTS renditions of the digit words in every language, ``DIGIT_WORDS``);
 - ``vad``: ``speech`` vs ``noise`` (non-speech rows: real-world noise, tones, effects); non-speech clips have no speaker,
   so they are split by a hash of their group (source + file stem without digits) instead;
+  clips whose ``word`` is a non-lexical vocalisation (:data:`VOCALISATIONS`: a laugh, a cough, a grunt, a scream)
+  are left out: a voice but no word, so neither ``speech`` nor ``noise``;
 - ``gender``: ``female`` / ``male`` where the package says it.
 
 Dev = every 8th train clip of a speaker by a hash of its path (dev is for early stopping only).
@@ -25,8 +30,17 @@ from pathlib import Path
 
 from .manifest import Example
 
-TASK_NAMES = ("language-id", "keyword", "vad", "gender")
+TASK_NAMES = ("language-id", "keyword", "digits", "vad", "gender")
+DIGIT_WORDS = {  # what the digits are called, for the TTS renditions in the digits task's training set
+    "es": ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"),
+    "fr": ("zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"),
+    "it": ("zero", "uno", "due", "tre", "quattro", "cinque", "sei", "sette", "otto", "nove"),
+    "ru": ("ноль", "один", "два", "три", "четыре", "пять", "шесть", "семь", "восемь", "девять"),
+}
 MIN_SECONDS = 0.2  # shorter rows (a few empty or click-length files) are left out of every task
+# hedgewars voice events that are a voice but no word (scream, grunt, cough, moan, laugh, hum): neither speech nor
+# noise, so out of the vad task
+VOCALISATIONS = frozenset({"flyaway", "hmm", "laugh", "ooff", "ow", "poisoncough", "poisonmoan"})
 
 
 def _h(s: str) -> int:
@@ -98,9 +112,14 @@ def make_tasks(rows: Sequence[dict], split: dict[str, str], base: str | Path, *,
         if r.get("word") in ok:
             add("keyword", r, r["word"], split[r["speaker"]], c)
     c = Counter()
+    for r in sorted(speech, key=lambda r: r["path"]):
+        if (r.get("language") in DIGIT_WORDS and r.get("source", "").startswith("asterisk")
+                and re.fullmatch(r"[0-9]", r.get("word", ""))):
+            add("digits", r, r["word"], split[r["speaker"]], c)
+    c = Counter()
     for r in sorted(rows, key=lambda r: r["path"]):
         s = split_of(r, split, test_fraction)
-        if s is not None:
+        if s is not None and r.get("word", "") not in VOCALISATIONS:
             add("vad", r, "noise" if r.get("kind") == "nonspeech" else "speech", s, c)
     c = Counter()
     for r in sorted(speech, key=lambda r: r["path"]):
@@ -122,7 +141,7 @@ def describe(examples: Sequence[Example], rows_by_path: dict[str, dict]) -> dict
             "chance": round(max(test.values()) / max(1, sum(test.values())), 3) if test else None}
 
 
-__all__ = ["TASK_NAMES", "describe", "eval_split", "make_tasks", "segment_long", "split_of"]
+__all__ = ["DIGIT_WORDS", "TASK_NAMES", "VOCALISATIONS", "describe", "eval_split", "make_tasks", "segment_long", "split_of"]
 
 
 def segment_long(rows: Sequence[dict], base: str | Path, out: str | Path, max_seconds: float = 10.0,

@@ -230,6 +230,7 @@ def main() -> None:
     ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
+    a.work, a.real_cache = a.work.resolve(), a.real_cache.resolve()  # manifests hold absolute paths
     torch.set_num_threads(a.threads)
     rows = real_corpus.read_manifest(a.real_cache / "manifest.jsonl")
     task_root = a.work / "tasks"

@@ -80,11 +80,16 @@ def fmt(x: float | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
-    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "build_default")
-    ap.add_argument("--eval", type=Path, default=ROOT / ".cache" / "real_eval")
-    ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md")
+    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=Fmt)
+    ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default", help="the default's bundle")
+    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "build_default",
+                    help="build-default's stage files (tts.npz, feats.pt)")
+    ap.add_argument("--eval", type=Path, default=ROOT / ".cache" / "real_eval",
+                    help="scripts/real_speech_eval.py's --work (tasks.json, tasks/, results.json)")
+    ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md", help="where the table goes")
     ap.add_argument("--render-only", action="store_true", help="re-read the regressions of the last run")
     ap.add_argument("--sizes", default="300,1000", help="larger codebooks to compare with the default's 100")
     a = ap.parse_args()

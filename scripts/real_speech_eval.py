@@ -1,17 +1,16 @@
 #!/usr/bin/env python
 """Real-speech evaluation (issue 14): held-out speakers of the allow-listed corpus, several backbones and baselines.
 
-    python scripts/build_real_corpus.py                       # once: .cache/real_corpus (Debian packages)
-    python scripts/real_speech_eval.py --backbone models/default --old-backbone models/default-v1 \
-        --demo language-id,vad,gender
+    python scripts/build_real_corpus.py           # once: .cache/real_corpus (Debian packages)
+    python scripts/real_speech_eval.py --old-backbone models/default-v1 --max-epochs 40 --demo language-id,vad,gender
 
-Tasks (``speechprompt/training/real_tasks.py``): language-id, keyword, vad (speech vs non-speech) and gender, a speaker in
-train or test, never both (the same split as ``build-default`` uses, so test speakers never reached the backbone
-either). Per task and backbone: SpeechPrompt v2 prompts (the suite's ``trainer.Recipe``) and logistic regression on
-unit histograms; backbone-free baselines: MFCC mean/std + LR and speech_embedding (mean-pooled) + LR. Results go to
-``--work/results.json`` (tasks already there are skipped unless --force) and to docs/results.md between the
-``real:begin/end`` markers. ``--demo`` copies the new backbone's v2 packages to ``--store`` (the old demo's task names and labels:
-``vad`` = noise/speech, ``gender`` = female/male).
+Tasks (``speechprompt/training/real_tasks.py``): language-id, keyword, digits, vad (speech vs non-speech) and gender,
+a speaker in train or test, never both (the same split as ``build-default`` uses, so test speakers never reached the
+backbone either). Per task and backbone: SpeechPrompt v2 prompts (the suite's ``trainer.Recipe``) and logistic
+regression on unit histograms; backbone-free baselines: MFCC mean/std + LR and speech_embedding (mean-pooled) + LR.
+Results go to ``--work/results.json`` (tasks already there are skipped unless --force; a task whose clips changed is
+recomputed) and to docs/results.md between the ``real:begin/end`` markers. ``--demo`` copies the new backbone's v2
+packages to ``--store`` (the old demo's task names and labels: ``vad`` = noise/speech, ``gender`` = female/male).
 """
 
 from __future__ import annotations
@@ -206,30 +205,46 @@ def render(results: dict, info: dict, meta: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--real-cache", type=Path, default=ROOT / ".cache" / "real_corpus")
-    ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
-    ap.add_argument("--old-backbone", type=Path, default=None, help="the previous default, for its column")
-    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "real_eval")
+    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=Fmt)
+    ap.add_argument("--real-cache", type=Path, default=ROOT / ".cache" / "real_corpus",
+                    help="the corpus scripts/build_real_corpus.py wrote (manifest.jsonl + wav/)")
+    ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default", help="the new default's bundle")
+    ap.add_argument("--old-backbone", type=Path, default=None,
+                    help="the previous default (models/default-v1), for its column; without it 'old' is skipped")
+    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "real_eval",
+                    help="task manifests, augmented clips, unit caches, packages and results.json")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="'none': docs untouched")
-    ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
+    ap.add_argument("--store", type=Path, default=ROOT / "prompts_store", help="where --demo packages go")
     ap.add_argument("--demo", default="", help="tasks whose new-backbone v2 package goes to --store")
-    ap.add_argument("--tasks", default=",".join(real_tasks.TASK_NAMES))
-    ap.add_argument("--test-fraction", type=float, default=0.3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-epochs", type=int, default=None)
+    ap.add_argument("--tasks", default=",".join(real_tasks.TASK_NAMES), help="comma-separated task names")
+    ap.add_argument("--test-fraction", type=float, default=0.3, help="share of speakers held out for test")
+    ap.add_argument("--seed", type=int, default=0, help="speaker split and augmentation seed")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--max-epochs", type=int, default=None,
+                    help="cap on prompt-training epochs (default: the suite recipe's 60; docs/results.md used 40)")
     ap.add_argument("--twins", type=int, default=1, help="channel-augmented copies of every train clip")
-    ap.add_argument("--tts-voices", type=int, default=24, help="TTS voices speaking each keyword (train only)")
+    ap.add_argument("--tts-voices", type=int, default=24,
+                    help="TTS voices speaking each keyword / digit word (every sixth goes to dev)")
     ap.add_argument("--generated-nonspeech", type=int, default=600,
                     help="generated non-speech clips added to vad's training set (nonspeech.generate)")
-    ap.add_argument("--columns", default="new,old", help="which backbones to (re)run now: new, old or both")
+    ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")
     ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
                     help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run")
     ap.add_argument("--variants", default="v2", help="prompt variants on the new backbone ('' = baselines only)")
     ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
-    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--force", action="store_true", help="recompute tasks already in results.json")
     a = ap.parse_args()
+    columns = {c for c in a.columns.split(",") if c}
+    if not columns <= {"new", "old"}:
+        ap.error(f"--columns: {a.columns!r}; accepted: new, old or new,old")
+    unknown = set(a.tasks.split(",")) - set(real_tasks.TASK_NAMES)
+    if unknown:
+        ap.error(f"--tasks: unknown {sorted(unknown)}; accepted: {', '.join(real_tasks.TASK_NAMES)}")
+    if "old" in columns and not a.old_backbone:
+        say("old column skipped: no --old-backbone given")
     a.work, a.real_cache = a.work.resolve(), a.real_cache.resolve()  # manifests hold absolute paths
     torch.set_num_threads(a.threads)
     rows = real_corpus.read_manifest(a.real_cache / "manifest.jsonl")
@@ -252,9 +267,9 @@ def main() -> None:
         os.replace(tmp, res_file)
 
     backbones = {}
-    if "new" in a.columns:
+    if "new" in columns:
         backbones["new"] = Backbone.load(a.backbone)
-    if a.old_backbone and "old" in a.columns:
+    if a.old_backbone and "old" in columns:
         backbones["old"] = Backbone.load(a.old_backbone)
     se_backbone = backbones.get("new") or Backbone.load(a.se_backbone)
     for name in [t for t in a.tasks.split(",") if t in info]:

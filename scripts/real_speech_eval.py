@@ -198,8 +198,11 @@ def render(results: dict, info: dict, meta: dict) -> str:
                  _acc(r.get("logreg_mfcc")), _acc(r.get("logreg_speech_embedding"))]
         lines.append(f"| {name} | {i['classes']} | " + " | ".join(cells) + f" | {i['chance']} | "
                      f"{i['test']['clips']} / {i['test']['speakers']} | {i['train']['clips']} / {i['train']['speakers']} |")
-    lines += ["", "A `-`: not run (prompt training of the old default on that task did not fit this session's CPU time). "
-              "Speakers of `vad` include the non-speech groups (music, effects, tones of one package each).",
+    missing = any("| - |" in line for line in lines[4:])
+    lines += ["", ("A `-`: not run (the old default's run on that task, prompts and its unit histograms, did not fit "
+                   "the session's CPU time). " if missing else "") +
+              "Speakers are the corpus's speaker ids (see above); those of `vad` include the non-speech groups (music, "
+              "effects, tones of one package each).",
               "", "Labels: " + "; ".join(f"{n}: {', '.join(info[n]['labels'])}" for n in results), ""]
     return "\n".join(lines)
 

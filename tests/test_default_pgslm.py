@@ -232,3 +232,19 @@ def test_build_pgslm_is_a_speechprompt_command(monkeypatch):
     assert args[1:3] == ["-m", "speechprompt.training.build_pgslm"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert args[3:] == ["--from", "models/default", "--out", "x", "--seed", "3", "--log-json",
                         "docs/pgslm_training_log.json", "--small"]
+
+
+@pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
+def test_small_build_on_the_speech_embedding_default_aligns_f0_with_its_80ms_units(tmp_path):
+    """models/default's dense model steps 1280 samples (80 ms) per unit, not HuBERT's 320: the prosody streams take
+    the source encoder's hop, so F0 frames (5 ms) align 16 per unit frame and a clip's prosody units come out whole."""
+    src = ROOT / "models" / "default"
+    out = tmp_path / "pgslm-se"
+    build_pgslm(src, out, PGSLMBuildConfig.small(), tmp_path / "log.json", say=lambda _: None)
+    bb = Backbone.load(out)
+    assert bb.spec.kind == "pgslm" and bb.encoder.hop_size == 1280
+    assert bb.prosody.config.hop_size == 1280 and bb.prosody.config.f0_code_ratio == 16.0
+    t = np.arange(3 * 16000) / 16000
+    pu = Runtime(bb).extract_units([(0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)])[0]
+    assert pu.f0.shape == pu.units.shape and int(pu.durations.sum()) == pu.frames
+    assert pu.frames == bb.encoder.num_frames(len(t))

@@ -354,7 +354,9 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
         units += extractor.extract(corpus.clean[s:s + cfg.unit_batch])
     lap("units")
 
-    pcfg = ProsodyConfig()  # discrete, durations capped at 20, 32 bins, log + mean + interpolate, utterance mean
+    # discrete, durations capped at 20, 32 bins, log + mean + interpolate, utterance mean; the unit hop of the source
+    # encoder (320 samples for HuBERT, 1280 for speech_embedding), so F0 frames align with its units
+    pcfg = ProsodyConfig(hop_size=extractor.hop_size)
     tracks = frame_tracks(corpus.clean, pcfg, cfg.jobs)
     lap("yaapt")
 

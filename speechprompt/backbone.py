@@ -163,6 +163,11 @@ class Backbone:
         else:
             lm = UnitLM(spec.unit_lm)
         _load_strict(encoder, load_file(str(folder / "encoder.safetensors")), "encoder")
+        if hasattr(encoder, "check_pitch_config"):
+            try:
+                encoder.check_pitch_config()
+            except ValueError as e:
+                raise BundleError(str(e)) from None
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
         bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval(), prosody)

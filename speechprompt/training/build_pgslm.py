@@ -50,6 +50,7 @@ from speechprompt.units import UnitExtractor
 log = logging.getLogger(__name__)
 STREAMS = ("token", "duration", "f0")
 HIST_BINS = 100_000  # quantize_f0.py: np.histogram(f0_all, 100000)
+F0_MODES = ("utterance", "absolute")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class PGSLMBuildConfig:
     batch_tokens: int = 4000
     lr: float = 2e-3
     loss_weights: tuple[float, float, float] = (1.0, 0.5, 0.5)
+    f0: str = "utterance"  # F0 stream: "utterance" (log-F0 minus the clip's mean, the recipe) or "absolute" (log-F0)
     name: str = "speechprompt-pgslm-default-v1"
 
     @classmethod
@@ -116,14 +118,17 @@ def frame_tracks(wavs: list[np.ndarray], cfg: ProsodyConfig, jobs: int) -> list[
     return [None if t is None else torch.from_numpy(t) for t in out]
 
 
-def normalized_log_f0_frames(track: Tensor | None) -> Tensor:
+def normalized_log_f0_frames(track: Tensor | None, subtract_mean: bool = True) -> Tensor:
     """Voiced frames of one clip -> log-F0 minus the clip's mean log-F0 ``[V]`` f32 (``quantize_f0.py`` with the
-    clip as its own speaker: ``F0Stat`` mean, float32 arithmetic)."""
+    clip as its own speaker: ``F0Stat`` mean, float32 arithmetic); with ``subtract_mean=False`` log-F0 itself
+    (the recipe without ``--normalize-f0-mean``: absolute pitch, which tells a low voice from a high one)."""
     if track is None:
         return torch.zeros(0)
     x = track[track != 0].to(torch.float32)
     if not x.numel():
         return torch.zeros(0)
+    if not subtract_mean:
+        return x.log()
     mean = torch.tensor(F0Stats.from_frames(track).summary().logf0_mean, dtype=torch.float32)
     return x.log() - mean
 
@@ -356,11 +361,14 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
 
     # discrete, durations capped at 20, 32 bins, log + mean + interpolate, utterance mean; the unit hop of the source
     # encoder (320 samples for HuBERT, 1280 for speech_embedding), so F0 frames align with its units
-    pcfg = ProsodyConfig(hop_size=extractor.hop_size)
+    if cfg.f0 not in F0_MODES:
+        raise ValueError(f"f0 must be one of {F0_MODES}, not {cfg.f0!r}")
+    absolute = cfg.f0 == "absolute"
+    pcfg = ProsodyConfig(hop_size=extractor.hop_size, normalize_f0_mean=not absolute)
     tracks = frame_tracks(corpus.clean, pcfg, cfg.jobs)
     lap("yaapt")
 
-    normed = np.concatenate([normalized_log_f0_frames(tracks[i]).numpy() for i in train_idx])
+    normed = np.concatenate([normalized_log_f0_frames(tracks[i], not absolute).numpy() for i in train_idx])
     edges = f0_bin_edges(normed, pcfg.f0_bins)
     prosody = Prosody(pcfg, edges)
     items = [prosody.from_frames(t, u) for t, u in zip(tracks, units, strict=True)]
@@ -375,7 +383,8 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
     extra = {"built_by": "speechprompt build-pgslm", "seed": cfg.seed,
              "source_bundle": {"name": src_meta["name"], "fingerprint": src_meta["fingerprint"]},
              "corpus": f"build-backbone plan, {cfg.minutes:g} min, clean clips",
-             "f0_bin_edges": "quantize_f0.py recipe over the training clips' voiced frames, utterance-mean log-F0",
+             "f0_bin_edges": "quantize_f0.py recipe over the training clips' voiced frames, "
+                             + ("log-F0 (absolute)" if absolute else "utterance-mean log-F0"),
              "loss_weights": list(cfg.loss_weights)}
     from safetensors.torch import load_file
 
@@ -419,6 +428,9 @@ def _options(typer):
         small=typer.Option(False, help="tiny corpus and model (under a minute; for tests and dry runs)"),
         epochs=typer.Option(None, help="training epochs (default 6)"),
         log_json=typer.Option(Path("docs/pgslm_training_log.json"), help="training log (JSON)"),
+        f0=typer.Option("utterance", help="F0 stream: 'utterance' (log-F0 minus the clip mean: the pGSLM recipe) or "
+                        "'absolute' (log-F0 unnormalised: keeps how high a voice is, e.g. for gender)"),
+        name=typer.Option(None, help="bundle name (default speechprompt-pgslm-default-v1)"),
     )
 
 
@@ -432,11 +444,15 @@ def register(app) -> None:
     @app.command("build-pgslm")
     def build_pgslm_cmd(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"],
                         minutes: float = o["minutes"], small: bool = o["small"], epochs: int = o["epochs"],
-                        log_json: Path = o["log_json"]) -> None:
+                        log_json: Path = o["log_json"], f0: str = o["f0"], name: str = o["name"]) -> None:
         """Train a pGSLM (multi-stream unit LM + F0 bins) on a GSLM bundle's units and its build corpus."""
+        if f0 not in F0_MODES:
+            typer.echo(f"--f0 must be one of {', '.join(F0_MODES)}; got {f0!r}", err=True)
+            raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_pgslm",
                                          {"--from": src, "--out": out, "--seed": seed, "--log-json": log_json,
-                                          "--minutes": minutes, "--epochs": epochs}, {"--small": small}))
+                                          "--minutes": minutes, "--epochs": epochs, "--f0": f0, "--name": name},
+                                         {"--small": small}))
 
 
 def _main() -> None:
@@ -445,10 +461,12 @@ def _main() -> None:
     o = _options(typer)
 
     def run(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"], minutes: float = o["minutes"],
-            small: bool = o["small"], epochs: int = o["epochs"], log_json: Path = o["log_json"]) -> None:
+            small: bool = o["small"], epochs: int = o["epochs"], log_json: Path = o["log_json"], f0: str = o["f0"],
+            name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = PGSLMBuildConfig.small(seed) if small else PGSLMBuildConfig(seed=seed)
-        cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("epochs", epochs)) if v is not None})
+        cfg = replace(cfg, f0=f0, **{k: v for k, v in (("minutes", minutes), ("epochs", epochs), ("name", name))
+                                     if v is not None})
         result = build_pgslm(src, out, cfg, log_json, say=log.info)
         typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))
 

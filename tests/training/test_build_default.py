@@ -65,6 +65,14 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     again = bd.build_default(tmp_path / "bundle2", cfg, **kw)
     assert again["fingerprint"] == result["fingerprint"]  # deterministic from the same stage files and seed
 
+    # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder
+    monkeypatch.setattr(bd.SpeechEmbeddingEncoder, "extract", boom)
+    pitched = bd.build_default(tmp_path / "bundle3", replace(cfg, pitch_scale=40.0), **kw)
+    pb = Backbone.load(tmp_path / "bundle3")
+    assert pitched["fingerprint"] != result["fingerprint"] and (tmp_path / "work" / "pitch-40.pt").is_file()
+    assert pb.encoder.dim == pb.codebook.dim == 98 and pb.encoder.cfg.pitch.scale == 40.0
+    assert "pitch" in pb.spec.extra["dense_model"] and "pitch" not in bb.spec.encoder.to_dict()
+
     split = real_tasks.eval_split(rows, 0.4, 0)
     tasks = real_tasks.make_tasks(rows, split, tmp_path / "real", test_fraction=0.4)
     assert {"language-id", "keyword", "vad", "gender"} <= set(tasks)

@@ -1,6 +1,6 @@
 """Classify one 2 s clip on one CPU thread: the default backbone against another bundle (the old default), same run.
 
-    python bench/bench_default_latency.py --bundles models/default,.cache/old_default
+    python bench/bench_default_latency.py --bundles models/default,models/default-v1
 
 Per bundle: units (encode + k-means + dedup) and one prompted unit-LM row with a task from the bundle's demo store
 (a random package of the right shape: the cost does not depend on its values), best of ``--repeats``; prints the milliseconds
@@ -73,7 +73,7 @@ def measure(bundle: Path, wav: np.ndarray, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bundles", default="models/default,.cache/old_default")
+    ap.add_argument("--bundles", default="models/default,models/default-v1")
     ap.add_argument("--repeats", type=int, default=10)
     a = ap.parse_args()
     torch.set_num_threads(1)

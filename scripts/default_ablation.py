@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Ablation of the default backbone on the real-speech tasks: what the real-speech dense model and the real speech in
-the codebook contribute. Writes the ``ablation:begin/end`` block of docs/model_card.md.
+"""Ablation of the default backbone on the real-speech tasks: what the real-speech dense model, the real speech in
+the codebook and the pitch stream contribute. Writes the ``ablation:begin/end`` block of docs/model_card.md.
 
     python scripts/default_ablation.py   # after build-default (its stage files) and scripts/real_speech_eval.py
 
 Rows, all scored with the same logistic regression (``run_suite.logreg``) on the same speaker split:
 1. v1 units (HuBERT trained on TTS; from the evaluation's results.json);
-2. speech_embedding units, k-means fitted on the TTS corpus only (the build's TTS features, same seed);
-3. speech_embedding units, k-means on TTS + real + channel twins (= the default);
-4. speech_embedding units with a larger codebook (``--sizes``, default 300 and 1000 units), k-means on the same
-   sampled frames as the default's 100 (what the codebook size costs, without a unit LM for it);
-5. speech_embedding features, mean-pooled (no quantisation at all);
-and the prompted unit LM (SpeechPrompt v2) on v1 and on v2, from the evaluation.
+2. speech_embedding units (no pitch), k-means fitted on the TTS corpus only (the build's TTS features, same seed);
+3. speech_embedding units (no pitch), k-means on TTS + real + channel twins (v2's recipe, on the same sampled frames);
+4. the same with a larger codebook (``--sizes``, default 300 and 1000 units);
+5. speech_embedding + pitch units at other pitch weights (``--pitch-scales``, default 80; ``build-default
+   --pitch-scale``), 100 units on the same sampled frames;
+6. the default's own units (speech_embedding + pitch at its scale; its codebook);
+7. speech_embedding features, mean-pooled (no quantisation, no pitch);
+and the prompted unit LM (SpeechPrompt v2) on v1 and on the default, from the evaluation.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from run_suite import histograms, logreg  # noqa: E402
 
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.codebook import Codebook, dedup  # noqa: E402
+from speechprompt.pitch import PitchConfig, pitch_features  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training.build_backbone import NUM_UNITS, fit_kmeans, subsample_rows  # noqa: E402
-from speechprompt.training.build_default import DefaultBuildConfig, _load_clips  # noqa: E402
+from speechprompt.training.build_default import DefaultBuildConfig, _load_clips, _with_pitch  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.real_tasks import TASK_NAMES  # noqa: E402
 
 BEGIN, END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
+SE_DIM = 96  # speech_embedding's own dimensions; a pitch stream follows them
 
 
 def tts_codebook(work: Path, seed: int, frames: int) -> Codebook:
@@ -55,19 +59,36 @@ def all_codebook(work: Path, seed: int, frames: int, k: int) -> Codebook:
                                                                frames, seed), k, seed)))
 
 
-def task_data(task_dir: Path, bb: Backbone, books: dict[str, Codebook]) -> dict:
+def pitch_codebook(work: Path, seed: int, frames: int, pitch: PitchConfig) -> Codebook:
+    """k-means (100) on the default's sampled frames with the pitch stream appended (``build-default --pitch-scale``;
+    the pitch frames are the build's ``pitch-<scale>.pt`` stage file, computed here when missing)."""
+    clips = [c for n in ("tts", "real", "twins") for c in _load_clips(work / f"{n}.npz")[0]]
+    feats = _with_pitch(torch.load(work / "feats.pt", weights_only=True), clips, pitch,
+                        work / f"pitch-{pitch.scale:g}.pt", print)
+    del clips
+    return Codebook(torch.from_numpy(fit_kmeans(subsample_rows(feats, frames, seed), NUM_UNITS, seed)))
+
+
+def task_data(task_dir: Path, bb: Backbone, books: dict[str, Codebook], pitches: dict[str, PitchConfig]) -> dict:
+    """Per split: labels, mean-pooled embeddings and the unit histogram of every codebook in ``books``: ``default``
+    quantises the bundle's own features, those named in ``pitches`` the embedding with that pitch stream appended,
+    the others the embedding alone (the first 96 dimensions)."""
     examples = M.read_manifest(task_dir / "manifest.csv")
     data: dict = {}
     with torch.inference_mode():
         for i in range(0, len(examples), 32):
             batch = examples[i:i + 32]
-            feats = bb.encoder.extract([torch.from_numpy(M.load_audio(e.path)) for e in batch])
-            for e, f in zip(batch, feats, strict=True):
+            wavs = [torch.from_numpy(M.load_audio(e.path)) for e in batch]
+            feats = bb.encoder.extract(wavs)
+            for e, w, f in zip(batch, wavs, feats, strict=True):
                 d = data.setdefault(e.split, {"labels": [], "feats": [], **{k: [] for k in books}})
                 d["labels"].append(e.label)
-                d["feats"].append(f.mean(0).numpy())
+                se = f[:, :SE_DIM]
+                d["feats"].append(se.mean(0).numpy())
                 for k, cb in books.items():
-                    d[k].append(dedup(cb.quantize(f))[0])
+                    x = f if k == "default" else \
+                        torch.cat([se, pitch_features(w, f.shape[0], pitches[k])], 1) if k in pitches else se
+                    d[k].append(dedup(cb.quantize(x))[0])
     for d in data.values():
         d["feats"] = np.stack(d["feats"])
         for k in books:
@@ -92,39 +113,46 @@ def main() -> None:
     ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md", help="where the table goes")
     ap.add_argument("--render-only", action="store_true", help="re-read the regressions of the last run")
     ap.add_argument("--sizes", default="300,1000", help="larger codebooks to compare with the default's 100")
+    ap.add_argument("--pitch-scales", default="80", help="other pitch-stream weights (build-default --pitch-scale)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cfg = DefaultBuildConfig()
     bb = Backbone.load(a.backbone)
     sizes = [int(k) for k in a.sizes.split(",") if k]
+    pitches = {f"p{float(x):g}": PitchConfig(scale=float(x)) for x in a.pitch_scales.split(",") if x}
     books = {} if a.render_only else {"tts_only": tts_codebook(a.work, cfg.seed, cfg.codebook_frames),
+                                      "k100": all_codebook(a.work, cfg.seed, cfg.codebook_frames, 100),
                                       "default": bb.codebook,
-                                      **{f"k{k}": all_codebook(a.work, cfg.seed, cfg.codebook_frames, k) for k in sizes}}
+                                      **{f"k{k}": all_codebook(a.work, cfg.seed, cfg.codebook_frames, k) for k in sizes},
+                                      **{k: pitch_codebook(a.work, cfg.seed, cfg.codebook_frames, p)
+                                         for k, p in pitches.items()}}
     info = json.loads((a.eval / "tasks.json").read_text())
-    rows = {"v1 units (HuBERT trained on TTS) + LR": {}, "speech_embedding units, codebook on TTS only + LR": {},
-            "speech_embedding units, codebook on TTS + real + twins (default) + LR": {},
-            **{f"speech_embedding units, {k} units (same frames) + LR": {} for k in sizes},
-            "speech_embedding features, mean-pooled (no units) + LR": {},
-            "SpeechPrompt v2 prompts on v1": {}, "SpeechPrompt v2 prompts on v2 (default)": {}}
+    rows = {"v1 units (HuBERT trained on TTS) + LR": {},
+            "speech_embedding units, codebook on TTS only + LR": {"key": "tts_only"},
+            "speech_embedding units, codebook on TTS + real + twins (v2's recipe) + LR": {"key": "k100"},
+            **{f"speech_embedding units, {k} units (same frames) + LR": {"key": f"k{k}"} for k in sizes},
+            **{f"speech_embedding + pitch (scale {p.scale:g}) units, 100 (same frames) + LR": {"key": k}
+               for k, p in pitches.items()},
+            f"the default's units ({bb.spec.extra.get('dense_model', 'its dense model')}) + LR": {"key": "default"},
+            "speech_embedding features, mean-pooled (no units, no pitch) + LR": {"key": "feats"},
+            "SpeechPrompt v2 prompts on v1": {}, "SpeechPrompt v2 prompts on the default": {}}
     names = [n for n in TASK_NAMES if n in info]
     cache = a.eval / f"ablation-{bb.fingerprint[:16]}.json"  # the regressions; --render-only re-reads them
     accs = json.loads(cache.read_text()) if a.render_only else {}
-    for name in [n for n in names if n not in accs]:
-        data = task_data(a.eval / "tasks" / name, bb, books)
-        accs[name] = {k: logreg(data, info[name]["labels"], k, 0)["test"]["accuracy"]
-                      for k in ("tts_only", "default", *(f"k{k}" for k in sizes), "feats")}
+    for name in [n for n in names if not set(books) <= set(accs.get(n, {}))] if books else []:
+        data = task_data(a.eval / "tasks" / name, bb, books, pitches)
+        accs[name] = {k: logreg(data, info[name]["labels"], k, 0)["test"]["accuracy"] for k in (*books, "feats")}
     cache.write_text(json.dumps(accs, indent=1) + "\n")
     results = json.loads((a.eval / "results.json").read_text())  # read last: the evaluation may still be writing
+    keys = {label: row.pop("key", None) for label, row in rows.items()}
     for name in names:
         acc, r = accs[name], results.get(name, {})
-        keys = list(rows)
-        rows[keys[0]][name] = r.get("old", {}).get("logreg_hist", {}).get("test", {}).get("accuracy")
-        rows[keys[1]][name], rows[keys[2]][name] = acc["tts_only"], acc["default"]
-        for i, k in enumerate(sizes):
-            rows[keys[3 + i]][name] = acc.get(f"k{k}")
-        rows[keys[-3]][name] = acc["feats"]
-        rows[keys[-2]][name] = r.get("old", {}).get("v2", {}).get("test", {}).get("accuracy")
-        rows[keys[-1]][name] = r.get("new", {}).get("v2", {}).get("test", {}).get("accuracy")
+        for label, key in keys.items():
+            rows[label][name] = acc.get(key) if key else None
+        labels = list(rows)
+        rows[labels[0]][name] = r.get("old", {}).get("logreg_hist", {}).get("test", {}).get("accuracy")
+        rows[labels[-2]][name] = r.get("old", {}).get("v2", {}).get("test", {}).get("accuracy")
+        rows[labels[-1]][name] = r.get("new", {}).get("v2", {}).get("test", {}).get("accuracy")
     lines = ["Real-speech tasks, held-out speakers, test accuracy (`scripts/default_ablation.py`; same split and "
              "training clips as [results.md](results.md#real-human-speech-held-out-speakers)).", "",
              "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

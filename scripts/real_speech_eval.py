@@ -207,6 +207,12 @@ def render(results: dict, info: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def reusable(done: dict, fingerprint: str) -> dict:
+    """The cells of one column that were computed on this backbone (``fingerprint``); ``{}`` when the column was made
+    on another one (a rebuilt default): every prompt variant and regression is then recomputed, none is carried over."""
+    return done if done.get("fingerprint") == fingerprint else {}
+
+
 def main() -> None:
     class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
@@ -287,8 +293,8 @@ def main() -> None:
         r.update(current.get(name, {}), digest=digest)  # what other runs already wrote for this task
         for key, bb in backbones.items():
             variants = [v for v in (a.variants if key == "new" else a.old_variants).split(",") if v]
-            done = r.get(key, {})
-            if done.get("fingerprint") == bb.fingerprint and "logreg_hist" in done and all(v in done for v in variants):
+            done = reusable(r.get(key, {}), bb.fingerprint)
+            if "logreg_hist" in done and all(v in done for v in variants):
                 continue
             t0 = time.perf_counter()
             data = encode_task(bb, task_root / name, a.work / "units" / digest)

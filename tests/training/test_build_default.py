@@ -45,7 +45,7 @@ def _fake_real_corpus(root: Path) -> list[dict]:
 @pytest.mark.slow
 def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monkeypatch):
     rows = _fake_real_corpus(tmp_path / "real")
-    cfg = replace(bd.DefaultBuildConfig.small(), minutes=0.3, real_test_fraction=0.4)
+    cfg = replace(bd.DefaultBuildConfig.small(), minutes=0.3, real_test_fraction=0.4, pitch_scale=0.0)  # v2's recipe
     kw = dict(real_cache=tmp_path / "real", work=tmp_path / "work", teacher_cache=TEACHERS)
     result = bd.build_default(tmp_path / "bundle", cfg, **kw)
     bb = Backbone.load(tmp_path / "bundle")
@@ -67,6 +67,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
 
     # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder
     monkeypatch.setattr(bd.SpeechEmbeddingEncoder, "extract", boom)
+    assert bd.DefaultBuildConfig.small().pitch_scale == bd.DefaultBuildConfig().pitch_scale == 40.0  # v3's recipe
     pitched = bd.build_default(tmp_path / "bundle3", replace(cfg, pitch_scale=40.0), **kw)
     pb = Backbone.load(tmp_path / "bundle3")
     assert pitched["fingerprint"] != result["fingerprint"] and (tmp_path / "work" / "pitch-40.pt").is_file()

@@ -59,3 +59,14 @@ def test_generated_tone_has_its_energy_near_one_frequency(seed):
     f = freqs[int(power.argmax())]
     near = power[np.abs(freqs - f) <= 0.03 * f + 5].sum()  # vibrato (<= 2 %) and the fades spread the line
     assert kind == "tone" and 100 * 0.97 <= f <= 4000 * 1.03 and near / power.sum() > 0.9
+
+
+def test_real_speech_eval_never_carries_cells_over_from_another_backbone():
+    """A rebuilt default (new fingerprint) recomputes every cell of its column: before this, the prompts of the
+    previous backbone were kept under the new fingerprint (and its package installed as the demo)."""
+    from tests.scripts import load_script
+
+    reusable = load_script("real_speech_eval").reusable
+    cells = {"fingerprint": "aaa", "v2": {"test": {"accuracy": 0.4}}, "logreg_hist": {}}
+    assert reusable(cells, "aaa") is cells
+    assert reusable(cells, "bbb") == {} and reusable({}, "bbb") == {}

@@ -184,7 +184,7 @@ def _acc(r: dict | None) -> str:
 
 
 def render(results: dict, info: dict, meta: dict) -> str:
-    cols = ["new default v2", "old default v2", "LR unit hist (new)", "LR unit hist (old)", "MFCC + LR",
+    cols = ["new default (v2 prompts)", "old default (v2 prompts)", "LR unit hist (new)", "LR unit hist (old)", "MFCC + LR",
             "speech_embedding + LR"]
     lines = [f"Held-out speakers of the allow-listed real speech (`scripts/real_speech_eval.py`, {meta['date']}; new "
              f"default `{meta['new'][:16]}`, old default `{meta['old'][:16]}`). Test accuracy; chance = majority "

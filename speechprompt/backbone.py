@@ -116,7 +116,9 @@ class Backbone:
         return {"kind": self.spec.kind, "name": self.spec.name, "fingerprint": self.spec.fingerprint,
                 "sample_rate": self.spec.sample_rate, "hop_size": self.encoder.hop_size,
                 "encoder": {"type": getattr(self.spec.encoder, "type", "hubert"),
-                            "layers_kept": self.spec.encoder.output_layer, "dim": self.encoder.dim},
+                            "layers_kept": self.spec.encoder.output_layer, "dim": self.encoder.dim,
+                            **({"pitch": pitch.to_dict()} if (pitch := getattr(self.spec.encoder, "pitch", None))
+                               else {})},
                 "codebook_size": self.spec.codebook_size,
                 "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
                             "vocab_size": c.vocab_size},
@@ -162,7 +164,10 @@ class Backbone:
                 raise BundleError("backbone.json 'prosody' differs from prosody.safetensors (the fingerprinted one)")
         else:
             lm = UnitLM(spec.unit_lm)
-        _load_strict(encoder, load_file(str(folder / "encoder.safetensors")), "encoder")
+        enc_sd = load_file(str(folder / "encoder.safetensors"))
+        if hasattr(encoder, "explain_state_mismatch") and (why := encoder.explain_state_mismatch(set(enc_sd))):
+            raise BundleError(why)
+        _load_strict(encoder, enc_sd, "encoder")
         if hasattr(encoder, "check_pitch_config"):
             try:
                 encoder.check_pitch_config()

@@ -126,7 +126,9 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
           if r.get("passed") and _components(m) and all(c in native for c in _components(m))
           and float(r.get("speedup", 0.0)) > 1.0]
     if not ok:
-        why = ("no agreement gate recorded for this bundle" if not modes else
+        stale = gate is not None and gate.get("fingerprint") != fingerprint
+        why = (f"the recorded agreement gate is for another bundle ({str(gate.get('fingerprint'))[:16]}); rerun "
+               "bench/precision_gate.py" if stale else "no agreement gate recorded for this bundle" if not modes else
                "no mode both native here and passing the bundle's agreement gate with a speed-up over fp32")
         return Choice("fp32", "auto", f"{why} (native here: {', '.join(native)})", tuple(native))
     speed, mode = max(ok)

@@ -197,6 +197,14 @@ class SpeechEmbeddingEncoder(nn.Module):
             return out
         return [torch.cat([e, pitch_features(w, e.shape[0], c.pitch)], 1) for e, w in zip(out, clips, strict=True)]
 
+    def explain_state_mismatch(self, keys: set[str]) -> str | None:
+        """Why weights with ``keys`` do not fit this config, when the cause is the pitch stream (else None)."""
+        if "pitch_config" in keys and self.cfg.pitch is None:
+            return "encoder.safetensors has a pitch stream (pitch_config) but backbone.json has no encoder.pitch"
+        if "pitch_config" not in keys and self.cfg.pitch is not None:
+            return "backbone.json has encoder.pitch but encoder.safetensors has no pitch_config (a bundle without one)"
+        return None
+
     def check_pitch_config(self) -> None:
         """After loading weights: raise ``ValueError`` unless the ``pitch_config`` buffer equals ``cfg.pitch``."""
         if self.cfg.pitch is not None and not torch.equal(self.pitch_config.float().cpu(), pitch_vector(self.cfg.pitch)):

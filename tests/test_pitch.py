@@ -109,6 +109,7 @@ def test_encoder_with_pitch_appends_two_dims_and_its_bundle_checks_the_settings(
                      dictionary=natural_dictionary(20))
     bb = Backbone.load(tmp_path / "b")
     assert bb.fingerprint == fp and bb.encoder.cfg.pitch == cfg.pitch and bb.info()["encoder"]["dim"] == 98
+    assert bb.info()["encoder"]["pitch"] == cfg.pitch.to_dict()  # GET /v1/backbone shows the pitch stream
     assert torch.equal(bb.encoder.extract([wav])[0], out)
     # editing the settings in backbone.json (not fingerprinted) is caught against the weights (fingerprinted)
     meta = json.loads((tmp_path / "b" / "backbone.json").read_text())
@@ -122,7 +123,7 @@ def test_encoder_with_pitch_appends_two_dims_and_its_bundle_checks_the_settings(
         Backbone.load(tmp_path / "b")
     del meta["encoder"]["pitch"]
     (tmp_path / "b" / "backbone.json").write_text(json.dumps(meta))
-    with pytest.raises(BundleError, match="pitch_config"):
+    with pytest.raises(BundleError, match="has a pitch stream .pitch_config. but backbone.json has no encoder.pitch"):
         Backbone.load(tmp_path / "b")
 
 

@@ -87,8 +87,9 @@ def test_auto_picks_the_fastest_native_mode_whose_gate_passed():
     assert choose("auto", device="cpu", flags=frozenset({"avx512_bf16"}), gate=gate, fingerprint="f").mode == "bf16"
     # a gate recorded for another bundle, no gate, no native unit: fp32, and the reason says why
     other = choose("auto", device="cpu", flags=FLAGS_BOTH, gate=gate, fingerprint="g")
-    assert other.mode == "fp32" and "no agreement gate" in other.reason
-    assert choose("auto", device="cpu", flags=FLAGS_BOTH, gate=None, fingerprint="f").mode == "fp32"
+    assert other.mode == "fp32" and "gate is for another bundle (f)" in other.reason and "precision_gate.py" in other.reason
+    none = choose("auto", device="cpu", flags=FLAGS_BOTH, gate=None, fingerprint="f")
+    assert none.mode == "fp32" and "no agreement gate recorded" in none.reason
     plain = choose("auto", device="cpu", flags=frozenset({"avx2"}), gate=gate, fingerprint="f")
     assert plain.mode == "fp32" and "no mode both native" in plain.reason
     # a mode name this version does not know is skipped, not fatal

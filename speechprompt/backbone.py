@@ -165,14 +165,9 @@ class Backbone:
         else:
             lm = UnitLM(spec.unit_lm)
         enc_sd = load_file(str(folder / "encoder.safetensors"))
-        if hasattr(encoder, "explain_state_mismatch") and (why := encoder.explain_state_mismatch(set(enc_sd))):
+        if hasattr(encoder, "pitch_mismatch") and (why := encoder.pitch_mismatch(enc_sd)):
             raise BundleError(why)
         _load_strict(encoder, enc_sd, "encoder")
-        if hasattr(encoder, "check_pitch_config"):
-            try:
-                encoder.check_pitch_config()
-            except ValueError as e:
-                raise BundleError(str(e)) from None
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
         bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval(), prosody)

@@ -179,7 +179,8 @@ class SpeechEmbeddingEncoder(nn.Module):
 
     @torch.no_grad()
     def extract(self, wavs: list[Tensor]) -> list[Tensor]:
-        """Per clip ``[N_i] f32 -> [E_i, 96] f32`` (all clips in one batch through :meth:`embed_sequence`)."""
+        """Per clip ``[N_i] f32 -> [E_i, D] f32`` (all clips in one batch through :meth:`embed_sequence`; the pitch
+        stream, when configured, per clip on the unpadded samples)."""
         c, device = self.cfg, self.stft_real.device
         mels, counts, clips = [], [], []
         for i, wav in enumerate(wavs):
@@ -197,18 +198,19 @@ class SpeechEmbeddingEncoder(nn.Module):
             return out
         return [torch.cat([e, pitch_features(w, e.shape[0], c.pitch)], 1) for e, w in zip(out, clips, strict=True)]
 
-    def explain_state_mismatch(self, keys: set[str]) -> str | None:
-        """Why weights with ``keys`` do not fit this config, when the cause is the pitch stream (else None)."""
-        if "pitch_config" in keys and self.cfg.pitch is None:
+    def pitch_mismatch(self, state: dict[str, Tensor]) -> str | None:
+        """Why encoder weights ``state`` disagree with ``cfg.pitch`` (their ``pitch_config`` tensor is the
+        fingerprinted copy of the pitch settings), or None when they agree; checked before the weights load."""
+        if "pitch_config" in state and self.cfg.pitch is None:
             return "encoder.safetensors has a pitch stream (pitch_config) but backbone.json has no encoder.pitch"
-        if "pitch_config" not in keys and self.cfg.pitch is not None:
+        if self.cfg.pitch is None:
+            return None
+        if "pitch_config" not in state:
             return "backbone.json has encoder.pitch but encoder.safetensors has no pitch_config (a bundle without one)"
+        if not torch.equal(state["pitch_config"].float().cpu(), pitch_vector(self.cfg.pitch)):
+            return "encoder.pitch in backbone.json differs from the pitch_config in encoder.safetensors"
         return None
 
-    def check_pitch_config(self) -> None:
-        """After loading weights: raise ``ValueError`` unless the ``pitch_config`` buffer equals ``cfg.pitch``."""
-        if self.cfg.pitch is not None and not torch.equal(self.pitch_config.float().cpu(), pitch_vector(self.cfg.pitch)):
-            raise ValueError("encoder.pitch in backbone.json differs from the pitch_config in encoder.safetensors")
 
 def receptive_seconds(cfg: SpeechEmbeddingConfig) -> float:
     """Audio one embedding sees (s): ``(window_frames - 1) * mel_hop + n_fft`` samples."""

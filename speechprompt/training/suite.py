@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechprompt.training import nonspeech
 from speechprompt.training import suite_prosody as S
 from speechprompt.training import suite_text as T
 from speechprompt.training import voices as V
@@ -43,6 +44,9 @@ SPLIT_GROUP = {"train": "seen", "dev": "seen", "test_seen": "seen", "test": "uns
 LID_LANGS = ("en", "de", "fr", "es", "it", "ru")
 ACCENTS = ("en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 FLITE_GENDER = {"slt": "female", "kal": "male", "kal16": "male", "awb": "male", "rms": "male"}
+# background / noise-class kinds: numbers only. Until 2026-12-03 a sixth kind mixed in alsa-utils' Noise.wav, a file of
+# /usr/share/sounds/alsa, which is a test set (DEVELOPERS.md); "generated" (nonspeech.generate) took its place.
+NOISE_KINDS = ("white", "pink", "brown", "hum", "generated")
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def plan_clip(task: TaskDef, split: str, index: int, seed: int) -> ClipPlan | No
     engine, voice, lang = _pick(rng, pool)
     ascii_only = engine == "festival"
     if label in ("_silence_", "noise"):
-        engine, voice, text = "noise", _pick(rng, ("white", "pink", "brown", "hum", "alsa")), ""
+        engine, voice, text = "noise", _pick(rng, NOISE_KINDS), ""
     elif task.name == "commands-en":
         text = _pick(rng, T.EN_UNKNOWN) if label == "_unknown_" else label
     elif task.name == "commands-nl":
@@ -191,10 +195,8 @@ def _noise(rng, kind: str, n: int) -> np.ndarray:
         f0 = _pick(rng, (50.0, 60.0))
         x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.28)) / k for k in range(1, 6))
         x = x + 0.3 * colored_noise(rng, n, "pink")
-    elif kind == "alsa" and os.path.exists("/usr/share/sounds/alsa/Noise.wav"):
-        y, sr = sf.read("/usr/share/sounds/alsa/Noise.wav", dtype="float32")
-        y = soxr.resample(y if y.ndim == 1 else y.mean(1), sr, SR)
-        x = np.resize(y, n + int(rng.integers(len(y))))[-n:]
+    elif kind == "generated":  # tones, DTMF, sweeps, synthesizer music, drums, clicks, machines (one draw of rng)
+        x = np.resize(nonspeech.generate(1, int(rng.integers(2**31)))[1], n)
     else:
         x = colored_noise(rng, n, kind if kind in ("white", "pink", "brown") else "white")
     return (x / (np.max(np.abs(x)) + 1e-9)).astype(np.float32)
@@ -210,7 +212,7 @@ def _finish(plan: ClipPlan, wav_path: str | None) -> np.ndarray:
     y = y / (np.max(np.abs(y)) + 1e-9) * rng.uniform(*plan.gain)
     y = np.concatenate([np.zeros(int(SR * rng.uniform(0.02, 0.3))), y, np.zeros(int(SR * rng.uniform(0.02, 0.3)))])
     if plan.snr_db is not None:  # background noise scaled to the clip's SNR (power ratio, dB)
-        nz = _noise(rng, _pick(rng, ("white", "pink", "brown", "hum", "alsa")), len(y))
+        nz = _noise(rng, _pick(rng, NOISE_KINDS), len(y))
         gain = np.sqrt(np.mean(y**2) / 10 ** (plan.snr_db / 10) / (np.mean(nz**2) + 1e-12))
         y = y + gain * nz
     return np.clip(y, -1, 1).astype(np.float32)

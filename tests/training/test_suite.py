@@ -147,3 +147,27 @@ def test_rendered_prosody_differs_per_class_as_designed(tmp_path):
                     spread[lab] = float(np.log(np.percentile(f[f > 0], 90) / np.percentile(f[f > 0], 10)))
         assert secs["slow"] > 1.2 * secs["normal"] > 1.44 * secs["fast"], (engine, secs)
         assert spread["happy"] > 2 * spread["sad"], (engine, spread)
+
+
+def test_no_clip_reads_the_alsa_test_set(monkeypatch):
+    """/usr/share/sounds/alsa is a test set (DEVELOPERS.md): no suite noise, background or noise-class clip may read it.
+    Every noise kind is rendered, a noise-only clip and a speech clip with background noise, with file reads watched."""
+    import builtins
+
+    import numpy as np
+
+    from speechprompt.training import suite
+
+    opened: list[str] = []
+    real_open, real_read = builtins.open, sf.read
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (opened.append(str(f)), real_open(f, *a, **k))[1])
+    monkeypatch.setattr(sf, "read", lambda f, *a, **k: (opened.append(str(f)), real_read(f, *a, **k))[1])
+    assert "alsa" not in suite.NOISE_KINDS
+    for kind in suite.NOISE_KINDS:
+        x = suite._noise(np.random.default_rng(0), kind, 16000)
+        assert x.shape == (16000,) and 0.99 < float(np.max(np.abs(x))) <= 1.0
+    noise_plans = [p for i in range(200) if (p := plan_clip(TASKS["commands-en"], "train", i, 0)) and p.engine == "noise"]
+    assert {p.voice for p in noise_plans} == set(suite.NOISE_KINDS)  # every kind is drawn as a noise-class clip
+    for p in noise_plans[:10]:
+        assert suite._finish(p, None).ndim == 1
+    assert not [f for f in opened if "sounds/alsa" in f]

@@ -94,12 +94,52 @@ def _tts_split(j: int) -> str:
     return "dev" if j % 6 == 5 else "train"
 
 
+GENDER_TTS_LANGS = ("en", "es", "fr", "it", "nl", "pl", "ru")  # the corpus's languages with a word list (not cs)
+
+
+def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tuple[str, str, str]]:
+    """TTS rows ``(path, gender, split)`` for the ``gender`` task: per language of ``GENDER_TTS_LANGS``, ``voices // 2``
+    espeak-ng voices of each gender (the variant's voice-file ``gender`` line, as the suite's gender task; the suite's
+    seen pool), each saying ``phrases`` phrases of 2-4 random words at an espeak pitch of 30-70 and a rate of 130-210;
+    every second clip goes through a channel twin. Many voices of both genders in every language keep a voice's
+    language and channel from standing in for its gender (the real train set has one Dutch fish, and she is female)."""
+    from speechprompt.training import channel_aug
+    from speechprompt.training.corpus import UtteranceSpec, load_words, normalise, to_16k, tts_to_file
+    from speechprompt.training.suite import variant_gender, voice_pool
+    from speechprompt.training.suite_text import RU_WORDS
+
+    g, rows = variant_gender(), []
+    for li, lang in enumerate(GENDER_TTS_LANGS):
+        words = RU_WORDS if lang == "ru" else load_words(lang)
+        pool = sorted({v for _, v, _ in voice_pool(lang, "seen", espeak_only=True)})
+        for gi, gender in enumerate(("female", "male")):
+            mine = [v for v in pool if g.get(v.split("+")[-1]) == gender]
+            pick = [mine[i] for i in np.random.default_rng([seed, li, gi]).permutation(len(mine))[: voices // 2]]
+            for j, voice in enumerate(pick):
+                for k in range(phrases):
+                    rng = np.random.default_rng([seed, li, gi, j, k])
+                    text = " ".join(words[int(i)] for i in rng.integers(len(words), size=int(rng.integers(2, 5))))
+                    rate, pitch = int(rng.integers(130, 210)), int(rng.integers(30, 70))
+                    path = out / f"tts-{lang}-{gender}-{j:03d}-{k}.wav"
+                    if not path.exists():
+                        wav = out / f"tts-{os.getpid()}.raw.wav"
+                        tts_to_file(UtteranceSpec(0, "espeak-ng", voice, lang, text, rate, pitch), str(wav))
+                        y = normalise(to_16k(str(wav), 1.0), 0.7)
+                        wav.unlink()
+                        if k % 2:
+                            key = 2 * 10**6 + 10**4 * li + 10**3 * gi + 10 * j + k
+                            y = channel_aug.apply(y, channel_aug.draw(seed, key), seed, key)
+                        sf.write(path, y, 16000)
+                    rows.append((str(path), gender, _tts_split(j)))
+    return rows
+
+
 def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
                   generated_nonspeech: int = 0) -> dict:
     """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``_tts_split``):
     ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip, for ``keyword`` each word spoken
     by ``tts_voices`` espeak-ng/MBROLA voices of the suite's seen pool (for ``digits``: each digit word of every
-    language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language), and for ``vad`` ``generated_nonspeech``
+    language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language; for ``gender``: ``gender_tts``), and for ``vad`` ``generated_nonspeech``
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
     second one through a channel twin). Returns the counts added."""
     from speechprompt.training import channel_aug, nonspeech
@@ -145,6 +185,8 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                     if not path.exists():
                         sf.write(path, clips[(word, engine, voice)], 16000)
                     added.append((str(path), str(d), _tts_split(j)))
+    if task_dir.name == "gender" and tts_voices:
+        added += gender_tts(out, tts_voices, seed)
     n_tts = len(added) - n_twins
     if task_dir.name == "vad":
         for k in range(generated_nonspeech):
@@ -161,9 +203,11 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
 
 
 def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> dict:
-    """MFCC mean/std + LR and speech_embedding (mean-pooled) + LR on the task's splits."""
+    """MFCC mean/std + LR and speech_embedding (mean-pooled, its own 96 dimensions: a pitch stream after them is left
+    out, so the column is the same for a bundle with or without one) + LR on the task's splits."""
     examples = M.read_manifest(task_dir / "manifest.csv")
     data: dict = {}
+    se_dims = se_backbone.encoder.convs[-1].out_channels
     with torch.inference_mode():
         for i in range(0, len(examples), 16):
             batch = examples[i:i + 16]
@@ -173,7 +217,7 @@ def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> 
                 d = data.setdefault(e.split, {"labels": [], "mfcc": [], "se": []})
                 d["labels"].append(e.label)
                 d["mfcc"].append(mfcc_stats(w))
-                d["se"].append(f.mean(0).numpy())
+                d["se"].append(f[:, :se_dims].mean(0).numpy())
     for d in data.values():
         d["mfcc"], d["se"] = np.stack(d["mfcc"]), np.stack(d["se"])
     return {"logreg_mfcc": logreg(data, labels, "mfcc", 0), "logreg_speech_embedding": logreg(data, labels, "se", 0)}
@@ -236,7 +280,7 @@ def main() -> None:
                     help="cap on prompt-training epochs (default: the suite recipe's 60; docs/results.md used 40)")
     ap.add_argument("--twins", type=int, default=1, help="channel-augmented copies of every train clip")
     ap.add_argument("--tts-voices", type=int, default=24,
-                    help="TTS voices speaking each keyword / digit word (every sixth goes to dev)")
+                    help="TTS voices speaking each keyword / digit word, and per language for gender (every sixth goes to dev)")
     ap.add_argument("--generated-nonspeech", type=int, default=600,
                     help="generated non-speech clips added to vad's training set (nonspeech.generate)")
     ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")

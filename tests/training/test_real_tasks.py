@@ -70,3 +70,71 @@ def test_real_speech_eval_never_carries_cells_over_from_another_backbone():
     cells = {"fingerprint": "aaa", "v2": {"test": {"accuracy": 0.4}}, "logreg_hist": {}}
     assert reusable(cells, "aaa") is cells
     assert reusable(cells, "bbb") == {} and reusable({}, "bbb") == {}
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
+def test_gender_tts_gives_both_genders_in_every_language_and_lower_voices_for_male(tmp_path):
+    """The gender task's TTS rows: each language of GENDER_TTS_LANGS has voices of both genders (the variant's voice
+    file says which), a rerun reuses the clips, and the male voices' median F0 (YIN) is below the female voices'."""
+    import soundfile as sf
+    import torch
+
+    from speechprompt.pitch import PitchConfig, frame_segments, yin
+    from tests.scripts import load_script
+
+    ev = load_script("real_speech_eval")
+    rows = ev.gender_tts(tmp_path, voices=2, seed=0, phrases=1)
+    assert len(rows) == 2 * len(ev.GENDER_TTS_LANGS)
+    f0: dict[str, list[float]] = {"female": [], "male": []}
+    for path, gender, split in rows:
+        lang, g = path.split("/")[-1].split("-")[1:3]
+        assert g == gender and lang in ev.GENDER_TTS_LANGS and split == "train"
+        y, sr = sf.read(path, dtype="float32")
+        assert sr == 16000 and len(y) > 8000
+        cfg = PitchConfig()
+        hz, voiced = yin(frame_segments(torch.from_numpy(y), len(y) // cfg.hop, cfg), cfg)
+        f0[gender].append(float(hz[voiced].median()))
+    assert {(p.split("/")[-1].split("-")[1], g) for p, g, _ in rows} == {
+        (lang, g) for lang in ev.GENDER_TTS_LANGS for g in ("female", "male")}
+    assert np.median(f0["male"]) * 1.3 < np.median(f0["female"]), f0
+    before = {p: (tmp_path / p).stat().st_mtime_ns for p, _, _ in rows}
+    assert ev.gender_tts(tmp_path, voices=2, seed=0, phrases=1) == rows  # same rows, clips reused
+    assert before == {p: (tmp_path / p).stat().st_mtime_ns for p, _, _ in rows}
+
+
+def test_speech_embedding_baseline_leaves_a_pitch_stream_out(tmp_path):
+    """The ``speech_embedding + LR`` column reads the dense model's own 96 dimensions only: a bundle with a pitch
+    stream (98-d features) gives the same column as one without. Here the label sits only in the two pitch
+    dimensions, so the baseline must be at chance while a regression on all 98 would be perfect."""
+    from types import SimpleNamespace
+
+    import soundfile as sf
+    import torch
+
+    from tests.scripts import load_script
+
+    ev = load_script("real_speech_eval")
+    rng = np.random.default_rng(0)
+    rows = ["path,label,split"]
+    for i in range(80):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
+        rows.append(f"{path},{'ab'[i % 2]},{'train' if i < 60 else 'test'}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    labels = {str(tmp_path / f"{i}.wav"): i % 2 for i in range(80)}
+
+    class Encoder:  # 96 noise dimensions + 2 "pitch" dimensions that carry the label
+        convs = [SimpleNamespace(out_channels=96)]
+
+        def extract(self, wavs):
+            out = []
+            for w in wavs:
+                key = next(p for p, lab in labels.items() if np.array_equal(sf.read(p, dtype="float32")[0], w.numpy()))
+                f = torch.from_numpy(rng.standard_normal((5, 98)).astype("float32"))
+                f[:, 96:] = 10.0 * labels[key]
+                out.append(f)
+            return out
+
+    res = ev.free_baselines(tmp_path, ["a", "b"], SimpleNamespace(encoder=Encoder()))
+    assert res["logreg_speech_embedding"]["test"]["accuracy"] < 0.8  # chance is 0.5; with the pitch dims it is 1.0
+    assert res["logreg_mfcc"]["test"]["n"] == 20

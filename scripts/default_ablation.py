@@ -13,12 +13,15 @@ Rows, all scored with the same logistic regression (``run_suite.logreg``) on the
    --pitch-scale``), 100 units on the same sampled frames;
 6. the default's own units (speech_embedding + pitch at its scale; its codebook);
 7. speech_embedding features, mean-pooled (no quantisation, no pitch);
-and the prompted unit LM (SpeechPrompt v2) on v1 and on the default, from the evaluation.
+and the prompted unit LM (SpeechPrompt v2) on v1 and on the default, from the evaluation. The regressions are kept in
+``<eval>/ablation-<fingerprint>.json`` with each task's manifest digest; a rerun recomputes only the tasks whose clips
+(or codebook rows) changed, ``--render-only`` redraws the table from that file.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -96,6 +99,12 @@ def task_data(task_dir: Path, bb: Backbone, books: dict[str, Codebook], pitches:
     return data
 
 
+def manifest_digest(task_dir: Path) -> str:
+    """The task's ``manifest.csv`` digest, as ``real_speech_eval.py`` keys its cells: the regressions of a task are
+    recomputed when its clips change (the gender task's training set grew on 2026-12-03)."""
+    return hashlib.sha256((task_dir / "manifest.csv").read_bytes()).hexdigest()[:12]
+
+
 def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -138,10 +147,16 @@ def main() -> None:
             "SpeechPrompt v2 prompts on v1": {}, "SpeechPrompt v2 prompts on the default": {}}
     names = [n for n in TASK_NAMES if n in info]
     cache = a.eval / f"ablation-{bb.fingerprint[:16]}.json"  # the regressions; --render-only re-reads them
-    accs = json.loads(cache.read_text()) if a.render_only else {}
-    for name in [n for n in names if not set(books) <= set(accs.get(n, {}))] if books else []:
+    accs = json.loads(cache.read_text()) if cache.exists() else {}
+    digests = {n: manifest_digest(a.eval / "tasks" / n) for n in names}  # a task whose clips changed is redone
+    stale = [n for n in names if not set(books) <= set(accs.get(n, {})) or accs[n].get("digest") != digests[n]]
+    if a.render_only and stale:
+        sys.exit(f"--render-only: no regressions for the current clips of {stale} in {cache}; run without it")
+    for name in stale:
         data = task_data(a.eval / "tasks" / name, bb, books, pitches)
         accs[name] = {k: logreg(data, info[name]["labels"], k, 0)["test"]["accuracy"] for k in (*books, "feats")}
+        accs[name]["digest"] = digests[name]
+        cache.write_text(json.dumps(accs, indent=1) + "\n")
     cache.write_text(json.dumps(accs, indent=1) + "\n")
     results = json.loads((a.eval / "results.json").read_text())  # read last: the evaluation may still be writing
     keys = {label: row.pop("key", None) for label, row in rows.items()}

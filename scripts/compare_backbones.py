@@ -76,9 +76,10 @@ def load_results(work: Path, bundle: Path) -> tuple[dict, Backbone]:
 
 
 def compare_main(render_fn, begin: str, end: str, a_name: str, a_default: Path, b_name: str, b_default: Path,
-                 doc: str) -> None:
-    """Command line shared by the comparison scripts: ``--<a_name> BUNDLE --<b_name> BUNDLE --work --results``;
-    loads both runs, renders ``render_fn(a, b, meta)`` between ``begin`` / ``end`` and prints it."""
+                 doc: str, add_args=None) -> None:
+    """Command line shared by the comparison scripts: ``--<a_name> BUNDLE --<b_name> BUNDLE --work --results``
+    (and what ``add_args(parser)`` adds); loads both runs, renders ``render_fn(a, b, meta)`` between ``begin`` /
+    ``end`` and prints it. ``meta["args"]`` is the parsed command line."""
     from datetime import datetime, timezone
 
     ap = argparse.ArgumentParser(description=doc)
@@ -86,11 +87,13 @@ def compare_main(render_fn, begin: str, end: str, a_name: str, a_default: Path, 
     ap.add_argument(f"--{b_name}", type=Path, default=b_default)
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "suite_runs")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    if add_args:
+        add_args(ap)
     a = ap.parse_args()
     ra, ba = load_results(a.work, getattr(a, a_name))
     rb, bb = load_results(a.work, getattr(a, b_name))
     meta = {a_name: f"`{ba.spec.name}` (`{ba.fingerprint[:16]}`)", b_name: f"`{bb.spec.name}` (`{bb.fingerprint[:16]}`)",
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "args": a}
     table = render_fn(ra, rb, meta)
     replace_block(a.results, begin, end, table)
     sys.stdout.write(table)

@@ -7,6 +7,9 @@ of docs/results.md that says which task gained or lost (issue 14: no suite task 
     python scripts/compare_defaults.py
 
 Reads both runs' ``results.json`` (``compare_backbones.compare_main``) and replaces the ``defaults:begin/end`` block.
+With runs at other prompt seeds (``run_suite.py ... --work .cache/suite_seeds/s1 --prompt-seed 1``, for both
+bundles; every such folder under ``--seed-work``), a last table gives each task's spread over the seeds: a single
+run's 2-point change is within the noise of one prompt initialisation.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from compare_backbones import SPLITS, _fmt, compare_main  # noqa: E402
+from compare_backbones import SPLITS, _fmt, compare_main, load_results  # noqa: E402
 
 from speechprompt.training.evaluate import result_metric as metric  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
+from speechprompt.training.trainer import Recipe  # noqa: E402
 
 BEGIN, END = "<!-- defaults:begin -->", "<!-- defaults:end -->"
 
@@ -52,9 +56,57 @@ def render(old: dict, new: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def seed_runs(old: dict, new: dict, args) -> list[tuple[int, dict, dict]]:
+    """``(seed, old results, new results)``: the main runs, then each folder under ``args.seed_work`` that holds a
+    run of both bundles."""
+    runs: list[tuple[int, dict, dict]] = [(_seed(new), old, new)]
+    for folder in sorted(p for p in args.seed_work.glob("*") if p.is_dir()) if args.seed_work.is_dir() else []:
+        try:
+            o, n = load_results(folder, args.old)[0], load_results(folder, args.new)[0]
+        except FileNotFoundError:
+            continue
+        runs.append((_seed(n), o, n))
+    return runs
+
+
+def _seed(results: dict) -> int:
+    """The prompt seed of a run (runs made before ``--prompt-seed`` existed used the recipe's)."""
+    return next((r["v2"].get("seed", Recipe().seed) for r in results.values() if "v2" in r), Recipe().seed)
+
+
+def seed_table(runs: list[tuple[int, dict, dict]]) -> str:
+    """Unseen voices, v2 prompts: per task the mean and range over the prompt seeds of old and new, the change of the
+    means (positive = better) and in how many seeds the change is a loss of more than 0.02."""
+    names = [n for n in TASKS if all(n in o and n in nw for _, o, nw in runs)]
+    lines = [f"#### Test: unseen voices, over {len(runs)} prompt seeds ({', '.join(str(s) for s, _, _ in runs)})", "",
+             "Mean (min-max) of the SpeechPrompt v2 cell over prompt-training seeds; the suite, backbones and recipe "
+             "are the same. \"Seeds with a loss\": runs whose own change is below -0.02.", "",
+             "| task | old default | new default | change of means | seeds with a loss > 0.02 |", "|---|---|---|---|---|"]
+    for n in names:
+        eer = TASKS[n].metric == "eer"
+        a = [metric(o[n], "v2", "test", eer) for _, o, _ in runs]
+        b = [metric(nw[n], "v2", "test", eer) for _, _, nw in runs]
+        if None in a or None in b:
+            continue
+        d = [(x - y if eer else y - x) for x, y in zip(a, b, strict=True)]
+        mean = sum(b) / len(b) - sum(a) / len(a)
+        cell = lambda v: f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})"  # noqa: E731
+        lines.append(f"| {n}{' (EER)' if eer else ''} | {cell(a)} | {cell(b)} | {round(-mean if eer else mean, 3) + 0.0:+.3f} | "
+                     f"{sum(x < -0.02 for x in d)} of {len(d)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_all(old: dict, new: dict, meta: dict) -> str:
+    """The per-split comparison of the main runs and, when other seeds ran, the spread over seeds."""
+    runs = seed_runs(old, new, meta["args"])
+    return render(old, new, meta) + ("\n" + seed_table(runs) if len(runs) > 1 else "")
+
+
 def main() -> None:
-    compare_main(render, BEGIN, END, "old", ROOT / "models" / "default-v1", "new", ROOT / "models" / "default",
-                 __doc__.split("\n")[0])
+    compare_main(render_all, BEGIN, END, "old", ROOT / "models" / "default-v1", "new", ROOT / "models" / "default",
+                 __doc__.split("\n")[0],
+                 add_args=lambda ap: ap.add_argument("--seed-work", type=Path, default=ROOT / ".cache" / "suite_seeds",
+                                                     help="folders of runs at other --prompt-seed values"))
 
 if __name__ == "__main__":
     main()

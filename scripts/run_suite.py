@@ -188,12 +188,13 @@ def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
 
 def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
              out: dict | None = None, max_epochs: int | None = None, labels: list[str] | None = None,
-             probes: bool = True, mirrors: str | None = None) -> dict:
+             probes: bool = True, mirrors: str | None = None, seed: int | None = None) -> dict:
     """Train/score the missing ``variants`` and baselines of one task (``out``: its results so far).
 
     ``max_epochs``: the recipe's epoch cap for larger suites (default: the recipe's 60; early stopping still decides).
     ``labels``: the classes (default: the suite task's); ``probes``: also run the LM probes; ``mirrors``: what the
-    task stands for, recorded in the package (default: the suite task's ``mirrors``).
+    task stands for, recorded in the package (default: the suite task's ``mirrors``); ``seed``: the prompt training
+    seed (default: the recipe's; other seeds measure how much a cell moves with the initialisation and batch order).
     """
     labels = list(labels or TASKS[name].labels)
     idx = {lab: i for i, lab in enumerate(labels)}
@@ -201,6 +202,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
     out = {**(out or {}), "classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
     for variant in [v for v in variants if v not in out]:
         recipe = VARIANTS[variant] if max_epochs is None else replace(VARIANTS[variant], max_epochs=max_epochs)
+        recipe = recipe if seed is None else replace(recipe, seed=seed)
         res = train_prompts(bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
                             (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint,
                             kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
@@ -216,7 +218,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
             plot_curves(res.history, curves / f"curves-{name}.png", f"{name} (v2)")
         out[variant] = {"params": res.trainable_params, "seconds": round(res.seconds, 1), "epochs": len(
             res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
-            "max_epochs": recipe.max_epochs, "dev": res.dev, "version": pkg.version, **metrics}
+            "max_epochs": recipe.max_epochs, "seed": recipe.seed, "dev": res.dev, "version": pkg.version, **metrics}
         say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "
             f"{res.dev['accuracy']:.3f}, test acc {metrics['test']['accuracy']:.3f}")
     for key in ("hist", "feats") + (("prosody",) if "prosody" in tr else ()):
@@ -286,6 +288,8 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=None,
                     help="epoch cap of the prompt variants (default: the recipe's; for larger --scale suites)")
     ap.add_argument("--force", action="store_true", help="re-run tasks already in results.json")
+    ap.add_argument("--prompt-seed", type=int, default=None,
+                    help="prompt training seed (default: the recipe's 100501); use another --work per seed")
     a = ap.parse_args()
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     if set(variants) - set(VARIANTS):
@@ -305,7 +309,8 @@ def main() -> None:
         data = encode_task(bb, a.suite / name, a.work, a.jobs)
         say(f"{name}: encoded in {time.perf_counter() - t0:.0f}s")
         curves = ROOT / "docs" / "results" if docs else work / "curves"
-        results[name] = run_task(bb, name, data, work, variants, curves, results.get(name), a.max_epochs)
+        results[name] = run_task(bb, name, data, work, variants, curves, results.get(name), a.max_epochs,
+                                 seed=a.prompt_seed)
         res_file.parent.mkdir(parents=True, exist_ok=True)
         res_file.write_text(json.dumps(results, indent=1) + "\n")
     results = {n: results[n] for n in TASKS if n in results}

@@ -44,8 +44,8 @@ SPLIT_GROUP = {"train": "seen", "dev": "seen", "test_seen": "seen", "test": "uns
 LID_LANGS = ("en", "de", "fr", "es", "it", "ru")
 ACCENTS = ("en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 FLITE_GENDER = {"slt": "female", "kal": "male", "kal16": "male", "awb": "male", "rms": "male"}
-# background / noise-class kinds: numbers only. Until 2026-12-03 a sixth kind mixed in alsa-utils' Noise.wav, a file of
-# /usr/share/sounds/alsa, which is a test set (DEVELOPERS.md); "generated" (nonspeech.generate) took its place.
+# background / noise-class kinds: numbers only. Until 2026-12-03 a fifth kind, 'alsa', mixed in alsa-utils' Noise.wav, a file of
+# /usr/share/sounds/alsa, which is a test set (docs/results.md, "The suite's noise"); "generated" (nonspeech.generate) took its place.
 NOISE_KINDS = ("white", "pink", "brown", "hum", "generated")
 
 

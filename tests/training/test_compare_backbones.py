@@ -31,3 +31,21 @@ def test_table_reports_each_backbone_and_the_gain():
     # a split neither run has is dropped, not filled with dashes
     seen = lines.index("#### Test: seen voices")
     assert lines[seen + 4] == ""
+
+
+def test_seed_table_gives_mean_range_and_the_seeds_that_lose():
+    """compare_defaults' spread over prompt seeds: mean (min-max) per default, the change of the means and how many
+    seeds lose more than 0.02 (EER: lower is better, so its change is old - new)."""
+    mod = load_script("compare_defaults")
+
+    def run(acc: float, eer: float, seed: int) -> dict:
+        return {"question": {"v2": {"test": {"accuracy": acc}, "seed": seed}},
+                "vad": {"v2": {"test": {"accuracy": 0.9, "eer": eer}, "seed": seed}}}
+
+    runs = [(s, run(o, oe, s), run(n, ne, s)) for s, o, n, oe, ne in
+            [(100501, 0.50, 0.60, 0.00, 0.02), (1, 0.60, 0.55, 0.01, 0.01), (2, 0.70, 0.62, 0.02, 0.00)]]
+    lines = mod.seed_table(runs).splitlines()
+    assert lines[0] == "#### Test: unseen voices, over 3 prompt seeds (100501, 1, 2)"
+    assert "| question | 0.600 (0.500-0.700) | 0.590 (0.550-0.620) | -0.010 | 2 of 3 |" in lines
+    assert "| vad (EER) | 0.010 (0.000-0.020) | 0.010 (0.000-0.020) | +0.000 | 0 of 3 |" in lines
+    assert mod._seed(run(0.5, 0.0, 7)) == 7 and mod._seed({"question": {"v2": {}}}) == 100501

@@ -58,7 +58,7 @@ def test_main_runs_a_pgslm_task_without_touching_docs(run_suite, pgslm_bundle_di
     _task(tmp_path / "suite", wav_folder)
     args = ["run_suite.py", "--suite", str(tmp_path / "suite"), "--backbone", str(pgslm_bundle_dir), "--work",
             str(tmp_path / "work"), "--results", "none", "--demo", "", "--variants", "verbalizer_only",
-            "--jobs", "1", "--store", str(tmp_path / "store"), "--max-epochs", "3"]
+            "--jobs", "1", "--store", str(tmp_path / "store"), "--max-epochs", "3", "--prompt-seed", "7"]
     monkeypatch.setattr(sys, "argv", args)
     run_suite.main()
     (res_file,) = (tmp_path / "work").glob("*/results.json")
@@ -66,6 +66,7 @@ def test_main_runs_a_pgslm_task_without_touching_docs(run_suite, pgslm_bundle_di
     assert set(r) >= {"verbalizer_only", "logreg_hist", "logreg_feats", "logreg_prosody", "probe_lm_last"}
     assert "v2" not in r and r["verbalizer_only"]["test"]["n"] == 4
     assert r["verbalizer_only"]["max_epochs"] == 3 and r["verbalizer_only"]["epochs"] <= 3  # --max-epochs reached
+    assert r["verbalizer_only"]["seed"] == 7  # --prompt-seed reached the recipe
     assert not (tmp_path / "store").exists()  # --demo '': no packages copied
     (pkg,) = (res_file.parent / "packages").glob("gender.verbalizer_only.safetensors")
     from speechprompt.package import read_package

@@ -150,7 +150,7 @@ def test_rendered_prosody_differs_per_class_as_designed(tmp_path):
 
 
 def test_no_clip_reads_the_alsa_test_set(monkeypatch):
-    """/usr/share/sounds/alsa is a test set (DEVELOPERS.md): no suite noise, background or noise-class clip may read it.
+    """/usr/share/sounds/alsa is a test set (never trained on; docs/results.md): no suite noise, background or noise-class clip may read it.
     Every noise kind is rendered, a noise-only clip and a speech clip with background noise, with file reads watched."""
     import builtins
 

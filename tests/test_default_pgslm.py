@@ -23,13 +23,12 @@ from speechprompt.training import corpus
 from speechprompt.training.build_pgslm import (
     PGSLMBuildConfig,
     build_pgslm,
-    f0_bin_edges,
     init_pgslm_,
-    normalized_log_f0_frames,
     speech_ulm_batch,
     speech_ulm_losses,
     weighted_loss,
 )
+from speechprompt.training.pgslm_f0 import f0_bin_edges, normalized_log_f0_frames
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]

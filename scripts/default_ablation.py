@@ -9,7 +9,7 @@ Rows, all scored with the same logistic regression (``run_suite.logreg``) on the
 2. speech_embedding units (no pitch), k-means fitted on the TTS corpus only (the build's TTS features, same seed);
 3. speech_embedding units (no pitch), k-means on TTS + real + channel twins (v2's recipe, on the same sampled frames);
 4. the same with a larger codebook (``--sizes``, default 300 and 1000 units);
-5. speech_embedding + pitch units at other pitch weights (``--pitch-scales``, default 80; ``build-default
+5. speech_embedding + pitch units at other pitch weights (``--pitch-scales``, default 20 and 80; ``build-default
    --pitch-scale``), 100 units on the same sampled frames;
 6. the default's own units (speech_embedding + pitch at its scale; its codebook);
 7. speech_embedding features, mean-pooled (no quantisation, no pitch);
@@ -21,7 +21,6 @@ and the prompted unit LM (SpeechPrompt v2) on v1 and on the default, from the ev
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -99,12 +98,6 @@ def task_data(task_dir: Path, bb: Backbone, books: dict[str, Codebook], pitches:
     return data
 
 
-def manifest_digest(task_dir: Path) -> str:
-    """The task's ``manifest.csv`` digest, as ``real_speech_eval.py`` keys its cells: the regressions of a task are
-    recomputed when its clips change (the gender task's training set grew on 2026-12-03)."""
-    return hashlib.sha256((task_dir / "manifest.csv").read_bytes()).hexdigest()[:12]
-
-
 def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -122,7 +115,7 @@ def main() -> None:
     ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md", help="where the table goes")
     ap.add_argument("--render-only", action="store_true", help="re-read the regressions of the last run")
     ap.add_argument("--sizes", default="300,1000", help="larger codebooks to compare with the default's 100")
-    ap.add_argument("--pitch-scales", default="80", help="other pitch-stream weights (build-default --pitch-scale)")
+    ap.add_argument("--pitch-scales", default="20,80", help="other pitch-stream weights (build-default --pitch-scale)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cfg = DefaultBuildConfig()
@@ -148,7 +141,7 @@ def main() -> None:
     names = [n for n in TASK_NAMES if n in info]
     cache = a.eval / f"ablation-{bb.fingerprint[:16]}.json"  # the regressions; --render-only re-reads them
     accs = json.loads(cache.read_text()) if cache.exists() else {}
-    digests = {n: manifest_digest(a.eval / "tasks" / n) for n in names}  # a task whose clips changed is redone
+    digests = {n: M.manifest_digest(a.eval / "tasks" / n / "manifest.csv") for n in names}  # changed clips: redone
     stale = [n for n in names if not set(books) <= set(accs.get(n, {})) or accs[n].get("digest") != digests[n]]
     if a.render_only and stale:
         sys.exit(f"--render-only: no regressions for the current clips of {stale} in {cache}; run without it")

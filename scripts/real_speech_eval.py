@@ -328,7 +328,7 @@ def main() -> None:
     for name in [t for t in a.tasks.split(",") if t in info]:
         labels = info[name]["labels"]
         r = results.setdefault(name, {})
-        digest = hashlib.sha256((task_root / name / "manifest.csv").read_bytes()).hexdigest()[:12]
+        digest = M.manifest_digest(task_root / name / "manifest.csv")
         current = json.loads(res_file.read_text()) if res_file.exists() else {}
         if current.get(name, {}).get("digest") not in (None, digest):  # the task's data changed: all cells stale
             del current[name]  # (in the file too: save() merges)

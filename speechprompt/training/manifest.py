@@ -75,6 +75,12 @@ def read_manifest(path: str | Path) -> list[Example]:
     return out
 
 
+def manifest_digest(path: str | Path) -> str:
+    """First 12 hex digits of the SHA-256 of a manifest file's bytes: what evaluation caches key a task's clips by
+    (``scripts/real_speech_eval.py``, ``scripts/default_ablation.py``); raises ``FileNotFoundError`` when missing."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 def read_folder(root: str | Path) -> list[Example]:
     """A folder with one sub-folder per label (``root/<label>/*.wav``), or per split then label
     (``root/train/<label>/*.wav``, ``root/dev/...``, ``root/test/...``)."""

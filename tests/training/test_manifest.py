@@ -100,3 +100,15 @@ def test_augmentation_is_seeded_and_changes_the_signal():
     assert len(p) == len(x) and np.abs(np.fft.rfft(p)).argmax() != np.abs(np.fft.rfft(x)).argmax()
     with pytest.raises(ValueError):
         M.augment_waveform(x, np.random.default_rng(1), ("reverb",))
+
+
+def test_manifest_digest_follows_the_file_bytes(tmp_path):
+    """Evaluation caches key a task's cells by this digest: the same bytes give the same digest, one more row another."""
+    from speechprompt.training.manifest import manifest_digest
+
+    p = tmp_path / "manifest.csv"
+    p.write_text("path,label,split\na.wav,yes,train\n")
+    first = manifest_digest(p)
+    assert len(first) == 12 and first == manifest_digest(p)
+    p.write_text("path,label,split\na.wav,yes,train\nb.wav,no,test\n")
+    assert manifest_digest(p) != first

@@ -113,7 +113,8 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, default=ROOT / ".cache" / "real_eval",
                     help="scripts/real_speech_eval.py's --work (tasks.json, tasks/, results.json)")
     ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md", help="where the table goes")
-    ap.add_argument("--render-only", action="store_true", help="re-read the regressions of the last run")
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-read the regressions of the last run (fails when a task's clips or rows changed since)")
     ap.add_argument("--sizes", default="300,1000", help="larger codebooks to compare with the default's 100")
     ap.add_argument("--pitch-scales", default="20,80", help="other pitch-stream weights (build-default --pitch-scale)")
     a = ap.parse_args()
@@ -122,12 +123,11 @@ def main() -> None:
     bb = Backbone.load(a.backbone)
     sizes = [int(k) for k in a.sizes.split(",") if k]
     pitches = {f"p{float(x):g}": PitchConfig(scale=float(x)) for x in a.pitch_scales.split(",") if x}
-    books = {} if a.render_only else {"tts_only": tts_codebook(a.work, cfg.seed, cfg.codebook_frames),
-                                      "k100": all_codebook(a.work, cfg.seed, cfg.codebook_frames, 100),
-                                      "default": bb.codebook,
-                                      **{f"k{k}": all_codebook(a.work, cfg.seed, cfg.codebook_frames, k) for k in sizes},
-                                      **{k: pitch_codebook(a.work, cfg.seed, cfg.codebook_frames, p)
-                                         for k, p in pitches.items()}}
+    fitters = {"tts_only": lambda: tts_codebook(a.work, cfg.seed, cfg.codebook_frames),  # fitted only when needed
+               "k100": lambda: all_codebook(a.work, cfg.seed, cfg.codebook_frames, 100),
+               "default": lambda: bb.codebook,
+               **{f"k{k}": (lambda k=k: all_codebook(a.work, cfg.seed, cfg.codebook_frames, k)) for k in sizes},
+               **{k: (lambda p=p: pitch_codebook(a.work, cfg.seed, cfg.codebook_frames, p)) for k, p in pitches.items()}}
     info = json.loads((a.eval / "tasks.json").read_text())
     rows = {"v1 units (HuBERT trained on TTS) + LR": {},
             "speech_embedding units, codebook on TTS only + LR": {"key": "tts_only"},
@@ -142,15 +142,15 @@ def main() -> None:
     cache = a.eval / f"ablation-{bb.fingerprint[:16]}.json"  # the regressions; --render-only re-reads them
     accs = json.loads(cache.read_text()) if cache.exists() else {}
     digests = {n: M.manifest_digest(a.eval / "tasks" / n / "manifest.csv") for n in names}  # changed clips: redone
-    stale = [n for n in names if not set(books) <= set(accs.get(n, {})) or accs[n].get("digest") != digests[n]]
+    stale = [n for n in names if not set(fitters) <= set(accs.get(n, {})) or accs[n].get("digest") != digests[n]]
     if a.render_only and stale:
         sys.exit(f"--render-only: no regressions for the current clips of {stale} in {cache}; run without it")
+    books = {k: fit() for k, fit in fitters.items()} if stale else {}
     for name in stale:
         data = task_data(a.eval / "tasks" / name, bb, books, pitches)
         accs[name] = {k: logreg(data, info[name]["labels"], k, 0)["test"]["accuracy"] for k in (*books, "feats")}
         accs[name]["digest"] = digests[name]
         cache.write_text(json.dumps(accs, indent=1) + "\n")
-    cache.write_text(json.dumps(accs, indent=1) + "\n")
     results = json.loads((a.eval / "results.json").read_text())  # read last: the evaluation may still be writing
     keys = {label: row.pop("key", None) for label, row in rows.items()}
     for name in names:

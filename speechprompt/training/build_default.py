@@ -68,6 +68,8 @@ class DefaultBuildConfig:
     lm_batch_tokens: int = 4000
     lm_lr: float = 2e-3
     pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
+    units: int = NUM_UNITS  # k-means codebook size (100; 400 was tried, docs/results.md); the unit LM's vocabulary
+    # follows (build_default resets lm.vocab_size to units + 4)
     name: str = "speechprompt-default-v3"
 
     @classmethod
@@ -106,6 +108,9 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     Raises ``real_corpus.RealCorpusError`` when ``real_cache`` holds no built corpus (run
     ``scripts/build_real_corpus.py`` first) and ``SpeechEmbeddingImportError`` when the teacher cannot be fetched.
     """
+    if cfg.units < 2:
+        raise ValueError(f"units must be >= 2; got {cfg.units}")
+    cfg = replace(cfg, lm=replace(cfg.lm, vocab_size=cfg.units + 4))  # units + fairseq's 4 specials
     torch.set_num_threads(cfg.threads)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -202,7 +207,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     train_feats = [f for i, f in enumerate(f_tts) if not tts_meta[i]["valid"]] + \
         [f for i, f in enumerate(f_real) if i not in set(valid_real)] + list(f_twin)
     codebook = Codebook(torch.from_numpy(fit_kmeans(subsample_rows(train_feats, cfg.codebook_frames, cfg.seed),
-                                                    NUM_UNITS, cfg.seed)))
+                                                    cfg.units, cfg.seed)))
     lap("codebook")
 
     # 6. unit LM
@@ -216,7 +221,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     lap("unit_lm")
 
     frames_valid = [codebook.quantize(f_real[i]) for i in valid_real] or [codebook.quantize(f) for f in f_real]
-    stats = bm.unit_stats(frames_valid, NUM_UNITS)
+    stats = bm.unit_stats(frames_valid, cfg.units)
     corpus = _facts(tts, tts_meta, real, real_meta, twins, twin_augs)
     corpus["real_test_speakers"] = sorted(k for k, v in split.items() if v == "test")
     extra = {"built_by": "speechprompt build-default", "seed": cfg.seed,
@@ -225,7 +230,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
                      centroids=codebook.centroids, lm_cfg=cfg.lm, lm_state=lm.state_dict(),
-                     dictionary=natural_dictionary(NUM_UNITS), extra=extra)
+                     dictionary=natural_dictionary(cfg.units), extra=extra)
     lap("bundle")
     result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,
               "timings_s": timings, "total_s": round(time.time() - t_start, 1), "unit_lm": lm_hist,
@@ -287,6 +292,8 @@ def _options(typer) -> dict:
         pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
                                  "appended to the embedding before k-means (default 40, the committed v3; 0: none, "
                                  "as v2; docs/model_card.md has the measured trade-off)"),
+        units=typer.Option(None, help="k-means codebook size (default 100; 400 was measured, docs/results.md); the "
+                           "unit LM's vocabulary follows"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v3)"),
     )
 
@@ -303,14 +310,19 @@ def register(app) -> None:
     def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"],
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
-                          pitch_scale: float = o["pitch_scale"], name: str = o["name"]) -> None:
+                          pitch_scale: float = o["pitch_scale"], units: int = o["units"],
+                          name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
             raise typer.Exit(2)
+        if units is not None and units < 2:
+            typer.echo(f"--units must be an integer >= 2; got {units}", err=True)
+            raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
-            "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--name": name},
+            "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
+            "--name": name},
             {"--small": small}))
 
 
@@ -321,10 +333,12 @@ def _main() -> None:
 
     def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
-            log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], name: str = o["name"]) -> None:
+            log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
+            name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
-        cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale))
+        cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
+                                                            ("units", units))
                               if v is not None})
         result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                log_path=log_json, say=log.info)

@@ -45,7 +45,8 @@ def _fake_real_corpus(root: Path) -> list[dict]:
 @pytest.mark.slow
 def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monkeypatch):
     rows = _fake_real_corpus(tmp_path / "real")
-    cfg = replace(bd.DefaultBuildConfig.small(), minutes=0.3, real_test_fraction=0.4, pitch_scale=0.0)  # v2's recipe
+    cfg = replace(bd.DefaultBuildConfig.small(), minutes=0.3, real_test_fraction=0.4, pitch_scale=0.0,
+                  units=100)  # v2's recipe
     kw = dict(real_cache=tmp_path / "real", work=tmp_path / "work", teacher_cache=TEACHERS)
     result = bd.build_default(tmp_path / "bundle", cfg, **kw)
     bb = Backbone.load(tmp_path / "bundle")
@@ -65,13 +66,17 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     again = bd.build_default(tmp_path / "bundle2", cfg, **kw)
     assert again["fingerprint"] == result["fingerprint"]  # deterministic from the same stage files and seed
 
-    # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder
+    # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder;
+    # the codebook size sets the unit LM's vocabulary (units + 4 fairseq specials)
     monkeypatch.setattr(bd.SpeechEmbeddingEncoder, "extract", boom)
-    assert bd.DefaultBuildConfig.small().pitch_scale == bd.DefaultBuildConfig().pitch_scale == 40.0  # v3's recipe
-    pitched = bd.build_default(tmp_path / "bundle3", replace(cfg, pitch_scale=40.0), **kw)
+    default, small = bd.DefaultBuildConfig(), bd.DefaultBuildConfig.small()
+    assert (small.pitch_scale, small.units) == (default.pitch_scale, default.units) == (40.0, 100)  # v3's recipe
+    pitched = bd.build_default(tmp_path / "bundle3", replace(cfg, pitch_scale=40.0, units=64), **kw)
     pb = Backbone.load(tmp_path / "bundle3")
     assert pitched["fingerprint"] != result["fingerprint"] and (tmp_path / "work" / "pitch-40.pt").is_file()
     assert pb.encoder.dim == pb.codebook.dim == 98 and pb.encoder.cfg.pitch.scale == 40.0
+    assert pb.spec.codebook_size == 64 and pb.unit_lm.embed_tokens.num_embeddings == 68
+    assert pitched["config"]["lm"]["vocab_size"] == 68
     assert "pitch" in pb.spec.extra["dense_model"] and "pitch" not in bb.spec.encoder.to_dict()
 
     split = real_tasks.eval_split(rows, 0.4, 0)
@@ -100,3 +105,14 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert args[1:3] == ["-m", "speechprompt.training.build_default"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert args[3:7] == ["--out", "x", "--seed", "2"] and args[-1] == "--small"
     assert "--real-cache" in args and "--teacher-cache" in args
+
+
+@pytest.mark.parametrize("flag", [["--units", "1"], ["--pitch-scale", "-1"]])
+def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
+    from typer.testing import CliRunner
+
+    from speechprompt_cli import app
+
+    monkeypatch.setattr(subprocess, "call", lambda args, env: pytest.fail("build started"))
+    result = CliRunner().invoke(app, ["build-default", "--out", "x", *flag])
+    assert result.exit_code == 2 and flag[0] in result.output

@@ -137,7 +137,8 @@ def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tupl
 def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
                   generated_nonspeech: int = 0) -> dict:
     """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``_tts_split``):
-    ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip, for ``keyword`` each word spoken
+    ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip
+    (drawn from, and named by, the SHA-256 of the clip's file: the same wherever the corpus and ``aug_dir`` lie), for ``keyword`` each word spoken
     by ``tts_voices`` espeak-ng/MBROLA voices of the suite's seen pool (for ``digits``: each digit word of every
     language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language; for ``gender``: ``gender_tts``), and for ``vad`` ``generated_nonspeech``
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
@@ -150,11 +151,12 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     added: list[tuple[str, str, str]] = []
     out = aug_dir / task_dir.name
     out.mkdir(parents=True, exist_ok=True)
-    for k, e in enumerate([e for e in examples if e.split == "train"]):
+    for e in [e for e in examples if e.split == "train"]:
+        clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()  # twins follow the clip's bytes, not its folder
         for t in range(twins):
-            path = out / f"twin{t}-{k:05d}.wav"
+            path = out / f"twin{t}-{clip[:16]}.wav"
             if not path.exists():
-                key = int(hashlib.sha256(f"{e.path}:{t}".encode()).hexdigest()[:8], 16)
+                key = int(hashlib.sha256(f"{clip}:{t}".encode()).hexdigest()[:8], 16)
                 y = channel_aug.apply(M.load_audio(e.path), channel_aug.draw(seed, key), seed, key)
                 sf.write(path, y, 16000)
             added.append((str(path), e.label, "train"))

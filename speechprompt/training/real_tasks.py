@@ -68,8 +68,14 @@ def split_of(r: dict, split: dict[str, str], test_fraction: float = 0.3) -> str 
     return split.get(r.get("speaker", ""))
 
 
-def _with_dev(path: str, s: str) -> str:
-    return "dev" if s == "train" and _h(path) % 8 == 7 else s
+def _with_dev(key: str, s: str) -> str:
+    return "dev" if s == "train" and _h(key) % 8 == 7 else s
+
+
+def row_key(r: dict) -> str:
+    """A row's identity inside the corpus, the same wherever the corpus and the work folder lie: its corpus-relative
+    ``path``, or for a piece of a long clip (``segment_long``) that clip's path and the piece's index."""
+    return r.get("key") or r["path"]
 
 
 def make_tasks(rows: Sequence[dict], split: dict[str, str], base: str | Path, *, max_words: int = 12,
@@ -89,7 +95,7 @@ def make_tasks(rows: Sequence[dict], split: dict[str, str], base: str | Path, *,
         if counts[key] >= max_per_class_speaker:
             return
         counts[key] += 1
-        out.setdefault(task, []).append(Example(str(base / r["path"]), label, _with_dev(r["path"], s)))
+        out.setdefault(task, []).append(Example(str(base / r["path"]), label, _with_dev(row_key(r), s)))
 
     def sides(key: str, pool: list[dict]) -> dict[str, dict[str, set]]:
         seen: dict[str, dict[str, set]] = defaultdict(lambda: {"train": set(), "test": set()})
@@ -141,13 +147,16 @@ def describe(examples: Sequence[Example], rows_by_path: dict[str, dict]) -> dict
             "chance": round(max(test.values()) / max(1, sum(test.values())), 3) if test else None}
 
 
-__all__ = ["DIGIT_WORDS", "TASK_NAMES", "VOCALISATIONS", "describe", "eval_split", "make_tasks", "segment_long", "split_of"]
+__all__ = ["DIGIT_WORDS", "TASK_NAMES", "VOCALISATIONS", "describe", "eval_split", "make_tasks", "row_key", "segment_long",
+           "split_of"]
 
 
 def segment_long(rows: Sequence[dict], base: str | Path, out: str | Path, max_seconds: float = 10.0,
                  seconds: float = 5.0, max_segments: int = 12) -> list[dict]:
     """Rows longer than ``max_seconds`` (music, long recordings) -> up to ``max_segments`` rows of ``seconds`` each,
-    written once as 16 kHz WAVs under ``out`` (absolute paths; speaker, labels and group kept). Short rows pass."""
+    written once as 16 kHz WAVs under ``out`` (absolute paths; speaker, labels and group kept; ``key``: the long
+    clip's corpus path and ``#<index>``, so the dev split drawn from it (``make_tasks``) does not depend on where
+    ``out`` lies). Short rows pass."""
     import soundfile as sf
 
     out_rows, out = [], Path(out)
@@ -162,5 +171,6 @@ def segment_long(rows: Sequence[dict], base: str | Path, out: str | Path, max_se
             stem.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 sf.write(stem / f"{i:02d}.wav", wav[int(i * seconds * sr):int((i + 1) * seconds * sr)], sr)
-        out_rows += [dict(r, path=str((stem / f"{i:02d}.wav").resolve()), duration=seconds) for i in range(n)]
+        out_rows += [dict(r, path=str((stem / f"{i:02d}.wav").resolve()), key=f"{r['path']}#{i:02d}", duration=seconds)
+                     for i in range(n)]
     return out_rows

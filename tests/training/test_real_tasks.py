@@ -138,3 +138,45 @@ def test_speech_embedding_baseline_leaves_a_pitch_stream_out(tmp_path):
     res = ev.free_baselines(tmp_path, ["a", "b"], SimpleNamespace(encoder=Encoder()))
     assert res["logreg_speech_embedding"]["test"]["accuracy"] < 0.8  # chance is 0.5; with the pitch dims it is 1.0
     assert res["logreg_mfcc"]["test"]["n"] == 20
+
+
+def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder_lie(tmp_path):
+    """The same corpus copied to two folders and evaluated with two ``--work`` folders gives the same labels and
+    train / dev / test split row for row, and byte-identical channel twins. Before, the dev share of the pieces of
+    long clips was drawn from their absolute paths under ``--work`` and each twin's effects from the clip's absolute
+    path, so a clone in another folder trained on a different split."""
+    import shutil
+
+    import soundfile as sf
+
+    from tests.scripts import load_script
+
+    ev = load_script("real_speech_eval")
+    rng = np.random.default_rng(3)
+    rows = []
+    src = tmp_path / "a" / "corpus"
+    for spk in ("s1", "s2", "s3", "s4"):
+        for i in range(12):
+            rel = f"wav/{spk}/{i}.wav"
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(src / rel, (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
+            rows.append(_row(rel, spk, "en" if spk in ("s1", "s2") else "cs", str(i % 3),
+                             gender="female" if spk in ("s1", "s3") else "male"))
+    for g in ("music", "bells", "drums", "wind"):  # long non-speech clips: cut into 5 s pieces under the work folder
+        rel = f"wav/sfx/{g}.wav"
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(src / rel, (0.05 * rng.standard_normal(16000 * 60)).astype("float32"), 16000)
+        rows.append(dict(_row(rel, "", kind="nonspeech", source=f"pkg-{g}"), duration=60.0))
+    shutil.copytree(src, tmp_path / "b" / "elsewhere" / "corpus")
+
+    seen = []
+    for cache, work in ((src, tmp_path / "a" / "work"), (tmp_path / "b" / "elsewhere" / "corpus", tmp_path / "w2")):
+        ev.write_tasks(rows, cache, work / "tasks", 0.5, 0)
+        vad = work / "tasks" / "vad"
+        segments = [e for e in ev.M.read_manifest(vad / "manifest.csv") if "segments" in e.path]
+        assert len(segments) == 48 and {e.split for e in segments} >= {"train", "test"}
+        assert ev.augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0)["twins"] > 0
+        ex = ev.M.read_manifest(vad / "manifest.csv")
+        seen.append([(e.label, e.split, sf.read(e.path, dtype="float32")[0].tobytes()) for e in ex])
+    assert len(seen[0]) == len(seen[1]) and seen[0] == seen[1]
+    assert sum(s == "dev" for _, s, _ in seen[0]) > 0

@@ -24,7 +24,8 @@ from .dense import DenseConfig, DenseEncoder, build_dense, dense_config_from_dic
 from .encoder import HubertConfig, HubertEncoder
 from .pgslm import MultiStreamUnitLM, PGSLMConfig, check_prosody
 from .pgslm import unit_token_map as pgslm_unit_token_map
-from .prosody import PROSODY_FILE, Prosody, load_prosody
+from .prosody import Prosody
+from .prosody_file import PROSODY_FILE, load_prosody
 from .unit_lm import UnitLM, UnitLMConfig, state_dict_mismatch
 
 FORMAT_VERSION = 1

@@ -21,24 +21,15 @@ so the default here is the *utterance* mean: the same statistic (mean log-F0 ove
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .units import Units
 
-PROSODY_FILE = "prosody.safetensors"
-PROSODY_FORMAT_VERSION = 1
 NORMALIZATIONS = ("utterance", "speaker")
-STAT_FIELDS = ("f0_mean", "f0_std", "logf0_mean", "logf0_std")
 
 
 class ProsodyError(ValueError):
@@ -340,51 +331,6 @@ class Prosody:
         return {**self.config.to_dict(), "speakers": len(self.speakers)}
 
 
-# -- persistence: prosody.safetensors in a pGSLM bundle (edges and statistics belong to the backbone) ------------
-def prosody_bytes(p: Prosody) -> bytes:
-    """Serialize: tensors ``f0_bin_edges [bins-1]`` f64 (discrete F0) and ``speaker_f0_stats [S, 4]`` f64
-    (f0_mean, f0_std, logf0_mean, logf0_std); metadata: format, config JSON, speaker names JSON. Deterministic."""
-    from .package import canonical_safetensors
-
-    tensors: dict[str, Tensor] = {}
-    if p.f0_bin_edges is not None:
-        tensors["f0_bin_edges"] = p.f0_bin_edges.to(torch.float64).contiguous()
-    names = sorted(p.speakers)
-    if names:
-        tensors["speaker_f0_stats"] = torch.tensor([[getattr(p.speakers[s], k) for k in STAT_FIELDS] for s in names],
-                                                   dtype=torch.float64)
-    meta = {"format": "speechprompt-prosody", "format_version": str(PROSODY_FORMAT_VERSION),
-            "config": json.dumps(p.config.to_dict(), sort_keys=True), "speakers": json.dumps(names)}
-    return canonical_safetensors(st_save(tensors, metadata=meta))
-
-
-def save_prosody(p: Prosody, path: str | os.PathLike) -> None:
-    Path(path).write_bytes(prosody_bytes(p))
-
-
-def load_prosody(path: str | os.PathLike) -> Prosody:
-    """Read ``prosody.safetensors``. Raises :class:`ProsodyError` if it is not a valid prosody file."""
-    data = Path(path).read_bytes()
-    try:
-        n = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
-        tensors = st_load(data)
-    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
-        raise ProsodyError(f"{path} is not a valid safetensors file: {e}") from None
-    if meta.get("format") != "speechprompt-prosody" or int(meta.get("format_version", "0")) > PROSODY_FORMAT_VERSION:
-        raise ProsodyError(f"{path} is not a supported speechprompt prosody file")
-    try:
-        config = ProsodyConfig.from_dict(json.loads(meta["config"]))
-        names = json.loads(meta.get("speakers", "[]"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ProsodyError(f"{path}: malformed prosody metadata: {e!r}") from None
-    table = tensors.get("speaker_f0_stats", torch.zeros(0, 4, dtype=torch.float64))
-    if table.shape != (len(names), 4):
-        raise ProsodyError(f"{path}: speaker_f0_stats {list(table.shape)} does not fit {len(names)} speakers")
-    speakers = {s: F0Summary(*row.tolist()) for s, row in zip(names, table)}
-    return Prosody(config, tensors.get("f0_bin_edges"), speakers)
-
-
 class ProsodyExtractor:
     """Units and prosody of clips in one call: ``UnitExtractor`` (batched HuBERT + codebook + dedup) then one YAAPT
     run per clip. Results are :class:`ProsodyUnits` (a :class:`Units`), so a units cache stores the prosody too."""
@@ -411,6 +357,5 @@ class ProsodyExtractor:
         return [self.prosody.extract(w, u) for w, u in zip(wavs, units, strict=True)]
 
 
-__all__ = ["F0Stats", "F0Summary", "PROSODY_FILE", "Prosody", "ProsodyConfig", "ProsodyError", "ProsodyExtractor",
-           "ProsodyUnits", "align_f0_to_durations", "frame_f0", "interpolate_f0", "load_prosody", "peak_normalize",
-           "prosody_bytes", "quantize_f0", "save_prosody"]
+__all__ = ["F0Stats", "F0Summary", "Prosody", "ProsodyConfig", "ProsodyError", "ProsodyExtractor", "ProsodyUnits",
+           "align_f0_to_durations", "frame_f0", "interpolate_f0", "peak_normalize", "quantize_f0"]

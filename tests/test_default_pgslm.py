@@ -17,7 +17,8 @@ import torch
 
 from speechprompt.backbone import Backbone, fingerprint_of, sha256_file
 from speechprompt.pgslm import MultiStreamUnitLM, StreamConfig
-from speechprompt.prosody import PROSODY_FILE, F0Stats, Prosody, ProsodyConfig, ProsodyUnits
+from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyUnits
+from speechprompt.prosody_file import PROSODY_FILE
 from speechprompt.runtime import Runtime
 from speechprompt.training import corpus
 from speechprompt.training.build_pgslm import (

@@ -17,7 +17,8 @@ from speechprompt.importers.pgslm import convert_pgslm, import_pgslm, read_f0_bi
 from speechprompt.package import PackageMeta, new_package
 from speechprompt.pgslm import MultiStreamUnitLM, PGSLMConfig, StreamConfig, unit_dictionary
 from speechprompt.pgslm_prompting import PGSLMPromptBank, make_rows, prompted_class_logits
-from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyExtractor, ProsodyUnits, load_prosody
+from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyExtractor, ProsodyUnits
+from speechprompt.prosody_file import load_prosody
 from speechprompt.units import Units
 from tests.lm_fixtures import fairseq_load, save_like_fairseq_train
 from tests.test_prosody import edges32, pgslm_data_utils, speech_clip, synthetic_units

@@ -21,11 +21,9 @@ from speechprompt.prosody import (
     ProsodyError,
     ProsodyUnits,
     frame_f0,
-    load_prosody,
     peak_normalize,
-    prosody_bytes,
-    save_prosody,
 )
+from speechprompt.prosody_file import load_prosody, prosody_bytes, save_prosody
 from speechprompt.units import Units
 
 HOP, RATIO = 320, 4.0  # HuBERT hop; F0 frames (5 ms) per unit frame (20 ms)

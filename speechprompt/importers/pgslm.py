@@ -28,7 +28,8 @@ from torch import Tensor
 
 from ..backbone import fingerprint_of, save_bundle, sha256_file
 from ..pgslm import SPECIALS, MultiStreamUnitLM, PGSLMConfig, StreamConfig, unit_dictionary
-from ..prosody import PROSODY_FILE, F0Summary, Prosody, ProsodyConfig, save_prosody
+from ..prosody import F0Summary, Prosody, ProsodyConfig
+from ..prosody_file import PROSODY_FILE, save_prosody
 from ..unit_lm import state_dict_mismatch
 from .checkpoint import CheckpointError, load_fairseq_checkpoint, model_config
 from .gslm import BASE, Remote, gslm_files

@@ -14,8 +14,10 @@ import torch
 from speechprompt.backbone import FILES, Backbone, BundleError, fingerprint_of, sha256_file
 from speechprompt.encoder import HubertEncoder
 from speechprompt.training import corpus, voices
-from speechprompt.training.build_backbone import encoder_at, fit_kmeans, hubert_config, lm_rows
+from speechprompt.training.build_backbone import encoder_at, hubert_config
 from speechprompt.training.hubert_pretrain import HubertPretrainModel, PretrainConfig, encoder_state, mfcc
+from speechprompt.training.kmeans import fit_kmeans
+from speechprompt.training.unit_lm_train import lm_rows
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
@@ -35,10 +34,11 @@ from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import corpus as corpus_mod
 from speechprompt.training import voices
 from speechprompt.training.hubert_pretrain import HubertPretrainModel, PretrainConfig, encoder_state, mfcc
-from speechprompt.unit_lm import UnitLM, UnitLMConfig
+from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
+from speechprompt.training.unit_lm_train import train_unit_lm
+from speechprompt.unit_lm import UnitLMConfig
 
 log = logging.getLogger(__name__)
-NUM_UNITS = 100
 CROP_BUCKETS_S = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)  # HuBERT training crop lengths (seconds)
 
 
@@ -83,41 +83,6 @@ def hubert_config(p: PretrainConfig, output_layer: int) -> HubertConfig:
     return HubertConfig(conv_layers=tuple((p.conv_dim, k, s) for k, s in zip(p.conv_kernels, p.conv_strides)),
                         embed_dim=p.embed_dim, layers=p.layers, heads=p.heads, ffn_dim=p.ffn_dim,
                         conv_pos=p.pos_conv_kernel, conv_pos_groups=p.pos_conv_groups, output_layer=output_layer)
-
-
-def fit_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 40) -> np.ndarray:
-    """k-means (k-means++ init, Lloyd iterations, empty clusters re-seeded at the worst-fit points):
-    ``[N, D] -> [k, D]`` f32. Plain Lloyd instead of fairseq's ``MiniBatchKMeans``: same objective, and a few
-    GEMMs per iteration on 2 cores; deterministic from ``seed``."""
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    g = torch.Generator().manual_seed(seed)
-    sq = xt.square().sum(1)
-    cent = xt[torch.randint(len(xt), (1,), generator=g)]
-    dmin = (sq - 2 * xt @ cent[0] + cent[0].square().sum()).clamp(min=0)
-    for _ in range(1, k):  # k-means++: next centre with probability ~ squared distance
-        nxt = xt[torch.multinomial(dmin + 1e-12, 1, generator=g)]
-        cent = torch.cat([cent, nxt])
-        dmin = torch.minimum(dmin, (sq - 2 * xt @ nxt[0] + nxt[0].square().sum()).clamp(min=0))
-    for _ in range(iters):
-        d = torch.addmm(cent.square().sum(1)[None, :], xt, cent.t(), alpha=-2.0)  # [N, k] (+ |x|^2 omitted)
-        best, assign = d.min(1)
-        counts = torch.bincount(assign, minlength=k)
-        new = torch.zeros_like(cent).index_add_(0, assign, xt) / counts.clamp(min=1)[:, None].float()
-        empty = (counts == 0).nonzero().squeeze(1)
-        if len(empty):
-            worst = torch.argsort(best + sq, descending=True)[: len(empty)]
-            new[empty] = xt[worst]
-        if torch.allclose(new, cent, atol=1e-6):
-            cent = new
-            break
-        cent = new
-    return cent.numpy().astype(np.float32)
-
-
-def subsample_rows(feats: list[torch.Tensor], n: int, seed: int) -> np.ndarray:
-    allf = torch.cat(feats)
-    idx = np.random.default_rng([seed, 99]).permutation(len(allf))[:n]
-    return allf[torch.from_numpy(np.sort(idx))].numpy()
 
 
 # --------------------------------------------------------------------------------------------- HuBERT training
@@ -214,90 +179,6 @@ def choose_layer(model: HubertPretrainModel, cfg: BuildConfig, say) -> tuple[int
     say(f"MFCC baseline: across-voice ABX error {mfcc_err:.4f}")
     return best, {"abx_error_by_layer": errs, "abx_error_mfcc": mfcc_err, "pairs": len(pairs), "triplets": len(triplets),
                   "voices": keys, "chosen_layer": best}
-
-
-# --------------------------------------------------------------------------------------------- unit LM training
-
-def train_unit_lm(cfg: BuildConfig, train: list[torch.Tensor], valid: list[torch.Tensor], say) -> tuple[UnitLM, dict]:
-    """fairseq ``language_modeling`` (eos break mode) with Adam + inverse-sqrt-free linear schedule; keeps the
-    epoch with the lowest validation loss."""
-    torch.manual_seed(cfg.seed + 1)
-    lm = init_fairseq_(UnitLM(cfg.lm))
-    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
-    rng = np.random.default_rng([cfg.seed, 2])
-    lens = np.array([len(u) for u in train])
-    hist = {"epoch": [], "train_loss": [], "valid_loss": [], "valid_ppl": []}
-    best, best_state = math.inf, None
-    steps_per_epoch = max(1, int(lens.sum() + len(lens)) // cfg.lm_batch_tokens)
-    total = steps_per_epoch * cfg.lm_epochs
-    warm = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.05, (total - s) / total)))
-    for ep in range(cfg.lm_epochs):
-        lm.train()
-        order = np.argsort(lens + rng.random(len(lens)) * 8)  # length-bucketed, shuffled within near lengths
-        batches, cur, tok = [], [], 0
-        for i in order:
-            cur.append(int(i))
-            tok += lens[i] + 1
-            if tok >= cfg.lm_batch_tokens:
-                batches.append(cur)
-                cur, tok = [], 0
-        if cur:
-            batches.append(cur)
-        losses = []
-        for bi in rng.permutation(len(batches)):
-            seqs = [train[i] for i in batches[bi]]
-            inp, tgt = lm_rows(seqs)
-            logits = lm.logits(lm(inp))
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=-100)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        lm.eval()
-        nll = bm.unit_lm_nll(lm, valid)
-        vloss = sum(n for n, _ in nll) / sum(t for _, t in nll)
-        hist["epoch"].append(ep + 1)
-        hist["train_loss"].append(round(float(np.mean(losses)), 4))
-        hist["valid_loss"].append(round(vloss, 4))
-        hist["valid_ppl"].append(round(math.exp(vloss), 3))
-        say(f"unit LM epoch {ep + 1}: train {np.mean(losses):.3f} valid {vloss:.3f} (ppl {math.exp(vloss):.2f})")
-        if vloss < best:
-            best, best_state = vloss, {k: v.clone() for k, v in lm.state_dict().items()}
-    lm.load_state_dict(best_state)
-    hist["best_epoch"] = hist["epoch"][int(np.argmin(hist["valid_loss"]))]
-    return lm.eval(), hist
-
-
-def init_fairseq_(lm: UnitLM) -> UnitLM:
-    """fairseq ``transformer_lm`` initialisation: embeddings N(0, d^-0.5) (pad row 0), xavier-uniform linears
-    (q/k/v with gain 1/sqrt(2) as ``MultiheadAttention.reset_parameters``), zero biases."""
-    d = lm.cfg.embed_dim
-    with torch.no_grad():
-        torch.nn.init.normal_(lm.embed_tokens.weight, mean=0.0, std=d ** -0.5)
-        lm.embed_tokens.weight[lm.cfg.padding_idx].zero_()
-        for name, mod in lm.named_modules():
-            if isinstance(mod, torch.nn.Linear):
-                gain = 2 ** -0.5 if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj") else 1.0
-                torch.nn.init.xavier_uniform_(mod.weight, gain=gain)
-                if mod.bias is not None:  # pGSLM's project_out_dim has none
-                    torch.nn.init.zeros_(mod.bias)
-    return lm
-
-
-def lm_rows(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Units ``[M]`` -> input ``[B, T]`` = ``[</s>, 4+u..]`` (pad 1) and target ``[B, T]`` = ``[4+u.., </s>]``."""
-    t_max = max(len(s) for s in seqs) + 1
-    inp = torch.full((len(seqs), t_max), 1, dtype=torch.long)
-    tgt = torch.full((len(seqs), t_max), -100, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        inp[i, 0] = 2
-        inp[i, 1:len(s) + 1] = s + 4
-        tgt[i, :len(s)] = s + 4
-        tgt[i, len(s)] = 2
-    return inp, tgt
 
 
 # --------------------------------------------------------------------------------------------- the pipeline

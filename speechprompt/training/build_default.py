@@ -42,7 +42,8 @@ from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbedding
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
-from speechprompt.training.build_backbone import NUM_UNITS, fit_kmeans, subsample_rows, train_unit_lm
+from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
+from speechprompt.training.unit_lm_train import train_unit_lm
 from speechprompt.unit_lm import UnitLMConfig
 
 log = logging.getLogger(__name__)

@@ -42,8 +42,9 @@ from speechprompt.pgslm import MultiStreamUnitLM, PGSLMConfig, StreamConfig
 from speechprompt.pgslm_prompting import DURATION_PAD, f0_pad_value, unshifted_streams
 from speechprompt.prosody import Prosody, ProsodyConfig, ProsodyUnits
 from speechprompt.training import corpus as corpus_mod
-from speechprompt.training.build_backbone import _jsonable, corpus_facts, init_fairseq_, run_build_child
+from speechprompt.training.build_backbone import _jsonable, corpus_facts, run_build_child
 from speechprompt.training.pgslm_f0 import f0_bin_edges, frame_tracks, normalized_log_f0_frames
+from speechprompt.training.unit_lm_train import init_fairseq_
 from speechprompt.units import UnitExtractor
 
 log = logging.getLogger(__name__)

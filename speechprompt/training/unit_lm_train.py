@@ -1,0 +1,106 @@
+"""Training the unit LM (fairseq ``transformer_lm`` with ``language_modeling``, eos break mode) on unit sequences.
+
+Used by both default builders (``build_default.py``, ``build_backbone.py``); ``init_fairseq_`` also by
+``build_pgslm.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from speechprompt.training import backbone_metrics as bm
+from speechprompt.unit_lm import UnitLM
+
+
+def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say) -> tuple[UnitLM, dict]:
+    """fairseq ``language_modeling`` (eos break mode) with Adam + inverse-sqrt-free linear schedule; keeps the
+    epoch with the lowest validation loss.
+
+    ``cfg``: a build config with ``seed``, ``lm`` (:class:`UnitLMConfig`), ``lm_lr``, ``lm_batch_tokens``,
+    ``lm_epochs`` (``build_backbone.BuildConfig``, ``build_default.DefaultConfig``); ``train`` / ``valid``: unit
+    sequences ``[M]`` i64 (deduplicated, ids 0..K-1); ``say``: a progress callback. Returns the model (eval mode)
+    and the history (losses, perplexity per epoch, best epoch)."""
+    torch.manual_seed(cfg.seed + 1)
+    lm = init_fairseq_(UnitLM(cfg.lm))
+    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    rng = np.random.default_rng([cfg.seed, 2])
+    lens = np.array([len(u) for u in train])
+    hist = {"epoch": [], "train_loss": [], "valid_loss": [], "valid_ppl": []}
+    best, best_state = math.inf, None
+    steps_per_epoch = max(1, int(lens.sum() + len(lens)) // cfg.lm_batch_tokens)
+    total = steps_per_epoch * cfg.lm_epochs
+    warm = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.05, (total - s) / total)))
+    for ep in range(cfg.lm_epochs):
+        lm.train()
+        order = np.argsort(lens + rng.random(len(lens)) * 8)  # length-bucketed, shuffled within near lengths
+        batches, cur, tok = [], [], 0
+        for i in order:
+            cur.append(int(i))
+            tok += lens[i] + 1
+            if tok >= cfg.lm_batch_tokens:
+                batches.append(cur)
+                cur, tok = [], 0
+        if cur:
+            batches.append(cur)
+        losses = []
+        for bi in rng.permutation(len(batches)):
+            seqs = [train[i] for i in batches[bi]]
+            inp, tgt = lm_rows(seqs)
+            logits = lm.logits(lm(inp))
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=-100)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        lm.eval()
+        nll = bm.unit_lm_nll(lm, valid)
+        vloss = sum(n for n, _ in nll) / sum(t for _, t in nll)
+        hist["epoch"].append(ep + 1)
+        hist["train_loss"].append(round(float(np.mean(losses)), 4))
+        hist["valid_loss"].append(round(vloss, 4))
+        hist["valid_ppl"].append(round(math.exp(vloss), 3))
+        say(f"unit LM epoch {ep + 1}: train {np.mean(losses):.3f} valid {vloss:.3f} (ppl {math.exp(vloss):.2f})")
+        if vloss < best:
+            best, best_state = vloss, {k: v.clone() for k, v in lm.state_dict().items()}
+    lm.load_state_dict(best_state)
+    hist["best_epoch"] = hist["epoch"][int(np.argmin(hist["valid_loss"]))]
+    return lm.eval(), hist
+
+
+def init_fairseq_(lm: UnitLM) -> UnitLM:
+    """fairseq ``transformer_lm`` initialisation: embeddings N(0, d^-0.5) (pad row 0), xavier-uniform linears
+    (q/k/v with gain 1/sqrt(2) as ``MultiheadAttention.reset_parameters``), zero biases."""
+    d = lm.cfg.embed_dim
+    with torch.no_grad():
+        torch.nn.init.normal_(lm.embed_tokens.weight, mean=0.0, std=d ** -0.5)
+        lm.embed_tokens.weight[lm.cfg.padding_idx].zero_()
+        for name, mod in lm.named_modules():
+            if isinstance(mod, torch.nn.Linear):
+                gain = 2 ** -0.5 if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj") else 1.0
+                torch.nn.init.xavier_uniform_(mod.weight, gain=gain)
+                if mod.bias is not None:  # pGSLM's project_out_dim has none
+                    torch.nn.init.zeros_(mod.bias)
+    return lm
+
+
+def lm_rows(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Units ``[M]`` -> input ``[B, T]`` = ``[</s>, 4+u..]`` (pad 1) and target ``[B, T]`` = ``[4+u.., </s>]``."""
+    t_max = max(len(s) for s in seqs) + 1
+    inp = torch.full((len(seqs), t_max), 1, dtype=torch.long)
+    tgt = torch.full((len(seqs), t_max), -100, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        inp[i, 0] = 2
+        inp[i, 1:len(s) + 1] = s + 4
+        tgt[i, :len(s)] = s + 4
+        tgt[i, len(s)] = 2
+    return inp, tgt
+
+
+__all__ = ["init_fairseq_", "lm_rows", "train_unit_lm"]

@@ -9,7 +9,7 @@ Everything is recomputed from the committed bundles (``models/pgslm-default`` an
 ``models/default-v1`` whose encoder and codebook it shares) and the deterministic synthesized eval set of
 ``scripts/model_card_metrics.py`` (``ppl_specs``: corpus validation utterances, ``corpus.is_valid``, never trained on;
 English sentences by held-out voices):
-- per utterance, teacher-forced on pGSLM's own batch (``build_pgslm.speech_ulm_batch``, one clip at a time, prosody
+- per utterance, teacher-forced on pGSLM's own batch (``pgslm_train.speech_ulm_batch``, one clip at a time, prosody
   from ``Runtime``'s extractor, utterance-mean F0): summed NLL (nats), scored targets and argmax hits of the token,
   duration and F0 streams; and the GSLM unit LM's summed NLL on the same units (token perplexity without prosody);
 - duration / F0-bin usage of the model inputs on the corpus validation utterances;
@@ -35,7 +35,8 @@ from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.runtime import Runtime  # noqa: E402
 from speechprompt.training import backbone_metrics as bm  # noqa: E402
 from speechprompt.training import corpus as corpus_mod  # noqa: E402
-from speechprompt.training.build_pgslm import STREAMS, speech_ulm_batch, speech_ulm_losses, stream_usage  # noqa: E402
+from speechprompt.training.build_pgslm import stream_usage  # noqa: E402
+from speechprompt.training.pgslm_train import STREAMS, speech_ulm_batch, speech_ulm_losses  # noqa: E402
 
 BEGIN = "<!-- pgslm-metrics:begin (scripts/pgslm_card_metrics.py writes this block) -->"
 END = "<!-- pgslm-metrics:end -->"

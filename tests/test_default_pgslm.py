@@ -21,15 +21,9 @@ from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyUnits
 from speechprompt.prosody_file import PROSODY_FILE
 from speechprompt.runtime import Runtime
 from speechprompt.training import corpus
-from speechprompt.training.build_pgslm import (
-    PGSLMBuildConfig,
-    build_pgslm,
-    init_pgslm_,
-    speech_ulm_batch,
-    speech_ulm_losses,
-    weighted_loss,
-)
+from speechprompt.training.build_pgslm import PGSLMBuildConfig, build_pgslm
 from speechprompt.training.pgslm_f0 import f0_bin_edges, normalized_log_f0_frames
+from speechprompt.training.pgslm_train import init_pgslm_, speech_ulm_batch, speech_ulm_losses, weighted_loss
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Training the unit LM (fairseq ``transformer_lm`` with ``language_modeling``, eos break mode) on unit sequences.
 
 Used by both default builders (``build_default.py``, ``build_backbone.py``); ``init_fairseq_`` also by
-``build_pgslm.py``.
+``pgslm_train.py``.
 """
 
 from __future__ import annotations

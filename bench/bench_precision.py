@@ -36,20 +36,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench_server import (  # noqa: E402
-    GSLM_RANDOM,
+from bench_common import (  # noqa: E402
     best_interleaved,
     clip,
-    each_bundle,
     lm_dims,
     log,
-    loop,
     machine,
     random_package,
-    random_units,
     rss_bytes,  # noqa: F401 - read by the rss_child process (b.rss_bytes)
-    run_jobs,
 )
+from bench_server import GSLM_RANDOM, each_bundle, loop, random_units, run_jobs  # noqa: E402
 
 from server.units_cache import UnitsCache  # noqa: E402
 from speechprompt.precision import BF16_FLAGS, INT8_FLAGS, cpu_flags, read_gate  # noqa: E402

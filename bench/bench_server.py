@@ -31,100 +31,44 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import platform
-import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import loadgen  # noqa: E402
+from bench_common import (  # noqa: E402
+    CLASSES,
+    PROMPT_LENGTH,
+    best_interleaved,
+    clip,
+    lm_dims,
+    log,
+    machine,
+    random_package,
+    rss_bytes,
+    sync,
+)
+from bench_live import LiveServer, live  # noqa: E402
 
 from server.batcher import Batcher  # noqa: E402
 from server.units_cache import UnitsCache  # noqa: E402
 from speechprompt.backbone import make_random_bundle  # noqa: E402
 from speechprompt.encoder import HubertConfig  # noqa: E402
-from speechprompt.package import PackageMeta, TaskPackage, new_package  # noqa: E402
 from speechprompt.runtime import Runtime  # noqa: E402
 from speechprompt.unit_lm import UnitLMConfig  # noqa: E402
 from speechprompt.units import Units  # noqa: E402
 
 GSLM_RANDOM = "gslm-random"
-PROMPT_LENGTH = 5  # SpeechPrompt v2 default (gslm_reference.md)
-CLASSES = 10
 PROBS_TOL = 1e-3  # device vs CPU: class probabilities from the same units
 UNITS_EQUAL_MIN = 0.99  # device vs CPU: frames whose nearest centroid agrees (TF32 convs may flip near-ties)
-
-
-def log(msg: str) -> None:
-    """Progress on stderr (stdout carries only the results)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def machine(device: torch.device, threads: int) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at start), torch threads: "
-            f"{threads}, torch {torch.__version__}")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def random_package(task: str, fingerprint: str, L: int, d: int, V: int, seed: int) -> TaskPackage:
-    """A task prompt package with random prompts (``[L, 5, d]``), separator and verbalizer ``[C+4, V]``."""
-    g = torch.Generator().manual_seed(seed)
-    meta = PackageMeta(task=task, labels=tuple(f"c{i}" for i in range(CLASSES)), backbone_fingerprint=fingerprint,
-                       prompt_length=PROMPT_LENGTH)
-    deep = [torch.randn(L, PROMPT_LENGTH, d, generator=g) for _ in range(2)]  # key, value prompts
-    return new_package(meta, *deep, torch.randn(PROMPT_LENGTH, d, generator=g), torch.randn(d, generator=g),
-                       torch.randn(CLASSES + 4, V, generator=g) * 0.05)
-
-
-def lm_dims(rt: Runtime) -> tuple[int, int, int]:
-    c = rt.backbone.spec.unit_lm
-    return c.layers, c.embed_dim, c.vocab_size
-
-
-def clip(seconds: float, seed: int) -> np.ndarray:
-    """``[N]`` f32 @ 16 kHz speech-like clip (loadgen's generator)."""
-    return loadgen.speech_like(seconds, seed).astype(np.float32) / 32768.0
-
-
-def best_interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Warm each function once, then run them in turn ``repeats`` times; best (lowest) seconds per name.
-    Interleaving + best-of keeps other load on a shared machine from favouring one side."""
-    for fn in fns.values():
-        fn()
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            best[k] = min(best[k], fn())
-    return best
 
 
 # -- prompt bank: 1,000 resident tasks, memory, P1 -------------------------------------------------
@@ -292,120 +236,6 @@ def parity(bundle: Path, rt: Runtime, keys: list[str], wavs: list[np.ndarray]) -
                         "ok": probs <= PROBS_TOL and same >= UNITS_EQUAL_MIN}
     del cpu
     return out
-
-
-# -- live server --------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """``python -m server.main`` on a free 127.0.0.1 port with a file store in ``folder``."""
-
-    def __init__(self, bundle: Path, folder: Path, device: str, threads: int, rows: int):
-        self.port, self.token = free_port(), secrets.token_hex(16)
-        self.log = folder / "server.log"
-        self.env = {**os.environ, "SPEECHPROMPT_BUNDLE_DIR": str(bundle), "SPEECHPROMPT_STORE": str(folder / "store"),
-                    "SPEECHPROMPT_ADMIN_TOKEN": self.token, "SPEECHPROMPT_HOST": "127.0.0.1",
-                    "SPEECHPROMPT_PORT": str(self.port), "SPEECHPROMPT_DEVICE": device,
-                    "SPEECHPROMPT_MAX_BATCH_ROWS": str(rows), "OMP_NUM_THREADS": str(threads),
-                    "MKL_NUM_THREADS": str(threads)}
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.url, timeout=120, trust_env=False)
-        self.admin = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/octet-stream"}
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> LiveServer:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-        end = time.monotonic() + 600
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log.read_text(errors='replace')[-3000:]}")
-            try:
-                if self.http.get("/readyz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server not ready within 600 s")
-
-    def __exit__(self, *exc) -> None:
-        self.http.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def put(self, pkg: TaskPackage) -> None:
-        r = self.http.put(f"/v1/tasks/{pkg.meta.task}", content=pkg.data, headers=self.admin)
-        if r.status_code not in (200, 201):
-            raise RuntimeError(f"PUT {pkg.meta.task}: {r.status_code} {r.text}")
-
-    def classify(self, task: str, wav: bytes) -> dict:
-        r = self.http.post(f"/v1/tasks/{task}/classify", content=wav, headers={"Content-Type": "audio/wav"})
-        if r.status_code != 200:
-            raise RuntimeError(f"classify {task}: {r.status_code} {r.text}")
-        return r.json()
-
-    def batch_rows(self) -> tuple[float, float]:
-        """(rows, batches) the model loop has run so far, from ``sp_batch_rows`` on /metrics."""
-        m = {ln.split()[0]: float(ln.split()[1]) for ln in self.http.get("/metrics").text.splitlines()
-             if ln.startswith("sp_batch_rows_")}
-        return m.get("sp_batch_rows_sum", 0.0), m.get("sp_batch_rows_count", 0.0)
-
-    def state(self, task: str) -> tuple[str, str]:
-        body = self.http.get(f"/v1/tasks/{task}").json()
-        return body["state"], body["version"]
-
-
-def live(srv: LiveServer, a: argparse.Namespace) -> dict:
-    info = srv.http.get("/v1/backbone").json()
-    fp, c = info["fingerprint"], info["unit_lm"]
-    L, d, V = c["layers"], c["embed_dim"], c["vocab_size"]
-    wav = loadgen.wav_bytes(loadgen.speech_like(a.upload_clip_s, seed=99))
-    srv.put(random_package("upload", fp, L, d, V, seed=5000))
-    for _ in range(3):  # first call encodes; later ones hit the units cache
-        srv.classify("upload", wav)
-    alone = []
-    for _ in range(10):
-        t = time.perf_counter()
-        srv.classify("upload", wav)
-        alone.append(time.perf_counter() - t)
-    put_s, listed_s, servable_s = [], [], []
-    for i in range(a.uploads):
-        pkg = random_package("upload", fp, L, d, V, seed=5001 + i)
-        t = time.perf_counter()
-        srv.put(pkg)
-        put_s.append(time.perf_counter() - t)
-        if srv.state("upload") != ("resident", pkg.version):
-            raise RuntimeError(f"after its PUT, version {pkg.version} is not the resident current version")
-        listed_s.append(time.perf_counter() - t)
-        while srv.classify("upload", wav)["version"] != pkg.version:
-            if time.perf_counter() - t > 30:
-                raise RuntimeError(f"version {pkg.version} not served after 30 s")
-        servable_s.append(time.perf_counter() - t)
-    log(f"  uploads: PUT p50 {np.median(put_s) * 1e3:.0f} ms, servable p50 {np.median(servable_s) * 1e3:.0f} ms")
-    tasks = [f"load{i}" for i in range(a.load_tasks)]
-    for i, t in enumerate(tasks):
-        srv.put(random_package(t, fp, L, d, V, seed=6000 + i))
-    lens = np.linspace(a.clip_min_s, a.clip_max_s, 4)
-    clips = [loadgen.speech_like(float(s), seed=i) for i, s in enumerate(lens)]
-    rows0, batches0 = srv.batch_rows()
-    res = asyncio.run(loadgen.run_load(srv.url, tasks, clips, requests=a.load_requests, concurrency=a.concurrency,
-                                       time_limit_s=a.load_time_limit, unique=True))
-    log(f"  load: {res.ok}/{res.sent} answered, p50 {res.percentile_ms(50):.0f} ms")
-    rows1, batches1 = srv.batch_rows()
-    ms = lambda v, q: float(np.percentile(v, q) * 1e3)  # noqa: E731
-    return {"put": (ms(put_s, 50), ms(put_s, 99)), "listed": (ms(listed_s, 50), ms(listed_s, 99)),
-            "servable": (ms(servable_s, 50), ms(servable_s, 99)), "alone": ms(alone, 50), "load": res,
-            "rows_mean": (rows1 - rows0) / max(batches1 - batches0, 1.0), "clips": (float(lens[0]), float(lens[-1]))}
 
 
 # -- one backbone ---------------------------------------------------------------------------------

@@ -36,15 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench_common import (  # noqa: E402
-    best_interleaved,
-    clip,
-    lm_dims,
-    log,
-    machine,
-    random_package,
-    rss_bytes,  # noqa: F401 - read by the rss_child process (b.rss_bytes)
-)
+from bench_common import best_interleaved, clip, lm_dims, log, machine, random_package  # noqa: E402
 from bench_server import GSLM_RANDOM, each_bundle, loop, random_units, run_jobs  # noqa: E402
 
 from server.units_cache import UnitsCache  # noqa: E402
@@ -121,7 +113,7 @@ def rss_child(bundle: Path, mode: str, tasks: int, threads: int) -> int:
     """RSS (bytes) of a fresh process with the bundle in ``mode``, ``tasks`` tasks resident, one classify done."""
     code = ("import sys, torch; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; torch.set_num_threads(int(sys.argv[5]));"
             "import bench_precision as b; rt, keys = b.load(b.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]));"
-            "rt.classify(rt.extract_units([b.clip(2.0, 7)]) * len(keys), keys); print(b.rss_bytes())")
+            "rt.classify(rt.extract_units([b.clip(2.0, 7)]) * len(keys), keys); import bench_common; print(bench_common.rss_bytes())")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(bundle), mode, str(tasks), str(threads)],
                          capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return int(out.stdout.strip().splitlines()[-1])

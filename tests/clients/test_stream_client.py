@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from clients import AsyncSpeechPromptClient, SpeechPromptClient, StreamError, StreamResult, StreamSummary, cli
 
+from ..server.helpers import make_package
 from ..server.live import ADMIN, LiveServer
-from ..server.test_redis_store import make_package
 
 RATE, BUFFER_S = 16000, 3.0
 

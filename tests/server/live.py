@@ -14,7 +14,7 @@ import httpx
 
 from speechprompt.backbone import make_random_bundle
 
-from .test_redis_store import free_port
+from .helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "live-admin"

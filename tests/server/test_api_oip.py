@@ -16,9 +16,9 @@ import soundfile as sf
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from .helpers import make_package
 from .http_helpers import WAV, wav_bytes
 from .live import ADMIN, LiveServer
-from .test_redis_store import make_package
 
 pytestmark = pytest.mark.slow
 

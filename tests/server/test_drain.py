@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from .helpers import make_package
 from .http_helpers import wav_bytes
 from .live import ADMIN, LiveServer
-from .test_redis_store import make_package
 
 pytestmark = pytest.mark.slow
 

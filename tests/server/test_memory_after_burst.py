@@ -7,8 +7,8 @@ import importlib.util
 
 import pytest
 
+from .helpers import make_package
 from .live import ADMIN, ROOT, LiveServer
-from .test_redis_store import make_package
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from server.app import create_app
 from server.settings import Settings
 
+from .helpers import make_package
 from .live import ADMIN, LiveServer
-from .test_redis_store import make_package
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402

@@ -24,9 +24,10 @@ import pytest
 
 from speechprompt.backbone import make_random_bundle
 
+from .helpers import free_port, make_package, wait_for
 from .http_helpers import WAV, wav_bytes
 from .live import stop_process
-from .test_redis_store import RedisServer, free_port, make_package, silent_put, wait_for
+from .redis_procs import RedisServer, silent_put
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian redis-server")]

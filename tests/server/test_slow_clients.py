@@ -11,9 +11,9 @@ import pytest
 
 from server.settings import Settings
 
+from .helpers import make_package
 from .http_helpers import WAV, wav_bytes
 from .live import ADMIN, LiveServer
-from .test_redis_store import make_package
 
 pytestmark = pytest.mark.slow
 

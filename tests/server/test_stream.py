@@ -16,8 +16,8 @@ import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from .helpers import make_package
 from .live import ADMIN, LiveServer
-from .test_redis_store import make_package
 
 RATE = 16000
 WINDOW_S, HOP_S, BUFFER_S, MAX_S = 1.0, 0.5, 4.0, 20.0

@@ -99,7 +99,7 @@ def test_model_card_figures_are_recomputed_by_the_script():
 # -- the pieces of the build, against fairseq / the pGSLM recipe ------------------------------------------------
 def synthetic_items(n: int, seed: int = 0) -> tuple[list[ProsodyUnits], list[torch.Tensor]]:
     """Clips with random units/durations/segment F0 and frame tracks whose statistics they carry."""
-    from tests.test_prosody import synthetic_units
+    from tests.pgslm_fixtures import synthetic_units
 
     g = torch.Generator().manual_seed(seed + 3)
     tracks = [torch.where(torch.rand(k, generator=g) < 0.3, 0.0, 90 + 120 * torch.rand(k, generator=g))
@@ -115,7 +115,7 @@ def edges32() -> torch.Tensor:
 @pytest.mark.fairseq
 @pytest.mark.parametrize("shifts", ["1,1", "0,0", "2,1"])
 def test_speech_ulm_batch_equals_codedataset(tmp_path, monkeypatch, shifts):
-    from tests.test_pgslm import K, codedataset_batch
+    from tests.pgslm_fixtures import K, codedataset_batch
 
     its, tracks = synthetic_items(3)
     ref = codedataset_batch(tmp_path, its, ["a", "b", "c"], tracks, True, True, shifts, monkeypatch, full=True)
@@ -133,7 +133,8 @@ def test_speech_ulm_batch_equals_codedataset(tmp_path, monkeypatch, shifts):
 def test_loss_equals_fairseq_speech_unit_lm_criterion(tmp_path, monkeypatch):
     from fairseq import tasks
 
-    from tests.test_pgslm import build_fairseq_ulm, codedataset_batch, ours_from, save_like_fairseq_train
+    from tests.lm_fixtures import save_like_fairseq_train
+    from tests.pgslm_fixtures import build_fairseq_ulm, codedataset_batch, ours_from
 
     (tmp_path / "m").mkdir()
     args, cfg, model = build_fairseq_ulm(tmp_path / "m", ["--discrete-duration", "--discrete-f0", "--stream-shifts",

@@ -21,55 +21,23 @@ from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyExtract
 from speechprompt.prosody_file import load_prosody
 from speechprompt.units import Units
 from tests.lm_fixtures import fairseq_load, save_like_fairseq_train
-from tests.test_prosody import edges32, pgslm_data_utils, speech_clip, synthetic_units
+from tests.pgslm_fixtures import (
+    BINS,
+    FP,
+    VARIANTS,
+    K,
+    build_fairseq_ulm,
+    codedataset_batch,
+    edges32,
+    fairseq_streams,
+    items,
+    ours_from,
+    prosody_for,
+    speech_clip,
+    synthetic_units,
+)
 
 pytestmark = pytest.mark.fairseq
-K, BINS, FP = 20, 32, "e" * 64
-TINY = ["--decoder-layers", "2", "--decoder-embed-dim", "32", "--decoder-input-dim", "32", "--decoder-output-dim", "32",
-        "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "4", "--share-decoder-input-output-embed",
-        "--log-f0", "--normalize-f0-mean"]
-VARIANTS = {  # flags, legacy args checkpoint
-    "discrete_prosody_1_1": (["--discrete-duration", "--discrete-f0", "--stream-shifts", "1,1"], False),
-    "continuous_no_prosody_1_1": (["--stream-shifts", "1,1", "--interpolate-f0", "--ignore-duration-input",
-                                   "--ignore-f0-input"], False),
-    "mixed_2_1_gelu_learned_legacy": (["--discrete-duration", "--stream-shifts", "2,1", "--activation-fn", "gelu",
-                                       "--decoder-learned-pos"], True),
-}
-
-
-def data_config(folder: Path, bins_path: Path | None = None, manifest: Path | None = None) -> Path:
-    """The ``data_config.json`` that ``speech_unit_modeling`` reads (``prepare_data.sh`` layout)."""
-    path = folder / "data_config.json"
-    path.write_text(json.dumps({"manifests": {"train": str(manifest or folder / "train.txt")}, "n_units": K,
-                                "code_hop_size": 320, "sampling_rate": 16000, "multispkr": "parent_parent_name",
-                                "f0_vq_type": "naive", "f0_vq_naive_quantizer": {"log_mean_norm": str(bins_path)},
-                                "f0_vq_n_units": BINS}))
-    return path
-
-
-def build_fairseq_ulm(folder: Path, flags: list[str], seed: int = 0):
-    """(args, cfg, model) for ``--arch transformer_ulm`` through fairseq's options/tasks API."""
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    torch.manual_seed(seed)
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(data_config(folder)), "--task", "speech_unit_modeling", "--arch", "transformer_ulm", "--criterion",
-        "speech_unit_lm_criterion", *TINY, *flags])
-    cfg = convert_namespace_to_omegaconf(args)
-    model = tasks.setup_task(cfg.task).build_model(cfg.model)
-    with torch.no_grad():  # non-trivial norms; prosody pad rows stay zero as training keeps them
-        for n, p in model.named_parameters():
-            if "layer_norm" in n:
-                p.add_(torch.randn_like(p) * 0.2)
-    return args, cfg, model.eval()
-
-
-def ours_from(path: Path):
-    cfg, sd, pcfg = convert_pgslm(load_fairseq_checkpoint(path))
-    lm = MultiStreamUnitLM(cfg).eval()
-    lm.load_state_dict(sd)
-    return lm.requires_grad_(False), pcfg
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -80,20 +48,6 @@ def pair(request, tmp_path_factory):
     path = save_like_fairseq_train(d / "checkpoint.pt", model, cfg=None if legacy else cfg, args=args if legacy else None)
     ours, pcfg = ours_from(path)
     return fairseq_load(path, d / "data_config.json"), ours, pcfg, d
-
-
-def prosody_for(pcfg: ProsodyConfig) -> Prosody:
-    return Prosody(pcfg, edges32() if pcfg.discrete_f0 else None)
-
-
-def items(lengths: list[int], seed: int = 0) -> list[ProsodyUnits]:
-    return [synthetic_units(m, seed + i) for i, m in enumerate(lengths)]
-
-
-def fairseq_streams(ref, rows):
-    with torch.no_grad():
-        out = ref(rows.tokens, rows.durations, rows.f0)
-    return out["token"], out["duration"], out["f0"]
 
 
 def test_stream_logits_match_fairseq(pair):
@@ -125,44 +79,6 @@ def test_config_read_from_checkpoint(pair):
 
 
 # -- rows: our prompted row layout is pGSLM's own input (fairseq CodeDataset + collater) -------------------------
-def codedataset_batch(folder: Path, its: list[ProsodyUnits], speakers: list[str], frame_tracks: list[torch.Tensor],
-                      discrete: bool, interpolate: bool, shifts: str, monkeypatch, full: bool = False):
-    """Write the files prepare_dataset.py writes and batch them with fairseq's CodeDataset (``full``: the whole
-    collated sample with targets and masks, else its ``net_input``)."""
-    from fairseq.data.codedataset import CodeDataset, ExpressiveCodeDataConfig
-    from fairseq.tasks.speech_ulm_task import UnitDictionary
-
-    du = pgslm_data_utils()
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "train.txt"
-    eos = K + 2
-    np.save(f"{manifest}.code.npy", np.concatenate([np.r_[p.units.numpy(), eos] for p in its]).astype(np.int16))
-    np.save(f"{manifest}.dur.npy", np.concatenate([np.r_[p.durations.numpy(), 0] for p in its]).astype(np.int16))
-    np.save(f"{manifest}.f0.npy", np.concatenate([np.r_[p.f0.numpy(), 0] for p in its]).astype(np.float32))
-    Path(f"{manifest}.leng.txt").write_text("".join(f"{len(p.units) + 1}\n" for p in its))
-    Path(f"{manifest}.path.txt").write_text("".join(f"{s}/x/{i}.wav\n" for i, s in enumerate(speakers)))
-    Path(f"{manifest}.speaker.txt").write_text("".join(f"{s}\n" for s in speakers))
-    stats = {}
-    for s in dict.fromkeys(speakers):
-        stats[s] = du.F0Stat()
-        for spk, track in zip(speakers, frame_tracks):
-            if spk == s:
-                stats[s].update(track)
-    torch.save({s: {"f0_mean": v.mean, "f0_std": v.std, "logf0_mean": v.mean_log, "logf0_std": v.std_log}
-                for s, v in stats.items()}, f"{manifest}.f0_stat.pt")
-    bins = folder / "bins.th"
-    torch.save({BINS: edges32().numpy()}, bins)
-    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # fairseq's own torch.load of numpy edges
-    ds = CodeDataset(str(manifest), UnitDictionary(n_units=K),
-                     UnitDictionary(n_units=21, clip=True) if discrete else None,
-                     UnitDictionary(n_units=BINS) if discrete else None,
-                     ExpressiveCodeDataConfig(str(data_config(folder, bins, manifest))), discrete, discrete,
-                     log_f0=True, normalize_f0_mean=True, normalize_f0_std=False, interpolate_f0=interpolate,
-                     shifts=shifts)
-    batch = ds.collater([ds[i] for i in range(len(its))])
-    return batch if full else batch["net_input"]
-
-
 @pytest.mark.parametrize("discrete,interpolate,shifts", [(True, False, "1,1"), (False, True, "1,1"),
                                                          (True, True, "0,0")])
 @pytest.mark.parametrize("normalization", ["utterance", "speaker"])

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,22 +16,14 @@ from speechprompt.prosody import (
     Prosody,
     ProsodyConfig,
     ProsodyError,
-    ProsodyUnits,
     frame_f0,
     peak_normalize,
 )
 from speechprompt.prosody_file import load_prosody, prosody_bytes, save_prosody
 from speechprompt.units import Units
+from tests.pgslm_fixtures import edges32, pgslm_data_utils, speech_clip, synthetic_units
 
 HOP, RATIO = 320, 4.0  # HuBERT hop; F0 frames (5 ms) per unit frame (20 ms)
-
-
-def speech_clip(folder: Path, text: str = "Is it raining in the city today?", voice: str = "en-us") -> Path:
-    """espeak-ng speech (22.05 kHz) resampled by sox to 16 kHz 16-bit PCM, as the pGSLM recipe reads it."""
-    raw, out = folder / "raw.wav", folder / "clip16k.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", "16000", "-b", "16", str(out)], check=True, capture_output=True)
-    return out
 
 
 def random_durations(frames: int, seed: int) -> torch.Tensor:
@@ -66,19 +55,6 @@ def fake_librosa(monkeypatch):
     pkg.util = util
     monkeypatch.setitem(sys.modules, "librosa", pkg)
     monkeypatch.setitem(sys.modules, "librosa.util", util)
-
-
-def pgslm_data_utils():
-    """fairseq ``examples/textless_nlp/pgslm/data_utils.py`` (F0Stat, dump_speaker_f0_stat)."""
-    import fairseq
-
-    path = Path(fairseq.__file__).parent / "examples/textless_nlp/pgslm/data_utils.py"
-    if not path.is_file():
-        pytest.skip("fairseq's pgslm example scripts are not installed")
-    spec = importlib.util.spec_from_file_location("pgslm_data_utils", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -121,23 +97,6 @@ def test_segment_f0_and_stats_equal_recipe(clip, fake_librosa):
     s = pu.f0_stats.summary()
     assert (s.f0_mean, s.f0_std, s.logf0_mean, s.logf0_std) == (stat.mean.item(), stat.std.item(),
                                                                 stat.mean_log.item(), stat.std_log.item())
-
-
-def synthetic_units(m: int, seed: int, scale: float = 1.0) -> ProsodyUnits:
-    """Units with a voiced/unvoiced segment F0 pattern and a frame track whose statistics it carries."""
-    g = torch.Generator().manual_seed(seed)
-    frames = (120 + 60 * torch.rand(4 * m, generator=g)) * scale
-    frames[torch.rand(4 * m, generator=g) < 0.3] = 0
-    seg = (110 + 50 * torch.rand(m, generator=g)) * scale
-    seg[torch.rand(m, generator=g) < 0.35] = 0
-    seg[0] = 0
-    d = torch.randint(1, 30, (m,), generator=g)
-    return ProsodyUnits(torch.randint(0, 20, (m,), generator=g), d, int(d.sum()), seg.float(),
-                        F0Stats.from_frames(frames.float()))
-
-
-def edges32() -> torch.Tensor:
-    return torch.linspace(-0.6, 0.6, 31, dtype=torch.float64)
 
 
 @pytest.mark.fairseq

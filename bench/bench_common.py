@@ -76,3 +76,11 @@ def best_interleaved(fns: dict, repeats: int) -> dict[str, float]:
         for k, fn in fns.items():
             best[k] = min(best[k], fn())
     return best
+
+
+def encoder_words(e) -> str:
+    """The dense model in words: HuBERT shapes, or speech_embedding (the default v2's, ``encoder.type``)."""
+    if hasattr(e, "embed_dim"):
+        return (f"HuBERT {e.layers}x{e.embed_dim} (layer {e.output_layer} read, conv {len(e.conv_layers)}x"
+                f"{e.conv_layers[0][0]} ch)")
+    return f"{e.type} ({len(e.layers)} conv layers, {e.step_frames * e.mel_hop / e.sample_rate * 1e3:.0f} ms frames)"

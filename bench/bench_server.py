@@ -49,6 +49,7 @@ from bench_common import (  # noqa: E402
     PROMPT_LENGTH,
     best_interleaved,
     clip,
+    encoder_words,
     lm_dims,
     log,
     machine,
@@ -239,14 +240,6 @@ def parity(bundle: Path, rt: Runtime, keys: list[str], wavs: list[np.ndarray]) -
 
 
 # -- one backbone ---------------------------------------------------------------------------------
-def encoder_words(e) -> str:
-    """The dense model in words: HuBERT shapes, or speech_embedding (the default v2's, ``encoder.type``)."""
-    if hasattr(e, "embed_dim"):
-        return (f"HuBERT {e.layers}x{e.embed_dim} (layer {e.output_layer} read, conv {len(e.conv_layers)}x"
-                f"{e.conv_layers[0][0]} ch)")
-    return f"{e.type} ({len(e.layers)} conv layers, {e.step_frames * e.mel_hop / e.sample_rate * 1e3:.0f} ms frames)"
-
-
 def bench_bundle(name: str, bundle: Path, a: argparse.Namespace, device: torch.device) -> list[str]:
     lines, want = [], set(a.only.split(","))
     log(f"{name}: loading {bundle} on {device}")

@@ -5,7 +5,10 @@ converted to torch by ``importers/speech_embedding.py``), and the k-means codebo
 TTS + real speech, each clip with a channel-augmented twin. The bundle stays GSLM-family (dense -> k-means units ->
 dedup -> ``transformer_lm``), so packages, the batcher and the official-weights path are unchanged.
 
-Stages (each saved under ``work`` and skipped when its file exists, so an interrupted build resumes):
+Stages (each saved under ``work`` and skipped when its file exists, so an interrupted build resumes; ``stages.py``
+records the settings each stage file was made with in ``work/stages.json``, and a build asking for other settings
+stops with ``StageMismatch`` - the CLI exits 2 - instead of reusing it; the codebook size and unit LM read no stage
+of their own, so ``--units`` and ``--name`` reuse every stage):
 1. ``tts.npz``: the multilingual TTS corpus of ``build_backbone`` (clean clips + sox noisy twins);
 2. ``real.npz``: real speech from the allow-listed Debian packages (``real_corpus``), TRAIN speakers only
    (the speaker split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus
@@ -22,6 +25,7 @@ Stages (each saved under ``work`` and skipped when its file exists, so an interr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -43,6 +47,7 @@ from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
+from speechprompt.training.stages import StageMismatch, Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
 from speechprompt.unit_lm import UnitLMConfig
 
@@ -115,6 +120,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     torch.set_num_threads(cfg.threads)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
+    stages = Stages(work, say)  # a stage file is reused only by a build with the settings that made it
     t_start, timings = time.time(), {}
 
     def lap(name):
@@ -122,6 +128,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         say(f"[{name}] {timings[name]:.0f}s (total {time.time() - t_start:.0f}s)")
 
     # 1. TTS corpus
+    tts_key = {"minutes": cfg.minutes, "seed": cfg.seed}
+    stages.claim("tts", tts_key, (work / "tts.npz").exists())
     if not (work / "tts.npz").exists():
         specs = corpus_mod.plan_corpus(cfg.minutes, cfg.seed)
         say(f"synthesizing the TTS corpus: {len(specs)} utterances")
@@ -139,6 +147,9 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
 
     rows = real_corpus.read_manifest(Path(real_cache) / "manifest.jsonl")
     split = real_tasks.eval_split(rows, cfg.real_test_fraction, cfg.seed)
+    real_key = {"seed": cfg.seed, "real_test_fraction": cfg.real_test_fraction, "real_max_clips": cfg.real_max_clips,
+                "max_clip_seconds": cfg.max_clip_seconds, "manifest": digest_file(Path(real_cache) / "manifest.jsonl")}
+    stages.claim("real", real_key, (work / "real.npz").exists())
     if not (work / "real.npz").exists():
         train_rows = [r for r in rows if real_tasks.split_of(r, split, cfg.real_test_fraction) == "train"
                       and float(r.get("duration", 1.0)) >= real_tasks.MIN_SECONDS]
@@ -154,6 +165,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     lap("real_corpus")
 
     # 3. channel-augmented twins
+    twins_key = {"real": real_key, "twin_fraction": cfg.twin_fraction, "chunk": TWIN_CHUNK}
+    stages.claim("twins", twins_key, (work / "twins.npz").exists() or any(work.glob("twins-*.npz")))
     if not (work / "twins.npz").exists():
         bank = [c for c, m in zip(real, real_meta, strict=True) if m.get("kind") == "nonspeech"][:200]
         # a channel twin for every other real clip (the TTS clips have their sox twins from stage 1)
@@ -181,6 +194,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     enc.load_state_dict(enc_state)
     enc.eval().requires_grad_(False)
     pitch = PitchConfig(scale=cfg.pitch_scale) if cfg.pitch_scale > 0 else None
+    feats_key = {"tts": tts_key, "real": real_key, "twins": twins_key, "encoder": _state_digest(enc_state)}
+    stages.claim("feats", feats_key, (work / "feats.pt").exists())
     if not (work / "feats.pt").exists():
         allc = tts + real + twins
         order = sorted(range(len(allc)), key=lambda i: len(allc[i]))  # similar lengths per batch: little padding
@@ -194,6 +209,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         torch.save(feats, work / "feats.pt")
     feats = torch.load(work / "feats.pt", weights_only=True)
     if pitch is not None:  # the embedding stage above stays shared by builds with and without a pitch stream
+        stages.claim(f"pitch-{pitch.scale:g}", {"feats": feats_key, "pitch": pitch_vector(pitch).tolist()},
+                     (work / f"pitch-{pitch.scale:g}.pt").exists())
         feats = _with_pitch(feats, tts + real + twins, pitch, work / f"pitch-{pitch.scale:g}.pt", say)
         enc = SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=pitch))
         enc_state = {**enc_state, "pitch_config": pitch_vector(pitch)}
@@ -246,6 +263,15 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _state_digest(state: dict) -> str:
+    """First 16 hex digits of the SHA-256 over a state dict's names and tensor bytes (the dense model a stage used)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _with_pitch(feats: list, clips: list, pitch: PitchConfig, path: Path, say: Callable[[str], None]) -> list:
@@ -341,8 +367,12 @@ def _main() -> None:
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units))
                               if v is not None})
-        result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
-                               log_path=log_json, say=log.info)
+        try:
+            result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
+                                   log_path=log_json, say=log.info)
+        except StageMismatch as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
         typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))
 
     typer.run(run)

@@ -79,6 +79,20 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     assert pitched["config"]["lm"]["vocab_size"] == 68
     assert "pitch" in pb.spec.extra["dense_model"] and "pitch" not in bb.spec.encoder.to_dict()
 
+    # a build asking for other settings stops at the first stage they change, before touching any stage file
+    recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
+    assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40"} and recorded["tts"]["minutes"] == 0.3
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
+    for change, stage, setting in ((dict(minutes=0.2), "tts", "minutes"), (dict(seed=1), "tts", "seed"),
+                                   (dict(real_max_clips=30), "real", "real_max_clips"),
+                                   (dict(twin_fraction=0.5), "twins", "twin_fraction")):
+        with pytest.raises(bd.StageMismatch) as err:
+            bd.build_default(tmp_path / "bundle4", replace(cfg, **change), **kw)
+        assert (err.value.stage, list(err.value.differs)) == (stage, [setting]), err.value
+        assert str(tmp_path / "work") in str(err.value) and "--work" in str(err.value)
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
+    assert not (tmp_path / "bundle4").exists()
+
     split = real_tasks.eval_split(rows, 0.4, 0)
     tasks = real_tasks.make_tasks(rows, split, tmp_path / "real", test_fraction=0.4)
     assert {"language-id", "keyword", "vad", "gender"} <= set(tasks)
@@ -116,3 +130,18 @@ def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag)
     monkeypatch.setattr(subprocess, "call", lambda args, env: pytest.fail("build started"))
     result = CliRunner().invoke(app, ["build-default", "--out", "x", *flag])
     assert result.exit_code == 2 and flag[0] in result.output
+
+
+def test_build_default_child_exits_2_on_a_work_folder_of_another_build(tmp_path):
+    """The process ``speechprompt build-default`` starts refuses another build's stage files with exit 2 and says
+    which stage and setting differ, before synthesizing anything."""
+    import sys
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "stages.json").write_text(json.dumps({"tts": {"minutes": 120.0, "seed": 0}}))
+    r = subprocess.run([sys.executable, "-m", "speechprompt.training.build_default", "--small", "--out",
+                        str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--real-cache", str(tmp_path / "none"),
+                        "--log-json", str(tmp_path / "log.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "stage 'tts'" in r.stderr and "minutes: 120.0 there, 1.0 now" in r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work" / "tts.npz").exists()

@@ -167,7 +167,7 @@ class _Calls:
         return self._audio_body(call, audio, filename, content_type, send_as)
 
     def classify_multi(self, tasks, audio, top_k, filename, content_type, send_as, long_audio=None,
-                       explain=False) -> _Call:
+                       explain=False, gate=None, gate_threshold=None) -> _Call:
         if isinstance(tasks, str):
             tasks = [t for t in tasks.split(",") if t]
         if not tasks:
@@ -176,6 +176,10 @@ class _Calls:
         if top_k is not None:
             params["top_k"] = int(top_k)
         params.update(long_audio or {}, **_explain_params(explain))
+        if gate is not None:
+            params["gate"] = str(gate)
+        if gate_threshold is not None:
+            params["gate_threshold"] = float(gate_threshold)
         call = _Call("POST", "/v1/classify", lambda r: MultiClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 

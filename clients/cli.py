@@ -34,7 +34,7 @@ from .stream_cli import stream_cmd
 
 EXIT_PROBLEM, EXIT_UNREACHABLE = 1, 3
 CSV_COLUMNS = ("file", "task", "version", "label", "score", "scores", "duration_s", "total_ms", "units_cache_hit",
-               "error")
+               "applicable", "error")
 
 URL_OPT = typer.Option(DEFAULT_URL, "--url", envvar=URL_ENV, help="server base URL")
 TOKEN_OPT = typer.Option(None, "--token", envvar=TOKEN_ENV, help="admin Bearer token", show_default=False)
@@ -78,13 +78,14 @@ def result_row(file: str, r: ClassifyResult) -> dict[str, Any]:
     """One output row: a file classified by one task (``error`` None)."""
     return {"file": file, "task": r.task, "version": r.version, "label": r.label, "score": r.score,
             "scores": {s.label: s.score for s in r.scores}, "duration_s": r.audio.duration_s,
-            "total_ms": r.timings.total_ms, "units_cache_hit": r.units_cache_hit, "error": None}
+            "total_ms": r.timings.total_ms, "units_cache_hit": r.units_cache_hit, "applicable": r.applicable,
+            "error": None}
 
 
 def error_row(file: str, task: str, error: dict[str, Any]) -> dict[str, Any]:
     """One output row for a failure; ``error`` is the problem document (or ``{"detail": ...}``)."""
     return {"file": file, "task": task, "version": None, "label": None, "score": None, "scores": {},
-            "duration_s": None, "total_ms": None, "units_cache_hit": None, "error": error}
+            "duration_s": None, "total_ms": None, "units_cache_hit": None, "applicable": None, "error": error}
 
 
 def _rows_from(file: str, res: ClassifyResult | MultiClassifyResult) -> list[dict[str, Any]]:
@@ -96,8 +97,9 @@ def _rows_from(file: str, res: ClassifyResult | MultiClassifyResult) -> list[dic
 
 async def classify_files(url: str, files: list[Path], tasks: list[str], multi: bool, top_k: int | None,
                          concurrency: int, retries: int, timeout: float,
-                         on_done: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
-    """Classify ``files`` with at most ``concurrency`` requests in flight; rows in input order (file, task)."""
+                         on_done: Callable[[], None] = lambda: None, gate: str | None = None) -> list[dict[str, Any]]:
+    """Classify ``files`` with at most ``concurrency`` requests in flight; rows in input order (file, task).
+    ``gate`` (multi only): ``task:label``, each row's ``applicable`` says whether the gate passed."""
     sem = asyncio.Semaphore(concurrency)
     retry = RetryPolicy(max_retries=retries)
     async with AsyncSpeechPromptClient(url, timeout=timeout, retry=retry, max_connections=concurrency) as client:
@@ -105,7 +107,7 @@ async def classify_files(url: str, files: list[Path], tasks: list[str], multi: b
             async with sem:
                 try:
                     if multi:
-                        res: Any = await client.classify_multi(tasks, path, top_k=top_k)
+                        res: Any = await client.classify_multi(tasks, path, top_k=top_k, gate=gate)
                     else:
                         res = await client.classify(tasks[0], path, top_k=top_k)
                     rows = _rows_from(str(path), res)
@@ -156,18 +158,20 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def render_table(rows: list[dict[str, Any]], console: Console) -> None:
+    gated = any(r.get("applicable") is not None for r in rows)  # a column only when a gate answered
     table = Table(show_lines=False)
     for col, kw in (("file", {"overflow": "fold"}), ("task", {}), ("label", {}), ("score", {"justify": "right"}),
-                    ("others", {"overflow": "fold"}), ("ms", {"justify": "right"})):
+                    ("others", {"overflow": "fold"}), ("ms", {"justify": "right"})) + ((("applies", {}),) if gated else ()):
         table.add_column(col, **kw)
     for r in rows:
         if r["error"]:
-            table.add_row(r["file"], r["task"], f"[red]{_error_text(r['error'])}[/red]", "", "", "")
+            table.add_row(r["file"], r["task"], f"[red]{_error_text(r['error'])}[/red]", "", "", "", *[""] * gated)
             continue
         others = ", ".join(f"{k} {v:.3f}" for k, v in r["scores"].items() if k != r["label"])
         ms = "" if r["total_ms"] is None else f"{r['total_ms']:.0f}"
         score = "" if r["score"] is None else f"{r['score']:.3f}"
-        table.add_row(r["file"], r["task"], r["label"], score, others, ms)
+        applies = {True: "yes", False: "[yellow]no[/yellow]", None: ""}[r.get("applicable")]
+        table.add_row(r["file"], r["task"], r["label"], score, others, ms, *[applies] * gated)
     console.print(table)
 
 
@@ -193,6 +197,8 @@ def classify(
     task: str | None = typer.Option(None, "--task", "-t", help="one task"),
     tasks: str | None = typer.Option(None, "--tasks", help="many tasks, comma-separated (one request per file)"),
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="scores to return per task"),
+    gate: str | None = typer.Option(None, "--gate", help="with --tasks: <task>:<label>, e.g. vad:speech; each answer "
+                                    "says whether it applies (that task's probability of the label >= 0.5)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="output format"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write results here instead of stdout"),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256, help="requests in flight"),
@@ -208,6 +214,8 @@ def classify(
     task_list = [task] if task is not None else [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:
         raise typer.BadParameter("--tasks is empty")
+    if gate is not None and tasks is None:
+        raise typer.BadParameter("--gate needs --tasks (the gate is scored with the tasks in one request)")
     show = len(files) > 1 if progress is None else progress
     t0 = time.perf_counter()
     bar = Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -215,7 +223,7 @@ def classify(
     with bar:
         handle = bar.add_task("classify", total=len(files))
         rows = asyncio.run(classify_files(url, files, task_list, tasks is not None, top_k, concurrency, retries,
-                                          timeout, on_done=lambda: bar.advance(handle)))
+                                          timeout, on_done=lambda: bar.advance(handle), gate=gate))
     _emit(rows, fmt, output)
     failed = sum(1 for r in rows if r["error"])
     if show or failed or output is not None:

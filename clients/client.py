@@ -108,11 +108,15 @@ class SpeechPromptClient:
     def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
                        send_as: str = "multipart", long_audio: dict[str, Any] | None = None,
-                       explain: bool | int = False) -> MultiClassifyResult:
+                       explain: bool | int = False, gate: str | None = None,
+                       gate_threshold: float | None = None) -> MultiClassifyResult:
         """Classify one clip with many tasks (``POST /v1/classify?tasks=a,b``); per-task failures are
-        ``TaskFailure`` items, not exceptions; ``long_audio`` and ``explain`` as for :meth:`classify`."""
+        ``TaskFailure`` items, not exceptions; ``long_audio`` and ``explain`` as for :meth:`classify`.
+        ``gate``: ``"<task>:<label>"`` (e.g. ``"vad:speech"``): the result's ``gate`` says whether that task's
+        probability of the label reached ``gate_threshold`` (server default 0.5) and each answer's
+        ``applicable`` follows it."""
         return self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
-                                                     long_audio, explain))
+                                                     long_audio, explain, gate, gate_threshold))
 
     def tasks(self) -> list[TaskInfo]:
         """All tasks (``GET /v1/tasks``)."""
@@ -204,10 +208,11 @@ class AsyncSpeechPromptClient:
                              filename: str | None = None, content_type: str | None = None,
                              send_as: str = "multipart",
                              long_audio: dict[str, Any] | None = None,
-                             explain: bool | int = False) -> MultiClassifyResult:
+                             explain: bool | int = False, gate: str | None = None,
+                             gate_threshold: float | None = None) -> MultiClassifyResult:
         """See ``SpeechPromptClient.classify_multi``."""
         return await self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
-                                                           long_audio, explain))
+                                                           long_audio, explain, gate, gate_threshold))
 
     async def tasks(self) -> list[TaskInfo]:
         return await self._send(self._calls.tasks())

@@ -86,6 +86,12 @@ class ClassifyResult:
         score_without, importance}]}``, times in seconds; None when not asked for (docs/api.md)."""
         return self.raw.get("explanation")
 
+    @property
+    def applicable(self) -> bool | None:
+        """With a gate (``classify_multi(..., gate="vad:speech")``): whether the gate passed, i.e. this answer
+        applies to the clip; None without a gate or when the gate task could not be served."""
+        return self.raw.get("applicable")
+
     @classmethod
     def from_json(cls, d: dict[str, Any], audio: dict | None = None, timings: dict | None = None,
                   units_cache_hit: bool | None = None) -> ClassifyResult:
@@ -125,6 +131,12 @@ class MultiClassifyResult:
     def failed(self) -> dict[str, TaskFailure]:
         """Failed tasks by task name."""
         return {r.task: r for r in self.results if isinstance(r, TaskFailure)}
+
+    @property
+    def gate(self) -> dict[str, Any] | None:
+        """The gate's outcome when one was asked for: ``{task, label, threshold, version, probability, passed}``
+        (``passed`` None and ``error`` set when the gate task could not be served; docs/api.md)."""
+        return self.raw.get("gate")
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MultiClassifyResult:

@@ -19,6 +19,8 @@ from speechprompt.audio import DecodedAudio, decode_audio, from_pcm
 
 from .errors import BadRequest, DeadlineExceeded, error_code, to_problem
 from .explanations import occlusion_body
+from .gate import Gate, check_label
+from .gate import outcome as gate_outcome
 from .jobs import JobResult
 from .long_audio import LongAudioRequest, decode_limit, policy_of, split, truncated, windowed_results
 from .registry import Lease
@@ -226,32 +228,55 @@ def _task_error(service: Service, task: str, exc: Exception) -> dict:
 
 
 async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: int, receive: Any = None,
-                        long_audio: LongAudioRequest | None = None, explain_spans: int = 0) -> dict:
+                        long_audio: LongAudioRequest | None = None, explain_spans: int = 0,
+                        gate: Gate | None = None) -> dict:
     """Score one clip with many tasks: decoded and encoded ONCE, one unit-LM row per task (plus
     ``explain_spans`` occluded rows per task when explaining). A task that cannot be served gets an error
-    entry (problem body) and does not fail the others."""
+    entry (problem body) and does not fail the others. ``gate`` (``server/gate.py``): its task is scored in the
+    same pass (all its classes, so the gate label's probability is known), the body gets ``gate`` and every other
+    result ``applicable``; a gate label the gate task does not have is a ``BadRequest`` (400)."""
     start = time.monotonic()
     service.require_ready()
     deadline = start + service.settings.request_deadline_s
     registry = service.registry
+    scored = tasks if gate is None or gate.task in tasks else [*tasks, gate.task]
     outcomes: dict[str, Lease | Exception] = {}
-    for task, got in zip(tasks, await asyncio.gather(
-            *(_until(registry.acquire(t), deadline, f"task {t!r} was loading") for t in tasks),
+    for task, got in zip(scored, await asyncio.gather(
+            *(_until(registry.acquire(t), deadline, f"task {t!r} was loading") for t in scored),
             return_exceptions=True), strict=True):
         if isinstance(got, BaseException) and not isinstance(got, Exception):
+            for held in outcomes.values():
+                if isinstance(held, Lease):
+                    registry.release(held)
             raise got
         outcomes[task] = got
     leases = [o for o in outcomes.values() if isinstance(o, Lease)]
-    clip, items, result = await _score_leases(service, leases, data, top_k, receive, deadline,
+    k = top_k
+    if gate is not None and isinstance(outcomes[gate.task], Lease):
+        try:
+            check_label(gate, outcomes[gate.task])
+        except BadRequest:
+            for lease in leases:
+                registry.release(lease)
+            raise
+        k = max(top_k, len(outcomes[gate.task].labels))  # the gate label's score is in the gate task's list
+    clip, items, result = await _score_leases(service, leases, data, k, receive, deadline,
                                               long_audio or LongAudioRequest(), explain_spans)
+    gate_body = None if gate is None else gate_outcome(gate, items.get(gate.task, outcomes[gate.task]))
     results = []
     for task in tasks:
         got = items.get(task, outcomes[task])
         if isinstance(got, Exception):
             results.append(_task_error(service, task, got))
         else:
+            got["scores"] = got["scores"][:top_k]
+            if gate_body is not None and gate_body["passed"] is not None and task != gate.task:
+                got["applicable"] = gate_body["passed"]
             results.append(got)
             _count(service, task, 200)
     service.metrics.request_seconds.observe(time.monotonic() - start)
-    return {"results": results, "audio": _audio(clip, result), "timings": _timings(clip, result, start),
+    body = {"results": results, "audio": _audio(clip, result), "timings": _timings(clip, result, start),
             "units_cache_hit": bool(result.cache_hit) if result else False}
+    if gate_body is not None:
+        body["gate"] = gate_body
+    return body

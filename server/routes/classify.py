@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from ..bodies import audio_body_ok, payload
 from ..deps import ready_service
 from ..explanations import DEFAULT_SPANS, MAX_SPANS
+from ..gate import parse_gate
 from ..inference import MAX_TASKS_PER_REQUEST, classify_many, classify_one, parse_tasks
 from ..long_audio import LongAudioRequest
 from ..schemas import TASK_NAME_HELP, TASK_NAME_SCHEMA, ClassifyResponse, MultiClassifyResponse, problems
@@ -38,6 +39,11 @@ EXPLAIN = Query(False, description="add, per task scored on the whole clip, an o
                 "unit-LM rows per task (windowed tasks get none)")
 EXPLAIN_SPANS = Query(DEFAULT_SPANS, ge=1, le=MAX_SPANS, description="stretches the unit sequence is cut into "
                       "for explain=true (fewer when the clip has fewer units)")
+GATE = Query(None, max_length=200, description="<task>:<label>, e.g. vad:speech: that task is scored too (same "
+             "pass) and the body's 'gate' says whether its probability of that label reached gate_threshold; every "
+             "other result then has 'applicable' (scores are never hidden)")
+GATE_THRESHOLD = Query(None, gt=0, le=1, allow_inf_nan=False, description="probability the gate label must reach "
+                       "(default 0.5; only with gate)")
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
 TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_PER_REQUEST}); a name that is "
               "unknown or not allowed gets its own error entry", json_schema_extra={"minLength": 1})
@@ -65,15 +71,18 @@ async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, long_
                         **problems(400, 408, 413, 415, 422, 429, 503, 504)})
 async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_K,
                          long_audio: str | None = LONG_AUDIO, window: float | None = WINDOW, hop: float | None = HOP,
-                         explain: bool = EXPLAIN, explain_spans: int = EXPLAIN_SPANS,
+                         explain: bool = EXPLAIN, explain_spans: int = EXPLAIN_SPANS, gate: str | None = GATE,
+                         gate_threshold: float | None = GATE_THRESHOLD,
                          service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with many tasks: decoded and encoded once, one unit-LM row per task; a task that
-    cannot be served gets its own error entry without failing the others."""
+    cannot be served gets its own error entry without failing the others. With ``gate`` (e.g. ``vad:speech``)
+    the answers say whether they apply (``server/gate.py``)."""
     names = parse_tasks(tasks)
+    gated = parse_gate(gate, gate_threshold)
     with service.admission.slot():
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_many(service, names, data, top_k, request.receive,
                                                 LongAudioRequest(long_audio, window, hop),
-                                                explain_spans if explain else 0))
+                                                explain_spans if explain else 0, gated))

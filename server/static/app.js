@@ -45,6 +45,14 @@
       select.append(el("option", { value: t.task, textContent: t.task }));
     });
     if (!state.tasks.length) box.textContent = "no tasks are served";
+    // a gate: a task with a "speech" label decides whether the other answers apply (vad:speech by default)
+    const gate = $("gate");
+    gate.replaceChildren(el("option", { value: "", textContent: "no gate" }));
+    for (const t of state.tasks.filter((t) => (t.labels || []).includes("speech"))) {
+      gate.append(el("option", { value: `${t.task}:speech`, textContent: `${t.task} says speech` }));
+    }
+    const vad = [...gate.options].findIndex((o) => o.value === "vad:speech");
+    if (gate.options.length > 1) gate.selectedIndex = vad > 0 ? vad : 1;
   }
 
   function chosenTasks() {
@@ -57,6 +65,7 @@
     if (!tasks.length) { setStatus("choose at least one task"); return; }
     const q = new URLSearchParams({ tasks: tasks.join(","), top_k: $("top-k").value || "3" });
     if ($("long-audio").value) q.set("long_audio", $("long-audio").value);
+    if ($("gate").value) q.set("gate", $("gate").value);
     if ($("explain").checked) { q.set("explain", "true"); q.set("explain_spans", $("explain-spans").value || "16"); }
     setStatus("classifying…");
     const t0 = performance.now();
@@ -87,11 +96,18 @@
           el("div", { textContent: problemText(res.error, res.error.status) })));
         continue;
       }
-      const card = el("div", { className: "task-result", "data-task": res.task, "data-version": res.version },
+      const na = res.applicable === false;
+      const card = el("div", { className: "task-result" + (na ? " not-applicable" : ""), "data-task": res.task,
+        "data-version": res.version },
         el("div", { className: "head" },
           el("span", {}, el("span", { className: "name", textContent: res.task + ": " }),
             el("span", { className: "label", textContent: res.label })),
           el("span", { className: "version", textContent: "version " + res.version })));
+      if (na) {
+        const g = body.gate;
+        card.append(el("div", { className: "applies", textContent: `does not apply: ${g.task} gives ${g.label} ` +
+          `${(100 * g.probability).toFixed(1)} % (under ${(100 * g.threshold).toFixed(0)} %)` }));
+      }
       for (const s of res.scores) {
         const pct = (100 * s.score).toFixed(1);
         card.append(el("div", { className: "bar", "data-label": s.label },

@@ -41,6 +41,13 @@ def fake_probs(verbalizer: np.ndarray, units) -> np.ndarray:
     return (e / e.sum()).astype(np.float32)
 
 
+def expected_probs(pkg, data: bytes) -> np.ndarray:
+    """One-by-one reference for a clip's bytes: decode, fake units, the task version's own verbalizer -> ``[C]``."""
+    from speechprompt.audio import decode_audio
+
+    return fake_probs(pkg.verbalizer.numpy().astype(np.float64), fake_units(decode_audio(data).samples).units)
+
+
 class FakeRuntime:
     """Implements what the server uses of ``speechprompt.runtime.Runtime``; records every model call."""
 

@@ -8,15 +8,11 @@ import pytest_asyncio
 
 from speechprompt.audio import decode_audio
 
-from .fakes import FakeRuntime, fake_probs, fake_units, make_package
+from .fakes import FakeRuntime, expected_probs, fake_units, make_package
 from .http_helpers import ADMIN, WAV, assert_problem, wav_bytes
 
 pytestmark = pytest.mark.asyncio
 
-def expected(pkg, data: bytes) -> np.ndarray:
-    """One-by-one reference: decode, fake units, the task version's own verbalizer."""
-    units = fake_units(decode_audio(data).samples).units
-    return fake_probs(pkg.verbalizer.numpy().astype(np.float64), units)
 
 
 @pytest_asyncio.fixture
@@ -35,7 +31,7 @@ async def test_classify_raw_body(srv):
     r = await srv.client.post("/v1/tasks/kws/classify?top_k=3", content=data, headers=WAV)
     assert r.status_code == 200, r.text
     body = r.json()
-    probs = expected(srv.kws, data)
+    probs = expected_probs(srv.kws, data)
     order = np.argsort(-probs)
     assert body["task"] == "kws" and body["version"] == srv.kws.version
     assert body["backbone"] == srv.service.runtime.fingerprint
@@ -71,7 +67,7 @@ async def test_multi_task_encodes_once_and_reports_per_task_errors(srv):
     body = r.json()
     assert [x["task"] for x in body["results"]] == ["kws", "emo", "nope", "Bad!"]
     for res, pkg in zip(body["results"][:2], (srv.kws, srv.emo), strict=True):
-        probs = expected(pkg, data)
+        probs = expected_probs(pkg, data)
         assert res["version"] == pkg.version and res["label"] == pkg.meta.labels[int(np.argmax(probs))]
         np.testing.assert_allclose(res["scores"][0]["score"], probs.max(), rtol=1e-5)
     assert body["results"][2]["error"]["type"] == "/problems/unknown_task"

@@ -101,6 +101,34 @@ def test_upload_shows_the_label_the_api_gives(server, browser, tmp_path):
     page.close()
 
 
+def test_the_speech_gate_marks_answers_about_noise(server, browser, tmp_path):
+    """The gate selector defaults to vad:speech: on noise the language-id and gender cards say they do not apply
+    (with vad's probability of speech), on a voice they do not; the labels are shown either way."""
+    import numpy as np
+    import soundfile as sf
+
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, (0.1 * np.random.default_rng(4).standard_normal(32000)).astype(np.float32), 16000)
+    page = open_page(browser, server, ("language-id", "gender"))
+    expect(page.locator("#gate")).to_have_value("vad:speech")
+    for path, applies in ((noise, False), (RECORDING, True)):
+        api = httpx.post(f"{server.url}/v1/classify", params={"tasks": "language-id,gender", "gate": "vad:speech"},
+                         content=path.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30).json()
+        assert api["gate"]["passed"] is applies
+        page.set_input_files("#file", str(path))
+        for res in api["results"]:
+            card = page.locator(f'.task-result[data-task="{res["task"]}"]')
+            expect(card.locator(".label")).to_have_text(res["label"], timeout=20_000)
+            if applies:
+                expect(card.locator(".applies")).to_have_count(0)
+                assert "not-applicable" not in card.get_attribute("class")
+            else:
+                expect(card.locator(".applies")).to_contain_text(
+                    f'vad gives speech {100 * api["gate"]["probability"]:.1f} %')
+                assert "not-applicable" in card.get_attribute("class")
+    page.close()
+
+
 def test_windowed_results_show_where_each_label_wins(server, browser, tmp_path):
     longer = tmp_path / "three-times.wav"  # the recording three times, then a second of silence
     subprocess.run(["sox", str(RECORDING), str(RECORDING), str(RECORDING), str(longer), "pad", "0", "1"], check=True)

@@ -14,7 +14,6 @@ from .http_helpers import ADMIN, WAV, assert_problem, wav_bytes
 pytestmark = pytest.mark.asyncio
 
 
-
 @pytest_asyncio.fixture
 async def srv(make_server):
     srv = await make_server(FakeRuntime())

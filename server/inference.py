@@ -135,22 +135,33 @@ def _count(service: Service, task: str, status: int) -> None:
 
 async def classify_one(service: Service, task: str, data: bytes | PCM, top_k: int, receive: Any = None,
                        long_audio: LongAudioRequest | None = None, explain_spans: int = 0,
-                       by_label: bool = False) -> dict:
+                       by_label: bool = False, gate: Gate | None = None) -> dict:
     """Score one clip with one task -> the classify response body (typed errors propagate); with
     ``explain_spans`` > 0 the body has an occlusion ``explanation`` over that many stretches. ``by_label``:
-    ``scores`` lists every class in the package's label order (top_k ignored) instead of the best first."""
+    ``scores`` lists every class in the package's label order (top_k ignored) instead of the best first.
+    ``gate``: as for :func:`classify_many` (the body gets ``gate`` and ``applicable``)."""
     start = time.monotonic()
     try:
         service.require_ready()
         deadline = start + service.settings.request_deadline_s
         lease = await _until(service.registry.acquire(task), deadline, f"task {task!r} was loading")
-        clip, items, result = await _score_leases(service, [lease], data, top_k, receive, deadline,
+        outcomes: dict[str, Lease | Exception] = {task: lease}
+        if gate is not None and gate.task != task:
+            outcomes[gate.task] = await _acquire_gate(service, gate, deadline, [lease])
+        k = _gate_top_k(service, gate, outcomes, top_k)
+        leases = [o for o in outcomes.values() if isinstance(o, Lease)]
+        clip, items, result = await _score_leases(service, leases, data, k, receive, deadline,
                                                   long_audio or LongAudioRequest(), explain_spans, by_label)
         body = items[task]
         if isinstance(body, Exception):
             raise body
+        gate_body = None if gate is None else gate_outcome(gate, items.get(gate.task, outcomes[gate.task]))
+        if gate_body is not None:
+            _mark(body, gate_body, task, top_k)
         body.update(audio=_audio(clip, result), timings=_timings(clip, result, start),
                     units_cache_hit=bool(result.cache_hit) if result else False)
+        if gate_body is not None:
+            body["gate"] = gate_body
     except BaseException as exc:
         _count(service, task, to_problem(exc).status if isinstance(exc, Exception) else 499)
         raise
@@ -210,6 +221,43 @@ async def _truncate(service: Service, clip: Clip) -> Clip:
     return Clip(audio, digest, clip.decode_ms)
 
 
+async def _acquire_gate(service: Service, gate: Gate, deadline: float, held: list[Lease]) -> Lease | Exception:
+    """The gate task's lease, or the typed error that it cannot be served (not raised: the gate reports it).
+    A cancellation releases ``held`` before it propagates."""
+    try:
+        return await _until(service.registry.acquire(gate.task), deadline, f"task {gate.task!r} was loading")
+    except Exception as exc:  # noqa: BLE001 - typed: the gate's error entry
+        return exc
+    except BaseException:
+        for lease in held:
+            service.registry.release(lease)
+        raise
+
+
+def _gate_top_k(service: Service, gate: Gate | None, outcomes: dict[str, Lease | Exception], top_k: int) -> int:
+    """``top_k`` to score with: every class of the gate task, so its label's score is known. Raises
+    ``BadRequest`` (after releasing every lease in ``outcomes``) when the gate label is not one of its labels."""
+    lease = outcomes.get(gate.task) if gate is not None else None
+    if not isinstance(lease, Lease):
+        return top_k
+    try:
+        check_label(gate, lease)
+    except BadRequest:
+        for held in outcomes.values():
+            if isinstance(held, Lease):
+                service.registry.release(held)
+        raise
+    return max(top_k, len(lease.labels))
+
+
+def _mark(item: dict, gate_body: dict, task: str, top_k: int) -> None:
+    """Trim ``item``'s scores back to ``top_k`` and mark it ``applicable`` (unless it is the gate task's own or the
+    gate task could not be served)."""
+    item["scores"] = item["scores"][:top_k]
+    if gate_body["passed"] is not None and task != gate_body["task"]:
+        item["applicable"] = gate_body["passed"]
+
+
 def parse_tasks(spec: str) -> list[str]:
     """``a,b,c`` -> ``["a", "b", "c"]`` (order kept, duplicates dropped); BadRequest when empty/too many."""
     tasks = list(dict.fromkeys(t.strip() for t in spec.split(",") if t.strip()))
@@ -250,16 +298,8 @@ async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: 
                     registry.release(held)
             raise got
         outcomes[task] = got
+    k = _gate_top_k(service, gate, outcomes, top_k)
     leases = [o for o in outcomes.values() if isinstance(o, Lease)]
-    k = top_k
-    if gate is not None and isinstance(outcomes[gate.task], Lease):
-        try:
-            check_label(gate, outcomes[gate.task])
-        except BadRequest:
-            for lease in leases:
-                registry.release(lease)
-            raise
-        k = max(top_k, len(outcomes[gate.task].labels))  # the gate label's score is in the gate task's list
     clip, items, result = await _score_leases(service, leases, data, k, receive, deadline,
                                               long_audio or LongAudioRequest(), explain_spans)
     gate_body = None if gate is None else gate_outcome(gate, items.get(gate.task, outcomes[gate.task]))
@@ -269,9 +309,8 @@ async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: 
         if isinstance(got, Exception):
             results.append(_task_error(service, task, got))
         else:
-            got["scores"] = got["scores"][:top_k]
-            if gate_body is not None and gate_body["passed"] is not None and task != gate.task:
-                got["applicable"] = gate_body["passed"]
+            if gate_body is not None:
+                _mark(got, gate_body, task, top_k)
             results.append(got)
             _count(service, task, 200)
     service.metrics.request_seconds.observe(time.monotonic() - start)

@@ -88,19 +88,8 @@ class TaskResult(BaseModel):
     windows: list[WindowResult] | None = Field(None, description="windowed: every window, in order")
     spans: list[Span] | None = Field(None, description="windowed: where each label wins (tiles the clip)")
     explanation: Explanation | None = Field(None, description="only with explain=true (not on windowed results)")
-    applicable: bool | None = Field(None, description="only with a gate (POST /v1/classify?gate=task:label) that "
-                                    "answered: whether the gate passed, i.e. this answer applies to the clip")
-
-
-class ClassifyResponse(TaskResult):
-    audio: AudioFacts
-    timings: Timings
-    units_cache_hit: bool
-
-
-class TaskError(BaseModel):
-    task: str
-    error: Problem
+    applicable: bool | None = Field(None, description="only with a gate (?gate=task:label) that answered: whether "
+                                    "the gate passed, i.e. this answer applies to the clip")
 
 
 class GateResult(BaseModel):
@@ -111,6 +100,18 @@ class GateResult(BaseModel):
     probability: float | None = Field(description="the gate task's probability of the label")
     passed: bool | None = Field(description="probability >= threshold; null when the gate task could not be served")
     error: Problem | None = Field(None, description="why the gate task could not be served")
+
+
+class ClassifyResponse(TaskResult):
+    audio: AudioFacts
+    timings: Timings
+    units_cache_hit: bool
+    gate: GateResult | None = Field(None, description="only with gate=task:label")
+
+
+class TaskError(BaseModel):
+    task: str
+    error: Problem
 
 
 class MultiClassifyResponse(BaseModel):

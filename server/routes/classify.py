@@ -40,8 +40,8 @@ EXPLAIN = Query(False, description="add, per task scored on the whole clip, an o
 EXPLAIN_SPANS = Query(DEFAULT_SPANS, ge=1, le=MAX_SPANS, description="stretches the unit sequence is cut into "
                       "for explain=true (fewer when the clip has fewer units)")
 GATE = Query(None, max_length=200, description="<task>:<label>, e.g. vad:speech: that task is scored too (same "
-             "pass) and the body's 'gate' says whether its probability of that label reached gate_threshold; every "
-             "other result then has 'applicable' (scores are never hidden)")
+             "pass) and the body's 'gate' says whether its probability of that label reached gate_threshold; the "
+             "other tasks' results then have 'applicable' (scores are never hidden)")
 GATE_THRESHOLD = Query(None, gt=0, le=1, allow_inf_nan=False, description="probability the gate label must reach "
                        "(default 0.5; only with gate)")
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
@@ -54,16 +54,20 @@ TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_
                         **problems(400, 404, 408, 413, 415, 422, 429, 503, 504)})
 async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, long_audio: str | None = LONG_AUDIO,
                    window: float | None = WINDOW, hop: float | None = HOP, explain: bool = EXPLAIN,
-                   explain_spans: int = EXPLAIN_SPANS, service: Service = Depends(ready_service)) -> JSONResponse:
-    """Classify one clip with one task; the answer names the exact task version used."""
+                   explain_spans: int = EXPLAIN_SPANS, gate: str | None = GATE,
+                   gate_threshold: float | None = GATE_THRESHOLD,
+                   service: Service = Depends(ready_service)) -> JSONResponse:
+    """Classify one clip with one task; the answer names the exact task version used (with ``gate``, also
+    whether it applies: ``server/gate.py``)."""
     check_task_name(task)
+    gated = parse_gate(gate, gate_threshold)
     with service.admission.slot():  # 429 before the body is read: a refused request is never decoded
         data = await payload(request, field="audio", limit=service.settings.max_upload_bytes,
                              raw_ok=audio_body_ok, accepted=ACCEPTED,
                              timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_one(service, task, data, top_k, request.receive,
                                                LongAudioRequest(long_audio, window, hop),
-                                               explain_spans if explain else 0))
+                                               explain_spans if explain else 0, gate=gated))
 
 
 @router.post("/v1/classify", response_model=None, openapi_extra=AUDIO_BODY,

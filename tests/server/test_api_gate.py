@@ -88,3 +88,25 @@ async def test_bad_gates_are_400_and_hold_no_lease(srv, query, status, code, say
     body = assert_problem(r, status, code)
     assert says in str(body.get("accepted", "")) + body["detail"]
     assert await in_flight(srv, "kws") == 0 and await in_flight(srv, "vad") == 0
+
+
+async def test_single_task_route_takes_the_same_gate(srv):
+    data = wav_bytes(0.4, seed=13)
+    p = float(expected_probs(srv.vad, data)[srv.vad.meta.labels.index("speech")])
+    r = await srv.client.post(f"/v1/tasks/kws/classify?top_k=2&gate=vad:speech&gate_threshold={p * 0.5}",
+                              content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["task"] == "kws" and body["applicable"] is True and len(body["scores"]) == 2
+    assert body["gate"]["passed"] is True and body["gate"]["probability"] == pytest.approx(p, rel=1e-5)
+    assert srv.service.runtime.rows()[-1] == 2
+    own = (await srv.client.post("/v1/tasks/vad/classify?top_k=1&gate=vad:speech", content=data, headers=WAV)).json()
+    assert "applicable" not in own and own["gate"]["probability"] == pytest.approx(p, rel=1e-5)
+    assert len(own["scores"]) == 1
+    gone = (await srv.client.post("/v1/tasks/kws/classify?gate=nope:speech", content=data, headers=WAV)).json()
+    assert gone["gate"]["error"]["status"] == 404 and "applicable" not in gone
+    assert_problem(await srv.client.post("/v1/tasks/kws/classify?gate=vad:x", content=data, headers=WAV),
+                   400, "bad_request")
+    missing = await srv.client.post("/v1/tasks/nope/classify?gate=vad:speech", content=data, headers=WAV)
+    assert_problem(missing, 404, "unknown_task")
+    assert await in_flight(srv, "kws") == 0 and await in_flight(srv, "vad") == 0

@@ -101,6 +101,14 @@ def _explain_params(explain: bool | int) -> dict[str, str]:
     return {"explain": "true", "explain_spans": str(int(explain))}
 
 
+def _gate_params(gate: str | None, threshold: float | None) -> dict[str, str]:
+    """Query parameters for a gate (``"vad:speech"``) and its threshold; none when not given."""
+    out = {} if gate is None else {"gate": str(gate)}
+    if threshold is not None:
+        out["gate_threshold"] = repr(float(threshold))
+    return out
+
+
 def _task_path(task: str, suffix: str = "") -> str:
     if not task:
         raise ValueError("task name must not be empty")
@@ -160,9 +168,10 @@ class _Calls:
             raise ValueError("send_as must be 'multipart' or 'raw'")
         return call
 
-    def classify(self, task, audio, top_k, filename, content_type, send_as, long_audio=None, explain=False) -> _Call:
+    def classify(self, task, audio, top_k, filename, content_type, send_as, long_audio=None, explain=False,
+                 gate=None, gate_threshold=None) -> _Call:
         params = {} if top_k is None else {"top_k": int(top_k)}
-        params.update(long_audio or {}, **_explain_params(explain))
+        params.update(long_audio or {}, **_explain_params(explain), **_gate_params(gate, gate_threshold))
         call = _Call("POST", _task_path(task, "/classify"), lambda r: ClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 
@@ -175,11 +184,7 @@ class _Calls:
         params: dict[str, Any] = {"tasks": ",".join(tasks)}
         if top_k is not None:
             params["top_k"] = int(top_k)
-        params.update(long_audio or {}, **_explain_params(explain))
-        if gate is not None:
-            params["gate"] = str(gate)
-        if gate_threshold is not None:
-            params["gate_threshold"] = float(gate_threshold)
+        params.update(long_audio or {}, **_explain_params(explain), **_gate_params(gate, gate_threshold))
         call = _Call("POST", "/v1/classify", lambda r: MultiClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 

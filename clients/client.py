@@ -96,14 +96,16 @@ class SpeechPromptClient:
 
     def classify(self, task: str, audio: AudioInput, *, top_k: int | None = None, filename: str | None = None,
                  content_type: str | None = None, send_as: str = "multipart",
-                 long_audio: dict[str, Any] | None = None, explain: bool | int = False) -> ClassifyResult:
+                 long_audio: dict[str, Any] | None = None, explain: bool | int = False, gate: str | None = None,
+                 gate_threshold: float | None = None) -> ClassifyResult:
         """Classify one clip with one task (``POST /v1/tasks/{task}/classify``). ``audio``: path, bytes or
         binary file; ``send_as``: ``multipart`` (field ``audio``) or ``raw`` (body with an ``audio/*`` type);
         ``long_audio``: query parameters for long clips, e.g. ``{"long_audio": "window", "window": 2, "hop": 1}``
         (a windowed answer keeps ``windows``, ``spans`` and ``long_audio`` in ``result.raw``); ``explain``:
-        True (or a number of stretches, 1-64) asks for the occlusion explanation (``result.explanation``)."""
+        True (or a number of stretches, 1-64) asks for the occlusion explanation (``result.explanation``);
+        ``gate``: as for :meth:`classify_multi` (``result.applicable``, ``result.raw["gate"]``)."""
         return self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as, long_audio,
-                                               explain))
+                                               explain, gate, gate_threshold))
 
     def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
@@ -199,10 +201,11 @@ class AsyncSpeechPromptClient:
     async def classify(self, task: str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
                        send_as: str = "multipart", long_audio: dict[str, Any] | None = None,
-                       explain: bool | int = False) -> ClassifyResult:
+                       explain: bool | int = False, gate: str | None = None,
+                       gate_threshold: float | None = None) -> ClassifyResult:
         """See ``SpeechPromptClient.classify``."""
         return await self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as,
-                                                     long_audio, explain))
+                                                     long_audio, explain, gate, gate_threshold))
 
     async def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                              filename: str | None = None, content_type: str | None = None,

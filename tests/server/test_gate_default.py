@@ -48,6 +48,8 @@ def test_gate_marks_noise_not_applicable_and_a_voice_applicable(tmp_path):
             assert all(r.label and r.scores for r in said[name].ok.values())  # answers are kept, only marked
         plain = client.classify_multi(["language-id"], noise)
         assert plain.gate is None and plain.ok["language-id"].applicable is None
+        one = client.classify("gender", noise, gate="vad:speech", gate_threshold=0.5)
+        assert one.applicable is False and one.raw["gate"]["passed"] is False
 
         # the command line: --gate with --tasks gives each row an "applicable" cell
         (tmp_path / "voice.wav").write_bytes(voice)

@@ -229,9 +229,15 @@ async def _acquire_gate(service: Service, gate: Gate, deadline: float, held: lis
     except Exception as exc:  # noqa: BLE001 - typed: the gate's error entry
         return exc
     except BaseException:
-        for lease in held:
-            service.registry.release(lease)
+        _release_all(service, held)
         raise
+
+
+def _release_all(service: Service, held) -> None:
+    """Release every ``Lease`` among ``held`` (errors in it are skipped)."""
+    for lease in held:
+        if isinstance(lease, Lease):
+            service.registry.release(lease)
 
 
 def _gate_top_k(service: Service, gate: Gate | None, outcomes: dict[str, Lease | Exception], top_k: int) -> int:
@@ -243,9 +249,7 @@ def _gate_top_k(service: Service, gate: Gate | None, outcomes: dict[str, Lease |
     try:
         check_label(gate, lease)
     except BadRequest:
-        for held in outcomes.values():
-            if isinstance(held, Lease):
-                service.registry.release(held)
+        _release_all(service, outcomes.values())
         raise
     return max(top_k, len(lease.labels))
 
@@ -293,9 +297,7 @@ async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: 
             *(_until(registry.acquire(t), deadline, f"task {t!r} was loading") for t in scored),
             return_exceptions=True), strict=True):
         if isinstance(got, BaseException) and not isinstance(got, Exception):
-            for held in outcomes.values():
-                if isinstance(held, Lease):
-                    registry.release(held)
+            _release_all(service, outcomes.values())
             raise got
         outcomes[task] = got
     k = _gate_top_k(service, gate, outcomes, top_k)

@@ -34,7 +34,7 @@ from .stream_cli import stream_cmd
 
 EXIT_PROBLEM, EXIT_UNREACHABLE = 1, 3
 CSV_COLUMNS = ("file", "task", "version", "label", "score", "scores", "duration_s", "total_ms", "units_cache_hit",
-               "applicable", "error")
+               "applicable", "gate_probability", "error")
 
 URL_OPT = typer.Option(DEFAULT_URL, "--url", envvar=URL_ENV, help="server base URL")
 TOKEN_OPT = typer.Option(None, "--token", envvar=TOKEN_ENV, help="admin Bearer token", show_default=False)
@@ -74,25 +74,34 @@ def _print_json(obj: Any) -> None:
 
 # ---- classify: rows -----------------------------------------------------------------------------------------
 
-def result_row(file: str, r: ClassifyResult) -> dict[str, Any]:
-    """One output row: a file classified by one task (``error`` None)."""
+def result_row(file: str, r: ClassifyResult, gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One output row: a file classified by one task (``error`` None); ``gate``: the request's gate outcome
+    (its probability is the row's ``gate_probability``; the whole object is kept under ``gate``)."""
     return {"file": file, "task": r.task, "version": r.version, "label": r.label, "score": r.score,
             "scores": {s.label: s.score for s in r.scores}, "duration_s": r.audio.duration_s,
             "total_ms": r.timings.total_ms, "units_cache_hit": r.units_cache_hit, "applicable": r.applicable,
-            "error": None}
+            "gate_probability": (gate or {}).get("probability"), "gate": gate, "error": None}
 
 
 def error_row(file: str, task: str, error: dict[str, Any]) -> dict[str, Any]:
     """One output row for a failure; ``error`` is the problem document (or ``{"detail": ...}``)."""
     return {"file": file, "task": task, "version": None, "label": None, "score": None, "scores": {},
-            "duration_s": None, "total_ms": None, "units_cache_hit": None, "applicable": None, "error": error}
+            "duration_s": None, "total_ms": None, "units_cache_hit": None, "applicable": None,
+            "gate_probability": None, "gate": None, "error": error}
 
 
 def _rows_from(file: str, res: ClassifyResult | MultiClassifyResult) -> list[dict[str, Any]]:
     if isinstance(res, ClassifyResult):
         return [result_row(file, res)]
-    return [error_row(file, r.task, r.error.to_dict()) if isinstance(r, TaskFailure) else result_row(file, r)
+    return [error_row(file, r.task, r.error.to_dict()) if isinstance(r, TaskFailure) else result_row(file, r, res.gate)
             for r in res.results]
+
+
+def gate_failures(rows: list[dict[str, Any]]) -> str:
+    """Why a requested gate was not applied (its task unknown, failed, ...): ``"2 files: 404 unknown_task: ..."``
+    from the first such file's gate error; empty when every gate was scored."""
+    bad = {r["file"]: r["gate"]["error"] for r in rows if r.get("gate") and r["gate"].get("error")}
+    return f"{len(bad)} file{'s' * (len(bad) != 1)}: {_error_text(next(iter(bad.values())))}" if bad else ""
 
 
 async def classify_files(url: str, files: list[Path], tasks: list[str], multi: bool, top_k: int | None,
@@ -150,7 +159,7 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        cells = {k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS}
+        cells = {k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS}  # (the gate object: JSON only)
         cells["scores"] = json.dumps(r["scores"], ensure_ascii=False) if r["scores"] else ""
         cells["error"] = _error_text(r["error"])
         w.writerow(cells)
@@ -229,12 +238,15 @@ def classify(
     if show or failed or output is not None:
         _err(f"{len(files)} files, {len(rows)} results, {failed} failed in {time.perf_counter() - t0:.2f} s"
              + (f": {failure_summary(rows)}" if failed else ""))
+    not_gated = gate_failures(rows)
+    if not_gated:
+        _err(f"error: the gate {gate} was not applied ({not_gated}); the answers have no 'applicable'")
     if rows and failed == len(rows):
         _err(f"error: every request failed, no file was classified: {failure_summary(rows)}")
     unreachable = [r for r in rows if r["error"] and "status" not in r["error"]]
     if rows and len(unreachable) == len(rows):
         raise typer.Exit(EXIT_UNREACHABLE)
-    if failed:
+    if failed or not_gated:
         raise typer.Exit(EXIT_PROBLEM)
 
 

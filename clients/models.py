@@ -92,6 +92,13 @@ class ClassifyResult:
         applies to the clip; None without a gate or when the gate task could not be served."""
         return self.raw.get("applicable")
 
+    @property
+    def gate(self) -> dict[str, Any] | None:
+        """The gate's outcome on the single-task route (``classify(..., gate="vad:speech")``): ``{task, label,
+        threshold, version, probability, passed}`` (``error`` when the gate task could not be served); None
+        without a gate and on the results of a multi-task call (there it is ``MultiClassifyResult.gate``)."""
+        return self.raw.get("gate")
+
     @classmethod
     def from_json(cls, d: dict[str, Any], audio: dict | None = None, timings: dict | None = None,
                   units_cache_hit: bool | None = None) -> ClassifyResult:

@@ -49,7 +49,8 @@ def test_gate_marks_noise_not_applicable_and_a_voice_applicable(tmp_path):
         plain = client.classify_multi(["language-id"], noise)
         assert plain.gate is None and plain.ok["language-id"].applicable is None
         one = client.classify("gender", noise, gate="vad:speech", gate_threshold=0.5)
-        assert one.applicable is False and one.raw["gate"]["passed"] is False
+        assert one.applicable is False and one.gate == one.raw["gate"] and one.gate["passed"] is False
+        assert one.gate["probability"] == pytest.approx(said["noise"].gate["probability"], abs=1e-5)
 
         # the command line: --gate with --tasks gives each row an "applicable" cell
         (tmp_path / "voice.wav").write_bytes(voice)
@@ -63,6 +64,16 @@ def test_gate_marks_noise_not_applicable_and_a_voice_applicable(tmp_path):
         rows = json.loads(out.stdout)
         assert [(r["file"].rsplit("/", 1)[1], r["task"], r["applicable"]) for r in rows] == [
             ("voice.wav", "gender", True), ("noise.wav", "gender", False)]
+        for r, name in zip(rows, ("voice", "noise"), strict=True):  # the gate's probability on every row
+            assert r["gate_probability"] == pytest.approx(said[name].gate["probability"], abs=1e-5)
+            assert r["gate"]["task"] == "vad" and r["gate"]["passed"] is r["applicable"]
+        # a gate task the server does not have: the answers are printed, unmarked, and the CLI says so (exit 1)
+        miss = CliRunner().invoke(app, ["classify", str(tmp_path / "voice.wav"), "--tasks", "gender", "--gate",
+                                        "nosuchtask:speech", "--format", "json", "--no-progress", "--url", srv.url])
+        assert miss.exit_code == 1, miss.output
+        [row] = json.loads(miss.stdout)
+        assert row["label"] in ("female", "male") and row["applicable"] is None and row["gate_probability"] is None
+        assert "gate nosuchtask:speech was not applied (1 file: 404" in miss.stderr and "nosuchtask" in miss.stderr
         bad = CliRunner().invoke(app, ["classify", str(tmp_path / "voice.wav"), "--task", "gender", "--gate",
                                        "vad:speech", "--url", srv.url])
         assert bad.exit_code == 2 and "--gate needs --tasks" in bad.output

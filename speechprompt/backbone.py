@@ -2,7 +2,9 @@
 
 Layout (docs/architecture.md): ``backbone.json`` + ``encoder.safetensors`` + ``codebook.safetensors`` +
 ``unit_lm.safetensors``. The fingerprint is the sha256 over the sorted ``name:sha256`` lines of the weight files,
-so it changes with any weight and with nothing else. Loading reads safetensors only (no pickle at serve time);
+so it changes with any weight and with nothing else; the settings in ``backbone.json`` (encoder, codebook, unit LM,
+dictionary, prosody) are covered by its ``settings_digest`` instead (:func:`settings_digest`), checked on load, so a
+hand edit is refused without changing any fingerprint. Loading reads safetensors only (no pickle at serve time);
 official GSLM files are converted into this format once by ``importers/gslm.py``.
 """
 
@@ -49,6 +51,16 @@ def sha256_file(path: Path) -> str:
 def fingerprint_of(files: dict[str, str]) -> str:
     """sha256 over the sorted ``name:sha256`` lines of the weight files."""
     return hashlib.sha256("".join(f"{n}:{files[n]}\n" for n in sorted(files)).encode()).hexdigest()
+
+
+SETTINGS = ("kind", "sample_rate", "encoder", "codebook", "unit_lm", "dictionary", "prosody")
+
+
+def settings_digest(meta: dict) -> str:
+    """sha256 over the canonical JSON of ``backbone.json``'s model settings (``SETTINGS``: not the name, ``extra``,
+    the file digests or the fingerprint). Written with every bundle; a bundle written before it existed has none."""
+    body = {k: meta[k] for k in SETTINGS if k in meta}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def natural_dictionary(num_units: int) -> list[str]:
@@ -131,7 +143,8 @@ class Backbone:
     def load(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True) -> Backbone:
         """Read a bundle folder; with ``verify`` every weight file's sha256 is checked against backbone.json.
 
-        Raises ``BundleError`` (missing files, bad JSON, digest mismatch, unexpected weight keys/shapes).
+        Raises ``BundleError`` (missing files, bad JSON, digest mismatch, unexpected weight keys/shapes, settings
+        edited after the bundle was written: ``settings_digest``).
         """
         folder = Path(folder)
         try:
@@ -171,6 +184,9 @@ class Backbone:
         _load_strict(encoder, enc_sd, "encoder")
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
+        if "settings_digest" in meta and meta["settings_digest"] != settings_digest(meta):
+            raise BundleError(f"{folder / 'backbone.json'}: its settings ({', '.join(SETTINGS)}) differ from those the "
+                              "bundle was written with (settings_digest); restore the file or rebuild the bundle")
         bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval(), prosody)
         for m in (bb.encoder, bb.codebook, bb.unit_lm):
             m.to(device).requires_grad_(False)
@@ -208,6 +224,7 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg:
                                                            "dim": int(centroids.shape[1])},
             "unit_lm": lm_cfg.to_dict(), "dictionary": list(dictionary), "files": files,
             "fingerprint": fingerprint_of(files), **({"extra": extra} if extra else {})}
+    meta["settings_digest"] = settings_digest(meta)
     (tmp / "backbone.json").write_text(json.dumps(meta, indent=1) + "\n")
     if folder.exists():
         old = folder.with_name(folder.name + ".old")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from speechprompt.audio import decode_audio
-from speechprompt.backbone import Backbone, BundleError, make_random_bundle
+from speechprompt.backbone import Backbone, BundleError, make_random_bundle, settings_digest
 from speechprompt.package import PackageMeta, new_package
 from speechprompt.prompting import make_rows
 from speechprompt.runtime import Runtime
@@ -152,6 +153,27 @@ def test_tampered_bundle_refused(tmp_path):
         Backbone.load(tmp_path / "b")
     with pytest.raises(BundleError, match="cannot read"):
         Backbone.load(tmp_path / "missing")
+
+
+def test_edited_settings_refused_by_their_digest_without_changing_the_fingerprint(tmp_path):
+    fp = make_random_bundle(tmp_path / "b", seed=0)
+    path = tmp_path / "b" / "backbone.json"
+    meta = json.loads(path.read_text())
+    assert meta["settings_digest"] == settings_digest(meta) and Backbone.load(tmp_path / "b").fingerprint == fp
+    renamed = dict(meta, name="renamed", extra={"note": "kept"})  # name and extra are not settings
+    path.write_text(json.dumps(renamed))
+    assert Backbone.load(tmp_path / "b").spec.name == "renamed"
+    edited = json.loads(json.dumps(meta))
+    edited["encoder"]["normalize"] = not edited["encoder"]["normalize"]  # same weights, other features
+    path.write_text(json.dumps(edited))
+    with pytest.raises(BundleError, match="settings_digest"):
+        Backbone.load(tmp_path / "b")
+    del edited["settings_digest"]  # a bundle written before the digest existed: loaded as before
+    path.write_text(json.dumps(edited))
+    assert Backbone.load(tmp_path / "b").fingerprint == fp
+    for name in ("default", "default-v1", "pgslm-default"):  # the committed bundles carry a matching digest
+        shipped = json.loads((Path(__file__).parents[1] / "models" / name / "backbone.json").read_text())
+        assert shipped["settings_digest"] == settings_digest(shipped), name
 
 
 def test_import_prompt_command_into_store(bundle, official, tmp_path):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..backbone import fingerprint_of, save_bundle, sha256_file
+from ..backbone import fingerprint_of, save_bundle, settings_digest, sha256_file
 from ..pgslm import SPECIALS, MultiStreamUnitLM, PGSLMConfig, StreamConfig, unit_dictionary
 from ..prosody import F0Summary, Prosody, ProsodyConfig
 from ..prosody_file import PROSODY_FILE, save_prosody
@@ -179,6 +179,7 @@ def write_pgslm_bundle(out: str | os.PathLike, *, name: str, encoder_cfg, encode
         meta["files"][PROSODY_FILE] = sha256_file(staged / PROSODY_FILE)
         meta["fingerprint"] = fingerprint_of(meta["files"])
         meta["prosody"] = prosody.config.to_dict()
+        meta["settings_digest"] = settings_digest(meta)  # the prosody section is a setting too
         (staged / "backbone.json").write_text(json.dumps(meta, indent=1) + "\n")
         if out.exists():
             os.replace(out, work / "old")

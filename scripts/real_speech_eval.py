@@ -291,7 +291,12 @@ def main() -> None:
     ap.add_argument("--variants", default="v2", help="prompt variants on the new backbone ('' = baselines only)")
     ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
     ap.add_argument("--force", action="store_true", help="recompute tasks already in results.json")
+    ap.add_argument("--draw", type=int, default=0,
+                    help="N > 0: another draw of the training augmentation (twins, TTS voices, generated non-speech: "
+                         "seed + N) and of the prompts' seed (N); speaker split and test clips unchanged; needs its own --work")
     a = ap.parse_args()
+    if a.draw and a.work == ap.get_default("work"):
+        ap.error("--draw: give the draw its own --work (twins are cached by clip, not by draw)")
     columns = {c for c in a.columns.split(",") if c}
     if not columns <= {"new", "old"}:
         ap.error(f"--columns: {a.columns!r}; accepted: new, old or new,old")
@@ -307,7 +312,7 @@ def main() -> None:
     wanted = set(a.tasks.split(","))
     info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed, wanted)
     for name in [t for t in info if t in wanted]:
-        info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed,
+        info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed + a.draw,
                                                   a.generated_nonspeech)
     a.work.mkdir(parents=True, exist_ok=True)
     (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -346,7 +351,8 @@ def main() -> None:
             data = encode_task(bb, task_root / name, a.work / "units" / digest)
             say(f"{name} [{key}]: encoded in {time.perf_counter() - t0:.0f}s")
             r[key] = run_task(bb, name, data, a.work / key, variants, a.work / key / "curves", done, a.max_epochs,
-                              labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})")
+                              labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})",
+                              seed=a.draw or None)
             r[key] |= {"fingerprint": bb.fingerprint}
             save(name)
         if "logreg_mfcc" not in r:

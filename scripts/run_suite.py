@@ -219,8 +219,9 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
         out[variant] = {"params": res.trainable_params, "seconds": round(res.seconds, 1), "epochs": len(
             res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
             "max_epochs": recipe.max_epochs, "seed": recipe.seed, "dev": res.dev, "version": pkg.version, **metrics}
+        test = f", test acc {metrics['test']['accuracy']:.3f}" if "test" in metrics else ""  # none: every clip trains
         say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "
-            f"{res.dev['accuracy']:.3f}, test acc {metrics['test']['accuracy']:.3f}")
+            f"{res.dev['accuracy']:.3f}{test}")
     for key in ("hist", "feats") + (("prosody",) if "prosody" in tr else ()):
         if f"logreg_{key}" not in out:
             out[f"logreg_{key}"] = logreg(data, labels, key, bb.spec.codebook_size)

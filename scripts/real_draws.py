@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""The real-speech table over several training draws: mean (min-max) of every cell (issue 14).
+
+    python scripts/real_speech_eval.py --columns new --draw 1 --work .cache/real_eval_d1 --results none
+    python scripts/real_speech_eval.py --columns new --draw 2 --work .cache/real_eval_d2 --results none
+    python scripts/real_draws.py .cache/real_eval .cache/real_eval_d1 .cache/real_eval_d2
+
+Each ``--draw`` redraws what the training side gets beyond its real clips (channel twins, TTS voices, generated
+non-speech) and the prompts' seed; the speaker split and the test clips stay. One draw moved cells by up to 0.13
+(docs/results.md, "Rerun on 2026-12-04"), so a difference between columns means something only beyond this spread.
+The block goes to docs/results.md between the ``draws:begin/end`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from speechprompt.training import real_tasks  # noqa: E402
+from speechprompt.training.markers import replace_block  # noqa: E402
+
+BEGIN, END = "<!-- draws:begin -->", "<!-- draws:end -->"
+COLUMNS = (("new default (prompts)", ("new", "v2")), ("LR unit hist (new)", ("new", "logreg_hist")),
+           ("MFCC + LR", ("logreg_mfcc",)), ("speech_embedding + LR", ("logreg_speech_embedding",)))
+
+
+def cell(result: dict, path: tuple[str, ...]) -> float | None:
+    """Test accuracy of one column of one task's results (None when that column was not run)."""
+    for k in path:
+        result = result.get(k, {}) if isinstance(result, dict) else {}
+    return result["test"]["accuracy"] if "test" in result else None
+
+
+def spread(values: list[float]) -> str:
+    """``0.412 (0.395-0.430)``: mean, then min-max over the draws."""
+    if not values:
+        return "-"
+    m = sum(values) / len(values)
+    return f"{m:.3f} ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else f"{m:.3f}"
+
+
+def render(runs: list[dict], fingerprints: set[str]) -> str:
+    """The markdown block: one row per task, one column per method, over the runs that have the cell."""
+    head = "| task | draws | " + " | ".join(c for c, _ in COLUMNS) + " | prompts - best regression (per draw) |"
+    lines = [f"Over {len(runs)} training draws (`scripts/real_draws.py`; backbone "
+             f"{', '.join(f'`{f[:16]}`' for f in sorted(fingerprints))}): mean (min-max) test accuracy of each cell on "
+             "the same test clips.", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for name in real_tasks.TASK_NAMES:
+        rs = [r[name] for r in runs if name in r and cell(r[name], COLUMNS[0][1]) is not None]
+        if not rs:
+            continue
+        cols = [spread([v for r in rs if (v := cell(r, path)) is not None]) for _, path in COLUMNS]
+        gaps = [cell(r, COLUMNS[0][1]) - max(v for _, p in COLUMNS[1:] if (v := cell(r, p)) is not None) for r in rs]
+        lines.append(f"| {name} | {len(rs)} | " + " | ".join(cols) + f" | {' / '.join(f'{g:+.3f}' for g in gaps)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("work", nargs="+", type=Path, help="real_speech_eval.py --work folders, one per draw")
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="'none': print only")
+    a = ap.parse_args()
+    runs = [json.loads((w / "results.json").read_text()) for w in a.work]
+    fps = {r[t]["new"]["fingerprint"] for r in runs for t in r if "new" in r[t]}
+    block = render(runs, fps)
+    sys.stdout.write(block)
+    if str(a.results) != "none":
+        replace_block(a.results, BEGIN, END, block)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The swap of held-out speakers into training (scripts/real_voices_swap.py) and the draws table
+(scripts/real_draws.py): folds by voice, manifests that never test a voice the model trained on, pooled cells."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from speechprompt.training.manifest import Example
+from tests.scripts import load_script
+
+
+@pytest.fixture(scope="module")
+def swap():
+    return load_script("real_voices_swap")
+
+
+def corpus():
+    """Rows and examples of a toy language-id task: 2 train voices, 5 test voices (3 `es`, 2 `fr`), 4 clips each."""
+    rows, examples = {}, []
+    voices = [("tr-es", "es", "train"), ("tr-fr", "fr", "train")] + [
+        (f"te-es{i}", "es", "test") for i in range(3)] + [(f"te-fr{i}", "fr", "test") for i in range(2)]
+    for v, lang, side in voices:
+        for k in range(4):
+            path = f"/c/{v}/{k}.wav"
+            rows[path] = {"path": f"{v}/{k}.wav", "speaker": v, "language": lang}
+            examples.append(Example(path, lang, side if side == "test" or k else "dev"))
+    return rows, examples
+
+
+def test_folds_deal_every_test_voice_once_and_each_label_across_folds(swap):
+    rows, examples = corpus()
+    voice = {e.path: swap.voice_of(rows[e.path]) for e in examples}
+    folds = swap.deal_folds(examples, voice, 2, seed=0)
+    assert sorted(folds) == ["te-es0", "te-es1", "te-es2", "te-fr0", "te-fr1"]  # train voices are never dealt
+    for lang in ("es", "fr"):
+        assert {f for v, f in folds.items() if lang in v} == {0, 1}  # both folds test both languages
+    assert folds == swap.deal_folds(examples, voice, 2, seed=0)
+    assert swap.voice_of({"path": "music/song_03.wav", "source": "hedgewars", "kind": "nonspeech"}) == "hedgewars:song"
+
+
+def test_swap_manifest_tests_one_fold_and_trains_on_the_other_test_voices(swap, tmp_path):
+    rows, examples = corpus()
+    folds = swap.deal_folds(examples, {e.path: swap.voice_of(rows[e.path]) for e in examples}, 2, seed=0)
+    seen_tested = set()
+    for fold in (0, 1):
+        n = swap.swap_manifest(examples, rows, folds, fold, tmp_path / f"f{fold}")
+        with open(tmp_path / f"f{fold}" / "manifest.csv") as fh:
+            got = list(csv.DictReader(fh))
+        by_voice: dict[str, set] = {}
+        for r in got:
+            by_voice.setdefault(r["path"].split("/")[2], set()).add(r["split"])
+        tested = {v for v, s in by_voice.items() if "test" in s}
+        assert tested == {v for v, f in folds.items() if f == fold}
+        assert all(s == {"test"} for v, s in by_voice.items() if v in tested)  # a tested voice never trains
+        assert all("test" not in s for v, s in by_voice.items() if v not in tested)
+        assert by_voice["tr-es"] == {"train", "dev"} and sum(n.values()) == len(examples)
+        seen_tested |= tested
+    assert seen_tested == set(folds)  # pooled over the folds, every test voice is tested once
+    swap.swap_manifest(examples, rows, folds, None, tmp_path / "all")
+    with open(tmp_path / "all" / "manifest.csv") as fh:
+        assert {r["split"] for r in csv.DictReader(fh)} <= {"train", "dev"}
+
+
+def test_pooled_cell_weights_folds_by_their_clips_and_draws_show_the_spread(swap):
+    folds = [{"new": {"v2": {"test": {"accuracy": 0.5, "n": 10}}}}, {"new": {"v2": {"test": {"accuracy": 0.8, "n": 30}}}}]
+    assert swap.pooled(folds, ("new", "v2")) == {"accuracy": pytest.approx(0.725), "n": 40}
+    assert swap.pooled(folds + [{"new": {}}], ("new", "v2")) is None  # a fold without the cell: no pooled number
+    draws = load_script("real_draws")
+    assert draws.spread([0.4, 0.5, 0.45]) == "0.450 (0.400-0.500)" and draws.spread([0.4]) == "0.400"
+    runs = [{"vad": {"new": {"v2": {"test": {"accuracy": a}}, "logreg_hist": {"test": {"accuracy": h}}},
+                     "logreg_mfcc": {"test": {"accuracy": 0.9}}}} for a, h in ((0.95, 0.93), (0.91, 0.94))]
+    row = next(line for line in draws.render(runs, {"ab" * 8}).splitlines() if line.startswith("| vad"))
+    assert "| 2 | 0.930 (0.910-0.950) | 0.935 (0.930-0.940) | 0.900 (0.900-0.900) | - | +0.020 / -0.030 |" in row

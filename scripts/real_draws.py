@@ -29,11 +29,11 @@ COLUMNS = (("new default (prompts)", ("new", "v2")), ("LR unit hist (new)", ("ne
            ("MFCC + LR", ("logreg_mfcc",)), ("speech_embedding + LR", ("logreg_speech_embedding",)))
 
 
-def cell(result: dict, path: tuple[str, ...]) -> float | None:
-    """Test accuracy of one column of one task's results (None when that column was not run)."""
+def cell(result: dict, path: tuple[str, ...], field: str = "accuracy") -> float | None:
+    """Test ``field`` (accuracy; ``n``: clips) of one column of one task's results (None when it was not run)."""
     for k in path:
         result = result.get(k, {}) if isinstance(result, dict) else {}
-    return result["test"]["accuracy"] if "test" in result else None
+    return result["test"][field] if "test" in result else None
 
 
 def spread(values: list[float]) -> str:

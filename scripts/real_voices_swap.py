@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from real_draws import cell  # noqa: E402
 from real_speech_eval import REAL_MIRRORS, augment_train, free_baselines, write_tasks  # noqa: E402
 from run_suite import encode_task, install_demo, run_task, say  # noqa: E402
 
@@ -93,16 +94,11 @@ def swap_manifest(examples: list[M.Example], rows: dict[str, dict], fold_of: dic
 
 def pooled(folds: list[dict], path: tuple[str, ...]) -> dict | None:
     """Accuracy over every fold's test clips (each clip once) of one result cell, and its clips."""
-    cells = []
-    for f in folds:
-        c = f
-        for k in path:
-            c = c.get(k, {}) if isinstance(c, dict) else {}
-        if "test" not in c:
-            return None
-        cells.append(c["test"])
-    n = sum(c["n"] for c in cells)
-    return {"accuracy": sum(c["accuracy"] * c["n"] for c in cells) / n, "n": n}
+    cells = [(cell(f, path), cell(f, path, "n")) for f in folds]  # (accuracy, clips) of each fold
+    if any(a is None for a, _ in cells):
+        return None
+    n = sum(k for _, k in cells)
+    return {"accuracy": sum(a * k for a, k in cells) / n, "n": n}
 
 
 def render(results: dict, split: dict, meta: dict) -> str:
@@ -116,11 +112,8 @@ def render(results: dict, split: dict, meta: dict) -> str:
     for name, r in results.items():
         cells = []
         for _, path in COLUMNS:
-            s = split.get(name, {})
-            for k in path:
-                s = s.get(k, {}) if isinstance(s, dict) else {}
-            p = pooled(r["folds"], path)
-            a = f"{s['test']['accuracy']:.3f}" if "test" in s else "-"
+            p, s = pooled(r["folds"], path), cell(split.get(name, {}), path)
+            a = "-" if s is None else f"{s:.3f}"
             cells.append(f"{a} -> {p['accuracy']:.3f}" if p else f"{a} -> -")
         lines.append(f"| {name} | {r['test_clips']} / {r['test_speakers']} | {len(r['folds'])} | " + " | ".join(cells) +
                      f" | {r['train_speakers']} -> {r['train_speakers'] + r['test_speakers'] * (len(r['folds']) - 1) // len(r['folds'])} (mean) |")

@@ -92,7 +92,7 @@ def error_row(file: str, task: str, error: dict[str, Any]) -> dict[str, Any]:
 
 def _rows_from(file: str, res: ClassifyResult | MultiClassifyResult) -> list[dict[str, Any]]:
     if isinstance(res, ClassifyResult):
-        return [result_row(file, res)]
+        return [result_row(file, res, res.gate)]
     return [error_row(file, r.task, r.error.to_dict()) if isinstance(r, TaskFailure) else result_row(file, r, res.gate)
             for r in res.results]
 
@@ -108,7 +108,7 @@ async def classify_files(url: str, files: list[Path], tasks: list[str], multi: b
                          concurrency: int, retries: int, timeout: float,
                          on_done: Callable[[], None] = lambda: None, gate: str | None = None) -> list[dict[str, Any]]:
     """Classify ``files`` with at most ``concurrency`` requests in flight; rows in input order (file, task).
-    ``gate`` (multi only): ``task:label``, each row's ``applicable`` says whether the gate passed."""
+    ``gate``: ``task:label``, each row's ``applicable`` says whether the gate passed (one task or many)."""
     sem = asyncio.Semaphore(concurrency)
     retry = RetryPolicy(max_retries=retries)
     async with AsyncSpeechPromptClient(url, timeout=timeout, retry=retry, max_connections=concurrency) as client:
@@ -118,7 +118,7 @@ async def classify_files(url: str, files: list[Path], tasks: list[str], multi: b
                     if multi:
                         res: Any = await client.classify_multi(tasks, path, top_k=top_k, gate=gate)
                     else:
-                        res = await client.classify(tasks[0], path, top_k=top_k)
+                        res = await client.classify(tasks[0], path, top_k=top_k, gate=gate)
                     rows = _rows_from(str(path), res)
                 except ProblemError as e:
                     rows = [error_row(str(path), t, e.to_dict()) for t in tasks]
@@ -141,16 +141,24 @@ def _error_text(error: dict[str, Any] | None) -> str:
     return f"{head}: {error.get('detail', '')}" if head else str(error.get("detail", ""))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def failure_summary(rows: list[dict[str, Any]]) -> str:
     """What went wrong, grouped: ``"9 x 404 unknown_task (no task named 'x')"``, most frequent first; the
-    detail shown is the first one of each group."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    first detail of each group is shown, and how many other details it holds (``"; +1 other detail"``)."""
+    groups: dict[str, list[str]] = {}
     for r in rows:
         if r["error"]:
             head = _error_text(r["error"]).split(":", 1)[0] if r["error"].get("status") else "no answer"
-            groups.setdefault(head, []).append(r["error"])
+            groups.setdefault(head, []).append(str(r["error"].get("detail", "")))
     parts = sorted(groups.items(), key=lambda kv: -len(kv[1]))
-    return "; ".join(f"{len(errs)} x {head} ({errs[0].get('detail', '')})" for head, errs in parts)
+
+    def details(ds: list[str]) -> str:
+        others = len(set(ds)) - 1
+        return ds[0] + (f"; +{_count(others, 'other detail')}" if others else "")
+    return "; ".join(f"{len(ds)} x {head} ({details(ds)})" for head, ds in parts)
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
@@ -206,8 +214,8 @@ def classify(
     task: str | None = typer.Option(None, "--task", "-t", help="one task"),
     tasks: str | None = typer.Option(None, "--tasks", help="many tasks, comma-separated (one request per file)"),
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="scores to return per task"),
-    gate: str | None = typer.Option(None, "--gate", help="with --tasks: <task>:<label>, e.g. vad:speech; each answer "
-                                    "says whether it applies (that task's probability of the label >= 0.5)"),
+    gate: str | None = typer.Option(None, "--gate", help="<task>:<label>, e.g. vad:speech; each answer says whether "
+                                    "it applies (that task's probability of the label >= 0.5)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="output format"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write results here instead of stdout"),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256, help="requests in flight"),
@@ -223,8 +231,6 @@ def classify(
     task_list = [task] if task is not None else [t.strip() for t in tasks.split(",") if t.strip()]
     if not task_list:
         raise typer.BadParameter("--tasks is empty")
-    if gate is not None and tasks is None:
-        raise typer.BadParameter("--gate needs --tasks (the gate is scored with the tasks in one request)")
     show = len(files) > 1 if progress is None else progress
     t0 = time.perf_counter()
     bar = Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -236,7 +242,7 @@ def classify(
     _emit(rows, fmt, output)
     failed = sum(1 for r in rows if r["error"])
     if show or failed or output is not None:
-        _err(f"{len(files)} files, {len(rows)} results, {failed} failed in {time.perf_counter() - t0:.2f} s"
+        _err(f"{_count(len(files), 'file')}, {_count(len(rows), 'result')}, {failed} failed in {time.perf_counter() - t0:.2f} s"
              + (f": {failure_summary(rows)}" if failed else ""))
     not_gated = gate_failures(rows)
     if not_gated:

@@ -166,3 +166,18 @@ def test_classify_retries_through_429(run, faults, test_task, clips):
     assert res.exit_code == 0, res.output
     assert all(r["error"] is None for r in json.loads(res.stdout))
     assert faults.requests(path) == 5
+
+
+def test_failure_summary_counts_the_details_it_does_not_show():
+    empty = {"status": 415, "type": "https://x/problems/undecodable_audio", "detail": "an empty payload (0 bytes)"}
+    text = dict(empty, detail="it looks like plain text")
+    rows = [cli.error_row(f"{i}.wav", "t", e) for i, e in enumerate((empty, text, empty))]
+    rows.append(cli.error_row("x.wav", "t", {"detail": "connection refused"}))
+    assert cli.failure_summary(rows) == ("3 x 415 undecodable_audio (an empty payload (0 bytes); +1 other detail); "
+                                         "1 x no answer (connection refused)")
+    assert cli.failure_summary(rows[:1]) == "1 x 415 undecodable_audio (an empty payload (0 bytes))"
+
+
+def test_classify_summary_says_one_file(run, test_task, clips):
+    res = run("classify", str(clips[0]), "--task", "no-such-task", "--format", "json")
+    assert res.exit_code == 1 and "1 file, 1 result, 1 failed" in res.stderr

@@ -74,6 +74,11 @@ def test_gate_marks_noise_not_applicable_and_a_voice_applicable(tmp_path):
         [row] = json.loads(miss.stdout)
         assert row["label"] in ("female", "male") and row["applicable"] is None and row["gate_probability"] is None
         assert "gate nosuchtask:speech was not applied (1 file: 404" in miss.stderr and "nosuchtask" in miss.stderr
-        bad = CliRunner().invoke(app, ["classify", str(tmp_path / "voice.wav"), "--task", "gender", "--gate",
-                                       "vad:speech", "--url", srv.url])
-        assert bad.exit_code == 2 and "--gate needs --tasks" in bad.output
+        # --gate on the single-task route (--task): the same gate outcome, one row per file
+        single = CliRunner().invoke(app, ["classify", str(tmp_path / "voice.wav"), str(tmp_path / "noise.wav"),
+                                          "--task", "gender", "--gate", "vad:speech", "--format", "json",
+                                          "--no-progress", "--url", srv.url], catch_exceptions=False)
+        assert single.exit_code == 0, single.output
+        for r, name in zip(json.loads(single.stdout), ("voice", "noise"), strict=True):
+            assert r["task"] == "gender" and r["applicable"] is said[name].gate["passed"]
+            assert r["gate_probability"] == pytest.approx(said[name].gate["probability"], abs=1e-5)

@@ -42,7 +42,7 @@ from speechprompt.training.hubert_pretrain import _DCT, _FB, HubertPretrainModel
 from speechprompt.training.markers import replace_block  # noqa: E402
 
 BEGIN, END = "<!-- real:begin -->", "<!-- real:end -->"
-REAL_MIRRORS = {"language-id": "allow-listed Debian speech, held-out speakers", "keyword": "hedgewars voice packs",
+REAL_MIRRORS = {"language-id": "allow-listed Debian speech, 8 languages", "keyword": "hedgewars voice packs",
                 "digits": "asterisk telephone voices, es/fr/it/ru",
                 "vad": "speech vs music / effects / tones", "gender": "asterisk and fillets-ng voices"}
 

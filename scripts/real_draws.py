@@ -5,6 +5,9 @@
     python scripts/real_speech_eval.py --columns new --draw 2 --work .cache/real_eval_d2 --results none
     python scripts/real_draws.py .cache/real_eval .cache/real_eval_d1 .cache/real_eval_d2
 
+(add ``--columns old --old-backbone models/default-v1`` runs on the same ``--work`` folders for the old default's
+column: they train on the same draw's clips)
+
 Each ``--draw`` redraws what the training side gets beyond its real clips (channel twins, TTS voices, generated
 non-speech) and the prompts' seed; the speaker split and the test clips stay. One draw moved cells by up to 0.13
 (docs/results.md, "Rerun on 2026-12-04"), so a difference between columns means something only beyond this spread.
@@ -25,8 +28,10 @@ from speechprompt.training import real_tasks  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 
 BEGIN, END = "<!-- draws:begin -->", "<!-- draws:end -->"
-COLUMNS = (("new default (prompts)", ("new", "v2")), ("LR unit hist (new)", ("new", "logreg_hist")),
-           ("MFCC + LR", ("logreg_mfcc",)), ("speech_embedding + LR", ("logreg_speech_embedding",)))
+PROMPTS = ("new default (prompts)", ("new", "v2"))
+REGRESSIONS = (("LR unit hist (new)", ("new", "logreg_hist")), ("MFCC + LR", ("logreg_mfcc",)),
+               ("speech_embedding + LR", ("logreg_speech_embedding",)))
+COLUMNS = (PROMPTS, ("old default (prompts)", ("old", "v2"))) + REGRESSIONS  # old: when a draw ran --columns old
 
 
 def cell(result: dict, path: tuple[str, ...], field: str = "accuracy") -> float | None:
@@ -51,11 +56,11 @@ def render(runs: list[dict], fingerprints: set[str]) -> str:
              f"{', '.join(f'`{f[:16]}`' for f in sorted(fingerprints))}): mean (min-max) test accuracy of each cell on "
              "the same test clips.", "", head, "|" + "---|" * (head.count("|") - 1)]
     for name in real_tasks.TASK_NAMES:
-        rs = [r[name] for r in runs if name in r and cell(r[name], COLUMNS[0][1]) is not None]
+        rs = [r[name] for r in runs if name in r and cell(r[name], PROMPTS[1]) is not None]
         if not rs:
             continue
         cols = [spread([v for r in rs if (v := cell(r, path)) is not None]) for _, path in COLUMNS]
-        gaps = [cell(r, COLUMNS[0][1]) - max(v for _, p in COLUMNS[1:] if (v := cell(r, p)) is not None) for r in rs]
+        gaps = [cell(r, PROMPTS[1]) - max(v for _, p in REGRESSIONS if (v := cell(r, p)) is not None) for r in rs]
         lines.append(f"| {name} | {len(rs)} | " + " | ".join(cols) + f" | {' / '.join(f'{g:+.3f}' for g in gaps)} |")
     return "\n".join(lines) + "\n"
 

@@ -177,17 +177,18 @@ def main() -> None:
             added = augment_train(task_dir, a.aug, a.twins, a.tts_voices, a.seed, a.generated_nonspeech)
             say(f"{name} {tag}: {dict(sizes)} clips + {added}")
             data = encode_task(bb, task_dir, a.work / tag / "units" / M.manifest_digest(task_dir / "manifest.csv"))
-            cell = run_task(bb, name, data, a.work / tag, ["v2"], a.work / tag / "curves", None, a.max_epochs,
-                            labels=info[name]["labels"], probes=False,
-                            mirrors=f"real speech ({REAL_MIRRORS[name]}; every allow-listed speaker)")
-            cell = {"new": cell, "fingerprint": bb.fingerprint}
+            who = "every allow-listed speaker" if fold is None else f"test speakers of fold {fold} held out"
+            res = {"new": run_task(bb, name, data, a.work / tag, ["v2"], a.work / tag / "curves", None, a.max_epochs,
+                                   labels=info[name]["labels"], probes=False,
+                                   mirrors=f"real speech ({REAL_MIRRORS[name]}; {who})"),
+                   "fingerprint": bb.fingerprint}
             if fold is None:
-                r["all"] = cell
-                install_demo(a.store, name, cell["new"]["v2"]["version"],
+                r["all"] = res
+                install_demo(a.store, name, res["new"]["v2"]["version"],
                              (a.work / tag / "packages" / f"{name}.v2.safetensors").read_bytes())
             else:
-                cell |= free_baselines(task_dir, info[name]["labels"], bb)
-                r["folds"] = r["folds"][:fold] + [cell] + r["folds"][fold + 1:]
+                res |= free_baselines(task_dir, info[name]["labels"], bb)
+                r["folds"] = r["folds"][:fold] + [res] + r["folds"][fold + 1:]
             a.work.mkdir(parents=True, exist_ok=True)
             res_file.write_text(json.dumps(results, indent=1) + "\n")
     split = json.loads(a.split_results.read_text()) if a.split_results.exists() else {}

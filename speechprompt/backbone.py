@@ -162,9 +162,6 @@ class Backbone:
                     raise BundleError(f"{folder / n} is missing or does not match its sha256 in backbone.json")
         if meta.get("fingerprint") != fingerprint_of(files):
             raise BundleError("backbone.json fingerprint does not match its file digests")
-        if "settings_digest" in meta and meta["settings_digest"] != settings_digest(meta):
-            raise BundleError(f"{folder / 'backbone.json'}: its settings ({', '.join(SETTINGS)}) differ from those the "
-                              "bundle was written with (settings_digest); restore the file or rebuild the bundle")
         spec = BackboneSpec(kind=meta["kind"], name=meta.get("name", folder.name), sample_rate=meta["sample_rate"],
                             encoder=_dense_config(meta["encoder"]), codebook_size=meta["codebook"]["size"],
                             unit_lm=UnitLMConfig.from_dict(meta["unit_lm"]), dictionary=tuple(meta["dictionary"]),
@@ -187,6 +184,9 @@ class Backbone:
         _load_strict(encoder, enc_sd, "encoder")
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
+        if "settings_digest" in meta and meta["settings_digest"] != settings_digest(meta):
+            raise BundleError(f"{folder / 'backbone.json'}: its settings ({', '.join(SETTINGS)}) differ from those the "
+                              "bundle was written with (settings_digest); restore the file or rebuild the bundle")
         bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval(), prosody)
         for m in (bb.encoder, bb.codebook, bb.unit_lm):
             m.to(device).requires_grad_(False)

@@ -184,6 +184,7 @@ class Backbone:
         _load_strict(encoder, enc_sd, "encoder")
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
+        # last, so that an edit the checks above name (an unknown encoder type, pitch settings) keeps its own message
         if "settings_digest" in meta and meta["settings_digest"] != settings_digest(meta):
             raise BundleError(f"{folder / 'backbone.json'}: its settings ({', '.join(SETTINGS)}) differ from those the "
                               "bundle was written with (settings_digest); restore the file or rebuild the bundle")

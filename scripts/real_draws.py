@@ -59,7 +59,8 @@ def render(runs: list[dict], fingerprints: set[str]) -> str:
         rs = [r[name] for r in runs if name in r and cell(r[name], PROMPTS[1]) is not None]
         if not rs:
             continue
-        cols = [spread([v for r in rs if (v := cell(r, path)) is not None]) for _, path in COLUMNS]
+        vals = [[v for r in rs if (v := cell(r, path)) is not None] for _, path in COLUMNS]
+        cols = [spread(v) + (f" [{len(v)} of {len(rs)} draws]" if 0 < len(v) < len(rs) else "") for v in vals]
         gaps = [cell(r, PROMPTS[1]) - max(v for _, p in REGRESSIONS if (v := cell(r, p)) is not None) for r in rs]
         lines.append(f"| {name} | {len(rs)} | " + " | ".join(cols) + f" | {' / '.join(f'{g:+.3f}' for g in gaps)} |")
     return "\n".join(lines) + "\n"

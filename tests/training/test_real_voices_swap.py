@@ -75,4 +75,4 @@ def test_pooled_cell_weights_folds_by_their_clips_and_draws_show_the_spread(swap
     assert "| 2 | 0.930 (0.910-0.950) | - | 0.935 (0.930-0.940) | 0.900 (0.900-0.900) | - | +0.020 / -0.030 |" in row
     runs[0]["vad"]["old"] = {"v2": {"test": {"accuracy": 0.99}}}  # the old default's prompts: shown, not a regression
     row = next(line for line in draws.render(runs, {"ab" * 8}).splitlines() if line.startswith("| vad"))
-    assert "| 2 | 0.930 (0.910-0.950) | 0.990 | 0.935 (0.930-0.940) | 0.900 (0.900-0.900) | - | +0.020 / -0.030 |" in row
+    assert "| 2 | 0.930 (0.910-0.950) | 0.990 [1 of 2 draws] | 0.935 (0.930-0.940) | 0.900 (0.900-0.900) | - | +0.020 / -0.030 |" in row

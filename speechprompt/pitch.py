@@ -148,4 +148,24 @@ def pitch_features(wav: Tensor, frames: int, cfg: PitchConfig) -> Tensor:
     return torch.stack([v, v * rel], 1) * cfg.scale
 
 
-__all__ = ["PITCH_DIMS", "PitchConfig", "frame_segments", "pitch_features", "pitch_vector", "yin"]
+def register_centroids(cfg: PitchConfig, registers: int) -> Tensor:
+    """Pitch registers in the space of ``pitch_features``: ``[registers, 2]`` f32.
+
+    Row 0 is unvoiced (``[0, 0]``); rows 1.. are voiced frames at F0 spaced evenly in log-F0 from half an octave
+    below ``log_f0_ref`` to half an octave above (``registers=3``: 113 and 226 Hz around 160 Hz, so the nearest
+    register splits voiced frames at 160 Hz; ``registers=2``: voiced at ``log_f0_ref``, i.e. voicing only). A
+    build's product codebook (``training/kmeans.product_centroids``) pairs these with the embedding's clusters, so
+    a unit names a word-like cluster *and* a register, and the nearest-centroid quantiser picks both independently.
+    Raises ``ValueError`` unless ``registers >= 2``.
+    """
+    if registers < 2:
+        raise ValueError(f"pitch registers must be >= 2 (unvoiced + at least one voiced); got {registers}")
+    voiced = registers - 1
+    rel = torch.linspace(-0.5, 0.5, voiced) if voiced > 1 else torch.zeros(1)
+    octaves = rel * math.log(2.0) / cfg.log_f0_span  # in units of log_f0_span, as pitch_features
+    rows = torch.cat([torch.zeros(1, 2), torch.stack([torch.ones(voiced), octaves], 1)])
+    return (rows * cfg.scale).to(torch.float32)
+
+
+__all__ = ["PITCH_DIMS", "PitchConfig", "frame_segments", "pitch_features", "pitch_vector", "register_centroids",
+           "yin"]

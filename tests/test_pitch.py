@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from speechprompt.backbone import Backbone, BundleError, natural_dictionary, save_bundle
-from speechprompt.pitch import PitchConfig, frame_segments, pitch_features, yin
+from speechprompt.codebook import Codebook
+from speechprompt.pitch import PitchConfig, frame_segments, pitch_features, register_centroids, yin
 from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
+from speechprompt.training.kmeans import product_centroids
 from speechprompt.unit_lm import UnitLM, UnitLMConfig
 
 SR = 16000
@@ -77,6 +79,32 @@ def test_pitch_features_scale_log_f0_by_octaves():
     assert torch.allclose(ref, torch.tensor([10.0, 0.0]).expand(4, 2), atol=0.05)
     assert torch.allclose(up, torch.tensor([10.0, 10.0]).expand(4, 2), atol=0.05)
     assert torch.equal(pitch_features(torch.zeros(SR), 8, cfg), torch.zeros(8, 2))
+
+
+def test_product_codebook_picks_the_nearest_cluster_and_the_pitch_register_independently():
+    cfg = PitchConfig(scale=40.0)
+    reg = register_centroids(cfg, 3)
+    assert torch.allclose(reg, torch.tensor([[0.0, 0.0], [40.0, -20.0], [40.0, 20.0]]))  # unvoiced, 113 Hz, 226 Hz
+    assert torch.allclose(register_centroids(cfg, 2), torch.tensor([[0.0, 0.0], [40.0, 0.0]]))
+    with pytest.raises(ValueError, match=">= 2"):
+        register_centroids(cfg, 1)
+    g = torch.Generator().manual_seed(0)
+    clusters = torch.randn(7, 96, generator=g) * 30
+    book = Codebook(torch.from_numpy(product_centroids(clusters.numpy(), reg.numpy())))
+    assert book.vocab_size == 21 and book.dim == 98
+    # frames: embedding near a random cluster + the pitch of a 110 Hz voice, a 240 Hz voice, and silence (unvoiced)
+    tones = [(_harmonic(110.0), 1), (_harmonic(240.0), 2), (torch.zeros(SR), 0)]
+    for wav, want_register in tones:
+        p = pitch_features(wav, 8, cfg)[2:6]
+        k = torch.randint(0, 7, (4,), generator=g)
+        x = clusters[k] + torch.randn(4, 96, generator=g)
+        units = book.quantize(torch.cat([x, p], 1))
+        assert units.tolist() == (want_register * 7 + k).tolist()
+    # a voiced frame just under 160 Hz and one just over fall into the low and high registers
+    for f0, want in ((150.0, 1), (172.0, 2)):
+        p = pitch_features(_harmonic(f0), 8, cfg)[2:6]
+        units = book.quantize(torch.cat([clusters[:1].expand(4, 96), p], 1))
+        assert units.tolist() == [want * 7] * 4, f0
 
 
 @pytest.mark.parametrize("bad", [{"f0_min": 0.0}, {"f0_max": 9000.0}, {"f0_min": 300.0, "f0_max": 200.0},

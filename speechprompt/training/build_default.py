@@ -17,7 +17,9 @@ of their own, so ``--units`` and ``--name`` reuse every stage):
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin; with a pitch stream
    (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt``, its ``[E, 2]`` frames, appended;
-5. codebook: k-means (100) on ``codebook_frames`` sampled frames;
+5. codebook: k-means (100) on ``codebook_frames`` sampled frames; with ``pitch_registers`` the k-means sees the
+   embedding dimensions only and each cluster is paired with every pitch register (a product codebook,
+   ``kmeans.product_centroids``), so the units keep v2's word clusters and carry the register as a second factor;
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
    validation = TTS validation utterances + 5 % of the real train clips;
 7. bundle (``save_bundle``) + a training log JSON for the model card.
@@ -41,12 +43,12 @@ import torch
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
 from speechprompt.importers.speech_embedding import LICENSE, NPM_PACKAGE, convert, fetch_onnx
-from speechprompt.pitch import PitchConfig, pitch_features, pitch_vector
+from speechprompt.pitch import PITCH_DIMS, PitchConfig, pitch_features, pitch_vector, register_centroids
 from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
-from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
+from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, product_centroids, subsample_rows
 from speechprompt.training.stages import StageMismatch, Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
 from speechprompt.unit_lm import UnitLMConfig
@@ -75,7 +77,14 @@ class DefaultBuildConfig:
     lm_lr: float = 2e-3
     pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
     units: int = NUM_UNITS  # k-means codebook size (100; 400 was tried, docs/results.md); the unit LM's vocabulary
-    # follows (build_default resets lm.vocab_size to units + 4)
+    # follows (build_default resets lm.vocab_size to vocab + 4)
+    pitch_registers: int = 0  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
+    # (pitch.register_centroids; vocabulary units * registers); 0: k-means over embedding + pitch together (v3)
+
+    @property
+    def vocab(self) -> int:
+        """Units the codebook makes (and the unit LM reads): ``units``, or ``units * pitch_registers``."""
+        return self.units * self.pitch_registers if self.pitch_registers else self.units
     name: str = "speechprompt-default-v3"
 
     @classmethod
@@ -116,7 +125,10 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     """
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
-    cfg = replace(cfg, lm=replace(cfg.lm, vocab_size=cfg.units + 4))  # units + fairseq's 4 specials
+    if cfg.pitch_registers and (cfg.pitch_registers < 2 or cfg.pitch_scale <= 0):
+        raise ValueError(f"pitch_registers must be 0 or >= 2 with a pitch stream (pitch_scale > 0); got "
+                         f"{cfg.pitch_registers} registers, pitch scale {cfg.pitch_scale}")
+    cfg = replace(cfg, lm=replace(cfg.lm, vocab_size=cfg.vocab + 4))  # units + fairseq's 4 specials
     torch.set_num_threads(cfg.threads)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -224,8 +236,14 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     valid_real = [i for i in range(len(real)) if i % 20 == 19 and real_meta[i].get("kind") == "speech"]
     train_feats = [f for i, f in enumerate(f_tts) if not tts_meta[i]["valid"]] + \
         [f for i, f in enumerate(f_real) if i not in set(valid_real)] + list(f_twin)
-    codebook = Codebook(torch.from_numpy(fit_kmeans(subsample_rows(train_feats, cfg.codebook_frames, cfg.seed),
-                                                    cfg.units, cfg.seed)))
+    rows = subsample_rows(train_feats, cfg.codebook_frames, cfg.seed)
+    if cfg.pitch_registers:  # k-means on the embedding alone (v2's clusters), paired with every pitch register
+        dense = rows.shape[1] - PITCH_DIMS
+        centroids = product_centroids(fit_kmeans(np.ascontiguousarray(rows[:, :dense]), cfg.units, cfg.seed),
+                                      register_centroids(pitch, cfg.pitch_registers).numpy())
+    else:
+        centroids = fit_kmeans(rows, cfg.units, cfg.seed)
+    codebook = Codebook(torch.from_numpy(centroids))
     lap("codebook")
 
     # 6. unit LM
@@ -239,16 +257,18 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     lap("unit_lm")
 
     frames_valid = [codebook.quantize(f_real[i]) for i in valid_real] or [codebook.quantize(f) for f in f_real]
-    stats = bm.unit_stats(frames_valid, cfg.units)
+    stats = bm.unit_stats(frames_valid, cfg.vocab)
     corpus = _facts(tts, tts_meta, real, real_meta, twins, twin_augs)
     corpus["real_test_speakers"] = sorted(k for k, v in split.items() if v == "test")
     extra = {"built_by": "speechprompt build-default", "seed": cfg.seed,
-             "dense_model": "speech_embedding" + (f" + pitch (YIN, scale {pitch.scale:g})" if pitch else ""),
+             "dense_model": "speech_embedding" + (f" + pitch (YIN, scale {pitch.scale:g})" if pitch else "")
+             + (f"; product codebook {cfg.units} x {cfg.pitch_registers} pitch registers" if cfg.pitch_registers
+                else ""),
              "dense_source": f"npm {NPM_PACKAGE}", "dense_license": LICENSE,
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
                      centroids=codebook.centroids, lm_cfg=cfg.lm, lm_state=lm.state_dict(),
-                     dictionary=natural_dictionary(cfg.units), extra=extra)
+                     dictionary=natural_dictionary(cfg.vocab), extra=extra)
     lap("bundle")
     result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,
               "timings_s": timings, "total_s": round(time.time() - t_start, 1), "unit_lm": lm_hist,
@@ -321,6 +341,9 @@ def _options(typer) -> dict:
                                  "as v2; docs/model_card.md has the measured trade-off)"),
         units=typer.Option(None, help="k-means codebook size (default 100; 400 was measured, docs/results.md); the "
                            "unit LM's vocabulary follows"),
+        pitch_registers=typer.Option(None, help="0 (default): k-means over embedding + pitch together; R >= 2: a "
+                                     "product codebook, --units clusters of the embedding x R pitch registers "
+                                     "(unvoiced + R-1 voiced, pitch.register_centroids); vocabulary units x R"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v3)"),
     )
 
@@ -338,6 +361,7 @@ def register(app) -> None:
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
+                          pitch_registers: int = o["pitch_registers"],
                           name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
@@ -346,10 +370,15 @@ def register(app) -> None:
         if units is not None and units < 2:
             typer.echo(f"--units must be an integer >= 2; got {units}", err=True)
             raise typer.Exit(2)
+        if pitch_registers is not None and (pitch_registers == 1 or pitch_registers < 0
+                                            or (pitch_registers and pitch_scale == 0)):
+            typer.echo(f"--pitch-registers must be 0 or an integer >= 2, with a pitch stream (--pitch-scale > 0); "
+                       f"got {pitch_registers}", err=True)
+            raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
             "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
-            "--name": name},
+            "--pitch-registers": pitch_registers, "--name": name},
             {"--small": small}))
 
 
@@ -361,11 +390,11 @@ def _main() -> None:
     def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
-            name: str = o["name"]) -> None:
+            pitch_registers: int = o["pitch_registers"], name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
-                                                            ("units", units))
+                                                            ("units", units), ("pitch_registers", pitch_registers))
                               if v is not None})
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from speechprompt.backbone import Backbone
 from speechprompt.training import build_default as bd
@@ -79,6 +80,16 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     assert pitched["config"]["lm"]["vocab_size"] == 68
     assert "pitch" in pb.spec.extra["dense_model"] and "pitch" not in bb.spec.encoder.to_dict()
 
+    # a product codebook (--pitch-registers): k-means on the 96 embedding dims only, each cluster paired with every
+    # pitch register, so its clusters are exactly a no-pitch build's when the k-means sizes match
+    prod = bd.build_default(tmp_path / "bundle5", replace(cfg, pitch_scale=40.0, units=100, pitch_registers=3), **kw)
+    qb = Backbone.load(tmp_path / "bundle5")
+    assert qb.spec.codebook_size == 300 and qb.unit_lm.embed_tokens.num_embeddings == 304
+    assert prod["config"]["lm"]["vocab_size"] == 304 and "3 pitch registers" in qb.spec.extra["dense_model"]
+    cents = qb.codebook.centroids
+    assert torch.equal(cents[:100, :96], bb.codebook.centroids) and torch.equal(cents[200:, :96], bb.codebook.centroids)
+    assert cents[:100, 96:].abs().sum() == 0 and torch.allclose(cents[200:, 96:], torch.tensor([40.0, 20.0]))
+
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
     assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40"} and recorded["tts"]["minutes"] == 0.3
@@ -121,7 +132,8 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert "--real-cache" in args and "--teacher-cache" in args
 
 
-@pytest.mark.parametrize("flag", [["--units", "1"], ["--pitch-scale", "-1"]])
+@pytest.mark.parametrize("flag", [["--units", "1"], ["--pitch-scale", "-1"], ["--pitch-registers", "1"],
+                                  ["--pitch-registers", "3", "--pitch-scale", "0"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

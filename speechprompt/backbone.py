@@ -26,7 +26,7 @@ from .dense import DenseConfig, DenseEncoder, build_dense, dense_config_from_dic
 from .encoder import HubertConfig, HubertEncoder
 from .pgslm import MultiStreamUnitLM, PGSLMConfig, check_prosody
 from .pgslm import unit_token_map as pgslm_unit_token_map
-from .prosody import Prosody
+from .prosody import Prosody, ProsodyConfig
 from .prosody_file import PROSODY_FILE, load_prosody
 from .unit_lm import UnitLM, UnitLMConfig, state_dict_mismatch
 
@@ -174,7 +174,11 @@ class Backbone:
                 check_prosody(lm.streams, prosody)
             except (ValueError, TypeError) as e:  # ProsodyError is a ValueError
                 raise BundleError(f"pgslm bundle {folder}: {e}") from None
-            if meta.get("prosody") != prosody.config.to_dict():
+            try:  # compared as configs: a field added later (f0_tracker) takes its default in older bundles
+                same = ProsodyConfig.from_dict(meta.get("prosody") or {}) == prosody.config
+            except (ValueError, TypeError):
+                same = False
+            if not same or "prosody" not in meta:
                 raise BundleError("backbone.json 'prosody' differs from prosody.safetensors (the fingerprinted one)")
         else:
             lm = UnitLM(spec.unit_lm)

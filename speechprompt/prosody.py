@@ -30,6 +30,7 @@ from torch import Tensor
 from .units import Units
 
 NORMALIZATIONS = ("utterance", "speaker")
+F0_TRACKERS = ("yaapt", "yin")  # frame_f0: pGSLM's YAAPT, or pitch.py's YIN
 
 
 class ProsodyError(ValueError):
@@ -62,8 +63,11 @@ class ProsodyConfig:
     normalize_f0_std: bool = False
     interpolate_f0: bool = True
     normalization: str = "utterance"
+    f0_tracker: str = "yaapt"  # "yaapt" (the recipe) or "yin" (pitch.yin: ~100x faster; frame_f0)
 
     def __post_init__(self):
+        if self.f0_tracker not in F0_TRACKERS:
+            raise ProsodyError(f"f0_tracker must be one of {F0_TRACKERS}, not {self.f0_tracker!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ProsodyError(f"normalization must be one of {NORMALIZATIONS}, not {self.normalization!r}")
         if self.normalize_f0_std and not self.normalize_f0_mean:
@@ -104,19 +108,35 @@ def frame_f0(wav: np.ndarray, cfg: ProsodyConfig) -> np.ndarray:
     """fairseq ``codedataset.get_f0``: ``[N]`` samples @ ``cfg.sample_rate`` -> F0 ``[F]`` f64 Hz per 5 ms frame, 0 =
     unvoiced. Audio is computed in float64 (``soundfile.read``'s dtype in the recipe), peak-normalised x 0.95,
     zero-padded by half a frame (160 samples) each side, then ``pYAAPT.yaapt`` with pGSLM's parameters.
-    """
-    import amfm_decompy.basic_tools as basic
-    import amfm_decompy.pYAAPT as pYAAPT
 
+    With ``cfg.f0_tracker == "yin"``: the same peak normalisation, then YIN (``pitch.yin``, 60-500 Hz, a 1024-sample
+    difference window) on frames every ``frame_space_ms`` whose centres fall where YAAPT's frames start in the
+    padded signal (frame ``i`` centred on sample ``i * space``), ``N // space + 1`` frames; ~3 ms of CPU per 2 s
+    clip at 20 ms frames, where YAAPT takes ~0.3 s.
+    """
     x = np.asarray(wav, dtype=np.float64)
     if x.ndim != 1:
         raise ProsodyError(f"audio must be 1-D [N], got shape {x.shape}")
+    if cfg.f0_tracker == "yin":
+        return _yin_f0(peak_normalize(x) * cfg.peak, cfg)
+    import amfm_decompy.basic_tools as basic
+    import amfm_decompy.pYAAPT as pYAAPT
+
     to_pad = int(cfg.frame_length_ms / 1000 * cfg.sample_rate) // 2
     x = np.pad(peak_normalize(x) * cfg.peak, (to_pad, to_pad), "constant", constant_values=0)
     pitch = pYAAPT.yaapt(basic.SignalObj(x, cfg.sample_rate), frame_length=cfg.frame_length_ms,
                          frame_space=cfg.frame_space_ms, nccf_thresh1=cfg.nccf_thresh1,
                          tda_frame_length=cfg.tda_frame_length_ms)
     return pitch.samp_values
+
+
+def _yin_f0(x: np.ndarray, cfg: ProsodyConfig) -> np.ndarray:
+    from .pitch import PitchConfig, frame_segments, yin
+
+    space = int(round(cfg.sample_rate * cfg.frame_space_ms / 1000.0))
+    pc = PitchConfig(sample_rate=cfg.sample_rate, hop=space, centre=0)
+    f0, voiced = yin(frame_segments(torch.from_numpy(x.astype(np.float32)), len(x) // space + 1, pc), pc)
+    return torch.where(voiced, f0, torch.zeros_like(f0)).double().numpy()
 
 
 def align_f0_to_durations(f0: Tensor, durations: Tensor, ratio: float, tol: float) -> Tensor:

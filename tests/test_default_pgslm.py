@@ -9,13 +9,14 @@ import json
 import math
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from speechprompt.backbone import Backbone, fingerprint_of, sha256_file
+from speechprompt.backbone import Backbone, BundleError, fingerprint_of, sha256_file
 from speechprompt.pgslm import MultiStreamUnitLM, StreamConfig
 from speechprompt.prosody import F0Stats, Prosody, ProsodyConfig, ProsodyUnits
 from speechprompt.prosody_file import PROSODY_FILE
@@ -72,6 +73,21 @@ def test_bundle_loads_as_pgslm_and_reuses_the_gslm_encoder_and_codebook(backbone
 
 
 @pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
+def test_backbone_json_prosody_must_match_the_fingerprinted_file(tmp_path, backbone):
+    """The committed bundle predates ``f0_tracker`` (its backbone.json has no such key and loads: the field takes its
+    default, YAAPT); a backbone.json claiming another tracker than the fingerprinted prosody file is refused."""
+    meta = json.loads((BUNDLE / "backbone.json").read_text())
+    assert "f0_tracker" not in meta["prosody"] and backbone.prosody.config.f0_tracker == "yaapt"
+    for edit in ({"f0_tracker": "yin"}, {"f0_bins": 16}, {"f0_trackr": "yin"}):
+        bad = tmp_path / "-".join(edit)
+        shutil.copytree(BUNDLE, bad)
+        m = json.loads((bad / "backbone.json").read_text())
+        m["prosody"] = {**m["prosody"], **edit}
+        (bad / "backbone.json").write_text(json.dumps(m))
+        with pytest.raises(BundleError, match="'prosody' differs from prosody.safetensors"):
+            Backbone.load(bad)
+
+
 def test_known_clip_gives_stored_units_and_f0_bins(backbone):
     known = json.loads(METRICS.read_text())["known_clip"]
     wav = next(iter(corpus.synthesize_words([known["text"]], [tuple(known["voice"])]).values()))
@@ -231,9 +247,11 @@ def test_build_pgslm_is_a_speechprompt_command(monkeypatch):
     (args, env), = calls
     assert args[1:3] == ["-m", "speechprompt.training.build_pgslm"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert args[3:] == ["--from", "models/default", "--out", "x", "--seed", "3", "--log-json",
-                        "docs/pgslm_training_log.json", "--f0", "utterance", "--small"]
+                        "docs/pgslm_training_log.json", "--f0", "utterance", "--f0-tracker", "yaapt", "--small"]
     result = CliRunner().invoke(app, ["build-pgslm", "--out", "x", "--f0", "loud"])
     assert result.exit_code == 2 and "--f0 must be one of utterance, absolute" in result.output and len(calls) == 1
+    result = CliRunner().invoke(app, ["build-pgslm", "--out", "x", "--f0-tracker", "crepe"])
+    assert result.exit_code == 2 and "--f0-tracker must be one of yaapt, yin" in result.output and len(calls) == 1
 
 
 @pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
@@ -250,3 +268,24 @@ def test_small_build_on_the_speech_embedding_default_aligns_f0_with_its_80ms_uni
     pu = Runtime(bb).extract_units([(0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)])[0]
     assert pu.f0.shape == pu.units.shape and int(pu.durations.sum()) == pu.frames
     assert pu.frames == bb.encoder.num_frames(len(t))
+
+
+@pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
+def test_small_build_with_the_yin_tracker_and_absolute_f0(tmp_path):
+    """``--f0-tracker yin --f0 absolute``: YIN frames every 20 ms (4 per 80 ms unit), stored in the bundle's prosody
+    config so the server tracks F0 the way the build did; a 150 Hz tone's segments read ~150 Hz."""
+    out = tmp_path / "pgslm-yin"
+    cfg = replace(PGSLMBuildConfig.small(), f0="absolute", f0_tracker="yin")
+    log = build_pgslm(ROOT / "models" / "default", out, cfg, tmp_path / "log.json", say=lambda _: None)
+    bb = Backbone.load(out)
+    c = bb.prosody.config
+    assert (c.f0_tracker, c.frame_space_ms, c.f0_code_ratio, c.normalize_f0_mean) == ("yin", 20.0, 4.0, False)
+    assert log["yaapt"]["voiced_frames"] > 0 and "f0_track" in log["timings_s"]
+    t = np.arange(3 * 16000) / 16000
+    pu = Runtime(bb).extract_units([(0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)])[0]
+    assert pu.f0.shape == pu.units.shape and int(pu.durations.sum()) == pu.frames
+    voiced = pu.f0[pu.f0 > 0]
+    assert voiced.numel() and torch.allclose(voiced, torch.full_like(voiced, 150.0), atol=3.0)
+    with pytest.raises(ValueError, match="f0_tracker"):
+        build_pgslm(ROOT / "models" / "default", tmp_path / "x", replace(cfg, f0_tracker="crepe"), None,
+                    say=lambda _: None)

@@ -169,6 +169,18 @@ def test_peak_normalize_follows_librosa():
         peak_normalize(np.array([0.1, np.nan]))
 
 
+def test_yin_tracker_follows_a_tone_at_its_frame_spacing():
+    t = np.arange(32000) / 16000
+    x = sum(np.sin(2 * np.pi * 140 * h * t) / h for h in (1, 2, 3)) * 0.3
+    x[:8000] = 0  # 0.5 s of silence first
+    f0 = frame_f0(x, ProsodyConfig(f0_tracker="yin", frame_space_ms=20.0))
+    assert f0.shape == (101,) and f0.dtype == np.float64  # N // 320 + 1 frames, frame i centred on sample 320 i
+    assert (f0[:23] == 0).all()  # silence (frames whose window ends before 0.5 s) is unvoiced
+    assert np.allclose(f0[30:98], 140.0, atol=1.0)
+    with pytest.raises(ProsodyError, match="f0_tracker"):
+        ProsodyConfig(f0_tracker="crepe")
+
+
 def test_yaapt_failure_leaves_clip_unvoiced(monkeypatch):
     import amfm_decompy.pYAAPT as pYAAPT
 

@@ -36,7 +36,7 @@ import torch
 from speechprompt.backbone import Backbone, sha256_file
 from speechprompt.importers.pgslm import write_pgslm_bundle
 from speechprompt.pgslm import PGSLMConfig, StreamConfig
-from speechprompt.prosody import Prosody, ProsodyConfig, ProsodyUnits
+from speechprompt.prosody import F0_TRACKERS, Prosody, ProsodyConfig, ProsodyUnits
 from speechprompt.training import corpus as corpus_mod
 from speechprompt.training.build_backbone import _jsonable, corpus_facts, run_build_child
 from speechprompt.training.pgslm_f0 import f0_bin_edges, frame_tracks, normalized_log_f0_frames
@@ -71,6 +71,7 @@ class PGSLMBuildConfig:
     lr: float = 2e-3
     loss_weights: tuple[float, float, float] = (1.0, 0.5, 0.5)
     f0: str = "utterance"  # F0 stream: "utterance" (log-F0 minus the clip's mean, the recipe) or "absolute" (log-F0)
+    f0_tracker: str = "yaapt"  # "yaapt" (the recipe, 5 ms frames) or "yin" (pitch.yin, 20 ms frames; ~100x faster)
     name: str = "speechprompt-pgslm-default-v1"
 
     @classmethod
@@ -138,9 +139,12 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
     if cfg.f0 not in F0_MODES:
         raise ValueError(f"f0 must be one of {F0_MODES}, not {cfg.f0!r}")
     absolute = cfg.f0 == "absolute"
-    pcfg = ProsodyConfig(hop_size=extractor.hop_size, normalize_f0_mean=not absolute)
+    if cfg.f0_tracker not in F0_TRACKERS:
+        raise ValueError(f"f0_tracker must be one of {F0_TRACKERS}, not {cfg.f0_tracker!r}")
+    pcfg = ProsodyConfig(hop_size=extractor.hop_size, normalize_f0_mean=not absolute, f0_tracker=cfg.f0_tracker,
+                         frame_space_ms=20.0 if cfg.f0_tracker == "yin" else 5.0)
     tracks = frame_tracks(corpus.clean, pcfg, cfg.jobs)
-    lap("yaapt")
+    lap("f0_track")
 
     normed = np.concatenate([normalized_log_f0_frames(tracks[i], not absolute).numpy() for i in train_idx])
     edges = f0_bin_edges(normed, pcfg.f0_bins)
@@ -204,6 +208,8 @@ def _options(typer):
         log_json=typer.Option(Path("docs/pgslm_training_log.json"), help="training log (JSON)"),
         f0=typer.Option("utterance", help="F0 stream: 'utterance' (log-F0 minus the clip mean: the pGSLM recipe) or "
                         "'absolute' (log-F0 unnormalised: keeps how high a voice is, e.g. for gender)"),
+        f0_tracker=typer.Option("yaapt", help="F0 tracker: 'yaapt' (the pGSLM recipe, 5 ms frames) or 'yin' "
+                                "(speechprompt/pitch.py, 20 ms frames: ~3 ms per 2 s clip instead of ~0.3 s)"),
         name=typer.Option(None, help="bundle name (default speechprompt-pgslm-default-v1)"),
     )
 
@@ -218,14 +224,19 @@ def register(app) -> None:
     @app.command("build-pgslm")
     def build_pgslm_cmd(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"],
                         minutes: float = o["minutes"], small: bool = o["small"], epochs: int = o["epochs"],
-                        log_json: Path = o["log_json"], f0: str = o["f0"], name: str = o["name"]) -> None:
+                        log_json: Path = o["log_json"], f0: str = o["f0"], f0_tracker: str = o["f0_tracker"],
+                        name: str = o["name"]) -> None:
         """Train a pGSLM (multi-stream unit LM + F0 bins) on a GSLM bundle's units and its build corpus."""
         if f0 not in F0_MODES:
             typer.echo(f"--f0 must be one of {', '.join(F0_MODES)}; got {f0!r}", err=True)
             raise typer.Exit(2)
+        if f0_tracker not in F0_TRACKERS:
+            typer.echo(f"--f0-tracker must be one of {', '.join(F0_TRACKERS)}; got {f0_tracker!r}", err=True)
+            raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_pgslm",
                                          {"--from": src, "--out": out, "--seed": seed, "--log-json": log_json,
-                                          "--minutes": minutes, "--epochs": epochs, "--f0": f0, "--name": name},
+                                          "--minutes": minutes, "--epochs": epochs, "--f0": f0,
+                                          "--f0-tracker": f0_tracker, "--name": name},
                                          {"--small": small}))
 
 
@@ -236,10 +247,10 @@ def _main() -> None:
 
     def run(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"], minutes: float = o["minutes"],
             small: bool = o["small"], epochs: int = o["epochs"], log_json: Path = o["log_json"], f0: str = o["f0"],
-            name: str = o["name"]) -> None:
+            f0_tracker: str = o["f0_tracker"], name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = PGSLMBuildConfig.small(seed) if small else PGSLMBuildConfig(seed=seed)
-        cfg = replace(cfg, f0=f0, **{k: v for k, v in (("minutes", minutes), ("epochs", epochs), ("name", name))
+        cfg = replace(cfg, f0=f0, f0_tracker=f0_tracker, **{k: v for k, v in (("minutes", minutes), ("epochs", epochs), ("name", name))
                                      if v is not None})
         result = build_pgslm(src, out, cfg, log_json, say=log.info)
         typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))

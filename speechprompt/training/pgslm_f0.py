@@ -31,9 +31,10 @@ def _frame_f0_job(job: tuple[np.ndarray, ProsodyConfig]) -> np.ndarray | None:
 
 def frame_tracks(wavs: list[np.ndarray], cfg: ProsodyConfig, jobs: int) -> list[Tensor | None]:
     """YAAPT frame F0 of every clip (``[F_i]`` f32 Hz, 0 = unvoiced; None = failed), ``jobs`` worker processes
-    (forked: the workers run numpy only); result order = ``wavs`` order."""
+    (forked: the workers run numpy only); result order = ``wavs`` order. The YIN tracker (``cfg.f0_tracker``) runs
+    in this process: it is torch, ~3 ms per clip, and torch's thread pool hangs in a forked child."""
     work = [(w, cfg) for w in wavs]
-    if jobs <= 1:
+    if jobs <= 1 or cfg.f0_tracker == "yin":  # YIN is torch: no forked workers (OpenMP state does not survive fork)
         out = list(map(_frame_f0_job, work))
     else:
         with ProcessPoolExecutor(jobs) as pool:

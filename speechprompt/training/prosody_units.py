@@ -75,7 +75,7 @@ def extract_prosody(prosody: Prosody, wavs: Sequence[np.ndarray], units: Sequenc
     if len(wavs) != len(units):
         raise ValueError(f"{len(wavs)} clips but {len(units)} unit sequences")
     out: list[ProsodyUnits] = []
-    if jobs <= 1 or len(wavs) < 2:
+    if jobs <= 1 or len(wavs) < 2 or prosody.config.f0_tracker == "yin":  # YIN: ~3 ms a clip, no workers
         for w, u in zip(wavs, units):
             out.append(prosody.extract(np.asarray(w, np.float32), u))
             if progress:

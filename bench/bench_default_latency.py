@@ -42,7 +42,8 @@ def clip_2s() -> np.ndarray:
 def task_for(rt: Runtime) -> str:
     c = rt.backbone.spec.unit_lm
     g = torch.Generator().manual_seed(0)
-    meta = PackageMeta(task="bench", labels=("a", "b", "c"), backbone_fingerprint=rt.fingerprint)
+    meta = PackageMeta(task="bench", labels=("a", "b", "c"), backbone_fingerprint=rt.fingerprint,
+                       backbone_kind=rt.backbone.spec.kind)  # a pGSLM bundle takes the same package shapes
     pkg = new_package(meta, deep_key=torch.randn(c.layers, 5, c.embed_dim, generator=g),
                       deep_value=torch.randn(c.layers, 5, c.embed_dim, generator=g),
                       input_prompt=torch.randn(5, c.embed_dim, generator=g), separator=torch.randn(c.embed_dim, generator=g),

@@ -102,9 +102,37 @@ def stream_usage(items: list[ProsodyUnits], prosody: Prosody) -> dict:
             "unvoiced_segments": round(float(torch.cat([p.f0 for p in items]).eq(0).float().mean()), 6)}
 
 
+def stage_corpus(work: str | Path) -> tuple[list[np.ndarray], list[int], list[int], dict]:
+    """The clips ``build-default``'s unit LM was trained on, from its stage files in ``work`` (``tts.npz``,
+    ``real.npz``, ``twins.npz``): ``(clips, train_idx, valid_idx, facts)``, split as that build splits them
+    (validation = the TTS validation utterances and their sox twins + every 20th real speech clip; training = the
+    rest, channel twins included), so a pGSLM can read the same TTS + real speech as the GSLM default.
+    Raises ``FileNotFoundError`` when a stage file is missing (run ``build-default`` first)."""
+    from speechprompt.training.build_default import _load_clips
+
+    work = Path(work)
+    tts, tts_meta = _load_clips(work / "tts.npz")
+    real, real_meta = _load_clips(work / "real.npz")
+    twins, _ = _load_clips(work / "twins.npz")
+    clips = tts + real + twins
+    valid = {i for i, m in enumerate(tts_meta) if m["valid"]}
+    valid |= {len(tts) + i for i in range(len(real)) if i % 20 == 19 and real_meta[i].get("kind") == "speech"}
+    train_idx = [i for i in range(len(clips)) if i not in valid]
+    if not valid:  # a tiny build (--small) may have no validation utterance: the last 5 %, as build-default does
+        valid, train_idx = set(train_idx[-max(1, len(train_idx) // 20):]), train_idx[: -max(1, len(train_idx) // 20)]
+    hours = lambda idx: round(sum(len(clips[i]) for i in idx) / 16000 / 3600, 3)  # noqa: E731
+    facts = {"clips": "build-default stage files (TTS + sox twins, real train speakers, channel twins)",
+             "stage_work": str(work), "train_utterances": len(train_idx), "valid_utterances": len(valid),
+             "train_hours": hours(train_idx), "valid_hours": hours(sorted(valid))}
+    return clips, train_idx, sorted(valid), facts
+
+
 def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_path: str | Path | None = None,
-                say: Callable[[str], None] = log.info) -> dict:
+                say: Callable[[str], None] = log.info, stage_work: str | Path | None = None) -> dict:
     """Run the whole build; writes the bundle to ``out`` and returns the training log (also written to ``log_path``).
+
+    ``stage_work``: train on ``build-default``'s stage files (:func:`stage_corpus`: TTS + real speech + twins)
+    instead of synthesizing the clean TTS plan of ``cfg.minutes``.
 
     Raises ``BundleError`` for an unusable source bundle and ``RuntimeError`` if the written encoder/codebook are not
     byte-identical to the source's.
@@ -121,17 +149,21 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
     if bb.spec.kind != "gslm":
         raise ValueError(f"build-pgslm reuses a GSLM bundle's encoder and codebook; {src} is {bb.spec.kind}")
     src_meta = json.loads((src / "backbone.json").read_text())
-    specs = corpus_mod.plan_corpus(cfg.minutes, cfg.seed)
-    corpus = corpus_mod.synthesize_corpus(specs, cfg.seed, jobs=cfg.jobs)
-    corpus.noisy = [np.zeros(0, np.float32)] * len(specs)  # clean clips only; free the twins
-    train_idx = [i for i, s in enumerate(specs) if not corpus_mod.is_valid(s.index)]
-    valid_idx = [i for i, s in enumerate(specs) if corpus_mod.is_valid(s.index)]
+    if stage_work is not None:
+        clips, train_idx, valid_idx, facts = stage_corpus(stage_work)
+    else:
+        specs = corpus_mod.plan_corpus(cfg.minutes, cfg.seed)
+        corpus = corpus_mod.synthesize_corpus(specs, cfg.seed, jobs=cfg.jobs)
+        corpus.noisy = [np.zeros(0, np.float32)] * len(specs)  # clean clips only; free the twins
+        train_idx = [i for i, s in enumerate(specs) if not corpus_mod.is_valid(s.index)]
+        valid_idx = [i for i, s in enumerate(specs) if corpus_mod.is_valid(s.index)]
+        clips, facts = corpus.clean, {**corpus_facts(specs, corpus, train_idx, valid_idx), "clips": "clean"}
     lap("corpus")
 
     extractor = UnitExtractor.from_parts(bb.encoder, bb.codebook, deduplicate=True)
     units = []
-    for s in range(0, len(specs), cfg.unit_batch):
-        units += extractor.extract(corpus.clean[s:s + cfg.unit_batch])
+    for s in range(0, len(clips), cfg.unit_batch):
+        units += extractor.extract(clips[s:s + cfg.unit_batch])
     lap("units")
 
     # discrete, durations capped at 20, 32 bins, log + mean + interpolate, utterance mean; the unit hop of the source
@@ -143,7 +175,7 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
         raise ValueError(f"f0_tracker must be one of {F0_TRACKERS}, not {cfg.f0_tracker!r}")
     pcfg = ProsodyConfig(hop_size=extractor.hop_size, normalize_f0_mean=not absolute, f0_tracker=cfg.f0_tracker,
                          frame_space_ms=20.0 if cfg.f0_tracker == "yin" else 5.0)
-    tracks = frame_tracks(corpus.clean, pcfg, cfg.jobs)
+    tracks = frame_tracks(clips, pcfg, cfg.jobs)
     lap("f0_track")
 
     normed = np.concatenate([normalized_log_f0_frames(tracks[i], not absolute).numpy() for i in train_idx])
@@ -160,7 +192,8 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
     best = hist["valid"][hist["best_epoch"] - 1]
     extra = {"built_by": "speechprompt build-pgslm", "seed": cfg.seed,
              "source_bundle": {"name": src_meta["name"], "fingerprint": src_meta["fingerprint"]},
-             "corpus": f"build-backbone plan, {cfg.minutes:g} min, clean clips",
+             "corpus": f"build-default stage files ({facts['train_hours']:g} h)" if stage_work is not None
+             else f"build-backbone plan, {cfg.minutes:g} min, clean clips",
              "f0_bin_edges": "quantize_f0.py recipe over the training clips' voiced frames, "
                              + ("log-F0 (absolute)" if absolute else "utterance-mean log-F0"),
              "loss_weights": list(cfg.loss_weights)}
@@ -178,7 +211,7 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
     voiced = [t is not None and bool((t != 0).any()) for t in tracks]
     result = {"fingerprint": fp, "config": _jsonable(asdict(cfg)), "source_bundle": extra["source_bundle"],
               "source_files": {n: src_meta["files"][n] for n in ("encoder.safetensors", "codebook.safetensors")},
-              "corpus": {**corpus_facts(specs, corpus, train_idx, valid_idx), "clips": "clean"},
+              "corpus": facts,
               "timings_s": timings, "total_s": round(time.time() - t_start, 1), "load_average": load,
               "yaapt": {"clips": len(tracks), "failed": sum(t is None for t in tracks),
                         "unvoiced_clips": len(tracks) - sum(voiced), "voiced_frames": int(normed.size)},
@@ -211,6 +244,8 @@ def _options(typer):
         f0_tracker=typer.Option("yaapt", help="F0 tracker: 'yaapt' (the pGSLM recipe, 5 ms frames) or 'yin' "
                                 "(speechprompt/pitch.py, 20 ms frames: ~3 ms per 2 s clip instead of ~0.3 s)"),
         name=typer.Option(None, help="bundle name (default speechprompt-pgslm-default-v1)"),
+        stage_work=typer.Option(None, help="train on build-default's stage files in this folder (TTS + real speech + "
+                                "channel twins, e.g. .cache/build_default) instead of the clean TTS plan"),
     )
 
 
@@ -225,7 +260,7 @@ def register(app) -> None:
     def build_pgslm_cmd(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"],
                         minutes: float = o["minutes"], small: bool = o["small"], epochs: int = o["epochs"],
                         log_json: Path = o["log_json"], f0: str = o["f0"], f0_tracker: str = o["f0_tracker"],
-                        name: str = o["name"]) -> None:
+                        name: str = o["name"], stage_work: Path = o["stage_work"]) -> None:
         """Train a pGSLM (multi-stream unit LM + F0 bins) on a GSLM bundle's units and its build corpus."""
         if f0 not in F0_MODES:
             typer.echo(f"--f0 must be one of {', '.join(F0_MODES)}; got {f0!r}", err=True)
@@ -236,7 +271,7 @@ def register(app) -> None:
         raise typer.Exit(run_build_child("speechprompt.training.build_pgslm",
                                          {"--from": src, "--out": out, "--seed": seed, "--log-json": log_json,
                                           "--minutes": minutes, "--epochs": epochs, "--f0": f0,
-                                          "--f0-tracker": f0_tracker, "--name": name},
+                                          "--f0-tracker": f0_tracker, "--name": name, "--stage-work": stage_work},
                                          {"--small": small}))
 
 
@@ -247,12 +282,12 @@ def _main() -> None:
 
     def run(src: Path = o["src"], out: Path = o["out"], seed: int = o["seed"], minutes: float = o["minutes"],
             small: bool = o["small"], epochs: int = o["epochs"], log_json: Path = o["log_json"], f0: str = o["f0"],
-            f0_tracker: str = o["f0_tracker"], name: str = o["name"]) -> None:
+            f0_tracker: str = o["f0_tracker"], name: str = o["name"], stage_work: Path = o["stage_work"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = PGSLMBuildConfig.small(seed) if small else PGSLMBuildConfig(seed=seed)
         cfg = replace(cfg, f0=f0, f0_tracker=f0_tracker, **{k: v for k, v in (("minutes", minutes), ("epochs", epochs), ("name", name))
                                      if v is not None})
-        result = build_pgslm(src, out, cfg, log_json, say=log.info)
+        result = build_pgslm(src, out, cfg, log_json, say=log.info, stage_work=stage_work)
         typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))
 
     typer.run(run)

@@ -69,6 +69,18 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
 
     # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder;
     # the codebook size sets the unit LM's vocabulary (units + 4 fairseq specials)
+    # a pGSLM on the same clips as this build's unit LM (build-pgslm --stage-work): the v2-recipe bundle's units, a
+    # YIN F0 stream, the stage files' train / validation split
+    from speechprompt.training.build_pgslm import PGSLMBuildConfig, build_pgslm, stage_corpus
+
+    clips, train_idx, valid_idx, facts = stage_corpus(tmp_path / "work")
+    assert len(clips) == facts["train_utterances"] + facts["valid_utterances"] and set(train_idx).isdisjoint(valid_idx)
+    pg = build_pgslm(tmp_path / "bundle", tmp_path / "pg", replace(PGSLMBuildConfig.small(), f0="absolute",
+                     f0_tracker="yin"), None, say=lambda _: None, stage_work=tmp_path / "work")
+    pgb = Backbone.load(tmp_path / "pg")
+    assert pgb.spec.kind == "pgslm" and pgb.prosody.config.f0_tracker == "yin"
+    assert pg["corpus"]["train_utterances"] == len(train_idx) and "stage files" in pgb.spec.extra["corpus"]
+
     monkeypatch.setattr(bd.SpeechEmbeddingEncoder, "extract", boom)
     default, small = bd.DefaultBuildConfig(), bd.DefaultBuildConfig.small()
     assert (small.pitch_scale, small.units) == (default.pitch_scale, default.units) == (40.0, 100)  # v3's recipe

@@ -233,7 +233,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
 
     # 5. codebook
     valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
-    valid_real = [i for i in range(len(real)) if i % 20 == 19 and real_meta[i].get("kind") == "speech"]
+    valid_real = lm_valid_real(real_meta)
     train_feats = [f for i, f in enumerate(f_tts) if not tts_meta[i]["valid"]] + \
         [f for i, f in enumerate(f_real) if i not in set(valid_real)] + list(f_twin)
     rows = subsample_rows(train_feats, cfg.codebook_frames, cfg.seed)
@@ -283,6 +283,12 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def lm_valid_real(real_meta: list[dict]) -> list[int]:
+    """Indices of the real clips held out to validate the unit LM: every 20th clip, speech only (also the pGSLM's
+    split on these stage files, ``build_pgslm.stage_corpus``)."""
+    return [i for i, m in enumerate(real_meta) if i % 20 == 19 and m.get("kind") == "speech"]
 
 
 def _state_digest(state: dict) -> str:

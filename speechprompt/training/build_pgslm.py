@@ -108,7 +108,7 @@ def stage_corpus(work: str | Path) -> tuple[list[np.ndarray], list[int], list[in
     (validation = the TTS validation utterances and their sox twins + every 20th real speech clip; training = the
     rest, channel twins included), so a pGSLM can read the same TTS + real speech as the GSLM default.
     Raises ``FileNotFoundError`` when a stage file is missing (run ``build-default`` first)."""
-    from speechprompt.training.build_default import _load_clips
+    from speechprompt.training.build_default import _load_clips, lm_valid_real
 
     work = Path(work)
     tts, tts_meta = _load_clips(work / "tts.npz")
@@ -116,7 +116,7 @@ def stage_corpus(work: str | Path) -> tuple[list[np.ndarray], list[int], list[in
     twins, _ = _load_clips(work / "twins.npz")
     clips = tts + real + twins
     valid = {i for i, m in enumerate(tts_meta) if m["valid"]}
-    valid |= {len(tts) + i for i in range(len(real)) if i % 20 == 19 and real_meta[i].get("kind") == "speech"}
+    valid |= {len(tts) + i for i in lm_valid_real(real_meta)}
     train_idx = [i for i in range(len(clips)) if i not in valid]
     if not valid:  # a tiny build (--small) may have no validation utterance: the last 5 %, as build-default does
         valid, train_idx = set(train_idx[-max(1, len(train_idx) // 20):]), train_idx[: -max(1, len(train_idx) // 20)]

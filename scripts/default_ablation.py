@@ -38,7 +38,9 @@ from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.codebook import Codebook, dedup  # noqa: E402
 from speechprompt.pitch import PitchConfig, pitch_features  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
-from speechprompt.training.build_default import DefaultBuildConfig, _load_clips, _with_pitch  # noqa: E402
+from speechprompt.training.build_default import DefaultBuildConfig  # noqa: E402
+from speechprompt.training.default_stages import load_clips as _load_clips  # noqa: E402
+from speechprompt.training.default_stages import with_pitch as _with_pitch  # noqa: E402
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.real_tasks import TASK_NAMES  # noqa: E402

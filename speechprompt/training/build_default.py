@@ -27,7 +27,6 @@ of their own, so ``--units`` and ``--name`` reuse every stage):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -43,11 +42,17 @@ import torch
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
 from speechprompt.importers.speech_embedding import LICENSE, NPM_PACKAGE, convert, fetch_onnx
-from speechprompt.pitch import PITCH_DIMS, PitchConfig, pitch_features, pitch_vector, register_centroids
+from speechprompt.pitch import PITCH_DIMS, PitchConfig, pitch_vector, register_centroids
 from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
+from speechprompt.training.default_stages import lm_valid_real, state_digest
+from speechprompt.training.default_stages import (
+    load_clips as _load_clips,  # the names the tests and scripts use
+)
+from speechprompt.training.default_stages import save_clips as _save_clips
+from speechprompt.training.default_stages import with_pitch as _with_pitch
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, product_centroids, subsample_rows
 from speechprompt.training.stages import StageMismatch, Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
@@ -80,33 +85,18 @@ class DefaultBuildConfig:
     # follows (build_default resets lm.vocab_size to vocab + 4)
     pitch_registers: int = 0  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
     # (pitch.register_centroids; vocabulary units * registers); 0: k-means over embedding + pitch together (v3)
+    name: str = "speechprompt-default-v3"
 
     @property
     def vocab(self) -> int:
         """Units the codebook makes (and the unit LM reads): ``units``, or ``units * pitch_registers``."""
         return self.units * self.pitch_registers if self.pitch_registers else self.units
-    name: str = "speechprompt-default-v3"
 
     @classmethod
     def small(cls, seed: int = 0) -> DefaultBuildConfig:
         return cls(seed=seed, minutes=1.0, real_max_clips=40, twin_fraction=1.0, codebook_frames=5000,
                    lm=UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=32, ffn_dim=64, layers=1, heads=4,
                                    max_positions=2048), lm_epochs=1, name="speechprompt-small-v3")
-
-
-def _save_clips(path: Path, clips: list[np.ndarray], meta: list[dict]) -> None:
-    lengths = np.array([len(c) for c in clips], dtype=np.int64)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, audio=np.concatenate(clips) if clips else np.zeros(0, np.float32), lengths=lengths,
-             meta=np.array(json.dumps(meta)))
-    tmp.replace(path)
-
-
-def _load_clips(path: Path) -> tuple[list[np.ndarray], list[dict]]:
-    z = np.load(path, allow_pickle=False)
-    ends = np.cumsum(z["lengths"])
-    audio = z["audio"]
-    return [audio[e - n:e] for e, n in zip(ends, z["lengths"], strict=True)], json.loads(str(z["meta"]))
 
 
 def _twin(job: tuple[np.ndarray, int, int, list[np.ndarray]]) -> tuple[np.ndarray, dict]:
@@ -206,7 +196,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     enc.load_state_dict(enc_state)
     enc.eval().requires_grad_(False)
     pitch = PitchConfig(scale=cfg.pitch_scale) if cfg.pitch_scale > 0 else None
-    feats_key = {"tts": tts_key, "real": real_key, "twins": twins_key, "encoder": _state_digest(enc_state)}
+    feats_key = {"tts": tts_key, "real": real_key, "twins": twins_key, "encoder": state_digest(enc_state)}
     stages.claim("feats", feats_key, (work / "feats.pt").exists())
     if not (work / "feats.pt").exists():
         allc = tts + real + twins
@@ -283,34 +273,6 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text(json.dumps(result, indent=1) + "\n")
     return result
-
-
-def lm_valid_real(real_meta: list[dict]) -> list[int]:
-    """Indices of the real clips held out to validate the unit LM: every 20th clip, speech only (also the pGSLM's
-    split on these stage files, ``build_pgslm.stage_corpus``)."""
-    return [i for i, m in enumerate(real_meta) if i % 20 == 19 and m.get("kind") == "speech"]
-
-
-def _state_digest(state: dict) -> str:
-    """First 16 hex digits of the SHA-256 over a state dict's names and tensor bytes (the dense model a stage used)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _with_pitch(feats: list, clips: list, pitch: PitchConfig, path: Path, say: Callable[[str], None]) -> list:
-    """``feats[i] [E_i, 96]`` -> ``[E_i, 98]``: each clip's pitch frames appended (computed once, saved to ``path``)."""
-    if not path.exists():
-        rows, t0 = [], time.time()
-        for i, (f, c) in enumerate(zip(feats, clips, strict=True)):
-            rows.append(pitch_features(torch.from_numpy(np.asarray(c, dtype=np.float32)), f.shape[0], pitch))
-            if i % 10000 == 0:
-                say(f"pitch {i}/{len(clips)} ({time.time() - t0:.0f}s)")
-        torch.save(rows, path)
-    rows = torch.load(path, weights_only=True)
-    return [torch.cat([f, p], 1) for f, p in zip(feats, rows, strict=True)]
 
 
 def _facts(tts, tts_meta, real, real_meta, twins, twin_augs) -> dict:

@@ -39,6 +39,7 @@ from speechprompt.pgslm import PGSLMConfig, StreamConfig
 from speechprompt.prosody import F0_TRACKERS, Prosody, ProsodyConfig, ProsodyUnits
 from speechprompt.training import corpus as corpus_mod
 from speechprompt.training.build_backbone import _jsonable, corpus_facts, run_build_child
+from speechprompt.training.default_stages import stage_corpus
 from speechprompt.training.pgslm_f0 import f0_bin_edges, frame_tracks, normalized_log_f0_frames
 from speechprompt.training.pgslm_train import train_pgslm
 from speechprompt.units import UnitExtractor
@@ -102,31 +103,6 @@ def stream_usage(items: list[ProsodyUnits], prosody: Prosody) -> dict:
             "unvoiced_segments": round(float(torch.cat([p.f0 for p in items]).eq(0).float().mean()), 6)}
 
 
-def stage_corpus(work: str | Path) -> tuple[list[np.ndarray], list[int], list[int], dict]:
-    """The clips ``build-default``'s unit LM was trained on, from its stage files in ``work`` (``tts.npz``,
-    ``real.npz``, ``twins.npz``): ``(clips, train_idx, valid_idx, facts)``, split as that build splits them
-    (validation = the TTS validation utterances and their sox twins + every 20th real speech clip; training = the
-    rest, channel twins included), so a pGSLM can read the same TTS + real speech as the GSLM default.
-    Raises ``FileNotFoundError`` when a stage file is missing (run ``build-default`` first)."""
-    from speechprompt.training.build_default import _load_clips, lm_valid_real
-
-    work = Path(work)
-    tts, tts_meta = _load_clips(work / "tts.npz")
-    real, real_meta = _load_clips(work / "real.npz")
-    twins, _ = _load_clips(work / "twins.npz")
-    clips = tts + real + twins
-    valid = {i for i, m in enumerate(tts_meta) if m["valid"]}
-    valid |= {len(tts) + i for i in lm_valid_real(real_meta)}
-    train_idx = [i for i in range(len(clips)) if i not in valid]
-    if not valid:  # a tiny build (--small) may have no validation utterance: the last 5 %, as build-default does
-        valid, train_idx = set(train_idx[-max(1, len(train_idx) // 20):]), train_idx[: -max(1, len(train_idx) // 20)]
-    hours = lambda idx: round(sum(len(clips[i]) for i in idx) / 16000 / 3600, 3)  # noqa: E731
-    facts = {"clips": "build-default stage files (TTS + sox twins, real train speakers, channel twins)",
-             "stage_work": str(work), "train_utterances": len(train_idx), "valid_utterances": len(valid),
-             "train_hours": hours(train_idx), "valid_hours": hours(sorted(valid))}
-    return clips, train_idx, sorted(valid), facts
-
-
 def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_path: str | Path | None = None,
                 say: Callable[[str], None] = log.info, stage_work: str | Path | None = None) -> dict:
     """Run the whole build; writes the bundle to ``out`` and returns the training log (also written to ``log_path``).
@@ -145,6 +121,10 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
         timings[name] = round(time.time() - t_start - sum(timings.values()), 1)
         say(f"[{name}] {timings[name]:.0f}s (total {time.time() - t_start:.0f}s)")
 
+    if cfg.f0 not in F0_MODES:  # before any corpus or unit work
+        raise ValueError(f"f0 must be one of {F0_MODES}, not {cfg.f0!r}")
+    if cfg.f0_tracker not in F0_TRACKERS:
+        raise ValueError(f"f0_tracker must be one of {F0_TRACKERS}, not {cfg.f0_tracker!r}")
     bb = Backbone.load(src)
     if bb.spec.kind != "gslm":
         raise ValueError(f"build-pgslm reuses a GSLM bundle's encoder and codebook; {src} is {bb.spec.kind}")
@@ -168,11 +148,7 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
 
     # discrete, durations capped at 20, 32 bins, log + mean + interpolate, utterance mean; the unit hop of the source
     # encoder (320 samples for HuBERT, 1280 for speech_embedding), so F0 frames align with its units
-    if cfg.f0 not in F0_MODES:
-        raise ValueError(f"f0 must be one of {F0_MODES}, not {cfg.f0!r}")
     absolute = cfg.f0 == "absolute"
-    if cfg.f0_tracker not in F0_TRACKERS:
-        raise ValueError(f"f0_tracker must be one of {F0_TRACKERS}, not {cfg.f0_tracker!r}")
     pcfg = ProsodyConfig(hop_size=extractor.hop_size, normalize_f0_mean=not absolute, f0_tracker=cfg.f0_tracker,
                          frame_space_ms=20.0 if cfg.f0_tracker == "yin" else 5.0)
     tracks = frame_tracks(clips, pcfg, cfg.jobs)

@@ -124,16 +124,23 @@ async def payload(request: Request, *, field: str, limit: int, raw_ok: Callable[
                   accepted: str, timeout_s: float | None = None) -> bytes:
     """The payload of a request: multipart field ``field``, or the raw body when ``raw_ok(media type)``.
 
-    Raises PayloadTooLarge (413), UnsupportedMediaType (415) for other body types, BadRequest (400),
-    RequestTimeout (408) when the body takes longer than ``timeout_s``.
+    Raises PayloadTooLarge (413), UnsupportedMediaType (415) for other body types, BadRequest (400) for a
+    malformed multipart body, a missing field or an empty payload (0 bytes, raw or in the field), RequestTimeout (408) when the body takes longer than ``timeout_s``.
     """
     mtype = media_type(request)
     if mtype == "multipart/form-data":
         body = await read_capped(request, limit + MULTIPART_OVERHEAD, timeout_s)
-        return await multipart_field(request, body, field, limit)
+        data = await multipart_field(request, body, field, limit)
+        if not data:
+            raise BadRequest(f"the multipart field {field!r} is empty (0 bytes)", accepted=accepted)
+        return data
     if not raw_ok(mtype):
         raise UnsupportedMediaType(f"request bodies of type {mtype!r} are not accepted", accepted=accepted)
-    return await read_capped(request, limit, timeout_s)
+    data = await read_capped(request, limit, timeout_s)
+    if not data:
+        raise BadRequest(f"the request has no body: send the {field} as the raw body or as the multipart field "
+                         f"{field!r}", accepted=accepted)
+    return data
 
 
 def audio_body_ok(mtype: str) -> bool:

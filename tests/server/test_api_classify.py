@@ -102,7 +102,10 @@ async def test_audio_errors(srv):
     assert named_wav_but_mp3ish["detail"]
     assert_problem(await post(wav_bytes(), {"Content-Type": "text/plain"}), 415, "unsupported_media_type")
     assert_problem(await post(wav_bytes(0.01)), 422, "audio_too_short")
-    assert_problem(await post(b""), 415, "undecodable_audio")
+    empty = assert_problem(await post(b""), 400, "bad_request")
+    assert "no body" in empty["detail"] and "'audio'" in empty["detail"] and "accepted" in empty
+    assert_problem(await srv.client.post("/v1/tasks/kws/classify", files={"audio": ("a.wav", b"")}), 400,
+                   "bad_request")
     nan = np.full(4000, np.nan, dtype=np.float32)
     import io
 

@@ -69,6 +69,7 @@ REFUSALS = [
     ("torch.save", torch_save_bytes, 415, "not_safetensors"),
     ("wrong shapes", lambda: make_package("kws", dim=6).data, 422, "invalid_package"),
     ("NaN values", nan_package, 422, "non_finite_weights"),
+    ("empty body", lambda: b"", 400, "bad_request"),
     ("other backbone", lambda: make_package("kws", fingerprint="0" * 64).data, 409, "backbone_mismatch"),
     ("other task", lambda: make_package("emo").data, 422, "invalid_package"),
     ("oversize", lambda: make_package("kws", labels=tuple(f"c{i}" for i in range(800))).data, 413,

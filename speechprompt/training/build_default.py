@@ -85,6 +85,8 @@ class DefaultBuildConfig:
     # follows (build_default resets lm.vocab_size to vocab + 4)
     pitch_registers: int = 0  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
     # (pitch.register_centroids; vocabulary units * registers); 0: k-means over embedding + pitch together (v3)
+    factored_lm: bool = False  # with pitch_registers: the unit LM's embedding trained as cluster + register
+    # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table)
     name: str = "speechprompt-default-v3"
 
     @property
@@ -115,6 +117,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     """
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
+    if cfg.factored_lm and not cfg.pitch_registers:
+        raise ValueError("factored_lm needs a product codebook (pitch_registers >= 2)")
     if cfg.pitch_registers and (cfg.pitch_registers < 2 or cfg.pitch_scale <= 0):
         raise ValueError(f"pitch_registers must be 0 or >= 2 with a pitch stream (pitch_scale > 0); got "
                          f"{cfg.pitch_registers} registers, pitch scale {cfg.pitch_scale}")
@@ -243,7 +247,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     units, valid = [u for u in units if len(u)], [v for v in valid if len(v)]
     if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
         valid, units = units[-max(1, len(units) // 20):], units[: -max(1, len(units) // 20)]
-    lm, lm_hist = train_unit_lm(cfg, units, valid, say)
+    lm, lm_hist = train_unit_lm(cfg, units, valid, say,
+                                factors=(cfg.units, cfg.pitch_registers) if cfg.factored_lm else None)
     lap("unit_lm")
 
     frames_valid = [codebook.quantize(f_real[i]) for i in valid_real] or [codebook.quantize(f) for f in f_real]
@@ -253,7 +258,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     extra = {"built_by": "speechprompt build-default", "seed": cfg.seed,
              "dense_model": "speech_embedding" + (f" + pitch (YIN, scale {pitch.scale:g})" if pitch else "")
              + (f"; product codebook {cfg.units} x {cfg.pitch_registers} pitch registers" if cfg.pitch_registers
-                else ""),
+                else "") + ("; unit LM embedding trained as cluster + register" if cfg.factored_lm else ""),
              "dense_source": f"npm {NPM_PACKAGE}", "dense_license": LICENSE,
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
@@ -312,6 +317,9 @@ def _options(typer) -> dict:
         pitch_registers=typer.Option(None, help="0 (default): k-means over embedding + pitch together; R >= 2: a "
                                      "product codebook, --units clusters of the embedding x R pitch registers "
                                      "(unvoiced + R-1 voiced, pitch.register_centroids); vocabulary units x R"),
+        factored_lm=typer.Option(False, help="with --pitch-registers: train the unit LM's embedding of unit "
+                                 "(cluster k, register r) as A[k] + B[r] (unit_lm_train.FactoredEmbedding; the "
+                                 "bundle stores the plain table)"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v3)"),
     )
 
@@ -329,7 +337,7 @@ def register(app) -> None:
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
-                          pitch_registers: int = o["pitch_registers"],
+                          pitch_registers: int = o["pitch_registers"], factored_lm: bool = o["factored_lm"],
                           name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
@@ -343,11 +351,14 @@ def register(app) -> None:
             typer.echo(f"--pitch-registers must be 0 or an integer >= 2, with a pitch stream (--pitch-scale > 0); "
                        f"got {pitch_registers}", err=True)
             raise typer.Exit(2)
+        if factored_lm and not pitch_registers:
+            typer.echo("--factored-lm needs a product codebook (--pitch-registers R, R >= 2)", err=True)
+            raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
             "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name},
-            {"--small": small}))
+            {"--small": small, "--factored-lm": factored_lm}))
 
 
 def _main() -> None:
@@ -358,12 +369,13 @@ def _main() -> None:
     def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
-            pitch_registers: int = o["pitch_registers"], name: str = o["name"]) -> None:
+            pitch_registers: int = o["pitch_registers"], factored_lm: bool = o["factored_lm"],
+            name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units), ("pitch_registers", pitch_registers))
-                              if v is not None})
+                              if v is not None}, factored_lm=factored_lm)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -11,21 +11,55 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
 
+from speechprompt.package import NUM_SPECIAL
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.unit_lm import UnitLM
 
 
-def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say) -> tuple[UnitLM, dict]:
+class FactoredEmbedding(nn.Module):
+    """A parametrisation of a product codebook's token embeddings ``[4 + R*K, d]``: the row of unit ``r*K + k``
+    (``kmeans.product_centroids``: cluster ``k``, pitch register ``r``) is ``A[k] + B[r]``; the four specials keep
+    rows of their own. The ``R`` tokens of one cluster then share ``A[k]`` (the unit LM does not have to learn each
+    register of a word-like cluster apart), and with the tied output projection a next-unit logit is a cluster
+    score plus a register score. Training only: ``train_unit_lm`` materialises the table afterwards, so the bundle
+    holds a plain ``[V, d]`` embedding (build-default ``--factored-lm``; docs/results.md, "What was tried")."""
+
+    def __init__(self, weight: torch.Tensor, clusters: int, registers: int):
+        super().__init__()
+        if weight.shape[0] != NUM_SPECIAL + clusters * registers:
+            raise ValueError(f"a factored embedding needs {NUM_SPECIAL} + {clusters} x {registers} rows, "
+                             f"the unit LM has {weight.shape[0]}")
+        d = weight.shape[1]
+        std = (d ** -0.5) / math.sqrt(2.0)  # A[k] + B[r] then has fairseq's N(0, 1/d) spread
+        self.clusters, self.registers = clusters, registers
+        self.special = nn.Parameter(weight[:NUM_SPECIAL].detach().clone())
+        self.cluster = nn.Parameter(torch.randn(clusters, d) * std)
+        self.register = nn.Parameter(torch.randn(registers, d) * std)
+
+    def forward(self, _weight: torch.Tensor) -> torch.Tensor:
+        units = (self.register[:, None, :] + self.cluster[None, :, :]).reshape(self.registers * self.clusters, -1)
+        return torch.cat([self.special, units])
+
+
+def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say,
+                  factors: tuple[int, int] | None = None) -> tuple[UnitLM, dict]:
     """fairseq ``language_modeling`` (eos break mode) with Adam + inverse-sqrt-free linear schedule; keeps the
     epoch with the lowest validation loss.
 
     ``cfg``: a build config with ``seed``, ``lm`` (:class:`UnitLMConfig`), ``lm_lr``, ``lm_batch_tokens``,
     ``lm_epochs`` (``build_backbone.BuildConfig``, ``build_default.DefaultConfig``); ``train`` / ``valid``: unit
-    sequences ``[M]`` i64 (deduplicated, ids 0..K-1); ``say``: a progress callback. Returns the model (eval mode)
-    and the history (losses, perplexity per epoch, best epoch)."""
+    sequences ``[M]`` i64 (deduplicated, ids 0..K-1); ``say``: a progress callback; ``factors``: ``(clusters,
+    registers)`` of a product codebook to train the embedding as :class:`FactoredEmbedding` (the returned model has
+    a plain embedding table). Returns the model (eval mode) and the history (losses, perplexity per epoch, best
+    epoch). Raises ``ValueError`` when ``factors`` do not match the vocabulary."""
     torch.manual_seed(cfg.seed + 1)
     lm = init_fairseq_(UnitLM(cfg.lm))
+    if factors is not None:
+        parametrize.register_parametrization(lm.embed_tokens, "weight",
+                                             FactoredEmbedding(lm.embed_tokens.weight, *factors), unsafe=True)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     rng = np.random.default_rng([cfg.seed, 2])
     lens = np.array([len(u) for u in train])
@@ -70,6 +104,8 @@ def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say
         if vloss < best:
             best, best_state = vloss, {k: v.clone() for k, v in lm.state_dict().items()}
     lm.load_state_dict(best_state)
+    if factors is not None:
+        parametrize.remove_parametrizations(lm.embed_tokens, "weight", leave_parametrized=True)
     hist["best_epoch"] = hist["epoch"][int(np.argmin(hist["valid_loss"]))]
     return lm.eval(), hist
 
@@ -103,4 +139,4 @@ def lm_rows(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return inp, tgt
 
 
-__all__ = ["init_fairseq_", "lm_rows", "train_unit_lm"]
+__all__ = ["FactoredEmbedding", "init_fairseq_", "lm_rows", "train_unit_lm"]

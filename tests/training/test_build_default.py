@@ -141,11 +141,17 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     (args, env), = calls
     assert args[1:3] == ["-m", "speechprompt.training.build_default"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert args[3:7] == ["--out", "x", "--seed", "2"] and args[-1] == "--small"
-    assert "--real-cache" in args and "--teacher-cache" in args
+    assert "--real-cache" in args and "--teacher-cache" in args and "--factored-lm" not in args
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--pitch-registers", "3", "--factored-lm"])
+    assert result.exit_code == 0 and calls[-1][0][-1] == "--factored-lm"
+    with pytest.raises(ValueError, match="factored_lm needs a product codebook"):
+        bd.build_default("z", replace(bd.DefaultBuildConfig.small(), factored_lm=True), real_cache="r", work="w",
+                         teacher_cache="t")
 
 
 @pytest.mark.parametrize("flag", [["--units", "1"], ["--pitch-scale", "-1"], ["--pitch-registers", "1"],
-                                  ["--pitch-registers", "3", "--pitch-scale", "0"]])
+                                  ["--pitch-registers", "3", "--pitch-scale", "0"], ["--factored-lm"],
+                                  ["--factored-lm", "--pitch-registers", "0"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

@@ -1,0 +1,56 @@
+"""The unit LM trainer's factored embedding for product codebooks (build-default --factored-lm)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from speechprompt.training.unit_lm_train import FactoredEmbedding, train_unit_lm
+from speechprompt.unit_lm import UnitLMConfig
+
+K, R = 6, 3  # clusters x pitch registers: units r*K + k
+
+
+def _cfg(vocab: int) -> SimpleNamespace:
+    lm = UnitLMConfig(vocab_size=vocab, embed_dim=16, ffn_dim=32, layers=1, heads=2, max_positions=256)
+    return SimpleNamespace(seed=3, lm=lm, lm_lr=5e-3, lm_batch_tokens=200, lm_epochs=3)
+
+
+def _data(n: int, seed: int) -> list[torch.Tensor]:
+    """Sequences whose cluster follows a cycle and whose register wanders: learnable, with every unit present."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        k = (torch.arange(12) + int(torch.randint(K, (1,), generator=g))) % K
+        r = torch.randint(R, (12,), generator=g)
+        out.append(r * K + k)
+    return out
+
+
+def _register_offsets(w: torch.Tensor) -> torch.Tensor:
+    """``[R, K, d]``: each unit's row minus the row of the same cluster in register 0."""
+    units = w[4:].reshape(R, K, -1)
+    return units - units[:1]
+
+
+def test_factored_training_leaves_a_plain_table_whose_rows_are_cluster_plus_register():
+    train, valid = _data(60, 0), _data(8, 1)
+    lm, hist = train_unit_lm(_cfg(4 + K * R), train, valid, lambda _m: None, factors=(K, R))
+    assert not any("parametrizations" in k for k in lm.state_dict())  # the bundle's format, unchanged
+    assert lm.embed_tokens.weight.shape == (4 + K * R, 16) and lm.embed_tokens.weight.requires_grad
+    off = _register_offsets(lm.embed_tokens.weight.detach())
+    # register r's offset is the same vector for every cluster (B[r] - B[0]), and not zero: it was trained
+    assert torch.allclose(off, off[:, :1].expand_as(off), atol=1e-5)
+    assert off[1:].abs().amax() > 1e-3
+    assert hist["valid_loss"][-1] < hist["valid_loss"][0] and len(hist["epoch"]) == 3
+
+    plain, _ = train_unit_lm(_cfg(4 + K * R), train, valid, lambda _m: None)
+    off = _register_offsets(plain.embed_tokens.weight.detach())
+    assert not torch.allclose(off, off[:, :1].expand_as(off), atol=1e-3)  # without factors each row is free
+
+
+def test_factors_must_match_the_vocabulary():
+    with pytest.raises(ValueError, match="6 x 4"):
+        train_unit_lm(_cfg(4 + K * R), _data(4, 0), _data(2, 1), lambda _m: None, factors=(K, 4))
+    emb = FactoredEmbedding(torch.zeros(4 + K * R, 8), K, R)
+    assert emb(torch.zeros(0)).shape == (4 + K * R, 8)

@@ -60,6 +60,7 @@ def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say
     if factors is not None:
         parametrize.register_parametrization(lm.embed_tokens, "weight",
                                              FactoredEmbedding(lm.embed_tokens.weight, *factors), unsafe=True)
+        # the unparametrised table stays among the parameters without a gradient: AdamW leaves it alone
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     rng = np.random.default_rng([cfg.seed, 2])
     lens = np.array([len(u) for u in train])

@@ -75,10 +75,18 @@ async def test_multi_task_encodes_once_and_reports_per_task_errors(srv):
     assert body["audio"]["units"] > 0 and body["timings"]["lm_ms"] >= 0
 
 
-@pytest.mark.parametrize("query, code", [("top_k=0", "invalid_request"), ("top_k=abc", "invalid_request")])
-async def test_bad_parameters_are_400(srv, query, code):
+@pytest.mark.parametrize("query, accepted", [
+    ("top_k=0", "top_k: an integer, >= 1, <= 1000"), ("top_k=abc", "top_k: an integer, >= 1, <= 1000"),
+    ("long_audio=chop", "long_audio: one of: reject, truncate, window"),
+    ("window=-1", "window: a number, > 0, <= 3600, finite"),
+    ("top_k=abc&explain_spans=0", "top_k: an integer, >= 1, <= 1000; explain_spans: an integer, >= 1, <= 64")])
+async def test_bad_parameters_are_400_and_say_what_is_accepted(srv, query, accepted):
+    """The ``accepted`` member comes from the route's declaration (server/param_help.py), as for every problem:
+    type and bounds first, then the parameter's description."""
     r = await srv.client.post(f"/v1/tasks/kws/classify?{query}", content=wav_bytes(), headers=WAV)
-    assert_problem(r, 400, code)
+    got = assert_problem(r, 400, "invalid_request")["accepted"]
+    assert got.startswith(accepted.split("; ")[0] + " (") and got.endswith(")")
+    assert all(f"; {want}" in got for want in accepted.split("; ")[1:])
 
 
 async def test_bad_names_and_unknown_tasks(srv):
@@ -91,7 +99,9 @@ async def test_bad_names_and_unknown_tasks(srv):
     assert r.status_code in (400, 404) and r.headers["content-type"] == "application/problem+json"
     assert_problem(await srv.client.post("/v1/classify?tasks=,", content=wav_bytes(), headers=WAV),
                    400, "bad_request")
-    assert_problem(await srv.client.post("/v1/classify", content=wav_bytes(), headers=WAV), 400, "invalid_request")
+    missing = assert_problem(await srv.client.post("/v1/classify", content=wav_bytes(), headers=WAV), 400,
+                             "invalid_request")
+    assert missing["accepted"].startswith("tasks: text (comma-separated task names")
 
 
 async def test_audio_errors(srv):

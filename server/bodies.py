@@ -125,7 +125,8 @@ async def payload(request: Request, *, field: str, limit: int, raw_ok: Callable[
     """The payload of a request: multipart field ``field``, or the raw body when ``raw_ok(media type)``.
 
     Raises PayloadTooLarge (413), UnsupportedMediaType (415) for other body types, BadRequest (400) for a
-    malformed multipart body, a missing field or an empty payload (0 bytes, raw or in the field), RequestTimeout (408) when the body takes longer than ``timeout_s``.
+    malformed multipart body, a missing field or an empty payload (0 bytes, raw or in the field), RequestTimeout
+    (408) when the body takes longer than ``timeout_s``.
     """
     mtype = media_type(request)
     if mtype == "multipart/form-data":

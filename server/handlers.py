@@ -52,11 +52,10 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         status = 400 if in_params else 422
         detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
         metrics.failures.labels(code="invalid_request").inc()
-        extra = {"accepted": acc} if in_params and (acc := param_accepted(request, [tuple(e.get("loc", ()))
-                                                                                     for e in errors])) else {}
-        return respond(problem(status, "invalid_request", "Invalid request", detail or "invalid request",
-                               errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors],
-                               **extra), request)
+        accepted = param_accepted(request, [tuple(e.get("loc", ())) for e in errors]) if in_params else None
+        return respond(problem(status, "invalid_request", "Invalid request", detail or "invalid request", accepted,
+                               errors=[{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]),
+                       request)
 
     async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))

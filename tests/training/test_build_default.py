@@ -83,7 +83,8 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
 
     monkeypatch.setattr(bd.SpeechEmbeddingEncoder, "extract", boom)
     default, small = bd.DefaultBuildConfig(), bd.DefaultBuildConfig.small()
-    assert (small.pitch_scale, small.units) == (default.pitch_scale, default.units) == (40.0, 100)  # v3's recipe
+    assert (small.pitch_scale, small.units) == (default.pitch_scale, default.units) == (40.0, 100)
+    assert (default.pitch_registers, default.factored_lm, small.pitch_registers) == (3, True, 0)  # v5; small: v3
     pitched = bd.build_default(tmp_path / "bundle3", replace(cfg, pitch_scale=40.0, units=64), **kw)
     pb = Backbone.load(tmp_path / "bundle3")
     assert pitched["fingerprint"] != result["fingerprint"] and (tmp_path / "work" / "pitch-40.pt").is_file()
@@ -144,13 +145,19 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert "--real-cache" in args and "--teacher-cache" in args and "--factored-lm" not in args
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--pitch-registers", "3", "--factored-lm"])
     assert result.exit_code == 0 and calls[-1][0][-1] == "--factored-lm"
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--no-factored-lm"])
+    assert result.exit_code == 0 and calls[-1][0][-1] == "--no-factored-lm"
+    # the committed v5 is the default; --pitch-registers 0 gives v3's recipe, --pitch-scale 0 v2's
+    assert bd.resolve_product(None, None, None) == (3, True)
+    assert bd.resolve_product(None, 0, None) == (0, False) and bd.resolve_product(0, None, None) == (0, False)
+    assert bd.resolve_product(None, 5, False) == (5, False) and bd.resolve_product(None, 0, True) == (0, True)
     with pytest.raises(ValueError, match="factored_lm needs a product codebook"):
         bd.build_default("z", replace(bd.DefaultBuildConfig.small(), factored_lm=True), real_cache="r", work="w",
                          teacher_cache="t")
 
 
 @pytest.mark.parametrize("flag", [["--units", "1"], ["--pitch-scale", "-1"], ["--pitch-registers", "1"],
-                                  ["--pitch-registers", "3", "--pitch-scale", "0"], ["--factored-lm"],
+                                  ["--pitch-registers", "3", "--pitch-scale", "0"], ["--factored-lm", "--pitch-scale", "0"],
                                   ["--factored-lm", "--pitch-registers", "0"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner

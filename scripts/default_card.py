@@ -46,7 +46,7 @@ def render(log: dict, sources: dict) -> str:
               f"| held-out real speakers (never in the build) | {len(test)}: " + ", ".join(sorted(test)) + " |",
               "", "| build | value |", "|---|---|",
               f"| fingerprint | `{log['fingerprint']}` |",
-              f"| bundle size | {log['bundle_bytes'] / 2**20:.1f} MB |",
+              f"| bundle size | {log['bundle_bytes'] / 2**20:.1f} MiB |",
               f"| parameters (dense model / unit LM / codebook) | {log['parameters']['encoder']:,} / "
               f"{log['parameters']['unit_lm']:,} / {log['parameters']['codebook']:,} |",
               f"| unit LM validation perplexity (best epoch {log['unit_lm']['best_epoch']}) | "

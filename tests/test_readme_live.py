@@ -113,4 +113,6 @@ def test_readme_explain_commands(server):
     assert ex["label"] == explained["label"] and len(ex["spans"]) == min(8, explained["audio"]["units"])
     assert ex["spans"][0]["start"] == 0.0 and abs(ex["spans"][-1]["end"] - explained["audio"]["duration_s"]) < 1e-3
     assert verbalizer["task"] == "vad" and all(len(v) == 5 for v in verbalizer["top"].values())
-    assert sorted(verbalizer["top"]) == sorted(verbalizer["labels"]) and len(verbalizer["unit_label"]) == 100
+    units = httpx.get(f"http://127.0.0.1:{server}/v1/backbone").json()["codebook_size"]  # 300 on the default v5
+    assert sorted(verbalizer["top"]) == sorted(verbalizer["labels"]) and len(verbalizer["unit_label"]) == units
+    assert verbalizer["units"] == units and len(verbalizer["weights"][0]) == units

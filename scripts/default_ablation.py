@@ -9,9 +9,9 @@ Rows, all scored with the same logistic regression (``run_suite.logreg``) on the
 2. speech_embedding units (no pitch), k-means fitted on the TTS corpus only (the build's TTS features, same seed);
 3. speech_embedding units (no pitch), k-means on TTS + real + channel twins (v2's recipe, on the same sampled frames);
 4. the same with a larger codebook (``--sizes``, default 300 and 1000 units);
-5. speech_embedding + pitch units at other pitch weights (``--pitch-scales``, default 20 and 80; ``build-default
-   --pitch-scale``), 100 units on the same sampled frames;
-6. the default's own units (speech_embedding + pitch at its scale; its codebook);
+5. speech_embedding + pitch units, one k-means over both (v3's recipe at weight 40; ``--pitch-scales``, default 20,
+   40 and 80; ``build-default --pitch-scale``), 100 units on the same sampled frames;
+6. the default's own units (v5: speech_embedding + pitch as a product codebook, 100 clusters x 3 registers);
 7. speech_embedding features, mean-pooled (no quantisation, no pitch);
 and the prompted unit LM (SpeechPrompt v2) on v1 and on the default, from the evaluation. The regressions are kept in
 ``<eval>/ablation-<fingerprint>.json`` with each task's manifest digest; a rerun recomputes only the tasks whose clips
@@ -117,8 +117,9 @@ def main() -> None:
     ap.add_argument("--card", type=Path, default=ROOT / "docs" / "model_card.md", help="where the table goes")
     ap.add_argument("--render-only", action="store_true",
                     help="re-read the regressions of the last run (fails when a task's clips or rows changed since)")
-    ap.add_argument("--sizes", default="300,1000", help="larger codebooks to compare with the default's 100")
-    ap.add_argument("--pitch-scales", default="20,80", help="other pitch-stream weights (build-default --pitch-scale)")
+    ap.add_argument("--sizes", default="300,1000", help="larger codebooks of the embedding alone, to compare with its 100 clusters")
+    ap.add_argument("--pitch-scales", default="20,40,80",
+                    help="pitch-stream weights of one k-means over embedding + pitch (40: v3's recipe)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cfg = DefaultBuildConfig()

@@ -17,11 +17,13 @@ of their own, so ``--units`` and ``--name`` reuse every stage):
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin; with a pitch stream
    (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt``, its ``[E, 2]`` frames, appended;
-5. codebook: k-means (100) on ``codebook_frames`` sampled frames; with ``pitch_registers`` the k-means sees the
-   embedding dimensions only and each cluster is paired with every pitch register (a product codebook,
-   ``kmeans.product_centroids``), so the units keep v2's word clusters and carry the register as a second factor;
+5. codebook: k-means (100) on ``codebook_frames`` sampled frames; with ``pitch_registers`` (default 3, v5) the
+   k-means sees the embedding dimensions only and each cluster is paired with every pitch register (a product
+   codebook, ``kmeans.product_centroids``: 300 units), so the units keep v2's word clusters and carry the register
+   as a second factor; ``pitch_registers=0`` clusters embedding + pitch together (v3);
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
-   validation = TTS validation utterances + 5 % of the real train clips;
+   validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5) its
+   token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain;
 7. bundle (``save_bundle``) + a training log JSON for the model card.
 """
 

@@ -191,7 +191,7 @@ def _mount() -> None:
     """Client commands (classify, tasks, upload, ...) and training/build commands live with their code."""
     from clients.cli import register as register_client
     from speechprompt.training.build_backbone import register as register_build
-    from speechprompt.training.build_default import register as register_default
+    from speechprompt.training.build_default_cli import register as register_default
     from speechprompt.training.build_pgslm import register as register_pgslm
     from speechprompt.training.cli import register as register_training
 

@@ -15,6 +15,7 @@ import torch
 
 from speechprompt.backbone import Backbone
 from speechprompt.training import build_default as bd
+from speechprompt.training import build_default_cli as cli
 from speechprompt.training import real_tasks
 
 pytest.importorskip("onnx", reason="pip install -e '.[teachers]' (make test installs it)")
@@ -148,9 +149,9 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--no-factored-lm"])
     assert result.exit_code == 0 and calls[-1][0][-1] == "--no-factored-lm"
     # the committed v5 is the default; --pitch-registers 0 gives v3's recipe, --pitch-scale 0 v2's
-    assert bd.resolve_product(None, None, None) == (3, True)
-    assert bd.resolve_product(None, 0, None) == (0, False) and bd.resolve_product(0, None, None) == (0, False)
-    assert bd.resolve_product(None, 5, False) == (5, False) and bd.resolve_product(None, 0, True) == (0, True)
+    assert cli.resolve_product(None, None, None) == (3, True)
+    assert cli.resolve_product(None, 0, None) == (0, False) and cli.resolve_product(0, None, None) == (0, False)
+    assert cli.resolve_product(None, 5, False) == (5, False) and cli.resolve_product(None, 0, True) == (0, True)
     with pytest.raises(ValueError, match="factored_lm needs a product codebook"):
         bd.build_default("z", replace(bd.DefaultBuildConfig.small(), factored_lm=True), real_cache="r", work="w",
                          teacher_cache="t")

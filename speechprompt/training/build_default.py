@@ -56,7 +56,7 @@ from speechprompt.training.default_stages import (
 from speechprompt.training.default_stages import save_clips as _save_clips
 from speechprompt.training.default_stages import with_pitch as _with_pitch
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, product_centroids, subsample_rows
-from speechprompt.training.stages import StageMismatch, Stages, digest_file  # noqa: F401 (what a build raises; callers catch it here)
+from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
 from speechprompt.unit_lm import UnitLMConfig
 

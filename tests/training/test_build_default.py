@@ -17,6 +17,7 @@ from speechprompt.backbone import Backbone
 from speechprompt.training import build_default as bd
 from speechprompt.training import build_default_cli as cli
 from speechprompt.training import real_tasks
+from speechprompt.training.stages import StageMismatch
 
 pytest.importorskip("onnx", reason="pip install -e '.[teachers]' (make test installs it)")
 TEACHERS = Path(__file__).resolve().parents[2] / ".cache" / "teachers"
@@ -111,7 +112,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     for change, stage, setting in ((dict(minutes=0.2), "tts", "minutes"), (dict(seed=1), "tts", "seed"),
                                    (dict(real_max_clips=30), "real", "real_max_clips"),
                                    (dict(twin_fraction=0.5), "twins", "twin_fraction")):
-        with pytest.raises(bd.StageMismatch) as err:
+        with pytest.raises(StageMismatch) as err:
             bd.build_default(tmp_path / "bundle4", replace(cfg, **change), **kw)
         assert (err.value.stage, list(err.value.differs)) == (stage, [setting]), err.value
         assert str(tmp_path / "work") in str(err.value) and "--work" in str(err.value)

@@ -135,15 +135,17 @@ def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tupl
 
 
 def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
-                  generated_nonspeech: int = 0) -> dict:
+                  generated_nonspeech: int = 0, cuts: int = 0) -> dict:
     """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``_tts_split``):
     ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip
     (drawn from, and named by, the SHA-256 of the clip's file: the same wherever the corpus and ``aug_dir`` lie), for ``keyword`` each word spoken
     by ``tts_voices`` espeak-ng/MBROLA voices of the suite's seen pool (for ``digits``: each digit word of every
     language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language; for ``gender``: ``gender_tts``), and for ``vad`` ``generated_nonspeech``
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
-    second one through a channel twin). Returns the counts added."""
+    second one through a channel twin) and ``cuts`` random windows of every real train clip (``cuts.py``: 1-2.6 s,
+    cut anywhere; a speech window that fell into a pause is dropped). Returns the counts added."""
     from speechprompt.training import channel_aug, nonspeech
+    from speechprompt.training import cuts as cut_mod
     from speechprompt.training.corpus import synthesize_words
     from speechprompt.training.suite import voice_pool
 
@@ -161,6 +163,19 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 sf.write(path, y, 16000)
             added.append((str(path), e.label, "train"))
     n_twins = len(added)
+    for e in [e for e in examples if e.split == "train"] if task_dir.name == "vad" else []:
+        clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()
+        for t in range(cuts):
+            path = out / f"cut{t}-{clip[:16]}.wav"
+            if not path.exists():
+                key = int(hashlib.sha256(f"{clip}:cut{t}".encode()).hexdigest()[:8], 16)
+                y = M.load_audio(e.path)
+                y = cut_mod.speech_cut(y, key) if e.label == "speech" else cut_mod.random_cut(y, key)
+                if y is None:
+                    continue
+                sf.write(path, y, 16000)
+            added.append((str(path), e.label, "train"))
+    n_cuts = len(added) - n_twins
     if task_dir.name == "keyword" and tts_voices:
         labels = sorted({e.label for e in examples})
         pool = voice_pool("en", "seen")
@@ -189,7 +204,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                     added.append((str(path), str(d), _tts_split(j)))
     if task_dir.name == "gender" and tts_voices:
         added += gender_tts(out, tts_voices, seed)
-    n_tts = len(added) - n_twins
+    n_tts = len(added) - n_twins - n_cuts
     if task_dir.name == "vad":
         for k in range(generated_nonspeech):
             path = out / f"gen-{k:05d}.wav"
@@ -201,7 +216,8 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
             added.append((str(path), "noise", "train"))
     with open(task_dir / "manifest.csv", "a", newline="") as fh:
         csv.writer(fh).writerows(added)
-    return {"twins": n_twins, "tts": n_tts, "generated_nonspeech": len(added) - n_twins - n_tts}
+    return {"twins": n_twins, "cuts": n_cuts, "tts": n_tts,
+            "generated_nonspeech": len(added) - n_twins - n_cuts - n_tts}
 
 
 def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> dict:
@@ -285,6 +301,8 @@ def main() -> None:
                     help="TTS voices speaking each keyword / digit word, and per language for gender (every sixth goes to dev)")
     ap.add_argument("--generated-nonspeech", type=int, default=600,
                     help="generated non-speech clips added to vad's training set (nonspeech.generate)")
+    ap.add_argument("--cuts", type=int, default=0,
+                    help="vad: random 1-2.6 s windows of every real train clip, cut anywhere (training/cuts.py)")
     ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")
     ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
                     help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run")
@@ -313,7 +331,7 @@ def main() -> None:
     info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed, wanted)
     for name in [t for t in info if t in wanted]:
         info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed + a.draw,
-                                                  a.generated_nonspeech)
+                                                  a.generated_nonspeech, a.cuts)
     a.work.mkdir(parents=True, exist_ok=True)
     (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
     res_file = a.work / "results.json"

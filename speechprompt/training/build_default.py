@@ -90,6 +90,8 @@ class DefaultBuildConfig:
     # pitch together (v3)
     factored_lm: bool = True  # with pitch_registers: the unit LM's embedding trained as cluster + register
     # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5)
+    centroid_lm: bool = False  # with factored_lm: each cluster's embedding part a learnt linear map of its
+    # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near
     name: str = "speechprompt-default-v5"
 
     @property
@@ -122,6 +124,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     """
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
+    if cfg.centroid_lm and not cfg.factored_lm:
+        raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")
     if cfg.factored_lm and not cfg.pitch_registers:
         raise ValueError("factored_lm needs a product codebook (pitch_registers >= 2)")
     if cfg.pitch_registers and (cfg.pitch_registers < 2 or cfg.pitch_scale <= 0):
@@ -238,8 +242,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     rows = subsample_rows(train_feats, cfg.codebook_frames, cfg.seed)
     if cfg.pitch_registers:  # k-means on the embedding alone (v2's clusters), paired with every pitch register
         dense = rows.shape[1] - PITCH_DIMS
-        centroids = product_centroids(fit_kmeans(np.ascontiguousarray(rows[:, :dense]), cfg.units, cfg.seed),
-                                      register_centroids(pitch, cfg.pitch_registers).numpy())
+        clusters = fit_kmeans(np.ascontiguousarray(rows[:, :dense]), cfg.units, cfg.seed)
+        centroids = product_centroids(clusters, register_centroids(pitch, cfg.pitch_registers).numpy())
     else:
         centroids = fit_kmeans(rows, cfg.units, cfg.seed)
     codebook = Codebook(torch.from_numpy(centroids))
@@ -253,7 +257,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
         valid, units = units[-max(1, len(units) // 20):], units[: -max(1, len(units) // 20)]
     lm, lm_hist = train_unit_lm(cfg, units, valid, say,
-                                factors=(cfg.units, cfg.pitch_registers) if cfg.factored_lm else None)
+                                factors=None if not cfg.factored_lm else (cfg.units, cfg.pitch_registers) + (
+                                    (torch.from_numpy(clusters),) if cfg.centroid_lm else ()))
     lap("unit_lm")
 
     frames_valid = [codebook.quantize(f_real[i]) for i in valid_real] or [codebook.quantize(f) for f in f_real]
@@ -263,7 +268,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     extra = {"built_by": "speechprompt build-default", "seed": cfg.seed,
              "dense_model": "speech_embedding" + (f" + pitch (YIN, scale {pitch.scale:g})" if pitch else "")
              + (f"; product codebook {cfg.units} x {cfg.pitch_registers} pitch registers" if cfg.pitch_registers
-                else "") + ("; unit LM embedding trained as cluster + register" if cfg.factored_lm else ""),
+                else "") + ("; unit LM embedding trained as cluster + register" if cfg.factored_lm else "")
+             + (" (cluster part a linear map of its centroid + a free part)" if cfg.centroid_lm else ""),
              "dense_source": f"npm {NPM_PACKAGE}", "dense_license": LICENSE,
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,

@@ -50,6 +50,8 @@ def _options(typer) -> dict:
                                  help="train the unit LM's embedding of unit (cluster k, register r) as A[k] + B[r] "
                                  "(unit_lm_train.FactoredEmbedding; the bundle stores the plain table); default: on "
                                  "with a product codebook (v5), off without"),
+        centroid_lm=typer.Option(False, help="with --factored-lm: the cluster part A[k] = (standardised centroid k) P "
+                                 "+ a[k], P and a learnt (FactoredEmbedding cluster_features; docs/results.md)"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v5)"),
     )
 
@@ -68,7 +70,7 @@ def register(app) -> None:
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
                           pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
-                          name: str = o["name"]) -> None:
+                          centroid_lm: bool = o["centroid_lm"], name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
@@ -85,11 +87,16 @@ def register(app) -> None:
             typer.echo("--factored-lm needs a product codebook (--pitch-registers R, R >= 2, with --pitch-scale > 0)",
                        err=True)
             raise typer.Exit(2)
+        if centroid_lm and not resolve_product(pitch_scale, pitch_registers, factored_lm)[1]:
+            typer.echo("--centroid-lm needs the factored unit-LM embedding (--factored-lm, a product codebook)",
+                       err=True)
+            raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
             "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name},
-            {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False}))
+            {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
+             "--centroid-lm": centroid_lm}))
 
 
 def main() -> None:
@@ -102,13 +109,13 @@ def main() -> None:
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
-            name: str = o["name"]) -> None:
+            centroid_lm: bool = o["centroid_lm"], name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units)) if v is not None},
-                      pitch_registers=registers, factored_lm=factored)
+                      pitch_registers=registers, factored_lm=factored, centroid_lm=centroid_lm)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

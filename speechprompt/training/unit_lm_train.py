@@ -27,7 +27,8 @@ class FactoredEmbedding(nn.Module):
     score plus a register score. Training only: ``train_unit_lm`` materialises the table afterwards, so the bundle
     holds a plain ``[V, d]`` embedding (build-default ``--factored-lm``; docs/results.md, "What was tried")."""
 
-    def __init__(self, weight: torch.Tensor, clusters: int, registers: int):
+    def __init__(self, weight: torch.Tensor, clusters: int, registers: int,
+                 cluster_features: torch.Tensor | None = None):
         super().__init__()
         if weight.shape[0] != NUM_SPECIAL + clusters * registers:
             raise ValueError(f"a factored embedding needs {NUM_SPECIAL} + {clusters} x {registers} rows, "
@@ -36,23 +37,34 @@ class FactoredEmbedding(nn.Module):
         std = (d ** -0.5) / math.sqrt(2.0)  # A[k] + B[r] then has fairseq's N(0, 1/d) spread
         self.clusters, self.registers = clusters, registers
         self.special = nn.Parameter(weight[:NUM_SPECIAL].detach().clone())
-        self.cluster = nn.Parameter(torch.randn(clusters, d) * std)
         self.register = nn.Parameter(torch.randn(registers, d) * std)
+        if cluster_features is None:
+            self.features = None
+            self.cluster = nn.Parameter(torch.randn(clusters, d) * std)
+        else:  # A[k] = f[k] P + a[k]: clusters with near centroids start with near embeddings
+            if cluster_features.shape[0] != clusters:
+                raise ValueError(f"cluster_features must be [{clusters}, D]; got {tuple(cluster_features.shape)}")
+            f = cluster_features.detach().float()
+            self.register_buffer("features", (f - f.mean(0)) / f.std(0).clamp_min(1e-6))  # [K, D] standardised
+            self.project = nn.Parameter(torch.randn(f.shape[1], d) * std / math.sqrt(f.shape[1]))
+            self.cluster = nn.Parameter(torch.zeros(clusters, d))  # the free part, from zero
 
     def forward(self, _weight: torch.Tensor) -> torch.Tensor:
-        units = (self.register[:, None, :] + self.cluster[None, :, :]).reshape(self.registers * self.clusters, -1)
+        a = self.cluster if self.features is None else self.cluster + self.features @ self.project  # [K, d]
+        units = (self.register[:, None, :] + a[None, :, :]).reshape(self.registers * self.clusters, -1)
         return torch.cat([self.special, units])
 
 
 def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say,
-                  factors: tuple[int, int] | None = None) -> tuple[UnitLM, dict]:
+                  factors: tuple | None = None) -> tuple[UnitLM, dict]:
     """fairseq ``language_modeling`` (eos break mode) with Adam + inverse-sqrt-free linear schedule; keeps the
     epoch with the lowest validation loss.
 
     ``cfg``: a build config with ``seed``, ``lm`` (:class:`UnitLMConfig`), ``lm_lr``, ``lm_batch_tokens``,
     ``lm_epochs`` (``build_backbone.BuildConfig``, ``build_default.DefaultConfig``); ``train`` / ``valid``: unit
     sequences ``[M]`` i64 (deduplicated, ids 0..K-1); ``say``: a progress callback; ``factors``: ``(clusters,
-    registers)`` of a product codebook to train the embedding as :class:`FactoredEmbedding` (the returned model has
+    registers[, cluster features [K, D]])`` of a product codebook to train the embedding as :class:`FactoredEmbedding` (with
+    cluster features, each cluster's part is a learnt linear map of its centroid plus a free part; the returned model has
     a plain embedding table). Returns the model (eval mode) and the history (losses, perplexity per epoch, best
     epoch). Raises ``ValueError`` when ``factors`` do not match the vocabulary."""
     torch.manual_seed(cfg.seed + 1)

@@ -104,6 +104,16 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     cents = qb.codebook.centroids
     assert torch.equal(cents[:100, :96], bb.codebook.centroids) and torch.equal(cents[200:, :96], bb.codebook.centroids)
     assert cents[:100, 96:].abs().sum() == 0 and torch.allclose(cents[200:, 96:], torch.tensor([40.0, 20.0]))
+    # --centroid-lm: the same codebook; the unit LM's embedding stays cluster + register (the register offsets are
+    # one vector per register), its cluster part tied to the centroids during training
+    tied = bd.build_default(tmp_path / "bundle6", replace(cfg, pitch_scale=40.0, units=100, pitch_registers=3,
+                                                          factored_lm=True, centroid_lm=True), **kw)
+    tb = Backbone.load(tmp_path / "bundle6")
+    assert torch.equal(tb.codebook.centroids, cents) and tied["fingerprint"] != prod["fingerprint"]
+    assert "linear map of its centroid" in tb.spec.extra["dense_model"]
+    rows6 = tb.unit_lm.embed_tokens.weight.detach()[4:].reshape(3, 100, -1)
+    offsets = rows6 - rows6[:1]
+    assert torch.allclose(offsets, offsets[:, :1].expand_as(offsets), atol=1e-5)
 
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
@@ -149,6 +159,8 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert result.exit_code == 0 and calls[-1][0][-1] == "--factored-lm"
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--no-factored-lm"])
     assert result.exit_code == 0 and calls[-1][0][-1] == "--no-factored-lm"
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--units", "1000", "--centroid-lm"])
+    assert result.exit_code == 0 and calls[-1][0][-1] == "--centroid-lm" and "--factored-lm" not in calls[-1][0]
     # the committed v5 is the default; --pitch-registers 0 gives v3's recipe, --pitch-scale 0 v2's
     assert cli.resolve_product(None, None, None) == (3, True)
     assert cli.resolve_product(None, 0, None) == (0, False) and cli.resolve_product(0, None, None) == (0, False)
@@ -156,11 +168,15 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     with pytest.raises(ValueError, match="factored_lm needs a product codebook"):
         bd.build_default("z", replace(bd.DefaultBuildConfig.small(), factored_lm=True), real_cache="r", work="w",
                          teacher_cache="t")
+    with pytest.raises(ValueError, match="centroid_lm needs factored_lm"):
+        bd.build_default("z", replace(bd.DefaultBuildConfig.small(), centroid_lm=True), real_cache="r", work="w",
+                         teacher_cache="t")
 
 
 @pytest.mark.parametrize("flag", [["--units", "1"], ["--pitch-scale", "-1"], ["--pitch-registers", "1"],
                                   ["--pitch-registers", "3", "--pitch-scale", "0"], ["--factored-lm", "--pitch-scale", "0"],
-                                  ["--factored-lm", "--pitch-registers", "0"]])
+                                  ["--factored-lm", "--pitch-registers", "0"], ["--centroid-lm", "--no-factored-lm"],
+                                  ["--centroid-lm", "--pitch-registers", "0"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

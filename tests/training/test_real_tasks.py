@@ -175,8 +175,14 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         vad = work / "tasks" / "vad"
         segments = [e for e in ev.M.read_manifest(vad / "manifest.csv") if "segments" in e.path]
         assert len(segments) == 48 and {e.split for e in segments} >= {"train", "test"}
-        assert ev.augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0)["twins"] > 0
+        added = ev.augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1)
+        assert added["twins"] > 0
         ex = ev.M.read_manifest(vad / "manifest.csv")
+        # --cuts: one 1-2.6 s window of each train clip long enough (here the 5 s non-speech pieces; 0.5 s speech
+        # clips are too short), labelled as its clip
+        cut = [e for e in ex if e.path.rsplit("/", 1)[-1].startswith("cut0-")]
+        assert len(cut) == added["cuts"] > 0 and {(e.label, e.split) for e in cut} == {("noise", "train")}
+        assert all(16000 <= len(sf.read(e.path)[0]) <= 41600 for e in cut)
         seen.append([(e.label, e.split, sf.read(e.path, dtype="float32")[0].tobytes()) for e in ex])
     assert len(seen[0]) == len(seen[1]) and seen[0] == seen[1]
     assert sum(s == "dev" for _, s, _ in seen[0]) > 0

@@ -54,3 +54,25 @@ def test_factors_must_match_the_vocabulary():
         train_unit_lm(_cfg(4 + K * R), _data(4, 0), _data(2, 1), lambda _m: None, factors=(K, 4))
     emb = FactoredEmbedding(torch.zeros(4 + K * R, 8), K, R)
     assert emb(torch.zeros(0)).shape == (4 + K * R, 8)
+
+
+def test_centroid_features_tie_the_cluster_part_to_the_centroids():
+    """With cluster features (build-default --centroid-lm) a cluster's part starts as a linear map of its standardised
+    centroid: clusters with equal centroids start with equal rows, different ones apart; training keeps the table
+    factored as cluster + register."""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(K, 5, generator=g)
+    feats[1] = feats[0]  # two clusters at one centroid
+    emb = FactoredEmbedding(torch.zeros(4 + K * R, 8), K, R, cluster_features=feats)
+    units = emb(torch.zeros(0))[4:].reshape(R, K, -1)
+    assert torch.equal(units[:, 0], units[:, 1])
+    assert (units[:, 0] - units[:, 2]).abs().amax() > 1e-3
+    with pytest.raises(ValueError, match=r"cluster_features must be \[6, D\]"):
+        FactoredEmbedding(torch.zeros(4 + K * R, 8), K, R, cluster_features=feats[:4])
+
+    train, valid = _data(60, 0), _data(8, 1)
+    lm, hist = train_unit_lm(_cfg(4 + K * R), train, valid, lambda _m: None, factors=(K, R, feats))
+    assert not any("parametrizations" in k or "features" in k for k in lm.state_dict())
+    off = _register_offsets(lm.embed_tokens.weight.detach())
+    assert torch.allclose(off, off[:, :1].expand_as(off), atol=1e-5)
+    assert hist["valid_loss"][-1] < hist["valid_loss"][0]

@@ -150,9 +150,10 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     from speechprompt.training.suite import voice_pool
 
     examples = M.read_manifest(task_dir / "manifest.csv")
-    added: list[tuple[str, str, str]] = []
     out = aug_dir / task_dir.name
     out.mkdir(parents=True, exist_ok=True)
+    twin_rows: list[tuple[str, str, str]] = []
+    cut_rows: list[tuple[str, str, str]] = []
     for e in [e for e in examples if e.split == "train"]:
         clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()  # twins follow the clip's bytes, not its folder
         for t in range(twins):
@@ -161,21 +162,19 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 key = int(hashlib.sha256(f"{clip}:{t}".encode()).hexdigest()[:8], 16)
                 y = channel_aug.apply(M.load_audio(e.path), channel_aug.draw(seed, key), seed, key)
                 sf.write(path, y, 16000)
-            added.append((str(path), e.label, "train"))
-    n_twins = len(added)
-    for e in [e for e in examples if e.split == "train"] if task_dir.name == "vad" else []:
-        clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()
-        for t in range(cuts):
+            twin_rows.append((str(path), e.label, "train"))
+        for t in range(cuts if task_dir.name == "vad" else 0):
             path = out / f"cut{t}-{clip[:16]}.wav"
             if not path.exists():
                 key = int(hashlib.sha256(f"{clip}:cut{t}".encode()).hexdigest()[:8], 16)
                 y = M.load_audio(e.path)
                 y = cut_mod.speech_cut(y, key) if e.label == "speech" else cut_mod.random_cut(y, key)
-                if y is None:
+                if y is None:  # too short to cut, or a speech window in a pause
                     continue
                 sf.write(path, y, 16000)
-            added.append((str(path), e.label, "train"))
-    n_cuts = len(added) - n_twins
+            cut_rows.append((str(path), e.label, "train"))
+    added = twin_rows + cut_rows
+    n_twins, n_cuts = len(twin_rows), len(cut_rows)
     if task_dir.name == "keyword" and tts_voices:
         labels = sorted({e.label for e in examples})
         pool = voice_pool("en", "seen")

@@ -35,14 +35,13 @@ BANDS = {"1.0-1.5 s": (1.0, 1.5), "2.3-2.6 s": (2.3, 2.6)}
 def make_cuts(manifest: Path, out: Path, per_clip: int = 2) -> dict[str, Path]:
     """Cut test manifests, one per band: ``{band: manifest path}`` (clips named by the source clip's bytes)."""
     tests = [e for e in M.read_manifest(manifest) if e.split == "test"]
-    made = {}
-    for band, (lo, hi) in BANDS.items():
-        folder = out / band.replace(" ", "")
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for e in tests:
-            y = M.load_audio(e.path)
-            clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()
+    rows: dict[str, list] = {band: [] for band in BANDS}
+    for e in tests:
+        y = M.load_audio(e.path)
+        clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()
+        for band, (lo, hi) in BANDS.items():
+            folder = out / band.replace(" ", "")
+            folder.mkdir(parents=True, exist_ok=True)
             for j in range(per_clip):
                 key = int(hashlib.sha256(f"{clip}:{band}:{j}".encode()).hexdigest()[:8], 16)
                 kw = dict(low_s=lo, high_s=hi)
@@ -50,10 +49,12 @@ def make_cuts(manifest: Path, out: Path, per_clip: int = 2) -> dict[str, Path]:
                 if c is not None:
                     path = folder / f"{clip[:16]}-{j}.wav"
                     sf.write(path, c, 16000)
-                    rows.append((str(path), e.label, "test"))
-        with open(folder / "manifest.csv", "w", newline="") as fh:
-            csv.writer(fh).writerows([("path", "label", "split"), *rows])
-        made[band] = folder / "manifest.csv"
+                    rows[band].append((str(path), e.label, "test"))
+    made = {}
+    for band, band_rows in rows.items():
+        made[band] = out / band.replace(" ", "") / "manifest.csv"
+        with open(made[band], "w", newline="") as fh:
+            csv.writer(fh).writerows([("path", "label", "split"), *band_rows])
     return made
 
 

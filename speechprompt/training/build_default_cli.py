@@ -47,11 +47,11 @@ def _options(typer) -> dict:
                                      "pitch.register_centroids), vocabulary units x R; 0: k-means over embedding + "
                                      "pitch together (v3; the default when --pitch-scale is 0)"),
         factored_lm=typer.Option(None, "--factored-lm/--no-factored-lm",
-                                 help="train the unit LM's embedding of unit (cluster k, register r) as A[k] + B[r] "
+                                 help="train the unit LM's embedding of unit (cluster k, register r) as A_k + B_r "
                                  "(unit_lm_train.FactoredEmbedding; the bundle stores the plain table); default: on "
                                  "with a product codebook (v5), off without"),
-        centroid_lm=typer.Option(False, help="with --factored-lm: the cluster part A[k] = (standardised centroid k) P "
-                                 "+ a[k], P and a learnt (FactoredEmbedding cluster_features; docs/results.md)"),
+        centroid_lm=typer.Option(False, help="with --factored-lm: the cluster part A_k = (standardised centroid k) P "
+                                 "+ a_k, P and a_k learnt (FactoredEmbedding cluster_features; docs/results.md)"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v5)"),
     )
 

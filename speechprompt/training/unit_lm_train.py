@@ -37,11 +37,12 @@ class FactoredEmbedding(nn.Module):
         std = (d ** -0.5) / math.sqrt(2.0)  # A[k] + B[r] then has fairseq's N(0, 1/d) spread
         self.clusters, self.registers = clusters, registers
         self.special = nn.Parameter(weight[:NUM_SPECIAL].detach().clone())
-        self.register = nn.Parameter(torch.randn(registers, d) * std)
-        if cluster_features is None:
+        if cluster_features is None:  # the clusters drawn before the registers, as v5 (1ba1637b) was built
             self.features = None
             self.cluster = nn.Parameter(torch.randn(clusters, d) * std)
-        else:  # A[k] = f[k] P + a[k]: clusters with near centroids start with near embeddings
+            self.register = nn.Parameter(torch.randn(registers, d) * std)
+        else:  # A[k] = f[k] P + a[k]: clusters with near centroids start with near embeddings (v6, 86b0a52f)
+            self.register = nn.Parameter(torch.randn(registers, d) * std)
             if cluster_features.shape[0] != clusters:
                 raise ValueError(f"cluster_features must be [{clusters}, D]; got {tuple(cluster_features.shape)}")
             f = cluster_features.detach().float()

@@ -76,3 +76,22 @@ def test_centroid_features_tie_the_cluster_part_to_the_centroids():
     off = _register_offsets(lm.embed_tokens.weight.detach())
     assert torch.allclose(off, off[:, :1].expand_as(off), atol=1e-5)
     assert hist["valid_loss"][-1] < hist["valid_loss"][0]
+
+
+def test_initial_draws_keep_the_committed_builds_reproducible():
+    """The order of the random draws is part of every build's fingerprint: untied (v5, ``1ba1637b``) the cluster part
+    is drawn before the register part; tied (v6, ``86b0a52f``) the register part before the centroid map. A
+    reordering rebuilt v5 with another fingerprint once (2026-12-05); this pins both orders."""
+    d, k, r = 8, 5, 3
+    std = (d ** -0.5) / 2 ** 0.5
+    weight = torch.zeros(4 + k * r, d)
+    torch.manual_seed(7)
+    untied = FactoredEmbedding(weight, k, r)
+    torch.manual_seed(7)
+    a, b = torch.randn(k, d) * std, torch.randn(r, d) * std
+    assert torch.equal(untied.cluster.data, a) and torch.equal(untied.register.data, b)
+    torch.manual_seed(7)
+    tied = FactoredEmbedding(weight, k, r, cluster_features=torch.randn(k, 6, generator=torch.Generator().manual_seed(1)))
+    torch.manual_seed(7)
+    b, p = torch.randn(r, d) * std, torch.randn(6, d) * std / 6 ** 0.5
+    assert torch.equal(tied.register.data, b) and torch.equal(tied.project.data, p) and not tied.cluster.data.any()

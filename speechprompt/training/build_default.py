@@ -17,13 +17,15 @@ of their own, so ``--units`` and ``--name`` reuse every stage):
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin; with a pitch stream
    (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt``, its ``[E, 2]`` frames, appended;
-5. codebook: k-means (100) on ``codebook_frames`` sampled frames; with ``pitch_registers`` (default 3, v5) the
-   k-means sees the embedding dimensions only and each cluster is paired with every pitch register (a product
-   codebook, ``kmeans.product_centroids``: 300 units), so the units keep v2's word clusters and carry the register
-   as a second factor; ``pitch_registers=0`` clusters embedding + pitch together (v3);
+5. codebook: k-means (``units``: 300 since v6; 100 in v2-v5) on ``codebook_frames`` sampled frames; with
+   ``pitch_registers`` (default 3, v5 and v6) the k-means sees the embedding dimensions only and each cluster is
+   paired with every pitch register (a product codebook, ``kmeans.product_centroids``: 900 units in v6, 300 in v5),
+   so the units keep the word clusters and carry the register as a second factor; ``pitch_registers=0`` clusters
+   embedding + pitch together (v3);
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
-   validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5) its
-   token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain;
+   validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5, v6) its
+   token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
+   ``centroid_lm`` (default, v6) the cluster part is a learnt linear map of the cluster's centroid plus a free part;
 7. bundle (``save_bundle``) + a training log JSON for the model card.
 """
 
@@ -83,16 +85,16 @@ class DefaultBuildConfig:
     lm_batch_tokens: int = 4000
     lm_lr: float = 2e-3
     pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
-    units: int = NUM_UNITS  # k-means codebook size (100; 400 was tried, docs/results.md); the unit LM's vocabulary
-    # follows (build_default resets lm.vocab_size to vocab + 4)
+    units: int = 300  # k-means codebook size (v6: 300; v2-v5: 100, NUM_UNITS; 200, 400 and 1000 were tried,
+    # docs/results.md); the unit LM's vocabulary follows (build_default resets lm.vocab_size to vocab + 4)
     pitch_registers: int = 3  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
     # (pitch.register_centroids; vocabulary units * registers; 3: the committed v5); 0: k-means over embedding +
     # pitch together (v3)
     factored_lm: bool = True  # with pitch_registers: the unit LM's embedding trained as cluster + register
     # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5)
-    centroid_lm: bool = False  # with factored_lm: each cluster's embedding part a learnt linear map of its
-    # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near
-    name: str = "speechprompt-default-v5"
+    centroid_lm: bool = True  # with factored_lm: each cluster's embedding part a learnt linear map of its
+    # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near (v6)
+    name: str = "speechprompt-default-v6"
 
     @property
     def vocab(self) -> int:
@@ -104,8 +106,8 @@ class DefaultBuildConfig:
         """A tiny build for tests: v3's recipe (pitch stream, one k-means; tests add the product codebook)."""
         return cls(seed=seed, minutes=1.0, real_max_clips=40, twin_fraction=1.0, codebook_frames=5000,
                    lm=UnitLMConfig(vocab_size=NUM_UNITS + 4, embed_dim=32, ffn_dim=64, layers=1, heads=4,
-                                   max_positions=2048), lm_epochs=1, pitch_registers=0, factored_lm=False,
-                   name="speechprompt-small-v3")
+                                   max_positions=2048), lm_epochs=1, units=NUM_UNITS, pitch_registers=0,
+                   factored_lm=False, centroid_lm=False, name="speechprompt-small-v3")
 
 
 def _twin(job: tuple[np.ndarray, int, int, list[np.ndarray]]) -> tuple[np.ndarray, dict]:

@@ -14,17 +14,19 @@ from speechprompt.training.stages import StageMismatch
 
 
 def resolve_product(pitch_scale: float | None, pitch_registers: int | None, factored_lm: bool | None,
-                    cfg: DefaultBuildConfig | None = None) -> tuple[int, bool]:
-    """The (pitch_registers, factored_lm) a build uses when the CLI gives some of them (None: not given).
+                    cfg: DefaultBuildConfig | None = None, centroid_lm: bool | None = None) -> tuple[int, bool, bool]:
+    """The (pitch_registers, factored_lm, centroid_lm) a build uses when the CLI gives some of them (None: not given).
 
-    Defaults follow ``cfg`` (the committed v5: 3 registers, factored), except that ``--pitch-scale 0`` (no pitch
-    stream, v2) means no registers and ``--pitch-registers 0`` (v3) means no factored embedding, so each older
-    recipe stays one flag away. Inconsistent explicit choices are returned as given (``build_default`` refuses them).
+    Defaults follow ``cfg`` (the committed v6: 3 registers, factored, tied to the centroids), except that
+    ``--pitch-scale 0`` (no pitch stream, v2) means no registers, ``--pitch-registers 0`` (v3) means no factored
+    embedding and ``--no-factored-lm`` no centroid tie, so each older recipe stays a flag or two away (with
+    ``--units 100``). Inconsistent explicit choices are returned as given (``build_default`` refuses them).
     """
     cfg = cfg or DefaultBuildConfig()
     registers = pitch_registers if pitch_registers is not None else 0 if pitch_scale == 0 else cfg.pitch_registers
     factored = factored_lm if factored_lm is not None else cfg.factored_lm and registers > 0
-    return registers, factored
+    tied = centroid_lm if centroid_lm is not None else cfg.centroid_lm and factored
+    return registers, factored, tied
 
 
 def _options(typer) -> dict:
@@ -40,8 +42,8 @@ def _options(typer) -> dict:
         pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
                                  "appended to the embedding before k-means (default 40, as the committed v5; 0: none, "
                                  "as v2; docs/model_card.md has the measured trade-off)"),
-        units=typer.Option(None, help="k-means codebook size (default 100; 400 was measured, docs/results.md); the "
-                           "unit LM's vocabulary follows"),
+        units=typer.Option(None, help="k-means codebook size (default 300, v6; v2-v5 used 100; 200, 400 and 1000 "
+                           "were measured, docs/results.md); the unit LM's vocabulary follows"),
         pitch_registers=typer.Option(None, help="R >= 2 (default 3, v5): a product codebook, --units clusters of "
                                      "the embedding x R pitch registers (unvoiced + R-1 voiced, "
                                      "pitch.register_centroids), vocabulary units x R; 0: k-means over embedding + "
@@ -50,9 +52,11 @@ def _options(typer) -> dict:
                                  help="train the unit LM's embedding of unit (cluster k, register r) as A_k + B_r "
                                  "(unit_lm_train.FactoredEmbedding; the bundle stores the plain table); default: on "
                                  "with a product codebook (v5), off without"),
-        centroid_lm=typer.Option(False, help="with --factored-lm: the cluster part A_k = (standardised centroid k) P "
-                                 "+ a_k, P and a_k learnt (FactoredEmbedding cluster_features; docs/results.md)"),
-        name=typer.Option(None, help="bundle name (default speechprompt-default-v5)"),
+        centroid_lm=typer.Option(None, "--centroid-lm/--no-centroid-lm",
+                                 help="with --factored-lm: the cluster part A_k = (standardised centroid k) P + a_k, P "
+                                 "and a_k learnt (FactoredEmbedding cluster_features; docs/results.md); default: on "
+                                 "with the factored embedding (v6), off without; v5 = --units 100 --no-centroid-lm"),
+        name=typer.Option(None, help="bundle name (default speechprompt-default-v6)"),
     )
 
 
@@ -70,7 +74,7 @@ def register(app) -> None:
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
                           pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
-                          centroid_lm: bool = o["centroid_lm"], name: str = o["name"]) -> None:
+                          centroid_lm: bool | None = o["centroid_lm"], name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
@@ -96,7 +100,7 @@ def register(app) -> None:
             "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name},
             {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
-             "--centroid-lm": centroid_lm}))
+             "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False}))
 
 
 def main() -> None:
@@ -109,13 +113,13 @@ def main() -> None:
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
-            centroid_lm: bool = o["centroid_lm"], name: str = o["name"]) -> None:
+            centroid_lm: bool | None = o["centroid_lm"], name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
-        registers, factored = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg)
+        registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units)) if v is not None},
-                      pitch_registers=registers, factored_lm=factored, centroid_lm=centroid_lm)
+                      pitch_registers=registers, factored_lm=factored, centroid_lm=tied)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -1,10 +1,11 @@
 """Explanations on the embedded default backbone and a demo task, over HTTP, with real human recordings
-(alsa-utils): silencing the AUDIO of the stretch the explanation ranks most important lowers the explained
-label's score more than silencing the least important one (an independent check of the seconds mapping).
+(alsa-utils): on a clip of a voice followed by noise, the `vad` demo's explanation of `speech` ranks a stretch of
+the voice most important, and silencing the AUDIO of that stretch lowers the speech score more than silencing the
+last stretch, which lies in the noise (an independent check of the seconds mapping).
 
-The task is ``language-id``, whose label for these recordings is right (``en``): ``commands-en`` was used until its
-demo moved to 32x the suite's clips (2026-12-04), but "Front Center" is no command, so its label there is arbitrary
-and its explanation need not agree with silencing the audio (the 32x demo's does not on Front_Center)."""
+A clip whose halves differ in kind is used because an explanation is a check of the mapping only where some stretch
+matters: on the plain recordings the v6 language-id demo's `en` moves by under 0.07 whichever stretch is removed
+(docs/api.md), so which stretch ranks first there is noise (that test was retired with v5's demos)."""
 
 from __future__ import annotations
 
@@ -22,36 +23,46 @@ from .http_helpers import WAV
 pytestmark = pytest.mark.asyncio
 ALSA = Path("/usr/share/sounds/alsa")
 RECORDINGS = ("Front_Center.wav", "Front_Left.wav")
-TASK = "language-id"
+TASK = "vad"
 
 
-def silenced(data: bytes, start: float, end: float) -> bytes:
-    samples, rate = sf.read(io.BytesIO(data), dtype="float32")
-    samples[int(start * rate):int(end * rate)] = 0.0
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, samples, rate, format="WAV")
     return buf.getvalue()
 
 
-@pytest.mark.skipif(not (ALSA / RECORDINGS[0]).exists(), reason="alsa-utils recordings missing")
+def silenced(data: bytes, start: float, end: float) -> bytes:
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32")
+    samples[int(start * rate):int(end * rate)] = 0.0
+    return wav_bytes(samples, rate)
+
+
+@pytest.mark.skipif(not (ALSA / RECORDINGS[0]).exists() or not (ALSA / "Noise.wav").exists(),
+                    reason="alsa-utils recordings missing")
 async def test_silencing_the_most_important_stretch_costs_more(make_server):
     srv = await make_server(bundle_dir=default_path("models/default"), store=str(default_path("prompts_store")))
+    noise, rate = sf.read(ALSA / "Noise.wav", dtype="float32")
     for name in RECORDINGS:
-        data = (ALSA / name).read_bytes()
+        voice, r0 = sf.read(ALSA / name, dtype="float32")
+        assert r0 == rate
+        voice_s = len(voice) / rate  # the voice ends here; the noise fills the rest
+        data = wav_bytes(np.concatenate([voice, noise]), rate)
         r = await srv.client.post(f"/v1/tasks/{TASK}/classify?explain=true&explain_spans=8", content=data,
                                   headers=WAV)
         assert r.status_code == 200, r.text
         body = r.json()
         ex = body["explanation"]
-        assert ex["label"] == body["label"] and ex["score"] == pytest.approx(body["scores"][0]["score"])
+        assert ex["label"] == body["label"] == "speech", (name, body["scores"])
+        assert ex["score"] == pytest.approx(body["scores"][0]["score"])
         spans = ex["spans"]
         assert spans[0]["start"] == 0.0 and spans[-1]["end"] == pytest.approx(body["audio"]["duration_s"], abs=1e-3)
         imp = np.array([s["importance"] for s in spans])
-        most, least = spans[int(np.argmax(imp))], spans[int(np.argmin(imp))]
+        most, last = spans[int(np.argmax(imp))], spans[-1]
+        assert (most["start"] + most["end"]) / 2 < voice_s <= last["start"], (name, spans)
         after = {}
-        for which, s in (("most", most), ("least", least)):
+        for which, s in (("most", most), ("last", last)):
             got = await srv.client.post(f"/v1/tasks/{TASK}/classify?top_k=1000",
                                         content=silenced(data, s["start"], s["end"]), headers=WAV)
-            after[which] = {x["label"]: x["score"] for x in got.json()["scores"]}[ex["label"]]
-        assert ex["label"] == "en", (name, body["scores"][:3])
-        assert after["most"] < after["least"], (name, after, imp)
+            after[which] = {x["label"]: x["score"] for x in got.json()["scores"]}["speech"]
+        assert after["most"] < after["last"] - 0.1, (name, after, imp)

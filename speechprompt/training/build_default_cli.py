@@ -40,22 +40,22 @@ def _options(typer) -> dict:
         teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
         log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
         pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
-                                 "appended to the embedding before k-means (default 40, as the committed v5; 0: none, "
+                                 "appended to the embedding before k-means (default 40, as the committed v5 and v6; 0: none, "
                                  "as v2; docs/model_card.md has the measured trade-off)"),
         units=typer.Option(None, help="k-means codebook size (default 300, v6; v2-v5 used 100; 200, 400 and 1000 "
                            "were measured, docs/results.md); the unit LM's vocabulary follows"),
-        pitch_registers=typer.Option(None, help="R >= 2 (default 3, v5): a product codebook, --units clusters of "
+        pitch_registers=typer.Option(None, help="R >= 2 (default 3, v5 and v6): a product codebook, --units clusters of "
                                      "the embedding x R pitch registers (unvoiced + R-1 voiced, "
                                      "pitch.register_centroids), vocabulary units x R; 0: k-means over embedding + "
                                      "pitch together (v3; the default when --pitch-scale is 0)"),
         factored_lm=typer.Option(None, "--factored-lm/--no-factored-lm",
                                  help="train the unit LM's embedding of unit (cluster k, register r) as A_k + B_r "
                                  "(unit_lm_train.FactoredEmbedding; the bundle stores the plain table); default: on "
-                                 "with a product codebook (v5), off without"),
+                                 "with a product codebook (v5, v6), off without"),
         centroid_lm=typer.Option(None, "--centroid-lm/--no-centroid-lm",
                                  help="with --factored-lm: the cluster part A_k = (standardised centroid k) P + a_k, P "
                                  "and a_k learnt (FactoredEmbedding cluster_features; docs/results.md); default: on "
-                                 "with the factored embedding (v6), off without; v5 = --units 100 --no-centroid-lm"),
+                                 "with the factored embedding (v6), off without; v5 = --units 100 --no-centroid-lm --name speechprompt-default-v5"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v6)"),
     )
 

@@ -88,10 +88,10 @@ class DefaultBuildConfig:
     units: int = 300  # k-means codebook size (v6: 300; v2-v5: 100, NUM_UNITS; 200, 400 and 1000 were tried,
     # docs/results.md); the unit LM's vocabulary follows (build_default resets lm.vocab_size to vocab + 4)
     pitch_registers: int = 3  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
-    # (pitch.register_centroids; vocabulary units * registers; 3: the committed v5); 0: k-means over embedding +
+    # (pitch.register_centroids; vocabulary units * registers; 3: v5 and v6); 0: k-means over embedding +
     # pitch together (v3)
     factored_lm: bool = True  # with pitch_registers: the unit LM's embedding trained as cluster + register
-    # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5)
+    # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5, v6)
     centroid_lm: bool = True  # with factored_lm: each cluster's embedding part a learnt linear map of its
     # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near (v6)
     name: str = "speechprompt-default-v6"

@@ -71,6 +71,8 @@ class DefaultBuildConfig:
     """Sizes of one build (``small()``: a tiny corpus, for tests)."""
 
     seed: int = 0
+    lm_seed: int | None = None  # the unit LM's initialisation and batch order (None: ``seed``); corpus, twins and
+    # k-means keep ``seed``, so builds that differ only here measure the unit LM's spread (docs/results.md)
     minutes: float = 120.0  # TTS corpus
     jobs: int = 2
     threads: int = 2
@@ -258,7 +260,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     units, valid = [u for u in units if len(u)], [v for v in valid if len(v)]
     if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
         valid, units = units[-max(1, len(units) // 20):], units[: -max(1, len(units) // 20)]
-    lm, lm_hist = train_unit_lm(cfg, units, valid, say,
+    lm, lm_hist = train_unit_lm(cfg if cfg.lm_seed is None else replace(cfg, seed=cfg.lm_seed), units, valid, say,
                                 factors=None if not cfg.factored_lm else (cfg.units, cfg.pitch_registers) + (
                                     (torch.from_numpy(clusters),) if cfg.centroid_lm else ()))
     lap("unit_lm")
@@ -274,6 +276,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
              + (" (cluster part a linear map of its centroid + a free part)" if cfg.centroid_lm else ""),
              "dense_source": f"npm {NPM_PACKAGE}", "dense_license": LICENSE,
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
+    if cfg.lm_seed is not None:
+        extra["lm_seed"] = cfg.lm_seed
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
                      centroids=codebook.centroids, lm_cfg=cfg.lm, lm_state=lm.state_dict(),
                      dictionary=natural_dictionary(cfg.vocab), extra=extra)

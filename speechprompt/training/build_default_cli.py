@@ -33,6 +33,9 @@ def _options(typer) -> dict:
     return dict(
         out=typer.Option(Path("models/default"), help="bundle folder to write"),
         seed=typer.Option(0, help="seed of every random choice"),
+        lm_seed=typer.Option(None, help="seed of the unit LM's initialisation and batch order only (default: --seed); "
+                             "the corpus, twins and k-means keep --seed, so two builds that differ here measure "
+                             "how far the unit LM's training draw moves the prompts (docs/results.md)"),
         small=typer.Option(False, help="tiny corpus and LM (for tests)"),
         minutes=typer.Option(None, help="TTS corpus minutes (default 120)"),
         real_cache=typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus (scripts/build_real_corpus.py)"),
@@ -69,7 +72,8 @@ def register(app) -> None:
     o = _options(typer)
 
     @app.command("build-default")
-    def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"],
+    def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], lm_seed: int | None = o["lm_seed"],
+                          small: bool = o["small"],
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
@@ -96,7 +100,7 @@ def register(app) -> None:
                        err=True)
             raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
-            "--out": out, "--seed": seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
+            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
             "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name},
             {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
@@ -109,7 +113,8 @@ def main() -> None:
 
     o = _options(typer)
 
-    def run(out: Path = o["out"], seed: int = o["seed"], small: bool = o["small"], minutes: float = o["minutes"],
+    def run(out: Path = o["out"], seed: int = o["seed"], lm_seed: int | None = o["lm_seed"], small: bool = o["small"],
+            minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
@@ -119,7 +124,7 @@ def main() -> None:
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units)) if v is not None},
-                      pitch_registers=registers, factored_lm=factored, centroid_lm=tied)
+                      pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -68,6 +68,13 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     monkeypatch.setattr(bd, "_twin", boom)
     again = bd.build_default(tmp_path / "bundle2", cfg, **kw)
     assert again["fingerprint"] == result["fingerprint"]  # deterministic from the same stage files and seed
+    # --lm-seed draws the unit LM only: its default is --seed (the same weights), another keeps the codebook
+    same = bd.build_default(tmp_path / "bundle_s", replace(cfg, lm_seed=cfg.seed), **kw)
+    other = bd.build_default(tmp_path / "bundle_o", replace(cfg, lm_seed=cfg.seed + 5), **kw)
+    assert same["fingerprint"] == result["fingerprint"] != other["fingerprint"]
+    ob = Backbone.load(tmp_path / "bundle_o")
+    assert torch.equal(ob.codebook.centroids, bb.codebook.centroids) and ob.spec.extra["lm_seed"] == cfg.seed + 5
+    assert not torch.equal(ob.unit_lm.embed_tokens.weight, bb.unit_lm.embed_tokens.weight)
 
     # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder;
     # the codebook size sets the unit LM's vocabulary (units + 4 fairseq specials)
@@ -156,6 +163,9 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert args[1:3] == ["-m", "speechprompt.training.build_default"] and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert args[3:7] == ["--out", "x", "--seed", "2"] and args[-1] == "--small"
     assert "--real-cache" in args and "--teacher-cache" in args and "--factored-lm" not in args
+    assert "--lm-seed" not in args  # unset: the child's default (--seed)
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-seed", "3"])
+    assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--lm-seed") + 1] == "3"
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--pitch-registers", "3", "--factored-lm"])
     assert result.exit_code == 0 and calls[-1][0][-1] == "--factored-lm"
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--no-factored-lm"])

@@ -100,8 +100,8 @@ def register(app) -> None:
                        err=True)
             raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
-            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--minutes": minutes, "--real-cache": real_cache, "--work": work,
-            "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
+            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--minutes": minutes, "--real-cache": real_cache,
+            "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name},
             {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False}))

@@ -34,8 +34,8 @@ def _options(typer) -> dict:
         out=typer.Option(Path("models/default"), help="bundle folder to write"),
         seed=typer.Option(0, help="seed of every random choice"),
         lm_seed=typer.Option(None, help="seed of the unit LM's initialisation and batch order only (default: --seed); "
-                             "the corpus, twins and k-means keep --seed, so two builds that differ here measure "
-                             "how far the unit LM's training draw moves the prompts (docs/results.md)"),
+                             "the corpus, channel-augmented twins and k-means keep --seed, so two builds that differ here "
+                             "measure how far the unit LM's training draw moves the prompts' accuracy (docs/results.md)"),
         small=typer.Option(False, help="tiny corpus and LM (for tests)"),
         minutes=typer.Option(None, help="TTS corpus minutes (default 120)"),
         real_cache=typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus (scripts/build_real_corpus.py)"),

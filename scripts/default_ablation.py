@@ -11,7 +11,7 @@ Rows, all scored with the same logistic regression (``run_suite.logreg``) on the
 4. the same with a larger codebook (``--sizes``, default 300 and 1000 units);
 5. speech_embedding + pitch units, one k-means over both (v3's recipe at weight 40; ``--pitch-scales``, default 20,
    40 and 80; ``build-default --pitch-scale``), 100 units on the same sampled frames;
-6. the default's own units (v6: speech_embedding + pitch as a product codebook, 300 clusters x 3 registers);
+6. the default's own units (v7: speech_embedding + pitch as a product codebook, 300 clusters x 4 registers);
 7. speech_embedding features, mean-pooled (no quantisation, no pitch);
 and the prompted unit LM (SpeechPrompt v2) on v1 and on the default, from the evaluation. The regressions are kept in
 ``<eval>/ablation-<fingerprint>.json`` with each task's manifest digest; a rerun recomputes only the tasks whose clips

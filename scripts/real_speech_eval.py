@@ -260,8 +260,8 @@ def render(results: dict, info: dict, meta: dict) -> str:
         lines.append(f"| {name} | {i['classes']} | " + " | ".join(cells) + f" | {i['chance']} | "
                      f"{i['test']['clips']} / {i['test']['speakers']} | {i['train']['clips']} / {i['train']['speakers']} |")
     missing = any("| - |" in line for line in lines[4:])
-    lines += ["", ("A `-`: not run (the old default's run on that task, prompts and its unit histograms, did not fit "
-                   "the session's CPU time). " if missing else "") +
+    lines += ["", ("A `-`: not run (the old default's prompts or unit histograms on that task did not fit the "
+                   "session's CPU time; `--columns old` adds them). " if missing else "") +
               "Speakers are the corpus's speaker ids (see above); those of `vad` include the non-speech groups (music, "
               "effects, tones of one package each).",
               "", "Labels: " + "; ".join(f"{n}: {', '.join(info[n]['labels'])}" for n in results), ""]

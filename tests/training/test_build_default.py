@@ -93,7 +93,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     monkeypatch.setattr(bd.SpeechEmbeddingEncoder, "extract", boom)
     default, small = bd.DefaultBuildConfig(), bd.DefaultBuildConfig.small()
     assert small.pitch_scale == default.pitch_scale == 40.0 and (default.units, small.units) == (300, 100)
-    assert (default.pitch_registers, default.factored_lm, default.centroid_lm) == (3, True, True)  # v6
+    assert (default.pitch_registers, default.factored_lm, default.centroid_lm) == (4, True, True)  # v7
     assert (small.pitch_registers, small.factored_lm, small.centroid_lm) == (0, False, False)  # small: v3
     pitched = bd.build_default(tmp_path / "bundle3", replace(cfg, pitch_scale=40.0, units=64), **kw)
     pb = Backbone.load(tmp_path / "bundle3")
@@ -174,13 +174,15 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert result.exit_code == 0 and calls[-1][0][-1] == "--centroid-lm" and "--factored-lm" not in calls[-1][0]
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--units", "100", "--no-centroid-lm"])
     assert result.exit_code == 0 and calls[-1][0][-1] == "--no-centroid-lm" and "100" in calls[-1][0]
-    # the committed v6 is the default (tied, 300 clusters); --no-centroid-lm gives v5's embedding, --pitch-registers 0
+    # the committed v7 is the default (tied, 300 clusters x 4 registers); --pitch-registers 3 gives v6,
+    # --no-centroid-lm v5's embedding (with --pitch-registers 3), --pitch-registers 0
     # v3's recipe, --pitch-scale 0 v2's (each with --units 100)
     cfg = bd.DefaultBuildConfig()
-    assert (cfg.units, cfg.pitch_registers, cfg.factored_lm, cfg.centroid_lm, cfg.vocab) == (300, 3, True, True, 900)
-    assert cli.resolve_product(None, None, None) == (3, True, True)
-    assert cli.resolve_product(None, None, None, centroid_lm=False) == (3, True, False)
-    assert cli.resolve_product(None, None, False) == (3, False, False)
+    assert (cfg.units, cfg.pitch_registers, cfg.factored_lm, cfg.centroid_lm, cfg.vocab) == (300, 4, True, True, 1200)
+    assert cli.resolve_product(None, None, None) == (4, True, True)
+    assert cli.resolve_product(None, None, None, centroid_lm=False) == (4, True, False)
+    assert cli.resolve_product(None, None, False) == (4, False, False)
+    assert cli.resolve_product(None, 3, None) == (3, True, True)  # v6
     assert cli.resolve_product(None, 0, None) == (0, False, False) and cli.resolve_product(0, None, None) == (0, False, False)
     assert cli.resolve_product(None, 5, False) == (5, False, False) and cli.resolve_product(None, 0, True) == (0, True, True)
     with pytest.raises(ValueError, match="factored_lm needs a product codebook"):

@@ -4,8 +4,8 @@ the voice most important, and silencing the AUDIO of that stretch lowers the spe
 last stretch, which lies in the noise (an independent check of the seconds mapping).
 
 A clip whose halves differ in kind is used because an explanation is a check of the mapping only where some stretch
-matters: on the plain recordings the v6 language-id demo's `en` moves by under 0.07 whichever stretch is removed
-(docs/api.md), so which stretch ranks first there is noise (that test was retired with v5's demos).
+matters: on the plain recordings the language-id demos' `en` moves by under 0.01 (v6) or 0.08 (v7) whichever
+stretch is removed (docs/api.md), so which stretch ranks first there is noise (that test was retired with v5's demos).
 
 The check needs a clip the demo labels `speech`. Until v6 both Front_Center and Front_Left followed by Noise.wav were;
 v7's vad demo calls Front_Left + Noise.wav `noise` (speech 0.15; the voice alone 1.00; docs/results.md, the

@@ -135,7 +135,7 @@ def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tupl
 
 
 def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
-                  generated_nonspeech: int = 0, cuts: int = 0) -> dict:
+                  generated_nonspeech: int = 0, cuts: int = 0, mixes: int = 0) -> dict:
     """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``_tts_split``):
     ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip
     (drawn from, and named by, the SHA-256 of the clip's file: the same wherever the corpus and ``aug_dir`` lie), for ``keyword`` each word spoken
@@ -143,9 +143,12 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language; for ``gender``: ``gender_tts``), and for ``vad`` ``generated_nonspeech``
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
     second one through a channel twin) and ``cuts`` random windows of every real train clip (``cuts.py``: 1-2.6 s,
-    cut anywhere; a speech window that fell into a pause is dropped). Returns the counts added."""
+    cut anywhere; a speech window that fell into a pause is dropped) and ``mixes`` ``speech`` clips, each a real train
+    speech clip joined to a real train non-speech clip (``mixes.py``: either order, a short pause between). Returns the
+    counts added."""
     from speechprompt.training import channel_aug, nonspeech
     from speechprompt.training import cuts as cut_mod
+    from speechprompt.training import mixes as mix_mod
     from speechprompt.training.corpus import synthesize_words
     from speechprompt.training.suite import voice_pool
 
@@ -213,10 +216,24 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                     y = channel_aug.apply(y, channel_aug.draw(seed, 10**6 + k), seed, 10**6 + k)
                 sf.write(path, y, 16000)
             added.append((str(path), "noise", "train"))
+    n_gen = len(added) - n_twins - n_cuts - n_tts
+    if task_dir.name == "vad" and mixes:
+        real_train = [e for e in examples if e.split == "train"]
+        speech = [e for e in real_train if e.label == "speech"]
+        noise = [e for e in real_train if e.label == "noise"]
+        rng = np.random.default_rng([seed, 53])
+        for k in range(mixes):
+            s_e, n_e = speech[int(rng.integers(len(speech)))], noise[int(rng.integers(len(noise)))]
+            key = int(rng.integers(2**31))
+            name = hashlib.sha256(f"{Path(s_e.path).name}|{Path(n_e.path).name}|{key}".encode()).hexdigest()[:16]
+            path = out / f"mix-{name}.wav"  # named by what it holds: folders shared by several draws stay right
+            if not path.exists():
+                sf.write(path, mix_mod.mix(M.load_audio(s_e.path), M.load_audio(n_e.path), key)[0], 16000)
+            added.append((str(path), "speech", "train"))
     with open(task_dir / "manifest.csv", "a", newline="") as fh:
         csv.writer(fh).writerows(added)
-    return {"twins": n_twins, "cuts": n_cuts, "tts": n_tts,
-            "generated_nonspeech": len(added) - n_twins - n_cuts - n_tts}
+    return {"twins": n_twins, "cuts": n_cuts, "tts": n_tts, "generated_nonspeech": n_gen,
+            "mixes": len(added) - n_twins - n_cuts - n_tts - n_gen}
 
 
 def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> dict:
@@ -300,6 +317,8 @@ def main() -> None:
                     help="TTS voices speaking each keyword / digit word, and per language for gender (every sixth goes to dev)")
     ap.add_argument("--generated-nonspeech", type=int, default=600,
                     help="generated non-speech clips added to vad's training set (nonspeech.generate)")
+    ap.add_argument("--mixes", type=int, default=0,
+                    help="vad: speech clips made of a real train speech clip and a real train non-speech clip (mixes.py)")
     ap.add_argument("--cuts", type=int, default=0,
                     help="vad: random 1-2.6 s windows of every real train clip, cut anywhere (training/cuts.py)")
     ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")
@@ -330,7 +349,7 @@ def main() -> None:
     info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed, wanted)
     for name in [t for t in info if t in wanted]:
         info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed + a.draw,
-                                                  a.generated_nonspeech, a.cuts)
+                                                  a.generated_nonspeech, a.cuts, a.mixes)
     a.work.mkdir(parents=True, exist_ok=True)
     (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
     res_file = a.work / "results.json"

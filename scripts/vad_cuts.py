@@ -5,7 +5,10 @@ A detector meets audio cut anywhere (a microphone buffer, a looped recording, a 
 holds whole prompts. This draws two windows per test clip in each length band (``speechprompt/training/cuts.py``;
 a speech window that fell into a pause is dropped, so every ``speech`` cut holds >= 0.4 s of audio near the clip's
 peak), writes them with a manifest under ``--out``, and scores each package on the whole clips and on each band
-with ``speechprompt eval`` (the serving path). Nothing here trains anything.
+with ``speechprompt eval`` (the serving path). The ``mixed`` set joins every held-out speech clip to a held-out
+non-speech clip (``speechprompt/training/mixes.py``: order drawn, speech first in about half, a pause of up to 0.3 s;
+the noise cut to at most 2.5 s), labelled ``speech``: a voice followed or preceded by a sound, scored per order.
+Nothing here trains anything.
 
     python scripts/vad_cuts.py --packages .cache/real_eval/new/packages/vad.v2.safetensors
 """
@@ -26,7 +29,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speechprompt.training import cuts  # noqa: E402
+from speechprompt.training import cuts, mixes  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 
 BANDS = {"1.0-1.5 s": (1.0, 1.5), "2.3-2.6 s": (2.3, 2.6)}
@@ -58,6 +61,31 @@ def make_cuts(manifest: Path, out: Path, per_clip: int = 2) -> dict[str, Path]:
     return made
 
 
+def make_mixed(manifest: Path, out: Path) -> dict[str, Path]:
+    """The ``mixed`` test manifests, one per order (``{"mixed, speech first": path, "mixed, noise first": path}``):
+    one clip per held-out speech clip, joined to a held-out non-speech clip drawn from the speech clip's bytes (the
+    same pairs wherever the corpus lies), all labelled ``speech``."""
+    tests = [e for e in M.read_manifest(manifest) if e.split == "test"]
+    noise = [e for e in tests if e.label == "noise"]
+    folder = out / "mixed"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list] = {"mixed, speech first": [], "mixed, noise first": []}
+    for e in [e for e in tests if e.label == "speech"]:
+        clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()
+        key = int(clip[:8], 16)
+        y, speech_first = mixes.mix(M.load_audio(e.path), M.load_audio(noise[key % len(noise)].path), key)
+        path = folder / f"{clip[:16]}.wav"
+        if not path.exists():
+            sf.write(path, y, 16000)
+        rows["mixed, speech first" if speech_first else "mixed, noise first"].append((str(path), "speech", "test"))
+    made = {}
+    for name, order_rows in rows.items():
+        made[name] = folder / f"{name.split(', ')[1].replace(' ', '-')}.csv"
+        with open(made[name], "w", newline="") as fh:
+            csv.writer(fh).writerows([("path", "label", "split"), *order_rows])
+    return made
+
+
 def score(package: Path, manifest: Path, backbone: Path) -> dict:
     """``speechprompt eval`` of one package on one manifest's test split -> its metrics JSON."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,17 +101,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "vad_cuts", help="where the cut clips go")
     ap.add_argument("--packages", required=True, help="comma-separated vad packages to score")
     ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
+    ap.add_argument("--sets", default="whole,cut,mixed", help="which sets to score: whole, cut, mixed")
     a = ap.parse_args()
     manifest = a.eval / "tasks" / "vad" / "manifest.csv"
-    sets = {"whole clips": manifest, **make_cuts(manifest, a.out)}
+    wanted = set(a.sets.split(","))
+    sets = ({"whole clips": manifest} if "whole" in wanted else {}) | (make_cuts(manifest, a.out) if "cut" in wanted
+                                                                       else {})
+    sets |= make_mixed(manifest, a.out) if "mixed" in wanted else {}
     sys.stdout.write("| package | set | clips | accuracy | speech recall | noise recall |\n|---|---|---|---|---|---|\n")
     for pkg in [Path(p) for p in a.packages.split(",") if p]:
         for name, man in sets.items():
             m = score(pkg, man, a.backbone)
             pc = m["per_class"]
+            recall = {c: f"{pc[c]['recall']:.3f} ({pc[c]['support']})" if pc[c]["support"] else "-"
+                      for c in ("speech", "noise")}
             sys.stdout.write(f"| {m['version']} | {name} | {m['n']} | {m['accuracy']:.3f} | "
-                             f"{pc['speech']['recall']:.3f} ({pc['speech']['support']}) | "
-                             f"{pc['noise']['recall']:.3f} ({pc['noise']['support']}) |\n")
+                             f"{recall['speech']} | {recall['noise']} |\n")
             sys.stdout.flush()
 
 

@@ -1,0 +1,42 @@
+"""Speech next to non-speech in one clip: the ``vad`` task's mixed-clip augmentation and held-out check.
+
+A voice-activity detector is asked whether a clip holds speech; a clip where someone speaks and then a fan, a door or
+music follows (or the other way round) holds speech. The real corpus's ``vad`` clips are either one prompt or one
+sound, so nothing taught the prompts that a clip ending in noise may still be speech. :func:`mix` joins a speech clip
+and a non-speech clip in a drawn order with a short pause between (``scripts/real_speech_eval.py --mixes``;
+``scripts/vad_cuts.py``'s ``mixed`` set joins held-out test clips the same way; docs/results.md, "VAD on mixed clips").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+MAX_NOISE_S = 2.5  # the non-speech part is cut to at most this many seconds (a long music clip would drown the voice)
+
+
+def mix(speech: np.ndarray, noise: np.ndarray, key: int, max_noise_s: float = MAX_NOISE_S,
+        max_gap_s: float = 0.3) -> tuple[np.ndarray, bool]:
+    """One clip ([N] f32 @16 kHz) holding ``speech`` and ``noise`` ([N] f32 @16 kHz each) at their own levels.
+
+    From ``key`` (the same clip wherever the inputs lie): the order (speech first or noise first, even odds), a pause
+    of 0 to ``max_gap_s`` seconds of digital silence between them, and, for a noise clip longer than ``max_noise_s``
+    seconds, which window of it is kept. Returns ``(clip, speech_first)``; the sum of the peaks is clipped to [-1, 1].
+    Raises ``ValueError`` for an empty input or ``max_noise_s <= 0``.
+    """
+    if len(speech) == 0 or len(noise) == 0:
+        raise ValueError(f"mix needs two non-empty clips; got {len(speech)} and {len(noise)} samples")
+    if max_noise_s <= 0:
+        raise ValueError(f"max_noise_s must be > 0; got {max_noise_s}")
+    rng = np.random.default_rng([key, 47])
+    speech_first = bool(rng.integers(0, 2))
+    gap = np.zeros(int(rng.uniform(0.0, max_gap_s) * SAMPLE_RATE), np.float32)
+    n = int(max_noise_s * SAMPLE_RATE)
+    if len(noise) > n:
+        start = int(rng.integers(0, len(noise) - n + 1))
+        noise = noise[start:start + n]
+    parts = [speech, gap, noise] if speech_first else [noise, gap, speech]
+    return np.clip(np.concatenate([np.asarray(p, np.float32) for p in parts]), -1.0, 1.0), speech_first
+
+
+__all__ = ["MAX_NOISE_S", "mix"]

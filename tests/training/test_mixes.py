@@ -1,0 +1,38 @@
+"""Mixed-clip augmentation for vad (speechprompt/training/mixes.py): order, pause, noise window, levels, errors."""
+
+import numpy as np
+import pytest
+
+from speechprompt.training import mixes
+
+SR = 16000
+
+
+def test_mix_joins_speech_and_noise_in_a_drawn_order_with_a_silent_pause():
+    speech = np.full(SR, 0.5, np.float32)  # constant values tell the parts apart
+    noise = np.full(SR // 2, -0.25, np.float32)
+    orders = set()
+    for key in range(30):
+        y, speech_first = mixes.mix(speech, noise, key)
+        assert np.array_equal(y, mixes.mix(speech, noise, key)[0])  # the key fixes the clip
+        gap = len(y) - len(speech) - len(noise)
+        assert 0 <= gap <= int(0.3 * SR)
+        first, last = (speech, noise) if speech_first else (noise, speech)
+        assert np.array_equal(y[:len(first)], first) and np.array_equal(y[len(y) - len(last):], last)
+        assert not y[len(first):len(first) + gap].any()  # digital silence between
+        orders.add(speech_first)
+    assert orders == {True, False}
+
+
+def test_mix_keeps_a_window_of_a_long_noise_and_clips_to_full_scale():
+    speech = np.full(SR // 2, 1.5, np.float32)  # above full scale: clipped
+    noise = np.arange(10 * SR, dtype=np.float32) / (10 * SR)  # a ramp: a window is contiguous
+    y, speech_first = mixes.mix(speech, noise, key=5, max_noise_s=2.0)
+    part = y[len(y) - 2 * SR:] if speech_first else y[:2 * SR]
+    assert len(y) <= SR // 2 + int(0.3 * SR) + 2 * SR
+    assert np.allclose(np.diff(part), 1 / (10 * SR), atol=1e-7)  # 2 s of the ramp, in order
+    assert y.max() == 1.0
+    with pytest.raises(ValueError, match="non-empty"):
+        mixes.mix(speech, np.zeros(0, np.float32), key=1)
+    with pytest.raises(ValueError, match="max_noise_s"):
+        mixes.mix(speech, noise, key=1, max_noise_s=0)

@@ -225,8 +225,8 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
         for k in range(mixes):
             s_e, n_e = speech[int(rng.integers(len(speech)))], noise[int(rng.integers(len(noise)))]
             key = int(rng.integers(2**31))
-            name = hashlib.sha256(f"{Path(s_e.path).name}|{Path(n_e.path).name}|{key}".encode()).hexdigest()[:16]
-            path = out / f"mix-{name}.wav"  # named by what it holds: folders shared by several draws stay right
+            held = hashlib.sha256(Path(s_e.path).read_bytes() + Path(n_e.path).read_bytes() + str(key).encode())
+            path = out / f"mix-{held.hexdigest()[:16]}.wav"  # named by both clips' bytes and the key, as twins are
             if not path.exists():
                 sf.write(path, mix_mod.mix(M.load_audio(s_e.path), M.load_audio(n_e.path), key)[0], 16000)
             added.append((str(path), "speech", "train"))
@@ -329,7 +329,8 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="recompute tasks already in results.json")
     ap.add_argument("--draw", type=int, default=0,
                     help="N > 0: another draw of the training augmentation (twins, TTS voices, generated non-speech: "
-                         "seed + N) and of the prompts' seed (N); speaker split and test clips unchanged; needs its own --work")
+                         "seed + N; --mixes too) and of the prompts' seed (N); speaker split and test clips unchanged; needs its "
+                         "own --work")
     a = ap.parse_args()
     if a.draw and a.work == ap.get_default("work"):
         ap.error("--draw: give the draw its own --work (twins are cached by clip, not by draw)")

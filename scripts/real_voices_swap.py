@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--twins", type=int, default=1)
     ap.add_argument("--tts-voices", type=int, default=24)
     ap.add_argument("--generated-nonspeech", type=int, default=600)
+    ap.add_argument("--mixes", type=int, default=0,
+                    help="vad: speech clips made of a train speech clip and a train non-speech clip "
+                         "(real_speech_eval.py --mixes; give the run its own --work: results are cached by backbone)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
     wanted = [t for t in a.tasks.split(",") if t]
@@ -174,7 +177,7 @@ def main() -> None:
                 continue
             task_dir = a.work / tag / name
             sizes = swap_manifest(examples, rows, fold_of, fold, task_dir)
-            added = augment_train(task_dir, a.aug, a.twins, a.tts_voices, a.seed, a.generated_nonspeech)
+            added = augment_train(task_dir, a.aug, a.twins, a.tts_voices, a.seed, a.generated_nonspeech, mixes=a.mixes)
             say(f"{name} {tag}: {dict(sizes)} clips + {added}")
             data = encode_task(bb, task_dir, a.work / tag / "units" / M.manifest_digest(task_dir / "manifest.csv"))
             who = "every allow-listed speaker" if fold is None else f"test speakers of fold {fold} held out"

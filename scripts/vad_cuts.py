@@ -73,8 +73,10 @@ def make_mixed(manifest: Path, out: Path) -> dict[str, Path]:
     for e in [e for e in tests if e.label == "speech"]:
         clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()
         key = int(clip[:8], 16)
-        y, speech_first = mixes.mix(M.load_audio(e.path), M.load_audio(noise[key % len(noise)].path), key)
-        path = folder / f"{clip[:16]}.wav"
+        other = noise[key % len(noise)].path
+        y, speech_first = mixes.mix(M.load_audio(e.path), M.load_audio(other), key)
+        pair = hashlib.sha256(clip.encode() + Path(other).read_bytes()).hexdigest()  # both clips' bytes name it
+        path = folder / f"{pair[:16]}.wav"
         if not path.exists():
             sf.write(path, y, 16000)
         rows["mixed, speech first" if speech_first else "mixed, noise first"].append((str(path), "speech", "test"))
@@ -105,6 +107,8 @@ def main() -> None:
     a = ap.parse_args()
     manifest = a.eval / "tasks" / "vad" / "manifest.csv"
     wanted = set(a.sets.split(","))
+    if not wanted or not wanted <= {"whole", "cut", "mixed"}:
+        ap.error(f"--sets: {a.sets!r}; accepted: a comma-separated subset of whole, cut, mixed")
     sets = ({"whole clips": manifest} if "whole" in wanted else {}) | (make_cuts(manifest, a.out) if "cut" in wanted
                                                                        else {})
     sets |= make_mixed(manifest, a.out) if "mixed" in wanted else {}

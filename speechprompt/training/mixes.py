@@ -19,15 +19,18 @@ def mix(speech: np.ndarray, noise: np.ndarray, key: int, max_noise_s: float = MA
         max_gap_s: float = 0.3) -> tuple[np.ndarray, bool]:
     """One clip ([N] f32 @16 kHz) holding ``speech`` and ``noise`` ([N] f32 @16 kHz each) at their own levels.
 
-    From ``key`` (the same clip wherever the inputs lie): the order (speech first or noise first, even odds), a pause
-    of 0 to ``max_gap_s`` seconds of digital silence between them, and, for a noise clip longer than ``max_noise_s``
-    seconds, which window of it is kept. Returns ``(clip, speech_first)``; the sum of the peaks is clipped to [-1, 1].
-    Raises ``ValueError`` for an empty input or ``max_noise_s <= 0``.
+    From ``key`` (an int >= 0; the same clip wherever the inputs lie): the order (speech first or noise first, even
+    odds), a pause of 0 to ``max_gap_s`` seconds of digital silence between them, and, for a noise clip longer than
+    ``max_noise_s`` seconds, which window of it is kept. The parts are joined end to end, not summed; samples outside
+    [-1, 1] are clipped. Returns ``(clip, speech_first)``. Raises ``ValueError`` for an empty input, a negative
+    ``key`` or ``max_gap_s``, or ``max_noise_s`` under one sample (1 / 16000 s).
     """
     if len(speech) == 0 or len(noise) == 0:
         raise ValueError(f"mix needs two non-empty clips; got {len(speech)} and {len(noise)} samples")
-    if max_noise_s <= 0:
-        raise ValueError(f"max_noise_s must be > 0; got {max_noise_s}")
+    if max_noise_s * SAMPLE_RATE < 1:
+        raise ValueError(f"max_noise_s must be at least one sample (1/{SAMPLE_RATE} s); got {max_noise_s}")
+    if max_gap_s < 0 or key < 0:
+        raise ValueError(f"key and max_gap_s must be >= 0; got key={key}, max_gap_s={max_gap_s}")
     rng = np.random.default_rng([key, 47])
     speech_first = bool(rng.integers(0, 2))
     gap = np.zeros(int(rng.uniform(0.0, max_gap_s) * SAMPLE_RATE), np.float32)

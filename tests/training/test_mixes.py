@@ -35,4 +35,8 @@ def test_mix_keeps_a_window_of_a_long_noise_and_clips_to_full_scale():
     with pytest.raises(ValueError, match="non-empty"):
         mixes.mix(speech, np.zeros(0, np.float32), key=1)
     with pytest.raises(ValueError, match="max_noise_s"):
-        mixes.mix(speech, noise, key=1, max_noise_s=0)
+        mixes.mix(speech, noise, key=1, max_noise_s=1e-5)  # under one sample: the noise would vanish
+    with pytest.raises(ValueError, match="max_gap_s"):
+        mixes.mix(speech, noise, key=1, max_gap_s=-0.1)
+    with pytest.raises(ValueError, match="key"):
+        mixes.mix(speech, noise, key=-3)

@@ -169,7 +169,7 @@ def main() -> None:
         r |= {"test_clips": sum(e.split == "test" for e in examples), "test_speakers": len(fold_of),
               "train_speakers": len({voice_of(rows[e.path]) for e in examples if e.split != "test"}),
               "fold_of": fold_of}
-        runs = [(f, f"fold{f}") for f in range(a.folds)] + ([(None, "all")] if name in demos else [])
+        runs = ([(None, "all")] if name in demos else []) + [(f, f"fold{f}") for f in range(a.folds)]  # demo first
         for fold, tag in runs:
             if fold is not None and len(r["folds"]) > fold and r["folds"][fold].get("fingerprint") == bb.fingerprint:
                 continue

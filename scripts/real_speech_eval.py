@@ -143,9 +143,8 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language; for ``gender``: ``gender_tts``), and for ``vad`` ``generated_nonspeech``
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
     second one through a channel twin) and ``cuts`` random windows of every real train clip (``cuts.py``: 1-2.6 s,
-    cut anywhere; a speech window that fell into a pause is dropped) and ``mixes`` ``speech`` clips, each a real train
-    speech clip joined to a real train non-speech clip (``mixes.py``: either order, a short pause between). Returns the
-    counts added."""
+    cut anywhere; a speech window that fell into a pause is dropped) and ``mixes`` ``speech`` clips of a real train
+    voice joined to a real train sound (``mixes.write_train_mixes``). Returns the counts added."""
     from speechprompt.training import channel_aug, nonspeech
     from speechprompt.training import cuts as cut_mod
     from speechprompt.training import mixes as mix_mod
@@ -218,18 +217,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
             added.append((str(path), "noise", "train"))
     n_gen = len(added) - n_twins - n_cuts - n_tts
     if task_dir.name == "vad" and mixes:
-        real_train = [e for e in examples if e.split == "train"]
-        speech = [e for e in real_train if e.label == "speech"]
-        noise = [e for e in real_train if e.label == "noise"]
-        rng = np.random.default_rng([seed, 53])
-        for k in range(mixes):
-            s_e, n_e = speech[int(rng.integers(len(speech)))], noise[int(rng.integers(len(noise)))]
-            key = int(rng.integers(2**31))
-            held = hashlib.sha256(Path(s_e.path).read_bytes() + Path(n_e.path).read_bytes() + str(key).encode())
-            path = out / f"mix-{held.hexdigest()[:16]}.wav"  # named by both clips' bytes and the key, as twins are
-            if not path.exists():
-                sf.write(path, mix_mod.mix(M.load_audio(s_e.path), M.load_audio(n_e.path), key)[0], 16000)
-            added.append((str(path), "speech", "train"))
+        added += mix_mod.write_train_mixes([e for e in examples if e.split == "train"], out, mixes, seed)
     with open(task_dir / "manifest.csv", "a", newline="") as fh:
         csv.writer(fh).writerows(added)
     return {"twins": n_twins, "cuts": n_cuts, "tts": n_tts, "generated_nonspeech": n_gen,

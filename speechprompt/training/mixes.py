@@ -9,7 +9,13 @@ and a non-speech clip in a drawn order with a short pause between (``scripts/rea
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
+import soundfile as sf
+
+from speechprompt.training import manifest as M
 
 SAMPLE_RATE = 16000
 MAX_NOISE_S = 2.5  # the non-speech part is cut to at most this many seconds (a long music clip would drown the voice)
@@ -42,4 +48,27 @@ def mix(speech: np.ndarray, noise: np.ndarray, key: int, max_noise_s: float = MA
     return np.clip(np.concatenate([np.asarray(p, np.float32) for p in parts]), -1.0, 1.0), speech_first
 
 
-__all__ = ["MAX_NOISE_S", "mix"]
+def write_train_mixes(train: list[M.Example], out: Path, n: int, seed: int) -> list[tuple[str, str, str]]:
+    """``n`` mixed ``speech`` clips of ``train`` (manifest rows of one split: ``speech`` and ``noise`` clips, both
+    needed), written as 16 kHz WAV under ``out`` and returned as ``(path, "speech", "train")`` manifest rows. The pairs
+    and keys are drawn from ``seed``; a clip is named by both source clips' bytes and its key (the same name wherever
+    the corpus lies, a new one when a source changes), and an existing file is reused. Raises ``ValueError`` when
+    ``train`` lacks either class and ``n > 0``."""
+    speech = [e for e in train if e.label == "speech"]
+    noise = [e for e in train if e.label == "noise"]
+    if n > 0 and not (speech and noise):
+        raise ValueError(f"mixes need speech and noise clips; got {len(speech)} and {len(noise)}")
+    rng = np.random.default_rng([seed, 53])
+    rows = []
+    for _ in range(n):
+        s_e, n_e = speech[int(rng.integers(len(speech)))], noise[int(rng.integers(len(noise)))]
+        key = int(rng.integers(2**31))
+        held = hashlib.sha256(Path(s_e.path).read_bytes() + Path(n_e.path).read_bytes() + str(key).encode())
+        path = out / f"mix-{held.hexdigest()[:16]}.wav"
+        if not path.exists():
+            sf.write(path, mix(M.load_audio(s_e.path), M.load_audio(n_e.path), key)[0], SAMPLE_RATE)
+        rows.append((str(path), "speech", "train"))
+    return rows
+
+
+__all__ = ["MAX_NOISE_S", "mix", "write_train_mixes"]

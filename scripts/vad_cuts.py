@@ -109,9 +109,11 @@ def main() -> None:
     wanted = set(a.sets.split(","))
     if not wanted or not wanted <= {"whole", "cut", "mixed"}:
         ap.error(f"--sets: {a.sets!r}; accepted: a comma-separated subset of whole, cut, mixed")
-    sets = ({"whole clips": manifest} if "whole" in wanted else {}) | (make_cuts(manifest, a.out) if "cut" in wanted
-                                                                       else {})
-    sets |= make_mixed(manifest, a.out) if "mixed" in wanted else {}
+    sets = {"whole clips": manifest} if "whole" in wanted else {}
+    if "cut" in wanted:
+        sets |= make_cuts(manifest, a.out)
+    if "mixed" in wanted:
+        sets |= make_mixed(manifest, a.out)
     sys.stdout.write("| package | set | clips | accuracy | speech recall | noise recall |\n|---|---|---|---|---|---|\n")
     for pkg in [Path(p) for p in a.packages.split(",") if p]:
         for name, man in sets.items():

@@ -141,7 +141,8 @@ def train(
 
 
 def evaluate(
-    package: Path = typer.Argument(..., exists=True, help="task prompt package (.safetensors)"),
+    package: Path = typer.Argument(..., exists=True, help="task prompt package (.safetensors), or a task's folder "
+                                   "in a file store (prompts_store/<task>: its CURRENT version)"),
     data: Path = typer.Argument(..., exists=True, help="manifest or folder/<label>/ of labelled clips"),
     backbone: Path = typer.Option(default_path("models/default"), help="backbone bundle folder "
                                  "(default: models/default here, else in the installation)"),
@@ -158,9 +159,16 @@ def evaluate(
     from speechprompt.training import manifest as M
     from speechprompt.training.evaluate import evaluate_package, plot_confusion
 
+    if package.is_dir():  # a file store's task folder: CURRENT names the served version
+        current = package / "CURRENT"
+        if not current.is_file():
+            typer.echo(f"error: {package} is a folder without a CURRENT file; give a package (.safetensors) or a "
+                       "task folder of a file store", err=True)
+            raise typer.Exit(2)
+        package = package / f"{current.read_text().strip()}.safetensors"
     try:
         pkg = read_package(package.read_bytes())
-    except PackageError as e:
+    except (PackageError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     examples = M.load_examples(data)

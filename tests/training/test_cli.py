@@ -58,6 +58,17 @@ def test_train_writes_package_curves_report_and_uploads(bundle_dir, wav_folder, 
     m = json.loads(js.read_text())
     assert m["n"] == 28 and sum(map(sum, m["confusion"])) == 28 and set(m["per_class"]) == {"noise", "tone"}
     assert "eer" in m and (tmp_path / "cm.png").exists()
+    # a file store's task folder: its CURRENT version is scored (the same numbers); a folder without one is refused
+    store = tmp_path / "store" / "tones"
+    store.mkdir(parents=True)
+    (store / f"{pkg.version}.safetensors").write_bytes(out.read_bytes())
+    (store / "CURRENT").write_text(pkg.version + "\n")
+    r = CliRunner().invoke(app, ["eval", str(store), str(manifest), "--backbone", str(bundle_dir), "--json",
+                                 str(tmp_path / "store.json"), "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "store.json").read_text())["confusion"] == m["confusion"]
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "store"), str(manifest), "--backbone", str(bundle_dir)])
+    assert r.exit_code == 2 and "without a CURRENT file" in r.output
 
     # a package for another backbone is refused with a clear error
     make_random_bundle(tmp_path / "other", seed=5)

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+import soundfile as sf
 
+from speechprompt.training import manifest as M
 from speechprompt.training import mixes
 
 SR = 16000
@@ -40,3 +42,26 @@ def test_mix_keeps_a_window_of_a_long_noise_and_clips_to_full_scale():
         mixes.mix(speech, noise, key=1, max_gap_s=-0.1)
     with pytest.raises(ValueError, match="key"):
         mixes.mix(speech, noise, key=-3)
+
+
+def test_write_mixes_joins_clips_of_its_own_split_only_and_names_files_by_content(tmp_path):
+    # every source clip is a constant level, so a mixed clip's samples tell which clips it was made of
+    clips = []
+    for split, base in (("train", 0.1), ("dev", 0.5)):
+        for i, label in enumerate(["speech", "speech", "noise", "noise"]):
+            path = tmp_path / f"{split}-{i}.wav"
+            sf.write(path, np.full(SR // 2, base + 0.05 * i, np.float32), SR)
+            clips.append(M.Example(str(path), label, split))
+    levels = {split: {round(base + 0.05 * i, 2) for i in range(4)} for split, base in (("train", 0.1), ("dev", 0.5))}
+    for split in ("train", "dev"):
+        rows = mixes.write_mixes([e for e in clips if e.split == split], tmp_path / split, 6, seed=3, split=split)
+        assert len(rows) == 6 and {(lab, s) for _, lab, s in rows} == {("speech", split)}
+        for path, _, _ in rows:
+            y = sf.read(path, dtype="float32")[0]
+            assert {round(float(v), 2) for v in np.unique(y[y != 0])} <= levels[split]  # nothing of the other split
+        again = mixes.write_mixes([e for e in clips if e.split == split], tmp_path / split, 6, seed=3, split=split)
+        assert again == rows  # the same draw, the files reused
+    train_names = {p.name for p in (tmp_path / "train").iterdir()}
+    assert not train_names & {p.name for p in (tmp_path / "dev").iterdir()}
+    with pytest.raises(ValueError, match="speech and noise"):
+        mixes.write_mixes([e for e in clips if e.label == "speech"], tmp_path / "x", 1, seed=0)

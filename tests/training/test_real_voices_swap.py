@@ -76,3 +76,10 @@ def test_pooled_cell_weights_folds_by_their_clips_and_draws_show_the_spread(swap
     runs[0]["vad"]["old"] = {"v2": {"test": {"accuracy": 0.99}}}  # the old default's prompts: shown, not a regression
     row = next(line for line in draws.render(runs, {"ab" * 8}).splitlines() if line.startswith("| vad"))
     assert "| 2 | 0.930 (0.910-0.950) | 0.990 [1 of 2 draws] | 0.935 (0.930-0.940) | 0.900 (0.900-0.900) | - | +0.020 / -0.030 |" in row
+
+
+def test_best_draw_picks_the_best_dev_accuracy_and_the_first_on_a_tie(swap):
+    runs = [{"v2": {"dev": {"accuracy": a}, "test": {"accuracy": t}}} for a, t in ((0.960, 0.99), (0.962, 0.5),
+                                                                                     (0.962, 0.9))]
+    assert swap.best_draw(runs) == 1  # dev decides, never test; the earlier of two equal draws
+    assert swap.best_draw(runs[:1]) == 0

@@ -135,7 +135,8 @@ def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tupl
 
 
 def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
-                  generated_nonspeech: int = 0, cuts: int = 0, mixes: int = 0, dev_mixes: int = 0) -> dict:
+                  generated_nonspeech: int = 0, cuts: int = 0, mixes: int = 0, dev_mixes: int = 0,
+                  noise_mixes: int = 0) -> dict:
     """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``_tts_split``):
     ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip
     (drawn from, and named by, the SHA-256 of the clip's file: the same wherever the corpus and ``aug_dir`` lie), for ``keyword`` each word spoken
@@ -144,8 +145,8 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
     second one through a channel twin) and ``cuts`` random windows of every real train clip (``cuts.py``: 1-2.6 s,
     cut anywhere; a speech window that fell into a pause is dropped) and ``mixes`` ``speech`` clips of a real train
-    voice joined to a real train sound and ``dev_mixes`` of dev clips into dev (``mixes.write_mixes``). Returns the
-    counts added."""
+    voice joined to a real train sound, ``dev_mixes`` of dev clips and ``noise_mixes`` joins of two sounds
+    (``mixes.write_joins``). Returns the counts added."""
     from speechprompt.training import channel_aug, nonspeech
     from speechprompt.training import cuts as cut_mod
     from speechprompt.training import mixes as mix_mod
@@ -217,8 +218,8 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 sf.write(path, y, 16000)
             added.append((str(path), "noise", "train"))
     n_gen = len(added) - n_twins - n_cuts - n_tts
-    for split, n in (("train", mixes), ("dev", dev_mixes)) if task_dir.name == "vad" else ():
-        added += mix_mod.write_mixes([e for e in examples if e.split == split], out, n, seed, split)
+    if task_dir.name == "vad":
+        added += mix_mod.write_joins(examples, out, seed, mixes, dev_mixes, noise_mixes)
     with open(task_dir / "manifest.csv", "a", newline="") as fh:
         csv.writer(fh).writerows(added)
     return {"twins": n_twins, "cuts": n_cuts, "tts": n_tts, "generated_nonspeech": n_gen,
@@ -309,6 +310,7 @@ def main() -> None:
     ap.add_argument("--mixes", type=int, default=0,
                     help="vad: speech clips made of a real train speech clip and a real train non-speech clip (mixes.py)")
     ap.add_argument("--dev-mixes", type=int, default=0, help="vad: the same of dev clips, into dev (early stopping)")
+    ap.add_argument("--noise-mixes", type=int, default=0, help="vad: noise clips of two train sounds (mixes.py)")
     ap.add_argument("--cuts", type=int, default=0,
                     help="vad: random 1-2.6 s windows of every real train clip, cut anywhere (training/cuts.py)")
     ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")
@@ -339,7 +341,7 @@ def main() -> None:
     info = write_tasks(rows, a.real_cache, task_root, a.test_fraction, a.seed, wanted)
     for name in [t for t in info if t in wanted]:
         info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed + a.draw,
-                                                  a.generated_nonspeech, a.cuts, a.mixes, a.dev_mixes)
+                                                  a.generated_nonspeech, a.cuts, a.mixes, a.dev_mixes, a.noise_mixes)
     a.work.mkdir(parents=True, exist_ok=True)
     (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
     res_file = a.work / "results.json"

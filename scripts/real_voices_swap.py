@@ -153,6 +153,7 @@ def main() -> None:
                     help="vad: speech clips made of a train speech clip and a train non-speech clip "
                          "(real_speech_eval.py --mixes; give the run its own --work: results are cached by backbone)")
     ap.add_argument("--dev-mixes", type=int, default=0, help="vad: mixes of dev clips, into dev (early stopping)")
+    ap.add_argument("--noise-mixes", type=int, default=0, help="vad: noise clips of two train sounds (mixes.py)")
     ap.add_argument("--demo-seeds", default="", help="prompt seeds for --demo (default: the recipe's); the draw with "
                     "the best dev accuracy is installed, every draw is kept in results.json")
     ap.add_argument("--demo-only", action="store_true", help="train the --demo packages, skip the folds")
@@ -189,7 +190,7 @@ def main() -> None:
             task_dir = a.work / tag / name
             sizes = swap_manifest(examples, rows, fold_of, fold, task_dir)
             added = augment_train(task_dir, a.aug, a.twins, a.tts_voices, a.seed, a.generated_nonspeech, mixes=a.mixes,
-                                  dev_mixes=a.dev_mixes)
+                                  dev_mixes=a.dev_mixes, noise_mixes=a.noise_mixes)
             say(f"{name} {tag}: {dict(sizes)} clips + {added}")
             data = encode_task(bb, task_dir, a.work / tag / "units" / M.manifest_digest(task_dir / "manifest.csv"))
             who = "every allow-listed speaker" if fold is None else f"test speakers of fold {fold} held out"

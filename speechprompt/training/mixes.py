@@ -48,31 +48,59 @@ def mix(speech: np.ndarray, noise: np.ndarray, key: int, max_noise_s: float = MA
     return np.clip(np.concatenate([np.asarray(p, np.float32) for p in parts]), -1.0, 1.0), speech_first
 
 
-def write_mixes(clips: list[M.Example], out: Path, n: int, seed: int,
-                split: str = "train") -> list[tuple[str, str, str]]:
+def write_mixes(clips: list[M.Example], out: Path, n: int, seed: int, split: str = "train",
+                label: str = "speech") -> list[tuple[str, str, str]]:
     """``n`` mixed ``speech`` clips of ``clips`` (manifest rows of one split: ``speech`` and ``noise`` clips, both
     needed), written as 16 kHz WAV under ``out`` and returned as ``(path, "speech", split)`` manifest rows. The pairs
     and keys are drawn from ``seed`` and ``split`` (``"train"`` and ``"dev"`` draw apart); a clip is named by both
     source clips' bytes and its key (the same name wherever the corpus lies, a new one when a source changes), and an
     existing file is reused. Mixes in dev let early stopping see the kind of clip the train mixes teach (a dev set of
-    whole clips only stopped the all-speaker demo at epoch 3 of 13: docs/results.md, "VAD on mixed clips"). Raises
-    ``ValueError`` when ``clips`` lacks either class and ``n > 0``."""
+    whole clips only stopped the all-speaker demo at epoch 3 of 13: docs/results.md, "VAD on mixed clips").
+
+    ``label="noise"``: ``n`` joins of two different ``noise`` clips instead (the first also cut to at most
+    ``MAX_NOISE_S``), labelled ``noise`` and named ``nmix-*``: with speech mixes alone, "two sounds in one clip" only
+    ever means ``speech``, a shortcut these take away. Raises ``ValueError`` when ``clips`` lacks a class the joins
+    need (speech and noise; two noise clips) and ``n > 0``, or for another ``label``."""
     speech = [e for e in clips if e.label == "speech"]
     noise = [e for e in clips if e.label == "noise"]
-    if n > 0 and not (speech and noise):
-        raise ValueError(f"mixes need speech and noise clips; got {len(speech)} and {len(noise)}")
+    if label not in ("speech", "noise"):
+        raise ValueError(f"label must be 'speech' or 'noise'; got {label!r}")
+    if n > 0 and not ((speech and noise) if label == "speech" else len(noise) >= 2):
+        raise ValueError(f"{label} mixes need speech and noise clips (noise: two noise clips); got {len(speech)} "
+                         f"and {len(noise)}")
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 53 if split == "train" else 59])  # train: the files of 2026-12-05
+    stream = (53 if split == "train" else 59) + (0 if label == "speech" else 10)  # speech, train: the 2026-12-05 files
+    rng = np.random.default_rng([seed, stream])
     rows = []
     for _ in range(n):
-        s_e, n_e = speech[int(rng.integers(len(speech)))], noise[int(rng.integers(len(noise)))]
+        if label == "speech":
+            a, b = speech[int(rng.integers(len(speech)))], noise[int(rng.integers(len(noise)))]
+        else:
+            i, j = rng.choice(len(noise), 2, replace=False)
+            a, b = noise[int(i)], noise[int(j)]
         key = int(rng.integers(2**31))
-        held = hashlib.sha256(Path(s_e.path).read_bytes() + Path(n_e.path).read_bytes() + str(key).encode())
-        path = out / f"mix-{held.hexdigest()[:16]}.wav"
+        held = hashlib.sha256(Path(a.path).read_bytes() + Path(b.path).read_bytes() + str(key).encode())
+        path = out / f"{'mix' if label == 'speech' else 'nmix'}-{held.hexdigest()[:16]}.wav"
         if not path.exists():
-            sf.write(path, mix(M.load_audio(s_e.path), M.load_audio(n_e.path), key)[0], SAMPLE_RATE)
-        rows.append((str(path), "speech", split))
+            first = M.load_audio(a.path)
+            if label == "noise" and len(first) > MAX_NOISE_S * SAMPLE_RATE:  # a window, as mix() cuts the second
+                start = int(np.random.default_rng([key, 61]).integers(0, len(first) - MAX_NOISE_S * SAMPLE_RATE + 1))
+                first = first[start:start + int(MAX_NOISE_S * SAMPLE_RATE)]
+            sf.write(path, mix(first, M.load_audio(b.path), key)[0], SAMPLE_RATE)
+        rows.append((str(path), label, split))
     return rows
 
 
-__all__ = ["MAX_NOISE_S", "mix", "write_mixes"]
+def write_joins(examples: list[M.Example], out: Path, seed: int, mixes: int = 0, dev_mixes: int = 0,
+                noise_mixes: int = 0) -> list[tuple[str, str, str]]:
+    """All joins of one ``vad`` manifest (``scripts/real_speech_eval.py --mixes/--dev-mixes/--noise-mixes``):
+    ``mixes`` speech joins of train clips, ``dev_mixes`` of dev clips into dev, ``noise_mixes`` noise joins of train
+    sounds and, when ``dev_mixes`` > 0, ``noise_mixes // 8`` of dev sounds into dev (dev's usual one-in-eight share).
+    Manifest rows as :func:`write_mixes` returns them; its errors."""
+    joins = [("train", mixes, "speech"), ("dev", dev_mixes, "speech"), ("train", noise_mixes, "noise"),
+             ("dev", noise_mixes // 8 if dev_mixes else 0, "noise")]
+    return [row for split, n, label in joins if n
+            for row in write_mixes([e for e in examples if e.split == split], out, n, seed, split, label)]
+
+
+__all__ = ["MAX_NOISE_S", "mix", "write_joins", "write_mixes"]

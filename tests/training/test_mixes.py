@@ -1,5 +1,7 @@
 """Mixed-clip augmentation for vad (speechprompt/training/mixes.py): order, pause, noise window, levels, errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -65,3 +67,28 @@ def test_write_mixes_joins_clips_of_its_own_split_only_and_names_files_by_conten
     assert not train_names & {p.name for p in (tmp_path / "dev").iterdir()}
     with pytest.raises(ValueError, match="speech and noise"):
         mixes.write_mixes([e for e in clips if e.label == "speech"], tmp_path / "x", 1, seed=0)
+
+
+def test_noise_mixes_join_two_different_sounds_cut_to_size_and_label_them_noise(tmp_path):
+    clips = []
+    for i in range(3):  # 4 s each, a constant level per clip: a join of one clip with itself would show one level
+        path = tmp_path / f"noise-{i}.wav"
+        sf.write(path, np.full(4 * SR, 0.1 * (i + 1), np.float32), SR)
+        clips.append(M.Example(str(path), "noise", "train"))
+    speech = tmp_path / "speech.wav"
+    sf.write(speech, np.full(SR, 0.9, np.float32), SR)
+    clips.append(M.Example(str(speech), "speech", "train"))
+    rows = mixes.write_mixes(clips, tmp_path / "out", 8, seed=1, label="noise")
+    assert len(rows) == 8 and {(lab, s) for _, lab, s in rows} == {("noise", "train")}
+    for path, _, _ in rows:
+        assert Path(path).name.startswith("nmix-")
+        y = sf.read(path, dtype="float32")[0]
+        levels = {round(float(v), 2) for v in np.unique(y[y != 0])}
+        assert len(levels) == 2 and levels <= {0.1, 0.2, 0.3}  # two different sounds, never the speech clip
+        assert 2 * 40000 <= len(y) <= 2 * 40000 + int(0.3 * SR)  # both parts cut to 2.5 s, a pause of <= 0.3 s
+    speech_rows = mixes.write_mixes(clips, tmp_path / "out", 8, seed=1)  # the speech joins draw apart
+    assert not {p for p, _, _ in rows} & {p for p, _, _ in speech_rows}
+    with pytest.raises(ValueError, match="two noise clips"):
+        mixes.write_mixes(clips[2:], tmp_path / "x", 1, seed=0, label="noise")
+    with pytest.raises(ValueError, match="label"):
+        mixes.write_mixes(clips, tmp_path / "x", 1, seed=0, label="music")

@@ -175,7 +175,8 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         vad = work / "tasks" / "vad"
         segments = [e for e in ev.M.read_manifest(vad / "manifest.csv") if "segments" in e.path]
         assert len(segments) == 48 and {e.split for e in segments} >= {"train", "test"}
-        added = ev.augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1, mixes=3, dev_mixes=2)
+        added = ev.augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1, mixes=3, dev_mixes=2,
+                                 noise_mixes=7)
         assert added["twins"] > 0
         ex = ev.M.read_manifest(vad / "manifest.csv")
         # --cuts: one 1-2.6 s window of each train clip long enough (here the 5 s non-speech pieces; 0.5 s speech
@@ -185,8 +186,12 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         assert all(16000 <= len(sf.read(e.path)[0]) <= 41600 for e in cut)
         # --mixes: a 0.5 s train speech clip + up to 0.3 s pause + a window of at most 2.5 s of a train noise piece
         mixed = [e for e in ex if e.path.rsplit("/", 1)[-1].startswith("mix-")]  # --mixes 3 --dev-mixes 2
-        assert len(mixed) == added["mixes"] == 5 and sorted((e.label, e.split) for e in mixed) == [
-            ("speech", "dev")] * 2 + [("speech", "train")] * 3
+        assert sorted((e.label, e.split) for e in mixed) == [("speech", "dev")] * 2 + [("speech", "train")] * 3
+        # --noise-mixes 7: two train sounds each (with --dev-mixes, 7 // 8 = 0 more of dev sounds into dev; this
+        # fixture's dev split has too few sounds for one: test_mixes.py draws dev joins)
+        joined = [e for e in ex if e.path.rsplit("/", 1)[-1].startswith("nmix-")]
+        assert sorted((e.label, e.split) for e in joined) == [("noise", "train")] * 7
+        assert len(mixed) + len(joined) == added["mixes"] == 12
         assert all(8000 + 40000 <= len(sf.read(e.path)[0]) <= 8000 + 4800 + 40000 for e in mixed)
         seen.append([(e.label, e.split, sf.read(e.path, dtype="float32")[0].tobytes()) for e in ex])
     assert len(seen[0]) == len(seen[1]) and seen[0] == seen[1]

@@ -7,7 +7,8 @@ a speech window that fell into a pause is dropped, so every ``speech`` cut holds
 peak), writes them with a manifest under ``--out``, and scores each package on the whole clips and on each band
 with ``speechprompt eval`` (the serving path). The ``mixed`` set joins every held-out speech clip to a held-out
 non-speech clip (``speechprompt/training/mixes.py``: order drawn, speech first in about half, a pause of up to 0.3 s;
-the noise cut to at most 2.5 s), labelled ``speech``: a voice followed or preceded by a sound, scored per order.
+the noise cut to at most 2.5 s), labelled ``speech``: a voice followed or preceded by a sound, scored per order. The
+``joined`` set joins two held-out sounds the same way, labelled ``noise``.
 Nothing here trains anything.
 
     python scripts/vad_cuts.py --packages .cache/real_eval/new/packages/vad.v2.safetensors
@@ -88,6 +89,19 @@ def make_mixed(manifest: Path, out: Path) -> dict[str, Path]:
     return made
 
 
+def make_joined(manifest: Path, out: Path) -> dict[str, Path]:
+    """The ``joined`` test manifest (``{"joined sounds": path}``): as many clips as there are held-out non-speech
+    clips, each two different held-out sounds joined like a mix (``mixes.write_mixes(label="noise")``, seed 0),
+    labelled ``noise``: does a package call any clip of two sounds ``speech``?"""
+    tests = [e for e in M.read_manifest(manifest) if e.split == "test"]
+    n = sum(e.label == "noise" for e in tests)
+    rows = mixes.write_mixes(tests, out / "joined", n, seed=0, split="test", label="noise")
+    path = out / "joined" / "joined.csv"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "label", "split"), *rows])
+    return {"joined sounds": path}
+
+
 def score(package: Path, manifest: Path, backbone: Path) -> dict:
     """``speechprompt eval`` of one package on one manifest's test split -> its metrics JSON."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,17 +117,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "vad_cuts", help="where the cut clips go")
     ap.add_argument("--packages", required=True, help="comma-separated vad packages to score")
     ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
-    ap.add_argument("--sets", default="whole,cut,mixed", help="which sets to score: whole, cut, mixed")
+    ap.add_argument("--sets", default="whole,cut,mixed,joined", help="which sets to score: whole, cut, mixed, joined")
     a = ap.parse_args()
     manifest = a.eval / "tasks" / "vad" / "manifest.csv"
     wanted = set(a.sets.split(","))
-    if not wanted or not wanted <= {"whole", "cut", "mixed"}:
-        ap.error(f"--sets: {a.sets!r}; accepted: a comma-separated subset of whole, cut, mixed")
+    if not wanted or not wanted <= {"whole", "cut", "mixed", "joined"}:
+        ap.error(f"--sets: {a.sets!r}; accepted: a comma-separated subset of whole, cut, mixed, joined")
     sets = {"whole clips": manifest} if "whole" in wanted else {}
     if "cut" in wanted:
         sets |= make_cuts(manifest, a.out)
     if "mixed" in wanted:
         sets |= make_mixed(manifest, a.out)
+    if "joined" in wanted:
+        sets |= make_joined(manifest, a.out)
     sys.stdout.write("| package | set | clips | accuracy | speech recall | noise recall |\n|---|---|---|---|---|---|\n")
     for pkg in [Path(p) for p in a.packages.split(",") if p]:
         for name, man in sets.items():

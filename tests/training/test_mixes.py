@@ -92,3 +92,29 @@ def test_noise_mixes_join_two_different_sounds_cut_to_size_and_label_them_noise(
         mixes.write_mixes(clips[2:], tmp_path / "x", 1, seed=0, label="noise")
     with pytest.raises(ValueError, match="label"):
         mixes.write_mixes(clips, tmp_path / "x", 1, seed=0, label="music")
+
+
+def test_vad_cuts_test_sets_join_held_out_clips_only_with_the_right_labels(tmp_path):
+    from tests.scripts import load_script
+
+    vad_cuts = load_script("vad_cuts")
+    rows = []  # constant levels: train clips above 0.6, test clips below, so a join shows where its parts came from
+    for split, base in (("train", 0.65), ("test", 0.1)):
+        for i, label in enumerate(["speech"] * 8 + ["noise"] * 3):
+            path = tmp_path / f"{split}-{i}.wav"
+            sf.write(path, np.full(SR // 2, round(base + 0.03 * i, 2), np.float32), SR)
+            rows.append(f"{path},{label},{split}\n")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,split\n" + "".join(rows))
+    test_levels = {round(0.1 + 0.03 * i, 2) for i in range(11)}
+    mixed = vad_cuts.make_mixed(manifest, tmp_path / "out")
+    joined = vad_cuts.make_joined(manifest, tmp_path / "out")
+    sizes = {}
+    for name, path in {**mixed, **joined}.items():
+        ex = M.read_manifest(path)
+        sizes[name] = len(ex)
+        for e in ex:
+            y = sf.read(e.path, dtype="float32")[0]
+            assert {round(float(v), 2) for v in np.unique(y[y != 0])} <= test_levels  # held-out clips only
+            assert e.label == ("noise" if name == "joined sounds" else "speech") and e.split == "test"
+    assert sizes["mixed, speech first"] + sizes["mixed, noise first"] == 8 and sizes["joined sounds"] == 3

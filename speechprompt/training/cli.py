@@ -165,10 +165,15 @@ def evaluate(
             typer.echo(f"error: {package} is a folder without a CURRENT file; give a package (.safetensors) or a "
                        "task folder of a file store", err=True)
             raise typer.Exit(2)
-        package = package / f"{current.read_text().strip()}.safetensors"
+        version = current.read_text().strip()
+        if not version or not (package / f"{version}.safetensors").is_file():
+            typer.echo(f"error: {current} names version {version!r}, but {package} holds no such package "
+                       f"({version or '<empty>'}.safetensors)", err=True)
+            raise typer.Exit(2)
+        package = package / f"{version}.safetensors"
     try:
         pkg = read_package(package.read_bytes())
-    except (PackageError, FileNotFoundError) as e:
+    except PackageError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     examples = M.load_examples(data)

@@ -69,6 +69,10 @@ def test_train_writes_package_curves_report_and_uploads(bundle_dir, wav_folder, 
     assert json.loads((tmp_path / "store.json").read_text())["confusion"] == m["confusion"]
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "store"), str(manifest), "--backbone", str(bundle_dir)])
     assert r.exit_code == 2 and "without a CURRENT file" in r.output
+    for named in ("deadbeefdeadbeef", ""):  # CURRENT naming a missing version, or empty
+        (store / "CURRENT").write_text(named)
+        r = CliRunner().invoke(app, ["eval", str(store), str(manifest), "--backbone", str(bundle_dir)])
+        assert r.exit_code == 2 and "holds no such package" in r.output, r.output
 
     # a package for another backbone is refused with a clear error
     make_random_bundle(tmp_path / "other", seed=5)

@@ -3,7 +3,7 @@ r"""More real voices per class: the held-out speakers swapped into training, fol
 
     python scripts/real_voices_swap.py --folds 2 --demo language-id,gender
     python scripts/real_voices_swap.py --tasks vad --demo vad --demo-only --mixes 600 --dev-mixes 75 \
-        --demo-seeds 100501,1,2 --work .cache/real_swap_mixdev --results none     # the vad demo (docs/results.md)
+        --noise-mixes 600 --demo-seeds 100501,1,2 --work .cache/real_swap_nmix --results none  # the vad demo
 
 Every explanation of the real-speech table (docs/results.md) ends in "one to three voices per class": this measures
 it. The test speakers of the split ``real_speech_eval.py`` uses (held out of the backbone's build too) are dealt into

@@ -3,7 +3,7 @@
 the voice most important, and silencing the AUDIO of that stretch lowers the speech log-odds more than silencing the
 last stretch, which lies in the noise (an independent check of the seconds mapping). Log-odds, not probabilities:
 since 2026-12-05 (later the same day) the vad demo trained on voice + sound mixes is sure of `speech` on this clip
-(0.9999), so silencing one of eight stretches moves the probability by under 0.001 but the log-odds by several units.
+(0.9999), so silencing one of eight stretches moves the probability by under 0.005 but the log-odds by units.
 
 A clip whose halves differ in kind is used because an explanation is a check of the mapping only where some stretch
 matters: on the plain recordings the language-id demos' `en` moves by under 0.01 (v6) or 0.08 (v7) whichever

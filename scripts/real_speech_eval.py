@@ -144,9 +144,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     language in ``real_tasks.DIGIT_WORDS`` by ``tts_voices`` voices of that language; for ``gender``: ``gender_tts``), and for ``vad`` ``generated_nonspeech``
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
     second one through a channel twin) and ``cuts`` random windows of every real train clip (``cuts.py``: 1-2.6 s,
-    cut anywhere; a speech window that fell into a pause is dropped) and ``mixes`` ``speech`` clips of a real train
-    voice joined to a real train sound, ``dev_mixes`` of dev clips and ``noise_mixes`` joins of two sounds
-    (``mixes.write_joins``). Returns the counts added."""
+    cut anywhere; a speech window in a pause is dropped) and the joins of ``mixes.write_joins``. Returns the counts."""
     from speechprompt.training import channel_aug, nonspeech
     from speechprompt.training import cuts as cut_mod
     from speechprompt.training import mixes as mix_mod
@@ -307,12 +305,11 @@ def main() -> None:
                     help="TTS voices speaking each keyword / digit word, and per language for gender (every sixth goes to dev)")
     ap.add_argument("--generated-nonspeech", type=int, default=600,
                     help="generated non-speech clips added to vad's training set (nonspeech.generate)")
-    ap.add_argument("--mixes", type=int, default=0,
-                    help="vad: speech clips made of a real train speech clip and a real train non-speech clip (mixes.py)")
-    ap.add_argument("--dev-mixes", type=int, default=0, help="vad: the same of dev clips, into dev (early stopping)")
-    ap.add_argument("--noise-mixes", type=int, default=0, help="vad: noise clips of two train sounds (mixes.py)")
-    ap.add_argument("--cuts", type=int, default=0,
-                    help="vad: random 1-2.6 s windows of every real train clip, cut anywhere (training/cuts.py)")
+    for flag, what in (("mixes", "speech clips of a real train voice joined to a real train sound (mixes.py)"),
+                       ("dev-mixes", "the same of dev clips, into dev (early stopping)"),
+                       ("noise-mixes", "noise clips of two train sounds; with --dev-mixes 1 in 8 more of dev's"),
+                       ("cuts", "random 1-2.6 s windows of every real train clip, cut anywhere (training/cuts.py)")):
+        ap.add_argument(f"--{flag}", type=int, default=0, help=f"vad: {what}")
     ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")
     ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
                     help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run")

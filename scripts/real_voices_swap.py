@@ -198,12 +198,11 @@ def main() -> None:
             who = "every allow-listed speaker" if fold is None else f"test speakers of fold {fold} held out"
             seeds = [int(x) for x in a.demo_seeds.split(",") if x] if fold is None and a.demo_seeds else [None]
             draws = [(s, a.work / tag / (f"seed{s}" if s is not None else "")) for s in seeds]
-            res = {"draws": [run_task(bb, name, data, w, ["v2"], w / "curves", None, a.max_epochs,
-                                      labels=info[name]["labels"], probes=False, seed=s,
-                                      mirrors=f"real speech ({REAL_MIRRORS[name]}; {who})") for s, w in draws],
-                   "fingerprint": bb.fingerprint}
-            best = best_draw(res["draws"])
-            res["new"] = res.pop("draws")[best] if len(draws) == 1 else res["draws"][best]
+            trained = [run_task(bb, name, data, w, ["v2"], w / "curves", None, a.max_epochs, labels=info[name]["labels"],
+                                probes=False, seed=s, mirrors=f"real speech ({REAL_MIRRORS[name]}; {who})")
+                       for s, w in draws]
+            best = best_draw(trained)
+            res = {"new": trained[best], "fingerprint": bb.fingerprint} | ({"draws": trained} if len(trained) > 1 else {})
             if fold is None:
                 r["all"] = res
                 install_demo(a.store, name, res["new"]["v2"]["version"],

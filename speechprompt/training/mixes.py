@@ -21,6 +21,14 @@ SAMPLE_RATE = 16000
 MAX_NOISE_S = 2.5  # the non-speech part is cut to at most this many seconds (a long music clip would drown the voice)
 
 
+def _window(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``y`` itself when it has at most ``n`` samples, else a window of ``n`` samples at a start drawn from ``rng``."""
+    if len(y) <= n:
+        return y
+    start = int(rng.integers(0, len(y) - n + 1))
+    return y[start:start + n]
+
+
 def mix(speech: np.ndarray, noise: np.ndarray, key: int, max_noise_s: float = MAX_NOISE_S,
         max_gap_s: float = 0.3) -> tuple[np.ndarray, bool]:
     """One clip ([N] f32 @16 kHz) holding ``speech`` and ``noise`` ([N] f32 @16 kHz each) at their own levels.
@@ -40,10 +48,7 @@ def mix(speech: np.ndarray, noise: np.ndarray, key: int, max_noise_s: float = MA
     rng = np.random.default_rng([key, 47])
     speech_first = bool(rng.integers(0, 2))
     gap = np.zeros(int(rng.uniform(0.0, max_gap_s) * SAMPLE_RATE), np.float32)
-    n = int(max_noise_s * SAMPLE_RATE)
-    if len(noise) > n:
-        start = int(rng.integers(0, len(noise) - n + 1))
-        noise = noise[start:start + n]
+    noise = _window(noise, int(max_noise_s * SAMPLE_RATE), rng)
     parts = [speech, gap, noise] if speech_first else [noise, gap, speech]
     return np.clip(np.concatenate([np.asarray(p, np.float32) for p in parts]), -1.0, 1.0), speech_first
 
@@ -83,9 +88,8 @@ def write_mixes(clips: list[M.Example], out: Path, n: int, seed: int, split: str
         path = out / f"{'mix' if label == 'speech' else 'nmix'}-{held.hexdigest()[:16]}.wav"
         if not path.exists():
             first = M.load_audio(a.path)
-            if label == "noise" and len(first) > MAX_NOISE_S * SAMPLE_RATE:  # a window, as mix() cuts the second
-                start = int(np.random.default_rng([key, 61]).integers(0, len(first) - MAX_NOISE_S * SAMPLE_RATE + 1))
-                first = first[start:start + int(MAX_NOISE_S * SAMPLE_RATE)]
+            if label == "noise":  # a window, as mix() cuts the second
+                first = _window(first, int(MAX_NOISE_S * SAMPLE_RATE), np.random.default_rng([key, 61]))
             sf.write(path, mix(first, M.load_audio(b.path), key)[0], SAMPLE_RATE)
         rows.append((str(path), label, split))
     return rows

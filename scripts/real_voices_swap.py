@@ -39,13 +39,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from real_draws import cell  # noqa: E402
-from real_speech_eval import REAL_MIRRORS, augment_train, free_baselines, write_tasks  # noqa: E402
+from real_speech_eval import REAL_MIRRORS, free_baselines, write_tasks  # noqa: E402
 from run_suite import encode_task, install_demo, run_task, say  # noqa: E402
 
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training import real_corpus, real_tasks  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
+from speechprompt.training.real_augment import augment_train  # noqa: E402
 
 BEGIN, END = "<!-- swap:begin -->", "<!-- swap:end -->"
 COLUMNS = (("prompts", ("new", "v2")), ("LR unit hist", ("new", "logreg_hist")), ("MFCC + LR", ("logreg_mfcc",)),
@@ -156,6 +157,8 @@ def main() -> None:
                          "(real_speech_eval.py --mixes; give the run its own --work: results are cached by backbone)")
     ap.add_argument("--dev-mixes", type=int, default=0, help="vad: mixes of dev clips, into dev (early stopping)")
     ap.add_argument("--noise-mixes", type=int, default=0, help="vad: noise clips of two train sounds (mixes.py)")
+    ap.add_argument("--noise-variants", type=int, default=0,
+                    help="vad: faster / slower / reversed copies of every train sound (sound_variants.py)")
     ap.add_argument("--demo-seeds", default="", help="prompt seeds for --demo (default: the recipe's); the draw with "
                     "the best dev accuracy is installed, every draw is kept in results.json")
     ap.add_argument("--demo-only", action="store_true", help="train the --demo packages, skip the folds")
@@ -192,7 +195,7 @@ def main() -> None:
             task_dir = a.work / tag / name
             sizes = swap_manifest(examples, rows, fold_of, fold, task_dir)
             added = augment_train(task_dir, a.aug, a.twins, a.tts_voices, a.seed, a.generated_nonspeech, mixes=a.mixes,
-                                  dev_mixes=a.dev_mixes, noise_mixes=a.noise_mixes)
+                                  dev_mixes=a.dev_mixes, noise_mixes=a.noise_mixes, noise_variants=a.noise_variants)
             say(f"{name} {tag}: {dict(sizes)} clips + {added}")
             data = encode_task(bb, task_dir, a.work / tag / "units" / M.manifest_digest(task_dir / "manifest.csv"))
             who = "every allow-listed speaker" if fold is None else f"test speakers of fold {fold} held out"

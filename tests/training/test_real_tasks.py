@@ -80,25 +80,24 @@ def test_gender_tts_gives_both_genders_in_every_language_and_lower_voices_for_ma
     import torch
 
     from speechprompt.pitch import PitchConfig, frame_segments, yin
-    from tests.scripts import load_script
+    from speechprompt.training.real_augment import GENDER_TTS_LANGS, gender_tts
 
-    ev = load_script("real_speech_eval")
-    rows = ev.gender_tts(tmp_path, voices=2, seed=0, phrases=1)
-    assert len(rows) == 2 * len(ev.GENDER_TTS_LANGS)
+    rows = gender_tts(tmp_path, voices=2, seed=0, phrases=1)
+    assert len(rows) == 2 * len(GENDER_TTS_LANGS)
     f0: dict[str, list[float]] = {"female": [], "male": []}
     for path, gender, split in rows:
         lang, g = path.split("/")[-1].split("-")[1:3]
-        assert g == gender and lang in ev.GENDER_TTS_LANGS and split == "train"
+        assert g == gender and lang in GENDER_TTS_LANGS and split == "train"
         y, sr = sf.read(path, dtype="float32")
         assert sr == 16000 and len(y) > 8000
         cfg = PitchConfig()
         hz, voiced = yin(frame_segments(torch.from_numpy(y), len(y) // cfg.hop, cfg), cfg)
         f0[gender].append(float(hz[voiced].median()))
     assert {(p.split("/")[-1].split("-")[1], g) for p, g, _ in rows} == {
-        (lang, g) for lang in ev.GENDER_TTS_LANGS for g in ("female", "male")}
+        (lang, g) for lang in GENDER_TTS_LANGS for g in ("female", "male")}
     assert np.median(f0["male"]) * 1.3 < np.median(f0["female"]), f0
     before = {p: (tmp_path / p).stat().st_mtime_ns for p, _, _ in rows}
-    assert ev.gender_tts(tmp_path, voices=2, seed=0, phrases=1) == rows  # same rows, clips reused
+    assert gender_tts(tmp_path, voices=2, seed=0, phrases=1) == rows  # same rows, clips reused
     assert before == {p: (tmp_path / p).stat().st_mtime_ns for p, _, _ in rows}
 
 
@@ -149,6 +148,7 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
 
     import soundfile as sf
 
+    from speechprompt.training.real_augment import augment_train
     from tests.scripts import load_script
 
     ev = load_script("real_speech_eval")
@@ -175,10 +175,17 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         vad = work / "tasks" / "vad"
         segments = [e for e in ev.M.read_manifest(vad / "manifest.csv") if "segments" in e.path]
         assert len(segments) == 48 and {e.split for e in segments} >= {"train", "test"}
-        added = ev.augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1, mixes=3, dev_mixes=2,
-                                 noise_mixes=7)
+        added = augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1, mixes=3, dev_mixes=2,
+                              noise_mixes=7, noise_variants=2)
         assert added["twins"] > 0
         ex = ev.M.read_manifest(vad / "manifest.csv")
+        # --noise-variants 2: two faster / slower / reversed copies of each train sound (the 5 s pieces), each as
+        # long as its source at a speed of 0.7-1.45 and at its source's peak; speech clips get none
+        sounds = [e for e in ex if e.split == "train" and e.label == "noise" and "segments" in e.path]
+        varied = [e for e in ex if e.path.rsplit("/", 1)[-1].startswith("vary")]
+        assert len(varied) == added["noise_variants"] == 2 * len(sounds) > 0
+        assert {(e.label, e.split) for e in varied} == {("noise", "train")}
+        assert all(80000 / 1.45 - 2 <= len(sf.read(e.path)[0]) <= 80000 / 0.7 + 2 for e in varied)
         # --cuts: one 1-2.6 s window of each train clip long enough (here the 5 s non-speech pieces; 0.5 s speech
         # clips are too short), labelled as its clip
         cut = [e for e in ex if e.path.rsplit("/", 1)[-1].startswith("cut0-")]

@@ -83,3 +83,18 @@ def test_best_draw_picks_the_best_dev_accuracy_and_the_first_on_a_tie(swap):
                                                                                      (0.962, 0.9))]
     assert swap.best_draw(runs) == 1  # dev decides, never test; the earlier of two equal draws
     assert swap.best_draw(runs[:1]) == 0
+
+
+def test_best_draw_ranks_by_class_balanced_dev_accuracy_when_dev_metrics_are_there(swap):
+    """A dev split of 9 speech and 1 noise clip: the draw that gets the noise clip and misses one speech clip (plain
+    0.90, balanced 0.944) beats one that calls everything speech (plain 0.90, balanced 0.5) and one of plain 0.95
+    that misses the noise clip too (balanced 0.5)."""
+    def run(acc, noise_recall, speech_recall):
+        per = {"noise": {"recall": noise_recall, "support": 1}, "speech": {"recall": speech_recall, "support": 9},
+               "unused": {"recall": 0.0, "support": 0}}  # a class without dev clips does not count
+        return {"v2": {"dev": {"accuracy": acc}, "dev_metrics": {"per_class": per}}}
+
+    runs = [run(0.90, 0.0, 1.0), run(0.90, 1.0, 8 / 9), run(0.95, 0.0, 1.0)]
+    assert swap.balanced(runs[1]["v2"]["dev_metrics"]) == pytest.approx((1.0 + 8 / 9) / 2)
+    assert swap.best_draw(runs) == 1
+    assert swap.best_draw([runs[0], runs[2]]) == 1  # balanced tie (0.5 each): plain dev accuracy decides

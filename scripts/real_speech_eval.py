@@ -179,7 +179,7 @@ def main() -> None:
     ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
     ap.add_argument("--force", action="store_true", help="recompute tasks already in results.json")
     ap.add_argument("--draw", type=int, default=0, help="N > 0: another draw of the training augmentation (twins, TTS "
-                    "voices, generated non-speech, mixes: seed + N) and of the prompts' seed (N); speaker split and "
+                    "voices, generated and varied non-speech, mixes: seed + N) and of the prompts' seed (N); speaker split and "
                     "test clips unchanged; needs its own --work")
     a = ap.parse_args()
     if a.draw and a.work == ap.get_default("work"):

@@ -98,17 +98,20 @@ def swap_manifest(examples: list[M.Example], rows: dict[str, dict], fold_of: dic
 
 
 def balanced(metrics: dict) -> float:
-    """Class-balanced accuracy of ``evaluate.compute_metrics`` output: the mean recall over classes with clips."""
+    """Class-balanced accuracy of ``evaluate.compute_metrics`` output: the mean recall over classes with clips.
+    Raises ``ValueError`` when no class has a clip."""
     recalls = [r["recall"] for r in metrics["per_class"].values() if r["support"]]
+    if not recalls:
+        raise ValueError("balanced accuracy of an empty split: no class has a clip")
     return sum(recalls) / len(recalls)
 
 
 def best_draw(runs: list[dict]) -> int:
     """Which of several demo runs (``run_task`` results of one task, one per prompt seed) to install: the index of the
     best class-balanced dev accuracy of its v2 package (``v2.dev_metrics``, :func:`balanced`), then the best plain
-    dev accuracy, then the first. Balanced, because a dev split of 250 speech and 40 noise clips ranks a draw mostly by
-    its speech clips (until 2026-12-05 the rule was plain dev accuracy; a run without ``dev_metrics`` is still ranked
-    by it). Dev only: no allow-listed voice is left to test a demo."""
+    dev accuracy, then the first. Balanced, because a dev split of 367 speech and 129 noise clips (the vad demo's)
+    ranks a draw mostly by its speech clips (until 2026-12-05 the rule was plain dev accuracy; a run without
+    ``dev_metrics`` is still ranked by it). Dev only: no allow-listed voice is left to test a demo."""
     def key(i: int) -> tuple[float, float]:
         v2 = runs[i]["v2"]
         acc = v2["dev"]["accuracy"]
@@ -153,7 +156,8 @@ def main() -> None:
     ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "real_swap", help="manifests, units, packages, results")
     ap.add_argument("--aug", type=Path, default=ROOT / ".cache" / "real_eval" / "aug",
-                    help="channel twins and TTS clips (named by content: shared with real_speech_eval.py's --work)")
+                    help="channel twins, TTS clips, generated and varied sounds, joins (named by content: shared with "
+                         "real_speech_eval.py's --work)")
     ap.add_argument("--split-results", type=Path, default=ROOT / ".cache" / "real_eval" / "results.json",
                     help="real_speech_eval.py's results on the split, for the table's left-hand cells")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="'none': docs untouched")
@@ -175,7 +179,7 @@ def main() -> None:
     ap.add_argument("--noise-variants", type=int, default=0,
                     help="vad: faster / slower / reversed copies of every train sound (sound_variants.py)")
     ap.add_argument("--demo-seeds", default="", help="prompt seeds for --demo (default: the recipe's); the draw with "
-                    "the best dev accuracy is installed, every draw is kept in results.json")
+                    "the best class-balanced dev accuracy is installed (best_draw), every draw is kept in results.json")
     ap.add_argument("--demo-only", action="store_true", help="train the --demo packages, skip the folds")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
@@ -219,7 +223,7 @@ def main() -> None:
             trained = [run_task(bb, name, data, w, ["v2"], w / "curves", None, a.max_epochs, labels=info[name]["labels"],
                                 probes=False, seed=s, mirrors=f"real speech ({REAL_MIRRORS[name]}; {who})")
                        for s, w in draws]
-            for (_, w), run in zip(draws, trained):  # per-class dev scores: what best_draw ranks by
+            for (_, w), run in zip(draws, trained) if len(trained) > 1 else ():  # what best_draw ranks by
                 pkg = read_package((w / "packages" / f"{name}.v2.safetensors").read_bytes())
                 run["v2"]["dev_metrics"] = evaluate_package(bb, pkg, data["dev"]["units"], data["dev"]["labels"])
             best = best_draw(trained)

@@ -2,8 +2,10 @@
 varied non-speech, cuts and joins (``scripts/real_speech_eval.py`` and ``scripts/real_voices_swap.py``; test is never
 touched).
 
-Every clip is named by what it is made from (the source clip's SHA-256, the TTS voice, the draw's key), so two
-``--work`` folders, or a corpus copied elsewhere, get byte-identical training sets, and a rerun reuses the files.
+A file's name says what it is made from (the source clip's SHA-256, the TTS voice's index, the generator's key), never
+where the corpus or the work folder lies, so two ``--work`` folders, or a corpus copied elsewhere, get byte-identical
+training sets, and a rerun reuses the files. The names do not hold the seed: a file already there is reused whatever
+seed made it, so another draw of the augmentation (``real_speech_eval.py --draw``) needs its own folder.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tupl
 def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
                   generated_nonspeech: int = 0, cuts: int = 0, mixes: int = 0, dev_mixes: int = 0,
                   noise_mixes: int = 0, noise_variants: int = 0) -> dict:
-    """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``tts_split``):
+    """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``tts_split`` and the dev joins of ``mixes.write_joins``):
     ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip
     (drawn from, and named by, the SHA-256 of the clip's file: the same wherever the corpus and ``aug_dir`` lie), for ``keyword`` each word spoken
     by ``tts_voices`` espeak-ng/MBROLA voices of the suite's seen pool (for ``digits``: each digit word of every
@@ -81,7 +83,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     ``noise`` clips from ``nonspeech.generate`` (tones, DTMF, sweeps, synthesizer music, drums, clicks, hum; every
     second one through a channel twin) and ``cuts`` random windows of every real train clip (``cuts.py``: 1-2.6 s,
     cut anywhere; a speech window in a pause is dropped), ``noise_variants`` variants of every real train sound
-    (``sound_variants.vary``: faster or slower, half of them reversed; one too short is dropped) and the joins of
+    (``sound_variants.vary``: faster or slower, each reversed with even odds; one too short is dropped) and the joins of
     ``mixes.write_joins``. Returns the counts of each kind
     (``noise_variants`` only when asked for, so earlier runs' task records are unchanged)."""
     from speechprompt.training import channel_aug, nonspeech, sound_variants

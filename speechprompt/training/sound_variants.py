@@ -2,10 +2,10 @@
 
 The allow-listed packages hold a few hundred real sounds (game effects, animal calls, music, beeps), split by file
 group between train and test, and a VAD trained on them calls about a quarter of the held-out sounds speech: an
-animal or an effect it never met sounds more like a voice than like the sounds it did meet
-(docs/results.md, "VAD: variants of the training sounds"). :func:`vary` makes a new sound out of a train sound the way a
-sampler does: a tape-speed change (pitch and tempo together, by resampling with ``soxr``), and in half the
-draws the clip reversed. A speed change moves an animal call or an effect to another register and length; a reversed
+animal or an effect it never met sounds more like a voice than like the sounds it did meet (docs/results.md,
+"Variants of the training sounds", under "VAD on mixed clips"). :func:`vary` makes a new sound out of a train sound
+the way a sampler does: a tape-speed change (pitch and tempo together, by resampling with ``soxr``), and, with even
+odds, the clip reversed. A speed change moves an animal call or an effect to another register and length; a reversed
 sound keeps its spectrum and loses its onset shape, which no real voice has backwards either. Nothing here reads a
 speech clip, so a variant is ``noise`` as surely as its source.
 """

@@ -86,15 +86,20 @@ def test_best_draw_picks_the_best_dev_accuracy_and_the_first_on_a_tie(swap):
 
 
 def test_best_draw_ranks_by_class_balanced_dev_accuracy_when_dev_metrics_are_there(swap):
-    """A dev split of 9 speech and 1 noise clip: the draw that gets the noise clip and misses one speech clip (plain
-    0.90, balanced 0.944) beats one that calls everything speech (plain 0.90, balanced 0.5) and one of plain 0.95
-    that misses the noise clip too (balanced 0.5)."""
-    def run(acc, noise_recall, speech_recall):
-        per = {"noise": {"recall": noise_recall, "support": 1}, "speech": {"recall": speech_recall, "support": 9},
+    """A dev split of 8 speech and 2 noise clips: the draw that gets one noise clip and every speech clip (plain 0.90,
+    balanced 0.75) beats one that calls everything speech (plain 0.80, balanced 0.5) and one that gets both noise
+    clips and half the speech (plain 0.60, balanced 0.75) on plain accuracy; equal on both, the first wins."""
+    def run(noise_right, speech_right):
+        per = {"noise": {"recall": noise_right / 2, "support": 2}, "speech": {"recall": speech_right / 8, "support": 8},
                "unused": {"recall": 0.0, "support": 0}}  # a class without dev clips does not count
+        acc = (noise_right + speech_right) / 10
         return {"v2": {"dev": {"accuracy": acc}, "dev_metrics": {"per_class": per}}}
 
-    runs = [run(0.90, 0.0, 1.0), run(0.90, 1.0, 8 / 9), run(0.95, 0.0, 1.0)]
-    assert swap.balanced(runs[1]["v2"]["dev_metrics"]) == pytest.approx((1.0 + 8 / 9) / 2)
-    assert swap.best_draw(runs) == 1
-    assert swap.best_draw([runs[0], runs[2]]) == 1  # balanced tie (0.5 each): plain dev accuracy decides
+    everything_speech, one_noise, both_noise = run(0, 8), run(1, 8), run(2, 4)
+    assert swap.balanced(one_noise["v2"]["dev_metrics"]) == pytest.approx(0.75)
+    assert swap.best_draw([everything_speech, one_noise]) == 1  # plain accuracy alone would rank these 0.80 < 0.90 too
+    assert swap.best_draw([everything_speech, both_noise]) == 1  # balanced 0.75 > 0.5, though plain 0.60 < 0.80
+    assert swap.best_draw([both_noise, one_noise]) == 1  # balanced tie (0.75 each): plain accuracy decides
+    assert swap.best_draw([one_noise, run(1, 8)]) == 0  # equal on both: the first
+    with pytest.raises(ValueError, match="empty"):
+        swap.balanced({"per_class": {"noise": {"recall": 0.0, "support": 0}}})

@@ -72,7 +72,7 @@ def deal_folds(examples: list[M.Example], voice: dict[str, str], folds: int, see
         by_label[c.most_common(1)[0][0]].append(v)
     out, i = {}, 0
     for lab in sorted(by_label):
-        for v in sorted(by_label[lab], key=lambda v: real_tasks._h(f"{seed}:{v}")):
+        for v in sorted(by_label[lab], key=lambda v: real_tasks.text_key(f"{seed}:{v}")):
             out[v] = i % folds
             i += 1
     return out

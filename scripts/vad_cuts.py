@@ -30,7 +30,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speechprompt.training import cuts, mixes  # noqa: E402
+from speechprompt.training import cuts, mixes, real_tasks  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 
 BANDS = {"1.0-1.5 s": (1.0, 1.5), "2.3-2.6 s": (2.3, 2.6)}
@@ -47,7 +47,7 @@ def make_cuts(manifest: Path, out: Path, per_clip: int = 2) -> dict[str, Path]:
             folder = out / band.replace(" ", "")
             folder.mkdir(parents=True, exist_ok=True)
             for j in range(per_clip):
-                key = int(hashlib.sha256(f"{clip}:{band}:{j}".encode()).hexdigest()[:8], 16)
+                key = real_tasks.text_key(f"{clip}:{band}:{j}")
                 kw = dict(low_s=lo, high_s=hi)
                 c = cuts.speech_cut(y, key, **kw) if e.label == "speech" else cuts.random_cut(y, key, **kw)
                 if c is not None:

@@ -103,14 +103,14 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
         for t in range(twins):
             path = out / f"twin{t}-{clip[:16]}.wav"
             if not path.exists():
-                key = int(hashlib.sha256(f"{clip}:{t}".encode()).hexdigest()[:8], 16)
+                key = real_tasks.text_key(f"{clip}:{t}")
                 y = channel_aug.apply(M.load_audio(e.path), channel_aug.draw(seed, key), seed, key)
                 sf.write(path, y, 16000)
             twin_rows.append((str(path), e.label, "train"))
         for t in range(cuts if task_dir.name == "vad" else 0):
             path = out / f"cut{t}-{clip[:16]}.wav"
             if not path.exists():
-                key = int(hashlib.sha256(f"{clip}:cut{t}".encode()).hexdigest()[:8], 16)
+                key = real_tasks.text_key(f"{clip}:cut{t}")
                 y = M.load_audio(e.path)
                 y = cut_mod.speech_cut(y, key) if e.label == "speech" else cut_mod.random_cut(y, key)
                 if y is None:  # too short to cut, or a speech window in a pause
@@ -120,7 +120,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
         for t in range(noise_variants if task_dir.name == "vad" and e.label == "noise" else 0):
             path = out / f"vary{t}-{clip[:16]}.wav"
             if not path.exists():
-                key = int(hashlib.sha256(f"{seed}:{clip}:vary{t}".encode()).hexdigest()[:8], 16)  # a draw's own
+                key = real_tasks.text_key(f"{seed}:{clip}:vary{t}")  # a draw's own
                 y = sound_variants.vary(M.load_audio(e.path), key)
                 if y is None:  # sped up below sound_variants.MIN_SECONDS
                     continue

@@ -43,7 +43,8 @@ MIN_SECONDS = 0.2  # shorter rows (a few empty or click-length files) are left o
 VOCALISATIONS = frozenset({"flyaway", "hmm", "laugh", "ooff", "ow", "poisoncough", "poisonmoan"})
 
 
-def _h(s: str) -> int:
+def text_key(s: str) -> int:
+    """A draw key in [0, 2**32) from text: the first 32 bits of its SHA-256 (the same on every machine and folder)."""
     return int(hashlib.sha256(s.encode()).hexdigest()[:8], 16)
 
 
@@ -64,12 +65,12 @@ def _nonspeech_group(r: dict) -> str:
 def split_of(r: dict, split: dict[str, str], test_fraction: float = 0.3) -> str | None:
     """``train`` / ``test`` of one row (speech: its speaker's side; non-speech: its group's hash); None if unsplit."""
     if r.get("kind", "speech") == "nonspeech":
-        return "test" if _h(_nonspeech_group(r)) % 1000 < test_fraction * 1000 else "train"
+        return "test" if text_key(_nonspeech_group(r)) % 1000 < test_fraction * 1000 else "train"
     return split.get(r.get("speaker", ""))
 
 
 def _with_dev(key: str, s: str) -> str:
-    return "dev" if s == "train" and _h(key) % 8 == 7 else s
+    return "dev" if s == "train" and text_key(key) % 8 == 7 else s
 
 
 def row_key(r: dict) -> str:

@@ -52,7 +52,7 @@ from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbedding
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
-from speechprompt.training.default_stages import lm_valid_real, state_digest
+from speechprompt.training.default_stages import encode_clips, lm_valid_real, speed_features, state_digest
 from speechprompt.training.default_stages import (
     load_clips as _load_clips,  # the names the tests and scripts use
 )
@@ -97,6 +97,9 @@ class DefaultBuildConfig:
     # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5-v7)
     centroid_lm: bool = True  # with factored_lm: each cluster's embedding part a learnt linear map of its
     # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near (v6, v7)
+    real_speeds: tuple[float, ...] = ()  # tape-speed copies (e.g. 0.9, 1.1) of every real train clip for the unit
+    # LM only (not the codebook, not its validation clips): more voices for the unit LM (docs/results.md, "What was
+    # tried"); () = none, as v1-v7
     name: str = "speechprompt-default-v7"
 
     @property
@@ -129,6 +132,9 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     """
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
+    if any(not (math.isfinite(s) and 0.5 <= s <= 2.0 and s != 1.0) for s in cfg.real_speeds) or \
+            len(set(cfg.real_speeds)) != len(cfg.real_speeds):
+        raise ValueError(f"real_speeds must be distinct tape speeds in [0.5, 2] other than 1; got {cfg.real_speeds}")
     if cfg.centroid_lm and not cfg.factored_lm:
         raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")
     if cfg.factored_lm and not cfg.pitch_registers:
@@ -217,16 +223,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     feats_key = {"tts": tts_key, "real": real_key, "twins": twins_key, "encoder": state_digest(enc_state)}
     stages.claim("feats", feats_key, (work / "feats.pt").exists())
     if not (work / "feats.pt").exists():
-        allc = tts + real + twins
-        order = sorted(range(len(allc)), key=lambda i: len(allc[i]))  # similar lengths per batch: little padding
-        feats: list = [None] * len(allc)
-        for s in range(0, len(order), 32):
-            idx = order[s:s + 32]
-            for i, f in zip(idx, enc.extract([torch.from_numpy(allc[i]) for i in idx]), strict=True):
-                feats[i] = f.clone()
-            if s % 3200 == 0:
-                say(f"features {s}/{len(allc)} ({time.time() - t_start:.0f}s)")
-        torch.save(feats, work / "feats.pt")
+        torch.save(encode_clips(enc, tts + real + twins, "features", say), work / "feats.pt")
     feats = torch.load(work / "feats.pt", weights_only=True)
     if pitch is not None:  # the embedding stage above stays shared by builds with and without a pitch stream
         stages.claim(f"pitch-{pitch.scale:g}", {"feats": feats_key, "pitch": pitch_vector(pitch).tolist()},
@@ -254,8 +251,16 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     codebook = Codebook(torch.from_numpy(centroids))
     lap("codebook")
 
-    # 6. unit LM
-    units = [dedup(codebook.quantize(f))[0] for f in train_feats if len(f)]
+    # 6. unit LM (with real_speeds, also on tape-speed copies of the real train clips; the codebook is fitted above
+    # without them, so builds that differ only in real_speeds share it)
+    held = set(valid_real)
+    sped, keep = [], [c for i, c in enumerate(real) if i not in held]
+    for speed in cfg.real_speeds:
+        stages.claim(f"speed-{speed:g}", {"real": real_key, "encoder": state_digest(enc_state), "speed": speed},
+                     (work / f"speed-{speed:g}.pt").exists())
+        sped += speed_features(keep, speed, enc, work / f"speed-{speed:g}.pt", say)
+        lap(f"speed_{speed:g}")
+    units = [dedup(codebook.quantize(f))[0] for f in train_feats + sped if len(f)]
     valid = [dedup(codebook.quantize(f_tts[i]))[0] for i in valid_tts] + \
         [dedup(codebook.quantize(f_real[i]))[0] for i in valid_real]
     units, valid = [u for u in units if len(u)], [v for v in valid if len(v)]
@@ -279,6 +284,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     if cfg.lm_seed is not None:
         extra["lm_seed"] = cfg.lm_seed
+    if cfg.real_speeds:
+        extra["real_speeds"] = list(cfg.real_speeds)
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
                      centroids=codebook.centroids, lm_cfg=cfg.lm, lm_state=lm.state_dict(),
                      dictionary=natural_dictionary(cfg.vocab), extra=extra)

@@ -29,6 +29,18 @@ def resolve_product(pitch_scale: float | None, pitch_registers: int | None, fact
     return registers, factored, tied
 
 
+def parse_speeds(text: str) -> tuple[float, ...]:
+    """``"0.9,1.1"`` -> ``(0.9, 1.1)`` (``""`` -> ``()``): ``--real-speeds``. Raises ``ValueError`` naming what is
+    accepted: distinct numbers in [0.5, 2], none of them 1."""
+    try:
+        speeds = tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers such as 0.9,1.1; got {text!r}") from None
+    if any(not (0.5 <= s <= 2.0 and s != 1.0) for s in speeds) or len(set(speeds)) != len(speeds):
+        raise ValueError(f"expected distinct speeds in [0.5, 2] other than 1; got {text!r}")
+    return speeds
+
+
 def _options(typer) -> dict:
     return dict(
         out=typer.Option(Path("models/default"), help="bundle folder to write"),
@@ -59,6 +71,9 @@ def _options(typer) -> dict:
                                  help="with --factored-lm: the cluster part A_k = (standardised centroid k) P + a_k, P "
                                  "and a_k learnt (FactoredEmbedding cluster_features; docs/results.md); default: on "
                                  "with the factored embedding (v6, v7), off without; v6 = --pitch-registers 3 --name speechprompt-default-v6, v5 = --units 100 --pitch-registers 3 --no-centroid-lm --name speechprompt-default-v5"),
+        real_speeds=typer.Option("", help="comma-separated tape speeds (e.g. 0.9,1.1): a copy of every real train "
+                                 "clip at each speed (sound_variants.tape_speed) for the unit LM only; default none, "
+                                 "as v7 (docs/results.md, \"What was tried\")"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v7)"),
     )
 
@@ -78,7 +93,8 @@ def register(app) -> None:
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
                           pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
-                          centroid_lm: bool | None = o["centroid_lm"], name: str = o["name"]) -> None:
+                          centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
+                          name: str = o["name"]) -> None:
         """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
@@ -86,6 +102,11 @@ def register(app) -> None:
         if units is not None and units < 2:
             typer.echo(f"--units must be an integer >= 2; got {units}", err=True)
             raise typer.Exit(2)
+        try:
+            parse_speeds(real_speeds)
+        except ValueError as e:
+            typer.echo(f"--real-speeds: {e}", err=True)
+            raise typer.Exit(2) from None
         if pitch_registers is not None and (pitch_registers == 1 or pitch_registers < 0
                                             or (pitch_registers and pitch_scale == 0)):
             typer.echo(f"--pitch-registers must be 0 or an integer >= 2, with a pitch stream (--pitch-scale > 0); "
@@ -102,7 +123,7 @@ def register(app) -> None:
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--minutes": minutes, "--real-cache": real_cache,
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
-            "--pitch-registers": pitch_registers, "--name": name},
+            "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None},
             {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False}))
 
@@ -118,13 +139,15 @@ def main() -> None:
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
-            centroid_lm: bool | None = o["centroid_lm"], name: str = o["name"]) -> None:
+            centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
+            name: str = o["name"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units)) if v is not None},
-                      pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed)
+                      pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
+                      real_speeds=parse_speeds(real_speeds))
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -83,3 +83,34 @@ def stage_corpus(work: str | Path) -> tuple[list[np.ndarray], list[int], list[in
              "stage_work": str(work), "train_utterances": len(train_idx), "valid_utterances": len(valid),
              "train_hours": hours(train_idx), "valid_hours": hours(sorted(valid))}
     return clips, train_idx, sorted(valid), facts
+
+
+def encode_clips(enc, clips: list[np.ndarray], label: str, say: Callable[[str], None]) -> list:
+    """Features ``[E_i, D]`` of ``clips`` ([N_i] f32 @16 kHz) from the frozen dense model ``enc`` (its ``extract``), in
+    batches of 32 clips of similar length (little padding), in the clips' order; progress every 3,200 clips."""
+    order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
+    feats: list = [None] * len(clips)
+    t0 = time.time()
+    for s in range(0, len(order), 32):
+        idx = order[s:s + 32]
+        for i, f in zip(idx, enc.extract([torch.from_numpy(np.asarray(clips[i])) for i in idx]), strict=True):
+            feats[i] = f.clone()
+        if s % 3200 == 0:
+            say(f"{label} {s}/{len(clips)} ({time.time() - t0:.0f}s)")
+    return feats
+
+
+def speed_features(clips: list[np.ndarray], speed: float, enc, path: Path, say: Callable[[str], None]) -> list:
+    """Features ``[E_i, D]`` of ``clips`` ([N_i] f32 @16 kHz) played at tape speed ``speed``
+    (``sound_variants.tape_speed``: ``speed`` > 1 faster and higher) by the frozen dense model ``enc``
+    (``SpeechEmbeddingEncoder``; with a pitch stream its ``extract`` appends the pitch frames, D = 98). Computed
+    once and saved to ``path`` (``torch.save`` of tensors, read back with ``weights_only``); the copies' audio is not
+    kept. Raises ``ValueError`` for a speed that is not a finite number > 0."""
+    from speechprompt.training.sound_variants import tape_speed
+
+    if not path.exists():
+        feats = encode_clips(enc, [tape_speed(c, speed) for c in clips], f"speed {speed:g}: features", say)
+        tmp = path.with_suffix(".tmp")
+        torch.save(feats, tmp)
+        tmp.replace(path)
+    return torch.load(path, weights_only=True)

@@ -39,11 +39,22 @@ def vary(y: np.ndarray, key: int) -> np.ndarray | None:
     if y.ndim != 1 or len(y) == 0:
         raise ValueError(f"vary needs a non-empty mono clip [N]; got shape {y.shape}")
     speed, reverse = draw(key)
-    # played faster = the same samples heard at SR * speed, brought back to SR
-    out = soxr.resample(y, SR * speed, SR).astype(np.float32)
+    out = tape_speed(y, speed)
     if len(out) < MIN_SECONDS * SR:
         return None
-    peak, new_peak = float(np.abs(y).max()), float(np.abs(out).max())
+    return np.ascontiguousarray(out[::-1] if reverse else out)
+
+
+def tape_speed(y: np.ndarray, speed: float) -> np.ndarray:
+    """``y`` ([N] f32 @16 kHz, non-empty) played at ``speed`` (> 1: faster and higher, pitch and tempo together, as
+    a tape or Kaldi's speed perturbation): the same samples heard at ``SR * speed`` and resampled to ``SR`` by ``soxr``
+    (``round(N / speed)`` samples), at the source's peak level. Also the tape-speed copies of build-default's
+    ``real_speeds``. Raises ``ValueError`` for a speed that is not a finite number > 0."""
+    if not (np.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a finite number > 0; got {speed}")
+    y = np.asarray(y, np.float32)
+    out = soxr.resample(y, SR * speed, SR).astype(np.float32)
+    peak, new_peak = float(np.abs(y).max()), float(np.abs(out).max()) if len(out) else 0.0
     if new_peak > 0:
         out *= peak / new_peak
-    return np.ascontiguousarray(out[::-1] if reverse else out)
+    return out

@@ -75,6 +75,19 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     ob = Backbone.load(tmp_path / "bundle_o")
     assert torch.equal(ob.codebook.centroids, bb.codebook.centroids) and ob.spec.extra["lm_seed"] == cfg.seed + 5
     assert not torch.equal(ob.unit_lm.embed_tokens.weight, bb.unit_lm.embed_tokens.weight)
+    # --real-speeds: tape-speed copies of the real train clips (not the unit LM's validation clips) feed the unit LM
+    # only: the same codebook, another unit LM, one stage file of features per speed
+    sp = bd.build_default(tmp_path / "bundle_sp", replace(cfg, real_speeds=(0.9, 1.1)), **kw)
+    spb = Backbone.load(tmp_path / "bundle_sp")
+    assert torch.equal(spb.codebook.centroids, bb.codebook.centroids) and sp["fingerprint"] != result["fingerprint"]
+    assert spb.spec.extra["real_speeds"] == [0.9, 1.1] and "real_speeds" not in bb.spec.extra
+    real_clips, real_meta = bd._load_clips(tmp_path / "work" / "real.npz")
+    slow, fast = (torch.load(tmp_path / "work" / f"speed-{s}.pt", weights_only=True) for s in ("0.9", "1.1"))
+    kept = len(real_clips) - len(bd.lm_valid_real(real_meta))
+    assert len(slow) == len(fast) == kept and slow[0].shape[1] == fast[0].shape[1] == 96
+    assert sum(len(f) for f in slow) > sum(len(f) for f in fast)  # the slower copy is longer
+    with pytest.raises(ValueError, match="real_speeds"):
+        bd.build_default(tmp_path / "bundle_bad", replace(cfg, real_speeds=(1.0,)), **kw)
 
     # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder;
     # the codebook size sets the unit LM's vocabulary (units + 4 fairseq specials)
@@ -125,7 +138,8 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
 
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
-    assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40"} and recorded["tts"]["minutes"] == 0.3
+    assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40", "speed-0.9", "speed-1.1"}
+    assert recorded["tts"]["minutes"] == 0.3 and recorded["speed-0.9"]["speed"] == 0.9
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
     for change, stage, setting in ((dict(minutes=0.2), "tts", "minutes"), (dict(seed=1), "tts", "seed"),
                                    (dict(real_max_clips=30), "real", "real_max_clips"),
@@ -174,6 +188,11 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert result.exit_code == 0 and calls[-1][0][-1] == "--centroid-lm" and "--factored-lm" not in calls[-1][0]
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--units", "100", "--no-centroid-lm"])
     assert result.exit_code == 0 and calls[-1][0][-1] == "--no-centroid-lm" and "100" in calls[-1][0]
+    assert "--real-speeds" not in calls[-1][0]  # none unless asked, as v7
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--real-speeds", "0.9,1.1"])
+    assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--real-speeds") + 1] == "0.9,1.1"
+    assert cli.parse_speeds("0.9, 1.1") == (0.9, 1.1) and cli.parse_speeds("") == ()
+    assert bd.DefaultBuildConfig().real_speeds == ()
     # the committed v7 is the default (tied, 300 clusters x 4 registers); --pitch-registers 3 gives v6,
     # --no-centroid-lm v5's embedding (with --pitch-registers 3), --pitch-registers 0
     # v3's recipe, --pitch-scale 0 v2's (each with --units 100)
@@ -196,7 +215,8 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
 @pytest.mark.parametrize("flag", [["--units", "1"], ["--pitch-scale", "-1"], ["--pitch-registers", "1"],
                                   ["--pitch-registers", "3", "--pitch-scale", "0"], ["--factored-lm", "--pitch-scale", "0"],
                                   ["--factored-lm", "--pitch-registers", "0"], ["--centroid-lm", "--no-factored-lm"],
-                                  ["--centroid-lm", "--pitch-registers", "0"]])
+                                  ["--centroid-lm", "--pitch-registers", "0"], ["--real-speeds", "1.0"],
+                                  ["--real-speeds", "0.9,0.9"], ["--real-speeds", "fast"], ["--real-speeds", "3"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

@@ -1,4 +1,5 @@
-"""``sound_variants.vary``: a real sound played faster, slower or backwards (the vad task's ``--noise-variants``)."""
+"""``sound_variants.vary``: a real sound played faster, slower or backwards (the vad task's ``--noise-variants``);
+``tape_speed``, also build-default's ``--real-speeds``."""
 
 import numpy as np
 import pytest
@@ -49,3 +50,16 @@ def test_bad_input_is_refused(bad):
         V.vary(bad, 0)
     with pytest.raises(ValueError, match="key"):
         V.draw(-1)
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_tape_speed_is_a_plain_speed_change(speed):
+    y = _tone(200.0, 1.0)
+    out = V.tape_speed(y, speed)
+    assert abs(len(out) - round(len(y) / speed)) <= 1 and abs(_peak_hz(out) - 200.0 * speed) < 200.0 * speed * 0.02
+    assert abs(np.abs(out).max() - np.abs(y).max()) < 1e-4
+    first, last = np.abs(out[: len(out) // 4]).mean(), np.abs(out[-len(out) // 4:]).mean()
+    assert first < last  # never reversed
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="speed"):
+            V.tape_speed(y, bad)

@@ -7,8 +7,8 @@ dedup -> ``transformer_lm``), so packages, the batcher and the official-weights 
 
 Stages (each saved under ``work`` and skipped when its file exists, so an interrupted build resumes; ``stages.py``
 records the settings each stage file was made with in ``work/stages.json``, and a build asking for other settings
-stops with ``StageMismatch`` - the CLI exits 2 - instead of reusing it; the codebook size and unit LM read no stage
-of their own, so ``--units`` and ``--name`` reuse every stage):
+stops with ``StageMismatch`` - the CLI exits 2 - instead of reusing it; the codebook and the unit LM write no stage
+file of their own, so ``--units`` and ``--name`` reuse every stage):
 1. ``tts.npz``: the multilingual TTS corpus of ``build_backbone`` (clean clips + sox noisy twins);
 2. ``real.npz``: real speech from the allow-listed Debian packages (``real_corpus``), TRAIN speakers only
    (the speaker split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus
@@ -17,14 +17,17 @@ of their own, so ``--units`` and ``--name`` reuse every stage):
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin; with a pitch stream
    (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt``, its ``[E, 2]`` frames, appended;
+   4b. with ``real_speeds`` (off by default; not in v1-v7): ``speed-<s>.pt``, the features of a tape-speed copy
+   (``sound_variants.tape_speed``) of every real train clip that is not a unit-LM validation clip, for the unit LM
+   only (docs/results.md, "Tape-speed copies");
 5. codebook: k-means (``units``: 300 since v6; 100 in v2-v5) on ``codebook_frames`` sampled frames; with
    ``pitch_registers`` (default 4 since v7; 3 in v5 and v6) the k-means sees the embedding dimensions only and each
    cluster is paired with every pitch register (a product codebook, ``kmeans.product_centroids``: 1,200 units in v7,
    900 in v6, 300 in v5),
    so the units keep the word clusters and carry the register as a second factor; ``pitch_registers=0`` clusters
    embedding + pitch together (v3);
-6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units,
-   validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5-v7) its
+6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units (with
+   ``real_speeds`` also those of stage 4b), validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5-v7) its
    token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
    ``centroid_lm`` (default, v6, v7) the cluster part is a learnt linear map of the cluster's centroid plus a free part;
 7. bundle (``save_bundle``) + a training log JSON for the model card.
@@ -133,8 +136,10 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
     if any(not (math.isfinite(s) and 0.5 <= s <= 2.0 and s != 1.0) for s in cfg.real_speeds) or \
-            len(set(cfg.real_speeds)) != len(cfg.real_speeds):
-        raise ValueError(f"real_speeds must be distinct tape speeds in [0.5, 2] other than 1; got {cfg.real_speeds}")
+            len({f"{s:g}" for s in cfg.real_speeds}) != len(cfg.real_speeds) or \
+            list(cfg.real_speeds) != sorted(cfg.real_speeds):
+        raise ValueError(f"real_speeds must be distinct tape speeds in [0.5, 2] other than 1, in increasing order "
+                         f"(each speed names its stage file, speed-<s>.pt); got {cfg.real_speeds}")
     if cfg.centroid_lm and not cfg.factored_lm:
         raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")
     if cfg.factored_lm and not cfg.pitch_registers:
@@ -235,12 +240,22 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         enc.eval().requires_grad_(False)
     f_tts, f_real, f_twin = feats[:len(tts)], feats[len(tts):len(tts) + len(real)], feats[len(tts) + len(real):]
     lap("features")
-
-    # 5. codebook
     valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
     valid_real = lm_valid_real(real_meta)
+    held = set(valid_real)
+
+    # 4b. tape-speed copies of the real train clips (real_speeds; not of the unit LM's validation clips): features
+    # for the unit LM only, so builds that differ only in real_speeds share the codebook
+    f_sped, keep = [], [c for i, c in enumerate(real) if i not in held]
+    for speed in cfg.real_speeds:
+        stages.claim(f"speed-{speed:g}", {"real": real_key, "encoder": state_digest(enc_state), "speed": speed},
+                     (work / f"speed-{speed:g}.pt").exists())
+        f_sped += speed_features(keep, speed, enc, work / f"speed-{speed:g}.pt", say)
+        lap(f"speed_{speed:g}")
+
+    # 5. codebook
     train_feats = [f for i, f in enumerate(f_tts) if not tts_meta[i]["valid"]] + \
-        [f for i, f in enumerate(f_real) if i not in set(valid_real)] + list(f_twin)
+        [f for i, f in enumerate(f_real) if i not in held] + list(f_twin)
     rows = subsample_rows(train_feats, cfg.codebook_frames, cfg.seed)
     if cfg.pitch_registers:  # k-means on the embedding alone (v2's clusters), paired with every pitch register
         dense = rows.shape[1] - PITCH_DIMS
@@ -251,21 +266,14 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     codebook = Codebook(torch.from_numpy(centroids))
     lap("codebook")
 
-    # 6. unit LM (with real_speeds, also on tape-speed copies of the real train clips; the codebook is fitted above
-    # without them, so builds that differ only in real_speeds share it)
-    held = set(valid_real)
-    sped, keep = [], [c for i, c in enumerate(real) if i not in held]
-    for speed in cfg.real_speeds:
-        stages.claim(f"speed-{speed:g}", {"real": real_key, "encoder": state_digest(enc_state), "speed": speed},
-                     (work / f"speed-{speed:g}.pt").exists())
-        sped += speed_features(keep, speed, enc, work / f"speed-{speed:g}.pt", say)
-        lap(f"speed_{speed:g}")
-    units = [dedup(codebook.quantize(f))[0] for f in train_feats + sped if len(f)]
+    # 6. unit LM (with real_speeds, also on the tape-speed copies of stage 4b)
+    units = [dedup(codebook.quantize(f))[0] for f in train_feats if len(f)]
     valid = [dedup(codebook.quantize(f_tts[i]))[0] for i in valid_tts] + \
         [dedup(codebook.quantize(f_real[i]))[0] for i in valid_real]
     units, valid = [u for u in units if len(u)], [v for v in valid if len(v)]
     if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
         valid, units = units[-max(1, len(units) // 20):], units[: -max(1, len(units) // 20)]
+    units += [u for u in (dedup(codebook.quantize(f))[0] for f in f_sped if len(f)) if len(u)]  # never validation
     lm, lm_hist = train_unit_lm(cfg if cfg.lm_seed is None else replace(cfg, seed=cfg.lm_seed), units, valid, say,
                                 factors=None if not cfg.factored_lm else (cfg.units, cfg.pitch_registers) + (
                                     (torch.from_numpy(clusters),) if cfg.centroid_lm else ()))

@@ -1,6 +1,7 @@
 """The stage files of ``build-default`` (``training/build_default.py``): clips and their metadata in ``.npz`` files,
-the pitch frames next to the embedding features, the digest of the dense model a stage used, and the train /
-validation split of the clips the unit LM reads (shared with ``build-pgslm --stage-work``).
+the dense model's features of a list of clips (and of their tape-speed copies), the pitch frames next to the
+embedding features, the digest of the dense model a stage used, and the train / validation split of the clips the
+unit LM reads (shared with ``build-pgslm --stage-work``).
 """
 
 from __future__ import annotations

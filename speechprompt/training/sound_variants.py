@@ -6,8 +6,9 @@ animal or an effect it never met sounds more like a voice than like the sounds i
 "Variants of the training sounds", under "VAD on mixed clips"). :func:`vary` makes a new sound out of a train sound
 the way a sampler does: a tape-speed change (pitch and tempo together, by resampling with ``soxr``), and, with even
 odds, the clip reversed. A speed change moves an animal call or an effect to another register and length; a reversed
-sound keeps its spectrum and loses its onset shape, which no real voice has backwards either. Nothing here reads a
-speech clip, so a variant is ``noise`` as surely as its source.
+sound keeps its spectrum and loses its onset shape, which no real voice has backwards either. :func:`vary` is meant
+for non-speech only, so a variant is ``noise`` as surely as its source. :func:`tape_speed`, the speed change alone, also
+makes build-default's ``--real-speeds`` copies of real speech (Kaldi's speed perturbation).
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ def vary(y: np.ndarray, key: int) -> np.ndarray | None:
 
 
 def tape_speed(y: np.ndarray, speed: float) -> np.ndarray:
-    """``y`` ([N] f32 @16 kHz, non-empty) played at ``speed`` (> 1: faster and higher, pitch and tempo together, as
-    a tape or Kaldi's speed perturbation): the same samples heard at ``SR * speed`` and resampled to ``SR`` by ``soxr``
-    (``round(N / speed)`` samples), at the source's peak level. Also the tape-speed copies of build-default's
-    ``real_speeds``. Raises ``ValueError`` for a speed that is not a finite number > 0."""
+    """``y`` ([N] f32 @16 kHz) played at ``speed`` (> 1: faster and higher, pitch and tempo together, as a tape or
+    Kaldi's speed perturbation): the same samples heard at ``SR * speed`` and resampled to ``SR`` by ``soxr`` (N /
+    speed samples, rounded as soxr rounds), at the source's peak level. Also the tape-speed copies of build-default's
+    ``real_speeds``. Raises ``ValueError`` for an empty or non-1-D ``y`` or a speed that is not a finite number > 0."""
     if not (np.isfinite(speed) and speed > 0):
         raise ValueError(f"speed must be a finite number > 0; got {speed}")
     y = np.asarray(y, np.float32)
+    if y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"tape_speed needs a non-empty mono clip [N]; got shape {y.shape}")
     out = soxr.resample(y, SR * speed, SR).astype(np.float32)
     peak, new_peak = float(np.abs(y).max()), float(np.abs(out).max()) if len(out) else 0.0
     if new_peak > 0:

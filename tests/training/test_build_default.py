@@ -17,6 +17,7 @@ from speechprompt.backbone import Backbone
 from speechprompt.training import build_default as bd
 from speechprompt.training import build_default_cli as cli
 from speechprompt.training import real_tasks
+from speechprompt.training.sound_variants import tape_speed
 from speechprompt.training.stages import StageMismatch
 
 pytest.importorskip("onnx", reason="pip install -e '.[teachers]' (make test installs it)")
@@ -75,19 +76,25 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     ob = Backbone.load(tmp_path / "bundle_o")
     assert torch.equal(ob.codebook.centroids, bb.codebook.centroids) and ob.spec.extra["lm_seed"] == cfg.seed + 5
     assert not torch.equal(ob.unit_lm.embed_tokens.weight, bb.unit_lm.embed_tokens.weight)
-    # --real-speeds: tape-speed copies of the real train clips (not the unit LM's validation clips) feed the unit LM
-    # only: the same codebook, another unit LM, one stage file of features per speed
-    sp = bd.build_default(tmp_path / "bundle_sp", replace(cfg, real_speeds=(0.9, 1.1)), **kw)
-    spb = Backbone.load(tmp_path / "bundle_sp")
-    assert torch.equal(spb.codebook.centroids, bb.codebook.centroids) and sp["fingerprint"] != result["fingerprint"]
-    assert spb.spec.extra["real_speeds"] == [0.9, 1.1] and "real_speeds" not in bb.spec.extra
-    real_clips, real_meta = bd._load_clips(tmp_path / "work" / "real.npz")
+    # --real-speeds: tape-speed copies of the real train clips (not the unit LM's validation clips: here the first
+    # real clip stands in for them, the tiny corpus has none) feed the unit LM only: the same codebook, another unit
+    # LM, one stage file of features per speed
+    with monkeypatch.context() as m:
+        m.setattr(bd, "lm_valid_real", lambda meta: [0])
+        plain = bd.build_default(tmp_path / "bundle_pl", cfg, **kw)
+        sp = bd.build_default(tmp_path / "bundle_sp", replace(cfg, real_speeds=(0.9, 1.1)), **kw)
+    spb, plb = Backbone.load(tmp_path / "bundle_sp"), Backbone.load(tmp_path / "bundle_pl")
+    assert torch.equal(spb.codebook.centroids, plb.codebook.centroids) and sp["fingerprint"] != plain["fingerprint"]
+    assert spb.spec.extra["real_speeds"] == [0.9, 1.1] and "real_speeds" not in plb.spec.extra
+    real_clips, _ = bd._load_clips(tmp_path / "work" / "real.npz")
     slow, fast = (torch.load(tmp_path / "work" / f"speed-{s}.pt", weights_only=True) for s in ("0.9", "1.1"))
-    kept = len(real_clips) - len(bd.lm_valid_real(real_meta))
-    assert len(slow) == len(fast) == kept and slow[0].shape[1] == fast[0].shape[1] == 96
+    assert len(slow) == len(fast) == len(real_clips) - 1 and slow[0].shape[1] == fast[0].shape[1] == 96
+    assert [f.shape for f in slow] == [f.shape for f in bb.encoder.extract(
+        [torch.from_numpy(tape_speed(c, 0.9)) for c in real_clips[1:]])]  # clips 1.. (0 held out), in order
     assert sum(len(f) for f in slow) > sum(len(f) for f in fast)  # the slower copy is longer
-    with pytest.raises(ValueError, match="real_speeds"):
-        bd.build_default(tmp_path / "bundle_bad", replace(cfg, real_speeds=(1.0,)), **kw)
+    for bad in ((1.0,), (1.1, 0.9), (0.9, 0.9000001)):
+        with pytest.raises(ValueError, match="real_speeds"):
+            bd.build_default(tmp_path / "bundle_bad", replace(cfg, real_speeds=bad), **kw)
 
     # a pitch stream reuses the embedding stage (never re-encoded) and gives 98-d frames, codebook and encoder;
     # the codebook size sets the unit LM's vocabulary (units + 4 fairseq specials)
@@ -191,7 +198,7 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert "--real-speeds" not in calls[-1][0]  # none unless asked, as v7
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--real-speeds", "0.9,1.1"])
     assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--real-speeds") + 1] == "0.9,1.1"
-    assert cli.parse_speeds("0.9, 1.1") == (0.9, 1.1) and cli.parse_speeds("") == ()
+    assert cli.parse_speeds("1.1, 0.9") == (0.9, 1.1) and cli.parse_speeds("") == ()
     assert bd.DefaultBuildConfig().real_speeds == ()
     # the committed v7 is the default (tied, 300 clusters x 4 registers); --pitch-registers 3 gives v6,
     # --no-centroid-lm v5's embedding (with --pitch-registers 3), --pitch-registers 0
@@ -216,7 +223,8 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
                                   ["--pitch-registers", "3", "--pitch-scale", "0"], ["--factored-lm", "--pitch-scale", "0"],
                                   ["--factored-lm", "--pitch-registers", "0"], ["--centroid-lm", "--no-factored-lm"],
                                   ["--centroid-lm", "--pitch-registers", "0"], ["--real-speeds", "1.0"],
-                                  ["--real-speeds", "0.9,0.9"], ["--real-speeds", "fast"], ["--real-speeds", "3"]])
+                                  ["--real-speeds", "0.9,0.9"], ["--real-speeds", "fast"], ["--real-speeds", "3"],
+                                  ["--real-speeds", "0.9,0.9000001"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

@@ -63,3 +63,5 @@ def test_tape_speed_is_a_plain_speed_change(speed):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="speed"):
             V.tape_speed(y, bad)
+    with pytest.raises(ValueError, match="mono"):
+        V.tape_speed(np.zeros(0, np.float32), speed)

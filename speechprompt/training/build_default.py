@@ -27,8 +27,8 @@ file of their own, so ``--units`` and ``--name`` reuse every stage):
    so the units keep the word clusters and carry the register as a second factor; ``pitch_registers=0`` clusters
    embedding + pitch together (v3);
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units (with
-   ``real_speeds`` also those of stage 4b), validation = TTS validation utterances + 5 % of the real train clips; with ``factored_lm`` (default, v5-v7) its
-   token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
+   ``real_speeds`` also those of stage 4b), validation = TTS validation utterances + 5 % of the real train clips;
+   with ``factored_lm`` (default, v5-v7) its token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
    ``centroid_lm`` (default, v6, v7) the cluster part is a learnt linear map of the cluster's centroid plus a free part;
 7. bundle (``save_bundle``) + a training log JSON for the model card.
 """
@@ -119,6 +119,15 @@ class DefaultBuildConfig:
                    factored_lm=False, centroid_lm=False, name="speechprompt-small-v3")
 
 
+def check_speeds(speeds: tuple[float, ...]) -> None:
+    """Refuse ``real_speeds`` that are not distinct tape speeds in [0.5, 2] other than 1, in increasing order (distinct
+    as ``%g`` prints them: each names its stage file, ``speed-<s>.pt``): ``ValueError`` saying what is accepted."""
+    if any(not (math.isfinite(s) and 0.5 <= s <= 2.0 and s != 1.0) for s in speeds) or \
+            len({f"{s:g}" for s in speeds}) != len(speeds) or list(speeds) != sorted(speeds):
+        raise ValueError(f"real_speeds must be distinct tape speeds in [0.5, 2] other than 1, in increasing order "
+                         f"(each speed names its stage file, speed-<s>.pt); got {tuple(speeds)}")
+
+
 def _twin(job: tuple[np.ndarray, int, int, list[np.ndarray]]) -> tuple[np.ndarray, dict]:
     x, seed, key, bank = job
     aug = channel_aug.draw(seed, key, real_noise=bool(bank))
@@ -135,11 +144,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     """
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
-    if any(not (math.isfinite(s) and 0.5 <= s <= 2.0 and s != 1.0) for s in cfg.real_speeds) or \
-            len({f"{s:g}" for s in cfg.real_speeds}) != len(cfg.real_speeds) or \
-            list(cfg.real_speeds) != sorted(cfg.real_speeds):
-        raise ValueError(f"real_speeds must be distinct tape speeds in [0.5, 2] other than 1, in increasing order "
-                         f"(each speed names its stage file, speed-<s>.pt); got {cfg.real_speeds}")
+    check_speeds(cfg.real_speeds)
     if cfg.centroid_lm and not cfg.factored_lm:
         raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")
     if cfg.factored_lm and not cfg.pitch_registers:

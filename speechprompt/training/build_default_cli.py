@@ -9,7 +9,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from speechprompt.training.build_default import DefaultBuildConfig, build_default, log
+from speechprompt.training.build_default import DefaultBuildConfig, build_default, check_speeds, log
 from speechprompt.training.stages import StageMismatch
 
 
@@ -31,13 +31,12 @@ def resolve_product(pitch_scale: float | None, pitch_registers: int | None, fact
 
 def parse_speeds(text: str) -> tuple[float, ...]:
     """``"1.1,0.9"`` -> ``(0.9, 1.1)``, sorted (``""`` -> ``()``): ``--real-speeds``. Raises ``ValueError`` naming
-    what is accepted: distinct numbers in [0.5, 2] (distinct as ``%g`` prints them: each names a stage file), none 1."""
+    what is accepted (``build_default.check_speeds``)."""
     try:
         speeds = tuple(sorted(float(p) for p in text.split(",") if p.strip()))
     except ValueError:
         raise ValueError(f"expected comma-separated numbers such as 0.9,1.1; got {text!r}") from None
-    if any(not (0.5 <= s <= 2.0 and s != 1.0) for s in speeds) or len({f"{s:g}" for s in speeds}) != len(speeds):
-        raise ValueError(f"expected distinct speeds in [0.5, 2] other than 1; got {text!r}")
+    check_speeds(speeds)
     return speeds
 
 

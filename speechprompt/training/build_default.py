@@ -28,7 +28,8 @@ file of their own, so ``--units`` and ``--name`` reuse every stage):
    embedding + pitch together (v3);
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units (with
    ``real_speeds`` also those of stage 4b), validation = TTS validation utterances + 5 % of the real train clips;
-   with ``factored_lm`` (default, v5-v7) its token embedding trains as cluster + register (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
+   with ``factored_lm`` (default, v5-v7) its token embedding trains as cluster + register
+   (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
    ``centroid_lm`` (default, v6, v7) the cluster part is a learnt linear map of the cluster's centroid plus a free part;
 7. bundle (``save_bundle``) + a training log JSON for the model card.
 """
@@ -253,9 +254,9 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     # for the unit LM only, so builds that differ only in real_speeds share the codebook
     f_sped, keep = [], [c for i, c in enumerate(real) if i not in held]
     for speed in cfg.real_speeds:
-        stages.claim(f"speed-{speed:g}", {"real": real_key, "encoder": state_digest(enc_state), "speed": speed},
-                     (work / f"speed-{speed:g}.pt").exists())
-        f_sped += speed_features(keep, speed, enc, work / f"speed-{speed:g}.pt", say)
+        path = work / f"speed-{speed:g}.pt"
+        stages.claim(path.stem, {"real": real_key, "encoder": state_digest(enc_state), "speed": speed}, path.exists())
+        f_sped += speed_features(keep, speed, enc, path, say)
         lap(f"speed_{speed:g}")
 
     # 5. codebook

@@ -93,6 +93,10 @@ def test_readme_curl_commands(server):
     assert single["version"] == next(t["version"] for t in listing["tasks"] if t["task"] == single["task"])
     assert [r["task"] for r in multi["results"]] == re.search(r"tasks=([\w,-]+)", commands[1]).group(1).split(",")
     assert all(r["label"] in labels[r["task"]] for r in multi["results"])
+    shown = json.loads(code_blocks(section("Classify a real recording"), "json")[0].replace("...", ""))
+    assert (shown["task"], shown["version"], shown["label"]) == (single["task"], single["version"], single["label"])
+    assert abs(shown["scores"][0]["score"] - single["scores"][0]["score"]) < 0.05  # the sample answer is this one
+    assert single["backbone"].startswith(shown["backbone"])
 
 
 def test_readme_python_snippet(server, capsys):

@@ -27,6 +27,7 @@ Usage (after ``real_speech_eval.py`` made the draws' task folders)::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -52,11 +53,20 @@ DTW_TASKS = {"keyword", "digits"}
 Split = list[tuple[torch.Tensor, str]]  # (frames [T, D], label) per clip
 
 
+def cache_key(bb: Backbone, manifest: Path) -> str:
+    """What a draw's frames and cells depend on: the manifest's digest and the bundle's fingerprint."""
+    return f"{M.manifest_digest(manifest)}:{bb.fingerprint[:16]}"
+
+
 def frames(bb: Backbone, manifest: Path, cache: Path) -> dict[str, Split]:
     """The teacher's frames ``[T_i, D] f32`` (the dense stage's first D = speech_embedding dimensions; a pitch stream
-    after them is left out, as in the table's column) of every clip of ``manifest``, by split; cached in ``cache``."""
+    after them is left out, as in the table's column) of every clip of ``manifest``, by split; cached in ``cache``
+    under :func:`cache_key` (another manifest or bundle recomputes them)."""
+    key = cache_key(bb, manifest)
     if cache.exists():
-        return torch.load(cache)
+        cached = torch.load(cache)
+        if cached.get("key") == key:
+            return cached["data"]
     examples = M.read_manifest(manifest)
     dims = bb.encoder.convs[-1].out_channels
     out: dict[str, Split] = {}
@@ -66,7 +76,7 @@ def frames(bb: Backbone, manifest: Path, cache: Path) -> dict[str, Split]:
             feats = bb.encoder.extract([torch.from_numpy(M.load_audio(e.path)) for e in batch])
             for e, f in zip(batch, feats, strict=True):
                 out.setdefault(e.split, []).append((f[:, :dims].clone(), e.label))
-    torch.save(out, cache)
+    torch.save({"key": key, "data": out}, cache)
     return out
 
 
@@ -82,8 +92,8 @@ def fixed_length(f: torch.Tensor, n: int = 16) -> np.ndarray:
 
 
 def lr_on_dev(data: dict[str, Split], embed, cs=(0.01, 0.1, 1.0, 10.0)) -> dict:
-    """Standardised logistic regression on ``embed(frames)`` of train; C picked on dev accuracy (first best).
-    Returns ``{"dev", "test", "C"}`` for the picked C."""
+    """Standardised logistic regression on ``embed(frames)`` (``[T, D] -> [F]``) of train; C picked on dev accuracy
+    (first best), never on test. Returns ``{"dev", "test", "C"}`` for the picked C."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -173,28 +183,35 @@ def bigru(data: dict[str, Split], seed: int, epochs: int = 40, hidden: int = 64)
 
 
 def save(out_file: Path, task: str, cells: dict) -> None:
-    """Merge one task's cells into ``out_file`` atomically (runs of other tasks may write it meanwhile)."""
-    current = json.loads(out_file.read_text()) if out_file.exists() else {}
-    current[task] = cells
-    tmp = out_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(current, indent=1) + "\n")
-    os.replace(tmp, out_file)
+    """Merge one task's cells into ``out_file``: read, merge and replace under a lock file, so runs of other tasks
+    writing the same draw's file keep theirs; the replace is atomic."""
+    with open(out_file.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = json.loads(out_file.read_text()) if out_file.exists() else {}
+        current[task] = cells
+        tmp = out_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(current, indent=1) + "\n")
+        os.replace(tmp, out_file)
 
 
 def say(msg: str) -> None:
+    """One progress line on stdout, flushed."""
     sys.stdout.write(msg + "\n")
     sys.stdout.flush()
 
 
 def run_draw(bb: Backbone, work: Path, draw: int, tasks: list[str], log=say) -> dict:
     """Every method on every task of one draw's ``work`` folder; merged into ``work/ceiling.json`` (cells already
-    there are kept); returns that file's content."""
+    there for the same :func:`cache_key` are kept, others recomputed); returns that file's content."""
     out_file = work / "ceiling.json"
     for task in tasks:
         done = json.loads(out_file.read_text()) if out_file.exists() else {}
         t0 = time.perf_counter()
-        data = frames(bb, work / "tasks" / task / "manifest.csv", work / f"ceiling-frames-{task}.pt")
-        r = done.setdefault(task, {"n_test": len(data["test"])})
+        manifest = work / "tasks" / task / "manifest.csv"
+        data = frames(bb, manifest, work / f"ceiling-frames-{task}.pt")
+        r = done.get(task, {})
+        if r.get("key") != cache_key(bb, manifest):
+            r = {"key": cache_key(bb, manifest), "n_test": len(data["test"])}
         for method in METHODS:
             if method in r or (method == "dtw_1nn" and task not in DTW_TASKS):
                 continue
@@ -216,7 +233,8 @@ def render(draws: list[dict], table: dict, meta: dict) -> str:
     def cell(vals: list[float]) -> str:
         if not vals:
             return "-"
-        return f"{np.mean(vals):.3f}" + (f" ({min(vals):.3f}-{max(vals):.3f})" if len(vals) > 1 else "")
+        shown = f"{np.mean(vals):.3f}" + (f" ({min(vals):.3f}-{max(vals):.3f})" if len(vals) > 1 else "")
+        return shown + (f" [{len(vals)} of {len(draws)} draws]" if len(vals) < len(draws) else "")
 
     lines = [f"speech_embedding frames (the default's dense stage) with classifiers that keep time "
              f"(`scripts/real_ceiling.py`, {meta['date']}): mean (min-max) test accuracy over {len(draws)} training "
@@ -247,6 +265,7 @@ def table_cells(results_md: Path) -> dict:
 
 
 def main() -> None:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, nargs="+", required=True,
                     help="real_speech_eval.py work folders, draw 0 first (their tasks/<task>/manifest.csv)")

@@ -58,11 +58,10 @@ def cache_key(bb: Backbone, manifest: Path) -> str:
     return f"{M.manifest_digest(manifest)}:{bb.fingerprint[:16]}"
 
 
-def frames(bb: Backbone, manifest: Path, cache: Path) -> dict[str, Split]:
+def frames(bb: Backbone, manifest: Path, cache: Path, key: str) -> dict[str, Split]:
     """The teacher's frames ``[T_i, D] f32`` (the dense stage's first D = speech_embedding dimensions; a pitch stream
     after them is left out, as in the table's column) of every clip of ``manifest``, by split; cached in ``cache``
-    under :func:`cache_key` (another manifest or bundle recomputes them)."""
-    key = cache_key(bb, manifest)
+    under ``key`` (:func:`cache_key`: another manifest or bundle recomputes them)."""
     if cache.exists():
         cached = torch.load(cache)
         if cached.get("key") == key:
@@ -207,11 +206,11 @@ def run_draw(bb: Backbone, work: Path, draw: int, tasks: list[str], log=say) -> 
     for task in tasks:
         done = json.loads(out_file.read_text()) if out_file.exists() else {}
         t0 = time.perf_counter()
-        manifest = work / "tasks" / task / "manifest.csv"
-        data = frames(bb, manifest, work / f"ceiling-frames-{task}.pt")
+        key = cache_key(bb, work / "tasks" / task / "manifest.csv")
+        data = frames(bb, work / "tasks" / task / "manifest.csv", work / f"ceiling-frames-{task}.pt", key)
         r = done.get(task, {})
-        if r.get("key") != cache_key(bb, manifest):
-            r = {"key": cache_key(bb, manifest), "n_test": len(data["test"])}
+        if r.get("key") != key:
+            r = {"key": key, "n_test": len(data["test"])}
         for method in METHODS:
             if method in r or (method == "dtw_1nn" and task not in DTW_TASKS):
                 continue

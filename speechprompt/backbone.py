@@ -89,7 +89,7 @@ class BackboneSpec:
     kind: str
     name: str
     sample_rate: int
-    encoder: DenseConfig  # HubertConfig, or SpeechEmbeddingConfig (encoder.type speech_embedding)
+    encoder: DenseConfig  # HubertConfig, SpeechEmbeddingConfig or WhisperConfig (encoder.type)
     codebook_size: int
     unit_lm: UnitLMConfig
     dictionary: tuple[str, ...]
@@ -214,7 +214,8 @@ def _load_strict(module: torch.nn.Module, sd: dict[str, Tensor], what: str) -> N
 def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg: DenseConfig,
                 encoder_state: dict[str, Tensor], centroids: Tensor, lm_cfg: UnitLMConfig, lm_state: dict[str, Tensor],
                 dictionary: list[str], sample_rate: int = 16000, extra: dict | None = None) -> str:
-    """Write a bundle atomically (into a temp folder, then renamed); returns the fingerprint."""
+    """Write a bundle atomically (into a temp folder, then renamed); returns the fingerprint. Weights are stored
+    float32, except float16 tensors, which stay float16 (an imported encoder's own precision)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -222,7 +223,10 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg:
              "unit_lm.safetensors": lm_state}
     files = {}
     for n, sd in state.items():
-        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sd.items()}, str(tmp / n))
+        # float16 tensors (Whisper's imported weights) stay float16, the rest is stored float32; modules load
+        # them into their float32 parameters
+        save_file({k: v.detach().to("cpu", torch.float16 if v.dtype == torch.float16 else torch.float32).contiguous()
+                   for k, v in sd.items()}, str(tmp / n))
         files[n] = sha256_file(tmp / n)
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "name": name, "sample_rate": sample_rate,
             "encoder": encoder_cfg.to_dict(), "codebook": {"size": int(centroids.shape[0]),

@@ -84,6 +84,20 @@ def pitch_vector(cfg: PitchConfig) -> Tensor:
     return torch.tensor([float(getattr(cfg, f.name)) for f in fields(cfg)], dtype=torch.float32)
 
 
+def pitch_state_mismatch(state: dict[str, Tensor], pitch: PitchConfig | None) -> str | None:
+    """Why encoder weights ``state`` disagree with a config's ``pitch`` settings (the weights' ``pitch_config``
+    tensor is the fingerprinted copy of them), or None when they agree; bundles check it before the weights load."""
+    if "pitch_config" in state and pitch is None:
+        return "encoder.safetensors has a pitch stream (pitch_config) but backbone.json has no encoder.pitch"
+    if pitch is None:
+        return None
+    if "pitch_config" not in state:
+        return "backbone.json has encoder.pitch but encoder.safetensors has no pitch_config (a bundle without one)"
+    if not torch.equal(state["pitch_config"].float().cpu(), pitch_vector(pitch)):
+        return "encoder.pitch in backbone.json differs from the pitch_config in encoder.safetensors"
+    return None
+
+
 def frame_segments(wav: Tensor, frames: int, cfg: PitchConfig) -> Tensor:
     """``[N]`` f32 -> ``[frames, window + lag_max]`` f32: the samples YIN reads for each frame (zeros past the edges)."""
     seg = cfg.window + cfg.lag_max
@@ -167,5 +181,5 @@ def register_centroids(cfg: PitchConfig, registers: int) -> Tensor:
     return (rows * cfg.scale).to(torch.float32)
 
 
-__all__ = ["PITCH_DIMS", "PitchConfig", "frame_segments", "pitch_features", "pitch_vector", "register_centroids",
-           "yin"]
+__all__ = ["PITCH_DIMS", "PitchConfig", "frame_segments", "pitch_features", "pitch_state_mismatch", "pitch_vector",
+           "register_centroids", "yin"]

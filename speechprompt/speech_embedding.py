@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import checked_clip
-from .pitch import PITCH_DIMS, PitchConfig, pitch_features, pitch_vector
+from .pitch import PITCH_DIMS, PitchConfig, pitch_features, pitch_state_mismatch, pitch_vector
 
 TYPE = "speech_embedding"
 # (kind, out_channels, kernel_h, kernel_w); "pool" rows give the pool kernel = stride.
@@ -201,15 +201,7 @@ class SpeechEmbeddingEncoder(nn.Module):
     def pitch_mismatch(self, state: dict[str, Tensor]) -> str | None:
         """Why encoder weights ``state`` disagree with ``cfg.pitch`` (their ``pitch_config`` tensor is the
         fingerprinted copy of the pitch settings), or None when they agree; checked before the weights load."""
-        if "pitch_config" in state and self.cfg.pitch is None:
-            return "encoder.safetensors has a pitch stream (pitch_config) but backbone.json has no encoder.pitch"
-        if self.cfg.pitch is None:
-            return None
-        if "pitch_config" not in state:
-            return "backbone.json has encoder.pitch but encoder.safetensors has no pitch_config (a bundle without one)"
-        if not torch.equal(state["pitch_config"].float().cpu(), pitch_vector(self.cfg.pitch)):
-            return "encoder.pitch in backbone.json differs from the pitch_config in encoder.safetensors"
-        return None
+        return pitch_state_mismatch(state, self.cfg.pitch)
 
 
 def receptive_seconds(cfg: SpeechEmbeddingConfig) -> float:

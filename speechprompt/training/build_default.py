@@ -15,8 +15,10 @@ file of their own, so ``--units`` and ``--name`` reuse every stage):
    real non-speech recordings;
 3. ``twins.npz``: a ``channel_aug`` twin of half of the real clips (room, noise incl. real noise, codec, band-pass,
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
-4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin; with a pitch stream
-   (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt``, its ``[E, 2]`` frames, appended;
+4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (with ``dense="whisper-base"``:
+   ``feats-whisper-base-L<layer>-p<pool>.pt``, Whisper base's encoder states ``[T, 512]``, ``dense_teachers.py``);
+   with a pitch stream (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt`` (Whisper:
+   ``pitch-<scale>-hop<hop>.pt``), its ``[E, 2]`` frames, appended;
    4b. with ``real_speeds`` (off by default; not in v1-v7): ``speed-<s>.pt``, the features of a tape-speed copy
    (``sound_variants.tape_speed``) of every real train clip that is not a unit-LM validation clip, for the unit LM
    only (docs/results.md, "Tape-speed copies");
@@ -50,9 +52,7 @@ import torch
 
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
-from speechprompt.importers.speech_embedding import LICENSE, NPM_PACKAGE, convert, fetch_onnx
-from speechprompt.pitch import PITCH_DIMS, PitchConfig, pitch_vector, register_centroids
-from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
+from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
@@ -62,6 +62,7 @@ from speechprompt.training.default_stages import (
 )
 from speechprompt.training.default_stages import save_clips as _save_clips
 from speechprompt.training.default_stages import with_pitch as _with_pitch
+from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, product_centroids, subsample_rows
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
@@ -104,6 +105,10 @@ class DefaultBuildConfig:
     real_speeds: tuple[float, ...] = ()  # tape-speed copies (e.g. 0.9, 1.1) of every real train clip for the unit
     # LM only (not the codebook, not its validation clips): more voices for the unit LM (docs/results.md, "What was
     # tried"); () = none, as v1-v7
+    dense: str = "speech_embedding"  # the dense model (dense_teachers.DENSE_CHOICES): speech_embedding (v2-v7) or
+    # whisper-base (Whisper base's encoder cut after whisper_layer blocks, whisper_pool 20 ms frames averaged)
+    whisper_layer: int = 5
+    whisper_pool: int = 2
     name: str = "speechprompt-default-v7"
 
     @property
@@ -141,10 +146,13 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     """Run (or resume) the build; writes the bundle to ``out`` and returns the training log.
 
     Raises ``real_corpus.RealCorpusError`` when ``real_cache`` holds no built corpus (run
-    ``scripts/build_real_corpus.py`` first) and ``SpeechEmbeddingImportError`` when the teacher cannot be fetched.
+    ``scripts/build_real_corpus.py`` first) and ``SpeechEmbeddingImportError`` / ``WhisperImportError`` when the
+    dense model cannot be fetched.
     """
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
+    if cfg.dense not in DENSE_CHOICES:
+        raise ValueError(f"dense must be one of {DENSE_CHOICES}; got {cfg.dense!r}")
     check_speeds(cfg.real_speeds)
     if cfg.centroid_lm and not cfg.factored_lm:
         raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")
@@ -224,26 +232,22 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     twins, twin_augs = _load_clips(work / "twins.npz")
     lap("twins")
 
-    # 4. dense features
-    mel, emb = fetch_onnx(teacher_cache)
-    enc_state = convert(mel, emb)
-    enc = SpeechEmbeddingEncoder()
-    enc.load_state_dict(enc_state)
-    enc.eval().requires_grad_(False)
-    pitch = PitchConfig(scale=cfg.pitch_scale) if cfg.pitch_scale > 0 else None
-    feats_key = {"tts": tts_key, "real": real_key, "twins": twins_key, "encoder": state_digest(enc_state)}
-    stages.claim("feats", feats_key, (work / "feats.pt").exists())
-    if not (work / "feats.pt").exists():
-        torch.save(encode_clips(enc, tts + real + twins, "features", say), work / "feats.pt")
-    feats = torch.load(work / "feats.pt", weights_only=True)
-    if pitch is not None:  # the embedding stage above stays shared by builds with and without a pitch stream
-        stages.claim(f"pitch-{pitch.scale:g}", {"feats": feats_key, "pitch": pitch_vector(pitch).tolist()},
-                     (work / f"pitch-{pitch.scale:g}.pt").exists())
-        feats = _with_pitch(feats, tts + real + twins, pitch, work / f"pitch-{pitch.scale:g}.pt", say)
-        enc = SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=pitch))
-        enc_state = {**enc_state, "pitch_config": pitch_vector(pitch)}
-        enc.load_state_dict(enc_state)
-        enc.eval().requires_grad_(False)
+    # 4. dense features (the pitch frames are their own stage, shared by builds with and without a pitch stream)
+    teacher = load_teacher(cfg.dense, teacher_cache, cfg.whisper_layer, cfg.whisper_pool)
+    feats_path = work / f"{teacher.stage}.pt"
+    feats_key = {"tts": tts_key, "real": real_key, "twins": twins_key, "encoder": state_digest(teacher.state)}
+    stages.claim(teacher.stage, feats_key, feats_path.exists())
+    if not feats_path.exists():
+        tmp = feats_path.with_suffix(".tmp")
+        torch.save(encode_clips(teacher.encoder, tts + real + twins, "features", say), tmp)
+        tmp.replace(feats_path)
+    feats = torch.load(feats_path, weights_only=True)
+    enc, enc_state, pitch = teacher.pitched(cfg.pitch_scale)
+    if pitch is not None:
+        pitch_stage = f"pitch-{pitch.scale:g}" + ("" if teacher.stage == "feats" else f"-hop{pitch.hop}")
+        stages.claim(pitch_stage, {"feats": feats_key, "pitch": pitch_vector(pitch).tolist()},
+                     (work / f"{pitch_stage}.pt").exists())
+        feats = _with_pitch(feats, tts + real + twins, pitch, work / f"{pitch_stage}.pt", say)
     f_tts, f_real, f_twin = feats[:len(tts)], feats[len(tts):len(tts) + len(real)], feats[len(tts) + len(real):]
     lap("features")
     valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
@@ -254,7 +258,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     # for the unit LM only, so builds that differ only in real_speeds share the codebook
     f_sped, keep = [], [c for i, c in enumerate(real) if i not in held]
     for speed in cfg.real_speeds:
-        path = work / f"speed-{speed:g}.pt"
+        path = work / (f"speed-{speed:g}.pt" if teacher.stage == "feats" else f"speed-{speed:g}-{teacher.stage}.pt")
         stages.claim(path.stem, {"real": real_key, "encoder": state_digest(enc_state), "speed": speed}, path.exists())
         f_sped += speed_features(keep, speed, enc, path, say)
         lap(f"speed_{speed:g}")
@@ -290,11 +294,11 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     corpus = _facts(tts, tts_meta, real, real_meta, twins, twin_augs)
     corpus["real_test_speakers"] = sorted(k for k, v in split.items() if v == "test")
     extra = {"built_by": "speechprompt build-default", "seed": cfg.seed,
-             "dense_model": "speech_embedding" + (f" + pitch (YIN, scale {pitch.scale:g})" if pitch else "")
+             "dense_model": teacher.description + (f" + pitch (YIN, scale {pitch.scale:g})" if pitch else "")
              + (f"; product codebook {cfg.units} x {cfg.pitch_registers} pitch registers" if cfg.pitch_registers
                 else "") + ("; unit LM embedding trained as cluster + register" if cfg.factored_lm else "")
              + (" (cluster part a linear map of its centroid + a free part)" if cfg.centroid_lm else ""),
-             "dense_source": f"npm {NPM_PACKAGE}", "dense_license": LICENSE,
+             "dense_source": teacher.source, "dense_license": teacher.license,
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     if cfg.lm_seed is not None:
         extra["lm_seed"] = cfg.lm_seed

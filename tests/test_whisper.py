@@ -33,8 +33,9 @@ def _hf_encoder(layers=3, seed=0):
                    max_source_positions=50)
     hf = HFEncoder(cfg).eval()
     with torch.no_grad():  # transformers initialises LayerNorms to 1/0 and biases to 0: make every weight count
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+        for name, p in hf.named_parameters():
+            if "embed_positions" not in name:  # Whisper's positions are fixed sinusoids
+                p.add_(torch.randn_like(p) * 0.05)
     return hf
 
 
@@ -89,7 +90,7 @@ def test_ct2_file_roundtrip_keeps_float16_and_skips_other_variables(tmp_path):
     assert state["encoder.0.q_proj.weight"].dtype == torch.float16 and state["mel_filters"].dtype == torch.float32
 
 
-@pytest.mark.parametrize("damage", ["version", "int8", "truncated", "layers", "missing"])
+@pytest.mark.parametrize("damage", ["version", "int8", "truncated", "layers", "missing", "positions"])
 def test_importer_refuses_what_it_cannot_read(tmp_path, damage):
     v = random_ct2(layers=2)
     if damage == "version":
@@ -103,10 +104,13 @@ def test_importer_refuses_what_it_cannot_read(tmp_path, damage):
     else:
         if damage == "missing":
             del v["encoder/layer_1/ffn/linear_1/bias"]
+        if damage == "positions":  # learnt positions: the encoder computes sinusoids and would silently differ
+            v["encoder/position_encodings/encodings"] = v["encoder/position_encodings/encodings"] + np.float16(0.01)
         path = write_ct2(tmp_path / "m.bin", v)
     with pytest.raises(imp.WhisperImportError, match={"version": "version 5", "int8": "dtype id 1",
                                                       "truncated": "truncated", "layers": "has 2 layers",
-                                                      "missing": "lacks layer_1/ffn/linear_1/bias"}[damage]):
+                                                      "missing": "lacks layer_1/ffn/linear_1/bias",
+                                                      "positions": "not Whisper's sinusoids"}[damage]):
         ct2 = imp.read_ct2(path)
         imp.convert(ct2, imp.config_from_ct2(ct2, 3 if damage == "layers" else 2))
 
@@ -200,7 +204,7 @@ def test_bundle_stores_float16_weights_and_loads_them(tmp_path):
     enc, fp = _bundle(tmp_path)
     with safe_open(str(tmp_path / "b" / "encoder.safetensors"), "pt") as f:
         assert f.get_tensor("encoder.0.fc1.weight").dtype == torch.float16
-        assert f.get_tensor("mel_filters").dtype == torch.float32
+        assert f.get_tensor("mel_filters").dtype == torch.float32 and "positions" not in f.keys()
     bb = Backbone.load(tmp_path / "b")
     assert bb.fingerprint == fp and bb.info()["encoder"]["type"] == "whisper" and bb.encoder.hop_size == 640
     wav = _speechlike(20000)

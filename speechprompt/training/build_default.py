@@ -109,6 +109,8 @@ class DefaultBuildConfig:
     # whisper-base (Whisper base's encoder cut after whisper_layer blocks, whisper_pool 20 ms frames averaged)
     whisper_layer: int = 5
     whisper_pool: int = 2
+    lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
+    # model, which prompts train on): keeps a Whisper bundle within issue 14's 40 MB
     name: str = "speechprompt-default-v7"
 
     @property
@@ -305,7 +307,9 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if cfg.real_speeds:
         extra["real_speeds"] = list(cfg.real_speeds)
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
-                     centroids=codebook.centroids, lm_cfg=cfg.lm, lm_state=lm.state_dict(),
+                     centroids=codebook.centroids, lm_cfg=cfg.lm,
+                     lm_state={k: v.half() if cfg.lm_fp16 and v.is_floating_point() else v
+                               for k, v in lm.state_dict().items()},
                      dictionary=natural_dictionary(cfg.vocab), extra=extra)
     lap("bundle")
     result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,

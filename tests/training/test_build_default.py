@@ -154,7 +154,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     model = write_ct2(tmp_path / "teach" / "whisper-base" / "model.bin", random_ct2(layers=2))
     monkeypatch.setattr(wimp, "MODEL_SHA256", hashlib.sha256(model.read_bytes()).hexdigest())
     wcfg = replace(cfg, dense="whisper-base", whisper_layer=1, whisper_pool=2, pitch_scale=40.0, units=16,
-                   pitch_registers=3, factored_lm=True, centroid_lm=True)
+                   pitch_registers=3, factored_lm=True, centroid_lm=True, lm_fp16=True)
     wres = bd.build_default(tmp_path / "bundle_w", wcfg, **{**kw, "teacher_cache": tmp_path / "teach"})
     wb = Backbone.load(tmp_path / "bundle_w")
     assert wb.info()["encoder"]["type"] == "whisper" and wb.encoder.cfg.layers == 1 and wb.encoder.hop_size == 640
@@ -165,7 +165,10 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     assert [f.shape for f in wfeats[-3:]] == [(wb.encoder.num_frames(len(c)), 64) for c in
                                               (bd._load_clips(tmp_path / "work" / "twins.npz")[0])[-3:]]
     with safe_open(str(tmp_path / "bundle_w" / "encoder.safetensors"), "pt") as f:
-        assert f.get_tensor("encoder.0.fc1.weight").dtype == torch.float16
+        assert f.get_tensor("encoder.0.fc1.weight").dtype == torch.float16 and "positions" not in f.keys()
+    with safe_open(str(tmp_path / "bundle_w" / "unit_lm.safetensors"), "pt") as f:  # --lm-fp16
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert wb.unit_lm.embed_tokens.weight.dtype == torch.float32  # loaded into float32 parameters
     with pytest.raises(ValueError, match="dense must be one of"):
         bd.build_default(tmp_path / "bundle_x", replace(cfg, dense="hubert"), **kw)
 
@@ -227,7 +230,9 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--real-speeds") + 1] == "0.9,1.1"
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--dense", "whisper-base", "--whisper-layer", "4"])
     assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--dense") + 1] == "whisper-base"
-    assert calls[-1][0][calls[-1][0].index("--whisper-layer") + 1] == "4"
+    assert calls[-1][0][calls[-1][0].index("--whisper-layer") + 1] == "4" and "--lm-fp16" not in calls[-1][0]
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-fp16"])
+    assert result.exit_code == 0 and calls[-1][0][-1] == "--lm-fp16"
     assert bd.DefaultBuildConfig().dense == "speech_embedding"  # v7's dense model unless asked
     assert cli.parse_speeds("1.1, 0.9") == (0.9, 1.1) and cli.parse_speeds("") == ()
     assert bd.DefaultBuildConfig().real_speeds == ()

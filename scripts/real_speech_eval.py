@@ -84,6 +84,15 @@ def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int
     return info
 
 
+def speech_embedding_bundle(new: Backbone | None, fallback: Path) -> Backbone:
+    """The bundle whose dense model gives the speech_embedding + LR column: the new backbone when it runs
+    speech_embedding (v2-v7), else the bundle at ``fallback`` (``--se-backbone``; a Whisper or HuBERT bundle has
+    other features)."""
+    if new is not None and getattr(new.spec.encoder, "type", "") == "speech_embedding":
+        return new
+    return Backbone.load(fallback)
+
+
 def free_baselines(task_dir: Path, labels: list[str], se_backbone: Backbone) -> dict:
     """MFCC mean/std + LR and speech_embedding (mean-pooled, its own 96 dimensions: a pitch stream after them is left
     out, so the column is the same for a bundle with or without one) + LR on the task's splits."""
@@ -174,7 +183,8 @@ def main() -> None:
         ap.add_argument(f"--{flag}", type=int, default=0, help=f"vad: {what}")
     ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")
     ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
-                    help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run")
+                    help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run or has "
+                    "another dense model")
     ap.add_argument("--variants", default="v2", help="prompt variants on the new backbone ('' = baselines only)")
     ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
     ap.add_argument("--force", action="store_true", help="recompute tasks already in results.json")
@@ -219,7 +229,7 @@ def main() -> None:
         backbones["new"] = Backbone.load(a.backbone)
     if a.old_backbone and "old" in columns:
         backbones["old"] = Backbone.load(a.old_backbone)
-    se_backbone = backbones.get("new") or Backbone.load(a.se_backbone)
+    se_backbone = speech_embedding_bundle(backbones.get("new"), a.se_backbone)
     for name in [t for t in a.tasks.split(",") if t in info]:
         labels = info[name]["labels"]
         r = results.setdefault(name, {})

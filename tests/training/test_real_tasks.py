@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,23 @@ def test_real_speech_eval_never_carries_cells_over_from_another_backbone():
 
 
 @pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
+def test_speech_embedding_column_comes_from_a_speech_embedding_bundle(monkeypatch):
+    """A new backbone on another dense model (Whisper) does not give the speech_embedding column: --se-backbone does."""
+    from types import SimpleNamespace
+
+    from tests.scripts import load_script
+
+    ev = load_script("real_speech_eval")
+    loaded = []
+    monkeypatch.setattr(ev.Backbone, "load", staticmethod(lambda path: loaded.append(path) or "fallback"))
+    se = SimpleNamespace(spec=SimpleNamespace(encoder=SimpleNamespace(type="speech_embedding")))
+    whisper = SimpleNamespace(spec=SimpleNamespace(encoder=SimpleNamespace(type="whisper")))
+    hubert = SimpleNamespace(spec=SimpleNamespace(encoder=SimpleNamespace()))  # HubertConfig has no type field
+    assert ev.speech_embedding_bundle(se, Path("x")) is se and loaded == []
+    assert [ev.speech_embedding_bundle(b, Path("x")) for b in (whisper, hubert, None)] == ["fallback"] * 3
+    assert loaded == [Path("x")] * 3
+
+
 def test_gender_tts_gives_both_genders_in_every_language_and_lower_voices_for_male(tmp_path):
     """The gender task's TTS rows: each language of GENDER_TTS_LANGS has voices of both genders (the variant's voice
     file says which), a rerun reuses the clips, and the male voices' median F0 (YIN) is below the female voices'."""

@@ -86,8 +86,9 @@ class WhisperConfig:
 
     @property
     def frame_centre(self) -> int:
-        """Sample at the centre of output frame 0: 20 ms frame j reads mel frames 2j - 1 .. 2j + 1, centred on sample
-        ``2 j mel_hop`` (centred STFT), so the mean of frames 0 .. pool - 1 is centred on ``(pool - 1) mel_hop``."""
+        """Sample at the centre of output frame 0: 20 ms frame j reads conv1 frames 2j - 1 .. 2j + 1 (mel frames
+        2j - 2 .. 2j + 2), centred on sample ``2 j mel_hop`` (centred STFT), so the mean of frames 0 .. pool - 1 is
+        centred on ``(pool - 1) mel_hop``."""
         return self.mel_hop * (self.pool - 1)
 
     @property

@@ -21,10 +21,9 @@ from speechprompt.unit_lm import UnitLM, UnitLMConfig
 from speechprompt.whisper import WhisperConfig, WhisperEncoder, slaney_mel_filters, whisper_pitch
 from tests.whisper_fixtures import ct2_from_hf, random_ct2, write_ct2
 
-transformers = pytest.importorskip("transformers", reason="pip install -e '.[dev]' (make test installs it)")
-
 
 def _hf_encoder(layers=3, seed=0):
+    pytest.importorskip("transformers", reason="pip install -e '.[dev]' (make test installs it)")
     from transformers import WhisperConfig as HFConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFEncoder
 
@@ -47,6 +46,7 @@ def _speechlike(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_log_mel_and_filters_match_transformers_feature_extractor():
+    pytest.importorskip("transformers", reason="pip install -e '.[dev]' (make test installs it)")
     from transformers import WhisperFeatureExtractor
 
     fe = WhisperFeatureExtractor(feature_size=80)
@@ -239,3 +239,20 @@ def test_precision_modes_reach_the_whisper_blocks(tmp_path, mode):
     a, b = ref.encoder.extract([wav])[0][:, :64], bb.encoder.extract([wav])[0][:, :64]
     assert not torch.equal(a, b)  # another arithmetic ran
     assert torch.nn.functional.cosine_similarity(a, b, dim=1).min() > 0.98
+
+
+@pytest.mark.parametrize("case", ["byte count", "rank", "name", "past the end"])
+def test_reader_refuses_malformed_variables_without_reading_them(tmp_path, case):
+    """A hostile model.bin: the reader checks each header before it reads or reshapes anything."""
+    import struct
+
+    name = b"encoder/x\0" if case != "name" else b"encoder/\xff\xfe\0"
+    rank, dims = (9, (1,) * 9) if case == "rank" else (1, (10,))
+    nbytes = {"byte count": 4, "past the end": 2**31}.get(case, 20)
+    body = struct.pack("<I", 6) + struct.pack("<H", 3) + b"ct\0" + struct.pack("<II", 3, 1)
+    body += struct.pack("<H", len(name)) + name + struct.pack("<B", rank) + struct.pack("<" + "I" * rank, *dims)
+    body += struct.pack("<BI", 4, nbytes) + b"\0" * 20
+    (tmp_path / "m.bin").write_bytes(body)
+    with pytest.raises(imp.WhisperImportError, match={"byte count": "not what its shape", "rank": "rank 9",
+                                                      "name": "not UTF-8", "past the end": "truncated"}[case]):
+        imp.read_ct2(tmp_path / "m.bin")

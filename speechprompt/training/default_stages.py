@@ -51,7 +51,7 @@ def state_digest(state: dict) -> str:
 
 
 def with_pitch(feats: list, clips: list, pitch: PitchConfig, path: Path, say: Callable[[str], None]) -> list:
-    """``feats[i] [E_i, 96]`` -> ``[E_i, 98]``: each clip's pitch frames appended (computed once, saved to ``path``)."""
+    """``feats[i] [E_i, D]`` -> ``[E_i, D + 2]``: each clip's pitch frames appended (computed once, saved to ``path``)."""
     if not path.exists():
         rows, t0 = [], time.time()
         for i, (f, c) in enumerate(zip(feats, clips, strict=True)):
@@ -104,7 +104,8 @@ def encode_clips(enc, clips: list[np.ndarray], label: str, say: Callable[[str], 
 def speed_features(clips: list[np.ndarray], speed: float, enc, path: Path, say: Callable[[str], None]) -> list:
     """Features ``[E_i, D]`` of ``clips`` ([N_i] f32 @16 kHz) played at tape speed ``speed``
     (``sound_variants.tape_speed``: ``speed`` > 1 faster and higher) by the frozen dense model ``enc``
-    (``SpeechEmbeddingEncoder``; with a pitch stream its ``extract`` appends the pitch frames, D = 98). Computed
+    (``SpeechEmbeddingEncoder`` or ``WhisperEncoder``; with a pitch stream its ``extract`` appends the pitch frames,
+    D + 2). Computed
     once and saved to ``path`` (``torch.save`` of tensors, read back with ``weights_only``); the copies' audio is not
     kept. Raises ``ValueError`` for a speed that is not a finite number > 0."""
     from speechprompt.training.sound_variants import tape_speed

@@ -37,6 +37,7 @@ class Teacher:
     license: str
     make: Callable[[PitchConfig | None], torch.nn.Module]  # the encoder for a pitch stream (or None)
     frame_pitch: Callable[[float], PitchConfig]  # the pitch stream aligned with the frames, at a scale
+    license_text: str | None = None  # the licence notice that must travel with the weights (Whisper's MIT LICENSE)
 
     def pitched(self, scale: float) -> tuple[torch.nn.Module, dict, PitchConfig | None]:
         """``(encoder, state, pitch)`` with a pitch stream of weight ``scale`` (none when ``scale`` is 0)."""
@@ -72,19 +73,22 @@ def load_teacher(dense: str, cache: str | Path, layer: int = 5, pool: int = 2) -
         )
         from speechprompt.whisper import WhisperEncoder, whisper_pitch
 
-        ct2 = read_ct2(fetch(cache / "whisper-base"))
+        model = fetch(cache / "whisper-base")
+        ct2 = read_ct2(model)
         cfg = config_from_ct2(ct2, layer, pool)
+        notice = model.with_name("LICENSE")
         return _loaded(lambda p: WhisperEncoder(config_from_ct2(ct2, layer, pool, p)), convert(ct2, cfg),
                        lambda scale: whisper_pitch(cfg, scale), f"feats-whisper-base-L{layer}-p{pool}",
                        f"Whisper base encoder, layer {layer} of 6, {20 * pool} ms frames",
-                       "PyPI " + " + ".join(PACKAGES), LICENSE)
+                       "PyPI " + " + ".join(PACKAGES), LICENSE, notice.read_text() if notice.is_file() else None)
     raise ValueError(f"unknown dense model {dense!r}; expected one of {DENSE_CHOICES}")
 
 
-def _loaded(make, state, frame_pitch, stage, description, source, license_) -> Teacher:
+def _loaded(make, state, frame_pitch, stage, description, source, license_, license_text=None) -> Teacher:
     enc = make(None)
     enc.load_state_dict(state)
-    return Teacher(enc.eval().requires_grad_(False), state, stage, description, source, license_, make, frame_pitch)
+    return Teacher(enc.eval().requires_grad_(False), state, stage, description, source, license_, make, frame_pitch,
+                   license_text)
 
 
 __all__ = ["DENSE_CHOICES", "Teacher", "load_teacher"]

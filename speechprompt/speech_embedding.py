@@ -26,7 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import checked_clip
-from .pitch import PITCH_DIMS, PitchConfig, pitch_features, pitch_state_mismatch, pitch_vector
+from .pitch import (
+    PITCH_DIMS,
+    PitchConfig,
+    checked_frame_pitch,
+    pitch_features,
+    pitch_state_mismatch,
+    pitch_vector,
+)
 
 TYPE = "speech_embedding"
 # (kind, out_channels, kernel_h, kernel_w); "pool" rows give the pool kernel = stride.
@@ -59,14 +66,8 @@ class SpeechEmbeddingConfig:
         object.__setattr__(self, "layers", tuple(tuple(x) for x in self.layers))
         if self.type != TYPE:
             raise ValueError(f"not a speech_embedding config: type {self.type!r}")
-        if isinstance(self.pitch, dict):
-            object.__setattr__(self, "pitch", PitchConfig.from_dict(self.pitch))
-        if self.pitch is not None:
-            if not isinstance(self.pitch, PitchConfig):
-                raise ValueError(f"pitch must be an object of PitchConfig fields or null, not {self.pitch!r}")
-            if self.pitch.hop != self.mel_hop * self.step_frames or self.pitch.sample_rate != self.sample_rate:
-                raise ValueError(f"pitch hop/sample_rate ({self.pitch.hop}, {self.pitch.sample_rate}) must equal "
-                                 f"the embedding's ({self.mel_hop * self.step_frames}, {self.sample_rate})")
+        object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.mel_hop * self.step_frames,
+                                                              self.sample_rate))
 
     @property
     def output_layer(self) -> int:

@@ -29,7 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import checked_clip
-from .pitch import PITCH_DIMS, PitchConfig, pitch_features, pitch_state_mismatch, pitch_vector
+from .pitch import (
+    PITCH_DIMS,
+    PitchConfig,
+    checked_frame_pitch,
+    pitch_features,
+    pitch_state_mismatch,
+    pitch_vector,
+)
 
 TYPE = "whisper"
 
@@ -69,15 +76,8 @@ class WhisperConfig:
             raise ValueError(f"whisper dim {self.dim} is not a multiple of heads {self.heads}")
         if self.max_positions % self.pool:
             raise ValueError(f"whisper pool {self.pool} must divide max_positions {self.max_positions}")
-        if isinstance(self.pitch, dict):
-            object.__setattr__(self, "pitch", PitchConfig.from_dict(self.pitch))
-        if self.pitch is not None:
-            if not isinstance(self.pitch, PitchConfig):
-                raise ValueError(f"pitch must be an object of PitchConfig fields or null, not {self.pitch!r}")
-            hop, centre = self.hop_size, self.frame_centre
-            if (self.pitch.hop, self.pitch.centre, self.pitch.sample_rate) != (hop, centre, self.sample_rate):
-                raise ValueError(f"pitch hop/centre/sample_rate ({self.pitch.hop}, {self.pitch.centre}, "
-                                 f"{self.pitch.sample_rate}) must be the frames' ({hop}, {centre}, {self.sample_rate})")
+        object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.hop_size, self.sample_rate,
+                                                              self.frame_centre))
 
     @property
     def hop_size(self) -> int:

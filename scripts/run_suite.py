@@ -6,7 +6,8 @@
 
 Per task: units + mean-pooled encoder features of every clip (one encoder pass, cached under --work), then
 (1) v2: deep prompts + separator + learnable verbalizer, (2) v1-style fixed verbalizer (labels -> frequent units),
-(3) the learnable verbalizer alone (no prompts), all with the one ``trainer.Recipe`` (``--variants`` picks some);
+(3) the learnable verbalizer alone (no prompts), all with the one ``trainer.Recipe`` (``--variants`` picks some;
+``v2_mean``, v2 read from the mean hidden state, runs only when named);
 (4) logistic regression on unit histograms and (5) on mean-pooled encoder features (scikit-learn defaults, no
 tuning). Prompt variants are scored through the serving path (``PromptBank``). Results go to
 ``--work/<fingerprint[:16]>/results.json`` (tasks already there are skipped unless --force) and into docs/results.md
@@ -46,7 +47,8 @@ from speechprompt.training.suite import TASKS  # noqa: E402
 from speechprompt.training.trainer import Recipe, train_prompts  # noqa: E402
 from speechprompt.units import Units  # noqa: E402
 
-VARIANTS = {"v2": Recipe(), "v1_fixed": Recipe(verbalizer="fixed"), "verbalizer_only": Recipe(deep_prompts=False)}
+VARIANTS = {"v2": Recipe(), "v1_fixed": Recipe(verbalizer="fixed"), "verbalizer_only": Recipe(deep_prompts=False),
+            "v2_mean": Recipe(readout="mean")}  # v2 with the label read from the mean hidden state (prompting.py)
 TEST_SPLITS = ("test", "test_seen", "test_engine")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -283,7 +285,7 @@ def main() -> None:
     ap.add_argument("--demo", default="commands-lt,language-id,gender,vad",
                     help="tasks whose v2 packages are copied to --store ('' for none; the committed commands-en "
                          "comes from the 32x suite: docs/results.md, 'More training clips')")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of prompt variants of {list(VARIANTS)}")
+    ap.add_argument("--variants", default="v2,v1_fixed,verbalizer_only", help=f"comma list of prompt variants of {list(VARIANTS)}")
     ap.add_argument("--jobs", type=int, default=2, help="processes for YAAPT (pGSLM backbones)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-epochs", type=int, default=None,

@@ -150,6 +150,8 @@ class TaskPublic(BaseModel):
     training: dict | None = None
     long_audio: dict | None = Field(None, description="the package's long-audio default (policy, window, hop "
                                     "in seconds); null: the server's default")
+    readout: str | None = Field(None, description="where the label is read: 'separator' (SpeechPrompt v2) or "
+                                "'mean' (the mean hidden state of the clip's row; docs/prompting.md)")
     nbytes: int | None = None
     in_flight: int | None = None
     resident_versions: list[str] = []

@@ -6,7 +6,9 @@ Tensors (names fixed, float32):
   official checkpoint round-trips), ``separator [d]`` -- official ``decoder.sep_embed``,
   ``verbalizer [C+4, V]`` -- official ``decoder.prompt_linear_verbalizer`` (class i is output 4+i).
 Metadata (safetensors string header): format version, task, labels (JSON), backbone fingerprint and kind, prompt
-length, created time, training facts (JSON). The version is the content digest of the file bytes. Reading never
+length, created time, training facts (JSON); optional long-audio default (JSON) and read-out. A package whose
+read-out is not the separator's (``readout="mean"``) is written as format version 2, so a server that predates
+read-outs refuses it instead of serving it wrongly; every other package stays format version 1, byte for byte. The version is the content digest of the file bytes. Reading never
 unpickles: safetensors is a JSON header plus raw tensors.
 """
 
@@ -20,23 +22,25 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the highest version this code reads; version 1 = every package without a read-out field
+READOUTS = ("separator", "mean")  # where the label is read (prompting.py); "mean" needs format version 2
 TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
-META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, task (a task name), labels "
+META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1 or 2, task (a task name), labels "
                  "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
                  f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
-                 "'window', optional window and hop in seconds)")
+                 "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
+                 "format_version 2 and backbone_kind 'gslm')")
 
 
 class PackageError(Exception):
@@ -92,20 +96,25 @@ class PackageMeta:
     backbone_fingerprint: str
     backbone_kind: str = "gslm"
     prompt_length: int = 5
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1  # written as 2 when ``readout`` needs it (``to_header``)
     created: str = ""
     training: dict = field(default_factory=dict)
     # long-audio default of the task: {"policy": "reject" | "truncate" | "window", "window": s, "hop": s};
     # {} = the server's default. Written to the header only when set (older packages' bytes are unchanged).
     long_audio: dict = field(default_factory=dict)
+    # where the label is read (prompting.py): "separator" (SpeechPrompt v2; not written to the header) or "mean"
+    readout: str = "separator"
 
     def to_header(self) -> dict[str, str]:
-        header = {"format": "speechprompt-task", "format_version": str(self.format_version), "task": self.task,
+        version = max(self.format_version, 1 if self.readout == "separator" else 2)
+        header = {"format": "speechprompt-task", "format_version": str(version), "task": self.task,
                   "labels": json.dumps(list(self.labels)), "backbone_fingerprint": self.backbone_fingerprint,
                   "backbone_kind": self.backbone_kind, "prompt_length": str(self.prompt_length),
                   "created": self.created, "training": json.dumps(self.training, sort_keys=True)}
         if self.long_audio:
             header["long_audio"] = json.dumps(self.long_audio, sort_keys=True)
+        if self.readout != "separator":
+            header["readout"] = self.readout
         return header
 
     @classmethod
@@ -134,7 +143,7 @@ class PackageMeta:
         return cls(task=m.task, labels=tuple(m.labels), backbone_fingerprint=m.backbone_fingerprint,
                    backbone_kind=m.backbone_kind, prompt_length=m.prompt_length, format_version=m.format_version,
                    created=m.created, training=m.training,
-                   long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {})
+                   long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {}, readout=m.readout)
 
 
 Label = Annotated[str, Field(min_length=1, max_length=256)]
@@ -167,6 +176,16 @@ class MetaFields(BaseModel):
     created: Annotated[str, Field(max_length=64)] = ""
     training: dict[str, Any]
     long_audio: LongAudio | None = None
+    readout: Literal[READOUTS] = "separator"
+
+    @model_validator(mode="after")
+    def _readout_fits(self) -> MetaFields:
+        if self.readout != "separator" and self.format_version < 2:
+            raise ValueError(f"readout {self.readout!r} needs format_version 2")
+        if self.readout != "separator" and self.backbone_kind != "gslm":
+            raise ValueError(f"readout {self.readout!r} is for gslm backbones; a {self.backbone_kind} package reads "
+                             "the separator")
+        return self
 
     @field_validator("labels")
     @classmethod

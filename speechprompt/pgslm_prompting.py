@@ -134,7 +134,7 @@ class PGSLMPromptBank(PromptBank):
         if not items:
             return []
         self.lm.check_length(max(int(p.units.numel()) for p in items) + 2)  # SequenceTooLong up front
-        prefix, sep, verb, ncls = self.gather(keys)
+        prefix, sep, verb, ncls, _ = self.gather(keys)  # pGSLM packages read the separator (package.MetaFields)
         rows = make_rows(items, self.prosody, self.lm.streams, stats, self.device)
         hidden = self.lm(rows.tokens, rows.durations, rows.f0, prefix, sep)
         h = hidden[torch.arange(len(items), device=self.device), rows.last]

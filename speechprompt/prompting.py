@@ -9,6 +9,13 @@ predicted verbalizer index back as an input *token id*; we treat a multi-word la
 as one class of the task instead, which keeps every row one forward step and lets rows of different tasks share a
 batch (docs/prompting.md).
 
+Read-out: SpeechPrompt v2 reads the label at the separator (``readout="separator"``, every official package). A
+package may instead say ``readout="mean"``: the hidden state fed to the LM logits is the mean of the final hidden
+states over the row's ``M+2`` positions (``</s>``, the units, the separator), so a short word far before the separator
+weighs as much as the units next to it (docs/prompting.md; measured in docs/results.md). It is this project's
+extension, not the paper's; the tensors, the verbalizer and the batch are the same, and rows of both kinds share one
+forward.
+
 Deep prompts: official code overwrites the first ``l`` key/value inputs of every layer with ``P_K^i``/``P_V^i``; since
 those positions are replaced at every layer, the real tokens only see ``k_proj(P_K^i)``/``v_proj(P_V^i)``, constant
 per task. ``PromptBank`` computes them once when a task is added and keeps them in preallocated device slots;
@@ -23,7 +30,7 @@ import threading
 import torch
 from torch import Tensor
 
-from .package import NUM_SPECIAL, TaskPackage
+from .package import NUM_SPECIAL, READOUTS, TaskPackage
 from .unit_lm import PAD_IDX, PrefixKV, UnitLM
 
 BOS, EOS = 0, 2  # <s> is the separator slot; </s> starts every sequence
@@ -47,20 +54,39 @@ def make_rows(units: list[Tensor], device: torch.device | str | None = None,
     return tokens.to(device), last.to(device)
 
 
+def read_out(hidden: Tensor, tokens: Tensor, last_index: Tensor, mean_rows: Tensor | None = None) -> Tensor:
+    """The hidden state each row's label is read from: ``[B, T, d]`` -> ``[B, d]``.
+
+    Row b takes its separator's state ``hidden[b, last_index[b]]``, or, where ``mean_rows [B]`` (bool) is true, the
+    mean of its states over the non-pad positions ``0..last_index[b]`` (``readout="mean"``; pad id 1 is excluded).
+    """
+    h = hidden[torch.arange(tokens.shape[0], device=tokens.device), last_index]  # [B, d]
+    if mean_rows is None or not bool(mean_rows.any()):
+        return h
+    keep = tokens.ne(PAD_IDX).unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    mean = (hidden * keep).sum(1) / keep.sum(1)
+    return torch.where(mean_rows.unsqueeze(-1), mean, h)
+
+
 def prompted_class_logits(lm: UnitLM, tokens: Tensor, last_index: Tensor, deep_key: Tensor | None,
                           deep_value: Tensor | None, separator: Tensor, verbalizer: Tensor,
-                          reference: bool = False) -> Tensor:
+                          reference: bool = False, readout: str = "separator") -> Tensor:
     """Differentiable prompted forward (training and reference use).
 
     tokens ``[B, T]``, last_index ``[B]``, deep_key/deep_value ``[B, L, l, d]`` (or None for no deep prompts),
-    separator ``[B, d]``, verbalizer ``[B, C+4, V]`` -> verbalizer outputs at the separator ``[B, C+4]``.
+    separator ``[B, d]``, verbalizer ``[B, C+4, V]`` -> verbalizer outputs ``[B, C+4]`` read at the separator
+    (``readout="separator"``) or from the mean state of each row (``"mean"``, :func:`read_out`). Raises
+    ``ValueError`` for another read-out.
     """
+    if readout not in READOUTS:
+        raise ValueError(f"readout {readout!r}; accepted: {', '.join(READOUTS)}")
     prefix = None
     if deep_key is not None and deep_key.shape[-2] > 0:
         pk, pv = lm.project_prefix(deep_key, deep_value)
         prefix = PrefixKV(pk, pv)
     hidden = lm(tokens, prefix, separator, reference=reference)
-    h = hidden[torch.arange(tokens.shape[0], device=tokens.device), last_index]  # [B, d]
+    mean_rows = torch.full((tokens.shape[0],), readout == "mean", dtype=torch.bool, device=tokens.device)
+    h = read_out(hidden, tokens, last_index, mean_rows)
     return torch.einsum("bcv,bv->bc", verbalizer, lm.logits(h))
 
 
@@ -68,7 +94,7 @@ class PromptBank:
     """Device-resident task slots for one unit LM: prefix K/V, separator and verbalizer per task.
 
     Slot tensors (S slots, grown by doubling): ``pk``/``pv [S, L, H, l_max, hd]``, ``pmask [S, l_max]``,
-    ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``. Freed slots are reused, and a remove shrinks the
+    ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``, ``mean [S]`` (bool: the task's read-out is the mean). Freed slots are reused, and a remove shrinks the
     tensors (fewer slots, shorter ``l_max``, smaller ``C_max``) to what the remaining tasks need, so the memory of
     a deleted or evicted task returns. Thread-safe: adds and removes may come from a loader thread while the
     model thread classifies.
@@ -95,7 +121,8 @@ class PromptBank:
         new = dict(pk=torch.zeros(cap, L, H, lmax, hd, **kw), pv=torch.zeros(cap, L, H, lmax, hd, **kw),
                    pmask=torch.zeros(cap, lmax, dtype=torch.bool, device=self.device),
                    sep=torch.zeros(cap, d, **kw), verb=torch.zeros(cap, cmax + NUM_SPECIAL, V, **kw),
-                   ncls=torch.zeros(cap, dtype=torch.long, device=self.device))
+                   ncls=torch.zeros(cap, dtype=torch.long, device=self.device),
+                   mean=torch.zeros(cap, dtype=torch.bool, device=self.device))
         if hasattr(self, "pk"):  # copy the old slots into the new tensors
             if moves is None:
                 moves = {i: i for i in range(self.pk.shape[0])}
@@ -109,13 +136,14 @@ class PromptBank:
                 new["sep"][dst] = self.sep[src]
                 new["verb"][dst, :oc] = self.verb[src, :oc]
                 new["ncls"][dst] = self.ncls[src]
+                new["mean"][dst] = self.mean[src]
         for k, v in new.items():
             setattr(self, k, v)
 
     def allocated_bytes(self) -> int:
         """Device bytes of all slot tensors (what the bank holds, used or not)."""
         return sum(t.numel() * t.element_size() for t in (self.pk, self.pv, self.pmask, self.sep, self.verb,
-                                                          self.ncls))
+                                                          self.ncls, self.mean))
 
     def _shrink(self) -> None:
         """Re-pack the remaining tasks into tensors just large enough for them (callers hold ``_lock``)."""
@@ -164,6 +192,7 @@ class PromptBank:
             self.verb[slot].zero_()
             self.verb[slot, :c + NUM_SPECIAL] = pkg.verbalizer.to(self.device, self.dtype)
             self.ncls[slot] = c
+            self.mean[slot] = pkg.meta.readout == "mean"
             self.slots[key] = slot
             self._sizes[key] = (plen, c)
             self._nbytes[key] = (pk.numel() + pv.numel() + pkg.separator.numel() + pkg.verbalizer.numel()) \
@@ -178,8 +207,9 @@ class PromptBank:
             self._sizes.pop(key, None)
             self._shrink()
 
-    def gather(self, keys: list[str]) -> tuple[PrefixKV | None, Tensor, Tensor, Tensor]:
-        """Rows' task slots -> (prefix K/V, separators ``[B, d]``, verbalizers ``[B, C_max+4, V]``, ncls ``[B]``).
+    def gather(self, keys: list[str]) -> tuple[PrefixKV | None, Tensor, Tensor, Tensor, Tensor]:
+        """Rows' task slots -> (prefix K/V, separators ``[B, d]``, verbalizers ``[B, C_max+4, V]``, ncls ``[B]``,
+        mean read-out ``[B]`` bool).
 
         Raises ``KeyError`` naming an unknown key.
         """
@@ -192,7 +222,7 @@ class PromptBank:
             prefix = None
             if lmax:
                 prefix = PrefixKV(self.pk[idx, :, :, :lmax], self.pv[idx, :, :, :lmax], self.pmask[idx, :lmax])
-            return prefix, self.sep[idx], self.verb[idx], self.ncls[idx]
+            return prefix, self.sep[idx], self.verb[idx], self.ncls[idx], self.mean[idx]
 
     @torch.no_grad()
     def classify(self, units: list[Tensor], keys: list[str]) -> list[Tensor]:
@@ -205,8 +235,8 @@ class PromptBank:
             return []
         self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
         tokens, last = make_rows(units, self.device, self.unit_to_token)
-        prefix, sep, verb, ncls = self.gather(keys)
+        prefix, sep, verb, ncls, mean_rows = self.gather(keys)
         hidden = self.lm(tokens, prefix, sep)
-        h = hidden[torch.arange(len(units), device=self.device), last]
+        h = read_out(hidden, tokens, last, mean_rows)
         out = torch.einsum("bcv,bv->bc", verb, self.lm.logits(h))  # [B, C_max+4]
         return [out[b, NUM_SPECIAL:NUM_SPECIAL + int(ncls[b])].float().softmax(-1).cpu() for b in range(len(units))]

@@ -111,12 +111,33 @@ def _with_header(data: bytes, **meta: str) -> bytes:
     ("prompt_length", "five", "prompt_length"),
     ("backbone_kind", "wav2vec", "backbone_kind"),
     ("format_version", "0", "format_version"),
+    ("format_version", "3", "format_version"),
+    ("readout", "max", "readout"),
+    ("readout", "mean", "readout 'mean' needs format_version 2"),  # a mean package marked as format 1
 ])
 def test_every_metadata_field_is_validated(field, value, says):
     data = _with_header(write_package(META, **tensors()), **{field: value})
     with pytest.raises(PackageInvalid, match=says) as e:
         read_package(data)
     assert e.value.status == 422 and "JSON object" in e.value.accepted
+
+
+def test_readout_mean_is_written_as_format_2_and_separator_packages_are_unchanged():
+    import json
+
+    def header(data):
+        return json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+
+    plain = write_package(META, **tensors())
+    assert header(plain)["format_version"] == "1" and "readout" not in header(plain)
+    mean_meta = PackageMeta(**{**META.__dict__, "readout": "mean"})
+    data = write_package(mean_meta, **tensors())
+    assert header(data)["format_version"] == "2" and header(data)["readout"] == "mean"
+    pkg = read_package(data)
+    assert pkg.meta.readout == "mean" and pkg.meta.format_version == 2
+    assert read_package(plain).meta.readout == "separator" and pkg.version != read_package(plain).version
+    with pytest.raises(PackageInvalid, match="readout 'mean' is for gslm backbones"):
+        read_package(_with_header(data, backbone_kind="pgslm"))
 
 
 @pytest.mark.parametrize("field", ["training", "labels"])

@@ -8,7 +8,7 @@ import torch
 from speechprompt.importers.prompt import import_prompt
 from speechprompt.importers.unit_lm import convert_unit_lm
 from speechprompt.package import PackageMeta, new_package
-from speechprompt.prompting import PromptBank, make_rows, prompted_class_logits
+from speechprompt.prompting import PromptBank, make_rows, prompted_class_logits, read_out
 from speechprompt.unit_lm import UnitLM
 from tests.lm_fixtures import build_fairseq_lm, official_prompted_logits, save_like_fairseq_train, write_dict
 
@@ -28,11 +28,11 @@ def models(tmp_path_factory):
     return fs, lm.requires_grad_(False), d
 
 
-def random_package(lm: UnitLM, task: str, n_classes: int, plen: int = 5, seed: int = 0):
+def random_package(lm: UnitLM, task: str, n_classes: int, plen: int = 5, seed: int = 0, readout: str = "separator"):
     g = torch.Generator().manual_seed(seed)
     L, d, V = lm.cfg.layers, lm.cfg.embed_dim, lm.cfg.vocab_size
     meta = PackageMeta(task=task, labels=tuple(f"c{i}" for i in range(n_classes)), backbone_fingerprint=FP,
-                       prompt_length=plen)
+                       prompt_length=plen, readout=readout)
     return new_package(meta, deep_key=torch.randn(L, plen, d, generator=g), deep_value=torch.randn(L, plen, d, generator=g),
                        input_prompt=torch.randn(plen, d, generator=g), separator=torch.randn(d, generator=g),
                        verbalizer=torch.randn(n_classes + 4, V, generator=g) * 0.3)
@@ -43,9 +43,11 @@ def units(n: int, seed: int) -> torch.Tensor:
 
 
 def official_scores(fs, pkg, u: torch.Tensor) -> torch.Tensor:
+    """[C+4] at the separator position, or (readout "mean") of the mean state: the output projection is linear and
+    bias-free, so the logits of the mean state are the mean of the official per-position logits."""
     tokens, _ = make_rows([u])
     logits = official_prompted_logits(fs, tokens, pkg.deep_key, pkg.deep_value, pkg.separator, pkg.input_prompt)
-    return pkg.verbalizer @ logits[-1]  # [C+4] at the separator position
+    return pkg.verbalizer @ (logits.mean(0) if pkg.meta.readout == "mean" else logits[-1])
 
 
 @pytest.mark.parametrize("n", [1, 6, 40])
@@ -65,6 +67,35 @@ def test_matches_official_step_by_step(models, n):
     assert torch.allclose(probs, ref[4:].softmax(-1), atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 13])
+def test_mean_readout_matches_official_positions(models, n):
+    fs, lm, _ = models
+    pkg = random_package(lm, "m", 4, readout="mean")
+    assert pkg.meta.readout == "mean"
+    u = units(n, 50 + n)
+    ref = official_scores(fs, pkg, u)
+    assert not torch.allclose(ref, official_scores(fs, random_package(lm, "m", 4), u), atol=1e-3)  # not the separator
+    tokens, last = make_rows([u])
+    ours = prompted_class_logits(lm, tokens, last, pkg.deep_key[None], pkg.deep_value[None], pkg.separator[None],
+                                 pkg.verbalizer[None], readout="mean")[0]
+    assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
+    bank = PromptBank(lm)
+    bank.add("m", pkg)
+    assert torch.allclose(bank.classify([u], ["m"])[0], ref[4:].softmax(-1), atol=1e-5)
+    with pytest.raises(ValueError, match="readout 'max'; accepted: separator, mean"):
+        prompted_class_logits(lm, tokens, last, None, None, pkg.separator[None], pkg.verbalizer[None], readout="max")
+
+
+def test_read_out_ignores_padding():
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    tokens = torch.tensor([[2, 7, 0, 1], [2, 5, 6, 0]])  # row 0 is padded (pad id 1) after its separator
+    last = torch.tensor([2, 3])
+    out = read_out(hidden, tokens, last, torch.tensor([True, False]))
+    assert torch.equal(out[0], hidden[0, :3].mean(0))  # positions 0..2, not the pad
+    assert torch.equal(out[1], hidden[1, 3])  # the separator's state
+    assert torch.equal(read_out(hidden, tokens, last), hidden[[0, 1], [2, 3]])
+
+
 def test_input_prompt_is_inert_under_deep_prompts(models):
     fs, lm, _ = models
     pkg = random_package(lm, "t", 3)
@@ -78,11 +109,12 @@ def test_input_prompt_is_inert_under_deep_prompts(models):
 def test_mixed_batch_equals_one_by_one(models):
     fs, lm, _ = models
     bank = PromptBank(lm, capacity=1)  # forces slot growth too
-    pkgs = [random_package(lm, "a", 2, 5, 1), random_package(lm, "b", 7, 3, 2), random_package(lm, "c", 4, 5, 3)]
+    pkgs = [random_package(lm, "a", 2, 5, 1), random_package(lm, "b", 7, 3, 2), random_package(lm, "c", 4, 5, 3),
+            random_package(lm, "m", 3, 5, 4, readout="mean")]  # rows of both read-outs share the forward
     for p in pkgs:
         bank.add(p.meta.task, p)
-    us = [units(n, i) for i, n in enumerate([3, 25, 11, 1, 8, 17])]
-    keys = ["a", "b", "c", "c", "a", "b"]
+    us = [units(n, i) for i, n in enumerate([3, 25, 11, 1, 8, 17, 2, 30])]
+    keys = ["a", "b", "c", "c", "a", "b", "m", "m"]
     batched = bank.classify(us, keys)
     for u, k, out in zip(us, keys, batched):
         single = bank.classify([u], [k])[0]

@@ -59,6 +59,8 @@ def train(
                                  "(default: models/default here, else in the installation)"),
     out: Path = typer.Option(None, help="package file to write (default <task>.safetensors)"),
     verbalizer: str = typer.Option("learnable", help="learnable (v2) or fixed (v1: labels -> frequent units)"),
+    readout: str = typer.Option("separator", help="where the label is read: separator (SpeechPrompt v2) or mean "
+                                "(the mean hidden state of the clip; GSLM backbones; docs/prompting.md)"),
     augment: str = typer.Option("", help="comma list of speed,pitch,noise: perturbed copies of train clips"),
     augment_copies: int = typer.Option(1, help="perturbed copies per train clip"),
     cache_dir: Path = typer.Option(default_path(".cache/units"), help="on-disk units cache"),
@@ -75,7 +77,7 @@ def train(
     import torch
 
     from speechprompt.explain import verbalizer_unit_weights
-    from speechprompt.package import check_task_name
+    from speechprompt.package import READOUTS, check_task_name
     from speechprompt.training import manifest as M
     from speechprompt.training.evaluate import (
         attach_metrics,
@@ -88,8 +90,13 @@ def train(
     from speechprompt.training.trainer import Recipe, train_prompts
 
     check_task_name(task)
+    if readout not in READOUTS:
+        raise typer.BadParameter(f"{readout!r}; accepted: {', '.join(READOUTS)}", param_hint="--readout")
     torch.set_num_threads(max(1, threads))
     examples, bb, extractor, cache, splits = _load(data, backbone, cache_dir, dev_frac, test_frac)
+    if readout != "separator" and bb.spec.kind != "gslm":
+        raise typer.BadParameter(f"{readout!r} is for GSLM backbones; this {bb.spec.kind} backbone's packages read "
+                                 "the separator", param_hint="--readout")
     labels = M.label_set(examples)
     index = {lab: i for i, lab in enumerate(labels)}
     stray = sorted({e.label for e in examples} - set(index))
@@ -101,7 +108,7 @@ def train(
         au, al = _augmented(examples, extractor, cache, kinds, augment_copies, seed)
         tr_u, tr_l = tr_u + au, tr_l + al
     dv_u, dv_l = splits.get("dev", ([], []))
-    recipe = Recipe(verbalizer=verbalizer, max_epochs=max_epochs or Recipe().max_epochs, seed=seed)
+    recipe = Recipe(verbalizer=verbalizer, max_epochs=max_epochs or Recipe().max_epochs, seed=seed, readout=readout)
     sizes = {s: len(u) for s, (u, _) in splits.items()} | {"train_augmented": len(tr_u)}
     bar = progress(desc=f"train {task}", unit="step")
     shown = {"loss": "-", "epoch": 0, "dev_loss": "-", "dev_acc": "-"}

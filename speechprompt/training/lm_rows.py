@@ -75,10 +75,11 @@ class GSLMRows:
         return Rows(*prompting.make_rows([self.units(x) for x in items], device))
 
     def class_logits(self, rows: Rows, deep_key: Tensor | None, deep_value: Tensor | None, separator: Tensor,
-                     verbalizer: Tensor) -> Tensor:
-        """Differentiable prompted forward -> verbalizer outputs at the separator ``[B, C+4]``."""
+                     verbalizer: Tensor, readout: str = "separator") -> Tensor:
+        """Differentiable prompted forward -> verbalizer outputs ``[B, C+4]`` read at the separator or, with
+        ``readout="mean"``, from each row's mean hidden state (``prompting.read_out``)."""
         return prompting.prompted_class_logits(self.lm, rows.tokens, rows.last, deep_key, deep_value, separator,
-                                               verbalizer)
+                                               verbalizer, readout=readout)
 
     def hidden(self, rows: Rows, separator: Tensor) -> Tensor:
         """Hidden states ``[B, T, d]`` with no prompts; ``separator [B, d]`` in the separator slot."""
@@ -120,7 +121,9 @@ class PGSLMRows(GSLMRows):
             raise TrainingError(f"a pGSLM backbone trains on ProsodyUnits (units + durations + F0), got {bad}")
         return pgslm_prompting.make_rows(list(items), self.prosody, self.lm.streams, None, device)
 
-    def class_logits(self, rows, deep_key, deep_value, separator, verbalizer) -> Tensor:
+    def class_logits(self, rows, deep_key, deep_value, separator, verbalizer, readout: str = "separator") -> Tensor:
+        if readout != "separator":
+            raise TrainingError(f"readout {readout!r} is for GSLM backbones; a pGSLM package reads the separator")
         return pgslm_prompting.prompted_class_logits(self.lm, rows, deep_key, deep_value, separator, verbalizer)
 
     def hidden(self, rows, separator: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechprompt.package import NUM_SPECIAL, PackageMeta, TaskPackage, new_package
+from speechprompt.package import NUM_SPECIAL, READOUTS, PackageMeta, TaskPackage, new_package
 from speechprompt.prosody import Prosody, ProsodyUnits
 from speechprompt.training.lm_rows import GSLMRows, TrainingError, row_builder
 from speechprompt.unit_lm import UnitLM
@@ -54,6 +54,7 @@ class Recipe:
     patience: int = 10  # epochs without a lower dev loss (official --patience=1 counts epochs of 1000s of steps)
     verbalizer: str = "learnable"  # "learnable" (v2) | "fixed" (v1 freq)
     deep_prompts: bool = True
+    readout: str = "separator"  # "separator" (v2) | "mean": the label read from the mean hidden state (prompting.py)
     prompt_init_std: float = 1.0  # nn.Embedding default N(0, 1), as the official prompts
     prompt_dropout: float = 0.1  # official ``prompt_dropout`` on the deep prompts (training only)
     verbalizer_dropout: float = 0.1  # official ``prompt_verbalizer_dropout`` on the learnable verbalizer outputs
@@ -62,7 +63,12 @@ class Recipe:
     max_steps: int | None = None  # hard cap (tests / budgets)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The recipe as package metadata; ``readout`` only when it is not the separator (older packages'
+        ``training.recipe`` stays as it was)."""
+        d = asdict(self)
+        if d["readout"] == "separator":
+            del d["readout"]
+        return d
 
 
 @dataclass
@@ -119,6 +125,7 @@ class PromptParams(nn.Module):
         cfg, g = lm.cfg, torch.Generator().manual_seed(recipe.seed)
         L, d, V, plen = cfg.layers, cfg.embed_dim, cfg.vocab_size, recipe.prompt_length
         self.deep = recipe.deep_prompts
+        self.readout = recipe.readout
         self.p_prompt, self.p_verb = recipe.prompt_dropout, recipe.verbalizer_dropout
         if self.deep:
             self.deep_key = nn.Parameter(torch.randn(L, plen, d, generator=g) * recipe.prompt_init_std)
@@ -143,7 +150,8 @@ class PromptParams(nn.Module):
         if self.deep:  # one dropout mask per step for the whole batch, as the official [l, d] prompts
             dk = F.dropout(self.deep_key, self.p_prompt, self.training).expand(B, -1, -1, -1)
             dv = F.dropout(self.deep_value, self.p_prompt, self.training).expand(B, -1, -1, -1)
-        return rows_of.class_logits(rows, dk, dv, self.separator.expand(B, -1), vb.expand(B, -1, -1))
+        return rows_of.class_logits(rows, dk, dv, self.separator.expand(B, -1), vb.expand(B, -1, -1),
+                                    readout=self.readout)
 
     def to_package(self, lm: UnitLM, meta: PackageMeta) -> TaskPackage:
         """Package the current tensors (no deep prompts -> ``prompt_length`` 0, deep tensors ``[L, 0, d]``)."""
@@ -183,8 +191,9 @@ def _loss(params: PromptParams, out: Tensor, full: Tensor | None, y: Tensor, red
 
 @torch.no_grad()
 def raw_logits(lm: UnitLM, separator: Tensor, units: Sequence[Item], batch_size: int = 64, *,
-               prosody: Prosody | None = None) -> Tensor:
-    """LM logits ``[N, V]`` at the separator with no deep prompts (the verbalizer-only ablation's input).
+               prosody: Prosody | None = None, readout: str = "separator") -> Tensor:
+    """LM logits ``[N, V]`` at the separator (or of the mean state, ``readout="mean"``) with no deep prompts (the
+    verbalizer-only ablation's input).
 
     ``prosody``: the backbone's, for a pGSLM ``lm`` (items are then ``ProsodyUnits``)."""
     rows_of = row_builder(lm, prosody)
@@ -193,7 +202,8 @@ def raw_logits(lm: UnitLM, separator: Tensor, units: Sequence[Item], batch_size:
     for i in range(0, len(units), batch_size):
         rows = rows_of.build(list(units[i : i + batch_size]), separator.device)
         B = rows.tokens.shape[0]
-        outs.append(rows_of.class_logits(rows, None, None, separator.expand(B, -1), eye.expand(B, -1, -1)))
+        outs.append(rows_of.class_logits(rows, None, None, separator.expand(B, -1), eye.expand(B, -1, -1),
+                                         readout=readout))
     return torch.cat(outs)
 
 
@@ -242,17 +252,22 @@ def train_prompts(
     ``ProsodyUnits`` for a pGSLM ``MultiStreamUnitLM`` (then ``prosody`` = the backbone's ``Prosody``). ``kind``:
     the package's ``backbone_kind`` (default: the kind of ``lm``). ``on_step(step, loss)`` after every update;
     ``on_eval(epoch, dev_loss, dev_acc)`` after every epoch. Raises :class:`TrainingError` for empty splits, an
-    unknown verbalizer, a ``kind`` that is not the LM's, or pGSLM items without prosody.
+    unknown verbalizer or read-out, a ``kind`` that is not the LM's, pGSLM items without prosody, or a pGSLM LM with
+    ``readout="mean"``.
     """
     (tr_u, tr_y), (dv_u, dv_y) = train, dev
     if not tr_u or not dv_u:
         raise TrainingError(f"need train and dev clips; got {len(tr_u)} train, {len(dv_u)} dev")
     if recipe.verbalizer not in ("learnable", "fixed"):
         raise TrainingError(f"verbalizer must be 'learnable' or 'fixed', got {recipe.verbalizer!r}")
+    if recipe.readout not in READOUTS:
+        raise TrainingError(f"readout must be one of {', '.join(READOUTS)}, got {recipe.readout!r}")
     rows_of = row_builder(lm, prosody)
     kind = kind or rows_of.kind
     if kind != rows_of.kind:
         raise TrainingError(f"kind {kind!r} does not match the unit LM, a {rows_of.kind} model")
+    if recipe.readout != "separator" and kind != "gslm":
+        raise TrainingError(f"readout {recipe.readout!r} is for GSLM backbones; a {kind} package reads the separator")
     torch.manual_seed(recipe.seed)
     lm.requires_grad_(False).eval()
     device = next(lm.parameters()).device
@@ -265,8 +280,8 @@ def train_prompts(
     opt = torch.optim.Adam(trainable, lr=recipe.lr, betas=recipe.betas)
     raw_tr = raw_dv = None
     if not recipe.deep_prompts:  # nothing before the verbalizer trains: run the frozen LM once per clip
-        raw_tr = raw_logits(lm, params.separator, tr_u, prosody=prosody)
-        raw_dv = raw_logits(lm, params.separator, dv_u, prosody=prosody)
+        raw_tr = raw_logits(lm, params.separator, tr_u, prosody=prosody, readout=recipe.readout)
+        raw_dv = raw_logits(lm, params.separator, dv_u, prosody=prosody, readout=recipe.readout)
     g = torch.Generator().manual_seed(recipe.seed)
     y_all = torch.as_tensor(list(tr_y), dtype=torch.long)
     hist = {"step": [], "train_loss": [], "epoch": [], "dev_loss": [], "dev_acc": []}
@@ -310,7 +325,8 @@ def train_prompts(
     if fixed_tokens is not None:
         training["fixed_verbalizer_tokens"] = fixed_tokens
     meta = PackageMeta(task=task, labels=tuple(labels), backbone_fingerprint=fingerprint, backbone_kind=kind,
-                       prompt_length=recipe.prompt_length if recipe.deep_prompts else 0, training=training)
+                       prompt_length=recipe.prompt_length if recipe.deep_prompts else 0, training=training,
+                       readout=recipe.readout)
     pkg = params.cpu().to_package(lm, meta)
     params.to(device)
     return TrainResult(pkg, hist, best[2], best[3], seconds, n_params)

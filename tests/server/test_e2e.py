@@ -31,15 +31,16 @@ def bundle(tmp_path_factory):
     return folder, fingerprint
 
 
-def real_package(bundle, task, labels, seed, roll: int = 0):
+def real_package(bundle, task, labels, seed, roll: int = 0, readout: str = "separator"):
     """A package for the tiny backbone; ``roll`` rotates the class rows of the verbalizer (a version whose
-    answer differs from the unrolled one for every clip)."""
+    answer differs from the unrolled one for every clip); ``readout``: where its label is read."""
     _, fingerprint = bundle
     g = torch.Generator().manual_seed(seed)
     L, plen, d, V = 2, 5, 32, 24
     verb = torch.randn(len(labels) + 4, V, generator=g) * 3
     verb[4:] = torch.roll(verb[4:], roll, dims=0)
-    meta = PackageMeta(task=task, labels=tuple(labels), backbone_fingerprint=fingerprint, prompt_length=plen)
+    meta = PackageMeta(task=task, labels=tuple(labels), backbone_fingerprint=fingerprint, prompt_length=plen,
+                       readout=readout)
     return new_package(meta, torch.randn(L, plen, d, generator=g), torch.randn(L, plen, d, generator=g),
                        torch.randn(plen, d, generator=g), torch.randn(d, generator=g), verb)
 
@@ -75,9 +76,12 @@ async def real_server(make_server, bundle):
 async def test_concurrent_mixed_tasks_match_one_by_one_calls(real_server, bundle):
     srv = await real_server(max_batch_wait_ms=20, max_batch_rows=16)
     tasks = {"kws": ("yes", "no", "up", "down", "left"), "emo": ("happy", "sad", "angry"), "vad": ("speech", "none")}
-    pkgs = {t: real_package(bundle, t, labels, seed=i) for i, (t, labels) in enumerate(tasks.items())}
+    pkgs = {t: real_package(bundle, t, labels, seed=i, readout="mean" if t == "emo" else "separator")
+            for i, (t, labels) in enumerate(tasks.items())}  # rows of both read-outs in the same forwards
     for t, p in pkgs.items():
         assert (await srv.client.put(f"/v1/tasks/{t}", content=p.data, headers=ADMIN)).status_code == 201
+    assert [(await srv.client.get(f"/v1/tasks/{t}")).json()["readout"] for t in tasks] == ["separator", "mean",
+                                                                                           "separator"]
     ref = Reference(bundle[0], pkgs.values())
     rnd = random.Random(0)
     clips = [wav_bytes(rnd.uniform(0.1, 0.8), rate=rnd.choice([8000, 16000, 44100]), channels=rnd.choice([1, 2]),

@@ -111,3 +111,19 @@ def test_train_and_eval_on_a_pgslm_bundle_run_yaapt_once_per_clip(pgslm_bundle_d
     assert r.exit_code == 0, r.output
     assert len(calls) == 28 and "28 cached, 0 computed" in r.output  # eval reads the cached prosody
     assert json.loads(js.read_text())["n"] == 28
+
+
+def test_train_readout_mean_writes_a_mean_package_and_bad_readouts_are_usage_errors(bundle_dir, pgslm_bundle_dir,
+                                                                                    wav_folder, tmp_path):
+    out = tmp_path / "tones.safetensors"
+    base = ["train", str(wav_folder), "--task", "tones", "--max-epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out)]
+    r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--readout", "mean"])
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.readout == "mean" and pkg.meta.format_version == 2
+    assert pkg.meta.training["recipe"]["readout"] == "mean"
+    r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--readout", "max"])
+    assert r.exit_code == 2 and "accepted: separator, mean" in r.output
+    r = CliRunner().invoke(app, base + ["--backbone", str(pgslm_bundle_dir), "--readout", "mean"])
+    assert r.exit_code == 2 and "is for GSLM backbones" in r.output

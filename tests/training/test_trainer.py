@@ -47,12 +47,15 @@ def test_few_steps_lower_the_loss_and_write_a_valid_package(backbone):
     assert t["dev"]["loss"] == pytest.approx(min(hist["dev_loss"]))  # best epoch kept
 
 
-def test_serving_path_equals_training_forward(backbone):
-    """PromptBank (server) and prompted_class_logits (trainer) give the same probabilities."""
-    train, dev, res = _train(backbone, Recipe(max_epochs=1, batch_size=16))
+@pytest.mark.parametrize("readout", ["separator", "mean"])
+def test_serving_path_equals_training_forward(backbone, readout):
+    """PromptBank (server) and prompted_class_logits (trainer) give the same probabilities, for either read-out."""
+    train, dev, res = _train(backbone, Recipe(max_epochs=1, batch_size=16, readout=readout))
     from speechprompt.training.trainer import PromptParams
 
-    params = PromptParams(backbone.unit_lm, 3, Recipe())
+    assert res.package.meta.readout == readout
+    assert res.package.meta.training["recipe"].get("readout", "separator") == readout
+    params = PromptParams(backbone.unit_lm, 3, Recipe(readout=readout))
     with torch.no_grad():
         params.deep_key.copy_(res.package.deep_key)
         params.deep_value.copy_(res.package.deep_value)
@@ -61,6 +64,24 @@ def test_serving_path_equals_training_forward(backbone):
     p_train, _, _ = score(backbone.unit_lm, params.eval(), dev[0])
     p_serve = predict(backbone.unit_lm, res.package, dev[0])
     assert torch.allclose(p_train, torch.from_numpy(p_serve), atol=1e-5)
+    other = PromptParams(backbone.unit_lm, 3, Recipe(readout="mean" if readout == "separator" else "separator"))
+    other.load_state_dict(params.state_dict())
+    p_other, _, _ = score(backbone.unit_lm, other.eval(), dev[0])
+    assert not torch.allclose(p_other, p_train, atol=1e-3)  # the read-out is what the server applied
+
+
+def test_verbalizer_only_with_mean_readout_uses_the_cached_path_exactly(backbone):
+    from speechprompt.training.trainer import PromptParams
+
+    _, dev, res = _train(backbone, Recipe(max_epochs=1, deep_prompts=False, readout="mean"))
+    params = PromptParams(backbone.unit_lm, 3, Recipe(deep_prompts=False, readout="mean"))
+    with torch.no_grad():
+        params.verbalizer.copy_(res.package.verbalizer)
+    cached = raw_logits(backbone.unit_lm, params.separator, dev[0], readout="mean")
+    p_cached, _, _ = score(backbone.unit_lm, params, dev[0], raw=cached)
+    p_full, _, _ = score(backbone.unit_lm, params, dev[0])
+    served = torch.from_numpy(predict(backbone.unit_lm, res.package, dev[0]))
+    assert torch.allclose(p_cached, p_full, atol=1e-5) and torch.allclose(p_full, served, atol=1e-5)
 
 
 def test_fixed_verbalizer_maps_classes_to_most_frequent_units(backbone):
@@ -109,3 +130,5 @@ def test_bad_options_raise(backbone):
         train_prompts(backbone.unit_lm, "t", LABELS, ([], []), toy_units(3, 0), fingerprint="x")
     with pytest.raises(TrainingError):
         _train(backbone, Recipe(verbalizer="random"))
+    with pytest.raises(TrainingError, match="readout must be one of separator, mean"):
+        _train(backbone, Recipe(readout="max"))

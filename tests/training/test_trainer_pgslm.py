@@ -110,6 +110,9 @@ def test_pgslm_misuse_raises(pgslm_backbone, backbone):
     with pytest.raises(TrainingError, match="kind"):
         train_prompts(bb.unit_lm, "t", LABELS, train, dev, fingerprint=bb.fingerprint, kind="gslm",
                       prosody=bb.prosody, recipe=Recipe(max_epochs=1))
+    with pytest.raises(TrainingError, match="readout 'mean' is for GSLM backbones"):
+        train_prompts(bb.unit_lm, "t", LABELS, train, dev, fingerprint=bb.fingerprint, prosody=bb.prosody,
+                      recipe=Recipe(max_epochs=1, readout="mean"))
     res = train_prompts(backbone.unit_lm, "t", LABELS, toy_units(6, 1), toy_units(3, 2),
                         fingerprint=backbone.fingerprint, recipe=Recipe(max_epochs=1))
     assert res.package.meta.backbone_kind == "gslm"  # the default kind follows the LM

@@ -188,6 +188,38 @@ def test_pitch_stream_is_aligned_with_pooled_frames(tmp_path):
         WhisperConfig.tiny(pool=7)
 
 
+@pytest.mark.parametrize("pool", [1, 2])  # pool 2: trial 1's 40 ms frames, centred 160 samples later
+def test_pitch_frame_centres_are_where_the_dense_frames_listen(tmp_path, pool):
+    """The pitch stream's frame e is centred at ``centre + e * hop``; the dense frame e must listen there too.
+
+    Measured, not assumed: with the blocks made identities (zero out_proj and fc2, so only the mel, the two
+    convolutions and the pooling remain, which fix where a frame listens), the gradient of pooled frame e with
+    respect to the samples is centred (centre of mass of its square) on the pitch frame's centre. The convolution
+    kernels are made symmetric in time, as a random kernel's uneven taps would move the centre of mass by up to a mel
+    hop; the nonlinearities still move single frames by up to about 50 samples, so every frame must lie within 80
+    (5 ms) and their mean within 10, where a misalignment by half a 20 ms frame would be 160 samples."""
+    enc = _encoder(tmp_path, layers=1, pool=pool, pitch_scale=40.0)
+    with torch.no_grad():
+        for conv in (enc.conv1, enc.conv2):  # kernel size 3: tap 0 = tap 2
+            conv.weight[..., 2] = conv.weight[..., 0]
+        for block in enc.encoder:
+            for lin in (block.out_proj, block.fc2):
+                lin.weight.zero_()
+                lin.bias.zero_()
+    t = torch.arange(16000) / 16000  # one chunk of a stationary signal: tones across the mel range
+    wav = sum(0.05 * torch.sin(2 * torch.pi * f * t + f) for f in (150, 420, 900, 1700, 3100, 5200, 7300))
+    wav = wav.float().requires_grad_(True)
+    frames = enc._pool(enc.hidden_states(enc.log_mel(wav))[-1])
+    pc, pos = enc.cfg.pitch, torch.arange(16000, dtype=torch.float64)
+    errors = []
+    for e in range(2, frames.shape[0] - 2):  # away from the reflect-padded edges
+        (g,) = torch.autograd.grad(frames[e].sum(), wav, retain_graph=True)
+        w = g.double() ** 2
+        errors.append(float((w * pos).sum() / w.sum()) - (pc.centre + e * pc.hop))
+    assert len(errors) >= 8 and max(map(abs, errors)) < 80 and abs(sum(errors) / len(errors)) < 10, errors
+    assert (pc.hop, pc.centre) == (320 * pool, 160 * (pool - 1))
+
+
 def _bundle(tmp_path) -> tuple[WhisperEncoder, str]:
     """A GSLM bundle on a tiny imported Whisper encoder (pool 2, pitch stream) at ``tmp_path / "b"``."""
     enc = _encoder(tmp_path, pool=2, pitch_scale=40.0)

@@ -305,6 +305,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
              "corpus_hours": corpus["train_hours"], "real_test_speakers": corpus["real_test_speakers"]}
     if cfg.lm_seed is not None:
         extra["lm_seed"] = cfg.lm_seed
+    if cfg.lm_epochs != DefaultBuildConfig.lm_epochs:  # v2-v7 (8 epochs) record nothing; --small (1) and --lm-epochs do
+        extra["lm_epochs"] = cfg.lm_epochs
     if cfg.real_speeds:
         extra["real_speeds"] = list(cfg.real_speeds)
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,

@@ -59,6 +59,8 @@ def _options(typer) -> dict:
         lm_seed=typer.Option(None, help="seed of the unit LM's initialisation and batch order only (default: --seed); "
                              "the corpus, channel-augmented twins and k-means keep --seed, so two builds that differ here "
                              "measure how far the unit LM's training draw moves the prompts' accuracy (docs/results.md)"),
+        lm_epochs=typer.Option(None, help="unit LM epochs (default 8, as v2-v7; trial 1 on Whisper's 40 ms units was still "
+                               "improving at 8, docs/results.md)"),
         small=typer.Option(False, help="tiny corpus and LM (for tests)"),
         minutes=typer.Option(None, help="TTS corpus minutes (default 120)"),
         real_cache=typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus (scripts/build_real_corpus.py)"),
@@ -108,7 +110,7 @@ def register(app) -> None:
 
     @app.command("build-default")
     def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], lm_seed: int | None = o["lm_seed"],
-                          small: bool = o["small"],
+                          lm_epochs: int | None = o["lm_epochs"], small: bool = o["small"],
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
@@ -119,6 +121,9 @@ def register(app) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
+            raise typer.Exit(2)
+        if lm_epochs is not None and lm_epochs < 1:
+            typer.echo(f"--lm-epochs must be an integer >= 1; got {lm_epochs}", err=True)
             raise typer.Exit(2)
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
@@ -145,7 +150,7 @@ def register(app) -> None:
                        err=True)
             raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
-            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--minutes": minutes, "--real-cache": real_cache,
+            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--lm-epochs": lm_epochs, "--minutes": minutes, "--real-cache": real_cache,
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool},
@@ -159,7 +164,8 @@ def main() -> None:
 
     o = _options(typer)
 
-    def run(out: Path = o["out"], seed: int = o["seed"], lm_seed: int | None = o["lm_seed"], small: bool = o["small"],
+    def run(out: Path = o["out"], seed: int = o["seed"], lm_seed: int | None = o["lm_seed"],
+            lm_epochs: int | None = o["lm_epochs"], small: bool = o["small"],
             minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
@@ -171,7 +177,7 @@ def main() -> None:
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
-                                                            ("units", units)) if v is not None},
+                                                            ("units", units), ("lm_epochs", lm_epochs)) if v is not None},
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
                       whisper_pool=whisper_pool, lm_fp16=lm_fp16)

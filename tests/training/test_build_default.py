@@ -78,6 +78,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     assert same["fingerprint"] == result["fingerprint"] != other["fingerprint"]
     ob = Backbone.load(tmp_path / "bundle_o")
     assert torch.equal(ob.codebook.centroids, bb.codebook.centroids) and ob.spec.extra["lm_seed"] == cfg.seed + 5
+    assert bb.spec.extra["lm_epochs"] == cfg.lm_epochs == 1  # not the full build's 8: the bundle says so
     assert not torch.equal(ob.unit_lm.embed_tokens.weight, bb.unit_lm.embed_tokens.weight)
     # --real-speeds: tape-speed copies of the real train clips (not the unit LM's validation clips: here the first
     # real clip stands in for them, the tiny corpus has none) feed the unit LM only: the same codebook, another unit
@@ -234,7 +235,12 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--dense") + 1] == "whisper-base"
     assert calls[-1][0][calls[-1][0].index("--whisper-layer") + 1] == "4" and "--lm-fp16" not in calls[-1][0]
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-fp16"])
-    assert result.exit_code == 0 and calls[-1][0][-1] == "--lm-fp16"
+    assert result.exit_code == 0 and calls[-1][0][-1] == "--lm-fp16" and "--lm-epochs" not in calls[-1][0]
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-epochs", "16"])
+    assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--lm-epochs") + 1] == "16"
+    n = len(calls)
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-epochs", "0"])
+    assert result.exit_code == 2 and "--lm-epochs must be an integer >= 1" in result.output and len(calls) == n
     assert bd.DefaultBuildConfig().dense == "speech_embedding"  # v7's dense model unless asked
     assert cli.parse_speeds("1.1, 0.9") == (0.9, 1.1) and cli.parse_speeds("") == ()
     assert bd.DefaultBuildConfig().real_speeds == ()

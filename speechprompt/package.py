@@ -8,8 +8,9 @@ Tensors (names fixed, float32):
 Metadata (safetensors string header): format version, task, labels (JSON), backbone fingerprint and kind, prompt
 length, created time, training facts (JSON); optional long-audio default (JSON) and read-out. A package whose
 read-out is not the separator's (``readout="mean"``) is written as format version 2, so a server that predates
-read-outs refuses it instead of serving it wrongly; every other package stays format version 1, byte for byte. The version is the content digest of the file bytes. Reading never
-unpickles: safetensors is a JSON header plus raw tensors.
+read-outs refuses it instead of serving it wrongly; every other package stays format version 1, byte for byte.
+The version is the content digest of the file bytes. Reading never unpickles: safetensors is a JSON header plus
+raw tensors.
 """
 
 from __future__ import annotations

@@ -94,8 +94,8 @@ class PromptBank:
     """Device-resident task slots for one unit LM: prefix K/V, separator and verbalizer per task.
 
     Slot tensors (S slots, grown by doubling): ``pk``/``pv [S, L, H, l_max, hd]``, ``pmask [S, l_max]``,
-    ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``, ``mean [S]`` (bool: the task's read-out is the mean). Freed slots are reused, and a remove shrinks the
-    tensors (fewer slots, shorter ``l_max``, smaller ``C_max``) to what the remaining tasks need, so the memory of
+    ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``, ``mean [S]`` (bool: the task's read-out is the mean).
+    Freed slots are reused, and a remove shrinks the tensors (fewer slots, shorter ``l_max``, smaller ``C_max``) to what the remaining tasks need, so the memory of
     a deleted or evicted task returns. Thread-safe: adds and removes may come from a loader thread while the
     model thread classifies.
     """

@@ -150,7 +150,8 @@ def register(app) -> None:
                        err=True)
             raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
-            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--lm-epochs": lm_epochs, "--minutes": minutes, "--real-cache": real_cache,
+            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--lm-epochs": lm_epochs, "--minutes": minutes,
+            "--real-cache": real_cache,
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool},

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from speechprompt.paths import default_path
+
+# The choices of --verbalizer and --readout, kept here so that ``--help`` lists them without importing torch;
+# tests/training/test_cli.py checks them against trainer.VERBALIZERS and package.READOUTS.
+VERBALIZER_CHOICES = ("learnable", "fixed")
+READOUT_CHOICES = ("separator", "mean")
 
 
 def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float):
@@ -58,9 +64,11 @@ def train(
     backbone: Path = typer.Option(default_path("models/default"), help="backbone bundle folder "
                                  "(default: models/default here, else in the installation)"),
     out: Path = typer.Option(None, help="package file to write (default <task>.safetensors)"),
-    verbalizer: str = typer.Option("learnable", help="learnable (v2) or fixed (v1: labels -> frequent units)"),
-    readout: str = typer.Option("separator", help="where the label is read: separator (SpeechPrompt v2) or mean "
-                                "(the mean hidden state of the clip; GSLM backbones; docs/prompting.md)"),
+    verbalizer: Literal[VERBALIZER_CHOICES] = typer.Option(
+        "learnable", help="learnable (v2) or fixed (v1: labels -> frequent units)"),
+    readout: Literal[READOUT_CHOICES] = typer.Option(
+        "separator", help="where the label is read: separator (SpeechPrompt v2) or mean (the mean hidden state of the "
+        "clip; GSLM backbones; docs/prompting.md)"),
     augment: str = typer.Option("", help="comma list of speed,pitch,noise: perturbed copies of train clips"),
     augment_copies: int = typer.Option(1, help="perturbed copies per train clip"),
     cache_dir: Path = typer.Option(default_path(".cache/units"), help="on-disk units cache"),
@@ -77,7 +85,7 @@ def train(
     import torch
 
     from speechprompt.explain import verbalizer_unit_weights
-    from speechprompt.package import READOUTS, check_task_name
+    from speechprompt.package import check_task_name
     from speechprompt.training import manifest as M
     from speechprompt.training.evaluate import (
         attach_metrics,
@@ -90,8 +98,6 @@ def train(
     from speechprompt.training.trainer import Recipe, train_prompts
 
     check_task_name(task)
-    if readout not in READOUTS:
-        raise typer.BadParameter(f"{readout!r}; accepted: {', '.join(READOUTS)}", param_hint="--readout")
     torch.set_num_threads(max(1, threads))
     examples, bb, extractor, cache, splits = _load(data, backbone, cache_dir, dev_frac, test_frac)
     if readout != "separator" and bb.spec.kind != "gslm":

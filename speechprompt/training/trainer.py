@@ -38,6 +38,7 @@ from speechprompt.prosody import Prosody, ProsodyUnits
 from speechprompt.training.lm_rows import GSLMRows, TrainingError, row_builder
 from speechprompt.unit_lm import UnitLM
 
+VERBALIZERS = ("learnable", "fixed")  # v2's learnable linear map | v1's fixed map of labels to frequent units
 Item = Tensor | ProsodyUnits  # one clip: its units [M] i64 (GSLM) or its ProsodyUnits (pGSLM)
 
 
@@ -258,8 +259,8 @@ def train_prompts(
     (tr_u, tr_y), (dv_u, dv_y) = train, dev
     if not tr_u or not dv_u:
         raise TrainingError(f"need train and dev clips; got {len(tr_u)} train, {len(dv_u)} dev")
-    if recipe.verbalizer not in ("learnable", "fixed"):
-        raise TrainingError(f"verbalizer must be 'learnable' or 'fixed', got {recipe.verbalizer!r}")
+    if recipe.verbalizer not in VERBALIZERS:
+        raise TrainingError(f"verbalizer must be one of {', '.join(VERBALIZERS)}, got {recipe.verbalizer!r}")
     if recipe.readout not in READOUTS:
         raise TrainingError(f"readout must be one of {', '.join(READOUTS)}, got {recipe.readout!r}")
     rows_of = row_builder(lm, prosody)

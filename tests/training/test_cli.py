@@ -124,6 +124,19 @@ def test_train_readout_mean_writes_a_mean_package_and_bad_readouts_are_usage_err
     assert pkg.meta.readout == "mean" and pkg.meta.format_version == 2
     assert pkg.meta.training["recipe"]["readout"] == "mean"
     r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--readout", "max"])
-    assert r.exit_code == 2 and "accepted: separator, mean" in r.output
+    assert r.exit_code == 2 and "'max' is not one of" in r.output and "'separator'" in r.output
     r = CliRunner().invoke(app, base + ["--backbone", str(pgslm_bundle_dir), "--readout", "mean"])
     assert r.exit_code == 2 and "is for GSLM backbones" in r.output
+
+
+def test_train_help_lists_the_choices_the_trainer_and_package_accept():
+    from speechprompt.package import READOUTS
+    from speechprompt.training import cli
+    from speechprompt.training.trainer import VERBALIZERS
+
+    assert cli.READOUT_CHOICES == READOUTS and cli.VERBALIZER_CHOICES == VERBALIZERS
+    r = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert r.exit_code == 0
+    assert "<separator|mean>" in r.output and "<learnable|fixed>" in r.output
+    r = CliRunner().invoke(app, ["train", ".", "--task", "t", "--verbalizer", "linear"])
+    assert r.exit_code == 2 and "'linear' is not one of" in r.output and "'fixed'" in r.output

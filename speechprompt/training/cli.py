@@ -19,6 +19,7 @@ from speechprompt.paths import default_path
 # tests/training/test_cli.py checks them against trainer.VERBALIZERS and package.READOUTS.
 VERBALIZER_CHOICES = ("learnable", "fixed")
 READOUT_CHOICES = ("separator", "mean")
+READOUT_AUTO = "auto"  # train with each read-out, keep the better on dev (trainer.train_best_readout)
 
 
 def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float):
@@ -66,9 +67,10 @@ def train(
     out: Path = typer.Option(None, help="package file to write (default <task>.safetensors)"),
     verbalizer: Literal[VERBALIZER_CHOICES] = typer.Option(
         "learnable", help="learnable (v2) or fixed (v1: labels -> frequent units)"),
-    readout: Literal[READOUT_CHOICES] = typer.Option(
-        "separator", help="where the label is read: separator (SpeechPrompt v2) or mean (the mean hidden state of the "
-        "clip; GSLM backbones; docs/prompting.md)"),
+    readout: Literal[(*READOUT_CHOICES, READOUT_AUTO)] = typer.Option(
+        "separator", help="where the label is read: separator (SpeechPrompt v2), mean (the mean hidden state of the "
+        "clip; GSLM backbones; docs/prompting.md), or auto (train with each, keep the higher dev accuracy; twice "
+        "the time)"),
     augment: str = typer.Option("", help="comma list of speed,pitch,noise: perturbed copies of train clips"),
     augment_copies: int = typer.Option(1, help="perturbed copies per train clip"),
     cache_dir: Path = typer.Option(default_path(".cache/units"), help="on-disk units cache"),
@@ -95,12 +97,12 @@ def train(
         plot_verbalizer,
     )
     from speechprompt.training.progress import progress
-    from speechprompt.training.trainer import Recipe, train_prompts
+    from speechprompt.training.trainer import Recipe, train_best_readout, train_prompts
 
     check_task_name(task)
     torch.set_num_threads(max(1, threads))
     examples, bb, extractor, cache, splits = _load(data, backbone, cache_dir, dev_frac, test_frac)
-    if readout != "separator" and bb.spec.kind != "gslm":
+    if readout == "mean" and bb.spec.kind != "gslm":
         raise typer.BadParameter(f"{readout!r} is for GSLM backbones; this {bb.spec.kind} backbone's packages read "
                                  "the separator", param_hint="--readout")
     labels = M.label_set(examples)
@@ -114,7 +116,8 @@ def train(
         au, al = _augmented(examples, extractor, cache, kinds, augment_copies, seed)
         tr_u, tr_l = tr_u + au, tr_l + al
     dv_u, dv_l = splits.get("dev", ([], []))
-    recipe = Recipe(verbalizer=verbalizer, max_epochs=max_epochs or Recipe().max_epochs, seed=seed, readout=readout)
+    recipe = Recipe(verbalizer=verbalizer, max_epochs=max_epochs or Recipe().max_epochs, seed=seed,
+                    readout="separator" if readout == READOUT_AUTO else readout)
     sizes = {s: len(u) for s, (u, _) in splits.items()} | {"train_augmented": len(tr_u)}
     bar = progress(desc=f"train {task}", unit="step")
     shown = {"loss": "-", "epoch": 0, "dev_loss": "-", "dev_acc": "-"}
@@ -128,12 +131,20 @@ def train(
         shown.update(epoch=epoch, dev_loss=f"{d_loss:.3f}", dev_acc=f"{d_acc:.3f}")
         bar.set_postfix(shown)
 
-    res = train_prompts(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]),
-                        (dv_u, [index[x] for x in dv_l]), fingerprint=bb.fingerprint, kind=bb.spec.kind,
-                        prosody=bb.prosody, recipe=recipe, extra_meta={"data_sizes": sizes, "augment": augment or None,
-                                                   "backbone_name": bb.spec.name},
-                        on_step=on_step, on_eval=on_eval)
+    def on_readout(name: str) -> None:
+        bar.set_description(f"train {task} ({name} read-out)")
+
+    fit = (train_best_readout if readout == READOUT_AUTO else train_prompts)
+    more = {"on_readout": on_readout} if readout == READOUT_AUTO else {}
+    res = fit(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]), (dv_u, [index[x] for x in dv_l]),
+              fingerprint=bb.fingerprint, kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
+              extra_meta={"data_sizes": sizes, "augment": augment or None, "backbone_name": bb.spec.name},
+              on_step=on_step, on_eval=on_eval, **more)
     bar.close()
+    if readout == READOUT_AUTO:
+        sel = res.package.meta.training["readout_selection"]
+        typer.echo(f"read-out {res.package.meta.readout} (dev accuracy " + ", ".join(
+            f"{r} {v['accuracy']:.3f}" for r, v in sel.items() if r != "by") + ")")
     out = out or Path(f"{task}.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     metrics = {s: evaluate_package(bb, res.package, u, ys) for s, (u, ys) in splits.items() if s.startswith("test")}
@@ -144,7 +155,8 @@ def train(
                     out.with_suffix(".verbalizer.png"), title=f"{task}: units the verbalizer ties to each label")
     for s, m in metrics.items():
         plot_confusion(np.array(m["confusion"]), labels, out.with_suffix(f".{s}.confusion.png"), s)
-    report = {"task": task, "version": pkg.version, "package": str(out), "dev": res.dev, "test": metrics,
+    report = {"task": task, "version": pkg.version, "package": str(out), "readout": pkg.meta.readout,
+              "dev": res.dev, "test": metrics,
               "trainable_params": res.trainable_params, "train_seconds": round(res.seconds, 1), "data_sizes": sizes}
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=1) + "\n")
     typer.echo(f"{task} version {pkg.version} -> {out}  dev acc {res.dev['accuracy']:.3f}  " + "  ".join(

@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 
 class LineProgress:
-    """The part of tqdm's interface the commands use (``update``, ``set_postfix``, ``total``, ``n``,
-    ``close``, context manager), printed as plain lines."""
+    """The part of tqdm's interface the commands use (``update``, ``set_postfix``, ``set_description``,
+    ``total``, ``n``, ``close``, context manager), printed as plain lines."""
 
     def __init__(self, desc: str = "", total: int | None = None, unit: str = "it", *, file: TextIO | None = None,
                  interval_s: float = 10.0, **_: Any):
@@ -37,6 +37,10 @@ class LineProgress:
     def set_postfix(self, values: dict[str, Any] | None = None, refresh: bool = True, **kw: Any) -> None:
         """Values shown after the count (printed with the next line, not on their own)."""
         self.postfix = {**(values or {}), **kw}
+
+    def set_description(self, desc: str, refresh: bool = True) -> None:
+        """The label printed before the count from the next line on."""
+        self.desc = desc
 
     def close(self) -> None:
         """Print the final line (once)."""

@@ -24,6 +24,7 @@ pGSLM's own three-stream input, the separator replaces ``</s>``, the verbalizer 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -331,3 +332,36 @@ def train_prompts(
     pkg = params.cpu().to_package(lm, meta)
     params.to(device)
     return TrainResult(pkg, hist, best[2], best[3], seconds, n_params)
+
+
+def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tuple[Sequence[Item], Sequence[int]],
+                       dev: tuple[Sequence[Item], Sequence[int]], *, recipe: Recipe = Recipe(),
+                       prosody: Prosody | None = None, on_readout: Callable[[str], None] | None = None,
+                       **kwargs) -> TrainResult:
+    """Train once per read-out the LM supports and keep the package with the higher dev accuracy.
+
+    The read-out is a per-task choice (docs/results.md, "Read-out"): the mean state helps short words, the
+    separator's state helps what spans the clip (language, gender). This lets the dev split make it, never the
+    test split. GSLM LMs try ``separator`` then ``mean``; a pGSLM LM reads the separator only, so it trains once.
+    Every run uses ``recipe`` (its ``readout`` is ignored) with the same seed, so each equals a plain
+    :func:`train_prompts` call with that read-out. The winner has the higher dev accuracy at its best epoch
+    (ties: the lower dev loss, then ``separator``). Its package's ``training["readout_selection"]`` records
+    ``{"by": "dev accuracy", "<readout>": {"accuracy", "loss", "best_epoch"}, ...}`` for every run. Other
+    arguments are :func:`train_prompts`'; ``on_readout(name)`` is called before each run. Cost: one training
+    per read-out. Raises what :func:`train_prompts` raises.
+    """
+    kind = kwargs.get("kind") or row_builder(lm, prosody).kind
+    runs: dict[str, TrainResult] = {}
+    for readout in READOUTS if kind == "gslm" else ("separator",):
+        if on_readout:
+            on_readout(readout)
+        runs[readout] = train_prompts(lm, task, labels, train, dev, prosody=prosody,
+                                      recipe=dataclasses.replace(recipe, readout=readout), **kwargs)
+    # READOUTS lists the separator first and min() keeps the first of equals
+    chosen = min(runs, key=lambda r: (-runs[r].dev["accuracy"], runs[r].dev["loss"]))
+    res = runs[chosen]
+    selection = {"by": "dev accuracy"} | {r: {**x.dev, "best_epoch": x.best_epoch} for r, x in runs.items()}
+    pkg = res.package
+    meta = dataclasses.replace(pkg.meta, training={**pkg.meta.training, "readout_selection": selection})
+    res.package = new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer)
+    return res

@@ -129,6 +129,25 @@ def test_train_readout_mean_writes_a_mean_package_and_bad_readouts_are_usage_err
     assert r.exit_code == 2 and "is for GSLM backbones" in r.output
 
 
+def test_train_readout_auto_keeps_the_dev_winner_and_says_so(bundle_dir, pgslm_bundle_dir, wav_folder, tmp_path):
+    out = tmp_path / "tones.safetensors"
+    base = ["train", str(wav_folder), "--task", "tones", "--max-epochs", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out), "--readout", "auto"]
+    r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir)])
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    sel = pkg.meta.training["readout_selection"]
+    assert set(sel) == {"by", "separator", "mean"}
+    best = max(("separator", "mean"), key=lambda k: (sel[k]["accuracy"], -sel[k]["loss"], k == "separator"))
+    assert pkg.meta.readout == best and f"read-out {best} (dev accuracy" in r.output
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["readout"] == best and report["dev"]["accuracy"] == sel[best]["accuracy"]
+    r = CliRunner().invoke(app, base + ["--backbone", str(pgslm_bundle_dir)])  # pGSLM: the separator only
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.readout == "separator" and set(pkg.meta.training["readout_selection"]) == {"by", "separator"}
+
+
 def test_train_help_lists_the_choices_the_trainer_and_package_accept():
     from speechprompt.package import READOUTS
     from speechprompt.training import cli
@@ -137,6 +156,6 @@ def test_train_help_lists_the_choices_the_trainer_and_package_accept():
     assert cli.READOUT_CHOICES == READOUTS and cli.VERBALIZER_CHOICES == VERBALIZERS
     r = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert r.exit_code == 0
-    assert "<separator|mean>" in r.output and "<learnable|fixed>" in r.output
+    assert "<separator|mean|auto>" in r.output and "<learnable|fixed>" in r.output
     r = CliRunner().invoke(app, ["train", ".", "--task", "t", "--verbalizer", "linear"])
     assert r.exit_code == 2 and "'linear' is not one of" in r.output and "'fixed'" in r.output

@@ -34,3 +34,13 @@ def test_a_terminal_still_gets_a_tqdm_bar():
         assert type(bar).__name__ == "tqdm"
         bar.close()
     os.close(master)
+
+
+def test_set_description_relabels_the_next_lines():
+    out = io.StringIO()
+    bar = progress(total=4, desc="train t", unit="step", file=out, interval_s=0.0)
+    bar.update(1)
+    bar.set_description("train t (mean read-out)")
+    bar.update(1)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("train t: 1/4 step") and lines[1].startswith("train t (mean read-out): 2/4 step")

@@ -14,6 +14,7 @@ from speechprompt.training.trainer import (
     fixed_verbalizer,
     raw_logits,
     score,
+    train_best_readout,
     train_prompts,
 )
 
@@ -132,3 +133,47 @@ def test_bad_options_raise(backbone):
         _train(backbone, Recipe(verbalizer="random"))
     with pytest.raises(TrainingError, match="readout must be one of separator, mean"):
         _train(backbone, Recipe(readout="max"))
+
+
+def test_best_readout_keeps_the_run_with_the_higher_dev_accuracy_and_records_both(backbone):
+    """Each run equals a plain train_prompts call with that read-out; the kept package is the dev winner's tensors
+    (ties: lower dev loss, then the separator) and records every run's dev metrics; the test split is never seen."""
+    train, dev = toy_units(48, 1), toy_units(15, 2)
+    lm, recipe = backbone.unit_lm, Recipe(max_epochs=2, batch_size=16)
+    plain = {r: train_prompts(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint,
+                              recipe=Recipe(max_epochs=2, batch_size=16, readout=r)) for r in ("separator", "mean")}
+    seen = []
+    res = train_best_readout(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint, recipe=recipe,
+                             on_readout=seen.append)
+    assert seen == ["separator", "mean"]
+    sel = res.package.meta.training["readout_selection"]
+    assert sel["by"] == "dev accuracy" and set(sel) == {"by", "separator", "mean"}
+    for r, x in plain.items():
+        assert sel[r] == {**x.dev, "best_epoch": x.best_epoch}
+    acc = {r: plain[r].dev["accuracy"] for r in plain}
+    want = ("separator" if acc["separator"] > acc["mean"] else "mean" if acc["mean"] > acc["separator"]
+            else "separator" if plain["separator"].dev["loss"] <= plain["mean"].dev["loss"] else "mean")
+    pkg, ref = res.package, plain[want].package
+    assert pkg.meta.readout == want and res.dev == plain[want].dev
+    for name in ("deep_key", "deep_value", "separator", "verbalizer"):
+        assert torch.equal(getattr(pkg, name), getattr(ref, name))
+    assert read_package(pkg.data).meta.training["readout_selection"] == sel  # the file carries it
+
+
+def test_best_readout_keeps_the_mean_when_the_label_lies_early_in_the_clip(backbone):
+    """Each class marked by its unit at the start only, then 40 noise units before the separator: on this tiny LM
+    the mean state reads it better on dev, so the mean package (format version 2) is the one kept."""
+    def early_marked(n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        units, ys = [], []
+        for i in range(n):
+            y = i % 3
+            units.append(torch.cat([torch.full((4,), y), torch.randint(3, 20, (40,), generator=g)]))
+            ys.append(y)
+        return units, ys
+
+    res = train_best_readout(backbone.unit_lm, "toy", LABELS, early_marked(48, 1), early_marked(15, 2),
+                             fingerprint=backbone.fingerprint, recipe=Recipe(max_epochs=3, batch_size=16))
+    sel = res.package.meta.training["readout_selection"]
+    assert sel["mean"]["accuracy"] > sel["separator"]["accuracy"] + 0.1
+    assert res.package.meta.readout == "mean" and res.package.meta.format_version == 2

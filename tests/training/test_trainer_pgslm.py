@@ -16,6 +16,7 @@ from speechprompt.training.trainer import (
     TrainingError,
     raw_logits,
     score,
+    train_best_readout,
     train_prompts,
 )
 
@@ -116,3 +117,12 @@ def test_pgslm_misuse_raises(pgslm_backbone, backbone):
     res = train_prompts(backbone.unit_lm, "t", LABELS, toy_units(6, 1), toy_units(3, 2),
                         fingerprint=backbone.fingerprint, recipe=Recipe(max_epochs=1))
     assert res.package.meta.backbone_kind == "gslm"  # the default kind follows the LM
+
+
+def test_best_readout_on_a_pgslm_backbone_trains_the_separator_once(pgslm_backbone):
+    train, dev = toy_prosody_units(48, 1), toy_prosody_units(15, 2)
+    seen = []
+    res = train_best_readout(pgslm_backbone.unit_lm, "toy", LABELS, train, dev, fingerprint=pgslm_backbone.fingerprint,
+                             prosody=pgslm_backbone.prosody, recipe=Recipe(max_epochs=1), on_readout=seen.append)
+    assert seen == ["separator"] and res.package.meta.readout == "separator"
+    assert set(res.package.meta.training["readout_selection"]) == {"by", "separator"}

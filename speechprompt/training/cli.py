@@ -157,7 +157,9 @@ def train(
         plot_confusion(np.array(m["confusion"]), labels, out.with_suffix(f".{s}.confusion.png"), s)
     report = {"task": task, "version": pkg.version, "package": str(out), "readout": pkg.meta.readout,
               "dev": res.dev, "test": metrics,
-              "trainable_params": res.trainable_params, "train_seconds": round(res.seconds, 1), "data_sizes": sizes}
+              "trainable_params": res.trainable_params, "data_sizes": sizes,
+              "train_seconds": round(sum(v["seconds"] for k, v in pkg.meta.training["readout_selection"].items()
+                                         if k != "by") if readout == READOUT_AUTO else res.seconds, 1)}
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=1) + "\n")
     typer.echo(f"{task} version {pkg.version} -> {out}  dev acc {res.dev['accuracy']:.3f}  " + "  ".join(
         f"{s} acc {m['accuracy']:.3f}" for s, m in metrics.items()))

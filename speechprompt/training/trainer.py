@@ -334,6 +334,13 @@ def train_prompts(
     return TrainResult(pkg, hist, best[2], best[3], seconds, n_params)
 
 
+def pick_readout(dev: dict[str, dict]) -> str:
+    """The read-out to keep from ``{readout: {"accuracy", "loss"}}`` (dev metrics at each run's best epoch): the
+    higher accuracy, then the lower loss, then ``separator`` (SpeechPrompt v2's). Raises ``KeyError`` when a
+    metric is missing."""
+    return min(dev, key=lambda r: (-dev[r]["accuracy"], dev[r]["loss"], r != "separator"))
+
+
 def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tuple[Sequence[Item], Sequence[int]],
                        dev: tuple[Sequence[Item], Sequence[int]], *, recipe: Recipe = Recipe(),
                        prosody: Prosody | None = None, on_readout: Callable[[str], None] | None = None,
@@ -345,8 +352,8 @@ def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tupl
     test split. GSLM LMs try ``separator`` then ``mean``; a pGSLM LM reads the separator only, so it trains once.
     Every run uses ``recipe`` (its ``readout`` is ignored) with the same seed, so each equals a plain
     :func:`train_prompts` call with that read-out. The winner has the higher dev accuracy at its best epoch
-    (ties: the lower dev loss, then ``separator``). Its package's ``training["readout_selection"]`` records
-    ``{"by": "dev accuracy", "<readout>": {"accuracy", "loss", "best_epoch"}, ...}`` for every run. Other
+    (:func:`pick_readout`). Its package's ``training["readout_selection"]`` records ``{"by": "dev accuracy",
+    "<readout>": {"accuracy", "loss", "best_epoch", "seconds"}, ...}`` for every run. Other
     arguments are :func:`train_prompts`'; ``on_readout(name)`` is called before each run. Cost: one training
     per read-out. Raises what :func:`train_prompts` raises.
     """
@@ -357,10 +364,10 @@ def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tupl
             on_readout(readout)
         runs[readout] = train_prompts(lm, task, labels, train, dev, prosody=prosody,
                                       recipe=dataclasses.replace(recipe, readout=readout), **kwargs)
-    # READOUTS lists the separator first and min() keeps the first of equals
-    chosen = min(runs, key=lambda r: (-runs[r].dev["accuracy"], runs[r].dev["loss"]))
+    chosen = pick_readout({r: x.dev for r, x in runs.items()})
     res = runs[chosen]
-    selection = {"by": "dev accuracy"} | {r: {**x.dev, "best_epoch": x.best_epoch} for r, x in runs.items()}
+    selection = {"by": "dev accuracy"} | {r: {**x.dev, "best_epoch": x.best_epoch, "seconds": round(x.seconds, 2)}
+                                          for r, x in runs.items()}
     pkg = res.package
     meta = dataclasses.replace(pkg.meta, training={**pkg.meta.training, "readout_selection": selection})
     res.package = new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer)

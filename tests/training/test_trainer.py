@@ -12,6 +12,7 @@ from speechprompt.training.trainer import (
     Recipe,
     TrainingError,
     fixed_verbalizer,
+    pick_readout,
     raw_logits,
     score,
     train_best_readout,
@@ -140,8 +141,8 @@ def test_best_readout_keeps_the_run_with_the_higher_dev_accuracy_and_records_bot
     (ties: lower dev loss, then the separator) and records every run's dev metrics; the test split is never seen."""
     train, dev = toy_units(48, 1), toy_units(15, 2)
     lm, recipe = backbone.unit_lm, Recipe(max_epochs=2, batch_size=16)
-    plain = {r: train_prompts(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint,
-                              recipe=Recipe(max_epochs=2, batch_size=16, readout=r)) for r in ("separator", "mean")}
+    plain = {r: train_prompts(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint,  # mean first here
+                              recipe=Recipe(max_epochs=2, batch_size=16, readout=r)) for r in ("mean", "separator")}
     seen = []
     res = train_best_readout(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint, recipe=recipe,
                              on_readout=seen.append)
@@ -149,15 +150,25 @@ def test_best_readout_keeps_the_run_with_the_higher_dev_accuracy_and_records_bot
     sel = res.package.meta.training["readout_selection"]
     assert sel["by"] == "dev accuracy" and set(sel) == {"by", "separator", "mean"}
     for r, x in plain.items():
-        assert sel[r] == {**x.dev, "best_epoch": x.best_epoch}
-    acc = {r: plain[r].dev["accuracy"] for r in plain}
-    want = ("separator" if acc["separator"] > acc["mean"] else "mean" if acc["mean"] > acc["separator"]
-            else "separator" if plain["separator"].dev["loss"] <= plain["mean"].dev["loss"] else "mean")
+        assert {k: v for k, v in sel[r].items() if k != "seconds"} == {**x.dev, "best_epoch": x.best_epoch}
+        assert sel[r]["seconds"] > 0
+    want = pick_readout({r: x.dev for r, x in plain.items()})
     pkg, ref = res.package, plain[want].package
     assert pkg.meta.readout == want and res.dev == plain[want].dev
     for name in ("deep_key", "deep_value", "separator", "verbalizer"):
         assert torch.equal(getattr(pkg, name), getattr(ref, name))
     assert read_package(pkg.data).meta.training["readout_selection"] == sel  # the file carries it
+
+
+def test_pick_readout_prefers_accuracy_then_loss_then_the_separator():
+    assert pick_readout({"separator": {"accuracy": 0.5, "loss": 0.1}, "mean": {"accuracy": 0.6, "loss": 0.9}}) == "mean"
+    assert pick_readout({"mean": {"accuracy": 0.5, "loss": 0.9}, "separator": {"accuracy": 0.6, "loss": 0.1}}) \
+        == "separator"
+    assert pick_readout({"separator": {"accuracy": 0.6, "loss": 0.5}, "mean": {"accuracy": 0.6, "loss": 0.4}}) == "mean"
+    assert pick_readout({"mean": {"accuracy": 0.6, "loss": 0.4}, "separator": {"accuracy": 0.6, "loss": 0.5}}) == "mean"
+    assert pick_readout({"mean": {"accuracy": 0.6, "loss": 0.4}, "separator": {"accuracy": 0.6, "loss": 0.4}}) \
+        == "separator"
+    assert pick_readout({"separator": {"accuracy": 0.6, "loss": 0.4}}) == "separator"
 
 
 def test_best_readout_keeps_the_mean_when_the_label_lies_early_in_the_clip(backbone):

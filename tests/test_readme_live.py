@@ -123,3 +123,29 @@ def test_readme_explain_commands(server):
     units = httpx.get(f"http://127.0.0.1:{server}/v1/backbone").json()["codebook_size"]  # 300 on the default v5
     assert sorted(verbalizer["top"]) == sorted(verbalizer["labels"]) and len(verbalizer["unit_label"]) == units
     assert verbalizer["units"] == units and len(verbalizer["weights"][0]) == units
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_readme_train_command_on_a_folder_of_labels(tmp_path):
+    """The README's `speechprompt train ... --readout auto` on data/<label>/ clips (espeak-ng), with a short epoch
+    cap: it writes the package and the report, says which read-out it kept, and the package serves that read-out."""
+    from speechprompt.package import read_package
+
+    block = code_blocks(section("Train your own task"), "bash")[0]
+    train = next(line for line in block.splitlines() if " train " in line)
+    assert train.startswith(".venv/bin/speechprompt train data ") and "--readout auto" in train
+    for label, words in {"yes": ["yes", "yeah", "yes please"], "no": ["no", "nope", "no thanks"]}.items():
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i, (word, voice, speed) in enumerate((w, v, s) for w in words for v in ("en", "en-us") for s in (140, 180)):
+            subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w",
+                            str(tmp_path / "data" / label / f"{i}.wav"), word], check=True)
+    argv = train.split()[1:] + ["--max-epochs", "3", "--backbone", str(ROOT / "models" / "default"),
+                                "--cache-dir", str(tmp_path / "units")]
+    r = subprocess.run([sys.executable, "-m", "speechprompt_cli", *argv], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "yesno.report.json").read_text())
+    pkg = read_package((tmp_path / "yesno.safetensors").read_bytes())
+    assert report["readout"] == pkg.meta.readout in ("separator", "mean")
+    assert f"read-out {pkg.meta.readout} (dev accuracy separator" in r.stdout
+    assert set(pkg.meta.training["readout_selection"]) == {"by", "separator", "mean"}

@@ -131,7 +131,8 @@ def train(
         shown.update(epoch=epoch, dev_loss=f"{d_loss:.3f}", dev_acc=f"{d_acc:.3f}")
         bar.set_postfix(shown)
 
-    def on_readout(name: str) -> None:
+    def on_readout(name: str) -> None:  # --readout auto: one run per read-out, the step count runs on across them
+        typer.echo(f"training {task} with the {name} read-out", err=True)
         bar.set_description(f"train {task} ({name} read-out)")
 
     fit = (train_best_readout if readout == READOUT_AUTO else train_prompts)
@@ -144,7 +145,7 @@ def train(
     if readout == READOUT_AUTO:
         sel = res.package.meta.training["readout_selection"]
         typer.echo(f"read-out {res.package.meta.readout} (dev accuracy " + ", ".join(
-            f"{r} {v['accuracy']:.3f}" for r, v in sel.items() if r != "by") + ")")
+            f"{r} {sel[r]['accuracy']:.3f}" for r in READOUT_CHOICES if r in sel) + ")")
     out = out or Path(f"{task}.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     metrics = {s: evaluate_package(bb, res.package, u, ys) for s, (u, ys) in splits.items() if s.startswith("test")}
@@ -158,8 +159,10 @@ def train(
     report = {"task": task, "version": pkg.version, "package": str(out), "readout": pkg.meta.readout,
               "dev": res.dev, "test": metrics,
               "trainable_params": res.trainable_params, "data_sizes": sizes,
+              # with --readout auto: both runs' seconds, and each run's dev metrics and seconds
               "train_seconds": round(sum(v["seconds"] for k, v in pkg.meta.training["readout_selection"].items()
-                                         if k != "by") if readout == READOUT_AUTO else res.seconds, 1)}
+                                         if k != "by") if readout == READOUT_AUTO else res.seconds, 1),
+              "readout_selection": pkg.meta.training.get("readout_selection")}
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=1) + "\n")
     typer.echo(f"{task} version {pkg.version} -> {out}  dev acc {res.dev['accuracy']:.3f}  " + "  ".join(
         f"{s} acc {m['accuracy']:.3f}" for s, m in metrics.items()))

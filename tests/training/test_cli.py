@@ -139,9 +139,12 @@ def test_train_readout_auto_keeps_the_dev_winner_and_says_so(bundle_dir, pgslm_b
     sel = pkg.meta.training["readout_selection"]
     assert set(sel) == {"by", "separator", "mean"}
     best = max(("separator", "mean"), key=lambda k: (sel[k]["accuracy"], -sel[k]["loss"], k == "separator"))
-    assert pkg.meta.readout == best and f"read-out {best} (dev accuracy" in r.output
+    assert pkg.meta.readout == best and f"read-out {best} (dev accuracy separator " in r.output
+    assert "training tones with the separator read-out" in r.output and "with the mean read-out" in r.output
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["readout"] == best and report["dev"]["accuracy"] == sel[best]["accuracy"]
+    assert report["readout_selection"] == sel
+    assert report["train_seconds"] == round(sel["separator"]["seconds"] + sel["mean"]["seconds"], 1)
     r = CliRunner().invoke(app, base + ["--backbone", str(pgslm_bundle_dir)])  # pGSLM: the separator only
     assert r.exit_code == 0, r.output
     pkg = read_package(out.read_bytes())

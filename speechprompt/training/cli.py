@@ -135,7 +135,7 @@ def train(
         typer.echo(f"training {task} with the {name} read-out", err=True)
         bar.set_description(f"train {task} ({name} read-out)")
 
-    fit = (train_best_readout if readout == READOUT_AUTO else train_prompts)
+    fit = train_best_readout if readout == READOUT_AUTO else train_prompts
     more = {"on_readout": on_readout} if readout == READOUT_AUTO else {}
     res = fit(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]), (dv_u, [index[x] for x in dv_l]),
               fingerprint=bb.fingerprint, kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
@@ -159,9 +159,7 @@ def train(
     report = {"task": task, "version": pkg.version, "package": str(out), "readout": pkg.meta.readout,
               "dev": res.dev, "test": metrics,
               "trainable_params": res.trainable_params, "data_sizes": sizes,
-              # with --readout auto: both runs' seconds, and each run's dev metrics and seconds
-              "train_seconds": round(sum(v["seconds"] for k, v in pkg.meta.training["readout_selection"].items()
-                                         if k != "by") if readout == READOUT_AUTO else res.seconds, 1),
+              "train_seconds": round(res.seconds, 1),  # with --readout auto: every run's
               "readout_selection": pkg.meta.training.get("readout_selection")}
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=1) + "\n")
     typer.echo(f"{task} version {pkg.version} -> {out}  dev acc {res.dev['accuracy']:.3f}  " + "  ".join(

@@ -355,7 +355,7 @@ def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tupl
     (:func:`pick_readout`). Its package's ``training["readout_selection"]`` records ``{"by": "dev accuracy",
     "<readout>": {"accuracy", "loss", "best_epoch", "seconds"}, ...}`` for every run. Other
     arguments are :func:`train_prompts`'; ``on_readout(name)`` is called before each run. Cost: one training
-    per read-out. Raises what :func:`train_prompts` raises.
+    per read-out; the result's ``seconds`` counts them all (the package's ``train_seconds``, the winner's alone). Raises what :func:`train_prompts` raises.
     """
     kind = kwargs.get("kind") or row_builder(lm, prosody).kind
     runs: dict[str, TrainResult] = {}
@@ -371,4 +371,5 @@ def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tupl
     pkg = res.package
     meta = dataclasses.replace(pkg.meta, training={**pkg.meta.training, "readout_selection": selection})
     res.package = new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer)
+    res.seconds = sum(x.seconds for x in runs.values())
     return res

@@ -144,7 +144,7 @@ def test_train_readout_auto_keeps_the_dev_winner_and_says_so(bundle_dir, pgslm_b
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["readout"] == best and report["dev"]["accuracy"] == sel[best]["accuracy"]
     assert report["readout_selection"] == sel
-    assert report["train_seconds"] == round(sel["separator"]["seconds"] + sel["mean"]["seconds"], 1)
+    assert abs(report["train_seconds"] - (sel["separator"]["seconds"] + sel["mean"]["seconds"])) < 0.07  # both runs
     r = CliRunner().invoke(app, base + ["--backbone", str(pgslm_bundle_dir)])  # pGSLM: the separator only
     assert r.exit_code == 0, r.output
     pkg = read_package(out.read_bytes())

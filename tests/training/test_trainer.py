@@ -158,6 +158,7 @@ def test_best_readout_keeps_the_run_with_the_higher_dev_accuracy_and_records_bot
     for name in ("deep_key", "deep_value", "separator", "verbalizer"):
         assert torch.equal(getattr(pkg, name), getattr(ref, name))
     assert read_package(pkg.data).meta.training["readout_selection"] == sel  # the file carries it
+    assert abs(res.seconds - sel["separator"]["seconds"] - sel["mean"]["seconds"]) < 0.02  # the time of both runs
 
 
 def test_pick_readout_prefers_accuracy_then_loss_then_the_separator():

@@ -29,8 +29,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from .choices import READOUTS
+
 FORMAT_VERSION = 2  # the highest version this code reads; version 1 = every package without a read-out field
-READOUTS = ("separator", "mean")  # where the label is read (prompting.py); "mean" needs format version 2
 TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")

@@ -13,12 +13,10 @@ from typing import Literal
 
 import typer
 
+from speechprompt.choices import READOUTS as READOUT_CHOICES
+from speechprompt.choices import VERBALIZERS as VERBALIZER_CHOICES
 from speechprompt.paths import default_path
 
-# The choices of --verbalizer and --readout, kept here so that ``--help`` lists them without importing torch;
-# tests/training/test_cli.py checks them against trainer.VERBALIZERS and package.READOUTS.
-VERBALIZER_CHOICES = ("learnable", "fixed")
-READOUT_CHOICES = ("separator", "mean")
 READOUT_AUTO = "auto"  # train with each read-out, keep the better on dev (trainer.train_best_readout)
 
 

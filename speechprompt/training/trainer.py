@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from speechprompt.package import NUM_SPECIAL, READOUTS, PackageMeta, TaskPackage, new_package
+from speechprompt.choices import READOUTS, VERBALIZERS
+from speechprompt.package import NUM_SPECIAL, PackageMeta, TaskPackage, new_package
 from speechprompt.prosody import Prosody, ProsodyUnits
 from speechprompt.training.lm_rows import GSLMRows, TrainingError, row_builder
 from speechprompt.unit_lm import UnitLM
 
-VERBALIZERS = ("learnable", "fixed")  # v2's learnable linear map | v1's fixed map of labels to frequent units
 Item = Tensor | ProsodyUnits  # one clip: its units [M] i64 (GSLM) or its ProsodyUnits (pGSLM)
 
 

@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from run_suite import encode_task, install_demo, logreg, run_task, say  # noqa: E402
 
 from speechprompt.backbone import Backbone  # noqa: E402
+from speechprompt.package import read_package  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training import real_corpus, real_tasks  # noqa: E402
+from speechprompt.training.evaluate import accuracy_by_group, predict  # noqa: E402
 from speechprompt.training.hubert_pretrain import _DCT, _FB, HubertPretrainModel, _deltas  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.real_augment import augment_train  # noqa: E402
@@ -78,10 +80,33 @@ def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int
             w = csv.writer(fh)
             w.writerow(["path", "label", "split"])
             w.writerows([e.path, e.label, e.split] for e in examples)
+        # beside the manifest, not in it (its digest keys the cached cells): who speaks each test clip
+        (out / name / "test_speakers.json").write_text(json.dumps(
+            {e.path: real_tasks.speaker_of(by_path.get(e.path, {"path": e.path, "source": "?"}))
+             for e in examples if e.split == "test"}, indent=0) + "\n")
     info["_split"] = {"test_fraction": frac, "seed": seed,
                       "test_speakers": sorted(k for k, v in split.items() if v == "test"),
                       "train_speakers": sorted(k for k, v in split.items() if v == "train")}
     return info
+
+
+def test_speakers(task_dir: Path) -> list[str]:
+    """The speaker (or non-speech group) of each test clip of a task, in manifest order (``test_speakers.json``
+    beside the manifest; a task folder written before it existed gives ``?`` for every clip)."""
+    f = task_dir / "test_speakers.json"
+    who = json.loads(f.read_text()) if f.exists() else {}
+    return [who.get(e.path, "?") for e in M.read_manifest(task_dir / "manifest.csv") if e.split == "test"]
+
+
+def by_speaker(cell: dict, bb: Backbone, package: Path, test: dict, speakers: list[str]) -> None:
+    """Add ``test_by_speaker`` (``evaluate.accuracy_by_group``) to a variant's ``cell`` from its saved ``package``
+    and the task's encoded ``test`` split (units and labels in manifest order, as ``speakers``)."""
+    if "test_by_speaker" in cell or not package.exists():  # no package: a cell from a run whose folder is gone
+        return
+    pkg = read_package(package.read_bytes())
+    probs = predict(bb.unit_lm, pkg, test["units"], prosody=getattr(bb, "prosody", None))
+    names = list(pkg.meta.labels)
+    cell["test_by_speaker"] = accuracy_by_group(test["labels"], [names[i] for i in probs.argmax(1)], speakers)
 
 
 def speech_embedding_bundle(new: Backbone | None, fallback: Path) -> Backbone:
@@ -243,7 +268,7 @@ def main() -> None:
         for key, bb in backbones.items():
             variants = [v for v in (a.variants if key == "new" else a.old_variants).split(",") if v]
             done = reusable(r.get(key, {}), bb.fingerprint)
-            if "logreg_hist" in done and all(v in done for v in variants):
+            if "logreg_hist" in done and all("test_by_speaker" in done.get(v, {}) for v in variants):
                 continue
             t0 = time.perf_counter()
             data = encode_task(bb, task_root / name, a.work / "units" / digest)
@@ -252,6 +277,12 @@ def main() -> None:
                               labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})",
                               seed=a.draw or None)
             r[key] |= {"fingerprint": bb.fingerprint}
+            for v in variants:
+                by_speaker(r[key][v], bb, a.work / key / "packages" / f"{name}.{v}.safetensors", data["test"],
+                           test_speakers(task_root / name))
+                if "test_by_speaker" in r[key][v]:
+                    say(f"  {name} {v} by test speaker: " + ", ".join(
+                        f"{g} {c['correct']}/{c['n']}" for g, c in r[key][v]["test_by_speaker"].items()))
             save(name)
         if "logreg_mfcc" not in r:
             r |= free_baselines(task_root / name, labels, se_backbone)

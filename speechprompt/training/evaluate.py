@@ -111,6 +111,22 @@ def compute_metrics(
 
 
 @torch.no_grad()
+def accuracy_by_group(y_true: Sequence[str], y_pred: Sequence[str], groups: Sequence[str]) -> dict[str, dict]:
+    """Accuracy within each group of clips (e.g. each test speaker of a speaker-split task): per clip the true and
+    predicted label and its group -> ``{group: {"n", "correct", "accuracy"}}``, groups in sorted order. A held-out
+    split of a few voices is read voice by voice (docs/results.md: one voice can move a whole cell). Raises
+    ``ValueError`` when the three lists differ in length."""
+    if not len(y_true) == len(y_pred) == len(groups):
+        raise ValueError(f"need one label, prediction and group per clip; got {len(y_true)}, {len(y_pred)}, "
+                         f"{len(groups)}")
+    tally: dict[str, list[int]] = {}
+    for t, p, g in zip(y_true, y_pred, groups, strict=True):
+        c = tally.setdefault(str(g), [0, 0])
+        c[0] += t == p
+        c[1] += 1
+    return {g: {"n": n, "correct": k, "accuracy": k / n} for g, (k, n) in sorted(tally.items())}
+
+
 def result_metric(task_results: dict | None, variant: str, split: str, eer: bool = False) -> float | None:
     """Accuracy (or, with ``eer``, the EER where present) of ``variant`` on ``split`` in one task's entry of a suite
     ``results.json`` (``scripts/run_suite.py``: ``{variant: {split: compute_metrics(...)}}``); None when missing."""

@@ -62,6 +62,12 @@ def _nonspeech_group(r: dict) -> str:
     return f"{r['source']}:{re.sub(r'[0-9_-]+', '', stem)}"
 
 
+def speaker_of(r: dict) -> str:
+    """The speaker a row's clip is held out or trained with: its ``speaker`` id, or for non-speech (no speaker) its
+    file group, the unit :func:`split_of` splits non-speech by."""
+    return r.get("speaker") or _nonspeech_group(r)
+
+
 def split_of(r: dict, split: dict[str, str], test_fraction: float = 0.3) -> str | None:
     """``train`` / ``test`` of one row (speech: its speaker's side; non-speech: its group's hash); None if unsplit."""
     if r.get("kind", "speech") == "nonspeech":
@@ -149,7 +155,7 @@ def describe(examples: Sequence[Example], rows_by_path: dict[str, dict]) -> dict
 
 
 __all__ = ["DIGIT_WORDS", "TASK_NAMES", "VOCALISATIONS", "describe", "eval_split", "make_tasks", "row_key", "segment_long",
-           "split_of"]
+           "speaker_of", "split_of"]
 
 
 def segment_long(rows: Sequence[dict], base: str | Path, out: str | Path, max_seconds: float = 10.0,

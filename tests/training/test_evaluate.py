@@ -7,6 +7,7 @@ import pytest
 
 from speechprompt.training.evaluate import (
     EvaluationError,
+    accuracy_by_group,
     compute_metrics,
     confusion_matrix,
     equal_error_rate,
@@ -80,3 +81,17 @@ def test_verbalizer_png_outlines_each_labels_top_units(tmp_path):
     p = tmp_path / "verb.png"
     assert plot_verbalizer(w, ["a", "b"], p, title="t", top_k=2) == [[2, 0], [1, 3]]
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_by_group_counts_each_group_by_hand():
+    """Per speaker: how many of its clips are right, in sorted order; a length mismatch is refused."""
+    truth = ["f", "f", "f", "m", "m", "f"]
+    pred = ["f", "m", "f", "m", "f", "f"]
+    groups = ["june", "june", "june", "nl", "nl", "allison"]
+    out = accuracy_by_group(truth, pred, groups)
+    assert list(out) == ["allison", "june", "nl"]
+    assert out["june"] == {"n": 3, "correct": 2, "accuracy": pytest.approx(2 / 3)}
+    assert out["nl"] == {"n": 2, "correct": 1, "accuracy": 0.5} and out["allison"]["accuracy"] == 1.0
+    assert sum(g["correct"] for g in out.values()) == 4  # the split's accuracy, 4 of 6, is the groups' sum
+    with pytest.raises(ValueError, match="one label, prediction and group per clip"):
+        accuracy_by_group(truth, pred[:-1], groups)

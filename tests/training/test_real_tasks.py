@@ -192,6 +192,12 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
     for cache, work in ((src, tmp_path / "a" / "work"), (tmp_path / "b" / "elsewhere" / "corpus", tmp_path / "w2")):
         ev.write_tasks(rows, cache, work / "tasks", 0.5, 0)
         vad = work / "tasks" / "vad"
+        # beside each manifest: the speaker (or non-speech file group) of every test clip, in manifest order
+        gender_test = ev.test_speakers(work / "tasks" / "gender")
+        assert len(gender_test) == 24 and len(set(gender_test)) == 2 and set(gender_test) <= {"s1", "s2", "s3", "s4"}
+        vad_test = ev.test_speakers(vad)
+        assert "?" not in vad_test and any(g.startswith("pkg-") for g in vad_test)
+        assert {g for g in vad_test if g.startswith("pkg-")} <= {f"pkg-{g}:{g}" for g in ("music", "bells", "drums", "wind")}
         segments = [e for e in ev.M.read_manifest(vad / "manifest.csv") if "segments" in e.path]
         assert len(segments) == 48 and {e.split for e in segments} >= {"train", "test"}
         added = augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1, mixes=3, dev_mixes=2,
@@ -222,3 +228,49 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         seen.append([(e.label, e.split, sf.read(e.path, dtype="float32")[0].tobytes()) for e in ex])
     assert len(seen[0]) == len(seen[1]) and seen[0] == seen[1]
     assert sum(s == "dev" for _, s, _ in seen[0]) > 0
+
+
+def test_speaker_of_names_the_speaker_or_the_non_speech_group():
+    """Per-speaker scores group speech clips by speaker and non-speech clips by the file group they are split by."""
+    assert real_tasks.speaker_of(_row("ast/es/digits/3.wav", "es_MX_f_Allison")) == "es_MX_f_Allison"
+    sound = _row("hedgewars/Sounds/explosion2.ogg", "", kind="nonspeech", source="hedgewars-data")
+    segment = _row("/seg/freesound/music_7/03.wav", "", kind="nonspeech", source="music")
+    assert real_tasks.speaker_of(sound) == "hedgewars-data:explosion"  # the group of split_of: digits dropped
+    assert real_tasks.speaker_of(segment) == "music:music"  # a 5 s piece of a long clip: its file's group
+
+
+def test_real_speech_eval_scores_each_test_speaker_from_the_saved_package(tmp_path, backbone):
+    """``test_speakers.json`` (written beside the manifest) names each test clip's speaker in manifest order, and
+    ``by_speaker`` counts the saved package's right answers per speaker: they add up to its test accuracy."""
+    import json
+
+    from speechprompt.training.evaluate import predict
+    from speechprompt.training.trainer import Recipe, train_prompts
+    from tests.scripts import load_script
+
+    from .conftest import toy_units
+
+    ev = load_script("real_speech_eval")
+    rows = ["path,label,split"] + [f"/c/{i}.wav,{'abc'[i % 3]},{'train' if i < 4 else 'test'}" for i in range(16)]
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    who = {f"/c/{i}.wav": ("june" if i % 2 else "allison") for i in range(4, 16)}
+    (tmp_path / "test_speakers.json").write_text(json.dumps(who))
+    speakers = ev.test_speakers(tmp_path)
+    assert speakers == [("june" if i % 2 else "allison") for i in range(4, 16)]
+    train, dev = toy_units(24, 1), toy_units(9, 2)
+    units, ys = toy_units(12, 3)
+    labels = ["a", "b", "c"]
+    res = train_prompts(backbone.unit_lm, "toy", labels, train, dev, fingerprint=backbone.fingerprint,
+                        recipe=Recipe(max_epochs=2, batch_size=8))
+    (tmp_path / "toy.v2.safetensors").write_bytes(res.package.data)
+    cell: dict = {}
+    test = {"units": units, "labels": [labels[y] for y in ys]}
+    ev.by_speaker(cell, backbone, tmp_path / "toy.v2.safetensors", test, speakers)
+    right = predict(backbone.unit_lm, res.package, units).argmax(1) == np.array(ys)
+    got = cell["test_by_speaker"]
+    assert set(got) == {"allison", "june"} and got["june"]["n"] == got["allison"]["n"] == 6
+    assert got["june"]["correct"] == int(right[1::2].sum()) and got["allison"]["correct"] == int(right[0::2].sum())
+    ev.by_speaker(cell, backbone, tmp_path / "missing.safetensors", test, speakers)  # kept, not recomputed
+    assert cell["test_by_speaker"] is got
+    (tmp_path / "test_speakers.json").unlink()  # a task folder written before the file existed
+    assert ev.test_speakers(tmp_path) == ["?"] * 12

@@ -82,7 +82,7 @@ def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int
             w.writerows([e.path, e.label, e.split] for e in examples)
         # beside the manifest, not in it (its digest keys the cached cells): who speaks each test clip
         (out / name / "test_speakers.json").write_text(json.dumps(
-            {e.path: real_tasks.speaker_of(by_path.get(e.path, {"path": e.path, "source": "?"}))
+            {e.path: real_tasks.speaker_of(by_path[e.path]) if e.path in by_path else "?"
              for e in examples if e.split == "test"}, indent=0) + "\n")
     info["_split"] = {"test_fraction": frac, "seed": seed,
                       "test_speakers": sorted(k for k, v in split.items() if v == "test"),
@@ -92,7 +92,8 @@ def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int
 
 def test_speakers(task_dir: Path) -> list[str]:
     """The speaker (or non-speech group) of each test clip of a task, in manifest order (``test_speakers.json``
-    beside the manifest; a task folder written before it existed gives ``?`` for every clip)."""
+    beside the manifest; a task folder written before it existed gives ``?`` for every clip). Raises
+    ``FileNotFoundError`` when the folder has no ``manifest.csv``."""
     f = task_dir / "test_speakers.json"
     who = json.loads(f.read_text()) if f.exists() else {}
     return [who.get(e.path, "?") for e in M.read_manifest(task_dir / "manifest.csv") if e.split == "test"]
@@ -100,10 +101,16 @@ def test_speakers(task_dir: Path) -> list[str]:
 
 def by_speaker(cell: dict, bb: Backbone, package: Path, test: dict, speakers: list[str]) -> None:
     """Add ``test_by_speaker`` (``evaluate.accuracy_by_group``) to a variant's ``cell`` from its saved ``package``
-    and the task's encoded ``test`` split (units and labels in manifest order, as ``speakers``)."""
-    if "test_by_speaker" in cell or not package.exists():  # no package: a cell from a run whose folder is gone
+    and the task's encoded ``test`` split (units and labels in manifest order, as ``speakers``). A cell that has it
+    is left alone; a missing package file, or one that is not the cell's version (another run rewrote it), gives
+    ``None`` (recorded, so later runs do not encode the task again for it). Raises ``read_package``'s errors for a
+    damaged file and ``EvaluationError`` for a pGSLM backbone without prosody."""
+    if "test_by_speaker" in cell:
         return
-    pkg = read_package(package.read_bytes())
+    pkg = read_package(package.read_bytes()) if package.exists() else None
+    if pkg is None or pkg.version != cell.get("version"):
+        cell["test_by_speaker"] = None
+        return
     probs = predict(bb.unit_lm, pkg, test["units"], prosody=getattr(bb, "prosody", None))
     names = list(pkg.meta.labels)
     cell["test_by_speaker"] = accuracy_by_group(test["labels"], [names[i] for i in probs.argmax(1)], speakers)
@@ -277,10 +284,11 @@ def main() -> None:
                               labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})",
                               seed=a.draw or None)
             r[key] |= {"fingerprint": bb.fingerprint}
+            speakers = test_speakers(task_root / name)
             for v in variants:
                 by_speaker(r[key][v], bb, a.work / key / "packages" / f"{name}.{v}.safetensors", data["test"],
-                           test_speakers(task_root / name))
-                if "test_by_speaker" in r[key][v]:
+                           speakers)
+                if r[key][v]["test_by_speaker"]:
                     say(f"  {name} {v} by test speaker: " + ", ".join(
                         f"{g} {c['correct']}/{c['n']}" for g, c in r[key][v]["test_by_speaker"].items()))
             save(name)

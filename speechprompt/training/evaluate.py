@@ -110,7 +110,6 @@ def compute_metrics(
     return out
 
 
-@torch.no_grad()
 def accuracy_by_group(y_true: Sequence[str], y_pred: Sequence[str], groups: Sequence[str]) -> dict[str, dict]:
     """Accuracy within each group of clips (e.g. each test speaker of a speaker-split task): per clip the true and
     predicted label and its group -> ``{group: {"n", "correct", "accuracy"}}``, groups in sorted order. A held-out
@@ -136,6 +135,7 @@ def result_metric(task_results: dict | None, variant: str, split: str, eer: bool
     return m["eer"] if eer and "eer" in m else m["accuracy"]
 
 
+@torch.no_grad()
 def predict(unit_lm, pkg: TaskPackage, units: list, batch_size: int = 32, prosody=None) -> np.ndarray:
     """Class probabilities ``[N, C]`` f32 for deduplicated unit sequences, via the serving path.
 

@@ -63,9 +63,12 @@ def _nonspeech_group(r: dict) -> str:
 
 
 def speaker_of(r: dict) -> str:
-    """The speaker a row's clip is held out or trained with: its ``speaker`` id, or for non-speech (no speaker) its
-    file group, the unit :func:`split_of` splits non-speech by."""
-    return r.get("speaker") or _nonspeech_group(r)
+    """Who a row's clip is split by (as :func:`split_of`): a speech row's ``speaker`` id (``?`` when it has none), a
+    non-speech row's file group (``<source>:<file stem without digits>``; needs the row's ``path`` and ``source``,
+    else ``KeyError``)."""
+    if r.get("kind", "speech") == "nonspeech":
+        return _nonspeech_group(r)
+    return r.get("speaker") or "?"
 
 
 def split_of(r: dict, split: dict[str, str], test_fraction: float = 0.3) -> str | None:

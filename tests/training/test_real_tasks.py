@@ -237,6 +237,8 @@ def test_speaker_of_names_the_speaker_or_the_non_speech_group():
     segment = _row("/seg/freesound/music_7/03.wav", "", kind="nonspeech", source="music")
     assert real_tasks.speaker_of(sound) == "hedgewars-data:explosion"  # the group of split_of: digits dropped
     assert real_tasks.speaker_of(segment) == "music:music"  # a 5 s piece of a long clip: its file's group
+    assert real_tasks.speaker_of(dict(sound, speaker="narrator")) == "hedgewars-data:explosion"  # as split_of
+    assert real_tasks.speaker_of(_row("x/1.wav", "")) == "?"  # speech without a speaker id
 
 
 def test_real_speech_eval_scores_each_test_speaker_from_the_saved_package(tmp_path, backbone):
@@ -253,24 +255,32 @@ def test_real_speech_eval_scores_each_test_speaker_from_the_saved_package(tmp_pa
     ev = load_script("real_speech_eval")
     rows = ["path,label,split"] + [f"/c/{i}.wav,{'abc'[i % 3]},{'train' if i < 4 else 'test'}" for i in range(16)]
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
-    who = {f"/c/{i}.wav": ("june" if i % 2 else "allison") for i in range(4, 16)}
+    voice = {i: "june" if i % 3 else "allison" for i in range(4, 16)}  # 8 and 4 clips: uneven on purpose
+    who = {f"/c/{i}.wav": voice[i] for i in reversed(range(4, 16))}  # the file's order is not the manifest's
     (tmp_path / "test_speakers.json").write_text(json.dumps(who))
     speakers = ev.test_speakers(tmp_path)
-    assert speakers == [("june" if i % 2 else "allison") for i in range(4, 16)]
+    assert speakers == [voice[i] for i in range(4, 16)]
     train, dev = toy_units(24, 1), toy_units(9, 2)
     units, ys = toy_units(12, 3)
     labels = ["a", "b", "c"]
     res = train_prompts(backbone.unit_lm, "toy", labels, train, dev, fingerprint=backbone.fingerprint,
                         recipe=Recipe(max_epochs=2, batch_size=8))
     (tmp_path / "toy.v2.safetensors").write_bytes(res.package.data)
-    cell: dict = {}
+    cell: dict = {"version": res.package.version}
     test = {"units": units, "labels": [labels[y] for y in ys]}
     ev.by_speaker(cell, backbone, tmp_path / "toy.v2.safetensors", test, speakers)
     right = predict(backbone.unit_lm, res.package, units).argmax(1) == np.array(ys)
+    june = np.array([s == "june" for s in speakers])
     got = cell["test_by_speaker"]
-    assert set(got) == {"allison", "june"} and got["june"]["n"] == got["allison"]["n"] == 6
-    assert got["june"]["correct"] == int(right[1::2].sum()) and got["allison"]["correct"] == int(right[0::2].sum())
+    assert set(got) == {"allison", "june"} and (got["june"]["n"], got["allison"]["n"]) == (8, 4)
+    assert got["june"]["correct"] == int(right[june].sum()) and got["allison"]["correct"] == int(right[~june].sum())
     ev.by_speaker(cell, backbone, tmp_path / "missing.safetensors", test, speakers)  # kept, not recomputed
     assert cell["test_by_speaker"] is got
+    # no package file, or a file another run rewrote (not the cell's version): recorded as None, not guessed
+    for package, version in ((tmp_path / "missing.safetensors", res.package.version),
+                             (tmp_path / "toy.v2.safetensors", "0123456789abcdef")):
+        other = {"version": version}
+        ev.by_speaker(other, backbone, package, test, speakers)
+        assert other == {"version": version, "test_by_speaker": None}
     (tmp_path / "test_speakers.json").unlink()  # a task folder written before the file existed
     assert ev.test_speakers(tmp_path) == ["?"] * 12

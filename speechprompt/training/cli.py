@@ -130,6 +130,8 @@ def train(
         bar.set_postfix(shown)
 
     def on_readout(name: str) -> None:  # --readout auto: one run per read-out, the step count runs on across them
+        if bar.n:  # the run before ends here: its last line, however short it was
+            bar.refresh()
         typer.echo(f"training {task} with the {name} read-out", err=True)
         bar.set_description(f"train {task} ({name} read-out)")
 

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 
 class LineProgress:
-    """The part of tqdm's interface the commands use (``update``, ``set_postfix``, ``set_description``,
+    """The part of tqdm's interface the commands use (``update``, ``set_postfix``, ``set_description``, ``refresh``,
     ``total``, ``n``, ``close``, context manager), printed as plain lines."""
 
     def __init__(self, desc: str = "", total: int | None = None, unit: str = "it", *, file: TextIO | None = None,
@@ -41,6 +41,13 @@ class LineProgress:
     def set_description(self, desc: str, refresh: bool = True) -> None:
         """The label printed before the count from the next line on."""
         self.desc = desc
+
+    def refresh(self) -> None:
+        """Print a line now (tqdm's ``refresh``: e.g. the last state of one run before the next one starts, which a
+        run shorter than ``interval_s`` would otherwise never show)."""
+        if not self._closed:
+            self._last = time.monotonic()
+            self._print()
 
     def close(self) -> None:
         """Print the final line (once)."""

@@ -141,6 +141,8 @@ def test_train_readout_auto_keeps_the_dev_winner_and_says_so(bundle_dir, pgslm_b
     best = max(("separator", "mean"), key=lambda k: (sel[k]["accuracy"], -sel[k]["loss"], k == "separator"))
     assert pkg.meta.readout == best and f"read-out {best} (dev accuracy separator " in r.output
     assert "training tones with the separator read-out" in r.output and "with the mean read-out" in r.output
+    # each run's last progress line is printed before the next run starts, however short the run
+    assert r.output.index("train tones (separator read-out): ") < r.output.index("with the mean read-out")
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["readout"] == best and report["dev"]["accuracy"] == sel[best]["accuracy"]
     assert report["readout_selection"] == sel

@@ -44,3 +44,20 @@ def test_set_description_relabels_the_next_lines():
     bar.update(1)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("train t: 1/4 step") and lines[1].startswith("train t (mean read-out): 2/4 step")
+
+
+def test_refresh_prints_the_state_now_even_inside_the_interval():
+    """A run shorter than the interval still gets its line when the next one starts (``train --readout auto``)."""
+    out = io.StringIO()
+    bar = progress(total=9, desc="train t (separator read-out)", unit="step", file=out, interval_s=3600.0)
+    bar.update(3)
+    assert out.getvalue() == ""  # inside the interval: nothing yet
+    bar.set_postfix({"dev_acc": "0.900"})
+    bar.refresh()
+    bar.set_description("train t (mean read-out)")
+    bar.update(2)
+    bar.close()
+    bar.refresh()  # after close: nothing more
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("train t (separator read-out): 3/9 step")
+    assert lines[0].endswith("dev_acc=0.900") and lines[1].startswith("train t (mean read-out): 5/9 step")

@@ -63,12 +63,14 @@ def _nonspeech_group(r: dict) -> str:
 
 
 def speaker_of(r: dict) -> str:
-    """Who a row's clip is split by (as :func:`split_of`): a speech row's ``speaker`` id (``?`` when it has none), a
-    non-speech row's file group (``<source>:<file stem without digits>``; needs the row's ``path`` and ``source``,
-    else ``KeyError``)."""
-    if r.get("kind", "speech") == "nonspeech":
-        return _nonspeech_group(r)
-    return r.get("speaker") or "?"
+    """Whose clip a row is, for per-speaker scores: the corpus's ``speaker`` id (the ids :func:`describe` counts; a
+    non-speech row's is its package's sound group, e.g. ``hedgewars-sfx``); a non-speech row without one gets the file
+    group :func:`split_of` splits it by (``<source>:<file stem without digits>``; needs the row's ``path`` and
+    ``source``, else ``KeyError``), a speech row without one ``?``. Non-speech is split by file group, which is finer
+    than the sound group: one sound group can have clips on both sides."""
+    if r.get("speaker"):
+        return r["speaker"]
+    return _nonspeech_group(r) if r.get("kind", "speech") == "nonspeech" else "?"
 
 
 def split_of(r: dict, split: dict[str, str], test_fraction: float = 0.3) -> str | None:

@@ -231,13 +231,14 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
 
 
 def test_speaker_of_names_the_speaker_or_the_non_speech_group():
-    """Per-speaker scores group speech clips by speaker and non-speech clips by the file group they are split by."""
+    """Per-speaker scores group clips by the corpus's speaker id; non-speech without one by the file group it is
+    split by; speech without one is ``?``."""
     assert real_tasks.speaker_of(_row("ast/es/digits/3.wav", "es_MX_f_Allison")) == "es_MX_f_Allison"
     sound = _row("hedgewars/Sounds/explosion2.ogg", "", kind="nonspeech", source="hedgewars-data")
     segment = _row("/seg/freesound/music_7/03.wav", "", kind="nonspeech", source="music")
     assert real_tasks.speaker_of(sound) == "hedgewars-data:explosion"  # the group of split_of: digits dropped
     assert real_tasks.speaker_of(segment) == "music:music"  # a 5 s piece of a long clip: its file's group
-    assert real_tasks.speaker_of(dict(sound, speaker="narrator")) == "hedgewars-data:explosion"  # as split_of
+    assert real_tasks.speaker_of(dict(sound, speaker="hedgewars-sfx")) == "hedgewars-sfx"  # the corpus's sound group
     assert real_tasks.speaker_of(_row("x/1.wav", "")) == "?"  # speech without a speaker id
 
 

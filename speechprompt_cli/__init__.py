@@ -10,6 +10,7 @@ Refusals of the import commands (a checkpoint or bundle this runtime cannot take
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -187,19 +188,36 @@ def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="
     typer.echo(f"{task} version {pkg.version} -> {store}")
 
 
-def _mount() -> None:
-    """Client commands (classify, tasks, upload, ...) and training/build commands live with their code."""
+BUILD_COMMANDS = ("build-backbone", "build-default", "build-pgslm")  # their modules import torch
+
+
+def invoked_command(argv: list[str]) -> str | None:
+    """The command an ``argv`` (``sys.argv``) names: its first argument that is not an option (the top level has only
+    the ``--debug`` flag and ``--help``), or None."""
+    return next((a for a in argv[1:] if not a.startswith("-")), None)
+
+
+def _mount(argv: list[str] | None = None) -> None:
+    """Client commands (classify, tasks, upload, ...) and training/build commands live with their code. The build
+    commands' modules import torch (about 3 s here), so they are mounted only when the command line may need them:
+    no command (``--help``, which lists every command), a build command, or a name that is no other command (so
+    typer's "No such command" can suggest every name). ``speechprompt classify`` and the other HTTP commands then
+    start without torch."""
     from clients.cli import register as register_client
-    from speechprompt.training.build_backbone import register as register_build
-    from speechprompt.training.build_default_cli import register as register_default
-    from speechprompt.training.build_pgslm import register as register_pgslm
     from speechprompt.training.cli import register as register_training
 
     register_client(app)
+    register_training(app)
+    light = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    if invoked_command(sys.argv if argv is None else argv) in light:
+        return
+    from speechprompt.training.build_backbone import register as register_build
+    from speechprompt.training.build_default_cli import register as register_default
+    from speechprompt.training.build_pgslm import register as register_pgslm
+
     register_build(app)
     register_default(app)
     register_pgslm(app)
-    register_training(app)
 
 
 _mount()

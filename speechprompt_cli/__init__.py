@@ -188,9 +188,6 @@ def import_prompt_cmd(checkpoint: Path = typer.Argument(..., exists=True, help="
     typer.echo(f"{task} version {pkg.version} -> {store}")
 
 
-BUILD_COMMANDS = ("build-backbone", "build-default", "build-pgslm")  # their modules import torch
-
-
 def invoked_command(argv: list[str]) -> str | None:
     """The command an ``argv`` (``sys.argv``) names: its first argument that is not an option (the top level has only
     the ``--debug`` flag and ``--help``), or None."""

@@ -285,3 +285,56 @@ def test_real_speech_eval_scores_each_test_speaker_from_the_saved_package(tmp_pa
         assert other == {"version": version, "test_by_speaker": None}
     (tmp_path / "test_speakers.json").unlink()  # a task folder written before the file existed
     assert ev.test_speakers(tmp_path) == ["?"] * 12
+
+
+def test_real_speech_eval_backfills_per_speaker_scores_without_retraining(tmp_path, bundle_dir, monkeypatch, capsys):
+    """A whole run on a tiny corpus (gender, 4 speakers, the tiny random bundle): the v2 cell gets ``test_by_speaker``
+    summing to its test accuracy; a results.json from before the field existed is backfilled from the saved package
+    (not retrained: same version, same file); a third run finds nothing missing and encodes nothing."""
+    import json
+    import sys
+
+    import soundfile as sf
+
+    from tests.scripts import load_script
+
+    ev = load_script("real_speech_eval")
+    rng = np.random.default_rng(5)
+    cache, work = tmp_path / "corpus", tmp_path / "work"
+    rows = []
+    for spk, gender in (("s1", "female"), ("s2", "male"), ("s3", "female"), ("s4", "male")):
+        for i in range(12):
+            rel = f"wav/{spk}/{i}.wav"
+            (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+            pitch = 220.0 if gender == "female" else 110.0
+            t = np.arange(8000) / 16000
+            sf.write(cache / rel, (0.2 * np.sin(2 * np.pi * pitch * t) + 0.01 * rng.standard_normal(8000))
+                     .astype("float32"), 16000)
+            # one language per gender: the split, stratified by language, puts one voice of each gender on each side
+            rows.append(_row(rel, spk, "en" if gender == "female" else "cs", gender=gender))
+    (cache / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = Path(__file__).resolve().parents[2]
+    argv = ["real_speech_eval.py", "--real-cache", str(cache), "--backbone", str(bundle_dir), "--work", str(work),
+            "--results", "none", "--tasks", "gender", "--variants", "v2", "--max-epochs", "1", "--twins", "0",
+            "--tts-voices", "0", "--columns", "new", "--threads", "1", "--test-fraction", "0.5",
+            "--se-backbone", str(root / "models" / "default")]
+    monkeypatch.setattr(sys, "argv", argv)
+    ev.main()
+    res_file = work / "results.json"
+    cell = json.loads(res_file.read_text())["gender"]["new"]["v2"]
+    by = cell["test_by_speaker"]
+    assert len(by) == 2 and set(by) <= {"s1", "s2", "s3", "s4"}
+    assert sum(g["correct"] for g in by.values()) == round(cell["test"]["accuracy"] * cell["test"]["n"])
+    package = work / "new" / "packages" / "gender.v2.safetensors"
+    before = package.stat().st_mtime_ns
+    old = json.loads(res_file.read_text())  # as a run before the field existed wrote it
+    del old["gender"]["new"]["v2"]["test_by_speaker"]
+    res_file.write_text(json.dumps(old))
+    capsys.readouterr()
+    ev.main()
+    again = json.loads(res_file.read_text())["gender"]["new"]["v2"]
+    assert again["test_by_speaker"] == by and again["version"] == cell["version"]
+    assert again["seconds"] == cell["seconds"] and package.stat().st_mtime_ns == before  # not retrained
+    assert "by test speaker" in capsys.readouterr().out
+    ev.main()
+    assert "gender [new]: encoded" not in capsys.readouterr().out  # nothing left to do for the column

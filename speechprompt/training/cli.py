@@ -118,7 +118,10 @@ def train(
                     readout="separator" if readout == READOUT_AUTO else readout)
     sizes = {s: len(u) for s, (u, _) in splits.items()} | {"train_augmented": len(tr_u)}
     bar = progress(desc=f"train {task}", unit="step")
-    shown = {"loss": "-", "epoch": 0, "dev_loss": "-", "dev_acc": "-"}
+    # dev_acc is the last epoch's; kept_* the epoch the trainer keeps so far (the lowest dev loss, the first on a tie),
+    # whose dev accuracy the summary line after training reports
+    shown = {"loss": "-", "epoch": 0, "dev_loss": "-", "dev_acc": "-", "kept_epoch": "-", "kept_dev_acc": "-"}
+    kept = {"loss": float("inf")}
 
     def on_step(step: int, loss: float) -> None:
         shown["loss"] = f"{loss:.3f}"
@@ -127,11 +130,16 @@ def train(
 
     def on_eval(epoch: int, d_loss: float, d_acc: float) -> None:
         shown.update(epoch=epoch, dev_loss=f"{d_loss:.3f}", dev_acc=f"{d_acc:.3f}")
+        if d_loss < kept["loss"]:
+            kept["loss"] = d_loss
+            shown.update(kept_epoch=epoch, kept_dev_acc=f"{d_acc:.3f}")
         bar.set_postfix(shown)
 
     def on_readout(name: str) -> None:  # --readout auto: one run per read-out, the step count runs on across them
         if bar.n:  # the run before ends here: its last line, however short it was
             bar.refresh()
+        kept["loss"] = float("inf")
+        shown.update(kept_epoch="-", kept_dev_acc="-")
         typer.echo(f"training {task} with the {name} read-out", err=True)
         bar.set_description(f"train {task} ({name} read-out)")
 

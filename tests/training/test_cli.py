@@ -44,6 +44,10 @@ def test_train_writes_package_curves_report_and_uploads(bundle_dir, wav_folder, 
     assert report["version"] == pkg.version and report["test"]["test"]["confusion"]
     assert sent["url"] == "http://srv:8000/v1/tasks/tones" and sent["content"] == out.read_bytes()
     assert sent["headers"]["Authorization"] == "Bearer secret"
+    # the progress line's kept_* fields name the epoch the package keeps, whose dev accuracy the summary reports
+    last = [ln for ln in r.output.splitlines() if ln.startswith("train tones: ")][-1]
+    assert f"kept_epoch={t['best_epoch']} kept_dev_acc={report['dev']['accuracy']:.3f}" in last, last
+    assert f"dev acc {report['dev']['accuracy']:.3f}" in r.output
     # the second run reads every clip's units from the cache
     r = CliRunner().invoke(app, args[:-4] + ["--out", str(tmp_path / "again.safetensors")])
     assert "28 cached, 0 computed" in r.output, r.output

@@ -45,7 +45,7 @@ from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.prosody_units import extract_prosody, from_arrays, to_arrays  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
 from speechprompt.training.trainer import Recipe, train_prompts  # noqa: E402
-from speechprompt.units import Units  # noqa: E402
+from speechprompt.units import Units, with_prefix  # noqa: E402
 
 VARIANTS = {"v2": Recipe(), "v1_fixed": Recipe(verbalizer="fixed"), "verbalizer_only": Recipe(deep_prompts=False),
             "v2_mean": Recipe(readout="mean")}  # v2 with the label read from the mean hidden state (prompting.py)
@@ -64,8 +64,12 @@ def _encode(bb: Backbone, examples: list, jobs: int) -> dict[str, np.ndarray]:
     with torch.inference_mode():
         for i in range(0, len(examples), 16):
             batch = [M.load_audio(e.path) for e in examples[i : i + 16]]
-            for f in bb.encoder.extract([torch.from_numpy(w) for w in batch]):  # [T, D], same path as UnitExtractor
+            wavs_t = [torch.from_numpy(w) for w in batch]
+            prefix = bb.voice.prefix(bb.encoder, wavs_t) + bb.codebook.vocab_size if bb.voice is not None else None
+            for j, f in enumerate(bb.encoder.extract(wavs_t)):  # [T, D], same path as UnitExtractor
                 u, dur = dedup(bb.codebook.quantize(f).cpu())
+                if prefix is not None:
+                    u, dur = with_prefix(u, dur, prefix[j])
                 items.append(Units(u, dur, int(dur.sum())))
                 feats.append(f.mean(0).cpu().numpy())
             if bb.spec.kind == "pgslm":
@@ -226,7 +230,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
             f"{res.dev['accuracy']:.3f}{test}")
     for key in ("hist", "feats") + (("prosody",) if "prosody" in tr else ()):
         if f"logreg_{key}" not in out:
-            out[f"logreg_{key}"] = logreg(data, labels, key, bb.spec.codebook_size)
+            out[f"logreg_{key}"] = logreg(data, labels, key, bb.num_units)
     return out if "probe_lm_last" in out or not probes else out | lm_probes(bb, data, labels)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from speechprompt.explain import occlude, occlusion_spans
+from speechprompt.units import prefix_length
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Job:
     def rows_for(self, units: Any) -> tuple[list, list[str], list[tuple[int, int]]]:
         """The job's rows once its units are known: (units per row, key per row, occluded unit spans).
         First one base row per key, then per key one row per span with that span removed."""
-        spans = occlusion_spans(len(units.units), self.explain_spans) if self.explain_spans else []
+        spans = occlusion_spans(len(units.units), self.explain_spans, prefix_length(units)) if self.explain_spans else []
         variants = [occlude(units, a, b) for a, b in spans]
         row_units = [units] * len(self.keys) + [v for _ in self.keys for v in variants]
         row_keys = list(self.keys) + [k for k in self.keys for _ in variants]

@@ -29,6 +29,7 @@ from .pgslm import unit_token_map as pgslm_unit_token_map
 from .prosody import Prosody, ProsodyConfig
 from .prosody_file import PROSODY_FILE, load_prosody
 from .unit_lm import UnitLM, UnitLMConfig, state_dict_mismatch
+from .voice import VOICE_FILE, VoiceConfig, VoiceError, VoicePrefix
 
 FORMAT_VERSION = 1
 FILES = ("encoder.safetensors", "codebook.safetensors", "unit_lm.safetensors")
@@ -53,7 +54,7 @@ def fingerprint_of(files: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{n}:{files[n]}\n" for n in sorted(files)).encode()).hexdigest()
 
 
-SETTINGS = ("kind", "sample_rate", "encoder", "codebook", "unit_lm", "dictionary", "prosody")
+SETTINGS = ("kind", "sample_rate", "encoder", "codebook", "unit_lm", "dictionary", "prosody", "voice")
 
 
 def settings_digest(meta: dict) -> str:
@@ -95,15 +96,22 @@ class BackboneSpec:
     dictionary: tuple[str, ...]
     fingerprint: str = ""
     extra: dict | None = None
+    voice: VoiceConfig | None = None  # a voice prefix (voice.py): its tokens are unit ids codebook_size ..
+
+    @property
+    def num_units(self) -> int:
+        """Unit ids the dictionary holds: the codebook's ``K`` plus the voice prefix's tokens."""
+        return self.codebook_size + (self.voice.num_tokens if self.voice else 0)
 
 
 class Backbone:
     """A loaded bundle: ``encoder`` (HuBERT, layer-L features), ``codebook`` ([K, D]), ``unit_lm``."""
 
     def __init__(self, spec: BackboneSpec, encoder: DenseEncoder, codebook: Codebook, unit_lm: UnitLM,
-                 prosody: Prosody | None = None):
+                 prosody: Prosody | None = None, voice: VoicePrefix | None = None):
         self.spec, self.encoder, self.codebook, self.unit_lm = spec, encoder, codebook, unit_lm
         self.prosody = prosody  # pgslm only: F0 bin edges and normalisation
+        self.voice = voice  # gslm only, optional: the voice prefix (spec.voice's module)
         # counted before a precision mode may swap linears for int8 ones (which hold no nn.Parameter)
         self.parameter_count = sum(p.numel() for m in (encoder, unit_lm) for p in m.parameters())
         self.precision: dict = {"mode": "fp32", "encoder": "fp32", "unit_lm": "fp32"}  # precision.apply_precision sets it
@@ -113,11 +121,22 @@ class Backbone:
             except ValueError as e:
                 raise BundleError(str(e)) from None
         else:
-            self.unit_to_token = unit_token_map(spec.dictionary, spec.codebook_size)
+            self.unit_to_token = unit_token_map(spec.dictionary, spec.num_units)
 
     @property
     def fingerprint(self) -> str:
         return self.spec.fingerprint
+
+    @property
+    def num_units(self) -> int:
+        """Unit ids a clip's units can hold (``spec.num_units``): a unit histogram's length."""
+        return self.spec.num_units
+
+    def unit_extractor(self):
+        """The bundle's audio -> units path (``units.UnitExtractor``: encoder, codebook, dedup, voice prefix)."""
+        from .units import UnitExtractor
+
+        return UnitExtractor.from_parts(self.encoder, self.codebook, deduplicate=True, voice=self.voice)
 
     @property
     def device(self) -> torch.device:
@@ -137,7 +156,8 @@ class Backbone:
                             "vocab_size": c.vocab_size},
                 "parameters": self.parameter_count, "precision": self.precision,
                 "device": str(self.device), **({"extra": self.spec.extra} if self.spec.extra else {}),
-                **({"prosody": self.prosody.info()} if self.prosody is not None else {})}
+                **({"prosody": self.prosody.info()} if self.prosody is not None else {}),
+                **({"voice": self.spec.voice.to_dict()} if self.spec.voice is not None else {})}
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True) -> Backbone:
@@ -154,18 +174,26 @@ class Backbone:
         files, kind = meta.get("files", {}), meta.get("kind")
         if kind not in KIND_FILES:
             raise BundleError(f"unknown backbone kind {kind!r}; expected one of {sorted(KIND_FILES)}")
-        if sorted(files) != sorted(KIND_FILES[kind]):
-            raise BundleError(f"backbone.json of a {kind} bundle must list {KIND_FILES[kind]}; has {sorted(files)}")
+        want = KIND_FILES[kind] + ((VOICE_FILE,) if "voice" in meta else ())
+        if sorted(files) != sorted(want):
+            raise BundleError(f"backbone.json of a {kind} bundle{' with a voice prefix' if 'voice' in meta else ''} "
+                              f"must list {list(want)}; has {sorted(files)}")
+        if "voice" in meta and kind != "gslm":
+            raise BundleError(f"a voice prefix is a gslm bundle's option; this bundle is {kind}")
         if verify:
             for n, digest in files.items():
                 if not (folder / n).is_file() or sha256_file(folder / n) != digest:
                     raise BundleError(f"{folder / n} is missing or does not match its sha256 in backbone.json")
         if meta.get("fingerprint") != fingerprint_of(files):
             raise BundleError("backbone.json fingerprint does not match its file digests")
+        try:
+            voice_cfg = VoiceConfig.from_dict(meta["voice"]) if "voice" in meta else None
+        except VoiceError as e:
+            raise BundleError(f"backbone.json 'voice': {e}") from None
         spec = BackboneSpec(kind=meta["kind"], name=meta.get("name", folder.name), sample_rate=meta["sample_rate"],
                             encoder=_dense_config(meta["encoder"]), codebook_size=meta["codebook"]["size"],
                             unit_lm=UnitLMConfig.from_dict(meta["unit_lm"]), dictionary=tuple(meta["dictionary"]),
-                            fingerprint=meta["fingerprint"], extra=meta.get("extra"))
+                            fingerprint=meta["fingerprint"], extra=meta.get("extra"), voice=voice_cfg)
         encoder, lm, prosody = build_dense(spec.encoder), None, None
         if spec.kind == "pgslm":
             try:
@@ -188,12 +216,20 @@ class Backbone:
         _load_strict(encoder, enc_sd, "encoder")
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
+        voice = None
+        if voice_cfg is not None:
+            if not hasattr(encoder, "block_means") or voice_cfg.layer > spec.encoder.layers:
+                raise BundleError(f"the voice prefix reads block {voice_cfg.layer} of a Whisper encoder; this bundle's "
+                                  f"encoder is {getattr(spec.encoder, 'type', 'hubert')} with "
+                                  f"{getattr(spec.encoder, 'layers', '?')} blocks")
+            voice = VoicePrefix(voice_cfg)
+            _load_strict(voice, load_file(str(folder / VOICE_FILE)), "voice")
         # last, so that an edit the checks above name (an unknown encoder type, pitch settings) keeps its own message
         if "settings_digest" in meta and meta["settings_digest"] != settings_digest(meta):
             raise BundleError(f"{folder / 'backbone.json'}: its settings ({', '.join(SETTINGS)}) differ from those the "
                               "bundle was written with (settings_digest); restore the file or rebuild the bundle")
-        bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval(), prosody)
-        for m in (bb.encoder, bb.codebook, bb.unit_lm):
+        bb = cls(spec, encoder.eval(), codebook.eval(), lm.eval(), prosody, voice)
+        for m in (bb.encoder, bb.codebook, bb.unit_lm) + ((voice,) if voice is not None else ()):
             m.to(device).requires_grad_(False)
         return bb
 
@@ -213,14 +249,18 @@ def _load_strict(module: torch.nn.Module, sd: dict[str, Tensor], what: str) -> N
 
 def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg: DenseConfig,
                 encoder_state: dict[str, Tensor], centroids: Tensor, lm_cfg: UnitLMConfig, lm_state: dict[str, Tensor],
-                dictionary: list[str], sample_rate: int = 16000, extra: dict | None = None) -> str:
+                dictionary: list[str], sample_rate: int = 16000, extra: dict | None = None,
+                voice_cfg: VoiceConfig | None = None, voice_state: dict[str, Tensor] | None = None) -> str:
     """Write a bundle atomically (into a temp folder, then renamed); returns the fingerprint. Weights are stored
-    float32, except float16 tensors, which stay float16 (an imported encoder's own precision)."""
+    float32, except float16 tensors, which stay float16 (an imported encoder's own precision). With ``voice_cfg``
+    the voice prefix's buffers (``voice_state``) go to ``voice.safetensors`` and its settings to ``"voice"``."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     state = {"encoder.safetensors": encoder_state, "codebook.safetensors": {"centroids": centroids},
              "unit_lm.safetensors": lm_state}
+    if voice_cfg is not None:
+        state[VOICE_FILE] = voice_state or {}
     files = {}
     for n, sd in state.items():
         # float16 tensors (Whisper's imported weights) stay float16, the rest is stored float32; modules load
@@ -232,7 +272,8 @@ def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg:
             "encoder": encoder_cfg.to_dict(), "codebook": {"size": int(centroids.shape[0]),
                                                            "dim": int(centroids.shape[1])},
             "unit_lm": lm_cfg.to_dict(), "dictionary": list(dictionary), "files": files,
-            "fingerprint": fingerprint_of(files), **({"extra": extra} if extra else {})}
+            "fingerprint": fingerprint_of(files), **({"extra": extra} if extra else {}),
+            **({"voice": voice_cfg.to_dict()} if voice_cfg is not None else {})}
     meta["settings_digest"] = settings_digest(meta)
     (tmp / "backbone.json").write_text(json.dumps(meta, indent=1) + "\n")
     if folder.exists():
@@ -252,7 +293,8 @@ def save_backbone(bb: Backbone, folder: str | os.PathLike) -> str:
     return save_bundle(folder, kind=bb.spec.kind, name=bb.spec.name, encoder_cfg=bb.spec.encoder,
                        encoder_state=bb.encoder.state_dict(), centroids=bb.codebook.centroids,
                        lm_cfg=bb.spec.unit_lm, lm_state=bb.unit_lm.state_dict(), dictionary=list(bb.spec.dictionary),
-                       sample_rate=bb.spec.sample_rate, extra=bb.spec.extra)
+                       sample_rate=bb.spec.sample_rate, extra=bb.spec.extra, voice_cfg=bb.spec.voice,
+                       voice_state=bb.voice.state_dict() if bb.voice is not None else None)
 
 
 def make_random_bundle(folder: str | os.PathLike, seed: int = 0, *, num_units: int = 20,

@@ -30,15 +30,20 @@ from .package import NUM_SPECIAL
 from .units import Units
 
 
-def occlusion_spans(n_units: int, max_spans: int) -> list[tuple[int, int]]:
-    """``[0, n_units)`` cut into ``min(n_units, max_spans)`` contiguous non-empty ``(start, end)`` unit spans
-    whose sizes differ by at most one; ``[]`` for no units. Raises ``ValueError`` if ``max_spans < 1``."""
+def occlusion_spans(n_units: int, max_spans: int, first: int = 0) -> list[tuple[int, int]]:
+    """``[first, n_units)`` cut into ``min(n_units - first, max_spans)`` contiguous non-empty ``(start, end)`` unit
+    spans whose sizes differ by at most one; ``[]`` for no units. ``first``: units before it are never occluded
+    (a voice prefix, ``units.prefix_length``). Raises ``ValueError`` if ``max_spans < 1`` or ``first`` is outside
+    ``[0, n_units]``."""
     if max_spans < 1:
         raise ValueError(f"max_spans must be >= 1, got {max_spans}")
-    s = min(n_units, max_spans)
+    if not 0 <= first <= n_units:
+        raise ValueError(f"first unit {first} is outside [0, {n_units}]")
+    n = n_units - first
+    s = min(n, max_spans)
     if s == 0:
         return []
-    edges = [n_units * i // s for i in range(s + 1)]
+    edges = [first + n * i // s for i in range(s + 1)]
     return [(edges[i], edges[i + 1]) for i in range(s)]
 
 

@@ -15,7 +15,7 @@ from .backbone import Backbone
 from .package import NonFiniteWeights, TaskPackage, check_compatible
 from .precision import apply_precision
 from .prompting import PromptBank
-from .units import UnitExtractor, Units
+from .units import Units
 
 Row = Units | Tensor  # a cached Units object (ProsodyUnits on pGSLM) or, on GSLM, a bare unit tensor [M]
 
@@ -29,7 +29,7 @@ class Runtime:
 
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
-        self.extractor = UnitExtractor.from_parts(backbone.encoder, backbone.codebook, deduplicate=True)
+        self.extractor = backbone.unit_extractor()
         if backbone.spec.kind == "pgslm":
             from .pgslm_prompting import PGSLMPromptBank
             from .prosody import ProsodyExtractor

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .codebook import Codebook, dedup
 from .encoder import HubertEncoder
+from .voice import VoicePrefix
 
 
 @dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly (torch.equal), not with ==
@@ -23,27 +24,31 @@ class Units:
     """Units of one clip (CPU tensors). ``durations[i]``: frames (``hop_size`` samples each) of ``units[i]``;
     ``sum(durations) == frames``; without dedup every duration is 1 and ``len(units) == frames``."""
 
-    units: Tensor  # [M] i64, codebook indices in [0, vocab_size)
-    durations: Tensor  # [M] i64, >= 1
+    units: Tensor  # [M] i64, codebook indices in [0, vocab_size) (with a voice prefix: its S tokens first)
+    durations: Tensor  # [M] i64, >= 1 (0 for the voice prefix's tokens, which span no frame)
     frames: int  # T, encoder frames of the clip
 
 
 class UnitExtractor:
-    """``encoder`` (HuBERT) + ``codebook`` (k-means) + dedup; exposes ``sample_rate``, ``hop_size``, ``vocab_size``."""
+    """``encoder`` (HuBERT) + ``codebook`` (k-means) + dedup (+ an optional voice prefix, ``voice.py``); exposes
+    ``sample_rate``, ``hop_size``, ``vocab_size``."""
 
-    def __init__(self, encoder: HubertEncoder, codebook: Codebook, deduplicate: bool = True):
+    def __init__(self, encoder: HubertEncoder, codebook: Codebook, deduplicate: bool = True,
+                 voice: VoicePrefix | None = None):
         if encoder.dim != codebook.dim:
             raise ValueError(f"encoder dim {encoder.dim} != codebook dim {codebook.dim}")
-        self.encoder, self.codebook, self.deduplicate = encoder, codebook, deduplicate
+        self.encoder, self.codebook, self.deduplicate, self.voice = encoder, codebook, deduplicate, voice
 
     @classmethod
-    def from_parts(cls, encoder: HubertEncoder, codebook: Codebook, deduplicate: bool = True) -> UnitExtractor:
-        """Compose an extractor from a loaded encoder and codebook (same device)."""
-        return cls(encoder, codebook, deduplicate)
+    def from_parts(cls, encoder: HubertEncoder, codebook: Codebook, deduplicate: bool = True,
+                   voice: VoicePrefix | None = None) -> UnitExtractor:
+        """Compose an extractor from a loaded encoder and codebook (same device), and the bundle's voice prefix."""
+        return cls(encoder, codebook, deduplicate, voice)
 
     sample_rate = property(lambda self: self.encoder.sample_rate, doc="input sample rate (Hz)")
     hop_size = property(lambda self: self.encoder.hop_size, doc="samples per frame (320 = 20 ms)")
-    vocab_size = property(lambda self: self.codebook.vocab_size, doc="number of units K")
+    vocab_size = property(lambda self: self.codebook.vocab_size + (self.voice.cfg.num_tokens if self.voice else 0),
+                          doc="number of unit ids K (+ the voice prefix's tokens, ids K ..)")
 
     @torch.no_grad()
     def extract(self, wavs: list[np.ndarray | Tensor]) -> list[Units]:
@@ -59,11 +64,28 @@ class UnitExtractor:
             return []
         lengths = [f.shape[0] for f in feats]
         units = self.codebook.quantize(torch.cat(feats)).cpu().split(lengths)  # [sum T] -> per clip [T_i]
+        prefix = self.voice.prefix(self.encoder, tensors) + self.codebook.vocab_size if self.voice else None
         out = []
-        for u, t in zip(units, lengths, strict=True):
+        for i, (u, t) in enumerate(zip(units, lengths, strict=True)):
             u, d = dedup(u) if self.deduplicate else (u.clone(), torch.ones_like(u))
+            if prefix is not None:
+                u, d = with_prefix(u, d, prefix[i])
             out.append(Units(units=u, durations=d, frames=t))
         return out
 
 
-__all__ = ["UnitExtractor", "Units"]
+def prefix_length(units: Units) -> int:
+    """How many of the clip's units are a voice prefix: its leading units of duration 0 (0 without one)."""
+    d = units.durations
+    nonzero = torch.nonzero(d > 0)
+    return int(nonzero[0, 0]) if len(nonzero) else int(d.numel())
+
+
+def with_prefix(units: Tensor, durations: Tensor, prefix: Tensor) -> tuple[Tensor, Tensor]:
+    """Put the voice prefix's unit ids ``[S]`` before a clip's units ``[M]`` (durations 0: they span no frame)
+    -> ``(units [S + M], durations [S + M])``."""
+    prefix = prefix.to(units)
+    return torch.cat([prefix, units]), torch.cat([torch.zeros_like(prefix), durations])
+
+
+__all__ = ["UnitExtractor", "Units", "prefix_length", "with_prefix"]

@@ -221,18 +221,39 @@ class WhisperEncoder(nn.Module):
         lm = (self.mel_filters @ spec).clamp_min(1e-10).log10()
         return (torch.maximum(lm, lm.max() - 8.0) + 4.0) / 4.0
 
-    def hidden_states(self, mel: Tensor) -> list[Tensor]:
-        """``[n_mels, M]`` log-mel (M <= 2 * max_positions) -> each kept block's output ``[ceil(M / 2), dim]``."""
+    def hidden_states(self, mel: Tensor, blocks: int | None = None) -> list[Tensor]:
+        """``[n_mels, M]`` log-mel (M <= 2 * max_positions) -> each kept block's output ``[ceil(M / 2), dim]``
+        (only the first ``blocks`` blocks run when given)."""
         x = F.gelu(self.conv1(mel[None]))
         x = F.gelu(self.conv2(x))[0].T  # [T, dim]
         x = x + self.positions[: x.shape[0]]
         out = []
         with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            for block in self.encoder:
+            for block in self.encoder[:blocks]:
                 x = block(x)
                 out.append(x.float())
         return out
+
+    @torch.no_grad()
+    def block_means(self, wavs: list[Tensor], layer: int) -> Tensor:
+        """Per clip, the mean over its 20 ms frames of block ``layer``'s output (1 = the first block; no pooling, no
+        pitch) -> ``[B, dim]`` f32: the voice prefix's clip vector (``speechprompt/voice.py``). Clips are cut into
+        30 s chunks as in :meth:`extract`. Raises ``ValueError`` for a layer this encoder does not keep, and
+        :meth:`extract`'s errors for unusable clips."""
+        if not 1 <= layer <= self.cfg.layers:
+            raise ValueError(f"block {layer} asked; this encoder keeps blocks 1..{self.cfg.layers}")
+        c, device, out = self.cfg, self.conv1.weight.device, []
+        for i, wav in enumerate(wavs):
+            wav = checked_clip(i, wav, self.min_samples, self.sample_rate).to(device=device, dtype=torch.float32)
+            total, frames = torch.zeros(c.dim, device=device), 0
+            for start in range(0, wav.numel(), c.chunk_samples):
+                chunk = wav[start:start + c.chunk_samples]
+                if chunk.numel() >= self.min_samples:
+                    h = self.hidden_states(self.log_mel(chunk), layer)[-1]
+                    total, frames = total + h.sum(0), frames + h.shape[0]
+            out.append(total / frames)
+        return torch.stack(out).cpu() if out else torch.zeros(0, c.dim)
 
     def _pool(self, x: Tensor) -> Tensor:
         p = self.cfg.pool

@@ -66,7 +66,9 @@ from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, product_centroids, subsample_rows
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
+from speechprompt.training.voice_codes import fit_voice, voice_vectors
 from speechprompt.unit_lm import UnitLMConfig
+from speechprompt.voice import VoiceConfig, VoicePrefix
 
 log = logging.getLogger(__name__)
 TWIN_CHUNK = 1000  # twins per stage file
@@ -109,6 +111,9 @@ class DefaultBuildConfig:
     # whisper-base (Whisper base's encoder cut after whisper_layer blocks, whisper_pool 20 ms frames averaged)
     whisper_layer: int = 5
     whisper_pool: int = 2
+    voice_codes: tuple[int, ...] = ()  # a voice prefix (speechprompt/voice.py; Whisper only): residual k-means stage
+    # sizes of the clips' block-``voice_layer`` means, one prefix token per stage, e.g. (16, 16); () = none, as v1-v7
+    voice_layer: int = 1
     lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
     # model, which prompts train on): keeps a Whisper bundle within issue 14's 40 MB
     name: str = "speechprompt-default-v7"
@@ -136,6 +141,22 @@ def check_speeds(speeds: tuple[float, ...]) -> None:
                          f"(each speed names its stage file, speed-<s>.pt); got {tuple(speeds)}")
 
 
+def check_voice(cfg: DefaultBuildConfig) -> None:
+    """Refuse a voice prefix the build cannot make (``ValueError`` saying what is accepted): it reads a Whisper
+    block (``dense = whisper-base``, ``1 <= voice_layer <= whisper_layer``), has stages of >= 2 codes, and its vectors
+    exist for the corpus clips only (not for ``real_speeds`` copies)."""
+    if not cfg.voice_codes:
+        return
+    if cfg.dense != "whisper-base" or not 1 <= cfg.voice_layer <= cfg.whisper_layer:
+        raise ValueError(f"a voice prefix reads block voice_layer (1..whisper_layer) of the Whisper encoder (dense "
+                         f"whisper-base); got dense {cfg.dense!r}, voice_layer {cfg.voice_layer}, whisper_layer "
+                         f"{cfg.whisper_layer}")
+    if min(cfg.voice_codes) < 2:
+        raise ValueError(f"voice_codes must be stage sizes >= 2, e.g. (16, 16); got {tuple(cfg.voice_codes)}")
+    if cfg.real_speeds:
+        raise ValueError("a voice prefix and real_speeds copies cannot be combined (the copies have no voice vectors)")
+
+
 def _twin(job: tuple[np.ndarray, int, int, list[np.ndarray]]) -> tuple[np.ndarray, dict]:
     x, seed, key, bank = job
     aug = channel_aug.draw(seed, key, real_noise=bool(bank))
@@ -160,10 +181,12 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")
     if cfg.factored_lm and not cfg.pitch_registers:
         raise ValueError("factored_lm needs a product codebook (pitch_registers >= 2)")
+    check_voice(cfg)
     if cfg.pitch_registers and (cfg.pitch_registers < 2 or cfg.pitch_scale <= 0):
         raise ValueError(f"pitch_registers must be 0 or >= 2 with a pitch stream (pitch_scale > 0); got "
                          f"{cfg.pitch_registers} registers, pitch scale {cfg.pitch_scale}")
-    cfg = replace(cfg, lm=replace(cfg.lm, vocab_size=cfg.vocab + 4))  # units + fairseq's 4 specials
+    n_voice = sum(cfg.voice_codes)
+    cfg = replace(cfg, lm=replace(cfg.lm, vocab_size=cfg.vocab + n_voice + 4))  # units (+ voice) + fairseq's 4 specials
     torch.set_num_threads(cfg.threads)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -252,6 +275,16 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         feats = _with_pitch(feats, tts + real + twins, pitch, work / f"{pitch_stage}.pt", say)
     f_tts, f_real, f_twin = feats[:len(tts)], feats[len(tts):len(tts) + len(real)], feats[len(tts) + len(real):]
     lap("features")
+    vectors = None
+    if cfg.voice_codes:  # 4a. the voice prefix's clip vectors: the Whisper block's mean over each clip's frames
+        voice_stage = f"voice-L{cfg.voice_layer}-{teacher.stage}"
+        stages.claim(voice_stage, {"feats": feats_key, "layer": cfg.voice_layer}, (work / f"{voice_stage}.pt").exists())
+        if not (work / f"{voice_stage}.pt").exists():
+            tmp = (work / f"{voice_stage}.pt").with_suffix(".tmp")
+            torch.save(voice_vectors(enc, tts + real + twins, cfg.voice_layer, say), tmp)
+            tmp.replace(work / f"{voice_stage}.pt")
+        vectors = torch.load(work / f"{voice_stage}.pt", weights_only=True)
+        lap("voice_vectors")
     valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
     valid_real = lm_valid_real(real_meta)
     held = set(valid_real)
@@ -278,17 +311,32 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     codebook = Codebook(torch.from_numpy(centroids))
     lap("codebook")
 
+    # 5b. the voice prefix: standardisation and residual k-means on the train clips' vectors
+    voice, prefix = None, None
+    n_t, n_r = len(tts), len(real)
+    train_idx = [i for i, m in enumerate(tts_meta) if not m["valid"]] + [n_t + i for i in range(n_r) if i not in held] \
+        + list(range(n_t + n_r, n_t + n_r + len(twins)))  # the order of train_feats
+    if vectors is not None:
+        voice = VoicePrefix(VoiceConfig(layer=cfg.voice_layer, dim=int(vectors.shape[1]), codes=tuple(cfg.voice_codes)))
+        voice.load_state_dict(fit_voice(vectors[train_idx], cfg.voice_codes, cfg.seed))
+        prefix = voice.codes(vectors) + cfg.vocab  # [clips, S] unit ids after the codebook's
+        lap("voice_codebook")
+
+    def seq(i: int, f: torch.Tensor) -> torch.Tensor:  # clip i of tts + real + twins -> its unit-LM sequence
+        u = dedup(codebook.quantize(f))[0]
+        return torch.cat([prefix[i], u]) if prefix is not None and len(u) else u
+
     # 6. unit LM (with real_speeds, also on the tape-speed copies of stage 4b)
-    units = [dedup(codebook.quantize(f))[0] for f in train_feats if len(f)]
-    valid = [dedup(codebook.quantize(f_tts[i]))[0] for i in valid_tts] + \
-        [dedup(codebook.quantize(f_real[i]))[0] for i in valid_real]
+    units = [seq(i, f) for i, f in zip(train_idx, train_feats, strict=True) if len(f)]
+    valid = [seq(i, f_tts[i]) for i in valid_tts] + [seq(n_t + i, f_real[i]) for i in valid_real]
     units, valid = [u for u in units if len(u)], [v for v in valid if len(v)]
     if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
         valid, units = units[-max(1, len(units) // 20):], units[: -max(1, len(units) // 20)]
     units += [u for u in (dedup(codebook.quantize(f))[0] for f in f_sped if len(f)) if len(u)]  # never validation
     lm, lm_hist = train_unit_lm(cfg if cfg.lm_seed is None else replace(cfg, seed=cfg.lm_seed), units, valid, say,
                                 factors=None if not cfg.factored_lm else (cfg.units, cfg.pitch_registers) + (
-                                    (torch.from_numpy(clusters),) if cfg.centroid_lm else ()))
+                                    (torch.from_numpy(clusters),) if cfg.centroid_lm else (None,)),
+                                extra_tokens=n_voice)
     lap("unit_lm")
 
     frames_valid = [codebook.quantize(f_real[i]) for i in valid_real] or [codebook.quantize(f) for f in f_real]
@@ -309,11 +357,16 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         extra["lm_epochs"] = cfg.lm_epochs
     if cfg.real_speeds:
         extra["real_speeds"] = list(cfg.real_speeds)
+    if voice is not None:
+        extra["voice"] = (f"voice prefix: the clip's mean of Whisper block {cfg.voice_layer}, standardised, residual "
+                          f"k-means {' + '.join(map(str, cfg.voice_codes))}, one token per stage before the units")
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
                      centroids=codebook.centroids, lm_cfg=cfg.lm,
                      lm_state={k: v.half() if cfg.lm_fp16 and v.is_floating_point() else v
                                for k, v in lm.state_dict().items()},
-                     dictionary=natural_dictionary(cfg.vocab), extra=extra)
+                     dictionary=natural_dictionary(cfg.vocab + n_voice), extra=extra,
+                     voice_cfg=voice.cfg if voice is not None else None,
+                     voice_state=voice.state_dict() if voice is not None else None)
     lap("bundle")
     result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,
               "timings_s": timings, "total_s": round(time.time() - t_start, 1), "unit_lm": lm_hist,

@@ -9,7 +9,13 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from speechprompt.training.build_default import DefaultBuildConfig, build_default, check_speeds, log
+from speechprompt.training.build_default import (
+    DefaultBuildConfig,
+    build_default,
+    check_speeds,
+    check_voice,
+    log,
+)
 from speechprompt.training.dense_teachers import DENSE_CHOICES
 from speechprompt.training.stages import StageMismatch
 
@@ -39,6 +45,18 @@ def parse_speeds(text: str) -> tuple[float, ...]:
         raise ValueError(f"expected comma-separated numbers such as 0.9,1.1; got {text!r}") from None
     check_speeds(speeds)
     return speeds
+
+
+def parse_voice_codes(text: str) -> tuple[int, ...]:
+    """``"16,16"`` -> ``(16, 16)`` (``""`` -> ``()``, no voice prefix): ``--voice-codes``. Raises ``ValueError``
+    naming what is accepted."""
+    try:
+        codes = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated stage sizes such as 16,16; got {text!r}") from None
+    if any(c < 2 for c in codes):
+        raise ValueError(f"every stage needs >= 2 codes (e.g. 16,16); got {text!r}")
+    return codes
 
 
 def check_dense(dense: str, layer: int, pool: int) -> str | None:
@@ -97,6 +115,11 @@ def _options(typer) -> dict:
                              "its 9 MB; a Whisper bundle needs it to stay within 40 MB)"),
         whisper_pool=typer.Option(2, help="with --dense whisper-base: 20 ms frames averaged per unit frame (1, 2, 3, 4, "
                                   "5 or 6: divisors of Whisper's 1500 positions up to 120 ms)"),
+        voice_codes=typer.Option("", help="with --dense whisper-base: a voice prefix before each clip's units "
+                                 "(speechprompt/voice.py), the residual k-means stage sizes of the clip's mean of "
+                                 "Whisper block --voice-layer, e.g. 16,16 (one token per stage); default none, as v1-v7"),
+        voice_layer=typer.Option(1, help="with --voice-codes: the Whisper block whose clip mean is the voice vector "
+                                 "(1 = the first block's output; the early blocks keep the speaker)"),
     )
 
 
@@ -117,7 +140,8 @@ def register(app) -> None:
                           pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
                           centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
                           name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
-                          whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"]) -> None:
+                          whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"],
+                          voice_codes: str = o["voice_codes"], voice_layer: int = o["voice_layer"]) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
@@ -135,6 +159,13 @@ def register(app) -> None:
             parse_speeds(real_speeds)
         except ValueError as e:
             typer.echo(f"--real-speeds: {e}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            codes = parse_voice_codes(voice_codes)
+            check_voice(DefaultBuildConfig(dense=dense, whisper_layer=whisper_layer, voice_codes=codes,
+                                           voice_layer=voice_layer, real_speeds=parse_speeds(real_speeds)))
+        except ValueError as e:
+            typer.echo(f"--voice-codes / --voice-layer: {e}", err=True)
             raise typer.Exit(2) from None
         if pitch_registers is not None and (pitch_registers == 1 or pitch_registers < 0
                                             or (pitch_registers and pitch_scale == 0)):
@@ -154,7 +185,8 @@ def register(app) -> None:
             "--real-cache": real_cache,
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
-            "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool},
+            "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool,
+            "--voice-codes": voice_codes or None, "--voice-layer": voice_layer if voice_codes else None},
             {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False, "--lm-fp16": lm_fp16}))
 
@@ -173,7 +205,8 @@ def main() -> None:
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
             centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
             name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
-            whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"]) -> None:
+            whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], voice_codes: str = o["voice_codes"],
+            voice_layer: int = o["voice_layer"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
@@ -181,7 +214,8 @@ def main() -> None:
                                                             ("units", units), ("lm_epochs", lm_epochs)) if v is not None},
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
-                      whisper_pool=whisper_pool, lm_fp16=lm_fp16)
+                      whisper_pool=whisper_pool, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),
+                      voice_layer=voice_layer)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

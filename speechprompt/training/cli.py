@@ -242,7 +242,6 @@ def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
     from speechprompt.backbone import Backbone, BundleError
     from speechprompt.training import manifest as M
     from speechprompt.training.progress import progress
-    from speechprompt.units import UnitExtractor
 
     try:
         bb = Backbone.load(backbone_dir)
@@ -250,7 +249,7 @@ def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
         typer.echo(f"error: {e}\npass the backbone bundle folder with --backbone DIR (e.g. models/default of "
                    "a speechprompt-server checkout)", err=True)
         raise typer.Exit(2) from None
-    extractor = UnitExtractor.from_parts(bb.encoder, bb.codebook, deduplicate=True)
+    extractor = bb.unit_extractor()
     if bb.spec.kind == "pgslm":  # units + durations + F0 per unit segment, cached together
         from speechprompt.prosody import ProsodyExtractor
 

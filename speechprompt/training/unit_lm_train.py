@@ -25,18 +25,21 @@ class FactoredEmbedding(nn.Module):
     rows of their own. The ``R`` tokens of one cluster then share ``A[k]`` (the unit LM does not have to learn each
     register of a word-like cluster apart), and with the tied output projection a next-unit logit is a cluster
     score plus a register score. Training only: ``train_unit_lm`` materialises the table afterwards, so the bundle
-    holds a plain ``[V, d]`` embedding (build-default ``--factored-lm``; docs/results.md, "What was tried")."""
+    holds a plain ``[V, d]`` embedding (build-default ``--factored-lm``; docs/results.md, "What was tried").
+    ``extra``: rows after the units that keep rows of their own (a voice prefix's tokens, ``speechprompt/voice.py``)."""
 
     def __init__(self, weight: torch.Tensor, clusters: int, registers: int,
-                 cluster_features: torch.Tensor | None = None):
+                 cluster_features: torch.Tensor | None = None, extra: int = 0):
         super().__init__()
-        if weight.shape[0] != NUM_SPECIAL + clusters * registers:
-            raise ValueError(f"a factored embedding needs {NUM_SPECIAL} + {clusters} x {registers} rows, "
-                             f"the unit LM has {weight.shape[0]}")
+        if weight.shape[0] != NUM_SPECIAL + clusters * registers + extra:
+            raise ValueError(f"a factored embedding needs {NUM_SPECIAL} + {clusters} x {registers}"
+                             f"{f' + {extra}' if extra else ''} rows, the unit LM has {weight.shape[0]}")
         d = weight.shape[1]
         std = (d ** -0.5) / math.sqrt(2.0)  # A[k] + B[r] then has fairseq's N(0, 1/d) spread
         self.clusters, self.registers = clusters, registers
         self.special = nn.Parameter(weight[:NUM_SPECIAL].detach().clone())
+        # only when asked: a build without extra rows keeps v5-v7's parameters (and their bit-for-bit rebuilds)
+        self.extra = nn.Parameter(weight[weight.shape[0] - extra:].detach().clone()) if extra else None
         if cluster_features is None:  # the clusters drawn before the registers, as v5 (1ba1637b) was built
             self.features = None
             self.cluster = nn.Parameter(torch.randn(clusters, d) * std)
@@ -53,11 +56,11 @@ class FactoredEmbedding(nn.Module):
     def forward(self, _weight: torch.Tensor) -> torch.Tensor:
         a = self.cluster if self.features is None else self.cluster + self.features @ self.project  # [K, d]
         units = (self.register[:, None, :] + a[None, :, :]).reshape(self.registers * self.clusters, -1)
-        return torch.cat([self.special, units])
+        return torch.cat([self.special, units] + ([self.extra] if self.extra is not None else []))
 
 
 def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say,
-                  factors: tuple | None = None) -> tuple[UnitLM, dict]:
+                  factors: tuple | None = None, extra_tokens: int = 0) -> tuple[UnitLM, dict]:
     """fairseq ``language_modeling`` (eos break mode) with Adam + inverse-sqrt-free linear schedule; keeps the
     epoch with the lowest validation loss.
 
@@ -66,13 +69,15 @@ def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say
     sequences ``[M]`` i64 (deduplicated, ids 0..K-1); ``say``: a progress callback; ``factors``: ``(clusters,
     registers[, cluster features [K, D]])`` of a product codebook to train the embedding as :class:`FactoredEmbedding` (with
     cluster features, each cluster's part is a learnt linear map of its centroid plus a free part; the returned model has
-    a plain embedding table). Returns the model (eval mode) and the history (losses, perplexity per epoch, best
-    epoch). Raises ``ValueError`` when ``factors`` do not match the vocabulary."""
+    a plain embedding table); ``extra_tokens``: with ``factors``, the vocabulary's last rows that are not units of the
+    product codebook (a voice prefix's tokens) and keep free rows. Returns the model (eval mode) and the history
+    (losses, perplexity per epoch, best epoch). Raises ``ValueError`` when ``factors`` do not match the vocabulary."""
     torch.manual_seed(cfg.seed + 1)
     lm = init_fairseq_(UnitLM(cfg.lm))
     if factors is not None:
         parametrize.register_parametrization(lm.embed_tokens, "weight",
-                                             FactoredEmbedding(lm.embed_tokens.weight, *factors), unsafe=True)
+                                             FactoredEmbedding(lm.embed_tokens.weight, *factors, extra=extra_tokens),
+                                             unsafe=True)
         # the unparametrised table stays among the parameters without a gradient: AdamW leaves it alone
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lm_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     rng = np.random.default_rng([cfg.seed, 2])

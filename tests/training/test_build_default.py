@@ -175,10 +175,28 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     with pytest.raises(ValueError, match="dense must be one of"):
         bd.build_default(tmp_path / "bundle_x", replace(cfg, dense="hubert"), **kw)
 
+    # --voice-codes: the same Whisper units with a voice prefix (the clip's mean of block 1, residual k-means 3 + 2)
+    vres = bd.build_default(tmp_path / "bundle_v", replace(wcfg, voice_codes=(3, 2)),
+                            **{**kw, "teacher_cache": tmp_path / "teach"})
+    vb = Backbone.load(tmp_path / "bundle_v")
+    assert vb.spec.voice.codes == (3, 2) and vb.num_units == 48 + 5 and vb.spec.unit_lm.vocab_size == 4 + 53
+    assert torch.equal(vb.codebook.centroids, wb.codebook.centroids) and vres["fingerprint"] != wres["fingerprint"]
+    assert "voice prefix" in vb.spec.extra["voice"] and "voice_vectors" in vres["timings_s"]
+    vecs = torch.load(tmp_path / "work" / "voice-L1-feats-whisper-base-L1-p2.pt", weights_only=True)
+    twins_clips = bd._load_clips(tmp_path / "work" / "twins.npz")[0]
+    assert vecs.shape[1] == 64 and torch.allclose(  # the stage holds each clip's block-1 mean, twins last
+        vecs[-1], vb.encoder.block_means([torch.from_numpy(np.asarray(twins_clips[-1]))], 1)[0], atol=1e-4)
+    assert set(vb.voice.codes(vecs)[:, 0].tolist()) == {0, 1, 2}  # every first-stage code is used by some clip
+    u = vb.unit_extractor().extract([torch.from_numpy(np.asarray(twins_clips[0]))])[0]
+    assert 48 <= int(u.units[0]) < 51 <= int(u.units[1]) < 53 and u.durations[:2].tolist() == [0, 0]
+    table = vb.unit_lm.embed_tokens.weight.detach()
+    assert table.shape[0] == 57 and (table[-5:].abs().sum(1) > 0).all()
+
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
     assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40", "speed-0.9", "speed-1.1",
-                             "feats-whisper-base-L1-p2", "pitch-40-feats-whisper-base-L1-p2"}
+                             "feats-whisper-base-L1-p2", "pitch-40-feats-whisper-base-L1-p2",
+                             "voice-L1-feats-whisper-base-L1-p2"}
     assert recorded["tts"]["minutes"] == 0.3 and recorded["speed-0.9"]["speed"] == 0.9
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
     for change, stage, setting in ((dict(minutes=0.2), "tts", "minutes"), (dict(seed=1), "tts", "seed"),
@@ -269,7 +287,11 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
                                   ["--centroid-lm", "--pitch-registers", "0"], ["--real-speeds", "1.0"],
                                   ["--real-speeds", "0.9,0.9"], ["--real-speeds", "fast"], ["--real-speeds", "3"],
                                   ["--real-speeds", "0.9,0.9000001"], ["--dense", "hubert"],
-                                  ["--whisper-layer", "7"], ["--whisper-layer", "0"], ["--whisper-pool", "7"]])
+                                  ["--whisper-layer", "7"], ["--whisper-layer", "0"], ["--whisper-pool", "7"],
+                                  ["--voice-codes", "16,16"], ["--voice-codes", "16,1", "--dense", "whisper-base"],
+                                  ["--voice-codes", "x", "--dense", "whisper-base"],
+                                  ["--voice-codes", "8", "--dense", "whisper-base", "--voice-layer", "6"],
+                                  ["--voice-codes", "8", "--dense", "whisper-base", "--real-speeds", "0.9"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

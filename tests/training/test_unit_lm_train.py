@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from speechprompt.training.unit_lm_train import FactoredEmbedding, train_unit_lm
-from speechprompt.unit_lm import UnitLMConfig
+from speechprompt.training.unit_lm_train import FactoredEmbedding, init_fairseq_, train_unit_lm
+from speechprompt.unit_lm import UnitLM, UnitLMConfig
 
 K, R = 6, 3  # clusters x pitch registers: units r*K + k
 
@@ -95,3 +95,24 @@ def test_initial_draws_keep_the_committed_builds_reproducible():
     torch.manual_seed(7)
     b, p = torch.randn(r, d) * std, torch.randn(6, d) * std / 6 ** 0.5
     assert torch.equal(tied.register.data, b) and torch.equal(tied.project.data, p) and not tied.cluster.data.any()
+
+
+def test_extra_rows_after_the_units_train_as_rows_of_their_own():
+    """A voice prefix's tokens (speechprompt/voice.py) sit after the product codebook's units: ``extra_tokens`` keeps
+    them out of the cluster + register factoring, and they are trained (they occur in the sequences)."""
+    with pytest.raises(ValueError, match=r"6 x 3 \+ 2 rows"):
+        FactoredEmbedding(torch.zeros(4 + K * R, 8), K, R, extra=2)
+    weight = torch.randn(4 + K * R + 2, 8, generator=torch.Generator().manual_seed(3))
+    emb = FactoredEmbedding(weight, K, R, extra=2)
+    assert torch.equal(emb(torch.zeros(0))[-2:], weight[-2:]) and emb(torch.zeros(0)).shape == weight.shape
+    voice = [K * R, K * R + 1]
+    train = [torch.cat([torch.tensor([voice[i % 2]]), u]) for i, u in enumerate(_data(60, 0))]
+    valid = [torch.cat([torch.tensor([voice[0]]), u]) for u in _data(8, 1)]
+    cfg = _cfg(4 + K * R + 2)
+    torch.manual_seed(cfg.seed + 1)  # the trainer's own draw of the initial table
+    init = init_fairseq_(UnitLM(cfg.lm)).embed_tokens.weight.detach()[-2:].clone()
+    lm, hist = train_unit_lm(cfg, train, valid, lambda _m: None, factors=(K, R), extra_tokens=2)
+    off = _register_offsets(lm.embed_tokens.weight.detach()[: 4 + K * R])
+    assert torch.allclose(off, off[:, :1].expand_as(off), atol=1e-5)  # the units stay factored
+    assert (lm.embed_tokens.weight.detach()[-2:] - init).abs().amax() > 1e-3  # the extra rows were trained
+    assert hist["valid_loss"][-1] < hist["valid_loss"][0]

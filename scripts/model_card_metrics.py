@@ -74,6 +74,9 @@ def unit_ppl(bb: Backbone, specs: list[corpus_mod.UtteranceSpec]) -> tuple[dict,
     feats = [bb.encoder.extract([torch.from_numpy(a)])[0] for a in audio]  # one clip at a time: subset-stable
     frame_units = [bb.codebook.quantize(f) for f in feats]
     deduped = [torch.unique_consecutive(u) for u in frame_units]
+    if bb.voice is not None:  # the unit LM reads each clip's voice prefix first (speechprompt/voice.py)
+        deduped = [torch.cat([bb.voice.prefix(bb.encoder, [torch.from_numpy(a)])[0] + bb.codebook.vocab_size, u])
+                   for a, u in zip(audio, deduped, strict=True)]
     nll = bm.unit_lm_nll(bb.unit_lm, deduped, bb.unit_to_token)
     return {item_key(s): [round(n, 5), t] for s, (n, t) in zip(specs, nll)}, frame_units
 

@@ -22,7 +22,7 @@ class AudioFacts(BaseModel):
     duration_s: float = Field(description="seconds, after resampling to 16 kHz")
     resampled: bool
     frames: int | None = Field(description="HuBERT frames (20 ms each)")
-    units: int | None = Field(description="units after deduplication")
+    units: int | None = Field(description="units after deduplication (with a voice prefix, its tokens included)")
 
 
 class Timings(BaseModel):
@@ -131,7 +131,7 @@ class VerbalizerView(BaseModel):
     task: str
     version: str = Field(description="the task version these weights belong to")
     labels: list[str]
-    units: int = Field(description="K, units of the backbone's codebook")
+    units: int = Field(description="K, units of the backbone's codebook (and of its voice prefix, if it has one)")
     method: str
     top: dict[str, list[UnitWeight]] = Field(description="per label, its top_k units, largest weight first")
     unit_label: list[str] = Field(description="per unit (K entries), the label its weight favours most")

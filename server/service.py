@@ -28,11 +28,12 @@ RuntimeFactory = Callable[[Settings], Any]
 
 
 def lm_audio_limit_s(runtime: Any) -> float | None:
-    """Longest clip (s) whose units always fit the unit LM's positions: a row is ``[</s>, units, <s>]`` and
-    a clip of N samples gives at most ``(N - window) // hop + 1`` units. None when the runtime has no limit."""
+    """Longest clip (s) whose units always fit the unit LM's positions: a row is ``[</s>, units, <s>]`` (with a voice
+    prefix its ``S`` tokens lead the units) and a clip of N samples gives at most ``(N - window) // hop + 1`` units.
+    None when the runtime has no limit."""
     try:
         spec = runtime.backbone.spec
-        max_units = int(spec.unit_lm.max_positions) - 2
+        max_units = int(spec.unit_lm.max_positions) - 2 - (spec.voice.length if getattr(spec, "voice", None) else 0)
         hop, rate = int(runtime.backbone.encoder.hop_size), int(spec.sample_rate)
     except (AttributeError, TypeError, ValueError):
         return None

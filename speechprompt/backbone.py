@@ -218,10 +218,12 @@ class Backbone:
         codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
         voice = None
         if voice_cfg is not None:
-            if not hasattr(encoder, "block_means") or voice_cfg.layer > spec.encoder.layers:
-                raise BundleError(f"the voice prefix reads block {voice_cfg.layer} of a Whisper encoder; this bundle's "
-                                  f"encoder is {getattr(spec.encoder, 'type', 'hubert')} with "
-                                  f"{getattr(spec.encoder, 'layers', '?')} blocks")
+            if not hasattr(encoder, "block_means") or voice_cfg.layer > spec.encoder.layers or \
+                    voice_cfg.dim != spec.encoder.dim:
+                raise BundleError(f"the voice prefix reads block {voice_cfg.layer} ({voice_cfg.dim} dimensions) of a "
+                                  f"Whisper encoder; this bundle's encoder is {getattr(spec.encoder, 'type', 'hubert')} "
+                                  f"with {getattr(spec.encoder, 'layers', '?')} blocks of "
+                                  f"{getattr(spec.encoder, 'dim', '?')}")
             voice = VoicePrefix(voice_cfg)
             _load_strict(voice, load_file(str(folder / VOICE_FILE)), "voice")
         # last, so that an edit the checks above name (an unknown encoder type, pitch settings) keeps its own message

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .codebook import dedup
-from .units import Units
+from .units import Units, with_prefix
 
 THRESHOLDS = {"units_agree": 0.99, "labels_agree": 0.995}
 
@@ -55,13 +55,20 @@ def measure(runtime, wavs: list[np.ndarray], tasks: list[str], batch: int = 16) 
     """Encode ``wavs`` (``batch`` clips per encoder call) and classify every clip with every task (resident in
     ``runtime``'s prompt bank). Raises what ``Runtime.classify`` raises (``KeyError`` for a task not resident)."""
     enc, codebook = runtime.extractor.encoder, runtime.extractor.codebook
+    voice, prefix = getattr(runtime.extractor, "voice", None), []
     t0 = time.perf_counter()
     frames: list[Tensor] = []
     with torch.inference_mode():
         for s in range(0, len(wavs), batch):
-            feats = enc.extract([torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for w in wavs[s:s + batch]])
+            clips = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for w in wavs[s:s + batch]]
+            feats = enc.extract(clips)
+            if voice is not None:  # the prefix codes count among the compared units: a mode may move them too
+                prefix += list(voice.prefix(enc, clips) + codebook.vocab_size)
             frames += [codebook.quantize(f).cpu() for f in feats]
     units = [Units(*dedup(f), frames=int(f.numel())) for f in frames]
+    if voice is not None:
+        units = [Units(*with_prefix(u.units, u.durations, p), frames=u.frames) for u, p in zip(units, prefix, strict=True)]
+        frames = [torch.cat([p, f]) for p, f in zip(prefix, frames, strict=True)]
     probs = classify_all(runtime, units, tasks, batch)
     return Measured(frames, units, probs, time.perf_counter() - t0)
 

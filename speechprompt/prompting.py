@@ -38,7 +38,7 @@ BOS, EOS = 0, 2  # <s> is the separator slot; </s> starts every sequence
 
 def make_rows(units: list[Tensor], device: torch.device | str | None = None,
               unit_to_token: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Units ``[M_b]`` (ids 0..K-1) -> tokens ``[B, T]`` right-padded with pad=1, and last index ``[B]``.
+    """Units ``[M_b]`` (ids 0..K-1, K = ``Backbone.num_units``: a voice prefix's ids included) -> tokens ``[B, T]`` right-padded with pad=1, and last index ``[B]``.
 
     Row b is ``[</s>, tok(u1), ..., tok(uM), <s>]`` so ``T_b = M_b + 2``; ``tok`` is the dictionary's mapping
     ``unit_to_token [K]`` (default: natural order, unit i at index 4+i).

@@ -88,7 +88,8 @@ class Runtime:
         return self._probe
 
     def unit_tokens(self) -> Tensor:
-        """Each unit's token id in the unit LM's vocabulary: ``[K]`` i64 (what a verbalizer column is indexed by)."""
+        """Each unit's token id in the unit LM's vocabulary: ``[K]`` i64 (what a verbalizer column is indexed by; K
+        counts a voice prefix's tokens too, ``Backbone.num_units``)."""
         return self.backbone.unit_to_token.clone()
 
     def remove_task(self, key: str) -> None:

@@ -22,7 +22,8 @@ from .voice import VoicePrefix
 @dataclass(frozen=True, eq=False)  # tensors: compare fields explicitly (torch.equal), not with ==
 class Units:
     """Units of one clip (CPU tensors). ``durations[i]``: frames (``hop_size`` samples each) of ``units[i]``;
-    ``sum(durations) == frames``; without dedup every duration is 1 and ``len(units) == frames``."""
+    ``sum(durations) == frames``; without dedup every duration is 1 and ``len(units) == frames`` (plus the voice
+    prefix's tokens, duration 0, when the bundle has one)."""
 
     units: Tensor  # [M] i64, codebook indices in [0, vocab_size) (with a voice prefix: its S tokens first)
     durations: Tensor  # [M] i64, >= 1 (0 for the voice prefix's tokens, which span no frame)

@@ -52,12 +52,20 @@ class VoiceConfig:
         """Prefix token ids the dictionary holds: the sum of the stage sizes."""
         return sum(self.codes)
 
+    @property
+    def length(self) -> int:
+        """Tokens each clip's prefix puts before its units: one per stage."""
+        return len(self.codes)
+
     def to_dict(self) -> dict:
         return {"source": self.source, "layer": self.layer, "dim": self.dim, "codes": list(self.codes)}
 
     @classmethod
     def from_dict(cls, d: dict) -> VoiceConfig:
-        """Raises :class:`VoiceError` for unknown keys or bad values."""
+        """Raises :class:`VoiceError` for unknown or missing keys and bad values."""
+        unknown = set(d) - {"source", "layer", "dim", "codes"}
+        if unknown:
+            raise VoiceError(f"unknown voice settings {sorted(unknown)}; accepted: source, layer, dim, codes")
         try:
             return cls(source=d["source"], layer=int(d["layer"]), dim=int(d["dim"]),
                        codes=tuple(int(c) for c in d["codes"]))

@@ -139,3 +139,36 @@ def test_bundle_checks_cover_the_voice_file_and_settings(tmp_path):
     meta_path.write_text(json.dumps({**meta, "voice": {**meta["voice"], "layer": 5}}))
     with pytest.raises(BundleError, match="block 5"):
         Backbone.load(tmp_path / "b", verify=False)
+
+
+def test_what_else_reads_units_sees_the_prefix_and_a_pgslm_build_refuses_it(tmp_path):
+    from server.service import lm_audio_limit_s
+    from speechprompt.precision_gate import measure
+    from speechprompt.training.build_pgslm import PGSLMBuildConfig, build_pgslm
+
+    _voice_bundle(tmp_path / "b")
+    rt = Runtime.load(tmp_path / "b")
+    wavs = [_wav(12000).numpy(), _wav(14000, seed=3).numpy()]
+    m = measure(rt, wavs, [])  # the precision gate compares the units the server sends, prefix first
+    for got, want in zip(m.units, rt.extract_units(wavs), strict=True):
+        assert torch.equal(got.units, want.units) and torch.equal(got.durations, want.durations)
+    spec = rt.backbone.spec  # two prefix tokens take two positions from the longest clip the server accepts
+    hop, rate = rt.backbone.encoder.hop_size, spec.sample_rate
+    assert lm_audio_limit_s(rt) == ((spec.unit_lm.max_positions - 2 - 2 - 2) * hop + 400) / rate
+    with pytest.raises(ValueError, match="voice prefix"):
+        build_pgslm(tmp_path / "b", tmp_path / "p", PGSLMBuildConfig())
+    assert not (tmp_path / "p").exists()
+
+
+def test_settings_that_do_not_fit_are_refused():
+    with pytest.raises(VoiceError, match="unknown voice settings"):
+        VoiceConfig.from_dict({**VoiceConfig().to_dict(), "speakers": 3})
+
+
+def test_a_voice_width_other_than_the_encoders_is_refused_at_load(tmp_path):
+    _voice_bundle(tmp_path / "b")
+    meta_path = tmp_path / "b" / "backbone.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "voice": {**meta["voice"], "dim": 32}}))
+    with pytest.raises(BundleError, match="32 dimensions"):
+        Backbone.load(tmp_path / "b", verify=False)

@@ -128,6 +128,9 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
     bb = Backbone.load(src)
     if bb.spec.kind != "gslm":
         raise ValueError(f"build-pgslm reuses a GSLM bundle's encoder and codebook; {src} is {bb.spec.kind}")
+    if bb.voice is not None:
+        raise ValueError(f"{src} has a voice prefix (speechprompt/voice.py), which a pGSLM bundle cannot carry; build "
+                         "the pGSLM from a bundle without one")
     src_meta = json.loads((src / "backbone.json").read_text())
     if stage_work is not None:
         clips, train_idx, valid_idx, facts = stage_corpus(stage_work)

@@ -66,7 +66,7 @@ def train_unit_lm(cfg, train: list[torch.Tensor], valid: list[torch.Tensor], say
 
     ``cfg``: a build config with ``seed``, ``lm`` (:class:`UnitLMConfig`), ``lm_lr``, ``lm_batch_tokens``,
     ``lm_epochs`` (``build_backbone.BuildConfig``, ``build_default.DefaultConfig``); ``train`` / ``valid``: unit
-    sequences ``[M]`` i64 (deduplicated, ids 0..K-1); ``say``: a progress callback; ``factors``: ``(clusters,
+    sequences ``[M]`` i64 (deduplicated, ids 0..K-1; a voice prefix's ids after the codebook's); ``say``: a progress callback; ``factors``: ``(clusters,
     registers[, cluster features [K, D]])`` of a product codebook to train the embedding as :class:`FactoredEmbedding` (with
     cluster features, each cluster's part is a learnt linear map of its centroid plus a free part; the returned model has
     a plain embedding table); ``extra_tokens``: with ``factors``, the vocabulary's last rows that are not units of the

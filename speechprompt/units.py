@@ -60,12 +60,18 @@ class UnitExtractor:
         """
         tensors = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) if isinstance(w, np.ndarray)
                    else torch.as_tensor(w) for w in wavs]
-        feats = self.encoder.extract(tensors)  # list of [T_i, D]
+        if self.voice is not None and hasattr(self.encoder, "extract_with_means"):  # one encoder pass for both
+            feats, vectors = self.encoder.extract_with_means(tensors, self.voice.cfg.layer)
+        else:
+            feats, vectors = self.encoder.extract(tensors), None  # list of [T_i, D]
         if not feats:
             return []
         lengths = [f.shape[0] for f in feats]
         units = self.codebook.quantize(torch.cat(feats)).cpu().split(lengths)  # [sum T] -> per clip [T_i]
-        prefix = self.voice.prefix(self.encoder, tensors) + self.codebook.vocab_size if self.voice else None
+        prefix = None
+        if self.voice is not None:
+            codes = self.voice.codes(vectors) if vectors is not None else self.voice.prefix(self.encoder, tensors)
+            prefix = codes + self.codebook.vocab_size
         out = []
         for i, (u, t) in enumerate(zip(units, lengths, strict=True)):
             u, d = dedup(u) if self.deduplicate else (u.clone(), torch.ones_like(u))

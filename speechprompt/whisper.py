@@ -266,19 +266,33 @@ class WhisperEncoder(nn.Module):
     @torch.no_grad()
     def extract(self, wavs: list[Tensor]) -> list[Tensor]:
         """Per clip ``[N_i] f32 -> [T_i, D] f32`` (30 s chunks, each encoded on its own; frames concatenated)."""
-        c, device, out = self.cfg, self.conv1.weight.device, []
+        return self.extract_with_means(wavs, None)[0]
+
+    @torch.no_grad()
+    def extract_with_means(self, wavs: list[Tensor], layer: int | None) -> tuple[list[Tensor], Tensor | None]:
+        """:meth:`extract`'s frames and, from the same pass, :meth:`block_means` of block ``layer`` (``[B, dim]``;
+        None when ``layer`` is None): a voice prefix's vectors without encoding the clip twice."""
+        if layer is not None and not 1 <= layer <= self.cfg.layers:
+            raise ValueError(f"block {layer} asked; this encoder keeps blocks 1..{self.cfg.layers}")
+        c, device, out, means = self.cfg, self.conv1.weight.device, [], []
         for i, wav in enumerate(wavs):
             wav = checked_clip(i, wav, self.min_samples, self.sample_rate).to(device=device, dtype=torch.float32)
-            parts = []
+            parts, total, count = [], torch.zeros(c.dim, device=device), 0
             for start in range(0, wav.numel(), c.chunk_samples):
                 chunk = wav[start:start + c.chunk_samples]
                 if chunk.numel() >= self.min_samples:
-                    parts.append(self._pool(self.hidden_states(self.log_mel(chunk))[-1]))
+                    states = self.hidden_states(self.log_mel(chunk))
+                    parts.append(self._pool(states[-1]))
+                    if layer is not None:
+                        total, count = total + states[layer - 1].sum(0), count + states[layer - 1].shape[0]
             frames = torch.cat(parts)
             if c.pitch is not None:
                 frames = torch.cat([frames, pitch_features(wav, frames.shape[0], c.pitch).to(frames)], 1)
             out.append(frames)
-        return out
+            means.append(total / max(count, 1))
+        if layer is None:
+            return out, None
+        return out, torch.stack(means).cpu() if means else torch.zeros(0, c.dim)
 
     def pitch_mismatch(self, state: dict[str, Tensor]) -> str | None:
         """Why encoder weights ``state`` disagree with ``cfg.pitch`` (``pitch.pitch_state_mismatch``), or None."""

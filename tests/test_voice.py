@@ -62,6 +62,11 @@ def test_block_means_average_a_block_over_every_chunk_frame():
     assert not torch.allclose(enc.block_means([short], 2)[0], got[0])
     with pytest.raises(ValueError, match="blocks 1..2"):
         enc.block_means([short], 3)
+    # the units' path reads them from its own encoder pass: the same frames and the same means
+    frames, means = enc.extract_with_means([short, long_], 1)
+    assert all(torch.equal(a, b) for a, b in zip(frames, enc.extract([short, long_]), strict=True))
+    torch.testing.assert_close(means, got, rtol=0, atol=1e-6)
+    assert enc.extract_with_means([short], None)[1] is None
 
 
 def _voice_bundle(folder, codes=(3, 2), seed=0) -> str:

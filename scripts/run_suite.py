@@ -65,8 +65,12 @@ def _encode(bb: Backbone, examples: list, jobs: int) -> dict[str, np.ndarray]:
         for i in range(0, len(examples), 16):
             batch = [M.load_audio(e.path) for e in examples[i : i + 16]]
             wavs_t = [torch.from_numpy(w) for w in batch]
-            prefix = bb.voice.prefix(bb.encoder, wavs_t) + bb.codebook.vocab_size if bb.voice is not None else None
-            for j, f in enumerate(bb.encoder.extract(wavs_t)):  # [T, D], same path as UnitExtractor
+            if bb.voice is not None:  # frames and voice vectors from one encoder pass, as UnitExtractor
+                frames, vectors = bb.encoder.extract_with_means(wavs_t, bb.voice.cfg.layer)
+                prefix = bb.voice.codes(vectors) + bb.codebook.vocab_size
+            else:
+                frames, prefix = bb.encoder.extract(wavs_t), None
+            for j, f in enumerate(frames):  # [T, D], same path as UnitExtractor
                 u, dur = dedup(bb.codebook.quantize(f).cpu())
                 if prefix is not None:
                     u, dur = with_prefix(u, dur, prefix[j])

@@ -66,7 +66,7 @@ from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, product_centroids, subsample_rows
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
-from speechprompt.training.voice_codes import fit_voice, voice_vectors
+from speechprompt.training.voice_codes import check_voice, fit_voice, voice_stage
 from speechprompt.unit_lm import UnitLMConfig
 from speechprompt.voice import VoiceConfig, VoicePrefix
 
@@ -139,22 +139,6 @@ def check_speeds(speeds: tuple[float, ...]) -> None:
             len({f"{s:g}" for s in speeds}) != len(speeds) or list(speeds) != sorted(speeds):
         raise ValueError(f"real_speeds must be distinct tape speeds in [0.5, 2] other than 1, in increasing order "
                          f"(each speed names its stage file, speed-<s>.pt); got {tuple(speeds)}")
-
-
-def check_voice(cfg: DefaultBuildConfig) -> None:
-    """Refuse a voice prefix the build cannot make (``ValueError`` saying what is accepted): it reads a Whisper
-    block (``dense = whisper-base``, ``1 <= voice_layer <= whisper_layer``), has stages of >= 2 codes, and its vectors
-    exist for the corpus clips only (not for ``real_speeds`` copies)."""
-    if not cfg.voice_codes:
-        return
-    if cfg.dense != "whisper-base" or not 1 <= cfg.voice_layer <= cfg.whisper_layer:
-        raise ValueError(f"a voice prefix reads block voice_layer (1..whisper_layer) of the Whisper encoder (dense "
-                         f"whisper-base); got dense {cfg.dense!r}, voice_layer {cfg.voice_layer}, whisper_layer "
-                         f"{cfg.whisper_layer}")
-    if min(cfg.voice_codes) < 2:
-        raise ValueError(f"voice_codes must be stage sizes >= 2, e.g. (16, 16); got {tuple(cfg.voice_codes)}")
-    if cfg.real_speeds:
-        raise ValueError("a voice prefix and real_speeds copies cannot be combined (the copies have no voice vectors)")
 
 
 def _twin(job: tuple[np.ndarray, int, int, list[np.ndarray]]) -> tuple[np.ndarray, dict]:
@@ -277,13 +261,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     lap("features")
     vectors = None
     if cfg.voice_codes:  # 4a. the voice prefix's clip vectors: the Whisper block's mean over each clip's frames
-        voice_stage = f"voice-L{cfg.voice_layer}-{teacher.stage}"
-        stages.claim(voice_stage, {"feats": feats_key, "layer": cfg.voice_layer}, (work / f"{voice_stage}.pt").exists())
-        if not (work / f"{voice_stage}.pt").exists():
-            tmp = (work / f"{voice_stage}.pt").with_suffix(".tmp")
-            torch.save(voice_vectors(enc, tts + real + twins, cfg.voice_layer, say), tmp)
-            tmp.replace(work / f"{voice_stage}.pt")
-        vectors = torch.load(work / f"{voice_stage}.pt", weights_only=True)
+        vectors = voice_stage(stages, work / f"voice-L{cfg.voice_layer}-{teacher.stage}.pt", feats_key, enc,
+                              tts + real + twins, cfg.voice_layer, say)
         lap("voice_vectors")
     valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
     valid_real = lm_valid_real(real_meta)

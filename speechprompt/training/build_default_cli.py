@@ -9,15 +9,10 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from speechprompt.training.build_default import (
-    DefaultBuildConfig,
-    build_default,
-    check_speeds,
-    check_voice,
-    log,
-)
+from speechprompt.training.build_default import DefaultBuildConfig, build_default, check_speeds, log
 from speechprompt.training.dense_teachers import DENSE_CHOICES
 from speechprompt.training.stages import StageMismatch
+from speechprompt.training.voice_codes import check_voice
 
 
 def resolve_product(pitch_scale: float | None, pitch_registers: int | None, factored_lm: bool | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,35 @@ def voice_vectors(enc, clips: list[np.ndarray], layer: int, say: Callable[[str],
         if s % 3200 == 0:
             say(f"voice vectors {s}/{len(clips)} ({time.time() - t0:.0f}s)")
     return torch.cat(out) if out else torch.zeros(0, enc.cfg.dim)
+
+
+def check_voice(cfg) -> None:
+    """Refuse a voice prefix a build (``build_default.DefaultBuildConfig``) cannot make (``ValueError`` saying what is accepted): it reads a Whisper
+    block (``dense = whisper-base``, ``1 <= voice_layer <= whisper_layer``), has stages of >= 2 codes, and its vectors
+    exist for the corpus clips only (not for ``real_speeds`` copies)."""
+    if not cfg.voice_codes:
+        return
+    if cfg.dense != "whisper-base" or not 1 <= cfg.voice_layer <= cfg.whisper_layer:
+        raise ValueError(f"a voice prefix reads block voice_layer (1..whisper_layer) of the Whisper encoder (dense "
+                         f"whisper-base); got dense {cfg.dense!r}, voice_layer {cfg.voice_layer}, whisper_layer "
+                         f"{cfg.whisper_layer}")
+    if min(cfg.voice_codes) < 2:
+        raise ValueError(f"voice_codes must be stage sizes >= 2, e.g. (16, 16); got {tuple(cfg.voice_codes)}")
+    if cfg.real_speeds:
+        raise ValueError("a voice prefix and real_speeds copies cannot be combined (the copies have no voice vectors)")
+
+
+def voice_stage(stages, path: Path, feats_key: dict, enc, clips: list[np.ndarray], layer: int,
+                say: Callable[[str], None]) -> torch.Tensor:
+    """The build's voice-vector stage: :func:`voice_vectors` of ``clips`` saved once to ``path`` (claimed in
+    ``stages`` under its stem with the features' key and the layer, so another build's file is refused), then read
+    back weights-only. Returns ``[N, D]`` f32."""
+    stages.claim(path.stem, {"feats": feats_key, "layer": layer}, path.exists())
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        torch.save(voice_vectors(enc, clips, layer, say), tmp)
+        tmp.replace(path)
+    return torch.load(path, weights_only=True)
 
 
 def fit_voice(vectors: torch.Tensor, codes: tuple[int, ...], seed: int) -> dict[str, torch.Tensor]:
@@ -42,4 +72,4 @@ def fit_voice(vectors: torch.Tensor, codes: tuple[int, ...], seed: int) -> dict[
     return out
 
 
-__all__ = ["fit_voice", "voice_vectors"]
+__all__ = ["check_voice", "fit_voice", "voice_stage", "voice_vectors"]

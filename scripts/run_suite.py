@@ -65,7 +65,7 @@ def _encode(bb: Backbone, examples: list, jobs: int) -> dict[str, np.ndarray]:
         for i in range(0, len(examples), 16):
             batch = [M.load_audio(e.path) for e in examples[i : i + 16]]
             wavs_t = [torch.from_numpy(w) for w in batch]
-            if bb.voice is not None:  # frames and voice vectors from one encoder pass, as UnitExtractor
+            if bb.voice is not None and bb.voice.cfg.reads_encoder:  # frames and voice vectors from one encoder pass, as UnitExtractor
                 frames, vectors = bb.encoder.extract_with_means(wavs_t, bb.voice.cfg.layer)
                 prefix = bb.voice.codes(vectors) + bb.codebook.vocab_size
             else:

@@ -215,11 +215,14 @@ class Backbone:
             raise BundleError(why)
         _load_strict(encoder, enc_sd, "encoder")
         _load_strict(lm, load_file(str(folder / "unit_lm.safetensors")), "unit_lm")
-        codebook = Codebook(load_file(str(folder / "codebook.safetensors"))["centroids"])
+        try:
+            codebook = Codebook.from_file(load_file(str(folder / "codebook.safetensors")))
+        except ValueError as e:
+            raise BundleError(f"{folder / 'codebook.safetensors'}: {e}") from None
         voice = None
         if voice_cfg is not None:
-            if not hasattr(encoder, "block_means") or voice_cfg.layer > spec.encoder.layers or \
-                    voice_cfg.dim != spec.encoder.dim:
+            if voice_cfg.reads_encoder and (not hasattr(encoder, "block_means") or
+                                            voice_cfg.layer > spec.encoder.layers or voice_cfg.dim != spec.encoder.dim):
                 raise BundleError(f"the voice prefix reads block {voice_cfg.layer} ({voice_cfg.dim} dimensions) of a "
                                   f"Whisper encoder; this bundle's encoder is {getattr(spec.encoder, 'type', 'hubert')} "
                                   f"with {getattr(spec.encoder, 'layers', '?')} blocks of "
@@ -252,14 +255,20 @@ def _load_strict(module: torch.nn.Module, sd: dict[str, Tensor], what: str) -> N
 def save_bundle(folder: str | os.PathLike, *, kind: str, name: str, encoder_cfg: DenseConfig,
                 encoder_state: dict[str, Tensor], centroids: Tensor, lm_cfg: UnitLMConfig, lm_state: dict[str, Tensor],
                 dictionary: list[str], sample_rate: int = 16000, extra: dict | None = None,
-                voice_cfg: VoiceConfig | None = None, voice_state: dict[str, Tensor] | None = None) -> str:
+                voice_cfg: VoiceConfig | None = None, voice_state: dict[str, Tensor] | None = None,
+                codebook_state: dict[str, Tensor] | None = None) -> str:
     """Write a bundle atomically (into a temp folder, then renamed); returns the fingerprint. Weights are stored
     float32, except float16 tensors, which stay float16 (an imported encoder's own precision). With ``voice_cfg``
-    the voice prefix's buffers (``voice_state``) go to ``voice.safetensors`` and its settings to ``"voice"``."""
+    the voice prefix's buffers (``voice_state``) go to ``voice.safetensors`` and its settings to ``"voice"``.
+    ``codebook_state`` (``Codebook.file_state()``, e.g. a product codebook's factors) replaces ``{"centroids"}`` in
+    ``codebook.safetensors``; it must expand to ``centroids`` (ValueError otherwise)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    state = {"encoder.safetensors": encoder_state, "codebook.safetensors": {"centroids": centroids},
+    if codebook_state is not None and not torch.equal(Codebook.from_file(codebook_state).centroids,
+                                                      centroids.detach().cpu().float()):
+        raise ValueError("codebook_state does not expand to the centroids given")
+    state = {"encoder.safetensors": encoder_state, "codebook.safetensors": codebook_state or {"centroids": centroids},
              "unit_lm.safetensors": lm_state}
     if voice_cfg is not None:
         state[VOICE_FILE] = voice_state or {}
@@ -296,7 +305,8 @@ def save_backbone(bb: Backbone, folder: str | os.PathLike) -> str:
                        encoder_state=bb.encoder.state_dict(), centroids=bb.codebook.centroids,
                        lm_cfg=bb.spec.unit_lm, lm_state=bb.unit_lm.state_dict(), dictionary=list(bb.spec.dictionary),
                        sample_rate=bb.spec.sample_rate, extra=bb.spec.extra, voice_cfg=bb.spec.voice,
-                       voice_state=bb.voice.state_dict() if bb.voice is not None else None)
+                       voice_state=bb.voice.file_state() if bb.voice is not None else None,
+                       codebook_state=bb.codebook.file_state())
 
 
 def make_random_bundle(folder: str | os.PathLike, seed: int = 0, *, num_units: int = 20,

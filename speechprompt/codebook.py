@@ -22,14 +22,49 @@ class CodebookImportError(ValueError):
 
 
 class Codebook(nn.Module):
-    """Nearest-centroid quantiser over ``centroids [K, D]`` (a buffer, saved as ``centroids``)."""
+    """Nearest-centroid quantiser over ``centroids [K, D]`` (a buffer).
 
-    def __init__(self, centroids: Tensor):
+    ``codebook.safetensors`` holds ``centroids``, or, for a product codebook (``kmeans.product_centroids``: unit
+    ``r * C + c`` = ``[clusters[c], registers[r]]``), its two factors ``clusters [C, E]`` and ``registers [R, P]``,
+    which expand to exactly the same ``[R * C, E + P]`` centroids in a quarter of the bytes (:meth:`from_file`,
+    :meth:`file_state`).
+    """
+
+    def __init__(self, centroids: Tensor, factors: tuple[Tensor, Tensor] | None = None):
         super().__init__()
         centroids = torch.as_tensor(centroids)
         if centroids.dim() != 2 or centroids.shape[0] < 1 or not torch.isfinite(centroids).all():
             raise ValueError(f"centroids must be a finite [K, D] tensor with K >= 1, got {tuple(centroids.shape)}")
         self.register_buffer("centroids", centroids.detach().to(torch.float32).contiguous())
+        self.factors = None if factors is None else tuple(f.detach().to("cpu", torch.float32) for f in factors)
+
+    @classmethod
+    def product(cls, clusters: Tensor, registers: Tensor) -> Codebook:
+        """The product codebook of ``clusters [C, E]`` x ``registers [R, P]`` (unit ``r * C + c``), remembering its
+        factors so that it is stored as them. Raises ValueError for factors that are not finite 2-D tensors."""
+        clusters, registers = torch.as_tensor(clusters).float(), torch.as_tensor(registers).float()
+        if clusters.dim() != 2 or registers.dim() != 2 or not len(clusters) or not len(registers):
+            raise ValueError(f"product codebook factors must be [C, E] and [R, P]; got {tuple(clusters.shape)} and "
+                             f"{tuple(registers.shape)}")
+        r, c = len(registers), len(clusters)
+        centroids = torch.cat([clusters.repeat(r, 1), registers.repeat_interleave(c, 0)], 1)
+        return cls(centroids, (clusters, registers))
+
+    @classmethod
+    def from_file(cls, state: dict[str, Tensor]) -> Codebook:
+        """A codebook from ``codebook.safetensors``'s tensors: ``{"centroids"}`` or ``{"clusters", "registers"}``.
+        Raises ValueError for any other set of names or bad shapes."""
+        if set(state) == {"centroids"}:
+            return cls(state["centroids"])
+        if set(state) == {"clusters", "registers"}:
+            return cls.product(state["clusters"], state["registers"])
+        raise ValueError(f"codebook.safetensors holds {sorted(state)}; accepted: centroids, or clusters + registers")
+
+    def file_state(self) -> dict[str, Tensor]:
+        """What ``codebook.safetensors`` holds: the factors of a product codebook, else ``centroids``."""
+        if self.factors is not None:
+            return {"clusters": self.factors[0], "registers": self.factors[1]}
+        return {"centroids": self.centroids}
 
     @property
     def vocab_size(self) -> int:

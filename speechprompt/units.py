@@ -60,7 +60,7 @@ class UnitExtractor:
         """
         tensors = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) if isinstance(w, np.ndarray)
                    else torch.as_tensor(w) for w in wavs]
-        if self.voice is not None and hasattr(self.encoder, "extract_with_means"):  # one encoder pass for both
+        if self.voice is not None and self.voice.cfg.reads_encoder and hasattr(self.encoder, "extract_with_means"):  # one encoder pass for both
             feats, vectors = self.encoder.extract_with_means(tensors, self.voice.cfg.layer)
         else:
             feats, vectors = self.encoder.extract(tensors), None  # list of [T_i, D]

@@ -4,7 +4,9 @@ A unit LM on Whisper's upper-layer units hears the words and the language but li
 to ignore the speaker; docs/results.md, "Why gender swings on the Whisper units"). The voice prefix carries that
 beside the units: one vector per clip, the mean over the clip's frames of the dense encoder's block ``layer`` output
 (``source="whisper-block-mean"``: an early Whisper block, which still holds the speaker), standardised and quantised
-by a residual k-means (``codes = (16, 16)``: the first stage's nearest centroid, then the nearest centroid of the
+by a residual k-means; or (``source="ge2e"``) the clip's GE2E speaker embedding (``ge2e.py``: Resemblyzer's LSTM,
+trained on real voices to tell speakers apart; its weights travel in ``voice.safetensors``), quantised the same way
+without standardising (the vectors are already L2-normed). The residual k-means: ``codes = (16, 16)``: the first stage's nearest centroid, then the nearest centroid of the
 remainder, ...). Stage ``s``'s code ``c`` is unit ``K + offset_s + c`` (``K`` the frame codebook's size), so the prefix
 tokens are ordinary entries of the unit LM's dictionary and prompts, packages and the batcher see a longer unit
 sequence, nothing else (``[</s>, v_1 .. v_S, u_1 .. u_M, <s>]``).
@@ -20,8 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .ge2e import GE2EConfig, GE2EEncoder
+
 VOICE_FILE = "voice.safetensors"
-SOURCES = ("whisper-block-mean",)
+SOURCES = ("whisper-block-mean", "ge2e")
+GE2E_PREFIX = "ge2e."  # the GE2E encoder's weights in voice.safetensors (stored float16)
 
 
 class VoiceError(ValueError):
@@ -32,8 +37,8 @@ class VoiceError(ValueError):
 @dataclass(frozen=True)
 class VoiceConfig:
     """``source``: what the clip vector is (:data:`SOURCES`); ``layer``: the encoder block it is read after
-    (1 = the first block's output); ``dim``: its size ``D``; ``codes``: the residual k-means stage sizes, one prefix
-    token per stage."""
+    (1 = the first block's output; 0 for ``ge2e``, which reads the waveform); ``dim``: its size ``D`` (256 for
+    ``ge2e``); ``codes``: the residual k-means stage sizes, one prefix token per stage."""
 
     source: str = "whisper-block-mean"
     layer: int = 1
@@ -43,9 +48,18 @@ class VoiceConfig:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise VoiceError(f"voice source {self.source!r}; accepted: {', '.join(SOURCES)}")
-        if self.layer < 1 or self.dim < 1 or not self.codes or min(self.codes) < 1:
-            raise VoiceError(f"voice settings need layer >= 1, dim >= 1 and stage sizes >= 1; got layer {self.layer}, "
-                             f"dim {self.dim}, codes {list(self.codes)}")
+        if self.dim < 1 or not self.codes or min(self.codes) < 1:
+            raise VoiceError(f"voice settings need dim >= 1 and stage sizes >= 1; got dim {self.dim}, codes "
+                             f"{list(self.codes)}")
+        if self.source == "ge2e" and (self.layer != 0 or self.dim != GE2EConfig.dim):
+            raise VoiceError(f"a ge2e voice has layer 0 and dim {GE2EConfig.dim}; got layer {self.layer}, dim {self.dim}")
+        if self.source == "whisper-block-mean" and self.layer < 1:
+            raise VoiceError(f"a whisper-block-mean voice reads a block >= 1; got layer {self.layer}")
+
+    @property
+    def reads_encoder(self) -> bool:
+        """Whether the vectors come from the dense encoder's own pass (``whisper-block-mean``), not the waveform."""
+        return self.source == "whisper-block-mean"
 
     @property
     def num_tokens(self) -> int:
@@ -79,7 +93,8 @@ class VoicePrefix(nn.Module):
     """Clip vectors ``[B, D]`` -> prefix codes ``[B, S]`` (S = len(cfg.codes)), in ``[0, cfg.num_tokens)``.
 
     Buffers (``voice.safetensors``): ``mean`` / ``scale`` ``[D]`` (standardisation, fitted on the build's train
-    clips) and ``stage_s`` ``[V_s, D]`` (the residual k-means centroids in standardised space).
+    clips; 0 / 1 for ``ge2e``) and ``stage_s`` ``[V_s, D]`` (the residual k-means centroids in standardised space);
+    for ``ge2e`` also the encoder's parameters under ``ge2e.`` (:class:`~speechprompt.ge2e.GE2EEncoder`).
     """
 
     def __init__(self, cfg: VoiceConfig):
@@ -89,7 +104,13 @@ class VoicePrefix(nn.Module):
         self.register_buffer("scale", torch.ones(cfg.dim))
         for s, v in enumerate(cfg.codes):
             self.register_buffer(f"stage_{s}", torch.zeros(v, cfg.dim))
+        if cfg.source == "ge2e":
+            self.ge2e = GE2EEncoder().requires_grad_(False)
 
+    def file_state(self) -> dict[str, Tensor]:
+        """The tensors ``voice.safetensors`` holds: the buffers, and the GE2E weights as float16 (how they are
+        shipped in a bundle; they load into float32 parameters, so a saved bundle saves back to the same bytes)."""
+        return {k: v.half() if k.startswith(GE2E_PREFIX) else v for k, v in self.state_dict().items()}
     def stages(self) -> list[Tensor]:
         return [getattr(self, f"stage_{s}") for s in range(len(self.cfg.codes))]
 
@@ -109,8 +130,11 @@ class VoicePrefix(nn.Module):
 
     def vectors(self, encoder, wavs: list[Tensor]) -> Tensor:
         """The source's clip vectors ``[B, D]`` of waveforms ``[N_i]`` f32 at 16 kHz: for ``whisper-block-mean``
-        ``encoder.block_means(wavs, layer)`` (a :class:`~speechprompt.whisper.WhisperEncoder`). Raises
-        :class:`VoiceError` for an encoder without it or of another width."""
+        ``encoder.block_means(wavs, layer)`` (a :class:`~speechprompt.whisper.WhisperEncoder`), for ``ge2e`` the
+        GE2E embeddings (``encoder`` unused). Raises :class:`VoiceError` for an encoder without block means or of
+        another width."""
+        if self.cfg.source == "ge2e":
+            return self.ge2e.embed(wavs)
         if not hasattr(encoder, "block_means"):
             raise VoiceError(f"voice source {self.cfg.source!r} needs a Whisper dense encoder; this bundle's is "
                              f"{type(encoder).__name__}")
@@ -125,4 +149,4 @@ class VoicePrefix(nn.Module):
         return self.codes(self.vectors(encoder, wavs))
 
 
-__all__ = ["SOURCES", "VOICE_FILE", "VoiceConfig", "VoiceError", "VoicePrefix"]
+__all__ = ["GE2E_PREFIX", "SOURCES", "VOICE_FILE", "VoiceConfig", "VoiceError", "VoicePrefix"]

@@ -145,3 +145,45 @@ def test_gslm_pipeline_parity_with_fairseq_and_sklearn(tmp_path):
     for f, u in zip(ref_feats, ex.extract(wavs), strict=True):
         ref_units = [k for k, _ in itertools.groupby(km.predict(f).tolist())]
         assert u.units.tolist() == ref_units
+
+
+def test_a_product_codebook_is_stored_as_its_factors_and_quantises_the_same(tmp_path):
+    from safetensors.torch import load_file
+
+    from speechprompt.backbone import Backbone, BundleError, natural_dictionary, save_backbone, save_bundle
+    from speechprompt.training.kmeans import product_centroids
+    from speechprompt.unit_lm import UnitLM, UnitLMConfig
+    from speechprompt.whisper import WhisperConfig, WhisperEncoder
+
+    g = torch.Generator().manual_seed(0)
+    clusters, registers = torch.randn(7, 62, generator=g), torch.tensor([[0.0, 0.0], [40.0, -20.0], [40.0, 20.0]])
+    cb = Codebook.product(clusters, registers)
+    # unit r * C + c = [cluster c, register r], exactly kmeans.product_centroids' table
+    assert torch.equal(cb.centroids, torch.from_numpy(product_centroids(clusters.numpy(), registers.numpy())))
+    assert cb.vocab_size == 21 and set(cb.file_state()) == {"clusters", "registers"}
+    assert torch.equal(Codebook.from_file(cb.file_state()).centroids, cb.centroids)
+    assert set(Codebook(cb.centroids).file_state()) == {"centroids"}
+    with pytest.raises(ValueError, match="accepted: centroids, or clusters"):
+        Codebook.from_file({"clusters": clusters})
+
+    enc = WhisperEncoder(WhisperConfig.tiny(layers=1))
+    enc_cfg, enc_state = enc.cfg, enc.state_dict()
+    lm_cfg = UnitLMConfig(vocab_size=25, embed_dim=16, ffn_dim=32, layers=1, heads=2, max_positions=64)
+    common = dict(kind="gslm", name="p", encoder_cfg=enc_cfg, encoder_state=enc_state, centroids=cb.centroids,
+                  lm_cfg=lm_cfg, lm_state=UnitLM(lm_cfg).state_dict(), dictionary=natural_dictionary(21))
+    fp_full = save_bundle(tmp_path / "full", **common)
+    fp = save_bundle(tmp_path / "compact", **common, codebook_state=cb.file_state())
+    full, compact = tmp_path / "full" / "codebook.safetensors", tmp_path / "compact" / "codebook.safetensors"
+    assert fp != fp_full and compact.stat().st_size < full.stat().st_size / 2
+    assert set(load_file(str(compact))) == {"clusters", "registers"}
+    bb = Backbone.load(tmp_path / "compact")
+    assert torch.equal(bb.codebook.centroids, cb.centroids) and bb.spec.codebook_size == 21
+    feats = torch.randn(50, 64, generator=g) * 3 + torch.tensor([0.0] * 62 + [30.0, 0.0])
+    assert torch.equal(bb.codebook.quantize(feats), Backbone.load(tmp_path / "full").codebook.quantize(feats))
+    assert save_backbone(bb, tmp_path / "again") == fp  # re-saved as factors: the same fingerprint
+    with pytest.raises(ValueError, match="does not expand"):
+        save_bundle(tmp_path / "bad", **{**common, "centroids": cb.centroids + 1}, codebook_state=cb.file_state())
+    from safetensors.torch import save_file
+    save_file({"clusters": clusters}, str(compact))
+    with pytest.raises(BundleError, match="accepted: centroids"):
+        Backbone.load(tmp_path / "compact", verify=False)

@@ -52,6 +52,7 @@ import torch
 
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
+from speechprompt.ge2e import GE2EConfig
 from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
@@ -63,10 +64,10 @@ from speechprompt.training.default_stages import (
 from speechprompt.training.default_stages import save_clips as _save_clips
 from speechprompt.training.default_stages import with_pitch as _with_pitch
 from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
-from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, product_centroids, subsample_rows
+from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
-from speechprompt.training.voice_codes import check_voice, fit_voice, voice_stage
+from speechprompt.training.voice_codes import check_voice, fit_voice, load_ge2e, voice_stage
 from speechprompt.unit_lm import UnitLMConfig
 from speechprompt.voice import VoiceConfig, VoicePrefix
 
@@ -111,9 +112,13 @@ class DefaultBuildConfig:
     # whisper-base (Whisper base's encoder cut after whisper_layer blocks, whisper_pool 20 ms frames averaged)
     whisper_layer: int = 5
     whisper_pool: int = 2
-    voice_codes: tuple[int, ...] = ()  # a voice prefix (speechprompt/voice.py; Whisper only): residual k-means stage
-    # sizes of the clips' block-``voice_layer`` means, one prefix token per stage, e.g. (16, 16); () = none, as v1-v7
+    voice_codes: tuple[int, ...] = ()  # a voice prefix (speechprompt/voice.py): residual k-means stage sizes of
+    # the clips' voice vectors, one prefix token per stage, e.g. (16, 16); () = none, as v1-v7
+    voice_source: str = "whisper-block-mean"  # the voice vector: the clip's mean of Whisper block voice_layer
+    # (dense whisper-base), or ge2e (Resemblyzer's GE2E speaker embedding, weights in the bundle)
     voice_layer: int = 1
+    compact_codebook: bool = False  # store a product codebook as its factors (Codebook.file_state: clusters +
+    # registers, the same units in a quarter of the bytes; v1-v7 store the expanded centroids)
     lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
     # model, which prompts train on): keeps a Whisper bundle within issue 14's 40 MB
     name: str = "speechprompt-default-v7"
@@ -166,6 +171,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if cfg.factored_lm and not cfg.pitch_registers:
         raise ValueError("factored_lm needs a product codebook (pitch_registers >= 2)")
     check_voice(cfg)
+    if cfg.compact_codebook and not cfg.pitch_registers:
+        raise ValueError("compact_codebook stores a product codebook's factors; it needs pitch_registers >= 2")
     if cfg.pitch_registers and (cfg.pitch_registers < 2 or cfg.pitch_scale <= 0):
         raise ValueError(f"pitch_registers must be 0 or >= 2 with a pitch stream (pitch_scale > 0); got "
                          f"{cfg.pitch_registers} registers, pitch scale {cfg.pitch_scale}")
@@ -260,9 +267,16 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     f_tts, f_real, f_twin = feats[:len(tts)], feats[len(tts):len(tts) + len(real)], feats[len(tts) + len(real):]
     lap("features")
     vectors = None
-    if cfg.voice_codes:  # 4a. the voice prefix's clip vectors: the Whisper block's mean over each clip's frames
-        vectors = voice_stage(stages, work / f"voice-L{cfg.voice_layer}-{teacher.stage}.pt", feats_key, enc,
-                              tts + real + twins, cfg.voice_layer, say)
+    ge2e = None
+    if cfg.voice_codes and cfg.voice_source == "ge2e":  # 4a. the voice prefix's clip vectors: GE2E embeddings
+        ge2e, ge2e_license = load_ge2e(teacher_cache)
+        key = {k: feats_key[k] for k in ("tts", "real", "twins")} | {"ge2e": state_digest(ge2e.state_dict())}
+        vectors = voice_stage(stages, work / "voice-ge2e.pt", key, ge2e.embed, GE2EConfig.dim, tts + real + twins, say)
+        lap("voice_vectors")
+    elif cfg.voice_codes:  # 4a. ... or the Whisper block's mean over each clip's frames
+        vectors = voice_stage(stages, work / f"voice-L{cfg.voice_layer}-{teacher.stage}.pt",
+                              {"feats": feats_key, "layer": cfg.voice_layer},
+                              lambda w: enc.block_means(w, cfg.voice_layer), enc.cfg.dim, tts + real + twins, say)
         lap("voice_vectors")
     valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
     valid_real = lm_valid_real(real_meta)
@@ -284,10 +298,9 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if cfg.pitch_registers:  # k-means on the embedding alone (v2's clusters), paired with every pitch register
         dense = rows.shape[1] - PITCH_DIMS
         clusters = fit_kmeans(np.ascontiguousarray(rows[:, :dense]), cfg.units, cfg.seed)
-        centroids = product_centroids(clusters, register_centroids(pitch, cfg.pitch_registers).numpy())
+        codebook = Codebook.product(torch.from_numpy(clusters), register_centroids(pitch, cfg.pitch_registers))
     else:
-        centroids = fit_kmeans(rows, cfg.units, cfg.seed)
-    codebook = Codebook(torch.from_numpy(centroids))
+        codebook = Codebook(torch.from_numpy(fit_kmeans(rows, cfg.units, cfg.seed)))
     lap("codebook")
 
     # 5b. the voice prefix: standardisation and residual k-means on the train clips' vectors
@@ -296,8 +309,10 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     train_idx = [i for i, m in enumerate(tts_meta) if not m["valid"]] + [n_t + i for i in range(n_r) if i not in held] \
         + list(range(n_t + n_r, n_t + n_r + len(twins)))  # the order of train_feats
     if vectors is not None:
-        voice = VoicePrefix(VoiceConfig(layer=cfg.voice_layer, dim=int(vectors.shape[1]), codes=tuple(cfg.voice_codes)))
-        voice.load_state_dict(fit_voice(vectors[train_idx], cfg.voice_codes, cfg.seed))
+        voice = VoicePrefix(VoiceConfig(source=cfg.voice_source, layer=0 if ge2e else cfg.voice_layer,
+                                        dim=int(vectors.shape[1]), codes=tuple(cfg.voice_codes)))
+        voice.load_state_dict(fit_voice(vectors[train_idx], cfg.voice_codes, cfg.seed, standardise=ge2e is None)
+                              | ({f"ge2e.{k}": v for k, v in ge2e.state_dict().items()} if ge2e else {}))
         prefix = voice.codes(vectors) + cfg.vocab  # [clips, S] unit ids after the codebook's
         lap("voice_codebook")
 
@@ -337,21 +352,27 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if cfg.real_speeds:
         extra["real_speeds"] = list(cfg.real_speeds)
     if voice is not None:
-        extra["voice"] = (f"voice prefix: the clip's mean of Whisper block {cfg.voice_layer}, standardised, residual "
-                          f"k-means {' + '.join(map(str, cfg.voice_codes))}, one token per stage before the units")
+        what = ("the clip's GE2E speaker embedding (Resemblyzer 0.1.4)" if ge2e else
+                f"the clip's mean of Whisper block {cfg.voice_layer}, standardised")
+        extra["voice"] = (f"voice prefix: {what}, residual k-means {' + '.join(map(str, cfg.voice_codes))}, one token "
+                          "per stage before the units")
+        if ge2e:
+            extra["voice_license"] = ge2e_license
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
-                     centroids=codebook.centroids, lm_cfg=cfg.lm,
+                     centroids=codebook.centroids, codebook_state=codebook.file_state() if cfg.compact_codebook else None,
+                     lm_cfg=cfg.lm,
                      lm_state={k: v.half() if cfg.lm_fp16 and v.is_floating_point() else v
                                for k, v in lm.state_dict().items()},
                      dictionary=natural_dictionary(cfg.vocab + n_voice), extra=extra,
                      voice_cfg=voice.cfg if voice is not None else None,
-                     voice_state=voice.state_dict() if voice is not None else None)
+                     voice_state=voice.file_state() if voice is not None else None)
     lap("bundle")
     result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,
               "timings_s": timings, "total_s": round(time.time() - t_start, 1), "unit_lm": lm_hist,
               "unit_stats_valid_real": stats,
               "parameters": {"encoder": sum(v.numel() for v in enc_state.values()),
                              "unit_lm": sum(p.numel() for p in lm.parameters()),
+                             **({"ge2e": sum(v.numel() for v in ge2e.state_dict().values())} if ge2e else {}),
                              "codebook": int(codebook.centroids.numel())},
               "bundle_bytes": sum(p.stat().st_size for p in Path(out).iterdir()),
               "final": {"lm_valid_loss": min(lm_hist["valid_loss"]),

@@ -110,11 +110,17 @@ def _options(typer) -> dict:
                              "its 9 MB; a Whisper bundle needs it to stay within 40 MB)"),
         whisper_pool=typer.Option(2, help="with --dense whisper-base: 20 ms frames averaged per unit frame (1, 2, 3, 4, "
                                   "5 or 6: divisors of Whisper's 1500 positions up to 120 ms)"),
-        voice_codes=typer.Option("", help="with --dense whisper-base: a voice prefix before each clip's units "
-                                 "(speechprompt/voice.py), the residual k-means stage sizes of the clip's mean of "
-                                 "Whisper block --voice-layer, e.g. 16,16 (one token per stage); default none, as v1-v7"),
-        voice_layer=typer.Option(1, help="with --voice-codes: the Whisper block whose clip mean is the voice vector "
-                                 "(1 = the first block's output; the early blocks keep the speaker)"),
+        voice_codes=typer.Option("", help="a voice prefix before each clip's units (speechprompt/voice.py): the "
+                                 "residual k-means stage sizes of the clip's voice vector (--voice-source), e.g. "
+                                 "16,16 (one token per stage); default none, as v1-v7"),
+        voice_source=typer.Option("whisper-block-mean", help="with --voice-codes: whisper-block-mean (the clip's mean "
+                                  "of Whisper block --voice-layer; --dense whisper-base) or ge2e (the GE2E speaker "
+                                  "embedding from PyPI Resemblyzer 0.1.4, whose 2.8 MB of weights the bundle holds)"),
+        voice_layer=typer.Option(1, help="with --voice-source whisper-block-mean: the Whisper block whose clip mean is "
+                                 "the voice vector (1 = the first block's output; the early blocks keep the speaker)"),
+        compact_codebook=typer.Option(False, "--compact-codebook/--no-compact-codebook", help="store the product "
+                                      "codebook as its clusters + registers (the same units, 1.9 MB less for a "
+                                      "Whisper bundle); needs --pitch-registers >= 2"),
     )
 
 
@@ -136,7 +142,8 @@ def register(app) -> None:
                           centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
                           name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
                           whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"],
-                          voice_codes: str = o["voice_codes"], voice_layer: int = o["voice_layer"]) -> None:
+                          voice_codes: str = o["voice_codes"], voice_layer: int = o["voice_layer"],
+                          voice_source: str = o["voice_source"], compact_codebook: bool = o["compact_codebook"]) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
@@ -158,10 +165,15 @@ def register(app) -> None:
         try:
             codes = parse_voice_codes(voice_codes)
             check_voice(DefaultBuildConfig(dense=dense, whisper_layer=whisper_layer, voice_codes=codes,
-                                           voice_layer=voice_layer, real_speeds=parse_speeds(real_speeds)))
+                                           voice_layer=voice_layer, voice_source=voice_source,
+                                           real_speeds=parse_speeds(real_speeds)))
         except ValueError as e:
-            typer.echo(f"--voice-codes / --voice-layer: {e}", err=True)
+            typer.echo(f"--voice-codes / --voice-source / --voice-layer: {e}", err=True)
             raise typer.Exit(2) from None
+        if compact_codebook and pitch_registers == 0:
+            typer.echo("--compact-codebook stores a product codebook's factors; it needs --pitch-registers >= 2",
+                       err=True)
+            raise typer.Exit(2)
         if pitch_registers is not None and (pitch_registers == 1 or pitch_registers < 0
                                             or (pitch_registers and pitch_scale == 0)):
             typer.echo(f"--pitch-registers must be 0 or an integer >= 2, with a pitch stream (--pitch-scale > 0); "
@@ -181,8 +193,9 @@ def register(app) -> None:
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool,
-            "--voice-codes": voice_codes or None, "--voice-layer": voice_layer if voice_codes else None},
-            {"--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
+            "--voice-codes": voice_codes or None, "--voice-layer": voice_layer if voice_codes else None,
+            "--voice-source": voice_source if voice_codes else None},
+            {"--compact-codebook": compact_codebook, "--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False, "--lm-fp16": lm_fp16}))
 
 
@@ -201,7 +214,8 @@ def main() -> None:
             centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
             name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
             whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], voice_codes: str = o["voice_codes"],
-            voice_layer: int = o["voice_layer"]) -> None:
+            voice_layer: int = o["voice_layer"], voice_source: str = o["voice_source"],
+            compact_codebook: bool = o["compact_codebook"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
@@ -210,7 +224,7 @@ def main() -> None:
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
                       whisper_pool=whisper_pool, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),
-                      voice_layer=voice_layer)
+                      voice_layer=voice_layer, voice_source=voice_source, compact_codebook=compact_codebook)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

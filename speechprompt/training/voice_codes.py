@@ -1,5 +1,6 @@
-"""The voice prefix's build steps (``speechprompt/voice.py``): clip vectors from the dense encoder, then the
-standardisation and residual k-means that turn them into prefix codes (build-default ``--voice-codes``)."""
+"""The voice prefix's build steps (``speechprompt/voice.py``): clip vectors (the dense encoder's block means, or GE2E
+speaker embeddings), then the standardisation and residual k-means that turn them into prefix codes (build-default
+``--voice-codes``, ``--voice-source``)."""
 
 from __future__ import annotations
 
@@ -10,27 +11,46 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speechprompt.ge2e import GE2EEncoder
 from speechprompt.training.kmeans import fit_kmeans
+from speechprompt.voice import SOURCES
+
+Embed = Callable[[list[torch.Tensor]], torch.Tensor]  # clips [N_i] f32 @16 kHz -> [B, D] f32
 
 
-def voice_vectors(enc, clips: list[np.ndarray], layer: int, say: Callable[[str], None]) -> torch.Tensor:
-    """``[N, D]`` f32: each clip's mean of block ``layer`` of the Whisper encoder ``enc`` (``block_means``), for
-    ``clips`` ([N_i] f32 @16 kHz) in their order; progress every 3,200 clips."""
+def voice_vectors(embed: Embed, dim: int, clips: list[np.ndarray], say: Callable[[str], None]) -> torch.Tensor:
+    """``[N, dim]`` f32: ``embed`` of ``clips`` ([N_i] f32 @16 kHz) in their order, 32 at a time (e.g. a Whisper
+    encoder's ``block_means`` at one layer, or ``GE2EEncoder.embed``); progress every 3,200 clips."""
     out, t0 = [], time.time()
     for s in range(0, len(clips), 32):
-        out.append(enc.block_means([torch.from_numpy(np.asarray(c)) for c in clips[s:s + 32]], layer))
+        out.append(embed([torch.from_numpy(np.asarray(c)) for c in clips[s:s + 32]]))
         if s % 3200 == 0:
             say(f"voice vectors {s}/{len(clips)} ({time.time() - t0:.0f}s)")
-    return torch.cat(out) if out else torch.zeros(0, enc.cfg.dim)
+    return torch.cat(out) if out else torch.zeros(0, dim)
+
+
+def load_ge2e(cache: str | Path) -> tuple[GE2EEncoder, str]:
+    """The GE2E encoder (``importers.ge2e``: fetched once into ``cache/ge2e``) with its weights rounded to float16,
+    as a bundle stores and serves them, so build and server compute the same vectors; and the source's licence.
+    Raises ``GE2EImportError`` when the wheel cannot be fetched or checked."""
+    from speechprompt.importers.ge2e import LICENSE, convert, fetch
+
+    enc = GE2EEncoder()
+    enc.load_state_dict({k: v.half().float() for k, v in convert(fetch(Path(cache) / "ge2e")).items()})
+    return enc.eval().requires_grad_(False), LICENSE
 
 
 def check_voice(cfg) -> None:
-    """Refuse a voice prefix a build (``build_default.DefaultBuildConfig``) cannot make (``ValueError`` saying what is accepted): it reads a Whisper
-    block (``dense = whisper-base``, ``1 <= voice_layer <= whisper_layer``), has stages of >= 2 codes, and its vectors
-    exist for the corpus clips only (not for ``real_speeds`` copies)."""
+    """Refuse a voice prefix a build (``build_default.DefaultBuildConfig``) cannot make (``ValueError`` saying what is
+    accepted): a known ``voice_source``; ``whisper-block-mean`` reads a Whisper block (``dense = whisper-base``,
+    ``1 <= voice_layer <= whisper_layer``; ``ge2e`` reads the waveform, with any dense model); stages of >= 2 codes;
+    vectors exist for the corpus clips only (not for ``real_speeds`` copies)."""
     if not cfg.voice_codes:
         return
-    if cfg.dense != "whisper-base" or not 1 <= cfg.voice_layer <= cfg.whisper_layer:
+    if cfg.voice_source not in SOURCES:
+        raise ValueError(f"voice_source must be one of {', '.join(SOURCES)}; got {cfg.voice_source!r}")
+    if cfg.voice_source == "whisper-block-mean" and (cfg.dense != "whisper-base"
+                                                      or not 1 <= cfg.voice_layer <= cfg.whisper_layer):
         raise ValueError(f"a voice prefix reads block voice_layer (1..whisper_layer) of the Whisper encoder (dense "
                          f"whisper-base); got dense {cfg.dense!r}, voice_layer {cfg.voice_layer}, whisper_layer "
                          f"{cfg.whisper_layer}")
@@ -40,28 +60,29 @@ def check_voice(cfg) -> None:
         raise ValueError("a voice prefix and real_speeds copies cannot be combined (the copies have no voice vectors)")
 
 
-def voice_stage(stages, path: Path, feats_key: dict, enc, clips: list[np.ndarray], layer: int,
+def voice_stage(stages, path: Path, key: dict, embed: Embed, dim: int, clips: list[np.ndarray],
                 say: Callable[[str], None]) -> torch.Tensor:
     """The build's voice-vector stage: :func:`voice_vectors` of ``clips`` saved once to ``path`` (claimed in
-    ``stages`` under its stem with the features' key and the layer, so another build's file is refused), then read
-    back weights-only. Returns ``[N, D]`` f32."""
-    stages.claim(path.stem, {"feats": feats_key, "layer": layer}, path.exists())
+    ``stages`` under its stem with ``key``, what made them, so another build's file is refused), then read back
+    weights-only. Returns ``[N, dim]`` f32."""
+    stages.claim(path.stem, key, path.exists())
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        torch.save(voice_vectors(enc, clips, layer, say), tmp)
+        torch.save(voice_vectors(embed, dim, clips, say), tmp)
         tmp.replace(path)
     return torch.load(path, weights_only=True)
 
 
-def fit_voice(vectors: torch.Tensor, codes: tuple[int, ...], seed: int) -> dict[str, torch.Tensor]:
+def fit_voice(vectors: torch.Tensor, codes: tuple[int, ...], seed: int,
+              standardise: bool = True) -> dict[str, torch.Tensor]:
     """``VoicePrefix`` buffers from the train clips' vectors ``[N, D]``: ``mean`` and ``scale`` (the standard
-    deviation + 1e-6) per dimension, then stage ``s`` = k-means (``kmeans.fit_kmeans``, ``seed``) with ``codes[s]``
-    centroids on what the earlier stages' nearest centroids leave. Raises ``ValueError`` with fewer clips than the
-    largest stage."""
+    deviation + 1e-6) per dimension (0 and 1 without ``standardise``: GE2E's L2-normed vectors), then stage ``s`` =
+    k-means (``kmeans.fit_kmeans``, ``seed``) with ``codes[s]`` centroids on what the earlier stages' nearest
+    centroids leave. Raises ``ValueError`` with fewer clips than the largest stage."""
     x = vectors.double().numpy()
     if len(x) < max(codes):
         raise ValueError(f"{len(x)} clips cannot fit a voice stage of {max(codes)} codes")
-    mean, scale = x.mean(0), x.std(0) + 1e-6
+    mean, scale = (x.mean(0), x.std(0) + 1e-6) if standardise else (np.zeros(x.shape[1]), np.ones(x.shape[1]))
     rest = ((x - mean) / scale).astype(np.float32)
     out = {"mean": torch.from_numpy(mean.astype(np.float32)), "scale": torch.from_numpy(scale.astype(np.float32))}
     for s, v in enumerate(codes):
@@ -72,4 +93,4 @@ def fit_voice(vectors: torch.Tensor, codes: tuple[int, ...], seed: int) -> dict[
     return out
 
 
-__all__ = ["check_voice", "fit_voice", "voice_stage", "voice_vectors"]
+__all__ = ["check_voice", "fit_voice", "load_ge2e", "voice_stage", "voice_vectors"]

@@ -192,11 +192,42 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     table = vb.unit_lm.embed_tokens.weight.detach()
     assert table.shape[0] == 57 and (table[-5:].abs().sum(1) > 0).all()
 
+    # --voice-source ge2e --compact-codebook: GE2E speaker embeddings (formula weights in Resemblyzer's file, the
+    # digest fetch pins set to it), rounded to float16 as the bundle stores them; the product codebook as its factors
+    from speechprompt.ge2e import GE2EEncoder
+    from speechprompt.importers import ge2e as gimp
+    from tests.ge2e_formula import formula_state
+
+    pretrained = tmp_path / "teach" / "ge2e" / "pretrained.pt"
+    pretrained.parent.mkdir(parents=True)
+    torch.save({"model_state": {k: torch.from_numpy(v) for k, v in formula_state().items()}}, pretrained)
+    monkeypatch.setattr(gimp, "PRETRAINED_SHA256", hashlib.sha256(pretrained.read_bytes()).hexdigest())
+    gres = bd.build_default(tmp_path / "bundle_g", replace(wcfg, voice_codes=(3, 2), voice_source="ge2e",
+                                                           compact_codebook=True),
+                            **{**kw, "teacher_cache": tmp_path / "teach"})
+    gb = Backbone.load(tmp_path / "bundle_g")
+    assert (gb.spec.voice.source, gb.spec.voice.layer, gb.spec.voice.dim) == ("ge2e", 0, 256)
+    assert gres["fingerprint"] == gb.fingerprint and "GE2E" in gb.spec.extra["voice"]
+    assert "Apache-2.0" in gb.spec.extra["voice_license"] and gres["parameters"]["ge2e"] == 1423616
+    assert torch.equal(gb.codebook.centroids, wb.codebook.centroids)  # the same units, stored as 16 x 3 factors
+    with safe_open(str(tmp_path / "bundle_g" / "codebook.safetensors"), "pt") as f:
+        assert set(f.keys()) == {"clusters", "registers"} and f.get_tensor("clusters").shape == (16, 64)
+    with safe_open(str(tmp_path / "bundle_g" / "voice.safetensors"), "pt") as f:
+        assert f.get_tensor("ge2e.lstm.weight_ih_l0").dtype == torch.float16
+        assert f.get_tensor("mean").abs().sum() == 0 and torch.equal(f.get_tensor("scale"), torch.ones(256))
+    gvecs = torch.load(tmp_path / "work" / "voice-ge2e.pt", weights_only=True)
+    rounded = GE2EEncoder()
+    rounded.load_state_dict({k: torch.from_numpy(v).half().float() for k, v in formula_state().items()})
+    assert gvecs.shape == (len(vecs), 256) and torch.allclose(  # twins last, as the Whisper stage
+        gvecs[-1], rounded.embed([torch.from_numpy(np.asarray(twins_clips[-1]))])[0], atol=1e-6)
+    gu = gb.unit_extractor().extract([torch.from_numpy(np.asarray(twins_clips[0]))])[0]
+    assert gu.units[:2].tolist() == (gb.voice.codes(gvecs[-len(twins_clips)][None]) + 48)[0].tolist()
+
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
     assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40", "speed-0.9", "speed-1.1",
                              "feats-whisper-base-L1-p2", "pitch-40-feats-whisper-base-L1-p2",
-                             "voice-L1-feats-whisper-base-L1-p2"}
+                             "voice-L1-feats-whisper-base-L1-p2", "voice-ge2e"}
     assert recorded["tts"]["minutes"] == 0.3 and recorded["speed-0.9"]["speed"] == 0.9
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
     for change, stage, setting in ((dict(minutes=0.2), "tts", "minutes"), (dict(seed=1), "tts", "seed"),
@@ -256,6 +287,11 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     assert result.exit_code == 0 and calls[-1][0][-1] == "--lm-fp16" and "--lm-epochs" not in calls[-1][0]
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-epochs", "16"])
     assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--lm-epochs") + 1] == "16"
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--voice-codes", "16,16", "--voice-source", "ge2e",
+                                      "--compact-codebook"])  # GE2E reads the waveform: any dense model
+    args = calls[-1][0]
+    assert result.exit_code == 0 and args[args.index("--voice-source") + 1] == "ge2e" and "--compact-codebook" in args
+    assert "--compact-codebook" not in calls[-2][0] and "--voice-source" not in calls[-2][0]
     n = len(calls)
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-epochs", "0"])
     assert result.exit_code == 2 and "--lm-epochs must be an integer >= 1" in result.output and len(calls) == n
@@ -291,7 +327,9 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
                                   ["--voice-codes", "16,16"], ["--voice-codes", "16,1", "--dense", "whisper-base"],
                                   ["--voice-codes", "x", "--dense", "whisper-base"],
                                   ["--voice-codes", "8", "--dense", "whisper-base", "--voice-layer", "6"],
-                                  ["--voice-codes", "8", "--dense", "whisper-base", "--real-speeds", "0.9"]])
+                                  ["--voice-codes", "8", "--dense", "whisper-base", "--real-speeds", "0.9"],
+                                  ["--voice-codes", "8", "--voice-source", "x-vector"],
+                                  ["--compact-codebook", "--pitch-registers", "0"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 

@@ -70,6 +70,8 @@ def _encode(bb: Backbone, examples: list, jobs: int) -> dict[str, np.ndarray]:
                 prefix = bb.voice.codes(vectors) + bb.codebook.vocab_size
             else:
                 frames, prefix = bb.encoder.extract(wavs_t), None
+                if bb.voice is not None:  # a voice read from the waveform (ge2e)
+                    prefix = bb.voice.prefix(bb.encoder, wavs_t) + bb.codebook.vocab_size
             for j, f in enumerate(frames):  # [T, D], same path as UnitExtractor
                 u, dur = dedup(bb.codebook.quantize(f).cpu())
                 if prefix is not None:

@@ -26,8 +26,8 @@ class Codebook(nn.Module):
 
     ``codebook.safetensors`` holds ``centroids``, or, for a product codebook (``kmeans.product_centroids``: unit
     ``r * C + c`` = ``[clusters[c], registers[r]]``), its two factors ``clusters [C, E]`` and ``registers [R, P]``,
-    which expand to exactly the same ``[R * C, E + P]`` centroids in a quarter of the bytes (:meth:`from_file`,
-    :meth:`file_state`).
+    which expand to exactly the same ``[R * C, E + P]`` centroids in about ``1 / R`` of the bytes (:meth:`from_file`,
+    :meth:`file_state`). ``factors`` must expand to ``centroids`` (ValueError otherwise); :meth:`product` makes both.
     """
 
     def __init__(self, centroids: Tensor, factors: tuple[Tensor, Tensor] | None = None):
@@ -37,6 +37,8 @@ class Codebook(nn.Module):
             raise ValueError(f"centroids must be a finite [K, D] tensor with K >= 1, got {tuple(centroids.shape)}")
         self.register_buffer("centroids", centroids.detach().to(torch.float32).contiguous())
         self.factors = None if factors is None else tuple(f.detach().to("cpu", torch.float32) for f in factors)
+        if self.factors is not None and not torch.equal(_expand(*self.factors), self.centroids.cpu()):
+            raise ValueError("codebook factors do not expand to the centroids given")
 
     @classmethod
     def product(cls, clusters: Tensor, registers: Tensor) -> Codebook:
@@ -46,9 +48,7 @@ class Codebook(nn.Module):
         if clusters.dim() != 2 or registers.dim() != 2 or not len(clusters) or not len(registers):
             raise ValueError(f"product codebook factors must be [C, E] and [R, P]; got {tuple(clusters.shape)} and "
                              f"{tuple(registers.shape)}")
-        r, c = len(registers), len(clusters)
-        centroids = torch.cat([clusters.repeat(r, 1), registers.repeat_interleave(c, 0)], 1)
-        return cls(centroids, (clusters, registers))
+        return cls(_expand(clusters, registers), (clusters, registers))
 
     @classmethod
     def from_file(cls, state: dict[str, Tensor]) -> Codebook:
@@ -91,6 +91,11 @@ class Codebook(nn.Module):
         c = self.centroids
         scores = torch.addmm(c.square().sum(1)[None, :], feats.to(c), c.t(), alpha=-2.0)  # [T, K]
         return scores.argmin(1) if feats.shape[0] else torch.zeros(0, dtype=torch.long, device=c.device)
+
+
+def _expand(clusters: Tensor, registers: Tensor) -> Tensor:
+    """``[C, E]`` x ``[R, P]`` -> ``[R * C, E + P]``: row ``r * C + c`` = ``[clusters[c], registers[r]]``."""
+    return torch.cat([clusters.repeat(len(registers), 1), registers.repeat_interleave(len(clusters), 0)], 1)
 
 
 def dedup(units: Tensor) -> tuple[Tensor, Tensor]:

@@ -15,7 +15,9 @@ imported once by ``importers/ge2e.py``). This module follows Resemblyzer's ``voi
 
 Two choices differ from Resemblyzer's ``preprocess_wav`` (docs/model_card.md): the level is normalised down as well
 as up (a power mel is level-sensitive, and a served clip's level is the channel's, not the speaker's), and long
-silences are not trimmed (webrtcvad; the served units keep them too).
+silences are not trimmed (webrtcvad; the served units keep them too). Where Resemblyzer gives NaN, this gives a
+number: a silent clip is left unscaled, and an all-zero partial or clip vector stays zero (norms floored at 1e-12).
+On a GPU the LSTM runs without TF32, so its vectors stay those of the CPU build to float32 rounding.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from torch import Tensor, nn
 
 from .encoder import checked_clip
 from .whisper import slaney_mel_filters
+
+GE2E_RECIPE = 1  # bump when the preprocessing above changes: a build's stage of GE2E vectors records it
 
 
 @dataclass(frozen=True)
@@ -102,14 +106,16 @@ class GE2EEncoder(nn.Module):
         if need >= wav.numel():
             wav = F.pad(wav, (0, need - wav.numel()))
         mel = self.mel(wav)
-        e = self.partials(torch.stack([mel[a:b] for a, b in slices])).mean(0)
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            e = self.partials(torch.stack([mel[a:b] for a, b in slices])).mean(0)
         return e / e.norm().clamp_min(1e-12)
 
     def embed(self, wavs: list[Tensor]) -> Tensor:
-        """Clips ``[N_i]`` f32 @16 kHz -> ``[B, 256]`` f32 on the CPU (each clip at its own length)."""
+        """Clips ``[N_i]`` f32 @16 kHz -> ``[B, 256]`` f32 on the CPU (each clip at its own length). Raises
+        ``encoder.EncoderInputError`` for a clip that is not 1-D and ``encoder.ClipTooShort`` for an empty one."""
         if not wavs:
             return torch.zeros(0, self.cfg.dim)
         return torch.stack([self.embed_one(w, i) for i, w in enumerate(wavs)]).cpu()
 
 
-__all__ = ["GE2EConfig", "GE2EEncoder", "partial_slices"]
+__all__ = ["GE2E_RECIPE", "GE2EConfig", "GE2EEncoder", "partial_slices"]

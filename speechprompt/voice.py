@@ -111,6 +111,7 @@ class VoicePrefix(nn.Module):
         """The tensors ``voice.safetensors`` holds: the buffers, and the GE2E weights as float16 (how they are
         shipped in a bundle; they load into float32 parameters, so a saved bundle saves back to the same bytes)."""
         return {k: v.half() if k.startswith(GE2E_PREFIX) else v for k, v in self.state_dict().items()}
+
     def stages(self) -> list[Tensor]:
         return [getattr(self, f"stage_{s}") for s in range(len(self.cfg.codes))]
 

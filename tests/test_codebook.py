@@ -163,6 +163,8 @@ def test_a_product_codebook_is_stored_as_its_factors_and_quantises_the_same(tmp_
     assert cb.vocab_size == 21 and set(cb.file_state()) == {"clusters", "registers"}
     assert torch.equal(Codebook.from_file(cb.file_state()).centroids, cb.centroids)
     assert set(Codebook(cb.centroids).file_state()) == {"centroids"}
+    with pytest.raises(ValueError, match="do not expand"):
+        Codebook(cb.centroids, (clusters, registers[:2]))
     with pytest.raises(ValueError, match="accepted: centroids, or clusters"):
         Codebook.from_file({"clusters": clusters})
 

@@ -257,11 +257,24 @@ def test_build_pgslm_is_a_speechprompt_command(monkeypatch):
 @pytest.mark.skipif(not HAVE_TTS, reason="needs the TTS engines of scripts/install_tts.sh")
 def test_small_build_on_the_speech_embedding_default_aligns_f0_with_its_80ms_units(tmp_path):
     """models/default's dense model steps 1280 samples (80 ms) per unit, not HuBERT's 320: the prosody streams take
-    the source encoder's hop, so F0 frames (5 ms) align 16 per unit frame and a clip's prosody units come out whole."""
-    src = ROOT / "models" / "default"
+    the source encoder's hop, so F0 frames (5 ms) align 16 per unit frame and a clip's prosody units come out whole.
+    The source is a copy of it whose product codebook is stored as its factors (build-default --compact-codebook):
+    the pGSLM bundle keeps that file byte for byte."""
+    from safetensors.torch import load_file
+
+    from speechprompt.backbone import save_backbone
+    from speechprompt.codebook import Codebook
+
+    src = tmp_path / "compact"
+    v7 = Backbone.load(ROOT / "models" / "default")
+    c, d = 300, v7.codebook.dim - 2  # v7: 300 clusters x 4 pitch registers (unit r * 300 + c)
+    v7.codebook = Codebook.product(v7.codebook.centroids[:c, :d], v7.codebook.centroids[::c, d:])
+    save_backbone(v7, src)
     out = tmp_path / "pgslm-se"
     build_pgslm(src, out, PGSLMBuildConfig.small(), tmp_path / "log.json", say=lambda _: None)
+    assert set(load_file(str(out / "codebook.safetensors"))) == {"clusters", "registers"}
     bb = Backbone.load(out)
+    assert torch.equal(bb.codebook.centroids, Backbone.load(ROOT / "models" / "default").codebook.centroids)
     assert bb.spec.kind == "pgslm" and bb.encoder.hop_size == 1280
     assert bb.prosody.config.hop_size == 1280 and bb.prosody.config.f0_code_ratio == 16.0
     t = np.arange(3 * 16000) / 16000

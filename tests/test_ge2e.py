@@ -146,6 +146,8 @@ def test_a_ge2e_voice_bundle_stores_float16_weights_and_serves_their_codes(tmp_p
     units = bb.unit_extractor().extract(wavs)
     rounded = _encoder()
     rounded.load_state_dict({k: v.half().float() for k, v in rounded.state_dict().items()})
-    want = vp.codes(rounded.embed(wavs)) + 8  # the codes of the GE2E vectors of the weights as stored
+    served = bb.voice.ge2e.embed(wavs)  # the server computes with the weights as stored (float16 values) ...
+    assert torch.equal(served, rounded.embed(wavs)) and not torch.allclose(served, _encoder().embed(wavs), atol=1e-6)
+    want = vp.codes(served) + 8  # ... and its codes are the prefix
     for u, w in zip(units, want, strict=True):
         assert u.units[:2].tolist() == w.tolist() and u.durations[:2].tolist() == [0, 0] and (u.units[2:] < 8).all()

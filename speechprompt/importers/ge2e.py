@@ -1,9 +1,9 @@
 """Import the GE2E speaker encoder shipped in PyPI ``Resemblyzer`` 0.1.4 as a :class:`~speechprompt.ge2e.GE2EEncoder`
 state dict (the voice prefix's ``ge2e`` source, ``voice.py``).
 
-The wheel (Apache-2.0, Resemble AI / Corentin Jemine) holds ``resemblyzer/pretrained.pt``: a torch zip checkpoint
-``{"model_state": {lstm.*, linear.*, similarity_weight, similarity_bias}}``, trained on LibriSpeech, VoxCeleb 1 and 2
-(real voices). ``fetch(dest)`` runs ``pip download`` (the package index, never a model hub; wheels only, so no
+The wheel (Apache-2.0, Resemble AI / Corentin Jemine) holds ``resemblyzer/pretrained.pt``: a torch checkpoint (the
+legacy pickle format, CUDA storages) ``{"step", "model_state": {lstm.*, linear.*, similarity_weight,
+similarity_bias}, "optimizer_state"}``, trained on LibriSpeech, VoxCeleb 1 and 2 (real voices). ``fetch(dest)`` runs ``pip download`` (the package index, never a model hub; wheels only, so no
 package code runs), refuses the file unless its SHA-256 is :data:`PRETRAINED_SHA256`, and keeps it with the wheel's
 LICENSE; :func:`convert` reads it with ``torch.load(weights_only=True)`` (tensors only; nothing in it is executed) and
 checks every name and shape. The GE2E loss's similarity scale and bias are dropped (training only).
@@ -12,8 +12,6 @@ checks every name and shape. The GE2E loss's similarity scale and bias are dropp
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,6 +21,7 @@ from torch import Tensor
 
 from ..backbone import sha256_file
 from ..ge2e import GE2EEncoder
+from .wheels import download_wheels
 
 PACKAGE = "resemblyzer==0.1.4"
 PRETRAINED_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"  # resemblyzer/pretrained.pt
@@ -46,15 +45,7 @@ def fetch(dest: str | Path, wheel: str | Path | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
-            try:
-                r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                                    "-d", tmp, PACKAGE], capture_output=True, text=True, timeout=1800)
-            except subprocess.TimeoutExpired:
-                raise GE2EImportError(f"pip download {PACKAGE} took over 30 min") from None
-            wheels = sorted(Path(tmp).glob("*.whl"))
-            if r.returncode != 0 or len(wheels) != 1:
-                raise GE2EImportError(f"pip download {PACKAGE} failed: {r.stderr.strip()[-300:]}")
-            wheel = wheels[0]
+            wheel = download_wheels((PACKAGE,), tmp, GE2EImportError)[0]
         try:
             with zipfile.ZipFile(wheel) as z:
                 names = z.namelist()

@@ -163,9 +163,10 @@ def read_f0_stats(path: str | os.PathLike) -> dict[str, F0Summary]:
 
 def write_pgslm_bundle(out: str | os.PathLike, *, name: str, encoder_cfg, encoder_state: dict[str, Tensor],
                        centroids: Tensor, lm_cfg: PGSLMConfig, lm_state: dict[str, Tensor], prosody: Prosody,
-                       extra: dict | None = None) -> str:
-    """A GSLM bundle (``backbone.save_bundle``) + ``prosody.safetensors`` + the ``"prosody"`` section, written in a
-    temp folder and renamed into place; returns the fingerprint (which covers ``prosody.safetensors``)."""
+                       extra: dict | None = None, codebook_state: dict[str, Tensor] | None = None) -> str:
+    """A GSLM bundle (``backbone.save_bundle``; ``codebook_state`` as there, e.g. a product codebook's factors) +
+    ``prosody.safetensors`` + the ``"prosody"`` section, written in a temp folder and renamed into place; returns the
+    fingerprint (which covers ``prosody.safetensors``)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -173,7 +174,7 @@ def write_pgslm_bundle(out: str | os.PathLike, *, name: str, encoder_cfg, encode
         staged = work / "bundle"
         save_bundle(staged, kind="pgslm", name=name, encoder_cfg=encoder_cfg, encoder_state=encoder_state,
                     centroids=centroids, lm_cfg=lm_cfg, lm_state=lm_state,
-                    dictionary=unit_dictionary(lm_cfg.streams.n_units), extra=extra)
+                    dictionary=unit_dictionary(lm_cfg.streams.n_units), extra=extra, codebook_state=codebook_state)
         save_prosody(prosody, staged / PROSODY_FILE)
         meta = json.loads((staged / "backbone.json").read_text())
         meta["files"][PROSODY_FILE] = sha256_file(staged / PROSODY_FILE)

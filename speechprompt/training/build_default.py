@@ -52,7 +52,7 @@ import torch
 
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
-from speechprompt.ge2e import GE2EConfig
+from speechprompt.ge2e import GE2E_RECIPE, GE2EConfig
 from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
@@ -270,7 +270,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     ge2e = None
     if cfg.voice_codes and cfg.voice_source == "ge2e":  # 4a. the voice prefix's clip vectors: GE2E embeddings
         ge2e, ge2e_license = load_ge2e(teacher_cache)
-        key = {k: feats_key[k] for k in ("tts", "real", "twins")} | {"ge2e": state_digest(ge2e.state_dict())}
+        key = {k: feats_key[k] for k in ("tts", "real", "twins")} | {"ge2e": state_digest(ge2e.state_dict()),
+                                                                       "recipe": GE2E_RECIPE}
         vectors = voice_stage(stages, work / "voice-ge2e.pt", key, ge2e.embed, GE2EConfig.dim, tts + real + twins, say)
         lap("voice_vectors")
     elif cfg.voice_codes:  # 4a. ... or the Whisper block's mean over each clip's frames

@@ -180,8 +180,8 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
 
     fp = write_pgslm_bundle(out, name=cfg.name, encoder_cfg=bb.spec.encoder,
                             encoder_state=load_file(str(src / "encoder.safetensors")),
-                            centroids=load_file(str(src / "codebook.safetensors"))["centroids"], lm_cfg=lm_cfg,
-                            lm_state=lm.state_dict(), prosody=prosody, extra=extra)
+                            centroids=bb.codebook.centroids, codebook_state=load_file(str(src / "codebook.safetensors")),
+                            lm_cfg=lm_cfg, lm_state=lm.state_dict(), prosody=prosody, extra=extra)
     for n in ("encoder.safetensors", "codebook.safetensors"):
         if sha256_file(out / n) != src_meta["files"][n]:
             raise RuntimeError(f"{out / n} is not byte-identical to {src / n}")

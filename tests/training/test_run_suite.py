@@ -72,3 +72,22 @@ def test_main_runs_a_pgslm_task_without_touching_docs(run_suite, pgslm_bundle_di
     from speechprompt.package import read_package
 
     assert read_package(pkg.read_bytes()).meta.backbone_kind == "pgslm"
+
+
+@pytest.mark.parametrize("source", ["whisper-block-mean", "ge2e"])
+def test_encode_task_units_carry_the_voice_prefix_the_server_adds(run_suite, source, wav_folder, tmp_path):
+    """Prompts train on the units ``encode_task`` caches: with a voice prefix they start with the same voice tokens
+    as the served ones, whether the vector comes from the encoder's pass or from the waveform (GE2E)."""
+    from speechprompt.backbone import Backbone
+    from tests.test_ge2e import _ge2e_bundle
+    from tests.test_voice import _voice_bundle
+
+    (_ge2e_bundle if source == "ge2e" else _voice_bundle)(tmp_path / "b")
+    bb, task = Backbone.load(tmp_path / "b"), _task(tmp_path / "suite", wav_folder)
+    data = run_suite.encode_task(bb, task, tmp_path / "work", jobs=1)
+    examples = sorted(M.read_manifest(task / "manifest.csv"), key=lambda e: ("train", "dev", "test").index(e.split))
+    served = bb.unit_extractor().extract([M.load_audio(e.path) for e in examples])
+    mine = [u for s in ("train", "dev", "test") for u in data[s]["units"]]
+    assert len(mine) == len(served) == 12
+    for a, b in zip(mine, served, strict=True):
+        assert torch.equal(a, b.units) and (a[:2] >= 8).all() and (a[2:] < 8).all()

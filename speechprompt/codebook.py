@@ -24,8 +24,8 @@ class CodebookImportError(ValueError):
 class Codebook(nn.Module):
     """Nearest-centroid quantiser over ``centroids [K, D]`` (a buffer).
 
-    ``codebook.safetensors`` holds ``centroids``, or, for a product codebook (``kmeans.product_centroids``: unit
-    ``r * C + c`` = ``[clusters[c], registers[r]]``), its two factors ``clusters [C, E]`` and ``registers [R, P]``,
+    ``codebook.safetensors`` holds ``centroids``, or, for a product codebook (:meth:`product`: unit ``r * C + c`` =
+    ``[clusters[c], registers[r]]``), its two factors ``clusters [C, E]`` and ``registers [R, P]``,
     which expand to exactly the same ``[R * C, E + P]`` centroids in about ``1 / R`` of the bytes (:meth:`from_file`,
     :meth:`file_state`). ``factors`` must expand to ``centroids`` (ValueError otherwise); :meth:`product` makes both.
     """
@@ -42,8 +42,15 @@ class Codebook(nn.Module):
 
     @classmethod
     def product(cls, clusters: Tensor, registers: Tensor) -> Codebook:
-        """The product codebook of ``clusters [C, E]`` x ``registers [R, P]`` (unit ``r * C + c``), remembering its
-        factors so that it is stored as them. Raises ValueError for factors that are not finite 2-D tensors."""
+        """The product codebook of ``clusters [C, E]`` x ``registers [R, P]``: ``[R * C, E + P]`` centroids, unit
+        ``r * C + c`` = cluster ``c`` of the dense features next to register ``r`` of the extra stream
+        (``pitch.register_centroids``); it remembers its factors so that it is stored as them.
+
+        Squared distances add over the two blocks, so the nearest of these centroids to a frame ``[x, p]`` is always
+        (nearest cluster to ``x``, nearest register to ``p``): the dense stream keeps its full ``C``-cluster
+        resolution and the register is a separate factor of the unit, instead of k-means over ``[x, p]`` trading one
+        against the other (build-default ``--pitch-registers``; docs/model_card.md). Raises ValueError for factors
+        that are not finite 2-D tensors."""
         clusters, registers = torch.as_tensor(clusters).float(), torch.as_tensor(registers).float()
         if clusters.dim() != 2 or registers.dim() != 2 or not len(clusters) or not len(registers):
             raise ValueError(f"product codebook factors must be [C, E] and [R, P]; got {tuple(clusters.shape)} and "

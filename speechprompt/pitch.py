@@ -186,7 +186,7 @@ def register_centroids(cfg: PitchConfig, registers: int) -> Tensor:
     Row 0 is unvoiced (``[0, 0]``); rows 1.. are voiced frames at F0 spaced evenly in log-F0 from half an octave
     below ``log_f0_ref`` to half an octave above (``registers=3``: 113 and 226 Hz around 160 Hz, so the nearest
     register splits voiced frames at 160 Hz; ``registers=2``: voiced at ``log_f0_ref``, i.e. voicing only). A
-    build's product codebook (``training/kmeans.product_centroids``) pairs these with the embedding's clusters, so
+    build's product codebook (``codebook.Codebook.product``) pairs these with the embedding's clusters, so
     a unit names a word-like cluster *and* a register, and the nearest-centroid quantiser picks both independently.
     Raises ``ValueError`` unless ``registers >= 2``.
     """

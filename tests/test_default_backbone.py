@@ -44,7 +44,7 @@ def test_bundle_is_the_logged_build_with_the_real_speech_dense_model(backbone):
 
 
 def test_units_are_a_product_of_clusters_and_pitch_registers_with_a_factored_lm_embedding(backbone):
-    """Unit r * 300 + k is embedding cluster k in pitch register r (kmeans.product_centroids), and the unit LM's
+    """Unit r * 300 + k is embedding cluster k in pitch register r (Codebook.product), and the unit LM's
     embedding of it was trained as A[k] + B[r] (unit_lm_train.FactoredEmbedding), so E[k, r] - E[k, 0] - E[0, r] +
     E[0, 0] vanishes for every cluster and register, while the clusters themselves differ."""
     cents = backbone.codebook.centroids.view(4, 300, 98)

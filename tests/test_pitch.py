@@ -14,7 +14,6 @@ from speechprompt.backbone import Backbone, BundleError, natural_dictionary, sav
 from speechprompt.codebook import Codebook
 from speechprompt.pitch import PitchConfig, frame_segments, pitch_features, register_centroids, yin
 from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
-from speechprompt.training.kmeans import product_centroids
 from speechprompt.unit_lm import UnitLM, UnitLMConfig
 
 SR = 16000
@@ -90,7 +89,7 @@ def test_product_codebook_picks_the_nearest_cluster_and_the_pitch_register_indep
         register_centroids(cfg, 1)
     g = torch.Generator().manual_seed(0)
     clusters = torch.randn(7, 96, generator=g) * 30
-    book = Codebook(torch.from_numpy(product_centroids(clusters.numpy(), reg.numpy())))
+    book = Codebook.product(clusters, reg)
     assert book.vocab_size == 21 and book.dim == 98
     # frames: embedding near a random cluster + the pitch of a 110 Hz voice, a 240 Hz voice, and silence (unvoiced)
     tones = [(_harmonic(110.0), 1), (_harmonic(240.0), 2), (torch.zeros(SR), 0)]

@@ -24,7 +24,7 @@ file of their own, so ``--units`` and ``--name`` reuse every stage):
    only (docs/results.md, "Tape-speed copies");
 5. codebook: k-means (``units``: 300 since v6; 100 in v2-v5) on ``codebook_frames`` sampled frames; with
    ``pitch_registers`` (default 4 since v7; 3 in v5 and v6) the k-means sees the embedding dimensions only and each
-   cluster is paired with every pitch register (a product codebook, ``kmeans.product_centroids``: 1,200 units in v7,
+   cluster is paired with every pitch register (a product codebook, ``Codebook.product``: 1,200 units in v7,
    900 in v6, 300 in v5),
    so the units keep the word clusters and carry the register as a second factor; ``pitch_registers=0`` clusters
    embedding + pitch together (v3);
@@ -118,7 +118,7 @@ class DefaultBuildConfig:
     # (dense whisper-base), or ge2e (Resemblyzer's GE2E speaker embedding, weights in the bundle)
     voice_layer: int = 1
     compact_codebook: bool = False  # store a product codebook as its factors (Codebook.file_state: clusters +
-    # registers, the same units in a quarter of the bytes; v1-v7 store the expanded centroids)
+    # registers, the same units in about 1 / pitch_registers of the bytes; v1-v7 store the expanded centroids)
     lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
     # model, which prompts train on): keeps a Whisper bundle within issue 14's 40 MB
     name: str = "speechprompt-default-v7"

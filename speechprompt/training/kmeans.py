@@ -49,16 +49,3 @@ def subsample_rows(feats: list[torch.Tensor], n: int, seed: int) -> np.ndarray:
 
 
 __all__ = ["NUM_UNITS", "fit_kmeans", "subsample_rows"]
-
-
-def product_centroids(clusters: np.ndarray, registers: np.ndarray) -> np.ndarray:
-    """A product codebook: ``clusters [K, D]`` x ``registers [R, P]`` -> ``[R * K, D + P]`` f32, unit ``r * K + k``
-    = cluster ``k`` of the dense features next to register ``r`` of the extra stream (``pitch.register_centroids``).
-
-    Squared distances add over the two blocks, so the nearest of these centroids to a frame ``[x, p]`` is always
-    (nearest cluster to ``x``, nearest register to ``p``): the dense stream keeps its full ``K``-cluster resolution
-    and the register is a separate factor of the unit, instead of k-means over ``[x, p]`` trading one against the
-    other (build-default ``--pitch-registers``; docs/model_card.md).
-    """
-    k, r = len(clusters), len(registers)
-    return np.concatenate([np.tile(clusters, (r, 1)), np.repeat(registers, k, axis=0)], axis=1).astype(np.float32)

@@ -21,7 +21,7 @@ from speechprompt.unit_lm import UnitLM
 
 class FactoredEmbedding(nn.Module):
     """A parametrisation of a product codebook's token embeddings ``[4 + R*K, d]``: the row of unit ``r*K + k``
-    (``kmeans.product_centroids``: cluster ``k``, pitch register ``r``) is ``A[k] + B[r]``; the four specials keep
+    (``Codebook.product``: cluster ``k``, pitch register ``r``) is ``A[k] + B[r]``; the four specials keep
     rows of their own. The ``R`` tokens of one cluster then share ``A[k]`` (the unit LM does not have to learn each
     register of a word-like cluster apart), and with the tied output projection a next-unit logit is a cluster
     score plus a register score. Training only: ``train_unit_lm`` materialises the table afterwards, so the bundle

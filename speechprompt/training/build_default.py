@@ -52,7 +52,6 @@ import torch
 
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
-from speechprompt.ge2e import GE2E_RECIPE, GE2EConfig
 from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
@@ -67,9 +66,8 @@ from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
-from speechprompt.training.voice_codes import check_voice, fit_voice, load_ge2e, voice_stage
+from speechprompt.training.voice_codes import check_voice, fit_prefix, voice_extra, voice_vectors_stage
 from speechprompt.unit_lm import UnitLMConfig
-from speechprompt.voice import VoiceConfig, VoicePrefix
 
 log = logging.getLogger(__name__)
 TWIN_CHUNK = 1000  # twins per stage file
@@ -266,18 +264,10 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         feats = _with_pitch(feats, tts + real + twins, pitch, work / f"{pitch_stage}.pt", say)
     f_tts, f_real, f_twin = feats[:len(tts)], feats[len(tts):len(tts) + len(real)], feats[len(tts) + len(real):]
     lap("features")
-    vectors = None
-    ge2e = None
-    if cfg.voice_codes and cfg.voice_source == "ge2e":  # 4a. the voice prefix's clip vectors: GE2E embeddings
-        ge2e, ge2e_license = load_ge2e(teacher_cache)
-        key = {k: feats_key[k] for k in ("tts", "real", "twins")} | {"ge2e": state_digest(ge2e.state_dict()),
-                                                                       "recipe": GE2E_RECIPE}
-        vectors = voice_stage(stages, work / "voice-ge2e.pt", key, ge2e.embed, GE2EConfig.dim, tts + real + twins, say)
-        lap("voice_vectors")
-    elif cfg.voice_codes:  # 4a. ... or the Whisper block's mean over each clip's frames
-        vectors = voice_stage(stages, work / f"voice-L{cfg.voice_layer}-{teacher.stage}.pt",
-                              {"feats": feats_key, "layer": cfg.voice_layer},
-                              lambda w: enc.block_means(w, cfg.voice_layer), enc.cfg.dim, tts + real + twins, say)
+    vectors, ge2e, ge2e_license = None, None, None
+    if cfg.voice_codes:  # 4a. the voice prefix's clip vectors (GE2E embeddings or a Whisper block's clip means)
+        vectors, ge2e, ge2e_license = voice_vectors_stage(cfg, stages, work, feats_key, teacher.stage, enc,
+                                                          tts + real + twins, teacher_cache, say)
         lap("voice_vectors")
     valid_tts = [i for i, m in enumerate(tts_meta) if m["valid"]]
     valid_real = lm_valid_real(real_meta)
@@ -310,10 +300,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     train_idx = [i for i, m in enumerate(tts_meta) if not m["valid"]] + [n_t + i for i in range(n_r) if i not in held] \
         + list(range(n_t + n_r, n_t + n_r + len(twins)))  # the order of train_feats
     if vectors is not None:
-        voice = VoicePrefix(VoiceConfig(source=cfg.voice_source, layer=0 if ge2e else cfg.voice_layer,
-                                        dim=int(vectors.shape[1]), codes=tuple(cfg.voice_codes)))
-        voice.load_state_dict(fit_voice(vectors[train_idx], cfg.voice_codes, cfg.seed, standardise=ge2e is None)
-                              | ({f"ge2e.{k}": v for k, v in ge2e.state_dict().items()} if ge2e else {}))
+        voice = fit_prefix(cfg, vectors[train_idx], ge2e)
         prefix = voice.codes(vectors) + cfg.vocab  # [clips, S] unit ids after the codebook's
         lap("voice_codebook")
 
@@ -353,12 +340,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if cfg.real_speeds:
         extra["real_speeds"] = list(cfg.real_speeds)
     if voice is not None:
-        what = ("the clip's GE2E speaker embedding (Resemblyzer 0.1.4)" if ge2e else
-                f"the clip's mean of Whisper block {cfg.voice_layer}, standardised")
-        extra["voice"] = (f"voice prefix: {what}, residual k-means {' + '.join(map(str, cfg.voice_codes))}, one token "
-                          "per stage before the units")
-        if ge2e:
-            extra["voice_license"] = ge2e_license
+        extra |= voice_extra(cfg, ge2e_license)
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
                      centroids=codebook.centroids, codebook_state=codebook.file_state() if cfg.compact_codebook else None,
                      lm_cfg=cfg.lm,

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechprompt.ge2e import GE2EEncoder
+from speechprompt.ge2e import GE2E_RECIPE, GE2EConfig, GE2EEncoder
+from speechprompt.training.default_stages import state_digest
 from speechprompt.training.kmeans import fit_kmeans
-from speechprompt.voice import SOURCES
+from speechprompt.voice import SOURCES, VoiceConfig, VoicePrefix
 
 Embed = Callable[[list[torch.Tensor]], torch.Tensor]  # clips [N_i] f32 @16 kHz -> [B, D] f32
 
@@ -93,4 +94,42 @@ def fit_voice(vectors: torch.Tensor, codes: tuple[int, ...], seed: int,
     return out
 
 
-__all__ = ["check_voice", "fit_voice", "load_ge2e", "voice_stage", "voice_vectors"]
+def voice_vectors_stage(cfg, stages, work: Path, feats_key: dict, teacher_stage: str, enc, clips: list[np.ndarray],
+                        teacher_cache: str | Path, say: Callable[[str], None]
+                        ) -> tuple[torch.Tensor, GE2EEncoder | None, str | None]:
+    """A build's voice vectors ``[N, D]`` of ``clips`` (tts + real + twins) by ``cfg.voice_source``, as a stage file
+    in ``work``: ``voice-ge2e.pt`` (GE2E, :func:`load_ge2e` from ``teacher_cache``; keyed by the clips, the weights'
+    digest and ``ge2e.GE2E_RECIPE``) or ``voice-L{layer}-{teacher_stage}.pt`` (the Whisper encoder ``enc``'s block
+    means; keyed by the features' key and the layer). Returns the vectors, the GE2E encoder (None for Whisper) and its
+    licence."""
+    if cfg.voice_source == "ge2e":
+        ge2e, licence = load_ge2e(teacher_cache)
+        key = {k: feats_key[k] for k in ("tts", "real", "twins")} | {"ge2e": state_digest(ge2e.state_dict()),
+                                                                       "recipe": GE2E_RECIPE}
+        return voice_stage(stages, work / "voice-ge2e.pt", key, ge2e.embed, GE2EConfig.dim, clips, say), ge2e, licence
+    vectors = voice_stage(stages, work / f"voice-L{cfg.voice_layer}-{teacher_stage}.pt",
+                          {"feats": feats_key, "layer": cfg.voice_layer},
+                          lambda w: enc.block_means(w, cfg.voice_layer), enc.cfg.dim, clips, say)
+    return vectors, None, None
+
+
+def fit_prefix(cfg, train_vectors: torch.Tensor, ge2e: GE2EEncoder | None) -> VoicePrefix:
+    """The bundle's :class:`VoicePrefix` from the train clips' vectors ``[N, D]`` (:func:`fit_voice`, standardised
+    unless GE2E), carrying GE2E's weights when ``ge2e`` is given."""
+    voice = VoicePrefix(VoiceConfig(source=cfg.voice_source, layer=0 if ge2e else cfg.voice_layer,
+                                    dim=int(train_vectors.shape[1]), codes=tuple(cfg.voice_codes)))
+    voice.load_state_dict(fit_voice(train_vectors, cfg.voice_codes, cfg.seed, standardise=ge2e is None)
+                          | ({f"ge2e.{k}": v for k, v in ge2e.state_dict().items()} if ge2e else {}))
+    return voice
+
+
+def voice_extra(cfg, ge2e_license: str | None) -> dict:
+    """The bundle's ``extra`` entries that describe its voice prefix (and GE2E's licence)."""
+    what = ("the clip's GE2E speaker embedding (Resemblyzer 0.1.4)" if ge2e_license else
+            f"the clip's mean of Whisper block {cfg.voice_layer}, standardised")
+    return {"voice": f"voice prefix: {what}, residual k-means {' + '.join(map(str, cfg.voice_codes))}, one token "
+                     "per stage before the units", **({"voice_license": ge2e_license} if ge2e_license else {})}
+
+
+__all__ = ["check_voice", "fit_prefix", "fit_voice", "load_ge2e", "voice_extra", "voice_stage", "voice_vectors",
+           "voice_vectors_stage"]

@@ -12,6 +12,10 @@ Each ``--draw`` redraws what the training side gets beyond its real clips (chann
 non-speech) and the prompts' seed; the speaker split and the test clips stay. One draw moved cells by up to 0.13
 (docs/results.md, "Rerun on 2026-12-04"), so a difference between columns means something only beyond this spread.
 The block goes to docs/results.md between the ``draws:begin/end`` markers.
+
+``--readout dev-pick``: where a draw trained both read-outs (``--variants v2,v2_mean``), the prompts' cell is the one
+with the higher dev accuracy (a tie: the lower dev loss), never the test's; folders of several builds of one recipe
+(other ``--lm-seed``s) can be passed together, and the header counts the builds (backbone fingerprints).
 """
 
 from __future__ import annotations
@@ -34,6 +38,29 @@ REGRESSIONS = (("LR unit hist (new)", ("new", "logreg_hist")), ("MFCC + LR", ("l
 COLUMNS = (PROMPTS, ("old default (prompts)", ("old", "v2"))) + REGRESSIONS  # old: when a draw ran --columns old
 
 
+READOUT_VARIANTS = ("v2", "v2_mean")  # the separator's and the mean state's read-out (prompting.py)
+
+
+def dev_pick(new: dict) -> str | None:
+    """Of the read-out variants a draw trained (``new``: one task's ``"new"`` results), the one with the higher dev
+    accuracy; a tie goes to the lower dev loss, then to the separator. None when neither was run."""
+    have = [v for v in READOUT_VARIANTS if isinstance(new.get(v), dict) and "dev" in new[v]]
+    return min(have, key=lambda v: (-new[v]["dev"]["accuracy"], new[v]["dev"].get("loss", 0.0),
+                                    READOUT_VARIANTS.index(v)), default=None)
+
+
+def picked(runs: list[dict]) -> list[dict]:
+    """``runs`` with each task's ``new.v2`` replaced by its :func:`dev_pick` (copies; the input is unchanged)."""
+    out = []
+    for run in runs:
+        run = {t: dict(r) for t, r in run.items()}
+        for r in run.values():
+            if isinstance(r.get("new"), dict) and (v := dev_pick(r["new"])) is not None:
+                r["new"] = {**r["new"], "v2": r["new"][v]}
+        out.append(run)
+    return out
+
+
 def cell(result: dict, path: tuple[str, ...], field: str = "accuracy") -> float | None:
     """Test ``field`` (accuracy; ``n``: clips) of one column of one task's results (None when it was not run)."""
     for k in path:
@@ -49,12 +76,17 @@ def spread(values: list[float]) -> str:
     return f"{m:.3f} ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else f"{m:.3f}"
 
 
-def render(runs: list[dict], fingerprints: set[str]) -> str:
-    """The markdown block: one row per task, one column per method, over the runs that have the cell."""
+def render(runs: list[dict], fingerprints: set[str], readout: str = "separator") -> str:
+    """The markdown block: one row per task, one column per method, over the runs that have the cell
+    (``readout="dev-pick"``: the prompts' cell of each run is :func:`dev_pick`'s)."""
+    if readout == "dev-pick":
+        runs = picked(runs)
     head = "| task | draws | " + " | ".join(c for c, _ in COLUMNS) + " | prompts - best regression (per draw) |"
-    lines = [f"Over {len(runs)} training draws (`scripts/real_draws.py`; backbone "
-             f"{', '.join(f'`{f[:16]}`' for f in sorted(fingerprints))}): mean (min-max) test accuracy of each cell on "
-             "the same test clips.", "", head, "|" + "---|" * (head.count("|") - 1)]
+    builds = f"{len(fingerprints)} builds: backbones" if len(fingerprints) > 1 else "backbone"
+    how = "; prompts: the read-out the dev split picks in each draw" if readout == "dev-pick" else ""
+    lines = [f"Over {len(runs)} training draws (`scripts/real_draws.py`; {builds} "
+             f"{', '.join(f'`{f[:16]}`' for f in sorted(fingerprints))}{how}): mean (min-max) test accuracy of each "
+             "cell on the same test clips.", "", head, "|" + "---|" * (head.count("|") - 1)]
     for name in real_tasks.TASK_NAMES:
         rs = [r[name] for r in runs if name in r and cell(r[name], PROMPTS[1]) is not None]
         if not rs:
@@ -70,10 +102,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("work", nargs="+", type=Path, help="real_speech_eval.py --work folders, one per draw")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="'none': print only")
+    ap.add_argument("--readout", choices=("separator", "dev-pick"), default="separator",
+                    help="the prompts' cell: the separator read-out (v2), or per draw the read-out with the better dev "
+                         "accuracy (v2 or v2_mean)")
     a = ap.parse_args()
     runs = [json.loads((w / "results.json").read_text()) for w in a.work]
     fps = {r[t]["new"]["fingerprint"] for r in runs for t in r if "new" in r[t]}
-    block = render(runs, fps)
+    block = render(runs, fps, a.readout)
     sys.stdout.write(block)
     if str(a.results) != "none":
         replace_block(a.results, BEGIN, END, block)

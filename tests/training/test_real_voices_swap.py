@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -103,3 +104,27 @@ def test_best_draw_ranks_by_class_balanced_dev_accuracy_when_dev_metrics_are_the
     assert swap.best_draw([one_noise, run(1, 8)]) == 0  # equal on both: the first
     with pytest.raises(ValueError, match="empty"):
         swap.balanced({"per_class": {"noise": {"recall": 0.0, "support": 0}}})
+
+
+def test_dev_pick_takes_the_read_out_with_the_better_dev_accuracy_then_the_lower_dev_loss():
+    draws = load_script("real_draws")
+
+    def v(dev_acc, dev_loss, test):
+        return {"dev": {"accuracy": dev_acc, "loss": dev_loss}, "test": {"accuracy": test}}
+
+    assert draws.dev_pick({"v2": v(0.6, 1.0, 0.9), "v2_mean": v(0.7, 2.0, 0.1)}) == "v2_mean"  # dev decides, not test
+    assert draws.dev_pick({"v2": v(0.627, 1.32, 0.65), "v2_mean": v(0.627, 1.30, 0.50)}) == "v2_mean"  # tie: loss
+    assert draws.dev_pick({"v2": v(0.5, 1.0, 0.4), "v2_mean": v(0.5, 1.0, 0.3)}) == "v2"  # all equal: the separator
+    assert draws.dev_pick({"v2": v(0.5, 1.0, 0.4)}) == "v2" and draws.dev_pick({"classes": 2}) is None
+    runs = [{"digits": {"new": {"v2": v(0.6, 1.0, 0.45), "v2_mean": v(0.7, 1.0, 0.55),
+                                "logreg_hist": {"test": {"accuracy": 0.5}}}}},
+            {"digits": {"new": {"v2": v(0.8, 1.0, 0.70), "v2_mean": v(0.7, 1.0, 0.20),
+                                "logreg_hist": {"test": {"accuracy": 0.6}}}}}]
+    before = json.dumps(runs, sort_keys=True)
+    block = draws.render(runs, {"ab" * 8, "cd" * 8}, readout="dev-pick")
+    row = next(line for line in block.splitlines() if line.startswith("| digits"))
+    assert "| 2 | 0.625 (0.550-0.700) | - | 0.550 (0.500-0.600) |" in row and row.endswith("| +0.050 / +0.100 |")
+    assert "2 builds" in block and "the read-out the dev split picks" in block
+    assert json.dumps(runs, sort_keys=True) == before  # the caller's results are not rewritten
+    sep = next(line for line in draws.render(runs, {"ab" * 8}).splitlines() if line.startswith("| digits"))
+    assert "| 2 | 0.575 (0.450-0.700) |" in sep  # the default reads the separator (v2) as before

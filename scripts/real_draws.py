@@ -42,15 +42,17 @@ READOUT_VARIANTS = ("v2", "v2_mean")  # the separator's and the mean state's rea
 
 
 def dev_pick(new: dict) -> str | None:
-    """Of the read-out variants a draw trained (``new``: one task's ``"new"`` results), the one with the higher dev
-    accuracy; a tie goes to the lower dev loss, then to the separator. None when neither was run."""
+    """Of the read-out variants a draw trained on the new backbone (``new``: one task's ``"new"`` results), the one
+    with the higher dev accuracy; a tie goes to the lower dev loss (a variant without one loses the tie), then to the
+    first of :data:`READOUT_VARIANTS` (the separator). None when neither was run."""
     have = [v for v in READOUT_VARIANTS if isinstance(new.get(v), dict) and "dev" in new[v]]
-    return min(have, key=lambda v: (-new[v]["dev"]["accuracy"], new[v]["dev"].get("loss", 0.0),
-                                    READOUT_VARIANTS.index(v)), default=None)
+    return min(have, key=lambda v: (-new[v]["dev"]["accuracy"], new[v]["dev"].get("loss", float("inf"))),
+               default=None)  # min keeps the first of equal keys: READOUT_VARIANTS' order
 
 
 def picked(runs: list[dict]) -> list[dict]:
-    """``runs`` with each task's ``new.v2`` replaced by its :func:`dev_pick` (copies; the input is unchanged)."""
+    """``runs`` with each task's ``new.v2`` replaced by its :func:`dev_pick` (copies; the input is unchanged). The old
+    default's column keeps its separator read-out."""
     out = []
     for run in runs:
         run = {t: dict(r) for t, r in run.items()}
@@ -59,6 +61,30 @@ def picked(runs: list[dict]) -> list[dict]:
                 r["new"] = {**r["new"], "v2": r["new"][v]}
         out.append(run)
     return out
+
+
+def only_backbones(runs: list[dict], prefixes: list[str]) -> list[dict]:
+    """``runs`` keeping a task's new-backbone cells only where its fingerprint starts with one of ``prefixes``
+    (copies): a work folder copied from another backbone's keeps that backbone's cells of the tasks it did not rerun,
+    and they must not join the rows."""
+    out = []
+    for run in runs:
+        run = {t: dict(r) for t, r in run.items()}
+        for r in run.values():
+            if isinstance(r.get("new"), dict) and not str(r["new"].get("fingerprint", "")).startswith(tuple(prefixes)):
+                del r["new"]
+        out.append(run)
+    return out
+
+
+def fingerprints_by_task(runs: list[dict]) -> dict[str, set[str]]:
+    """Task -> the new-backbone fingerprints its cells come from, over ``runs``."""
+    fps: dict[str, set[str]] = {}
+    for run in runs:
+        for t, r in run.items():
+            if isinstance(r.get("new"), dict) and "fingerprint" in r["new"]:
+                fps.setdefault(t, set()).add(r["new"]["fingerprint"])
+    return fps
 
 
 def cell(result: dict, path: tuple[str, ...], field: str = "accuracy") -> float | None:
@@ -79,6 +105,8 @@ def spread(values: list[float]) -> str:
 def render(runs: list[dict], fingerprints: set[str], readout: str = "separator") -> str:
     """The markdown block: one row per task, one column per method, over the runs that have the cell
     (``readout="dev-pick"``: the prompts' cell of each run is :func:`dev_pick`'s)."""
+    if readout not in ("separator", "dev-pick"):
+        raise ValueError(f"readout {readout!r}; accepted: separator, dev-pick")
     if readout == "dev-pick":
         runs = picked(runs)
     head = "| task | draws | " + " | ".join(c for c, _ in COLUMNS) + " | prompts - best regression (per draw) |"
@@ -103,11 +131,21 @@ def main() -> None:
     ap.add_argument("work", nargs="+", type=Path, help="real_speech_eval.py --work folders, one per draw")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="'none': print only")
     ap.add_argument("--readout", choices=("separator", "dev-pick"), default="separator",
-                    help="the prompts' cell: the separator read-out (v2), or per draw the read-out with the better dev "
-                         "accuracy (v2 or v2_mean)")
+                    help="the new backbone's prompt cell: the separator read-out (v2), or per draw the read-out with "
+                         "the better dev accuracy (v2 or v2_mean)")
+    ap.add_argument("--backbones", default="",
+                    help="comma-separated fingerprint prefixes: only these backbones' cells join the rows (needed when "
+                         "a folder copied from another backbone keeps that one's cells of other tasks)")
     a = ap.parse_args()
     runs = [json.loads((w / "results.json").read_text()) for w in a.work]
-    fps = {r[t]["new"]["fingerprint"] for r in runs for t in r if "new" in r[t]}
+    if a.backbones:
+        runs = only_backbones(runs, [p for p in a.backbones.split(",") if p])
+    by_task = fingerprints_by_task(runs)
+    for t, f in sorted(by_task.items()):
+        if len(f) > 1:
+            sys.stderr.write(f"note: {t} pools {len(f)} backbones ({', '.join(sorted(x[:8] for x in f))}); "
+                             "--backbones keeps only the ones named\n")
+    fps = set().union(*by_task.values()) if by_task else set()
     block = render(runs, fps, a.readout)
     sys.stdout.write(block)
     if str(a.results) != "none":

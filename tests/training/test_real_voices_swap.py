@@ -116,6 +116,8 @@ def test_dev_pick_takes_the_read_out_with_the_better_dev_accuracy_then_the_lower
     assert draws.dev_pick({"v2": v(0.627, 1.32, 0.65), "v2_mean": v(0.627, 1.30, 0.50)}) == "v2_mean"  # tie: loss
     assert draws.dev_pick({"v2": v(0.5, 1.0, 0.4), "v2_mean": v(0.5, 1.0, 0.3)}) == "v2"  # all equal: the separator
     assert draws.dev_pick({"v2": v(0.5, 1.0, 0.4)}) == "v2" and draws.dev_pick({"classes": 2}) is None
+    no_loss = {"dev": {"accuracy": 0.5}, "test": {"accuracy": 0.9}}
+    assert draws.dev_pick({"v2": no_loss, "v2_mean": v(0.5, 3.0, 0.1)}) == "v2_mean"  # no loss loses a tie
     runs = [{"digits": {"new": {"v2": v(0.6, 1.0, 0.45), "v2_mean": v(0.7, 1.0, 0.55),
                                 "logreg_hist": {"test": {"accuracy": 0.5}}}}},
             {"digits": {"new": {"v2": v(0.8, 1.0, 0.70), "v2_mean": v(0.7, 1.0, 0.20),
@@ -128,3 +130,23 @@ def test_dev_pick_takes_the_read_out_with_the_better_dev_accuracy_then_the_lower
     assert json.dumps(runs, sort_keys=True) == before  # the caller's results are not rewritten
     sep = next(line for line in draws.render(runs, {"ab" * 8}).splitlines() if line.startswith("| digits"))
     assert "| 2 | 0.575 (0.450-0.700) |" in sep  # the default reads the separator (v2) as before
+
+
+def test_only_named_backbones_join_the_rows_of_a_pooled_table():
+    """A work folder copied from another backbone keeps that backbone's cells of the tasks it did not rerun."""
+    draws = load_script("real_draws")
+
+    def run(fp, acc):
+        return {"new": {"fingerprint": fp, "v2": {"dev": {"accuracy": 0.5}, "test": {"accuracy": acc}}},
+                "logreg_mfcc": {"test": {"accuracy": 0.4}}}
+
+    runs = [{"digits": run("aa11", 0.5), "keyword": run("cc33", 0.9)}, {"digits": run("bb22", 0.7)}]
+    assert draws.fingerprints_by_task(runs) == {"digits": {"aa11", "bb22"}, "keyword": {"cc33"}}
+    kept = draws.only_backbones(runs, ["aa", "bb"])
+    assert draws.fingerprints_by_task(kept) == {"digits": {"aa11", "bb22"}}
+    assert "new" in runs[0]["keyword"]  # the caller's results are not rewritten
+    block = draws.render(kept, {"aa11", "bb22"})
+    assert not any(line.startswith("| keyword") for line in block.splitlines())
+    assert "| digits | 2 | 0.600 (0.500-0.700) |" in block and block.rstrip().endswith("| +0.100 / +0.300 |")
+    with pytest.raises(ValueError, match="dev-pick"):
+        draws.render(kept, {"aa11"}, readout="best-on-test")

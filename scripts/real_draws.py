@@ -142,7 +142,7 @@ def main() -> None:
         runs = only_backbones(runs, [p for p in a.backbones.split(",") if p])
     by_task = fingerprints_by_task(runs)
     for t, f in sorted(by_task.items()):
-        if len(f) > 1:
+        if len(f) > 1 and not a.backbones:
             sys.stderr.write(f"note: {t} pools {len(f)} backbones ({', '.join(sorted(x[:8] for x in f))}); "
                              "--backbones keeps only the ones named\n")
     fps = set().union(*by_task.values()) if by_task else set()

@@ -50,31 +50,32 @@ def dev_pick(new: dict) -> str | None:
                default=None)  # min keeps the first of equal keys: READOUT_VARIANTS' order
 
 
-def picked(runs: list[dict]) -> list[dict]:
-    """``runs`` with each task's ``new.v2`` replaced by its :func:`dev_pick` (copies; the input is unchanged). The old
-    default's column keeps its separator read-out."""
+def _map_new(runs: list[dict], change) -> list[dict]:
+    """Copies of ``runs`` with each task's new-backbone results ``new`` replaced by ``change(new)`` (dropped when it
+    gives None); the input is unchanged."""
     out = []
     for run in runs:
         run = {t: dict(r) for t, r in run.items()}
         for r in run.values():
-            if isinstance(r.get("new"), dict) and (v := dev_pick(r["new"])) is not None:
-                r["new"] = {**r["new"], "v2": r["new"][v]}
+            if isinstance(r.get("new"), dict):
+                new = change(r.pop("new"))
+                if new is not None:
+                    r["new"] = new
         out.append(run)
     return out
+
+
+def picked(runs: list[dict]) -> list[dict]:
+    """``runs`` with each task's ``new.v2`` replaced by its :func:`dev_pick` (copies; the input is unchanged). The old
+    default's column keeps its separator read-out."""
+    return _map_new(runs, lambda new: {**new, "v2": new[v]} if (v := dev_pick(new)) is not None else new)
 
 
 def only_backbones(runs: list[dict], prefixes: list[str]) -> list[dict]:
     """``runs`` keeping a task's new-backbone cells only where its fingerprint starts with one of ``prefixes``
     (copies): a work folder copied from another backbone's keeps that backbone's cells of the tasks it did not rerun,
     and they must not join the rows."""
-    out = []
-    for run in runs:
-        run = {t: dict(r) for t, r in run.items()}
-        for r in run.values():
-            if isinstance(r.get("new"), dict) and not str(r["new"].get("fingerprint", "")).startswith(tuple(prefixes)):
-                del r["new"]
-        out.append(run)
-    return out
+    return _map_new(runs, lambda new: new if str(new.get("fingerprint", "")).startswith(tuple(prefixes)) else None)
 
 
 def fingerprints_by_task(runs: list[dict]) -> dict[str, set[str]]:

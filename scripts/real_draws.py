@@ -39,6 +39,7 @@ COLUMNS = (PROMPTS, ("old default (prompts)", ("old", "v2"))) + REGRESSIONS  # o
 
 
 READOUT_VARIANTS = ("v2", "v2_mean")  # the separator's and the mean state's read-out (prompting.py)
+READOUTS = ("separator", "dev-pick")  # how the new backbone's prompt cell is chosen (render, --readout)
 
 
 def dev_pick(new: dict) -> str | None:
@@ -106,8 +107,8 @@ def spread(values: list[float]) -> str:
 def render(runs: list[dict], fingerprints: set[str], readout: str = "separator") -> str:
     """The markdown block: one row per task, one column per method, over the runs that have the cell
     (``readout="dev-pick"``: the prompts' cell of each run is :func:`dev_pick`'s)."""
-    if readout not in ("separator", "dev-pick"):
-        raise ValueError(f"readout {readout!r}; accepted: separator, dev-pick")
+    if readout not in READOUTS:
+        raise ValueError(f"readout {readout!r}; accepted: {', '.join(READOUTS)}")
     if readout == "dev-pick":
         runs = picked(runs)
     head = "| task | draws | " + " | ".join(c for c, _ in COLUMNS) + " | prompts - best regression (per draw) |"
@@ -131,7 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("work", nargs="+", type=Path, help="real_speech_eval.py --work folders, one per draw")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="'none': print only")
-    ap.add_argument("--readout", choices=("separator", "dev-pick"), default="separator",
+    ap.add_argument("--readout", choices=READOUTS, default="separator",
                     help="the new backbone's prompt cell: the separator read-out (v2), or per draw the read-out with "
                          "the better dev accuracy (v2 or v2_mean)")
     ap.add_argument("--backbones", default="",
@@ -146,7 +147,7 @@ def main() -> None:
         if len(f) > 1 and not a.backbones:
             sys.stderr.write(f"note: {t} pools {len(f)} backbones ({', '.join(sorted(x[:8] for x in f))}); "
                              "--backbones keeps only the ones named\n")
-    fps = set().union(*by_task.values()) if by_task else set()
+    fps = set().union(*by_task.values())
     block = render(runs, fps, a.readout)
     sys.stdout.write(block)
     if str(a.results) != "none":

@@ -66,7 +66,7 @@ from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
-from speechprompt.training.voice_codes import check_voice, fit_prefix, voice_extra, voice_vectors_stage
+from speechprompt.training.voice_codes import check_voice, fit_prefix, keeps_prefix, voice_extra, voice_vectors_stage
 from speechprompt.unit_lm import UnitLMConfig
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ class DefaultBuildConfig:
     voice_source: str = "whisper-block-mean"  # the voice vector: the clip's mean of Whisper block voice_layer
     # (dense whisper-base), or ge2e (Resemblyzer's GE2E speaker embedding, weights in the bundle)
     voice_layer: int = 1
+    voice_dropout: float = 0.0  # with voice_codes: the share of the unit LM's training sequences without the prefix
+    # (voice_codes.keeps_prefix; validation keeps it), so prompts may also read units without it; 0 = always, as v8 trials
     compact_codebook: bool = False  # store a product codebook as its factors (Codebook.file_state: clusters +
     # registers, the same units in about 1 / pitch_registers of the bytes; v1-v7 store the expanded centroids)
     lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
@@ -309,11 +311,14 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         return torch.cat([prefix[i], u]) if prefix is not None and len(u) else u
 
     # 6. unit LM (with real_speeds, also on the tape-speed copies of stage 4b)
-    units = [seq(i, f) for i, f in zip(train_idx, train_feats, strict=True) if len(f)]
+    numbered = [(i, seq(i, f)) for i, f in zip(train_idx, train_feats, strict=True) if len(f)]
     valid = [seq(i, f_tts[i]) for i in valid_tts] + [seq(n_t + i, f_real[i]) for i in valid_real]
-    units, valid = [u for u in units if len(u)], [v for v in valid if len(v)]
+    numbered, valid = [(i, u) for i, u in numbered if len(u)], [v for v in valid if len(v)]
     if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
-        valid, units = units[-max(1, len(units) // 20):], units[: -max(1, len(units) // 20)]
+        cut = max(1, len(numbered) // 20)
+        valid, numbered = [u for _, u in numbered[-cut:]], numbered[:-cut]
+    skip = 0 if prefix is None else prefix.shape[1]  # voice_dropout: some train sequences without the prefix
+    units = [u if keeps_prefix(i, cfg.seed, cfg.voice_dropout) else u[skip:] for i, u in numbered]
     units += [u for u in (dedup(codebook.quantize(f))[0] for f in f_sped if len(f)) if len(u)]  # never validation
     lm, lm_hist = train_unit_lm(cfg if cfg.lm_seed is None else replace(cfg, seed=cfg.lm_seed), units, valid, say,
                                 factors=None if not cfg.factored_lm else (cfg.units, cfg.pitch_registers) + (

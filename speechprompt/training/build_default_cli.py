@@ -118,6 +118,9 @@ def _options(typer) -> dict:
                                   "embedding from PyPI Resemblyzer 0.1.4, whose 2.8 MB of weights the bundle holds)"),
         voice_layer=typer.Option(1, help="with --voice-source whisper-block-mean: the Whisper block whose clip mean is "
                                  "the voice vector (1 = the first block's output; the early blocks keep the speaker)"),
+        voice_dropout=typer.Option(0.0, help="with --voice-codes: the share (0 <= x < 1) of the unit LM's training "
+                                   "sequences trained without the prefix (a hash of the clip picks them), so prompts "
+                                   "may read units without it too; default 0"),
         compact_codebook=typer.Option(False, "--compact-codebook/--no-compact-codebook", help="store the product "
                                       "codebook as its clusters + registers (the same units, 1.9 MB less for a "
                                       "Whisper bundle); needs --pitch-registers >= 2"),
@@ -143,7 +146,8 @@ def register(app) -> None:
                           name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
                           whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"],
                           voice_codes: str = o["voice_codes"], voice_layer: int = o["voice_layer"],
-                          voice_source: str = o["voice_source"], compact_codebook: bool = o["compact_codebook"]) -> None:
+                          voice_source: str = o["voice_source"], compact_codebook: bool = o["compact_codebook"],
+                          voice_dropout: float = o["voice_dropout"]) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
@@ -166,9 +170,10 @@ def register(app) -> None:
             codes = parse_voice_codes(voice_codes)
             check_voice(DefaultBuildConfig(dense=dense, whisper_layer=whisper_layer, voice_codes=codes,
                                            voice_layer=voice_layer, voice_source=voice_source,
+                                           voice_dropout=voice_dropout,
                                            real_speeds=parse_speeds(real_speeds)))
         except ValueError as e:
-            typer.echo(f"--voice-codes / --voice-source / --voice-layer: {e}", err=True)
+            typer.echo(f"--voice-codes / --voice-source / --voice-layer / --voice-dropout: {e}", err=True)
             raise typer.Exit(2) from None
         if compact_codebook and pitch_registers == 0:
             typer.echo("--compact-codebook stores a product codebook's factors; it needs --pitch-registers >= 2",
@@ -194,7 +199,8 @@ def register(app) -> None:
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool,
             "--voice-codes": voice_codes or None, "--voice-layer": voice_layer if voice_codes else None,
-            "--voice-source": voice_source if voice_codes else None},
+            "--voice-source": voice_source if voice_codes else None,
+            "--voice-dropout": voice_dropout if voice_dropout else None},
             {"--compact-codebook": compact_codebook, "--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False, "--lm-fp16": lm_fp16}))
 
@@ -215,7 +221,7 @@ def main() -> None:
             name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
             whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], voice_codes: str = o["voice_codes"],
             voice_layer: int = o["voice_layer"], voice_source: str = o["voice_source"],
-            compact_codebook: bool = o["compact_codebook"]) -> None:
+            compact_codebook: bool = o["compact_codebook"], voice_dropout: float = o["voice_dropout"]) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
@@ -224,7 +230,8 @@ def main() -> None:
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
                       whisper_pool=whisper_pool, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),
-                      voice_layer=voice_layer, voice_source=voice_source, compact_codebook=compact_codebook)
+                      voice_layer=voice_layer, voice_source=voice_source, compact_codebook=compact_codebook,
+                      voice_dropout=voice_dropout)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -4,6 +4,7 @@ speaker embeddings), then the standardisation and residual k-means that turn the
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,9 @@ def check_voice(cfg) -> None:
     ``1 <= voice_layer <= whisper_layer``; ``ge2e`` reads the waveform, with any dense model); stages of >= 2 codes;
     vectors exist for the corpus clips only (not for ``real_speeds`` copies)."""
     if not cfg.voice_codes:
+        if cfg.voice_dropout:
+            raise ValueError(f"voice_dropout drops a voice prefix from some training sequences; it needs voice_codes "
+                             f"(got voice_dropout {cfg.voice_dropout} without them)")
         return
     if cfg.voice_source not in SOURCES:
         raise ValueError(f"voice_source must be one of {', '.join(SOURCES)}; got {cfg.voice_source!r}")
@@ -57,6 +61,8 @@ def check_voice(cfg) -> None:
                          f"{cfg.whisper_layer}")
     if min(cfg.voice_codes) < 2:
         raise ValueError(f"voice_codes must be stage sizes >= 2, e.g. (16, 16); got {tuple(cfg.voice_codes)}")
+    if not 0.0 <= cfg.voice_dropout < 1.0:
+        raise ValueError(f"voice_dropout must be in [0, 1); got {cfg.voice_dropout}")
     if cfg.real_speeds:
         raise ValueError("a voice prefix and real_speeds copies cannot be combined (the copies have no voice vectors)")
 
@@ -123,13 +129,27 @@ def fit_prefix(cfg, train_vectors: torch.Tensor, ge2e: GE2EEncoder | None) -> Vo
     return voice
 
 
+def keeps_prefix(index: int, seed: int, dropout: float) -> bool:
+    """Whether unit-LM training sequence ``index`` (a clip's position in the build's tts + real + twins order) keeps
+    its voice prefix, under ``dropout`` (0 <= dropout < 1, the share of sequences trained without it): a fixed hash of
+    (seed, index), so a rebuild drops the same clips. Validation sequences always keep the prefix. Raises
+    ``ValueError`` outside [0, 1)."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"voice_dropout must be in [0, 1); got {dropout}")
+    if dropout == 0.0:
+        return True
+    h = int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest(), "big")
+    return h / 2.0 ** 64 >= dropout
+
+
 def voice_extra(cfg, ge2e_license: str | None) -> dict:
     """The bundle's ``extra`` entries that describe its voice prefix (and GE2E's licence)."""
     what = ("the clip's GE2E speaker embedding (Resemblyzer 0.1.4)" if ge2e_license else
             f"the clip's mean of Whisper block {cfg.voice_layer}, standardised")
     return {"voice": f"voice prefix: {what}, residual k-means {' + '.join(map(str, cfg.voice_codes))}, one token "
-                     "per stage before the units", **({"voice_license": ge2e_license} if ge2e_license else {})}
+                     "per stage before the units" + (f"; the unit LM trained without it on {cfg.voice_dropout:.0%} of its "
+                                                     "sequences" if cfg.voice_dropout else ""), **({"voice_license": ge2e_license} if ge2e_license else {})}
 
 
-__all__ = ["check_voice", "fit_prefix", "fit_voice", "load_ge2e", "voice_extra", "voice_stage", "voice_vectors",
+__all__ = ["check_voice", "fit_prefix", "fit_voice", "keeps_prefix", "load_ge2e", "voice_extra", "voice_stage", "voice_vectors",
            "voice_vectors_stage"]

@@ -223,6 +223,31 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     gu = gb.unit_extractor().extract([torch.from_numpy(np.asarray(twins_clips[0]))])[0]
     assert gu.units[:2].tolist() == (gb.voice.codes(gvecs[-len(twins_clips)][None]) + 48)[0].tolist()
 
+    # voice_dropout: the same units and prefix; the unit LM trains on some sequences without the prefix (the clips
+    # keeps_prefix picks), validation keeps it on every sequence
+    seen = {}
+    real_train = bd.train_unit_lm
+
+    def spy(cfg_, units, valid, *a, **k):
+        seen.update(units=units, valid=valid)
+        return real_train(cfg_, units, valid, *a, **k)
+
+    monkeypatch.setattr(bd, "train_unit_lm", spy)
+    dres = bd.build_default(tmp_path / "bundle_d", replace(wcfg, voice_codes=(3, 2), voice_source="ge2e",
+                                                           voice_dropout=0.5),
+                            **{**kw, "teacher_cache": tmp_path / "teach"})
+    with_prefix = [bool(u[0] >= 48) for u in seen["units"]]
+    assert all(int(v[0]) >= 48 and int(v[1]) >= 51 for v in seen["valid"])
+    assert 0.25 < 1 - sum(with_prefix) / len(with_prefix) < 0.75  # about half dropped, by the fixed hash
+    assert all(int(u[0]) < 48 for u, kept in zip(seen["units"], with_prefix, strict=True) if not kept)
+    db = Backbone.load(tmp_path / "bundle_d")
+    assert "without it on 50% of its sequences" in db.spec.extra["voice"] and dres["fingerprint"] != gres["fingerprint"]
+    assert torch.equal(db.voice.codes(gvecs), gb.voice.codes(gvecs))  # the prefix itself is unchanged
+    with pytest.raises(ValueError, match="voice_dropout drops a voice prefix"):
+        bd.build_default(tmp_path / "bundle_x", replace(wcfg, voice_dropout=0.3), **kw)
+    with pytest.raises(ValueError, match=r"voice_dropout must be in \[0, 1\)"):
+        bd.build_default(tmp_path / "bundle_x", replace(wcfg, voice_codes=(3, 2), voice_dropout=1.0), **kw)
+
     # a build asking for other settings stops at the first stage they change, before touching any stage file
     recorded = json.loads((tmp_path / "work" / "stages.json").read_text())
     assert set(recorded) == {"tts", "real", "twins", "feats", "pitch-40", "speed-0.9", "speed-1.1",
@@ -292,6 +317,10 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
     args = calls[-1][0]
     assert result.exit_code == 0 and args[args.index("--voice-source") + 1] == "ge2e" and "--compact-codebook" in args
     assert "--compact-codebook" not in calls[-2][0] and "--voice-source" not in calls[-2][0]
+    assert "--voice-dropout" not in args  # none unless asked
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--voice-codes", "16,16", "--voice-source", "ge2e",
+                                      "--voice-dropout", "0.3"])
+    assert result.exit_code == 0 and calls[-1][0][calls[-1][0].index("--voice-dropout") + 1] == "0.3"
     n = len(calls)
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-epochs", "0"])
     assert result.exit_code == 2 and "--lm-epochs must be an integer >= 1" in result.output and len(calls) == n
@@ -329,7 +358,8 @@ def test_cli_build_default_runs_the_build_in_a_child_process(monkeypatch):
                                   ["--voice-codes", "8", "--dense", "whisper-base", "--voice-layer", "6"],
                                   ["--voice-codes", "8", "--dense", "whisper-base", "--real-speeds", "0.9"],
                                   ["--voice-codes", "8", "--voice-source", "x-vector"],
-                                  ["--compact-codebook", "--pitch-registers", "0"]])
+                                  ["--compact-codebook", "--pitch-registers", "0"], ["--voice-dropout", "0.3"],
+                                  ["--voice-dropout", "1", "--voice-codes", "8", "--voice-source", "ge2e"]])
 def test_cli_build_default_refuses_a_bad_size_before_starting(monkeypatch, flag):
     from typer.testing import CliRunner
 
@@ -353,3 +383,16 @@ def test_build_default_child_exits_2_on_a_work_folder_of_another_build(tmp_path)
     assert r.returncode == 2, r.stderr
     assert "stage 'tts'" in r.stderr and "minutes: 120.0 there, 1.0 now" in r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "work" / "tts.npz").exists()
+
+
+def test_keeps_prefix_drops_the_asked_share_by_a_fixed_hash():
+    from speechprompt.training.voice_codes import keeps_prefix
+
+    kept = [keeps_prefix(i, 0, 0.3) for i in range(20000)]
+    assert abs(1 - sum(kept) / len(kept) - 0.3) < 0.015
+    assert kept == [keeps_prefix(i, 0, 0.3) for i in range(20000)]  # a rebuild drops the same clips
+    assert kept != [keeps_prefix(i, 1, 0.3) for i in range(20000)]  # another seed, other clips
+    assert all(keeps_prefix(i, 0, 0.0) for i in range(1000))
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"voice_dropout must be in \[0, 1\)"):
+            keeps_prefix(0, 0, bad)

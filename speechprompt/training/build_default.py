@@ -66,7 +66,13 @@ from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
-from speechprompt.training.voice_codes import check_voice, fit_prefix, keeps_prefix, voice_extra, voice_vectors_stage
+from speechprompt.training.voice_codes import (
+    check_voice,
+    fit_prefix,
+    keeps_prefix,
+    voice_extra,
+    voice_vectors_stage,
+)
 from speechprompt.unit_lm import UnitLMConfig
 
 log = logging.getLogger(__name__)

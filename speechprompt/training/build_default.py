@@ -325,6 +325,9 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         valid, numbered = [u for _, u in numbered[-cut:]], numbered[:-cut]
     skip = 0 if prefix is None else prefix.shape[1]  # voice_dropout: some train sequences without the prefix
     units = [u if keeps_prefix(i, cfg.seed, cfg.voice_dropout) else u[skip:] for i, u in numbered]
+    if cfg.voice_dropout:
+        n_dropped = sum(len(u) < len(v) for u, (_, v) in zip(units, numbered, strict=True))
+        say(f"voice_dropout {cfg.voice_dropout:g}: {n_dropped} of {len(units)} training sequences without the voice prefix")
     units += [u for u in (dedup(codebook.quantize(f))[0] for f in f_sped if len(f)) if len(u)]  # never validation
     lm, lm_hist = train_unit_lm(cfg if cfg.lm_seed is None else replace(cfg, seed=cfg.lm_seed), units, valid, say,
                                 factors=None if not cfg.factored_lm else (cfg.units, cfg.pitch_registers) + (

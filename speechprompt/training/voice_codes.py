@@ -46,7 +46,8 @@ def check_voice(cfg) -> None:
     """Refuse a voice prefix a build (``build_default.DefaultBuildConfig``) cannot make (``ValueError`` saying what is
     accepted): a known ``voice_source``; ``whisper-block-mean`` reads a Whisper block (``dense = whisper-base``,
     ``1 <= voice_layer <= whisper_layer``; ``ge2e`` reads the waveform, with any dense model); stages of >= 2 codes;
-    vectors exist for the corpus clips only (not for ``real_speeds`` copies)."""
+    vectors exist for the corpus clips only (not for ``real_speeds`` copies); ``voice_dropout`` in [0, 1), and > 0
+    only with ``voice_codes``."""
     if not cfg.voice_codes:
         if cfg.voice_dropout:
             raise ValueError(f"voice_dropout drops a voice prefix from some training sequences; it needs voice_codes "
@@ -147,8 +148,8 @@ def voice_extra(cfg, ge2e_license: str | None) -> dict:
     what = ("the clip's GE2E speaker embedding (Resemblyzer 0.1.4)" if ge2e_license else
             f"the clip's mean of Whisper block {cfg.voice_layer}, standardised")
     return {"voice": f"voice prefix: {what}, residual k-means {' + '.join(map(str, cfg.voice_codes))}, one token "
-                     "per stage before the units" + (f"; the unit LM trained without it on {cfg.voice_dropout:.0%} of its "
-                                                     "sequences" if cfg.voice_dropout else ""), **({"voice_license": ge2e_license} if ge2e_license else {})}
+                     "per stage before the units" + (f"; the unit LM trained without it on {100 * cfg.voice_dropout:g}% of "
+                                                     "its training sequences" if cfg.voice_dropout else ""), **({"voice_license": ge2e_license} if ge2e_license else {})}
 
 
 __all__ = ["check_voice", "fit_prefix", "fit_voice", "keeps_prefix", "load_ge2e", "voice_extra", "voice_stage", "voice_vectors",

@@ -202,6 +202,14 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     pretrained.parent.mkdir(parents=True)
     torch.save({"model_state": {k: torch.from_numpy(v) for k, v in formula_state().items()}}, pretrained)
     monkeypatch.setattr(gimp, "PRETRAINED_SHA256", hashlib.sha256(pretrained.read_bytes()).hexdigest())
+    seen = {}  # the unit LM's train and validation sequences of each build below (voice_dropout compares them)
+    real_train = bd.train_unit_lm
+
+    def spy(cfg_, units, valid, *a, **k):
+        seen[len(seen)] = (units, valid)
+        return real_train(cfg_, units, valid, *a, **k)
+
+    monkeypatch.setattr(bd, "train_unit_lm", spy)
     gres = bd.build_default(tmp_path / "bundle_g", replace(wcfg, voice_codes=(3, 2), voice_source="ge2e",
                                                            compact_codebook=True),
                             **{**kw, "teacher_cache": tmp_path / "teach"})
@@ -225,23 +233,18 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
 
     # voice_dropout: the same units and prefix; the unit LM trains on some sequences without the prefix (the clips
     # keeps_prefix picks), validation keeps it on every sequence
-    seen = {}
-    real_train = bd.train_unit_lm
-
-    def spy(cfg_, units, valid, *a, **k):
-        seen.update(units=units, valid=valid)
-        return real_train(cfg_, units, valid, *a, **k)
-
-    monkeypatch.setattr(bd, "train_unit_lm", spy)
     dres = bd.build_default(tmp_path / "bundle_d", replace(wcfg, voice_codes=(3, 2), voice_source="ge2e",
                                                            voice_dropout=0.5),
                             **{**kw, "teacher_cache": tmp_path / "teach"})
-    with_prefix = [bool(u[0] >= 48) for u in seen["units"]]
-    assert all(int(v[0]) >= 48 and int(v[1]) >= 51 for v in seen["valid"])
-    assert 0.25 < 1 - sum(with_prefix) / len(with_prefix) < 0.75  # about half dropped, by the fixed hash
-    assert all(int(u[0]) < 48 for u, kept in zip(seen["units"], with_prefix, strict=True) if not kept)
+    (g_units, g_valid), (d_units, d_valid) = seen[0], seen[1]
+    assert len(g_valid) == len(d_valid) and all(torch.equal(a, b) for a, b in zip(g_valid, d_valid, strict=True))
+    assert all(int(v[0]) >= 48 and int(v[1]) >= 51 for v in d_valid)  # validation keeps the prefix
+    dropped = [not torch.equal(d, g) for g, d in zip(g_units, d_units, strict=True)]
+    assert all(torch.equal(d, g[2:]) for g, d, drop in zip(g_units, d_units, dropped, strict=True) if drop)
+    assert all(int(g[0]) >= 48 and int(g[1]) >= 51 for g in g_units)  # without dropout every train sequence has it
+    assert 0.25 < sum(dropped) / len(dropped) < 0.75  # about half: exactly the two prefix tokens gone, units kept
     db = Backbone.load(tmp_path / "bundle_d")
-    assert "without it on 50% of its sequences" in db.spec.extra["voice"] and dres["fingerprint"] != gres["fingerprint"]
+    assert "without it on 50% of its training sequences" in db.spec.extra["voice"] and dres["fingerprint"] != gres["fingerprint"]
     assert torch.equal(db.voice.codes(gvecs), gb.voice.codes(gvecs))  # the prefix itself is unchanged
     with pytest.raises(ValueError, match="voice_dropout drops a voice prefix"):
         bd.build_default(tmp_path / "bundle_x", replace(wcfg, voice_dropout=0.3), **kw)

@@ -68,8 +68,8 @@ from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
 from speechprompt.training.voice_codes import (
     check_voice,
+    drop_prefixes,
     fit_prefix,
-    keeps_prefix,
     voice_extra,
     voice_vectors_stage,
 )
@@ -121,8 +121,7 @@ class DefaultBuildConfig:
     voice_source: str = "whisper-block-mean"  # the voice vector: the clip's mean of Whisper block voice_layer
     # (dense whisper-base), or ge2e (Resemblyzer's GE2E speaker embedding, weights in the bundle)
     voice_layer: int = 1
-    voice_dropout: float = 0.0  # with voice_codes: the share of the unit LM's training sequences without the prefix
-    # (voice_codes.keeps_prefix; validation keeps it), so prompts may also read units without it; 0 = always, as v8 trials
+    voice_dropout: float = 0.0  # share of unit-LM train sequences without the prefix (voice_codes.drop_prefixes)
     compact_codebook: bool = False  # store a product codebook as its factors (Codebook.file_state: clusters +
     # registers, the same units in about 1 / pitch_registers of the bytes; v1-v7 store the expanded centroids)
     lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
@@ -323,11 +322,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     if not valid:  # a tiny corpus (--small) may have no validation utterance: hold out the last 5 %
         cut = max(1, len(numbered) // 20)
         valid, numbered = [u for _, u in numbered[-cut:]], numbered[:-cut]
-    skip = 0 if prefix is None else prefix.shape[1]  # voice_dropout: some train sequences without the prefix
-    units = [u if keeps_prefix(i, cfg.seed, cfg.voice_dropout) else u[skip:] for i, u in numbered]
-    if cfg.voice_dropout:
-        n_dropped = sum(len(u) < len(v) for u, (_, v) in zip(units, numbered, strict=True))
-        say(f"voice_dropout {cfg.voice_dropout:g}: {n_dropped} of {len(units)} training sequences without the voice prefix")
+    units = drop_prefixes(numbered, 0 if prefix is None else prefix.shape[1], cfg.seed, cfg.voice_dropout, say)
     units += [u for u in (dedup(codebook.quantize(f))[0] for f in f_sped if len(f)) if len(u)]  # never validation
     lm, lm_hist = train_unit_lm(cfg if cfg.lm_seed is None else replace(cfg, seed=cfg.lm_seed), units, valid, say,
                                 factors=None if not cfg.factored_lm else (cfg.units, cfg.pitch_registers) + (

@@ -143,6 +143,18 @@ def keeps_prefix(index: int, seed: int, dropout: float) -> bool:
     return h / 2.0 ** 64 >= dropout
 
 
+def drop_prefixes(numbered: list[tuple[int, torch.Tensor]], prefix_len: int, seed: int, dropout: float,
+                  say: Callable[[str], None]) -> list[torch.Tensor]:
+    """The unit LM's training sequences under ``voice_dropout``: ``numbered`` holds ``(clip index, sequence [M] i64)``
+    with the prefix's ``prefix_len`` tokens first; a sequence :func:`keeps_prefix` drops loses exactly those tokens.
+    Says how many were dropped when ``dropout > 0``. Raises ``ValueError`` as :func:`keeps_prefix`."""
+    units = [u if keeps_prefix(i, seed, dropout) else u[prefix_len:] for i, u in numbered]
+    if dropout:
+        n = sum(len(u) < len(v) for u, (_, v) in zip(units, numbered, strict=True))
+        say(f"voice_dropout {dropout:g}: {n} of {len(units)} training sequences without the voice prefix")
+    return units
+
+
 def voice_extra(cfg, ge2e_license: str | None) -> dict:
     """The bundle's ``extra`` entries that describe its voice prefix (and GE2E's licence)."""
     what = ("the clip's GE2E speaker embedding (Resemblyzer 0.1.4)" if ge2e_license else
@@ -152,5 +164,5 @@ def voice_extra(cfg, ge2e_license: str | None) -> dict:
                                                      "its training sequences" if cfg.voice_dropout else ""), **({"voice_license": ge2e_license} if ge2e_license else {})}
 
 
-__all__ = ["check_voice", "fit_prefix", "fit_voice", "keeps_prefix", "load_ge2e", "voice_extra", "voice_stage", "voice_vectors",
+__all__ = ["check_voice", "drop_prefixes", "fit_prefix", "fit_voice", "keeps_prefix", "load_ge2e", "voice_extra", "voice_stage", "voice_vectors",
            "voice_vectors_stage"]

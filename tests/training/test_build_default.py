@@ -387,15 +387,3 @@ def test_build_default_child_exits_2_on_a_work_folder_of_another_build(tmp_path)
     assert "stage 'tts'" in r.stderr and "minutes: 120.0 there, 1.0 now" in r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "work" / "tts.npz").exists()
 
-
-def test_keeps_prefix_drops_the_asked_share_by_a_fixed_hash():
-    from speechprompt.training.voice_codes import keeps_prefix
-
-    kept = [keeps_prefix(i, 0, 0.3) for i in range(20000)]
-    assert abs(1 - sum(kept) / len(kept) - 0.3) < 0.015
-    assert kept == [keeps_prefix(i, 0, 0.3) for i in range(20000)]  # a rebuild drops the same clips
-    assert kept != [keeps_prefix(i, 1, 0.3) for i in range(20000)]  # another seed, other clips
-    assert all(keeps_prefix(i, 0, 0.0) for i in range(1000))
-    for bad in (-0.1, 1.0, 1.5):
-        with pytest.raises(ValueError, match=r"voice_dropout must be in \[0, 1\)"):
-            keeps_prefix(0, 0, bad)

@@ -62,8 +62,7 @@ def check_voice(cfg) -> None:
                          f"{cfg.whisper_layer}")
     if min(cfg.voice_codes) < 2:
         raise ValueError(f"voice_codes must be stage sizes >= 2, e.g. (16, 16); got {tuple(cfg.voice_codes)}")
-    if not 0.0 <= cfg.voice_dropout < 1.0:
-        raise ValueError(f"voice_dropout must be in [0, 1); got {cfg.voice_dropout}")
+    _check_dropout(cfg.voice_dropout)
     if cfg.real_speeds:
         raise ValueError("a voice prefix and real_speeds copies cannot be combined (the copies have no voice vectors)")
 
@@ -130,13 +129,18 @@ def fit_prefix(cfg, train_vectors: torch.Tensor, ge2e: GE2EEncoder | None) -> Vo
     return voice
 
 
+def _check_dropout(dropout: float) -> None:
+    """``ValueError`` unless 0 <= ``dropout`` < 1 (NaN included): the share of sequences without the voice prefix."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"voice_dropout must be in [0, 1); got {dropout}")
+
+
 def keeps_prefix(index: int, seed: int, dropout: float) -> bool:
     """Whether unit-LM training sequence ``index`` (a clip's position in the build's tts + real + twins order) keeps
     its voice prefix, under ``dropout`` (0 <= dropout < 1, the share of sequences trained without it): a fixed hash of
     (seed, index), so a rebuild drops the same clips. Validation sequences always keep the prefix. Raises
     ``ValueError`` outside [0, 1)."""
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"voice_dropout must be in [0, 1); got {dropout}")
+    _check_dropout(dropout)
     if dropout == 0.0:
         return True
     h = int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest(), "big")

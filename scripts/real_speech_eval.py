@@ -18,7 +18,6 @@ packages to ``--store`` (the old demo's task names and labels: ``vad`` = noise/s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -76,10 +75,8 @@ def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int
         if only is not None and name not in only:
             continue
         (out / name).mkdir(parents=True, exist_ok=True)
-        with open(out / name / "manifest.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "label", "split"])
-            w.writerows([e.path, e.label, e.split] for e in examples)
+        M.write_csv(out / name / "manifest.csv", [(e.path, e.label, e.split) for e in examples],
+                    header=["path", "label", "split"])
         # beside the manifest, not in it (its digest keys the cached cells): who speaks each test clip
         (out / name / "test_speakers.json").write_text(json.dumps(
             {e.path: real_tasks.speaker_of(by_path[e.path]) if e.path in by_path else "?"

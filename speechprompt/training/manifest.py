@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,24 @@ def manifest_digest(path: str | Path) -> str:
     """First 12 hex digits of the SHA-256 of a manifest file's bytes: what evaluation caches key a task's clips by
     (``scripts/real_speech_eval.py``, ``scripts/default_ablation.py``); raises ``FileNotFoundError`` when missing."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def write_csv(path: str | Path, rows: Sequence[Sequence], header: Sequence[str] | None = None,
+              append: bool = False) -> None:
+    """Write a CSV manifest as a whole: ``header`` then ``rows`` (with ``append``, after the file's current bytes, which
+    must exist), into a temporary file beside it that then replaces it (``os.replace``). A reader never sees half a
+    file, and the path gets a new file of its own, so a folder copied with hard links (``cp -al``) never changes
+    another copy's manifest, as an in-place write or append would (docs/results.md, session 30)."""
+    path = Path(path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    if header is not None:
+        w.writerow(header)
+    w.writerows(rows)
+    data = (path.read_bytes() if append else b"") + buf.getvalue().encode()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def read_folder(root: str | Path) -> list[Example]:

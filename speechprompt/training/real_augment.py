@@ -10,7 +10,6 @@ seed made it, so another draw of the augmentation (``real_speech_eval.py --draw`
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from pathlib import Path
@@ -169,8 +168,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     n_gen = len(added) - n_own - n_tts
     if task_dir.name == "vad":
         added += mix_mod.write_joins(examples, out, seed, mixes, dev_mixes, noise_mixes)
-    with open(task_dir / "manifest.csv", "a", newline="") as fh:
-        csv.writer(fh).writerows(added)
+    M.write_csv(task_dir / "manifest.csv", added, append=True)  # a new file, never the old one's bytes in place
     counts = {"twins": len(twin_rows), "cuts": len(cut_rows), "tts": n_tts, "generated_nonspeech": n_gen,
               "mixes": len(added) - n_own - n_tts - n_gen}
     return counts | ({"noise_variants": len(variant_rows)} if noise_variants else {})

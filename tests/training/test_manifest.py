@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -112,3 +113,21 @@ def test_manifest_digest_follows_the_file_bytes(tmp_path):
     assert len(first) == 12 and first == manifest_digest(p)
     p.write_text("path,label,split\na.wav,yes,train\nb.wav,no,test\n")
     assert manifest_digest(p) != first
+
+
+def test_write_csv_replaces_the_file_and_leaves_a_hard_linked_copy_alone(tmp_path):
+    """``write_csv`` writes a new file over the path (``os.replace``), whole or appended to: a copy of the folder made
+    with hard links keeps its manifest (an in-place write once changed every copy's, session 30)."""
+    from speechprompt.training.manifest import write_csv
+
+    path = tmp_path / "manifest.csv"
+    write_csv(path, [("a.wav", "yes", "train")], header=["path", "label", "split"])
+    assert path.read_bytes() == b"path,label,split\r\na.wav,yes,train\r\n"
+    os.link(path, tmp_path / "copy.csv")
+    write_csv(path, [("b.wav", "no", "dev")], append=True)
+    assert path.read_bytes() == b"path,label,split\r\na.wav,yes,train\r\nb.wav,no,dev\r\n"
+    assert [(e.label, e.split) for e in M.read_manifest(path)] == [("yes", "train"), ("no", "dev")]
+    write_csv(path, [("c.wav", "yes", "test")], header=["path", "label", "split"])
+    assert path.read_bytes() == b"path,label,split\r\nc.wav,yes,test\r\n"
+    assert (tmp_path / "copy.csv").read_bytes() == b"path,label,split\r\na.wav,yes,train\r\n"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.csv", "manifest.csv"]  # no temporary file left

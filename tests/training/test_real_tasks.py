@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -200,9 +201,13 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         assert {g for g in vad_test if g.startswith("pkg-")} <= {f"pkg-{g}:{g}" for g in ("music", "bells", "drums", "wind")}
         segments = [e for e in ev.M.read_manifest(vad / "manifest.csv") if "segments" in e.path]
         assert len(segments) == 48 and {e.split for e in segments} >= {"train", "test"}
+        os.link(vad / "manifest.csv", work / "linked.csv")  # as a work folder copied with cp -al shares it
+        before = (vad / "manifest.csv").read_bytes()
         added = augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1, mixes=3, dev_mixes=2,
                               noise_mixes=7, noise_variants=2)
         assert added["twins"] > 0
+        after = (vad / "manifest.csv").read_bytes()  # the rows added after the old bytes, in a file of its own
+        assert (work / "linked.csv").read_bytes() == before and after.startswith(before) and len(after) > len(before)
         ex = ev.M.read_manifest(vad / "manifest.csv")
         # --noise-variants 2: two faster / slower / reversed copies of each train sound (the 5 s pieces), each as
         # long as its source at a speed of 0.7-1.45 and at its source's peak; speech clips get none

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -78,9 +77,9 @@ def write_tasks(rows: list[dict], cache: Path, out: Path, frac: float, seed: int
         M.write_csv(out / name / "manifest.csv", [(e.path, e.label, e.split) for e in examples],
                     header=["path", "label", "split"])
         # beside the manifest, not in it (its digest keys the cached cells): who speaks each test clip
-        (out / name / "test_speakers.json").write_text(json.dumps(
+        M.replace_file(out / name / "test_speakers.json", (json.dumps(
             {e.path: real_tasks.speaker_of(by_path[e.path]) if e.path in by_path else "?"
-             for e in examples if e.split == "test"}, indent=0) + "\n")
+             for e in examples if e.split == "test"}, indent=0) + "\n").encode())
     info["_split"] = {"test_fraction": frac, "seed": seed,
                       "test_speakers": sorted(k for k, v in split.items() if v == "test"),
                       "train_speakers": sorted(k for k, v in split.items() if v == "train")}
@@ -242,16 +241,14 @@ def main() -> None:
                                                   a.generated_nonspeech, a.cuts, a.mixes, a.dev_mixes, a.noise_mixes,
                                                   a.noise_variants)
     a.work.mkdir(parents=True, exist_ok=True)
-    (a.work / "tasks.json").write_text(json.dumps(info, indent=1) + "\n")
+    M.replace_file(a.work / "tasks.json", (json.dumps(info, indent=1) + "\n").encode())
     res_file = a.work / "results.json"
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
 
     def save(name: str) -> None:  # merge this task into the file: runs of other tasks may write it meanwhile
         current = json.loads(res_file.read_text()) if res_file.exists() else {}
         current.setdefault(name, {}).update(results[name])  # keeps the other run's column of this task
-        tmp = res_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(current, indent=1) + "\n")
-        os.replace(tmp, res_file)
+        M.replace_file(res_file, (json.dumps(current, indent=1) + "\n").encode())
 
     backbones = {}
     if "new" in columns:
@@ -266,7 +263,7 @@ def main() -> None:
         current = json.loads(res_file.read_text()) if res_file.exists() else {}
         if current.get(name, {}).get("digest") not in (None, digest):  # the task's data changed: all cells stale
             del current[name]  # (in the file too: save() merges)
-            res_file.write_text(json.dumps(current, indent=1) + "\n")
+            M.replace_file(res_file, (json.dumps(current, indent=1) + "\n").encode())
         r.clear()
         r.update(current.get(name, {}), digest=digest)  # what other runs already wrote for this task
         for key, bb in backbones.items():

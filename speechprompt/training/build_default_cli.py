@@ -58,13 +58,27 @@ def parse_voice_codes(text: str) -> tuple[int, ...]:
 def bundle_name(cfg: DefaultBuildConfig, small: bool = False) -> str:
     """The name a build without ``--name`` gets: the recipe's own (``speechprompt-default-v7``, or ``--small``'s) when
     every setting is that recipe's (``--seed`` included, except with ``--small``), else
-    ``speechprompt-trial-<the first 8 hex digits of the SHA-256 of the settings>``, so a trial never carries the
-    default's name (docs/model_card.md, "Training data and build")."""
+    ``speechprompt-trial-<the first 8 hex digits of the SHA-256 of the settings that differ from it>``, so a trial
+    never carries the default's name, and a setting added later at its default leaves trial names as they were
+    (docs/model_card.md, "Training data and build"). Settings compare by value (``40`` equals ``40.0``)."""
     ref = DefaultBuildConfig.small(cfg.seed) if small else DefaultBuildConfig()
-    if replace(cfg, name=ref.name) == ref:
+    have, want = asdict(cfg), asdict(ref)
+    differ = {k: v for k, v in have.items() if k != "name" and v != want[k]}
+    if not differ:
         return ref.name
-    settings = json.dumps({k: v for k, v in asdict(cfg).items() if k != "name"}, sort_keys=True, default=list)
+    settings = json.dumps({k: _plain(v) for k, v in differ.items()}, sort_keys=True)
     return "speechprompt-trial-" + hashlib.sha256(settings.encode()).hexdigest()[:8]
+
+
+def _plain(v):
+    """A setting as JSON that is the same for equal values: whole floats as ints, tuples as lists, dicts inside."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
 
 
 def check_dense(dense: str, layer: int, pool: int) -> str | None:

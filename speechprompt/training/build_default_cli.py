@@ -184,17 +184,11 @@ def register(app) -> None:
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
             raise typer.Exit(2)
-        if lm_epochs is not None and lm_epochs < 1:
-            typer.echo(f"--lm-epochs must be an integer >= 1; got {lm_epochs}", err=True)
-            raise typer.Exit(2)
-        if lm_layers is not None and lm_layers < 1:
-            typer.echo(f"--lm-layers must be an integer >= 1; got {lm_layers}", err=True)
+        if why := size_error(lm_epochs, lm_layers, units):
+            typer.echo(why, err=True)
             raise typer.Exit(2)
         if pitch_scale is not None and not (math.isfinite(pitch_scale) and pitch_scale >= 0):
             typer.echo(f"--pitch-scale must be a finite number >= 0; got {pitch_scale}", err=True)
-            raise typer.Exit(2)
-        if units is not None and units < 2:
-            typer.echo(f"--units must be an integer >= 2; got {units}", err=True)
             raise typer.Exit(2)
         try:
             parse_speeds(real_speeds)
@@ -241,6 +235,14 @@ def register(app) -> None:
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False, "--lm-fp16": lm_fp16}))
 
 
+def size_error(lm_epochs: int | None, lm_layers: int | None, units: int | None) -> str | None:
+    """Why ``--lm-epochs`` / ``--lm-layers`` (>= 1) or ``--units`` (>= 2) cannot build, or ``None`` (unset is fine)."""
+    for flag, value, least in (("--lm-epochs", lm_epochs, 1), ("--lm-layers", lm_layers, 1), ("--units", units, 2)):
+        if value is not None and value < least:
+            return f"{flag} must be an integer >= {least}; got {value}"
+    return None
+
+
 def main() -> None:
     """The build in this process (``python -m speechprompt.training.build_default``: the child ``register`` starts)."""
     import typer
@@ -258,6 +260,9 @@ def main() -> None:
             whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], voice_codes: str = o["voice_codes"],
             voice_layer: int = o["voice_layer"], voice_source: str = o["voice_source"],
             compact_codebook: bool = o["compact_codebook"], voice_dropout: float = o["voice_dropout"]) -> None:
+        if why := size_error(lm_epochs, lm_layers, units):  # also when this module is run directly
+            typer.echo(why, err=True)
+            raise typer.Exit(2)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -59,6 +60,7 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     bb = Backbone.load(tmp_path / "bundle")
     assert bb.fingerprint == result["fingerprint"]
     assert bb.info()["encoder"]["type"] == "speech_embedding" and bb.spec.codebook_size == 100
+    assert result["machine"]["cores"] == os.cpu_count() and result["machine"]["torch"] == torch.__version__
     test_speakers = set(result["corpus"]["real_test_speakers"])
     assert test_speakers and set(result["corpus"]["real_train_speakers"]).isdisjoint(test_speakers)
     _, real_meta = bd._load_clips(tmp_path / "work" / "real.npz")
@@ -387,3 +389,15 @@ def test_build_default_child_exits_2_on_a_work_folder_of_another_build(tmp_path)
     assert "stage 'tts'" in r.stderr and "minutes: 120.0 there, 1.0 now" in r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "work" / "tts.npz").exists()
 
+
+
+@pytest.mark.parametrize("flag", [["--lm-layers", "0"], ["--lm-epochs", "0"], ["--units", "1"]])
+def test_build_default_child_refuses_a_bad_size_itself(tmp_path, flag):
+    """Run directly (not through ``speechprompt build-default``), the child refuses the same sizes with exit 2."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "speechprompt.training.build_default", "--small", "--out",
+                        str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--real-cache", str(tmp_path / "none"),
+                        "--log-json", str(tmp_path / "log.json"), *flag], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and f"{flag[0]} must be an integer" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()

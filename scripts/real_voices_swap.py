@@ -25,7 +25,6 @@ Results: ``--work/results.json`` (a finished fold of a task is kept unless --for
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import Counter, defaultdict
@@ -85,15 +84,14 @@ def swap_manifest(examples: list[M.Example], rows: dict[str, dict], fold_of: dic
     clips per split."""
     out.mkdir(parents=True, exist_ok=True)
     n: Counter = Counter()
-    with open(out / "manifest.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "split"])
-        for e in examples:
-            s = e.split
-            if s == "test" and (fold is None or fold_of[voice_of(rows[e.path])] != fold):
-                s = real_tasks._with_dev(real_tasks.row_key(rows[e.path]), "train")
-            w.writerow([e.path, e.label, s])
-            n[s] += 1
+    lines = []
+    for e in examples:
+        s = e.split
+        if s == "test" and (fold is None or fold_of[voice_of(rows[e.path])] != fold):
+            s = real_tasks._with_dev(real_tasks.row_key(rows[e.path]), "train")
+        lines.append([e.path, e.label, s])
+        n[s] += 1
+    M.write_csv(out / "manifest.csv", lines, header=["path", "label", "split"])
     return n
 
 

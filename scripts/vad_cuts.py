@@ -17,7 +17,6 @@ Nothing here trains anything.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import subprocess
@@ -57,8 +56,7 @@ def make_cuts(manifest: Path, out: Path, per_clip: int = 2) -> dict[str, Path]:
     made = {}
     for band, band_rows in rows.items():
         made[band] = out / band.replace(" ", "") / "manifest.csv"
-        with open(made[band], "w", newline="") as fh:
-            csv.writer(fh).writerows([("path", "label", "split"), *band_rows])
+        M.write_csv(made[band], band_rows, header=("path", "label", "split"))
     return made
 
 
@@ -84,8 +82,7 @@ def make_mixed(manifest: Path, out: Path) -> dict[str, Path]:
     made = {}
     for name, order_rows in rows.items():
         made[name] = folder / f"{name.split(', ')[1].replace(' ', '-')}.csv"
-        with open(made[name], "w", newline="") as fh:
-            csv.writer(fh).writerows([("path", "label", "split"), *order_rows])
+        M.write_csv(made[name], order_rows, header=("path", "label", "split"))
     return made
 
 
@@ -97,8 +94,7 @@ def make_joined(manifest: Path, out: Path) -> dict[str, Path]:
     n = sum(e.label == "noise" for e in tests)
     rows = mixes.write_mixes(tests, out / "joined", n, seed=0, split="test", label="noise")
     path = out / "joined" / "joined.csv"
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows([("path", "label", "split"), *rows])
+    M.write_csv(path, rows, header=("path", "label", "split"))
     return {"joined sounds": path}
 
 

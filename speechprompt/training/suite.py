@@ -17,7 +17,6 @@ voices with F0 controls for emotion).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import tempfile
@@ -37,6 +36,7 @@ from speechprompt.training import suite_prosody as S
 from speechprompt.training import suite_text as T
 from speechprompt.training import voices as V
 from speechprompt.training.corpus import UtteranceSpec, colored_noise, festival_batch, load_words, tts_to_file
+from speechprompt.training.manifest import replace_file, write_csv
 
 SR = 16000
 SIZES = {"train": 256, "dev": 64, "test": 96, "test_seen": 64, "test_engine": 64}  # clips per split (scale 1)
@@ -278,11 +278,9 @@ def make_suite(out: str | os.PathLike, tasks: list[str] | None = None, scale: fl
     summary = {"seed": seed, "scale": scale, "sample_rate": SR, "tasks": {}}
     for name, items in rows.items():
         items.sort(key=lambda x: (list(SIZES).index(x[0].split), x[0].index))
-        with open(Path(out) / name / "manifest.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "label", "split", "engine", "voice"])
-            w.writerows([rel, p.label, p.split, p.engine, p.voice] for p, rel in items)
+        write_csv(Path(out) / name / "manifest.csv", [[rel, p.label, p.split, p.engine, p.voice] for p, rel in items],
+                  header=["path", "label", "split", "engine", "voice"])
         counts = {s: sum(1 for p, _ in items if p.split == s) for s in SIZES}
         summary["tasks"][name] = {**asdict(TASKS[name]), "splits": {s: c for s, c in counts.items() if c}}
-    Path(out, "suite.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    replace_file(Path(out, "suite.json"), (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode())
     return summary

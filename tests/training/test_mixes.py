@@ -1,5 +1,6 @@
 """Mixed-clip augmentation for vad (speechprompt/training/mixes.py): order, pause, noise window, levels, errors."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,8 @@ def test_vad_cuts_test_sets_join_held_out_clips_only_with_the_right_labels(tmp_p
             assert {round(float(v), 2) for v in np.unique(y[y != 0])} <= test_levels  # held-out clips only
             assert e.label == ("noise" if name == "joined sounds" else "speech") and e.split == "test"
     assert sizes["mixed, speech first"] + sizes["mixed, noise first"] == 8 and sizes["joined sounds"] == 3
+    copy = tmp_path / "copy.csv"  # a hard-linked copy (cp -al) keeps its bytes when the manifest is written again
+    os.link(joined["joined sounds"], copy)
+    copy_inode = copy.stat().st_ino
+    assert vad_cuts.make_joined(manifest, tmp_path / "out") == joined
+    assert joined["joined sounds"].stat().st_ino != copy_inode and copy.read_bytes() == joined["joined sounds"].read_bytes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -62,6 +63,13 @@ def test_swap_manifest_tests_one_fold_and_trains_on_the_other_test_voices(swap, 
     swap.swap_manifest(examples, rows, folds, None, tmp_path / "all")
     with open(tmp_path / "all" / "manifest.csv") as fh:
         assert {r["split"] for r in csv.DictReader(fh)} <= {"train", "dev"}
+    # a work folder copied with hard links (cp -al) keeps its own manifest when the original is rewritten
+    (tmp_path / "copy").mkdir()
+    os.link(tmp_path / "f0" / "manifest.csv", tmp_path / "copy" / "manifest.csv")
+    before = (tmp_path / "copy" / "manifest.csv").read_bytes()
+    swap.swap_manifest(examples, rows, folds, 1, tmp_path / "f0")
+    assert (tmp_path / "f0" / "manifest.csv").read_bytes() == (tmp_path / "f1" / "manifest.csv").read_bytes() != before
+    assert (tmp_path / "copy" / "manifest.csv").read_bytes() == before
 
 
 def test_pooled_cell_weights_folds_by_their_clips_and_draws_show_the_spread(swap):

@@ -69,11 +69,17 @@ def sniff_content_type(data: bytes, filename: str | None = None) -> str:
     """An ``audio/*`` type from the file name, else from magic bytes; ``application/octet-stream`` if unknown."""
     if filename:
         guess = mimetypes.guess_type(filename)[0]
-        if guess and guess.startswith("audio/"):
-            return "audio/wav" if guess in ("audio/x-wav", "audio/wave") else guess
+        if guess and guess.startswith(("audio/", "video/")):  # a phone video's sound track is decoded too
+            return "audio/wav" if guess in ("audio/x-wav", "audio/wave") else "audio/" + guess.split("/", 1)[1]
     for magic, ctype in _MAGIC:
         if data.startswith(magic):
             return ctype
+    if data[4:8] == b"ftyp":  # ISO media (M4A voice memos, MP4, 3GP): the box type sits after a 4-byte size
+        return "audio/mp4"
+    if data.startswith(b"\x1aE\xdf\xa3"):  # EBML: WebM/Matroska (browser MediaRecorder)
+        return "audio/webm"
+    if len(data) > 1 and data[0] == 0xFF and data[1] & 0xF6 == 0xF0:  # an ADTS frame sync: raw AAC
+        return "audio/aac"
     return "application/octet-stream"
 
 

@@ -144,9 +144,13 @@ async def payload(request: Request, *, field: str, limit: int, raw_ok: Callable[
     return data
 
 
+VIDEO_TYPES = ("video/mp4", "video/webm", "video/3gpp", "video/quicktime", "video/x-matroska")  # their sound track
+
+
 def audio_body_ok(mtype: str) -> bool:
-    """Raw audio bodies: ``audio/*``, ``application/octet-stream`` or no type at all (RFC 9110 8.3)."""
-    return mtype in ("", "application/octet-stream") or mtype.startswith("audio/")
+    """Raw audio bodies: ``audio/*``, the video containers whose sound track is decoded (``VIDEO_TYPES``),
+    ``application/octet-stream`` or no type at all (RFC 9110 8.3)."""
+    return mtype in ("", "application/octet-stream", *VIDEO_TYPES) or mtype.startswith("audio/")
 
 
 def package_body_ok(mtype: str) -> bool:

@@ -18,7 +18,7 @@ class Score(BaseModel):
 class AudioFacts(BaseModel):
     input_sample_rate: int = Field(description="Hz, as sent")
     input_channels: int
-    input_format: str = Field(description="container/codec detected from the bytes (WAV, FLAC, OGG, MP3)")
+    input_format: str = Field(description="container/codec detected from the bytes (WAV, FLAC, OGG, MP3, MP4, WEBM, AAC)")
     duration_s: float = Field(description="seconds, after resampling to 16 kHz")
     resampled: bool
     frames: int | None = Field(description="HuBERT frames (20 ms each)")

@@ -1,6 +1,7 @@
 """Audio front end: bytes or path -> float32 mono PCM at 16 kHz, with typed errors.
 
-``decode_audio`` decodes with soundfile (libsndfile: WAV, FLAC, Ogg Vorbis, Ogg Opus, MP3), downmixes to
+``decode_audio`` decodes with soundfile (libsndfile: WAV, FLAC, Ogg Vorbis, Ogg Opus, MP3), or with PyAV for the
+phone and browser containers libsndfile lacks (``audio_containers``: MP4/M4A/3GP, WebM/Matroska, ADTS AAC), downmixes to
 mono (mean of channels) and resamples with soxr at quality "HQ" (20-bit precision, the same recipe as
 sox's default ``rate -h``; the HuBERT input is float32 and needs no more). Integer PCM is scaled to
 [-1, 1) by soundfile's float32 read. Nothing is clipped: float files whose samples exceed [-1, 1] by
@@ -31,6 +32,8 @@ import soundfile as sf
 import soxr
 
 from .audio_bytes import _binary, _repair_wav_sizes, describe_bytes, mp3_frames, wav_codec  # noqa: F401 - re-exported
+from .audio_containers import ACCEPTED as CONTAINERS_ACCEPTED
+from .audio_containers import ContainerError, ContainerTooLong, container_kind, decode_container
 
 MIN_SAMPLES = 400  # one HuBERT frame (25 ms) at 16 kHz
 MODEL_RATE = 16000  # Hz, the rate MIN_SAMPLES is counted at
@@ -40,8 +43,8 @@ MAX_PEAK = 4.0  # float samples beyond this (+12 dBFS) are not audio scaled to [
 UNKNOWN_FRAMES = 2**62  # libsndfile's frame count for streams that do not declare one (SF_COUNT_MAX)
 BLOCK_FRAMES = 65536  # frames decoded per read
 MP3_SLACK = 4 * 1152  # walked MP3 samples beyond the decoded count: Info frame, encoder delay and padding
-ACCEPTED_TEXT = ("WAV (integer or float PCM, A-law, u-law, IMA/MS ADPCM, GSM 6.10, G.721, NMS-ADPCM), FLAC, Ogg Vorbis, Ogg Opus or MP3; any sample rate, "
-                 "any number of channels (downmixed to mono)")
+ACCEPTED_TEXT = ("WAV (integer or float PCM, A-law, u-law, IMA/MS ADPCM, GSM 6.10, G.721, NMS-ADPCM), FLAC, Ogg Vorbis, Ogg Opus, MP3, "
+                 f"{CONTAINERS_ACCEPTED}; any sample rate, any number of channels (downmixed to mono)")
 
 
 class AudioError(Exception):
@@ -201,37 +204,53 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
         fh.seek(0)
         head = fh.read(64)
         fh.seek(0)
-        try:
-            with sf.SoundFile(fh) as f:
-                rate, channels, fmt = f.samplerate, f.channels, f.format
-                if fmt not in ACCEPTED_FORMATS:
-                    raise UndecodableAudio(f"the audio is {sf.available_formats().get(fmt, fmt)}, which is not "
-                                           f"accepted; accepted: {ACCEPTED_TEXT}")
-                limit = None if max_seconds is None else math.floor(max_seconds * rate)
-                declared, walked = f.frames, 0
-                if fmt == "MP3":  # libsndfile's count is the first frame's guess for VBR without Xing
-                    at = fh.tell()  # the decoder reads the same file object: put it back where it was
-                    fh.seek(0)
-                    walked, _ = mp3_frames(fh.read())
-                    fh.seek(at)
-                    declared = walked
-                if limit is not None and UNKNOWN_FRAMES > declared > limit + (MP3_SLACK if walked else 0):
-                    raise too_long(max_seconds, declared / rate)
-                if walked > f.frames + MP3_SLACK:  # libsndfile would stop at its guess: decode it all with ffmpeg
-                    fh.seek(0)
-                    pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)
-                    if limit is not None and len(pcm) > limit:
-                        raise too_long(max_seconds)
-                else:
-                    pcm = _read_frames(f, limit, max_seconds, declared)  # [N, C], integer PCM scaled to [-1, 1)
-        except sf.LibsndfileError as e:
-            raise UndecodableAudio(f"could not decode the audio: it looks like {describe_bytes(head)} "
-                                   f"({e.error_string}); accepted: {ACCEPTED_TEXT}") from None
+        if kind := container_kind(head):  # phone / browser recordings libsndfile cannot read: PyAV
+            try:
+                pcm, rate, channels = decode_container(fh, kind, max_seconds)
+            except ContainerTooLong:
+                raise too_long(max_seconds) from None
+            except ContainerError as e:
+                raise UndecodableAudio(f"{e}; accepted: {ACCEPTED_TEXT}") from None
+            fmt = kind
+        else:
+            pcm, rate, channels, fmt = _decode_soundfile(fh, head, max_seconds)
     mono = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)  # [N] mean of channels
     del pcm
     if mono.size == 0:
         raise EmptyAudio(f"the {fmt} file contains no samples", accepted="at least 25 ms of audio")
     return _to_model_rate(mono, rate, channels, fmt, target_rate)
+
+
+def _decode_soundfile(fh, head: bytes, max_seconds: float | None) -> tuple[np.ndarray, int, int, str]:
+    """libsndfile's formats (``ACCEPTED_FORMATS``; ffmpeg for a VBR MP3 without Xing header): ``(pcm [N, C] f32,
+    rate Hz, channels, soundfile format name)``. Raises UndecodableAudio, AudioTooLong."""
+    try:
+        with sf.SoundFile(fh) as f:
+            rate, channels, fmt = f.samplerate, f.channels, f.format
+            if fmt not in ACCEPTED_FORMATS:
+                raise UndecodableAudio(f"the audio is {sf.available_formats().get(fmt, fmt)}, which is not "
+                                       f"accepted; accepted: {ACCEPTED_TEXT}")
+            limit = None if max_seconds is None else math.floor(max_seconds * rate)
+            declared, walked = f.frames, 0
+            if fmt == "MP3":  # libsndfile's count is the first frame's guess for VBR without Xing
+                at = fh.tell()  # the decoder reads the same file object: put it back where it was
+                fh.seek(0)
+                walked, _ = mp3_frames(fh.read())
+                fh.seek(at)
+                declared = walked
+            if limit is not None and UNKNOWN_FRAMES > declared > limit + (MP3_SLACK if walked else 0):
+                raise too_long(max_seconds, declared / rate)
+            if walked > f.frames + MP3_SLACK:  # libsndfile would stop at its guess: decode it all with ffmpeg
+                fh.seek(0)
+                pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)
+                if limit is not None and len(pcm) > limit:
+                    raise too_long(max_seconds)
+            else:
+                pcm = _read_frames(f, limit, max_seconds, declared)  # [N, C], integer PCM scaled to [-1, 1)
+    except sf.LibsndfileError as e:
+        raise UndecodableAudio(f"could not decode the audio: it looks like {describe_bytes(head)} "
+                               f"({e.error_string}); accepted: {ACCEPTED_TEXT}") from None
+    return pcm, rate, channels, fmt
 
 
 def _to_model_rate(mono: np.ndarray, rate: int, channels: int, fmt: str, target_rate: int) -> DecodedAudio:

@@ -32,12 +32,12 @@ def describe_bytes(head: bytes) -> str:
         return f"an Ogg container with {codec} content"
     if head[:3] == b"ID3" or (head[0] == 0xFF and len(head) > 1 and head[1] & 0xE0 == 0xE0):
         if head[:3] != b"ID3" and head[1] & 0x06 == 0:
-            return "AAC in ADTS frames (not accepted)"
+            return "AAC in ADTS frames"
         return "MPEG audio (ID3 tag or frame sync) that could not be decoded"
     if head[4:8] == b"ftyp":
-        return f"an MP4/M4A/AAC file (ISO media, brand {head[8:12]!r}; not accepted)"
+        return f"an MP4/M4A/AAC file (ISO media, brand {head[8:12]!r})"
     if head[:4] == b"\x1aE\xdf\xa3":
-        return "a WebM/Matroska (EBML) file (not accepted)"
+        return "a WebM/Matroska (EBML) file"
     if head[:2] == b"PK":
         return "a zip archive"
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:

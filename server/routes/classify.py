@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from ..bodies import audio_body_ok, payload
+from ..bodies import VIDEO_TYPES, audio_body_ok, payload
 from ..deps import ready_service
 from ..explanations import DEFAULT_SPANS, MAX_SPANS
 from ..gate import parse_gate
@@ -18,12 +18,14 @@ from ..stores.base import check_task_name
 router = APIRouter(tags=["classify"])
 
 ACCEPTED = ("multipart/form-data with a file field 'audio', or the raw audio bytes as the body with "
-            "Content-Type audio/* or application/octet-stream (WAV, FLAC, Ogg Vorbis/Opus, MP3)")
+            "Content-Type audio/*, application/octet-stream or a video type whose sound track is decoded ("
+            + ", ".join(VIDEO_TYPES) + "): WAV, FLAC, Ogg Vorbis/Opus, MP3, M4A/MP4/3GP (AAC, ALAC), WebM (Opus, "
+            "Vorbis), ADTS AAC")
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 AUDIO_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["audio"],
                                        "properties": {"audio": {"type": "string", "format": "binary"}}}},
-    "audio/*": _BINARY, "application/octet-stream": _BINARY}}}
+    "audio/*": _BINARY, "application/octet-stream": _BINARY, **{t: _BINARY for t in VIDEO_TYPES}}}}
 TOP_K = Query(5, ge=1, le=1000, description="how many classes to return, best first")
 LONG_AUDIO = Query(None, pattern="^(reject|truncate|window)$",
                    description="what to do with a clip over SPEECHPROMPT_MAX_AUDIO_SECONDS, for every task of this "

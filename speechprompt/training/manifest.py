@@ -28,7 +28,7 @@ import torch
 
 from speechprompt.training.prosody_units import from_arrays, to_arrays
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".mp4", ".3gp", ".aac", ".webm", ".mkv")  # audio.decode_audio
 SPLITS = ("train", "dev", "test")
 
 

@@ -182,3 +182,33 @@ async def test_client_abort_mid_upload_is_a_499_logged_at_info_without_traceback
     metrics = (await srv.client.get("/metrics")).text
     assert 'sp_request_failures_total{code="client_closed_request"} 1.0' in metrics
     assert 'code="internal"' not in metrics
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="ffmpeg makes the phone recordings")
+async def test_phone_and_browser_recordings_classify_as_their_pcm_does(srv, tmp_path):
+    """An M4A voice memo (raw body, video/mp4 as a phone's share sheet may label it) and a WebM recording
+    (multipart) answer exactly as the PCM they decode to, and report their container."""
+    import subprocess
+
+    import soundfile as sf
+
+    src = tmp_path / "memo.wav"
+    src.write_bytes(wav_bytes(1.0, rate=44100, channels=2, seed=7))
+    for name, args, send in (("memo.m4a", ["-c:a", "aac", "-b:a", "64k"], "raw"),
+                             ("rec.webm", ["-c:a", "libopus", "-b:a", "24k"], "multipart")):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), *args, str(tmp_path / name)], check=True)
+        data = (tmp_path / name).read_bytes()
+        if send == "raw":
+            r = await srv.client.post("/v1/tasks/kws/classify", content=data, headers={"Content-Type": "video/mp4"})
+        else:
+            r = await srv.client.post("/v1/tasks/kws/classify", files={"audio": (name, data, "video/webm")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        decoded = decode_audio(data)
+        pcm = tmp_path / f"{name}.wav"
+        sf.write(pcm, decoded.samples, 16000, subtype="FLOAT")
+        np.testing.assert_allclose([s["score"] for s in body["scores"]],
+                                   np.sort(expected_probs(srv.kws, pcm.read_bytes()))[::-1][:4], rtol=1e-5)
+        assert body["audio"]["input_format"] == ("MP4" if name.endswith("m4a") else "WEBM")
+        assert body["audio"]["input_channels"] == 2  # the stereo source, downmixed by the server
+        assert body["audio"]["duration_s"] == pytest.approx(1.0, abs=0.05)

@@ -37,8 +37,10 @@ def test_folder_layouts(tmp_path):
         (tmp_path / "split" / "train" / label).mkdir(parents=True)
         (tmp_path / "split" / "train" / label / "1.flac").write_bytes(b"")
     (tmp_path / "flat" / "go" / "notes.txt").write_text("ignored")
+    (tmp_path / "flat" / "stop" / "memo.M4A").write_bytes(b"")  # phone recordings count, any case
+    (tmp_path / "flat" / "stop" / "rec.webm").write_bytes(b"")
     flat = M.read_folder(tmp_path / "flat")
-    assert [(e.label, e.split) for e in flat] == [("go", ""), ("stop", "")]
+    assert [(e.label, e.split) for e in flat] == [("go", ""), ("stop", ""), ("stop", ""), ("stop", "")]
     assert {(e.label, e.split) for e in M.read_folder(tmp_path / "split")} == {("go", "train"), ("stop", "train")}
     (tmp_path / "empty").mkdir()
     with pytest.raises(M.ManifestError):

@@ -206,7 +206,7 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
         fh.seek(0)
         if kind := container_kind(head):  # phone / browser recordings libsndfile cannot read: PyAV
             try:
-                pcm, rate, channels = decode_container(fh, kind, max_seconds)
+                mono, rate, channels = decode_container(fh, kind, max_seconds)  # [N] mean of channels
             except ContainerTooLong:
                 raise too_long(max_seconds) from None
             except ContainerError as e:
@@ -214,8 +214,8 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
             fmt = kind
         else:
             pcm, rate, channels, fmt = _decode_soundfile(fh, head, max_seconds)
-    mono = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)  # [N] mean of channels
-    del pcm
+            mono = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)  # [N] mean of channels
+            del pcm
     if mono.size == 0:
         raise EmptyAudio(f"the {fmt} file contains no samples", accepted="at least 25 ms of audio")
     return _to_model_rate(mono, rate, channels, fmt, target_rate)

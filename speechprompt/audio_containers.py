@@ -48,15 +48,18 @@ def container_kind(head: bytes) -> str | None:
 def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) -> tuple[np.ndarray, int, int]:
     """Decode the first audio stream of a ``kind`` container (a key of ``CONTAINERS``) read from ``fh``.
 
-    Returns ``(pcm, rate, channels)``: float32 ``[N, channels]`` at ``rate`` Hz, as the decoder gives it (planar
-    formats interleaved by PyAV's resampler; the rate and channel layout of the first frame are kept). Decoding
-    stops as soon as more than ``max_seconds`` (seconds, None = no limit) were decoded, and a container whose
-    declared duration is past it is refused before decoding. Raises ``ContainerError`` (not this container, no audio stream, a
-    codec outside ``CODECS``, damaged data, no samples) and ``ContainerTooLong``.
+    Returns ``(mono, rate, channels)``: float32 ``[N]`` at ``rate`` Hz, the mean of the stream's ``channels``
+    (downmixed block by block, so a many-channel stream never sits in memory whole; the rate and channel layout of
+    the first frame are kept, later frames are converted to them by PyAV's resampler). Decoding stops as soon as
+    more than ``max_seconds`` (seconds, None = no limit) were decoded, and a container whose declared duration is
+    past it is refused before decoding. Raises ``ContainerError`` (not this container, no audio stream, a codec
+    outside ``CODECS``, more than ``MAX_CHANNELS`` channels, a rate outside ``RATES``, damaged data, no samples) and
+    ``ContainerTooLong``.
     """
     import av  # PyAV: a core dependency, imported here so that reading WAV/FLAC never loads FFmpeg
 
     demuxer, what = CONTAINERS[kind]
+    blocks, total, rate, channels, limit = [], 0, 0, 0, None
     try:
         with av.open(fh, mode="r", format=demuxer, metadata_errors="replace") as box:  # damaged tags are not fatal
             if not box.streams.audio:
@@ -68,30 +71,46 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
                 raise ContainerError(f"the {what} file's audio is {codec}, which is not decoded here")
             if max_seconds is not None and box.duration is not None and box.duration / 1e6 > max_seconds + 1:
                 raise ContainerTooLong(f"declares {box.duration / 1e6:.1f} s")
-            blocks, total, resampler, rate, limit = [], 0, None, 0, None
+            resampler = None
             for frame in box.decode(stream):
                 if resampler is None:
-                    rate = frame.sample_rate
+                    rate, channels = frame.sample_rate, len(frame.layout.channels)
+                    _check_shape(what, rate, channels)
                     resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=rate)
                     limit = None if max_seconds is None else math.floor(max_seconds * rate)
                 for out in resampler.resample(frame):
-                    block = out.to_ndarray().reshape(-1, len(out.layout.channels))  # packed: [1, n*C] -> [n, C]
-                    blocks.append(block)
-                    total += len(block)
+                    total += _add_mono(blocks, out, channels)
                 if limit is not None and total > limit:
                     raise ContainerTooLong(f"more than {limit} frames at {rate} Hz")
             if resampler is not None:
                 for out in resampler.resample(None):
-                    blocks.append(out.to_ndarray().reshape(-1, len(out.layout.channels)))
+                    total += _add_mono(blocks, out, channels)
     except (av.FFmpegError, ValueError, EOFError) as e:  # FFmpeg's errors, and PyAV's on bytes it cannot wrap
         raise ContainerError(f"could not decode the {what} file: {e}") from None
-    if not blocks or not sum(len(b) for b in blocks):
+    if not total:
         raise ContainerError(f"the {what} file's audio stream holds no samples")
-    pcm = np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
-    if limit is not None and len(pcm) > limit:
+    if limit is not None and total > limit:
         raise ContainerTooLong(f"more than {limit} frames at {rate} Hz")
-    return pcm, rate, pcm.shape[1]
+    return np.concatenate(blocks), rate, channels
 
 
-__all__ = ["ACCEPTED", "CODECS", "CONTAINERS", "ContainerError", "ContainerTooLong", "container_kind",
-           "decode_container"]
+MAX_CHANNELS = 8  # 7.1 film sound; phones and browsers record 1 or 2
+RATES = (1000, 384_000)  # Hz, as audio.from_pcm
+
+
+def _check_shape(what: str, rate: int, channels: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ContainerError(f"the {what} file's audio has {channels} channels; 1 to {MAX_CHANNELS} are decoded here")
+    if not RATES[0] <= rate <= RATES[1]:
+        raise ContainerError(f"the {what} file's audio is at {rate} Hz; {RATES[0]} to {RATES[1]} Hz are decoded here")
+
+
+def _add_mono(blocks: list, frame, channels: int) -> int:
+    """Append a packed float frame ``[1, n*C]`` as its mono mean ``[n]`` f32; returns n."""
+    block = frame.to_ndarray().reshape(-1, channels)
+    blocks.append(block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32))
+    return len(block)
+
+
+__all__ = ["ACCEPTED", "CODECS", "CONTAINERS", "MAX_CHANNELS", "RATES", "ContainerError", "ContainerTooLong",
+           "container_kind", "decode_container"]

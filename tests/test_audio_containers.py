@@ -113,3 +113,16 @@ def test_damaged_containers_give_a_4xx_or_audio_never_another_error(clips, tmp_p
                 assert e.status in (413, 415, 422), e
                 outcomes.add(type(e).__name__)
     assert {"audio", "UndecodableAudio"} <= outcomes
+
+
+@needs_tools
+def test_channel_counts_past_film_sound_are_refused_and_5_1_is_downmixed(tmp_path):
+    tone = "|".join(["sin(600*PI*t)"] * 10)  # ten channels, one expression each
+    ffmpeg("-f", "lavfi", "-i", f"aevalsrc={tone}:s=16000:d=1", "-c:a", "pcm_s16le", tmp_path / "x.mkv")
+    with pytest.raises(UndecodableAudio) as e:
+        decode_audio((tmp_path / "x.mkv").read_bytes())
+    assert "has 10 channels; 1 to 8 are decoded here" in str(e.value)
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-ac", "6", "-c:a", "aac", tmp_path / "film.m4a")
+    d = decode_audio((tmp_path / "film.m4a").read_bytes())
+    assert d.input_channels == 6 and d.duration_s == pytest.approx(1.0, abs=0.1)
+    assert np.argmax(np.abs(np.fft.rfft(d.samples[:16000]))) == 300  # every channel carries the tone

@@ -34,6 +34,8 @@ TOKEN_ENV = "SPEECHPROMPT_ADMIN_TOKEN"
 #: a file path, the file's bytes, or an open binary file object
 AudioInput = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
 
+#: video types whose sound track the server decodes (as ``server/bodies.py``; clients/ imports nothing from server/)
+VIDEO_TYPES = ("video/mp4", "video/webm", "video/3gpp", "video/quicktime", "video/x-matroska")
 _MAGIC = ((b"RIFF", "audio/wav"), (b"fLaC", "audio/flac"), (b"OggS", "audio/ogg"), (b"ID3", "audio/mpeg"),
           (b"\xff\xfb", "audio/mpeg"), (b"\xff\xf3", "audio/mpeg"), (b"\xff\xf2", "audio/mpeg"))
 
@@ -69,8 +71,8 @@ def sniff_content_type(data: bytes, filename: str | None = None) -> str:
     """An ``audio/*`` type from the file name, else from magic bytes; ``application/octet-stream`` if unknown."""
     if filename:
         guess = mimetypes.guess_type(filename)[0]
-        if guess and guess.startswith(("audio/", "video/")):  # a phone video's sound track is decoded too
-            return "audio/wav" if guess in ("audio/x-wav", "audio/wave") else "audio/" + guess.split("/", 1)[1]
+        if guess and (guess.startswith("audio/") or guess in VIDEO_TYPES):  # a phone video's sound track too
+            return "audio/wav" if guess in ("audio/x-wav", "audio/wave") else guess
     for magic, ctype in _MAGIC:
         if data.startswith(magic):
             return ctype
@@ -166,7 +168,7 @@ class _Calls:
         if send_as == "multipart":
             call.files = {"audio": (name, data, ctype)}
         elif send_as == "raw":
-            if not ctype.startswith("audio/"):
+            if not (ctype.startswith("audio/") or ctype in VIDEO_TYPES):
                 raise ValueError(f"raw upload needs an audio/* content type; could not tell one for {name!r} "
                                  "(pass content_type=)")
             call.content, call.headers["Content-Type"] = data, ctype

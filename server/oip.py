@@ -8,7 +8,7 @@ the ``Inference-Header-Content-Length`` header gives the JSON's length, each inp
 - ``audio``: FP32 ``[batch, samples]`` mono PCM at 16 kHz, or at ``parameters.sample_rate`` Hz (on the input
   or on the request); every row of a batch has the same length (a tensor), so send clips of different
   lengths as separate requests or as ``audio_file``.
-- ``audio_file``: BYTES ``[batch]``, each element an encoded file (WAV, FLAC, Ogg, MP3). In the binary
+- ``audio_file``: BYTES ``[batch]``, each element an encoded file (WAV, FLAC, Ogg, MP3, M4A/MP4/3GP, WebM, ADTS AAC). In the binary
   extension each element is a 4-byte little-endian length and its bytes; in JSON each element is the
   file's base64 text (JSON strings cannot carry raw bytes).
 

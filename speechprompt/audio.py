@@ -162,12 +162,14 @@ def too_long(max_seconds: float, seconds: float | None = None) -> AudioTooLong:
 
 
 def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None, declared: int = 0) -> np.ndarray:
-    """Every frame the decoder yields, float32 ``[N, C]``, reading blocks until EOF (not up to the header's
-    frame count: streams may declare none, and telephony codecs are "non-seekable" to soundfile). A declared
-    count (within ``limit``) is read first into one array, so a long file that tells the truth is held once, not
-    as blocks plus their concatenation. Raises AudioTooLong as soon as more than ``limit`` frames were decoded."""
+    """Every frame the decoder yields as mono float32 ``[N]`` (the mean of the channels, taken block by block, so a
+    many-channel file is never held whole), reading blocks until EOF (not up to the header's frame count: streams
+    may declare none, and telephony codecs are "non-seekable" to soundfile). A mono file's declared count (within
+    ``limit``) is read first into one array, so a long file that tells the truth is held once, not as blocks plus
+    their concatenation. Raises AudioTooLong as soon as more than ``limit`` frames were decoded."""
     blocks, total, channels = [], 0, f.channels
-    first = declared if BLOCK_FRAMES < declared < UNKNOWN_FRAMES and (limit is None or declared <= limit) else 0
+    first = declared if channels == 1 and BLOCK_FRAMES < declared < UNKNOWN_FRAMES and (
+        limit is None or declared <= limit) else 0
     while True:
         size = first or BLOCK_FRAMES
         first = 0
@@ -175,7 +177,10 @@ def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None, 
         got = sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", buf.ctypes.data), size)
         if got <= 0:
             break
-        blocks.append(buf[:got].copy() if got < size // 2 else buf[:got])
+        if channels == 1:
+            blocks.append(buf[:got, 0].copy() if got < size // 2 else buf[:got, 0])
+        else:
+            blocks.append(buf[:got].mean(axis=1, dtype=np.float32))
         total += got
         if limit is not None and total > limit:
             raise too_long(max_seconds)
@@ -183,7 +188,7 @@ def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None, 
     if err and not total:
         raise sf.LibsndfileError(err)
     if not blocks:
-        return np.zeros((0, channels), dtype=np.float32)
+        return np.zeros(0, dtype=np.float32)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
@@ -213,17 +218,15 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
                 raise UndecodableAudio(f"{e}; accepted: {ACCEPTED_TEXT}") from None
             fmt = kind
         else:
-            pcm, rate, channels, fmt = _decode_soundfile(fh, head, max_seconds)
-            mono = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)  # [N] mean of channels
-            del pcm
+            mono, rate, channels, fmt = _decode_soundfile(fh, head, max_seconds)  # [N] mean of channels
     if mono.size == 0:
         raise EmptyAudio(f"the {fmt} file contains no samples", accepted="at least 25 ms of audio")
     return _to_model_rate(mono, rate, channels, fmt, target_rate)
 
 
 def _decode_soundfile(fh, head: bytes, max_seconds: float | None) -> tuple[np.ndarray, int, int, str]:
-    """libsndfile's formats (``ACCEPTED_FORMATS``; ffmpeg for a VBR MP3 without Xing header): ``(pcm [N, C] f32,
-    rate Hz, channels, soundfile format name)``. Raises UndecodableAudio, AudioTooLong."""
+    """libsndfile's formats (``ACCEPTED_FORMATS``; ffmpeg for a VBR MP3 without Xing header): ``(mono [N] f32, the
+    mean of the channels; rate Hz; channels; soundfile format name)``. Raises UndecodableAudio, AudioTooLong."""
     try:
         with sf.SoundFile(fh) as f:
             rate, channels, fmt = f.samplerate, f.channels, f.format
@@ -242,11 +245,12 @@ def _decode_soundfile(fh, head: bytes, max_seconds: float | None) -> tuple[np.nd
                 raise too_long(max_seconds, declared / rate)
             if walked > f.frames + MP3_SLACK:  # libsndfile would stop at its guess: decode it all with ffmpeg
                 fh.seek(0)
-                pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)
+                pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)  # [N, C]; MP3 has at most 2 channels
                 if limit is not None and len(pcm) > limit:
                     raise too_long(max_seconds)
+                pcm = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)
             else:
-                pcm = _read_frames(f, limit, max_seconds, declared)  # [N, C], integer PCM scaled to [-1, 1)
+                pcm = _read_frames(f, limit, max_seconds, declared)  # [N] mono, integer PCM scaled to [-1, 1)
     except sf.LibsndfileError as e:
         raise UndecodableAudio(f"could not decode the audio: it looks like {describe_bytes(head)} "
                                f"({e.error_string}); accepted: {ACCEPTED_TEXT}") from None

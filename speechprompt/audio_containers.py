@@ -50,9 +50,10 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
 
     Returns ``(mono, rate, channels)``: float32 ``[N]`` at ``rate`` Hz, the mean of the stream's ``channels``
     (downmixed block by block, so a many-channel stream never sits in memory whole; the rate and channel layout of
-    the first frame are kept, later frames are converted to them by PyAV's resampler). Decoding stops as soon as
-    more than ``max_seconds`` (seconds, None = no limit) were decoded, and a container whose declared duration is
-    past it is refused before decoding. Raises ``ContainerError`` (not this container, no audio stream, a codec
+    the first frame are kept: a stream that changes them midway is converted to them by PyAV's resampler). Decoding
+    stops as soon as more than ``max_seconds`` (seconds, None = no limit) were decoded, and an MP4 or Matroska file
+    whose declared duration is past it is refused before decoding (raw ADTS declares none: FFmpeg's figure is a
+    guess from the bitrate). Raises ``ContainerError`` (not this container, no audio stream, a codec
     outside ``CODECS``, more than ``MAX_CHANNELS`` channels, a rate outside ``RATES``, damaged data, no samples) and
     ``ContainerTooLong``.
     """
@@ -69,22 +70,25 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
             codec = stream.codec_context.name if stream.codec_context is not None else "an unknown codec"
             if codec not in CODECS:
                 raise ContainerError(f"the {what} file's audio is {codec}, which is not decoded here")
-            if max_seconds is not None and box.duration is not None and box.duration / 1e6 > max_seconds + 1:
-                raise ContainerTooLong(f"declares {box.duration / 1e6:.1f} s")
-            resampler = None
+            declared = box.duration / 1e6 if box.duration is not None and kind != "AAC" else None  # ADTS: a guess
+            if max_seconds is not None and declared is not None and declared > max_seconds + 1:
+                raise ContainerTooLong(f"declares {declared:.1f} s")
+            resampler, source, layout = None, None, None
             for frame in box.decode(stream):
-                if resampler is None:
-                    rate, channels = frame.sample_rate, len(frame.layout.channels)
-                    _check_shape(what, rate, channels)
-                    resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=rate)
-                    limit = None if max_seconds is None else math.floor(max_seconds * rate)
-                for out in resampler.resample(frame):
-                    total += _add_mono(blocks, out, channels)
+                shape = (frame.sample_rate, frame.layout.name, frame.format.name)
+                if shape != source:  # the first frame, or a stream that changes rate or layout midway
+                    _check_shape(what, frame.sample_rate, len(frame.layout.channels))
+                    if resampler is None:
+                        rate, channels, layout = frame.sample_rate, len(frame.layout.channels), frame.layout
+                        limit = None if max_seconds is None else math.floor(max_seconds * rate)
+                    else:  # flush what the previous setup holds, then convert to the first frame's rate and layout
+                        total += sum(_add_mono(blocks, out, channels) for out in resampler.resample(None))
+                    resampler, source = av.AudioResampler(format="flt", layout=layout, rate=rate), shape
+                total += sum(_add_mono(blocks, out, channels) for out in resampler.resample(frame))
                 if limit is not None and total > limit:
                     raise ContainerTooLong(f"more than {limit} frames at {rate} Hz")
             if resampler is not None:
-                for out in resampler.resample(None):
-                    total += _add_mono(blocks, out, channels)
+                total += sum(_add_mono(blocks, out, channels) for out in resampler.resample(None))
     except (av.FFmpegError, ValueError, EOFError) as e:  # FFmpeg's errors, and PyAV's on bytes it cannot wrap
         raise ContainerError(f"could not decode the {what} file: {e}") from None
     if not total:

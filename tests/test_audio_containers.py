@@ -126,3 +126,37 @@ def test_channel_counts_past_film_sound_are_refused_and_5_1_is_downmixed(tmp_pat
     d = decode_audio((tmp_path / "film.m4a").read_bytes())
     assert d.input_channels == 6 and d.duration_s == pytest.approx(1.0, abs=0.1)
     assert np.argmax(np.abs(np.fft.rfft(d.samples[:16000]))) == 300  # every channel carries the tone
+
+
+@needs_tools
+def test_adts_durations_are_decoded_not_guessed_and_rate_changes_midway_decode(tmp_path):
+    """FFmpeg guesses a raw ADTS file's duration from its first frames' bitrate (6 s of silence, then noise: a 9 s
+    file "declares" about 110 s); two ADTS files joined (16 kHz mono, then 44.1 kHz stereo) change setup midway."""
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-f", "lavfi", "-i", "anoisesrc=r=16000:a=0.5",
+           "-filter_complex", "[0]atrim=0:6[a];[1]atrim=0:3[b];[a][b]concat=n=2:v=0:a=1", "-c:a", "aac",
+           "-f", "adts", tmp_path / "quiet.aac")
+    d = decode_audio((tmp_path / "quiet.aac").read_bytes(), max_seconds=10)
+    assert d.duration_s == pytest.approx(9.0, abs=0.15)
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000:duration=2", "-c:a", "aac", "-f", "adts",
+           tmp_path / "a.aac")
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100:duration=3", "-ac", "2", "-c:a", "aac",
+           "-f", "adts", tmp_path / "b.aac")
+    joined = (tmp_path / "a.aac").read_bytes() + (tmp_path / "b.aac").read_bytes()
+    d = decode_audio(joined)
+    assert (d.input_sample_rate, d.input_channels) == (16000, 1)  # the first frame's setup
+    assert 5.0 <= d.duration_s <= 5.0 + 2 * 2048 / 16000  # each part keeps AAC priming and end padding (ADTS)
+    assert np.argmax(np.abs(np.fft.rfft(d.samples[-16000:]))) == 300  # the second part, converted, is the tone
+
+
+@needs_tools
+def test_an_mp4_that_understates_its_duration_is_still_cut_off_while_decoding(tmp_path):
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=200:sample_rate=16000", "-t", "30", "-c:a", "aac",
+           tmp_path / "long.m4a")
+    data = bytearray((tmp_path / "long.m4a").read_bytes())
+    for box, at in ((b"mvhd", 16), (b"mdhd", 16), (b"tkhd", 20)):  # version-0 boxes: the duration field's offset
+        i = data.index(box) + 4
+        scale = int.from_bytes(data[i + 12 : i + 16], "big") if box != b"tkhd" else 1000
+        data[i + at : i + at + 4] = scale.to_bytes(4, "big")  # "1 s"
+    with pytest.raises(AudioTooLong):
+        decode_audio(bytes(data), max_seconds=10)
+    assert decode_audio(bytes(data), max_seconds=40).duration_s > 10

@@ -20,8 +20,18 @@ def test_type_from_the_bytes(head, ctype):
 
 
 @pytest.mark.parametrize("name,ctype", [
-    ("memo.m4a", "audio/mp4"), ("clip.mp4", "audio/mp4"), ("rec.webm", "audio/webm"), ("a.wav", "audio/wav"),
+    ("memo.m4a", "audio/mp4"), ("clip.mp4", "video/mp4"), ("rec.webm", "video/webm"), ("a.wav", "audio/wav"),
     ("call.3gp", "audio/3gpp"), ("notes.txt", "application/octet-stream"),
+    ("film.avi", "application/octet-stream"), ("film.mpg", "application/octet-stream"),  # not decoded: sniffed
 ])
-def test_type_from_the_name_wins_and_a_video_name_means_its_sound_track(name, ctype):
+def test_type_from_the_name_wins_and_only_decoded_video_types_pass(name, ctype):
     assert sniff_content_type(b"\x00" * 16, name) == ctype
+
+
+def test_the_client_sends_raw_video_types_the_server_takes():
+    from clients.calls import VIDEO_TYPES
+    from server.bodies import VIDEO_TYPES as SERVER
+    from server.bodies import audio_body_ok
+
+    assert VIDEO_TYPES == SERVER and all(audio_body_ok(t) for t in VIDEO_TYPES)
+    assert not audio_body_ok("video/x-msvideo")

@@ -234,7 +234,7 @@ def main() -> None:
                 res |= free_baselines(task_dir, info[name]["labels"], bb)
                 r["folds"] = r["folds"][:fold] + [res] + r["folds"][fold + 1:]
             a.work.mkdir(parents=True, exist_ok=True)
-            res_file.write_text(json.dumps(results, indent=1) + "\n")
+            M.replace_file(res_file, (json.dumps(results, indent=1) + "\n").encode())  # never in place (cp -al)
     split = json.loads(a.split_results.read_text()) if a.split_results.exists() else {}
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "fingerprint": bb.fingerprint, "folds": a.folds}
     shown = {n: results[n] for n in real_tasks.TASK_NAMES if n in results and len(results[n]["folds"]) == a.folds}

@@ -62,7 +62,7 @@ def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
         for line in Path(cpuinfo).read_text().splitlines():
             if line.startswith("flags"):
                 return frozenset(line.split(":", 1)[1].split())
-    except OSError:
+    except (OSError, ValueError):  # unreadable, or not text
         pass
     return frozenset()
 

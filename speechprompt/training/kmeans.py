@@ -14,7 +14,7 @@ NUM_UNITS = 100  # GSLM's smallest codebook, the one SpeechPrompt v2 prompts
 def fit_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 40) -> np.ndarray:
     """k-means (k-means++ init, Lloyd iterations, empty clusters re-seeded at the worst-fit points):
     ``[N, D] -> [k, D]`` f32. Plain Lloyd instead of fairseq's ``MiniBatchKMeans``: same objective, and a few
-    GEMMs per iteration on 2 cores. Deterministic from ``seed`` and the same bits for any thread count; but on a
+    GEMMs per iteration on 2 cores. Deterministic from ``seed`` and the same bits with 1 or 2 threads; but on a
     build's 150,000 frames a relative change of 1e-7 in ``x`` (float rounding: another CPU's ffmpeg or BLAS code
     path) ends in another local optimum (docs/results.md, "Why v7 no longer rebuilds bit for bit")."""
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

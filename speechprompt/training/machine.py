@@ -29,9 +29,32 @@ def _cpuinfo_field(cpuinfo: Path, name: str) -> str | None:
             key, _, value = line.partition(":")
             if key.strip() == name:
                 return value.strip()
-    except OSError:
+    except (OSError, ValueError):  # unreadable, or not text
         pass
     return None
+
+
+# environment variables that change numeric code paths or thread counts
+NUMERIC_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+               "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+
+
+def _library_versions() -> dict:
+    """Versions of the libraries on a build's float path (decoding, resampling, encoders), ``None`` when absent."""
+    out = {}
+    for name, attr in (("numpy", "__version__"), ("soxr", "__version__"), ("soundfile", "__version__"),
+                       ("onnxruntime", "__version__"), ("av", "__version__")):
+        try:
+            out[name] = getattr(__import__(name), attr)
+        except Exception:  # absent or broken: the log says so instead of failing the build
+            out[name] = None
+    try:
+        import soundfile
+
+        out["libsndfile"] = soundfile.__libsndfile_version__
+    except Exception:
+        out["libsndfile"] = None
+    return out
 
 
 def _tool_version(tool: str, *args: str) -> str | None:
@@ -47,14 +70,17 @@ def _tool_version(tool: str, *args: str) -> str | None:
 
 
 def machine_facts(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict:
-    """``{"cpu", "vendor", "arch", "cores", "simd", "torch", "ffmpeg", "sox"}`` for a build log. ``simd`` lists
-    which of ``SIMD_FLAGS`` the CPU has, in that order; a fact that cannot be read is ``None`` (never raises)."""
+    """``{"cpu", "vendor", "arch", "cores", "simd", "torch", "torch_threads", "ffmpeg", "sox", "libraries", "env"}``
+    for a build log. ``simd`` lists which of ``SIMD_FLAGS`` the CPU has, in that order; ``libraries`` the versions
+    of numpy, soxr, soundfile / libsndfile, onnxruntime and PyAV; ``env`` the ``NUMERIC_ENV`` variables that are set.
+    A fact that cannot be read is ``None``."""
     path = Path(cpuinfo)
     flags = cpu_flags(path)
     return {"cpu": _cpuinfo_field(path, "model name"), "vendor": _cpuinfo_field(path, "vendor_id"),
             "arch": platform.machine(), "cores": os.cpu_count(), "simd": [f for f in SIMD_FLAGS if f in flags],
-            "torch": torch.__version__, "ffmpeg": _tool_version("ffmpeg", "-version"),
-            "sox": _tool_version("sox", "--version")}
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "ffmpeg": _tool_version("ffmpeg", "-version"), "sox": _tool_version("sox", "--version"),
+            "libraries": _library_versions(), "env": {k: os.environ[k] for k in NUMERIC_ENV if k in os.environ}}
 
 
-__all__ = ["SIMD_FLAGS", "machine_facts"]
+__all__ = ["NUMERIC_ENV", "SIMD_FLAGS", "machine_facts"]

@@ -1,5 +1,6 @@
-"""The k-means codebook fit (``speechprompt/training/kmeans.py``): the same bits for any torch thread count, so a
-build's codebook depends only on its input frames (docs/results.md, "Why v7 no longer rebuilds bit for bit")."""
+"""The k-means codebook fit (``speechprompt/training/kmeans.py``): the same bits with 1 and 2 torch threads (the
+build's 2 included), so a build's codebook depends on its input frames, not its thread count (docs/results.md,
+"Why v7 no longer rebuilds bit for bit", where the build's own 150,000 x 96 frames were checked the same way)."""
 
 from __future__ import annotations
 

@@ -33,3 +33,18 @@ def test_unreadable_cpuinfo_gives_none_not_an_error(tmp_path):
     facts = machine_facts(tmp_path / "missing")
     assert facts["cpu"] is None and facts["vendor"] is None and facts["simd"] == []
     assert facts["cores"] >= 1
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00model name : x")
+    assert machine_facts(tmp_path / "binary")["cpu"] is None
+
+
+def test_libraries_and_numeric_settings_are_recorded(monkeypatch):
+    import numpy
+    import soundfile
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    facts = machine_facts()
+    assert facts["libraries"]["numpy"] == numpy.__version__
+    assert facts["libraries"]["libsndfile"] == soundfile.__libsndfile_version__
+    assert facts["env"]["ATEN_CPU_CAPABILITY"] == "avx2" and "MKL_CBWR" not in facts["env"]
+    assert facts["torch_threads"] >= 1

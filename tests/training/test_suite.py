@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 
 import pytest
@@ -68,6 +69,13 @@ def test_generate_small_task(tmp_path):
         info = sf.info(tmp_path / "commands-en" / r["path"])
         assert info.samplerate == 16000 and info.channels == 1 and 0.3 < info.duration < 3.5
         assert (r["label"] == "_silence_") == (r["engine"] == "noise")
+    for name in ("commands-en/manifest.csv", "suite.json"):  # written as new files: a hard-linked copy keeps its own
+        os.link(tmp_path / name, tmp_path / (name.replace("/", "-") + ".copy"))
+    inodes = {n: (tmp_path / n).stat().st_ino for n in ("commands-en/manifest.csv", "suite.json")}
+    assert make_suite(tmp_path, ["commands-en"], scale=0.05, seed=1, jobs=1) == summary
+    for name, inode in inodes.items():
+        assert (tmp_path / name).stat().st_ino != inode
+        assert (tmp_path / (name.replace("/", "-") + ".copy")).read_bytes() == (tmp_path / name).read_bytes()
     plan = plan_clip(TASKS["commands-en"], "train", 3, seed=1)  # re-render one clip: same bytes
     (rel,) = [rel for _, rel in _render(([plan], str(tmp_path / "again")))]
     assert (tmp_path / "again" / "commands-en" / rel).read_bytes() == \

@@ -44,7 +44,8 @@ UNKNOWN_FRAMES = 2**62  # libsndfile's frame count for streams that do not decla
 BLOCK_FRAMES = 65536  # frames decoded per read
 MP3_SLACK = 4 * 1152  # walked MP3 samples beyond the decoded count: Info frame, encoder delay and padding
 ACCEPTED_TEXT = ("WAV (integer or float PCM, A-law, u-law, IMA/MS ADPCM, GSM 6.10, G.721, NMS-ADPCM), FLAC, Ogg Vorbis, Ogg Opus, MP3, "
-                 f"{CONTAINERS_ACCEPTED}; any sample rate, any number of channels (downmixed to mono)")
+                 f"{CONTAINERS_ACCEPTED}; any sample rate, any number of channels (downmixed to mono; at most 8 in those "
+                 "containers)")
 
 
 class AudioError(Exception):

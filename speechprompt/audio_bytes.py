@@ -20,7 +20,7 @@ def describe_bytes(head: bytes) -> str:
     if head[:4] == b"RIFF":
         kind = head[8:12]
         if kind != b"WAVE":
-            return f"a RIFF container of type {kind!r} (not WAVE)"
+            return f"a RIFF container of type '{kind.decode('latin-1').strip()}' (not WAVE)"
         codec = wav_codec(head)
         return f"a RIFF/WAVE (WAV) file with codec {codec} (unsupported, or a damaged header)" if codec \
             else "a RIFF/WAVE (WAV) file with an unsupported codec or a damaged header"

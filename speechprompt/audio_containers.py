@@ -90,7 +90,8 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
             if resampler is not None:
                 total += sum(_add_mono(blocks, out, channels) for out in resampler.resample(None))
     except (av.FFmpegError, ValueError, EOFError) as e:  # FFmpeg's errors, and PyAV's on bytes it cannot wrap
-        raise ContainerError(f"could not decode the {what} file: {e}") from None
+        why = getattr(e, "strerror", None) or str(e)  # FFmpeg's words, without its error number and file name
+        raise ContainerError(f"could not decode the {what} file ({why}): is it damaged or cut short?") from None
     if not total:
         raise ContainerError(f"the {what} file's audio stream holds no samples")
     if limit is not None and total > limit:

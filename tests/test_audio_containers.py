@@ -160,3 +160,19 @@ def test_an_mp4_that_understates_its_duration_is_still_cut_off_while_decoding(tm
     with pytest.raises(AudioTooLong):
         decode_audio(bytes(data), max_seconds=10)
     assert decode_audio(bytes(data), max_seconds=40).duration_s > 10
+
+
+@needs_tools
+def test_cut_short_uploads_a_webm_decodes_up_to_the_cut_an_mp4_says_so_in_words(clips, tmp_path):
+    ffmpeg("-i", clips / "utt.wav", "-c:a", "libopus", tmp_path / "x.webm")
+    ffmpeg("-i", clips / "utt.wav", "-c:a", "aac", tmp_path / "x.m4a")
+    whole = decode_audio((tmp_path / "x.webm").read_bytes())
+    data = (tmp_path / "x.webm").read_bytes()
+    part = decode_audio(data[: len(data) // 2])  # like a WAV from a streaming recorder: what arrived
+    assert part.input_format == "WEBM" and 0.2 * whole.duration_s < part.duration_s < 0.8 * whole.duration_s
+    np.testing.assert_allclose(part.samples[:8000], whole.samples[:8000], atol=1e-6)
+    data = (tmp_path / "x.m4a").read_bytes()
+    with pytest.raises(UndecodableAudio) as e:
+        decode_audio(data[: len(data) // 2])  # the MP4 index (moov) is at the end: nothing to go on
+    assert "MP4/M4A/3GP file (Invalid data found when processing input): is it damaged or cut short?" in str(e.value)
+    assert "Errno" not in str(e.value)

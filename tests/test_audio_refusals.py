@@ -63,7 +63,7 @@ def _zip() -> bytes:
     (b'  {"audio": [0.1, 0.2]}', "JSON"), (b"<!DOCTYPE html><html><body>502</body></html>", "HTML"),
     (_zip(), "zip"), ("caf\u00e9 plain words, not audio".encode(), "plain text"),
     (bytes(range(200)), "unrecognised binary"), (b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0" + b"\x01" * 24, "RIFF/WAVE"),
-    (b"fLaC" + b"\0" * 60, "FLAC"), (b"ID3\x04" + b"\0" * 60, "MPEG"), (b"\xff\xf1\x50\x80" + b"\0" * 60, "ADTS"),
+    (b"RIFF\x24\0\0\0AVI LIST" + b"\0" * 50, "a RIFF container of type 'AVI' (not WAVE)"), (b"fLaC" + b"\0" * 60, "FLAC"), (b"ID3\x04" + b"\0" * 60, "MPEG"), (b"\xff\xf1\x50\x80" + b"\0" * 60, "ADTS"),
 ])
 def test_undecodable_payloads_say_what_they_look_like(payload, says):
     with pytest.raises(UndecodableAudio) as e:

@@ -4,8 +4,8 @@ and raw AAC in ADTS frames, decoded with PyAV (FFmpeg's demuxers and decoders, i
 ``audio.decode_audio`` calls this only for the three containers ``container_kind`` recognises from the first bytes,
 and each is opened with its own demuxer, never FFmpeg's format probe, so no other format reaches FFmpeg through here.
 Only the codecs in ``CODECS`` are decoded: a video-only MP4, or AC-3 in Matroska, is refused with its codec named.
-The result is the same as soundfile's: float32 ``[N, C]`` at the stream's own rate (``audio`` downmixes and resamples
-it with soxr, as every other format). Errors are this module's own (``ContainerError``, ``ContainerTooLong``);
+The result is mono float32 ``[N]`` at the stream's own rate, the mean of its channels taken block by block
+(``audio`` resamples it with soxr, as every other format). Errors are this module's own (``ContainerError``, ``ContainerTooLong``);
 ``audio`` turns them into ``UndecodableAudio`` (415) and ``AudioTooLong`` (413).
 """
 
@@ -54,8 +54,9 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
     stops as soon as more than ``max_seconds`` (seconds, None = no limit) were decoded, and an MP4 or Matroska file
     whose declared duration is past it is refused before decoding (raw ADTS declares none: FFmpeg's figure is a
     guess from the bitrate). Raises ``ContainerError`` (not this container, no audio stream, a codec
-    outside ``CODECS``, more than ``MAX_CHANNELS`` channels, a rate outside ``RATES``, damaged data, no samples) and
-    ``ContainerTooLong``.
+    outside ``CODECS``, more than ``MAX_CHANNELS`` channels, a rate outside ``RATES``, more than ``MAX_SETUPS - 1``
+    changes of rate or layout, damaged data, no samples) and ``ContainerTooLong``. A WebM or ADTS stream that breaks
+    off after some audio (``STREAMED``) keeps what was decoded.
     """
     import av  # PyAV: a core dependency, imported here so that reading WAV/FLAC never loads FFmpeg
 
@@ -73,11 +74,24 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
             declared = box.duration / 1e6 if box.duration is not None and kind != "AAC" else None  # ADTS: a guess
             if max_seconds is not None and declared is not None and declared > max_seconds + 1:
                 raise ContainerTooLong(f"declares {declared:.1f} s")
-            resampler, source, layout = None, None, None
-            for frame in box.decode(stream):
+            resampler, source, layout, changes = None, None, None, 0
+            frames = box.decode(stream)
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except (av.FFmpegError, ValueError, EOFError):
+                    if total and kind in STREAMED:  # a recording that broke off: keep what arrived
+                        break
+                    raise
                 shape = (frame.sample_rate, frame.layout.name, frame.format.name)
                 if shape != source:  # the first frame, or a stream that changes rate or layout midway
                     _check_shape(what, frame.sample_rate, len(frame.layout.channels))
+                    changes += 1
+                    if changes > MAX_SETUPS:  # each change rebuilds the resampler: bounded CPU per upload
+                        raise ContainerError(f"the {what} file's audio changes rate or channel layout more than "
+                                             f"{MAX_SETUPS - 1} times")
                     if resampler is None:
                         rate, channels, layout = frame.sample_rate, len(frame.layout.channels), frame.layout
                         limit = None if max_seconds is None else math.floor(max_seconds * rate)
@@ -100,6 +114,8 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
 
 
 MAX_CHANNELS = 8  # 7.1 film sound; phones and browsers record 1 or 2
+MAX_SETUPS = 17  # the first frame's rate/layout and up to 16 changes (joined recordings); more is refused
+STREAMED = ("WEBM", "AAC")  # containers read front to back: one that breaks off keeps what was decoded
 RATES = (1000, 384_000)  # Hz, as audio.from_pcm
 
 
@@ -117,5 +133,5 @@ def _add_mono(blocks: list, frame, channels: int) -> int:
     return len(block)
 
 
-__all__ = ["ACCEPTED", "CODECS", "CONTAINERS", "MAX_CHANNELS", "RATES", "ContainerError", "ContainerTooLong",
+__all__ = ["ACCEPTED", "CODECS", "CONTAINERS", "MAX_CHANNELS", "MAX_SETUPS", "RATES", "STREAMED", "ContainerError", "ContainerTooLong",
            "container_kind", "decode_container"]

@@ -163,16 +163,32 @@ def test_an_mp4_that_understates_its_duration_is_still_cut_off_while_decoding(tm
 
 
 @needs_tools
-def test_cut_short_uploads_a_webm_decodes_up_to_the_cut_an_mp4_says_so_in_words(clips, tmp_path):
+def test_cut_short_uploads_webm_and_adts_decode_up_to_the_cut_an_mp4_says_so_in_words(clips, tmp_path):
     ffmpeg("-i", clips / "utt.wav", "-c:a", "libopus", tmp_path / "x.webm")
+    ffmpeg("-i", clips / "utt.wav", "-c:a", "aac", "-f", "adts", tmp_path / "x.aac")
     ffmpeg("-i", clips / "utt.wav", "-c:a", "aac", tmp_path / "x.m4a")
-    whole = decode_audio((tmp_path / "x.webm").read_bytes())
-    data = (tmp_path / "x.webm").read_bytes()
-    part = decode_audio(data[: len(data) // 2])  # like a WAV from a streaming recorder: what arrived
-    assert part.input_format == "WEBM" and 0.2 * whole.duration_s < part.duration_s < 0.8 * whole.duration_s
-    np.testing.assert_allclose(part.samples[:8000], whole.samples[:8000], atol=1e-6)
+    for name, fmt in (("x.webm", "WEBM"), ("x.aac", "AAC")):
+        data = (tmp_path / name).read_bytes()
+        whole = decode_audio(data)
+        for cut in (len(data) // 2, len(data) // 2 + 7):  # a frame boundary or not: like a WAV from a streaming
+            part = decode_audio(data[:cut])              # recorder, what arrived
+            assert part.input_format == fmt and 0.2 * whole.duration_s < part.duration_s < 0.8 * whole.duration_s
+            np.testing.assert_allclose(part.samples[:8000], whole.samples[:8000], atol=1e-6)
     data = (tmp_path / "x.m4a").read_bytes()
     with pytest.raises(UndecodableAudio) as e:
         decode_audio(data[: len(data) // 2])  # the MP4 index (moov) is at the end: nothing to go on
     assert "MP4/M4A/3GP file (Invalid data found when processing input): is it damaged or cut short?" in str(e.value)
     assert "Errno" not in str(e.value)
+
+
+@needs_tools
+def test_a_stream_that_keeps_changing_its_rate_is_refused_after_16_changes(tmp_path):
+    parts = []
+    for i, rate in enumerate([16000, 44100] * 9):  # 18 setups: 17 changes
+        ffmpeg("-f", "lavfi", "-i", f"sine=frequency=300:sample_rate={rate}:duration=0.2", "-c:a", "aac",
+               "-f", "adts", tmp_path / f"{i}.aac")
+        parts.append((tmp_path / f"{i}.aac").read_bytes())
+    with pytest.raises(UndecodableAudio) as e:
+        decode_audio(b"".join(parts))
+    assert "changes rate or channel layout more than 16 times" in str(e.value)
+    assert decode_audio(b"".join(parts[:17])).duration_s > 3.0  # 16 changes still decode

@@ -362,8 +362,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     lap("bundle")
     result = {"fingerprint": fp, "config": json.loads(json.dumps(asdict(cfg), default=str)), "corpus": corpus,
               "timings_s": timings, "total_s": round(time.time() - t_start, 1), "machine": machine_facts(),
-              "unit_lm": lm_hist,
-              "unit_stats_valid_real": stats,
+              "unit_lm": lm_hist, "unit_stats_valid_real": stats,
               "parameters": {"encoder": sum(v.numel() for v in enc_state.values()),
                              "unit_lm": sum(p.numel() for p in lm.parameters()),
                              **({"ge2e": sum(v.numel() for v in ge2e.state_dict().values())} if ge2e else {}),

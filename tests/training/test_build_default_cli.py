@@ -82,3 +82,13 @@ def test_a_trial_never_replaces_the_committed_default_unless_named(monkeypatch, 
     with pytest.raises(SystemExit) as e:
         cli.main()
     assert (e.value.code or 0) == code and len(seen) == (code == 0)
+
+
+@pytest.mark.parametrize("flag", [["--lm-layers", "0"], ["--lm-epochs", "0"], ["--units", "1"]])
+def test_build_default_child_refuses_a_bad_size_itself(tmp_path, flag):
+    """Run directly (not through ``speechprompt build-default``), the child refuses the same sizes with exit 2."""
+    r = subprocess.run([sys.executable, "-m", "speechprompt.training.build_default", "--small", "--out",
+                        str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--real-cache", str(tmp_path / "none"),
+                        "--log-json", str(tmp_path / "log.json"), *flag], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and f"{flag[0]} must be an integer" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()

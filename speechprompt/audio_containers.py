@@ -23,6 +23,10 @@ CODECS = frozenset({"aac", "aac_latm", "alac", "opus", "libopus", "vorbis", "lib
                     "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f32be", "pcm_u8",
                     "pcm_alaw", "pcm_mulaw"})
 ACCEPTED = "MP4/M4A/3GP with AAC or ALAC, WebM/Matroska with Opus or Vorbis, AAC in ADTS frames"
+MAX_CHANNELS = 8  # 7.1 film sound; phones and browsers record 1 or 2
+MAX_SETUPS = 17  # the first frame's rate/layout and up to 16 changes (joined recordings); more is refused
+STREAMED = ("WEBM", "AAC")  # containers read front to back: one that breaks off keeps what was decoded
+RATES = (1000, 384_000)  # Hz, as audio.from_pcm
 
 
 class ContainerError(Exception):
@@ -111,12 +115,6 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
     if limit is not None and total > limit:
         raise ContainerTooLong(f"more than {limit} frames at {rate} Hz")
     return np.concatenate(blocks), rate, channels
-
-
-MAX_CHANNELS = 8  # 7.1 film sound; phones and browsers record 1 or 2
-MAX_SETUPS = 17  # the first frame's rate/layout and up to 16 changes (joined recordings); more is refused
-STREAMED = ("WEBM", "AAC")  # containers read front to back: one that breaks off keeps what was decoded
-RATES = (1000, 384_000)  # Hz, as audio.from_pcm
 
 
 def _check_shape(what: str, rate: int, channels: int) -> None:

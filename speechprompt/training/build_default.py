@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import Pool
@@ -383,9 +384,7 @@ def _facts(tts, tts_meta, real, real_meta, twins, twin_augs) -> dict:
     by_source: dict[str, float] = {}
     for c, m in zip(real, real_meta, strict=True):
         by_source[m["source"]] = by_source.get(m["source"], 0.0) + len(c) / 16000 / 3600
-    codecs: dict[str, int] = {}
-    for a in twin_augs:
-        codecs[str(a["codec"])] = codecs.get(str(a["codec"]), 0) + 1
+    codecs = dict(Counter(str(a["codec"]) for a in twin_augs))  # first-seen order, as the log always had
     tts_clean = [c for c, m in zip(tts, tts_meta, strict=True) if "twin" not in m]
     return {"tts_hours_clean": hours(tts_clean), "tts_hours_with_sox_twins": hours(tts),
             "real_hours": hours(real), "real_clips": len(real),

@@ -3,7 +3,8 @@
 ``decode_audio`` decodes with soundfile (libsndfile: WAV, FLAC, Ogg Vorbis, Ogg Opus, MP3), or with PyAV for the
 phone and browser containers libsndfile lacks (``audio_containers``: MP4/M4A/3GP, WebM/Matroska, ADTS AAC), downmixes to
 mono (mean of channels) and resamples with soxr at quality "HQ" (20-bit precision, the same recipe as
-sox's default ``rate -h``; the HuBERT input is float32 and needs no more). Integer PCM is scaled to
+sox's default ``rate -h``; the HuBERT input is float32 and needs no more), block by block as the decoder yields
+them (``audio_sink``), so memory follows the clip's length at 16 kHz, not at its own rate. Integer PCM is scaled to
 [-1, 1) by soundfile's float32 read. Nothing is clipped: float files whose samples exceed [-1, 1] by
 a little (up to ``MAX_PEAK``), and the small overshoot a resampler adds near full scale, are returned
 as they are; float files far beyond full scale (e.g. samples of 1e6, written unscaled) are refused
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from .audio_bytes import _binary, _repair_wav_sizes, describe_bytes, mp3_frames, wav_codec  # noqa: F401 - re-exported
 from .audio_containers import ACCEPTED as CONTAINERS_ACCEPTED
 from .audio_containers import ContainerError, ContainerTooLong, container_kind, decode_container
+from .audio_sink import ModelRateSink
 
 MIN_SAMPLES = 400  # one HuBERT frame (25 ms) at 16 kHz
 MODEL_RATE = 16000  # Hz, the rate MIN_SAMPLES is counted at
@@ -44,7 +45,7 @@ UNKNOWN_FRAMES = 2**62  # libsndfile's frame count for streams that do not decla
 BLOCK_FRAMES = 65536  # frames decoded per read
 MP3_SLACK = 4 * 1152  # walked MP3 samples beyond the decoded count: Info frame, encoder delay and padding
 ACCEPTED_TEXT = ("WAV (integer or float PCM, A-law, u-law, IMA/MS ADPCM, GSM 6.10, G.721, NMS-ADPCM), FLAC, Ogg Vorbis, Ogg Opus, MP3, "
-                 f"{CONTAINERS_ACCEPTED}; any sample rate, any number of channels (downmixed to mono; at most 8 in those "
+                 f"{CONTAINERS_ACCEPTED}; sample rates of 1-384 kHz, any number of channels (downmixed to mono; at most 8 in those "
                  "containers)")
 
 
@@ -162,14 +163,16 @@ def too_long(max_seconds: float, seconds: float | None = None) -> AudioTooLong:
     return AudioTooLong(f"the audio {said} the {max_seconds:g} s limit", accepted=f"at most {max_seconds:g} s of audio")
 
 
-def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None, declared: int = 0) -> np.ndarray:
-    """Every frame the decoder yields as mono float32 ``[N]`` (the mean of the channels, taken block by block, so a
-    many-channel file is never held whole), reading blocks until EOF (not up to the header's frame count: streams
-    may declare none, and telephony codecs are "non-seekable" to soundfile). A mono file's declared count (within
-    ``limit``) is read first into one array, so a long file that tells the truth is held once, not as blocks plus
-    their concatenation. Raises AudioTooLong as soon as more than ``limit`` frames were decoded."""
-    blocks, total, channels = [], 0, f.channels
-    first = declared if channels == 1 and BLOCK_FRAMES < declared < UNKNOWN_FRAMES and (
+def _read_frames(f: sf.SoundFile, sink: ModelRateSink, limit: int | None, max_seconds: float | None,
+                 declared: int = 0) -> None:
+    """Every frame the decoder yields, into ``sink`` as mono float32 blocks ``[n]`` (the mean of the channels, taken
+    block by block, so a many-channel file is never held whole), reading until EOF (not up to the header's frame
+    count: streams may declare none, and telephony codecs are "non-seekable" to soundfile). A mono file at the model
+    rate reads its declared count (within ``limit``) first into one array, so a long file that tells the truth is held
+    once, not as blocks plus their concatenation. Raises AudioTooLong as soon as more than ``limit`` frames were
+    decoded."""
+    total, channels = 0, f.channels
+    first = declared if channels == 1 and not sink.resampling and BLOCK_FRAMES < declared < UNKNOWN_FRAMES and (
         limit is None or declared <= limit) else 0
     while True:
         size = first or BLOCK_FRAMES
@@ -179,18 +182,15 @@ def _read_frames(f: sf.SoundFile, limit: int | None, max_seconds: float | None, 
         if got <= 0:
             break
         if channels == 1:
-            blocks.append(buf[:got, 0].copy() if got < size // 2 else buf[:got, 0])
+            sink.add(buf[:got, 0].copy() if got < size // 2 and not sink.resampling else buf[:got, 0])  # soxr keeps no block
         else:
-            blocks.append(buf[:got].mean(axis=1, dtype=np.float32))
+            sink.add(buf[:got].mean(axis=1, dtype=np.float32))
         total += got
         if limit is not None and total > limit:
             raise too_long(max_seconds)
     err = sf._snd.sf_error(f._file)
     if err and not total:
         raise sf.LibsndfileError(err)
-    if not blocks:
-        return np.zeros(0, dtype=np.float32)
-    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None = 600.0,
@@ -199,12 +199,14 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
 
     ``max_seconds`` (seconds, None = no limit) is checked against the decoded sample count (decoding stops
     one block past it), and before anything is decoded against a frame count the header declares (WAV,
-    FLAC with a total) or the MP3 frames counted in the bitstream.
+    FLAC with a total) or the MP3 frames counted in the bitstream. Decoded blocks are resampled as they
+    arrive (``audio_sink``), so memory follows the length at ``target_rate``, not at the file's rate.
     Raises UndecodableAudio (415), AudioTooLong (413), EmptyAudio, NonFiniteAudio, AudioOutOfRange,
     AudioTooShort (422).
     """
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds}")
+    sink = ModelRateSink(target_rate, RESAMPLE_QUALITY, MAX_PEAK)
     with _binary(source) as raw:
         fh = _repair_wav_sizes(raw) or raw
         fh.seek(0)
@@ -212,28 +214,36 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
         fh.seek(0)
         if kind := container_kind(head):  # phone / browser recordings libsndfile cannot read: PyAV
             try:
-                mono, rate, channels = decode_container(fh, kind, max_seconds)  # [N] mean of channels
+                decode_container(fh, kind, sink, max_seconds)  # mono blocks, mean of channels
             except ContainerTooLong:
                 raise too_long(max_seconds) from None
             except ContainerError as e:
                 raise UndecodableAudio(f"{e}; accepted: {ACCEPTED_TEXT}") from None
             fmt = kind
         else:
-            mono, rate, channels, fmt = _decode_soundfile(fh, head, max_seconds)  # [N] mean of channels
-    if mono.size == 0:
+            fmt = _decode_soundfile(fh, head, sink, max_seconds)  # mono blocks, mean of channels
+    if sink.frames == 0:
         raise EmptyAudio(f"the {fmt} file contains no samples", accepted="at least 25 ms of audio")
-    return _to_model_rate(mono, rate, channels, fmt, target_rate)
+    return _finish(sink, fmt)
 
 
-def _decode_soundfile(fh, head: bytes, max_seconds: float | None) -> tuple[np.ndarray, int, int, str]:
-    """libsndfile's formats (``ACCEPTED_FORMATS``; ffmpeg for a VBR MP3 without Xing header): ``(mono [N] f32, the
-    mean of the channels; rate Hz; channels; soundfile format name)``. Raises UndecodableAudio, AudioTooLong."""
+MAX_PCM_RATE = 384_000  # Hz: the highest sample rate decoded or taken as PCM (and the lowest is 1000 Hz)
+
+
+def _decode_soundfile(fh, head: bytes, sink: ModelRateSink, max_seconds: float | None) -> str:
+    """libsndfile's formats (``ACCEPTED_FORMATS``; ffmpeg for a VBR MP3 without Xing header) into ``sink`` (mono
+    blocks, the mean of the channels); returns soundfile's format name. Raises UndecodableAudio (also for a rate
+    outside 1000-``MAX_PCM_RATE`` Hz), AudioTooLong."""
     try:
         with sf.SoundFile(fh) as f:
             rate, channels, fmt = f.samplerate, f.channels, f.format
             if fmt not in ACCEPTED_FORMATS:
                 raise UndecodableAudio(f"the audio is {sf.available_formats().get(fmt, fmt)}, which is not "
                                        f"accepted; accepted: {ACCEPTED_TEXT}")
+            if not 1000 <= rate <= MAX_PCM_RATE:
+                raise UndecodableAudio(f"the {fmt} file's sample rate is {rate} Hz, which is not decoded here",
+                                       accepted=f"a sample rate from 1000 to {MAX_PCM_RATE} Hz; {ACCEPTED_TEXT}")
+            sink.open(rate, channels)
             limit = None if max_seconds is None else math.floor(max_seconds * rate)
             declared, walked = f.frames, 0
             if fmt == "MP3":  # libsndfile's count is the first frame's guess for VBR without Xing
@@ -246,37 +256,33 @@ def _decode_soundfile(fh, head: bytes, max_seconds: float | None) -> tuple[np.nd
                 raise too_long(max_seconds, declared / rate)
             if walked > f.frames + MP3_SLACK:  # libsndfile would stop at its guess: decode it all with ffmpeg
                 fh.seek(0)
-                pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)  # [N, C]; MP3 has at most 2 channels
+                pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)  # [N, C]; MP3: <= 2 channels, <= 48 kHz
                 if limit is not None and len(pcm) > limit:
                     raise too_long(max_seconds)
-                pcm = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)
+                sink.add(pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32))
             else:
-                pcm = _read_frames(f, limit, max_seconds, declared)  # [N] mono, integer PCM scaled to [-1, 1)
+                _read_frames(f, sink, limit, max_seconds, declared)  # integer PCM scaled to [-1, 1)
     except sf.LibsndfileError as e:
         raise UndecodableAudio(f"could not decode the audio: it looks like {describe_bytes(head)} "
                                f"({e.error_string}); accepted: {ACCEPTED_TEXT}") from None
-    return pcm, rate, channels, fmt
+    return fmt
 
 
-def _to_model_rate(mono: np.ndarray, rate: int, channels: int, fmt: str, target_rate: int) -> DecodedAudio:
-    """Mono float32 PCM [N] at ``rate`` Hz -> checked, resampled ``DecodedAudio`` at ``target_rate`` Hz."""
-    if not np.isfinite(mono).all():  # before resampling: soxr would smear a NaN over its filter length
-        check_samples(mono, rate)
-    peak = max(float(mono.max()), -float(mono.min())) if mono.size else 0.0  # not np.abs: no second copy
-    if peak > MAX_PEAK:
-        raise AudioOutOfRange(f"the samples reach {peak:.3g}, far outside full scale [-1, 1]: float audio must be "
-                              f"scaled to [-1, 1] (this looks like unscaled or corrupt data)",
+def _finish(sink: ModelRateSink, fmt: str) -> DecodedAudio:
+    """A filled sink -> checked ``DecodedAudio`` at the sink's target rate. Raises NonFiniteAudio (any NaN/Inf,
+    counted over the whole clip), AudioOutOfRange (a peak beyond ``MAX_PEAK``), EmptyAudio, AudioTooShort."""
+    if sink.non_finite:  # before resampling: soxr would smear a NaN over its filter length
+        raise NonFiniteAudio(f"{sink.non_finite} of {sink.frames} samples are NaN or Inf", accepted="finite samples")
+    if sink.peak > MAX_PEAK:
+        raise AudioOutOfRange(f"the samples reach {sink.peak:.3g}, far outside full scale [-1, 1]: float audio must "
+                              f"be scaled to [-1, 1] (this looks like unscaled or corrupt data)",
                               accepted=f"float samples within [-{MAX_PEAK:g}, {MAX_PEAK:g}] (full scale is 1.0), "
                                        "or integer PCM")
-    resampled = rate != target_rate
-    out = soxr.resample(mono, rate, target_rate, quality=RESAMPLE_QUALITY) if resampled and mono.size else mono
-    out = np.ascontiguousarray(out, dtype=np.float32)
-    check_samples(out, target_rate)
-    return DecodedAudio(samples=out, sample_rate=target_rate, input_sample_rate=rate, input_channels=channels,
-                        input_format=fmt, duration_s=out.size / target_rate, resampled=resampled)
-
-
-MAX_PCM_RATE = 384_000  # Hz: the highest sample rate ``from_pcm`` takes (and the lowest is 1000 Hz)
+    out = sink.finish()
+    check_samples(out, sink.target_rate)
+    return DecodedAudio(samples=out, sample_rate=sink.target_rate, input_sample_rate=sink.rate,
+                        input_channels=sink.channels, input_format=fmt, duration_s=out.size / sink.target_rate,
+                        resampled=sink.resampling)
 
 
 def from_pcm(samples: np.ndarray, sample_rate: int, *, max_seconds: float | None = 600.0,
@@ -298,4 +304,7 @@ def from_pcm(samples: np.ndarray, sample_rate: int, *, max_seconds: float | None
         raise too_long(max_seconds, samples.size / sample_rate)
     if samples.size == 0:
         raise EmptyAudio("the audio contains no samples", accepted="at least 25 ms of audio")
-    return _to_model_rate(samples, sample_rate, 1, "PCM", target_rate)
+    sink = ModelRateSink(target_rate, RESAMPLE_QUALITY, MAX_PEAK)
+    sink.open(sample_rate, 1)
+    sink.add(samples)
+    return _finish(sink, "PCM")

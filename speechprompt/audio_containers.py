@@ -4,15 +4,15 @@ and raw AAC in ADTS frames, decoded with PyAV (FFmpeg's demuxers and decoders, i
 ``audio.decode_audio`` calls this only for the three containers ``container_kind`` recognises from the first bytes,
 and each is opened with its own demuxer, never FFmpeg's format probe, so no other format reaches FFmpeg through here.
 Only the codecs in ``CODECS`` are decoded: a video-only MP4, or AC-3 in Matroska, is refused with its codec named.
-The result is mono float32 ``[N]`` at the stream's own rate, the mean of its channels taken block by block
-(``audio`` resamples it with soxr, as every other format). Errors are this module's own (``ContainerError``, ``ContainerTooLong``);
+The audio goes to a sink (``audio_sink.ModelRateSink``) as mono float32 blocks at the stream's own rate, the mean of
+its channels taken block by block (the sink resamples them with soxr as they arrive, as for every other format). Errors are this module's own (``ContainerError``, ``ContainerTooLong``);
 ``audio`` turns them into ``UndecodableAudio`` (415) and ``AudioTooLong`` (413).
 """
 
 from __future__ import annotations
 
 import math
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -49,12 +49,23 @@ def container_kind(head: bytes) -> str | None:
     return None
 
 
-def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) -> tuple[np.ndarray, int, int]:
-    """Decode the first audio stream of a ``kind`` container (a key of ``CONTAINERS``) read from ``fh``.
+class Sink(Protocol):
+    """Where decoded audio goes (``audio_sink.ModelRateSink``): ``open`` once, then ``add`` mono blocks."""
 
-    Returns ``(mono, rate, channels)``: float32 ``[N]`` at ``rate`` Hz, the mean of the stream's ``channels``
-    (downmixed block by block, so a many-channel stream never sits in memory whole; the rate and channel layout of
-    the first frame are kept: a stream that changes them midway is converted to them by PyAV's resampler). Decoding
+    frames: int
+
+    def open(self, rate: int, channels: int) -> None: ...
+
+    def add(self, block: np.ndarray) -> None: ...
+
+
+def decode_container(fh: BinaryIO, kind: str, sink: Sink, max_seconds: float | None = None) -> tuple[int, int]:
+    """Decode the first audio stream of a ``kind`` container (a key of ``CONTAINERS``) read from ``fh`` into ``sink``.
+
+    ``sink.open(rate, channels)`` is called at the first frame, then ``sink.add`` with mono float32 blocks ``[n]`` at
+    ``rate`` Hz, the mean of the stream's ``channels`` (downmixed block by block, so a many-channel stream never sits
+    in memory whole; the rate and channel layout of the first frame are kept: a stream that changes them midway is
+    converted to them by PyAV's resampler). Returns ``(rate, channels)``. Decoding
     stops as soon as more than ``max_seconds`` (seconds, None = no limit) were decoded, and an MP4 or Matroska file
     whose declared duration is past it is refused before decoding (raw ADTS declares none: FFmpeg's figure is a
     guess from the bitrate). Raises ``ContainerError`` (not this container, no audio stream, a codec
@@ -65,7 +76,7 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
     import av  # PyAV: a core dependency, imported here so that reading WAV/FLAC never loads FFmpeg
 
     demuxer, what = CONTAINERS[kind]
-    blocks, total, rate, channels, limit = [], 0, 0, 0, None
+    total, rate, channels, limit = 0, 0, 0, None
     try:
         with av.open(fh, mode="r", format=demuxer, metadata_errors="replace") as box:  # damaged tags are not fatal
             if not box.streams.audio:
@@ -99,14 +110,15 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
                     if resampler is None:
                         rate, channels, layout = frame.sample_rate, len(frame.layout.channels), frame.layout
                         limit = None if max_seconds is None else math.floor(max_seconds * rate)
+                        sink.open(rate, channels)
                     else:  # flush what the previous setup holds, then convert to the first frame's rate and layout
-                        total += sum(_add_mono(blocks, out, channels) for out in resampler.resample(None))
+                        total += sum(_add_mono(sink, out, channels) for out in resampler.resample(None))
                     resampler, source = av.AudioResampler(format="flt", layout=layout, rate=rate), shape
-                total += sum(_add_mono(blocks, out, channels) for out in resampler.resample(frame))
+                total += sum(_add_mono(sink, out, channels) for out in resampler.resample(frame))
                 if limit is not None and total > limit:
                     raise ContainerTooLong(f"more than {limit} frames at {rate} Hz")
             if resampler is not None:
-                total += sum(_add_mono(blocks, out, channels) for out in resampler.resample(None))
+                total += sum(_add_mono(sink, out, channels) for out in resampler.resample(None))
     except (av.FFmpegError, ValueError, EOFError) as e:  # FFmpeg's errors, and PyAV's on bytes it cannot wrap
         why = getattr(e, "strerror", None) or str(e)  # FFmpeg's words, without its error number and file name
         raise ContainerError(f"could not decode the {what} file ({why}): is it damaged or cut short?") from None
@@ -114,7 +126,7 @@ def decode_container(fh: BinaryIO, kind: str, max_seconds: float | None = None) 
         raise ContainerError(f"the {what} file's audio stream holds no samples")
     if limit is not None and total > limit:
         raise ContainerTooLong(f"more than {limit} frames at {rate} Hz")
-    return np.concatenate(blocks), rate, channels
+    return rate, channels
 
 
 def _check_shape(what: str, rate: int, channels: int) -> None:
@@ -124,12 +136,12 @@ def _check_shape(what: str, rate: int, channels: int) -> None:
         raise ContainerError(f"the {what} file's audio is at {rate} Hz; {RATES[0]} to {RATES[1]} Hz are decoded here")
 
 
-def _add_mono(blocks: list, frame, channels: int) -> int:
-    """Append a packed float frame ``[1, n*C]`` as its mono mean ``[n]`` f32; returns n."""
+def _add_mono(sink: Sink, frame, channels: int) -> int:
+    """Add a packed float frame ``[1, n*C]`` to ``sink`` as its mono mean ``[n]`` f32; returns n."""
     block = frame.to_ndarray().reshape(-1, channels)
-    blocks.append(block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32))
+    sink.add(block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32))
     return len(block)
 
 
-__all__ = ["ACCEPTED", "CODECS", "CONTAINERS", "MAX_CHANNELS", "MAX_SETUPS", "RATES", "STREAMED", "ContainerError", "ContainerTooLong",
+__all__ = ["ACCEPTED", "CODECS", "CONTAINERS", "MAX_CHANNELS", "MAX_SETUPS", "RATES", "STREAMED", "ContainerError", "ContainerTooLong", "Sink",
            "container_kind", "decode_container"]

@@ -1,0 +1,133 @@
+"""Tests for speechprompt.audio_sink: decoded blocks resampled as they arrive give the same samples as resampling the
+whole clip, report failures as a whole-clip check would, and keep memory at the model rate (a real process)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from speechprompt.audio import (
+    AudioOutOfRange,
+    NonFiniteAudio,
+    UndecodableAudio,
+    decode_audio,
+    from_pcm,
+)
+from speechprompt.audio_sink import ModelRateSink
+
+
+def _blocks(x: np.ndarray, rng: np.random.Generator):
+    at = 0
+    while at < x.size:
+        n = int(rng.integers(1, 9000))
+        yield x[at:at + n].copy()
+        at += n
+
+
+@pytest.mark.parametrize("rate", [1000, 8000, 11025, 22050, 44100, 48000, 96000, 384000])
+def test_blocks_resampled_as_they_arrive_equal_the_whole_clip_resampled(rate):
+    rng = np.random.default_rng(rate)
+    x = (rng.standard_normal(int(rate * 1.7)) * 0.2).astype(np.float32)
+    sink = ModelRateSink(16000, "HQ")
+    sink.open(rate, 1)
+    for block in _blocks(x, rng):
+        sink.add(block)
+    got = sink.finish()
+    want = soxr.resample(x, rate, 16000, quality="HQ")
+    assert sink.frames == x.size and sink.resampling
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got, want)  # bit for bit: soxr keeps its filter state across chunks
+
+
+def test_at_the_model_rate_blocks_are_joined_unchanged_and_one_block_is_not_copied():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(50_000) * 0.2).astype(np.float32)
+    sink = ModelRateSink(16000, "HQ")
+    sink.open(16000, 2)
+    parts = list(_blocks(x, rng))
+    for block in parts:
+        sink.add(block)
+    assert not sink.resampling and np.array_equal(sink.finish(), x)
+    one = ModelRateSink(16000, "HQ")
+    one.open(16000, 1)
+    one.add(x)
+    assert np.shares_memory(one.finish(), x)
+
+
+def test_the_sink_refuses_blocks_before_open_and_a_second_open():
+    sink = ModelRateSink(16000, "HQ")
+    with pytest.raises(ValueError, match="open"):
+        sink.add(np.zeros(10, dtype=np.float32))
+    sink.open(8000, 1)
+    with pytest.raises(ValueError, match="already open"):
+        sink.open(8000, 1)
+
+
+def _float_wav(x: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def test_nan_in_a_late_block_is_counted_over_the_whole_clip_and_beats_an_earlier_peak():
+    """Blocks are 65,536 frames: a peak of 50 in the first, NaNs in the second and the fourth. A whole-clip check
+    reports every NaN first; the sink must too, after the peak has already stopped its resampling."""
+    x = (np.sin(np.arange(300_000) / 9) * 0.3).astype(np.float32)
+    x[100] = 50.0
+    x[[70_000, 70_001, 250_000]] = [np.nan, np.inf, np.nan]
+    with pytest.raises(NonFiniteAudio, match="3 of 300000 samples are NaN or Inf"):
+        decode_audio(_float_wav(x, 44100))
+
+
+def test_the_peak_reported_is_the_whole_clips_even_after_resampling_stopped():
+    x = (np.sin(np.arange(300_000) / 9) * 0.3).astype(np.float32)
+    x[1_000], x[200_000] = 6.0, -71.5  # the first stops the resampling, the second is the clip's peak
+    with pytest.raises(AudioOutOfRange, match="reach 71.5") as e:
+        decode_audio(_float_wav(x, 48000))
+    assert e.value.status == 422
+    with pytest.raises(AudioOutOfRange, match="reach 71.5"):
+        from_pcm(x, 48000)
+
+
+@pytest.mark.parametrize("rate", [500, 400_000])
+def test_a_wav_rate_outside_1_to_384_khz_is_refused_before_decoding(rate):
+    x = (np.sin(np.arange(rate) / 5) * 0.3).astype(np.float32)
+    with pytest.raises(UndecodableAudio, match=f"sample rate is {rate} Hz") as e:
+        decode_audio(_float_wav(x, rate))
+    assert e.value.status == 415 and "1000 to 384000 Hz" in e.value.accepted
+
+
+_PEAK_RSS = textwrap.dedent("""
+    import resource, sys
+    from speechprompt.audio import decode_audio
+    decode_audio(sys.argv[2], max_seconds=None)  # a 1 s file first: libraries loaded, buffers made
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    d = decode_audio(sys.argv[1], max_seconds=None)
+    print(d.samples.size, d.input_sample_rate, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+""")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+@pytest.mark.parametrize("name", ["tone.flac", "tone.mkv"])
+def test_a_long_high_rate_file_is_decoded_without_holding_it_at_its_own_rate(tmp_path, name):
+    """60 s at 384 kHz is 92 MB of float32 at its own rate (before, ~200 MB peak) and 3.8 MB at 16 kHz: a separate
+    process decodes it (libsndfile's FLAC, and FLAC in Matroska through PyAV) after a 1 s file of the same kind, and its
+    peak memory must grow by far less than the clip at its own rate."""
+    path, short = tmp_path / name, tmp_path / f"short-{name}"
+    for p, seconds in ((path, 60), (short, 1)):
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"sine=f=440:r=384000:d={seconds}", "-c:a",
+                        "flac", p], check=True)
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(path), str(short)], capture_output=True, text=True,
+                          check=True)
+    samples, rate, grew_mb = done.stdout.split()
+    assert int(rate) == 384_000 and abs(int(samples) - 960_000) <= 1
+    at_own_rate_mb = 60 * 384_000 * 4 / 2**20
+    assert float(grew_mb) < 0.25 * at_own_rate_mb, done.stdout

@@ -11,11 +11,12 @@ SYS_PKGS := espeak-ng sox libsox-fmt-all ffmpeg redis-server alsa-utils docker-c
 
 .PHONY: serve test lint sysdeps install bench
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions of a clean install (a lock), so installs and builds do not drift
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q -e '.[fairseq,dev,tts,teachers]'
-	$(BIN)/pip install -q --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
+	$(BIN)/pip install -q -c constraints.txt -e '.[fairseq,dev,tts,teachers]'
+	$(BIN)/pip install -q -c constraints.txt --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
 	touch $(STAMP)
 
 install: sysdeps $(STAMP)

@@ -24,8 +24,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import soundfile as sf
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -51,7 +49,7 @@ def make_cuts(manifest: Path, out: Path, per_clip: int = 2) -> dict[str, Path]:
                 c = cuts.speech_cut(y, key, **kw) if e.label == "speech" else cuts.random_cut(y, key, **kw)
                 if c is not None:
                     path = folder / f"{clip[:16]}-{j}.wav"
-                    sf.write(path, c, 16000)
+                    M.write_wav(path, c, 16000)
                     rows[band].append((str(path), e.label, "test"))
     made = {}
     for band, band_rows in rows.items():
@@ -77,7 +75,7 @@ def make_mixed(manifest: Path, out: Path) -> dict[str, Path]:
         pair = hashlib.sha256(clip.encode() + Path(other).read_bytes()).hexdigest()  # both clips' bytes name it
         path = folder / f"{pair[:16]}.wav"
         if not path.exists():
-            sf.write(path, y, 16000)
+            M.write_wav(path, y, 16000)
         rows["mixed, speech first" if speech_first else "mixed, noise first"].append((str(path), "speech", "test"))
     made = {}
     for name, order_rows in rows.items():

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from speechprompt.training.prosody_units import from_arrays, to_arrays
@@ -96,6 +97,15 @@ def replace_file(path: str | Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> None:
+    """Write ``samples`` (float ``[N]`` or ``[N, C]`` in [-1, 1], at ``rate`` Hz) as a WAV file with
+    :func:`replace_file`: the bytes of ``soundfile.write(path, samples, rate, subtype)``, but a run stopped midway
+    leaves no truncated WAV for a later ``if not path.exists()`` to take as done."""
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, subtype=subtype, format="WAV")
+    replace_file(path, buf.getvalue())
 
 
 def write_csv(path: str | Path, rows: Sequence[Sequence], header: Sequence[str] | None = None,

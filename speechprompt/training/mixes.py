@@ -13,7 +13,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from speechprompt.training import manifest as M
 
@@ -90,7 +89,7 @@ def write_mixes(clips: list[M.Example], out: Path, n: int, seed: int, split: str
             first = M.load_audio(a.path)
             if label == "noise":  # a window, as mix() cuts the second
                 first = _window(first, int(MAX_NOISE_S * SAMPLE_RATE), np.random.default_rng([key, 61]))
-            sf.write(path, mix(first, M.load_audio(b.path), key)[0], SAMPLE_RATE)
+            M.write_wav(path, mix(first, M.load_audio(b.path), key)[0], SAMPLE_RATE)
         rows.append((str(path), label, split))
     return rows
 

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from speechprompt.training import manifest as M
 from speechprompt.training import real_tasks
@@ -66,7 +65,7 @@ def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tupl
                         if k % 2:
                             key = 2 * 10**6 + 10**4 * li + 10**3 * gi + 10 * j + k
                             y = channel_aug.apply(y, channel_aug.draw(seed, key), seed, key)
-                        sf.write(path, y, 16000)
+                        M.write_wav(path, y, 16000)
                     rows.append((str(path), gender, tts_split(j)))
     return rows
 
@@ -104,7 +103,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
             if not path.exists():
                 key = real_tasks.text_key(f"{clip}:{t}")
                 y = channel_aug.apply(M.load_audio(e.path), channel_aug.draw(seed, key), seed, key)
-                sf.write(path, y, 16000)
+                M.write_wav(path, y, 16000)
             twin_rows.append((str(path), e.label, "train"))
         for t in range(cuts if task_dir.name == "vad" else 0):
             path = out / f"cut{t}-{clip[:16]}.wav"
@@ -114,7 +113,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 y = cut_mod.speech_cut(y, key) if e.label == "speech" else cut_mod.random_cut(y, key)
                 if y is None:  # too short to cut, or a speech window in a pause
                     continue
-                sf.write(path, y, 16000)
+                M.write_wav(path, y, 16000)
             cut_rows.append((str(path), e.label, "train"))
         for t in range(noise_variants if task_dir.name == "vad" and e.label == "noise" else 0):
             path = out / f"vary{t}-{clip[:16]}.wav"
@@ -123,7 +122,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 y = sound_variants.vary(M.load_audio(e.path), key)
                 if y is None:  # sped up below sound_variants.MIN_SECONDS
                     continue
-                sf.write(path, y, 16000)
+                M.write_wav(path, y, 16000)
             variant_rows.append((str(path), "noise", "train"))
     added = twin_rows + cut_rows + variant_rows
     n_own = len(added)  # made from the train clips themselves
@@ -138,7 +137,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
             for j, (engine, voice) in enumerate(voices):
                 path = out / f"tts-{lab}-{j:03d}.wav"
                 if not path.exists():
-                    sf.write(path, clips[(SPOKEN.get(lab, lab), engine, voice)], 16000)
+                    M.write_wav(path, clips[(SPOKEN.get(lab, lab), engine, voice)], 16000)
                 added.append((str(path), lab, tts_split(j)))
     if task_dir.name == "digits" and tts_voices:
         for lang, words in real_tasks.DIGIT_WORDS.items():
@@ -151,7 +150,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 for j, (engine, voice) in enumerate(voices):
                     path = out / f"tts-{lang}-{d}-{j:03d}.wav"
                     if not path.exists():
-                        sf.write(path, clips[(word, engine, voice)], 16000)
+                        M.write_wav(path, clips[(word, engine, voice)], 16000)
                     added.append((str(path), str(d), tts_split(j)))
     if task_dir.name == "gender" and tts_voices:
         added += gender_tts(out, tts_voices, seed)
@@ -163,7 +162,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                 _, y = nonspeech.generate(seed, k)
                 if k % 2:
                     y = channel_aug.apply(y, channel_aug.draw(seed, 10**6 + k), seed, 10**6 + k)
-                sf.write(path, y, 16000)
+                M.write_wav(path, y, 16000)
             added.append((str(path), "noise", "train"))
     n_gen = len(added) - n_own - n_tts
     if task_dir.name == "vad":

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from .manifest import Example
+from .manifest import Example, write_wav
 
 TASK_NAMES = ("language-id", "keyword", "digits", "vad", "gender")
 DIGIT_WORDS = {  # what the digits are called, for the TTS renditions in the digits task's training set
@@ -182,7 +182,7 @@ def segment_long(rows: Sequence[dict], base: str | Path, out: str | Path, max_se
             wav, sr = sf.read(Path(base) / r["path"], dtype="float32")
             stem.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                sf.write(stem / f"{i:02d}.wav", wav[int(i * seconds * sr):int((i + 1) * seconds * sr)], sr)
+                write_wav(stem / f"{i:02d}.wav", wav[int(i * seconds * sr):int((i + 1) * seconds * sr)], sr)
         out_rows += [dict(r, path=str((stem / f"{i:02d}.wav").resolve()), key=f"{r['path']}#{i:02d}", duration=seconds)
                      for i in range(n)]
     return out_rows

@@ -36,7 +36,7 @@ from speechprompt.training import suite_prosody as S
 from speechprompt.training import suite_text as T
 from speechprompt.training import voices as V
 from speechprompt.training.corpus import UtteranceSpec, colored_noise, festival_batch, load_words, tts_to_file
-from speechprompt.training.manifest import replace_file, write_csv
+from speechprompt.training.manifest import replace_file, write_csv, write_wav
 
 SR = 16000
 SIZES = {"train": 256, "dev": 64, "test": 96, "test_seen": 64, "test_engine": 64}  # clips per split (scale 1)
@@ -242,7 +242,7 @@ def _render(job: tuple[list[ClipPlan], str]) -> list[tuple[ClipPlan, str]]:
             rel = f"clips/{p.split}/{p.label}/{p.index:05d}.wav"
             f = Path(out) / p.task / rel
             f.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(f, _finish(p, path), SR, subtype="PCM_16")
+            write_wav(f, _finish(p, path), SR)
             done.append((p, rel))
     return done
 

@@ -150,3 +150,37 @@ def test_write_csv_writes_what_csv_writer_wrote(tmp_path):
     write_csv(tmp_path / "new.csv", rows[:2], header=["path", "label", "split"])
     write_csv(tmp_path / "new.csv", rows[2:], append=True)
     assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "old.csv").read_bytes()
+
+
+@pytest.mark.parametrize("shape,rate,subtype", [((16000,), 16000, "PCM_16"), ((2205, 2), 22050, "PCM_16"),
+                                                ((800,), 8000, "FLOAT")])
+def test_write_wav_writes_soundfiles_bytes_as_a_new_file(tmp_path, shape, rate, subtype):
+    """The bytes of ``soundfile.write`` to the path (cached clips keep their digests), written as a new file: a
+    hard-linked copy keeps its clip."""
+    import soundfile as sf
+
+    y = (np.random.default_rng(rate).standard_normal(shape) * 0.2).astype(np.float32)
+    sf.write(tmp_path / "old.wav", y, rate, subtype=subtype)
+    M.write_wav(tmp_path / "new.wav", y, rate, subtype=subtype)
+    assert (tmp_path / "new.wav").read_bytes() == (tmp_path / "old.wav").read_bytes()
+    os.link(tmp_path / "new.wav", tmp_path / "copy.wav")
+    M.write_wav(tmp_path / "new.wav", y[: len(y) // 2], rate, subtype=subtype)
+    assert (tmp_path / "copy.wav").read_bytes() == (tmp_path / "old.wav").read_bytes()
+    assert sf.info(tmp_path / "new.wav").frames == len(y) // 2
+
+
+def test_write_wav_stopped_midway_leaves_no_clip_for_a_later_exists_check(tmp_path, monkeypatch):
+    """A run stopped while writing (here: the disk write fails after half the bytes) leaves neither a truncated clip
+    at the path, which ``if not path.exists()`` would reuse, nor a temporary file."""
+    from pathlib import Path
+
+    real = Path.write_bytes
+
+    def half_then_fail(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError, match="no space"):
+        M.write_wav(tmp_path / "clip.wav", np.zeros(16000, np.float32), 16000)
+    assert list(tmp_path.iterdir()) == []

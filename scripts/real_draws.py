@@ -11,7 +11,8 @@ column: they train on the same draw's clips)
 Each ``--draw`` redraws what the training side gets beyond its real clips (channel twins, TTS voices, generated
 non-speech) and the prompts' seed; the speaker split and the test clips stay. One draw moved cells by up to 0.13
 (docs/results.md, "Rerun on 2026-12-04"), so a difference between columns means something only beyond this spread.
-The block goes to docs/results.md between the ``draws:begin/end`` markers.
+The block goes to docs/results.md between the ``draws:begin/end`` markers, only when every draw is of the default
+backbone (``models/default``); another backbone's block is printed and the script exits with an error.
 
 ``--readout dev-pick``: where a draw trained both read-outs (``--variants v2,v2_mean``), the prompts' cell is the one
 with the higher dev accuracy (a tie: the lower dev loss), never the test's; folders of several builds of one recipe
@@ -128,6 +129,12 @@ def render(runs: list[dict], fingerprints: set[str], readout: str = "separator")
     return "\n".join(lines) + "\n"
 
 
+def foreign_backbones(fps: set[str], default: Path = ROOT / "models" / "default") -> set[str]:
+    """The fingerprints in ``fps`` that are not the default backbone's (``default``'s ``backbone.json``): results.md's
+    draws block describes the default, so a trial backbone's draws are printed, never written there."""
+    return fps - {json.loads((default / "backbone.json").read_text())["fingerprint"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("work", nargs="+", type=Path, help="real_speech_eval.py --work folders, one per draw")
@@ -151,6 +158,9 @@ def main() -> None:
     block = render(runs, fps, a.readout)
     sys.stdout.write(block)
     if str(a.results) != "none":
+        if foreign := foreign_backbones(fps):
+            sys.exit(f"not written to {a.results}: its draws block is the default backbone's, and these draws are of "
+                     f"{', '.join(sorted(f[:8] for f in foreign))} (printed above; --results none prints only)")
         replace_block(a.results, BEGIN, END, block)
 
 

@@ -158,3 +158,32 @@ def test_only_named_backbones_join_the_rows_of_a_pooled_table():
     assert "| digits | 2 | 0.600 (0.500-0.700) |" in block and block.rstrip().endswith("| +0.100 / +0.300 |")
     with pytest.raises(ValueError, match="dev-pick"):
         draws.render(kept, {"aa11"}, readout="best-on-test")
+
+
+def test_real_draws_writes_the_draws_block_only_for_the_default_backbone(tmp_path):
+    """A trial backbone's draws once overwrote the default's block in results.md: now they are printed and the script
+    exits with an error, leaving the file alone; the default's own draws are written (a real process each time)."""
+    import subprocess
+    import sys
+
+    from tests.scripts import ROOT
+
+    default = json.loads((ROOT / "models" / "default" / "backbone.json").read_text())["fingerprint"]
+    doc = tmp_path / "results.md"
+    before = "intro\n<!-- draws:begin -->\nold block\n<!-- draws:end -->\nrest\n"
+    doc.write_text(before)
+
+    def draws(fingerprint: str) -> subprocess.CompletedProcess:
+        work = tmp_path / fingerprint[:8]
+        work.mkdir(exist_ok=True)
+        cells = {"v2": {"test": {"accuracy": 0.75}}, "logreg_hist": {"test": {"accuracy": 0.5}}, "fingerprint": fingerprint}
+        (work / "results.json").write_text(json.dumps({"vad": {"new": cells}}))
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "real_draws.py"), str(work), "--results", str(doc)],
+                              capture_output=True, text=True)
+
+    trial = draws("f3ad179c" + "0" * 56)
+    assert trial.returncode == 1 and "| vad | 1 | 0.750" in trial.stdout
+    assert "not written" in trial.stderr and "f3ad179c" in trial.stderr and doc.read_text() == before
+    ours = draws(default)
+    assert ours.returncode == 0, ours.stderr
+    assert "old block" not in doc.read_text() and "| vad | 1 | 0.750" in doc.read_text()

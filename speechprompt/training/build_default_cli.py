@@ -70,6 +70,23 @@ def bundle_name(cfg: DefaultBuildConfig, small: bool = False) -> str:
     return "speechprompt-trial-" + hashlib.sha256(settings.encode()).hexdigest()[:8]
 
 
+def effective(cfg: DefaultBuildConfig) -> DefaultBuildConfig:
+    """``cfg`` with the settings its build does not read put back to their defaults: ``lm_seed`` equal to ``seed``
+    (None means ``seed``), ``whisper_layer``/``whisper_pool`` unless ``dense`` is whisper-base, ``voice_source`` and
+    ``voice_layer`` without ``voice_codes``, ``voice_layer`` with the ge2e source (it reads the waveform). Two commands
+    that build the same bundle then get the same name and log the same settings."""
+    ref = DefaultBuildConfig()
+    if cfg.lm_seed == cfg.seed:
+        cfg = replace(cfg, lm_seed=None)
+    if cfg.dense != "whisper-base":
+        cfg = replace(cfg, whisper_layer=ref.whisper_layer, whisper_pool=ref.whisper_pool)
+    if not cfg.voice_codes:
+        cfg = replace(cfg, voice_source=ref.voice_source, voice_layer=ref.voice_layer)
+    elif cfg.voice_source == "ge2e":
+        cfg = replace(cfg, voice_layer=ref.voice_layer)
+    return cfg
+
+
 def _plain(v):
     """A setting as JSON that is the same for equal values: whole floats as ints, tuples as lists, dicts inside."""
     if isinstance(v, dict):
@@ -275,6 +292,7 @@ def main() -> None:
                       voice_dropout=voice_dropout)
         if lm_layers is not None:
             cfg = replace(cfg, lm=replace(cfg.lm, layers=lm_layers))
+        cfg = effective(cfg)  # settings the build would not read: back to their defaults (name, log)
         if name is None:
             cfg = replace(cfg, name=bundle_name(cfg, small))
             if cfg.name.startswith("speechprompt-trial-") and (

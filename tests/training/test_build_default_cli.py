@@ -51,7 +51,9 @@ def test_the_child_changes_only_the_unit_lm_depth(monkeypatch, argv, layers):
     (["--lm-layers", "6", "--lm-epochs", "8"], "speechprompt-trial-fb001fef"), (["--seed", "1"], "trial"), (["--voice-dropout", "0.3", "--voice-codes", "16,16",
                                                                     "--voice-source", "ge2e"], "trial"),
     (["--small"], "speechprompt-small-v3"), (["--small", "--seed", "2"], "speechprompt-small-v3"),
-    (["--small", "--lm-layers", "4"], "trial")])
+    (["--small", "--lm-layers", "4"], "trial"),
+    (["--lm-seed", "0"], "speechprompt-default-v7"),  # the unit LM's seed is --seed's: v7's build
+    (["--whisper-layer", "3", "--whisper-pool", "4", "--voice-layer", "2"], "speechprompt-default-v7")])  # unread
 def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
@@ -92,3 +94,22 @@ def test_build_default_child_refuses_a_bad_size_itself(tmp_path, flag):
                         "--log-json", str(tmp_path / "log.json"), *flag], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and f"{flag[0]} must be an integer" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("same, other", [
+    (["--seed", "1", "--lm-seed", "1"], ["--seed", "1"]),
+    (["--dense", "whisper-base", "--voice-codes", "16,16", "--voice-source", "ge2e", "--voice-layer", "3"],
+     ["--dense", "whisper-base", "--voice-codes", "16,16", "--voice-source", "ge2e"]),
+    (["--voice-source", "ge2e", "--lm-epochs", "9"], ["--lm-epochs", "9"])])
+def test_settings_a_build_does_not_read_do_not_change_its_name_or_logged_settings(monkeypatch, same, other):
+    seen = []
+    monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
+        "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})
+    for argv in (same, other):
+        monkeypatch.setattr(sys, "argv", ["build_default", "--out", "z", "--log-json", "z.json", *argv])
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code in (0, None)
+    assert seen[0] == seen[1] and seen[0].name.startswith("speechprompt-trial-")
+    read = cli.effective(replace(seen[0], dense="whisper-base", whisper_layer=3))  # read by a Whisper build: kept
+    assert read.whisper_layer == 3 and cli.bundle_name(read) != cli.bundle_name(replace(read, whisper_layer=5))

@@ -14,7 +14,7 @@ SYS_PKGS := espeak-ng sox libsox-fmt-all ffmpeg redis-server alsa-utils docker-c
 # constraints.txt: the exact versions of a clean install (a lock), so installs and builds do not drift
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q -c constraints.txt --upgrade pip wheel setuptools
 	$(BIN)/pip install -q -c constraints.txt -e '.[fairseq,dev,tts,teachers]'
 	$(BIN)/pip install -q -c constraints.txt --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
 	touch $(STAMP)

@@ -26,6 +26,8 @@ import math
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,8 +140,14 @@ def check_samples(samples: np.ndarray, sample_rate: int) -> None:
                             accepted=f"at least {need} samples at {sample_rate} Hz (25 ms)")
 
 
-def _ffmpeg_pcm(data: bytes, rate: int, channels: int, max_frames: int | None) -> np.ndarray:
-    """Decode with ffmpeg to float32 ``[N, channels]`` at ``rate`` Hz, at most ``max_frames`` frames (+1)."""
+FFMPEG_TIMEOUT_S = 120  # seconds an ffmpeg decode may take (a VBR MP3 without Xing header)
+
+
+def _ffmpeg_to_sink(data: bytes, rate: int, channels: int, max_frames: int | None, sink: ModelRateSink) -> int:
+    """Decode an MP3 with ffmpeg to float32 ``[n, channels]`` at ``rate`` Hz, read from its output in blocks of
+    ``BLOCK_FRAMES`` frames (never the whole clip at its own rate) and added to ``sink`` as their mono mean; at most
+    ``max_frames`` frames (+1, so that a longer file shows). Returns the frames decoded. Raises UndecodableAudio
+    (no ffmpeg, ffmpeg's error, or longer than ``FFMPEG_TIMEOUT_S``)."""
     exe = shutil.which("ffmpeg")
     if exe is None:
         raise UndecodableAudio("this MP3 has no Xing/Info header and variable bitrate, so its length is only known "
@@ -149,12 +157,46 @@ def _ffmpeg_pcm(data: bytes, rate: int, channels: int, max_frames: int | None) -
            "-ar", str(rate), "-ac", str(channels)]
     if max_frames is not None:
         cmd += ["-t", f"{(max_frames + 1) / rate + 0.05:.6f}"]
-    done = subprocess.run([*cmd, "pipe:1"], input=data, capture_output=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise UndecodableAudio(f"could not decode the MP3: {done.stderr.decode(errors='replace')[-200:].strip()}; "
-                               f"accepted: {ACCEPTED_TEXT}")
-    return np.frombuffer(done.stdout, dtype=np.float32)[: len(done.stdout) // 4 // channels * channels] \
-        .reshape(-1, channels)
+    frame_bytes, total = 4 * channels, 0
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([*cmd, "pipe:1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)  # stdin and stdout at once
+        timer = threading.Timer(FFMPEG_TIMEOUT_S, proc.kill)
+        feeder.start()
+        timer.start()
+        try:
+            while chunk := proc.stdout.read(BLOCK_FRAMES * frame_bytes):  # whole blocks until the last
+                pcm = np.frombuffer(chunk, dtype=np.float32, count=len(chunk) // frame_bytes * channels)
+                pcm = pcm.reshape(-1, channels)
+                sink.add(pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32))
+                total += len(pcm)
+        finally:
+            proc.stdout.close()
+            proc.wait()
+            timed_out = not timer.is_alive() and proc.returncode != 0
+            timer.cancel()
+            feeder.join()
+        if timed_out:
+            raise UndecodableAudio(f"decoding the MP3 took longer than {FFMPEG_TIMEOUT_S} s; "
+                                   f"accepted: {ACCEPTED_TEXT}")
+        if proc.returncode != 0:
+            err.seek(0)
+            raise UndecodableAudio(f"could not decode the MP3: {err.read().decode(errors='replace')[-200:].strip()}; "
+                                   f"accepted: {ACCEPTED_TEXT}")
+    return total
+
+
+def _feed(pipe, data: bytes) -> None:
+    """Write ``data`` to a subprocess's stdin and close it (a process that exits early is not an error here)."""
+    try:
+        pipe.write(data)
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
 
 
 def too_long(max_seconds: float, seconds: float | None = None) -> AudioTooLong:
@@ -241,8 +283,8 @@ def _decode_soundfile(fh, head: bytes, sink: ModelRateSink, max_seconds: float |
                 raise UndecodableAudio(f"the audio is {sf.available_formats().get(fmt, fmt)}, which is not "
                                        f"accepted; accepted: {ACCEPTED_TEXT}")
             if not 1000 <= rate <= MAX_PCM_RATE:
-                raise UndecodableAudio(f"the {fmt} file's sample rate is {rate} Hz, which is not decoded here",
-                                       accepted=f"a sample rate from 1000 to {MAX_PCM_RATE} Hz; {ACCEPTED_TEXT}")
+                raise UndecodableAudio(f"the {fmt} file's sample rate is {rate} Hz, outside the 1-384 kHz decoded "
+                                       f"here; accepted: {ACCEPTED_TEXT}")
             sink.open(rate, channels)
             limit = None if max_seconds is None else math.floor(max_seconds * rate)
             declared, walked = f.frames, 0
@@ -256,10 +298,9 @@ def _decode_soundfile(fh, head: bytes, sink: ModelRateSink, max_seconds: float |
                 raise too_long(max_seconds, declared / rate)
             if walked > f.frames + MP3_SLACK:  # libsndfile would stop at its guess: decode it all with ffmpeg
                 fh.seek(0)
-                pcm = _ffmpeg_pcm(fh.read(), rate, channels, limit)  # [N, C]; MP3: <= 2 channels, <= 48 kHz
-                if limit is not None and len(pcm) > limit:
+                if _ffmpeg_to_sink(fh.read(), rate, channels, limit, sink) > (limit if limit is not None else
+                                                                               math.inf):
                     raise too_long(max_seconds)
-                sink.add(pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32))
             else:
                 _read_frames(f, sink, limit, max_seconds, declared)  # integer PCM scaled to [-1, 1)
     except sf.LibsndfileError as e:
@@ -271,14 +312,14 @@ def _decode_soundfile(fh, head: bytes, sink: ModelRateSink, max_seconds: float |
 def _finish(sink: ModelRateSink, fmt: str) -> DecodedAudio:
     """A filled sink -> checked ``DecodedAudio`` at the sink's target rate. Raises NonFiniteAudio (any NaN/Inf,
     counted over the whole clip), AudioOutOfRange (a peak beyond ``MAX_PEAK``), EmptyAudio, AudioTooShort."""
-    if sink.non_finite:  # before resampling: soxr would smear a NaN over its filter length
+    out = sink.finish()  # checks the last samples; empty when the clip failed a check
+    if sink.non_finite:  # found before resampling: soxr would smear a NaN over its filter length
         raise NonFiniteAudio(f"{sink.non_finite} of {sink.frames} samples are NaN or Inf", accepted="finite samples")
     if sink.peak > MAX_PEAK:
         raise AudioOutOfRange(f"the samples reach {sink.peak:.3g}, far outside full scale [-1, 1]: float audio must "
                               f"be scaled to [-1, 1] (this looks like unscaled or corrupt data)",
                               accepted=f"float samples within [-{MAX_PEAK:g}, {MAX_PEAK:g}] (full scale is 1.0), "
                                        "or integer PCM")
-    out = sink.finish()
     check_samples(out, sink.target_rate)
     return DecodedAudio(samples=out, sample_rate=sink.target_rate, input_sample_rate=sink.rate,
                         input_channels=sink.channels, input_format=fmt, duration_s=out.size / sink.target_rate,

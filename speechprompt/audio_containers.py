@@ -110,7 +110,7 @@ def decode_container(fh: BinaryIO, kind: str, sink: Sink, max_seconds: float | N
                     if resampler is None:
                         rate, channels, layout = frame.sample_rate, len(frame.layout.channels), frame.layout
                         limit = None if max_seconds is None else math.floor(max_seconds * rate)
-                        sink.open(rate, channels)
+                        _to_sink(sink.open, rate, channels)
                     else:  # flush what the previous setup holds, then convert to the first frame's rate and layout
                         total += sum(_add_mono(sink, out, channels) for out in resampler.resample(None))
                     resampler, source = av.AudioResampler(format="flt", layout=layout, rate=rate), shape
@@ -119,6 +119,8 @@ def decode_container(fh: BinaryIO, kind: str, sink: Sink, max_seconds: float | N
                     raise ContainerTooLong(f"more than {limit} frames at {rate} Hz")
             if resampler is not None:
                 total += sum(_add_mono(sink, out, channels) for out in resampler.resample(None))
+    except _SinkFailed as e:  # the sink's own error is a bug here, not a damaged file: raise it as it was
+        raise e.__cause__ from None
     except (av.FFmpegError, ValueError, EOFError) as e:  # FFmpeg's errors, and PyAV's on bytes it cannot wrap
         why = getattr(e, "strerror", None) or str(e)  # FFmpeg's words, without its error number and file name
         raise ContainerError(f"could not decode the {what} file ({why}): is it damaged or cut short?") from None
@@ -136,10 +138,21 @@ def _check_shape(what: str, rate: int, channels: int) -> None:
         raise ContainerError(f"the {what} file's audio is at {rate} Hz; {RATES[0]} to {RATES[1]} Hz are decoded here")
 
 
+class _SinkFailed(Exception):
+    """Carries an exception the sink raised (``__cause__``) past the handler of FFmpeg's errors."""
+
+
+def _to_sink(call, *args) -> None:
+    try:
+        call(*args)
+    except Exception as e:
+        raise _SinkFailed from e
+
+
 def _add_mono(sink: Sink, frame, channels: int) -> int:
     """Add a packed float frame ``[1, n*C]`` to ``sink`` as its mono mean ``[n]`` f32; returns n."""
     block = frame.to_ndarray().reshape(-1, channels)
-    sink.add(block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32))
+    _to_sink(sink.add, block[:, 0].copy() if channels == 1 else block.mean(axis=1, dtype=np.float32))
     return len(block)
 
 

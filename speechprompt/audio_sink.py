@@ -18,14 +18,18 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+BATCH_FRAMES = 65536  # samples gathered before they are checked and resampled (PyAV's frames hold ~1,000)
+
 
 class ModelRateSink:
     """Collects mono float32 blocks ``[n]`` at ``rate`` Hz and resamples them to ``target_rate`` Hz as they arrive.
 
     Call ``open(rate, channels)`` once (the decoder knows the rate only after its first frame), ``add(block)`` for
-    each block, then ``finish()``. ``frames`` counts the samples added (at ``rate``), ``non_finite`` the NaN/Inf ones
-    and ``peak`` is the largest absolute finite sample (0.0 until a block is added); a block past ``max_peak`` or with
-    NaN/Inf stops the resampling (``failed``). ``quality`` is soxr's recipe name ("HQ" in ``audio``). Raises ValueError if used out of order (a caller bug).
+    each block, then ``finish()``. Blocks are gathered up to ``BATCH_FRAMES`` samples before each soxr call (small
+    calls cost more; the output does not depend on how the samples are cut). ``frames`` counts the samples added (at
+    ``rate``); after ``finish()``, ``non_finite`` counts the NaN/Inf ones and ``peak`` is the largest absolute finite
+    sample (0.0 for none). Samples past ``max_peak`` or NaN/Inf stop the resampling (``failed``), not the counting.
+    ``quality`` is soxr's recipe name ("HQ" in ``audio``). Raises ValueError if used out of order (a caller bug).
     """
 
     def __init__(self, target_rate: int, quality: str, max_peak: float = float("inf")) -> None:
@@ -35,6 +39,8 @@ class ModelRateSink:
         self.peak = 0.0
         self._stream: soxr.ResampleStream | None = None
         self._out: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_frames = 0
 
     def open(self, rate: int, channels: int) -> None:
         """Start a stream at ``rate`` Hz (a positive integer) from ``channels`` channels (only reported)."""
@@ -51,7 +57,7 @@ class ModelRateSink:
 
     @property
     def failed(self) -> bool:
-        """True once a block held NaN/Inf or a sample beyond ``max_peak`` (nothing more is resampled)."""
+        """True once checked samples held NaN/Inf or a sample beyond ``max_peak`` (nothing more is resampled)."""
         return bool(self.non_finite) or self.peak > self.max_peak
 
     def add(self, block: np.ndarray) -> None:
@@ -61,6 +67,17 @@ class ModelRateSink:
         if not block.size:
             return
         self.frames += block.size
+        self._pending.append(block)
+        self._pending_frames += block.size
+        if self._pending_frames >= BATCH_FRAMES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Check the gathered samples (NaN/Inf, peak) and resample or keep them, unless the clip already failed."""
+        if not self._pending:
+            return
+        block = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+        self._pending, self._pending_frames = [], 0
         finite = np.isfinite(block)
         bad = block.size - int(np.count_nonzero(finite))
         if bad:
@@ -74,8 +91,13 @@ class ModelRateSink:
         self._out.append(self._stream.resample_chunk(block) if self._stream is not None else block)
 
     def finish(self) -> np.ndarray:
-        """The clip at ``target_rate`` Hz, float32 ``[M]`` (contiguous). Call after checking ``failed``."""
-        if self._stream is not None and not self.failed:
+        """Check the last samples, then the clip at ``target_rate`` Hz, float32 ``[M]`` (contiguous); empty when
+        ``failed`` (check it, ``non_finite`` and ``peak`` after this call)."""
+        self._flush()
+        if self.failed:
+            self._stream = None
+            return np.zeros(0, dtype=np.float32)
+        if self._stream is not None:
             self._out.append(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
             self._stream = None
         out = self._out[0] if len(self._out) == 1 else (np.concatenate(self._out) if self._out else
@@ -84,4 +106,4 @@ class ModelRateSink:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-__all__ = ["ModelRateSink"]
+__all__ = ["BATCH_FRAMES", "ModelRateSink"]

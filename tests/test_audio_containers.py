@@ -192,3 +192,25 @@ def test_a_stream_that_keeps_changing_its_rate_is_refused_after_16_changes(tmp_p
         decode_audio(b"".join(parts))
     assert "changes rate or channel layout more than 16 times" in str(e.value)
     assert decode_audio(b"".join(parts[:17])).duration_s > 3.0  # 16 changes still decode
+
+
+@needs_tools
+def test_an_error_of_the_sink_is_raised_as_it_is_not_called_a_damaged_file(tmp_path):
+    """A ValueError from where the audio goes (a bug, a 500) must not turn into the 415 "is it damaged or cut short?"
+    that FFmpeg's own ValueErrors get, nor may a good file's decode report one."""
+    from speechprompt.audio_containers import ContainerError, decode_container
+    from speechprompt.audio_sink import ModelRateSink
+
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-c:a", "aac", tmp_path / "tone.m4a")
+
+    class Broken(ModelRateSink):
+        def add(self, block):
+            raise ValueError("the sink's own bug")
+
+    with open(tmp_path / "tone.m4a", "rb") as fh:
+        with pytest.raises(ValueError, match="the sink's own bug") as e:
+            decode_container(fh, "MP4", Broken(16000, "HQ"))
+    assert not isinstance(e.value, ContainerError)
+    with open(tmp_path / "tone.m4a", "rb") as fh:
+        sink = ModelRateSink(16000, "HQ")
+        assert decode_container(fh, "MP4", sink) == (44100, 1) and sink.frames > 44100 * 0.99

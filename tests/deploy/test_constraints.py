@@ -57,3 +57,19 @@ def test_the_libraries_a_build_depends_on_are_installed_at_their_pins(name):
     installed = Version(version(name))
     assert installed.public == str(_pins()[canonicalize_name(name)]), \
         f"{name} {installed} is installed, constraints.txt pins {_pins()[canonicalize_name(name)]}: reinstall (make)"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_the_images_build_tools_and_torch_are_the_locks(dockerfile):
+    """The Dockerfiles pin pip, setuptools, wheel (and the CPU image torch) as build args: the same versions as the
+    lock, so an image and a `make` venv are built by the same tools."""
+    import re
+
+    text = (ROOT / "docker" / dockerfile).read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+    pins = _pins()
+    for arg, name in (("PIP_VERSION", "pip"), ("SETUPTOOLS_VERSION", "setuptools"), ("WHEEL_VERSION", "wheel"),
+                      ("TORCH_VERSION", "torch")):
+        if arg in args:
+            assert Version(args[arg]) == pins[name], f"{dockerfile}: ARG {arg}={args[arg]}, constraints.txt {pins[name]}"
+    assert "cat constraints.txt >> /opt/venv/constraints.txt" in text

@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt --upgrade pip wheel setuptools
 	$(BIN)/pip install -q -c constraints.txt -e '.[fairseq,dev,tts,teachers]'
+	@# --no-deps: fairseq-fixed's torchaudio would pull a CUDA-linked wheel, so 'pip check' names it as missing
 	$(BIN)/pip install -q -c constraints.txt --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
 	touch $(STAMP)
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from speechprompt.audio import DecodedAudio, decode_audio, from_pcm
+from speechprompt.audio import AudioTooLong, DecodedAudio, decode_audio, from_pcm
 
 from .errors import BadRequest, DeadlineExceeded, error_code, to_problem
 from .explanations import occlusion_body
 from .gate import Gate, check_label
 from .gate import outcome as gate_outcome
 from .jobs import JobResult
-from .long_audio import LongAudioRequest, decode_limit, policy_of, split, truncated, windowed_results
+from .long_audio import LongAudioRequest, decode_limit, policy_of, refusal, split, truncated, windowed_results
 from .registry import Lease
 from .service import Service
 from .units_cache import pcm_digest
@@ -182,7 +182,11 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
     held = list(leases)  # released here at the end; a plain job's leases are released by its job
     try:
         policies = [policy_of(service, le, req) for le in leases]
-        clip = await decode(service, data, decode_limit(service, policies))
+        limit = decode_limit(service, policies)
+        try:
+            clip = await decode(service, data, limit)
+        except AudioTooLong as e:  # every task rejects: decoding stopped at max_audio_seconds
+            raise (refusal(service, req, error=e) if limit == service.max_audio_seconds else e) from None
         plain, windowed, items = split(service, leases, policies, clip.audio.duration_s, req)
         result = None
         if plain:

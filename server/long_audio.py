@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from speechprompt.audio import too_long
+from speechprompt.audio import AudioTooLong, too_long
 
 from .registry import Lease
 from .service import Service
@@ -51,6 +51,17 @@ def decode_limit(service: Service, policies: Sequence[str]) -> float:
     return service.max_audio_seconds
 
 
+def refusal(service: Service, req: LongAudioRequest, seconds: float | None = None,
+            error: AudioTooLong | None = None) -> AudioTooLong:
+    """The 413 for a clip over ``max_audio_seconds`` (``error``, or a new one for a clip of ``seconds``): when the
+    request chose no policy and the server takes longer clips with one, ``accepted`` names the query that does."""
+    error = error or too_long(service.max_audio_seconds, seconds)
+    longest = service.settings.max_long_audio_seconds
+    if req.policy is None and longest > service.max_audio_seconds:
+        error.accepted = f"{error.accepted}, or up to {longest:g} s with long_audio=truncate|window in the query"
+    return error
+
+
 def split(service: Service, leases: Sequence[Lease], policies: Sequence[str], seconds: float,
           req: LongAudioRequest) -> tuple[list[Lease], list[Lease], dict[str, Exception]]:
     """-> (leases scored on the clip as usual, leases scored by windows, refusals by task). A clip within
@@ -63,7 +74,7 @@ def split(service: Service, leases: Sequence[Lease], policies: Sequence[str], se
         if policy == "window" and (long or req.wants_windows):
             windowed.append(lease)
         elif long and policy == "reject":
-            refused[lease.task] = too_long(service.max_audio_seconds, seconds)
+            refused[lease.task] = refusal(service, req, seconds)
         else:
             plain.append(lease)
     return plain, windowed, refused

@@ -150,14 +150,17 @@ def test_truncate_policy_scores_the_first_max_audio_seconds(fx):
 
 
 def test_reject_policy_is_413_and_a_request_can_override_it(fx):
-    assert_problem(fx.srv.http.post("/v1/tasks/rej-fix/classify", content=fx.clip, headers=WAV), 413,
-                   "audio_too_long")
+    body = assert_problem(fx.srv.http.post("/v1/tasks/rej-fix/classify", content=fx.clip, headers=WAV), 413,
+                          "audio_too_long")
+    hint = f"or up to {LONG_S:g} s with long_audio=truncate|window in the query"  # the override, named
+    assert body["accepted"] == f"at most {MAX_S:g} s of audio, {hint}"
     r = fx.srv.http.post("/v1/tasks/rej-fix/classify?long_audio=window&window=2&hop=1", content=fx.clip,
                          headers=WAV)
     assert r.status_code == 200, r.text
     check_windowed(fx, r.json(), 2.0, 1.0)
-    assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify?long_audio=reject", content=fx.clip, headers=WAV),
-                   413, "audio_too_long")
+    body = assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify?long_audio=reject", content=fx.clip,
+                                           headers=WAV), 413, "audio_too_long")
+    assert body["accepted"] == f"at most {MAX_S:g} s of audio"  # asked for reject: no other way offered
 
 
 def test_multi_task_call_applies_each_tasks_policy(fx):
@@ -167,6 +170,7 @@ def test_multi_task_call_applies_each_tasks_policy(fx):
     check_windowed(fx, items["vad-fix"], WINDOW_S, HOP_S)
     assert items["trunc-fix"]["long_audio"]["policy"] == "truncate" and "windows" not in items["trunc-fix"]
     assert items["rej-fix"]["error"]["status"] == 413
+    assert "long_audio=truncate|window" in items["rej-fix"]["error"]["accepted"]
 
 
 def test_a_short_clip_is_windowed_only_on_request(fx):
@@ -193,7 +197,9 @@ def test_non_finite_window_or_hop_is_400_saying_finite(fx, query):
 
 def test_clip_over_the_long_audio_limit_is_413(fx):
     over = wav(np.zeros(int((LONG_S + 1) * RATE), np.float32) + 0.01)
-    assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify", content=over, headers=WAV), 413, "audio_too_long")
+    body = assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify", content=over, headers=WAV), 413,
+                          "audio_too_long")
+    assert body["accepted"] == f"at most {LONG_S:g} s of audio"  # past what any policy takes
 
 
 def test_short_requests_still_answer_while_a_long_clip_is_windowed(fx):

@@ -186,7 +186,7 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
         try:
             clip = await decode(service, data, limit)
         except AudioTooLong as e:  # every task rejects: decoding stopped at max_audio_seconds
-            raise (refusal(service, req, error=e) if limit == service.max_audio_seconds else e) from None
+            raise (refusal(service, req, error=e) if leases and limit == service.max_audio_seconds else e) from None
         plain, windowed, items = split(service, leases, policies, clip.audio.duration_s, req)
         result = None
         if plain:

@@ -54,10 +54,12 @@ def decode_limit(service: Service, policies: Sequence[str]) -> float:
 def refusal(service: Service, req: LongAudioRequest, seconds: float | None = None,
             error: AudioTooLong | None = None) -> AudioTooLong:
     """The 413 for a clip over ``max_audio_seconds`` (``error``, or a new one for a clip of ``seconds``): when the
-    request chose no policy and the server takes longer clips with one, ``accepted`` names the query that does."""
+    request chose no policy and the server takes longer clips with one (as long as this clip, where its length is
+    known), ``accepted`` names the query that does."""
     error = error or too_long(service.max_audio_seconds, seconds)
     longest = service.settings.max_long_audio_seconds
-    if req.policy is None and longest > service.max_audio_seconds:
+    known = error.seconds if error.seconds is not None else seconds
+    if req.policy is None and longest > service.max_audio_seconds and (known is None or known <= longest):
         error.accepted = f"{error.accepted}, or up to {longest:g} s with long_audio=truncate|window in the query"
     return error
 

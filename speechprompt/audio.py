@@ -95,9 +95,11 @@ class AudioOutOfRange(AudioError):
 
 
 class AudioTooLong(AudioError):
-    """Longer than the caller's ``max_seconds`` (HTTP 413)."""
+    """Longer than the caller's ``max_seconds`` (HTTP 413); ``seconds`` is the clip's length when it was known
+    before decoding (a header's frame count), else None."""
 
     code, status = "audio_too_long", 413
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -157,30 +159,33 @@ def _ffmpeg_to_sink(data: bytes, rate: int, channels: int, max_frames: int | Non
            "-ar", str(rate), "-ac", str(channels)]
     if max_frames is not None:
         cmd += ["-t", f"{(max_frames + 1) / rate + 0.05:.6f}"]
-    frame_bytes, total = 4 * channels, 0
+    frame_bytes, total, killed = 4 * channels, 0, threading.Event()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([*cmd, "pipe:1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         feeder = threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)  # stdin and stdout at once
-        timer = threading.Timer(FFMPEG_TIMEOUT_S, proc.kill)
-        feeder.start()
-        timer.start()
+        timer = threading.Timer(FFMPEG_TIMEOUT_S, lambda: (killed.set(), proc.kill()))
         try:
+            feeder.start()
+            timer.start()
             while chunk := proc.stdout.read(BLOCK_FRAMES * frame_bytes):  # whole blocks until the last
                 pcm = np.frombuffer(chunk, dtype=np.float32, count=len(chunk) // frame_bytes * channels)
                 pcm = pcm.reshape(-1, channels)
                 sink.add(pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32))
                 total += len(pcm)
+        except BaseException:
+            proc.kill()  # an error here (a thread that could not start, a sink error): ffmpeg must not wait on pipes
+            raise
         finally:
             proc.stdout.close()
-            proc.wait()
-            timed_out = not timer.is_alive() and proc.returncode != 0
+            proc.wait()  # the timer still runs: an ffmpeg that will not exit is killed
             timer.cancel()
-            feeder.join()
-        if timed_out:
+            if feeder.ident is not None:
+                feeder.join()
+        if killed.is_set():
             raise UndecodableAudio(f"decoding the MP3 took longer than {FFMPEG_TIMEOUT_S} s; "
                                    f"accepted: {ACCEPTED_TEXT}")
         if proc.returncode != 0:
-            err.seek(0)
+            err.seek(max(0, err.seek(0, os.SEEK_END) - 800))  # ffmpeg's last words
             raise UndecodableAudio(f"could not decode the MP3: {err.read().decode(errors='replace')[-200:].strip()}; "
                                    f"accepted: {ACCEPTED_TEXT}")
     return total
@@ -202,7 +207,9 @@ def _feed(pipe, data: bytes) -> None:
 def too_long(max_seconds: float, seconds: float | None = None) -> AudioTooLong:
     """The AudioTooLong for a ``max_seconds`` limit; ``seconds`` is the length when known before decoding."""
     said = f"lasts {seconds:.1f} s, longer than" if seconds is not None else "lasts longer than"
-    return AudioTooLong(f"the audio {said} the {max_seconds:g} s limit", accepted=f"at most {max_seconds:g} s of audio")
+    error = AudioTooLong(f"the audio {said} the {max_seconds:g} s limit", accepted=f"at most {max_seconds:g} s of audio")
+    error.seconds = seconds
+    return error
 
 
 def _read_frames(f: sf.SoundFile, sink: ModelRateSink, limit: int | None, max_seconds: float | None,
@@ -224,7 +231,7 @@ def _read_frames(f: sf.SoundFile, sink: ModelRateSink, limit: int | None, max_se
         if got <= 0:
             break
         if channels == 1:
-            sink.add(buf[:got, 0].copy() if got < size // 2 and not sink.resampling else buf[:got, 0])  # soxr keeps no block
+            sink.add(buf[:got, 0].copy() if got < size // 2 else buf[:got, 0])  # a short read: no big buffer kept
         else:
             sink.add(buf[:got].mean(axis=1, dtype=np.float32))
         total += got

@@ -2,11 +2,11 @@
 they arrive, so a long file at a high rate is never held whole at that rate.
 
 Every decoder in ``audio`` and ``audio_containers`` hands its mono blocks (the mean of the channels) to a
-``ModelRateSink``. The sink checks each block (NaN/Inf, the float peak) and feeds it to a streaming soxr resampler
-(``soxr.ResampleStream``, the same filter and quality as ``soxr.resample``; the output is bit-identical to resampling
-the whole clip at once, for any block sizes: soxr keeps its filter state across chunks). Memory is the output at the
-model rate plus one block, not the clip at its own rate: 600 s at 384 kHz was ~0.9 GB of float32 before resampling,
-and is now the 38 MB of 600 s at 16 kHz.
+``ModelRateSink``. The sink gathers them into batches of ``BATCH_FRAMES`` samples, checks each batch (NaN/Inf, the
+float peak) and feeds it to a streaming soxr resampler (``soxr.ResampleStream``, the same filter and quality as
+``soxr.resample``; the output is bit-identical to resampling the whole clip at once, for any block sizes: soxr keeps
+its filter state across chunks). Memory is the output at the model rate plus one batch, not the clip at its own
+rate: 600 s at 384 kHz was ~0.9 GB of float32 before resampling, and is now the 38 MB of 600 s at 16 kHz.
 
 Failures are reported when the stream ends, with the same precedence and numbers as a check of the whole clip: NaN
 or Inf first (counted over every sample), then the peak over every sample. Once a block fails, later blocks are

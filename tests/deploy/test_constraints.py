@@ -61,15 +61,17 @@ def test_the_libraries_a_build_depends_on_are_installed_at_their_pins(name):
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
 def test_the_images_build_tools_and_torch_are_the_locks(dockerfile):
-    """The Dockerfiles pin pip, setuptools, wheel (and the CPU image torch) as build args: the same versions as the
-    lock, so an image and a `make` venv are built by the same tools."""
+    """The Dockerfiles pin pip, setuptools, wheel and torch (the CPU image as a build arg, the GPU image in its base
+    image's tag): the same versions as the lock, so an image and a `make` venv are built by the same tools."""
     import re
 
     text = (ROOT / "docker" / dockerfile).read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
     pins = _pins()
-    for arg, name in (("PIP_VERSION", "pip"), ("SETUPTOOLS_VERSION", "setuptools"), ("WHEEL_VERSION", "wheel"),
-                      ("TORCH_VERSION", "torch")):
-        if arg in args:
-            assert Version(args[arg]) == pins[name], f"{dockerfile}: ARG {arg}={args[arg]}, constraints.txt {pins[name]}"
+    # the CPU image installs torch itself; the GPU image takes the base image's (its tag names the version)
+    torch = args["TORCH_VERSION"] if dockerfile == "Dockerfile.cpu" else \
+        re.fullmatch(r"pytorch/pytorch:([0-9.]+)-.*", args["BASE_IMAGE"]).group(1)
+    for name, version in (("pip", args["PIP_VERSION"]), ("setuptools", args["SETUPTOOLS_VERSION"]),
+                          ("wheel", args["WHEEL_VERSION"]), ("torch", torch)):
+        assert Version(version) == pins[name], f"{dockerfile}: {name} {version}, constraints.txt {pins[name]}"
     assert "cat constraints.txt >> /opt/venv/constraints.txt" in text

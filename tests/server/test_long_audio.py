@@ -161,6 +161,12 @@ def test_reject_policy_is_413_and_a_request_can_override_it(fx):
     body = assert_problem(fx.srv.http.post("/v1/tasks/vad-fix/classify?long_audio=reject", content=fx.clip,
                                            headers=WAV), 413, "audio_too_long")
     assert body["accepted"] == f"at most {MAX_S:g} s of audio"  # asked for reject: no other way offered
+    over = wav(np.zeros(int((LONG_S + 1) * RATE), np.float32) + 0.01)  # its header says 41 s: no policy takes it
+    body = assert_problem(fx.srv.http.post("/v1/tasks/rej-fix/classify", content=over, headers=WAV), 413,
+                          "audio_too_long")
+    assert body["accepted"] == f"at most {MAX_S:g} s of audio"
+    r = fx.srv.http.post("/v1/classify?tasks=nope,nope2", content=fx.clip, headers=WAV)  # no task loads
+    assert r.status_code == 413 and "long_audio" not in r.json()["accepted"]
 
 
 def test_multi_task_call_applies_each_tasks_policy(fx):

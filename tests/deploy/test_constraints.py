@@ -71,7 +71,7 @@ def test_the_images_build_tools_and_torch_are_the_locks(dockerfile):
     # the CPU image installs torch itself; the GPU image takes the base image's (its tag names the version)
     torch = args["TORCH_VERSION"] if dockerfile == "Dockerfile.cpu" else \
         re.fullmatch(r"pytorch/pytorch:([0-9.]+)-.*", args["BASE_IMAGE"]).group(1)
-    for name, version in (("pip", args["PIP_VERSION"]), ("setuptools", args["SETUPTOOLS_VERSION"]),
-                          ("wheel", args["WHEEL_VERSION"]), ("torch", torch)):
-        assert Version(version) == pins[name], f"{dockerfile}: {name} {version}, constraints.txt {pins[name]}"
+    for name, built in (("pip", args["PIP_VERSION"]), ("setuptools", args["SETUPTOOLS_VERSION"]),
+                        ("wheel", args["WHEEL_VERSION"]), ("torch", torch)):
+        assert Version(built) == pins[name], f"{dockerfile}: {name} {built}, constraints.txt {pins[name]}"
     assert "cat constraints.txt >> /opt/venv/constraints.txt" in text

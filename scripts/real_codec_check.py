@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-r"""Real voices as phones and browsers send them: held-out real-speech clips as M4A, WebM and low-rate 3GP (issue 14).
+r"""Real voices as phones and browsers send them: held-out real-speech clips as M4A, WebM, low-rate 3GP and at other
+microphone levels (issue 14).
 
     python scripts/real_speech_eval.py --draw 0 ...    # once: the draw's task manifests and held-out packages
     python scripts/real_codec_check.py --work .cache/real_eval_v7_d0 --out .cache/codec_check
@@ -9,7 +10,8 @@ The server decodes M4A/MP4/3GP, WebM and ADTS AAC (``speechprompt/audio_containe
 way a phone or browser would, decoded by the server's own ``decode_audio``, and classified by that draw's held-out v2
 package for the task. Per task and format: accuracy and the share of clips whose label is the same as for the WAV.
 The formats (``FORMATS``): an AAC-LC voice memo (M4A, 64 kb/s, 44.1 kHz), a MediaRecorder recording (WebM Opus,
-24 kb/s, 48 kHz) and a low-rate phone clip (3GP AAC, 12 kb/s, 8 kHz: telephone band). Encoded files are kept in
+24 kb/s, 48 kHz), a low-rate phone clip (3GP AAC, 12 kb/s, 8 kHz: telephone band), and two microphone levels as
+16-bit WAV: 30 dB quieter, and 12 dB louder (clipped at full scale). Encoded files are kept in
 ``--out`` (by clip content and format); the result goes to ``--out/results.json`` and is printed as a Markdown table.
 """
 
@@ -39,6 +41,8 @@ FORMATS = {
     "m4a-aac-64k": (".m4a", ["-ar", "44100", "-c:a", "aac", "-b:a", "64k"]),
     "webm-opus-24k": (".webm", ["-ar", "48000", "-c:a", "libopus", "-b:a", "24k"]),
     "3gp-aac-12k-8khz": (".3gp", ["-ar", "8000", "-c:a", "aac", "-b:a", "12k"]),
+    "wav-quiet-30db": (".wav", ["-af", "volume=-30dB", "-c:a", "pcm_s16le"]),  # a distant or quiet microphone
+    "wav-clipped-12db": (".wav", ["-af", "volume=12dB", "-c:a", "pcm_s16le"]),  # a hot input: clipped at full scale
 }
 TASKS = ("language-id", "keyword", "digits", "vad", "gender")
 

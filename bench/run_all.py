@@ -1,7 +1,8 @@
 """Run every benchmark in sequence with small defaults; their markdown goes to stdout, no file is written.
 
 Order: HuBERT encoder (``bench_encoder.py``), prompted unit LM (``bench_prompted_lm.py``), server
-(``bench_server.py``: P1, P2, P4, memory per task, upload -> servable, latency under load). Each script
+(``bench_server.py``: P1, P2, P4, memory per task, upload -> servable, latency under load), decoding memory
+(``bench_decode_memory.py``). Each script
 measures its ratios within its own run; progress lines go to stderr. Exit status: the number of failed scripts.
 
     python bench/run_all.py                 # small defaults, ~4-5 min on 2 shared cores
@@ -26,6 +27,7 @@ def plan(device: str, threads: int) -> list[tuple[str, list[str]]]:
         ("bench_encoder.py", [*t, "--reps", "2", "--budget-s", "60"]),
         ("bench_prompted_lm.py", [*t, "--rows", "16", "--repeats", "2", "--device", device]),
         ("bench_server.py", [*t, "--device", device]),
+        ("bench_decode_memory.py", []),
     ]
 
 

@@ -185,7 +185,7 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
         limit = decode_limit(service, policies)
         try:
             clip = await decode(service, data, limit)
-        except AudioTooLong as e:  # every task rejects: decoding stopped at max_audio_seconds
+        except AudioTooLong as e:  # past the decode limit: the whole request is the 413
             raise (refusal(service, req, error=e) if leases and limit == service.max_audio_seconds else e) from None
         plain, windowed, items = split(service, leases, policies, clip.audio.duration_s, req)
         result = None

@@ -195,7 +195,7 @@ def _feed(pipe, data: bytes) -> None:
     """Write ``data`` to a subprocess's stdin and close it (a process that exits early is not an error here)."""
     try:
         pipe.write(data)
-    except (BrokenPipeError, OSError):
+    except OSError:  # a broken pipe: ffmpeg stopped reading
         pass
     finally:
         try:
@@ -305,8 +305,8 @@ def _decode_soundfile(fh, head: bytes, sink: ModelRateSink, max_seconds: float |
                 raise too_long(max_seconds, declared / rate)
             if walked > f.frames + MP3_SLACK:  # libsndfile would stop at its guess: decode it all with ffmpeg
                 fh.seek(0)
-                if _ffmpeg_to_sink(fh.read(), rate, channels, limit, sink) > (limit if limit is not None else
-                                                                               math.inf):
+                decoded = _ffmpeg_to_sink(fh.read(), rate, channels, limit, sink)
+                if limit is not None and decoded > limit:
                     raise too_long(max_seconds)
             else:
                 _read_frames(f, sink, limit, max_seconds, declared)  # integer PCM scaled to [-1, 1)

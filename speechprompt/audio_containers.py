@@ -52,8 +52,6 @@ def container_kind(head: bytes) -> str | None:
 class Sink(Protocol):
     """Where decoded audio goes (``audio_sink.ModelRateSink``): ``open`` once, then ``add`` mono blocks."""
 
-    frames: int
-
     def open(self, rate: int, channels: int) -> None: ...
 
     def add(self, block: np.ndarray) -> None: ...

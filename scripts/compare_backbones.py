@@ -69,7 +69,7 @@ def render(gslm: dict, pgslm: dict, meta: dict) -> str:
 def load_results(work: Path, bundle: Path) -> tuple[dict, Backbone]:
     """``results.json`` of the suite run on ``bundle`` (raises FileNotFoundError naming the command to run)."""
     bb = Backbone.load(bundle)
-    path = work / bb.fingerprint[:16] / "results.json"
+    path = work / bb.units_key[:16] / "results.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: run scripts/run_suite.py --backbone {bundle} first")
     return json.loads(path.read_text()), bb

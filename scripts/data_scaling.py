@@ -91,7 +91,7 @@ def main() -> None:
     bb = Backbone.load(a.backbone)
     runs = []
     for folder in a.runs:
-        path = folder / bb.fingerprint[:16] / "results.json"
+        path = folder / bb.units_key[:16] / "results.json"
         if not path.exists():
             raise SystemExit(f"{path} missing: run scripts/run_suite.py --work {folder} --backbone {a.backbone} first")
         res = json.loads(path.read_text())

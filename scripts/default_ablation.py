@@ -142,7 +142,7 @@ def main() -> None:
             "speech_embedding features, mean-pooled (no units, no pitch) + LR": {"key": "feats"},
             "SpeechPrompt v2 prompts on v1": {}, "SpeechPrompt v2 prompts on the default": {}}
     names = [n for n in TASK_NAMES if n in info]
-    cache = a.eval / f"ablation-{bb.fingerprint[:16]}.json"  # the regressions; --render-only re-reads them
+    cache = a.eval / f"ablation-{bb.units_key[:16]}.json"  # the regressions; --render-only re-reads them
     accs = json.loads(cache.read_text()) if cache.exists() else {}
     digests = {n: M.manifest_digest(a.eval / "tasks" / n / "manifest.csv") for n in names}  # changed clips: redone
     stale = [n for n in names if not set(fitters) <= set(accs.get(n, {})) or accs[n].get("digest") != digests[n]]

@@ -55,7 +55,7 @@ Split = list[tuple[torch.Tensor, str]]  # (frames [T, D], label) per clip
 
 def cache_key(bb: Backbone, manifest: Path) -> str:
     """What a draw's frames and cells depend on: the manifest's digest and the bundle's fingerprint."""
-    return f"{M.manifest_digest(manifest)}:{bb.fingerprint[:16]}"
+    return f"{M.manifest_digest(manifest)}:{bb.units_key[:16]}"
 
 
 def frames(bb: Backbone, manifest: Path, cache: Path, key: str) -> dict[str, Split]:

@@ -115,7 +115,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     bb = Backbone.load(a.backbone)
     extractor = bb.unit_extractor()
-    cache = M.UnitsCache(a.out / "units", bb.fingerprint)
+    cache = M.UnitsCache(a.out / "units", bb.units_key)
     results = {t: check_task(bb, extractor, cache, a.work, t, a.out) for t in a.tasks.split(",")}
     a.out.mkdir(parents=True, exist_ok=True)
     M.replace_file(a.out / "results.json", (json.dumps({"backbone": bb.fingerprint, "work": str(a.work),

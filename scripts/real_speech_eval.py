@@ -170,10 +170,21 @@ def render(results: dict, info: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def reusable(done: dict, fingerprint: str) -> dict:
-    """The cells of one column that were computed on this backbone (``fingerprint``); ``{}`` when the column was made
-    on another one (a rebuilt default): every prompt variant and regression is then recomputed, none is carried over."""
-    return done if done.get("fingerprint") == fingerprint else {}
+def made_by(bb: Backbone) -> dict:
+    """What a result records of the backbone that made it: its fingerprint, and its units key where that differs
+    (a bundle with a level floor has v7's fingerprint but other units)."""
+    return {"fingerprint": bb.fingerprint} | ({"units_key": bb.units_key} if bb.units_key != bb.fingerprint else {})
+
+
+def same_backbone(done: dict, bb: Backbone) -> bool:
+    """Whether ``done`` (a result dict, ``made_by``) was computed on ``bb``'s units."""
+    return done.get("units_key", done.get("fingerprint")) == bb.units_key
+
+
+def reusable(done: dict, bb: Backbone) -> dict:
+    """The cells of one column that were computed on this backbone's units (``same_backbone``); ``{}`` when the column
+    was made on another one (a rebuilt default): every prompt variant and regression is then recomputed."""
+    return done if same_backbone(done, bb) else {}
 
 
 def main() -> None:
@@ -271,7 +282,7 @@ def main() -> None:
         r.update(current.get(name, {}), digest=digest)  # what other runs already wrote for this task
         for key, bb in backbones.items():
             variants = [v for v in (a.variants if key == "new" else a.old_variants).split(",") if v]
-            done = reusable(r.get(key, {}), bb.fingerprint)
+            done = reusable(r.get(key, {}), bb)
             if "logreg_hist" in done and all("test_by_speaker" in done.get(v, {}) for v in variants):
                 continue
             t0 = time.perf_counter()
@@ -280,7 +291,7 @@ def main() -> None:
             r[key] = run_task(bb, name, data, a.work / key, variants, a.work / key / "curves", done, a.max_epochs,
                               labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})",
                               seed=a.draw or None)
-            r[key] |= {"fingerprint": bb.fingerprint}
+            r[key] |= made_by(bb)
             speakers = test_speakers(task_root / name)
             for v in variants:
                 by_speaker(r[key][v], bb, a.work / key / "packages" / f"{name}.{v}.safetensors", data["test"],

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from real_draws import cell  # noqa: E402
-from real_speech_eval import REAL_MIRRORS, free_baselines, write_tasks  # noqa: E402
+from real_speech_eval import REAL_MIRRORS, free_baselines, made_by, same_backbone, write_tasks  # noqa: E402
 from run_suite import encode_task, install_demo, run_task, say  # noqa: E402
 
 from speechprompt.backbone import Backbone  # noqa: E402
@@ -205,9 +205,9 @@ def main() -> None:
         runs = [(None, "all")] if name in demos else []  # the demo first
         runs += [] if a.demo_only else [(f, f"fold{f}") for f in range(a.folds)]
         for fold, tag in runs:
-            if fold is not None and len(r["folds"]) > fold and r["folds"][fold].get("fingerprint") == bb.fingerprint:
+            if fold is not None and len(r["folds"]) > fold and same_backbone(r["folds"][fold], bb):
                 continue
-            if fold is None and r.get("all", {}).get("fingerprint") == bb.fingerprint:
+            if fold is None and same_backbone(r.get("all", {}), bb):
                 continue
             task_dir = a.work / tag / name
             sizes = swap_manifest(examples, rows, fold_of, fold, task_dir)
@@ -225,7 +225,7 @@ def main() -> None:
                 pkg = read_package((w / "packages" / f"{name}.v2.safetensors").read_bytes())
                 run["v2"]["dev_metrics"] = evaluate_package(bb, pkg, data["dev"]["units"], data["dev"]["labels"])
             best = best_draw(trained)
-            res = {"new": trained[best], "fingerprint": bb.fingerprint} | ({"draws": trained} if len(trained) > 1 else {})
+            res = {"new": trained[best]} | made_by(bb) | ({"draws": trained} if len(trained) > 1 else {})
             if fold is None:
                 r["all"] = res
                 install_demo(a.store, name, res["new"]["v2"]["version"],

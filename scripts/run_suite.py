@@ -99,7 +99,7 @@ def encode_task(bb: Backbone, task_dir: Path, work: Path, jobs: int = 2) -> dict
     ``units``: unit tensors ``[M]`` i64 (GSLM) or ``ProsodyUnits`` (pGSLM: durations, per-unit F0 and the clip's
     F0 statistics are cached too; YAAPT runs in ``jobs`` processes, once per clip).
     """
-    cache = work / bb.fingerprint[:16] / f"{task_dir.name}.npz"
+    cache = work / bb.units_key[:16] / f"{task_dir.name}.npz"
     examples = M.read_manifest(task_dir / "manifest.csv")
     pgslm = bb.spec.kind == "pgslm"
     if cache.exists():
@@ -310,7 +310,7 @@ def main() -> None:
     docs = str(a.results) != "none"
     torch.set_num_threads(a.threads)
     bb = Backbone.load(a.backbone)
-    work = a.work / bb.fingerprint[:16]
+    work = a.work / bb.units_key[:16]
     res_file = work / "results.json"
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
     names = [t for t in (a.tasks.split(",") if a.tasks else TASKS) if (a.suite / t / "manifest.csv").exists()]

@@ -38,11 +38,11 @@ class Batcher:
     """Owner of the queue and of every model call. ``runtime`` needs ``extract_units(wavs)`` and
     ``classify(units_list, keys)`` (see ``speechprompt.runtime.Runtime``)."""
 
-    def __init__(self, runtime: Any, cache: UnitsCache, fingerprint: str, *, max_rows: int,
+    def __init__(self, runtime: Any, cache: UnitsCache, units_key: str, *, max_rows: int,
                  max_wait_s: float, capacity: int, metrics: Metrics | None = None):
         self.runtime = runtime
         self.cache = cache
-        self.fingerprint = fingerprint
+        self.units_key = units_key  # the units cache's backbone key (Runtime.units_key)
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.capacity = capacity
@@ -213,7 +213,7 @@ class Batcher:
             for j, u in pairs:
                 units[id(j)] = u
                 if j.cached:
-                    self.cache.put(j.digest, self.fingerprint, u)
+                    self.cache.put(j.digest, self.units_key, u)
         encode_ms = (time.monotonic() - t_enc) * 1e3
         ready = [j for j in live if id(j) in units]
         plans = {id(j): j.rows_for(units[id(j)]) for j in ready}  # base rows, then occluded rows (explain)
@@ -248,7 +248,7 @@ class Batcher:
             resolve(job, result, None)
 
     def _cached(self, job: Job, out: dict[int, Any]) -> bool:
-        hit = self.cache.get(job.digest, self.fingerprint)
+        hit = self.cache.get(job.digest, self.units_key)
         if hit is not None:
             out[id(job)] = hit
         return hit is not None

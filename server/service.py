@@ -130,7 +130,7 @@ class Service:
                             "positions", s.max_audio_seconds, lm_limit)
                 self.max_audio_seconds = lm_limit
             cache = self.store.units_cache(UnitsCache(s.units_cache_entries))
-            self.batcher = Batcher(runtime, cache, runtime.fingerprint, max_rows=s.max_batch_rows,
+            self.batcher = Batcher(runtime, cache, runtime.units_key, max_rows=s.max_batch_rows,
                                    max_wait_s=s.max_batch_wait_ms / 1e3, capacity=s.queue_capacity,
                                    metrics=self.metrics)
             self.batcher.start()

@@ -1,7 +1,8 @@
-"""LRU cache of clip -> units, keyed by the sha256 of the 16 kHz PCM and the backbone fingerprint.
+"""LRU cache of clip -> units, keyed by the sha256 of the 16 kHz PCM and the runtime's units key.
 
-The same clip sent again (or to another task) skips HuBERT + k-means. The key includes the backbone
-fingerprint, so units made by one backbone are never served for another. Thread-safe (the model loop
+The same clip sent again (or to another task) skips HuBERT + k-means. The key includes the runtime's units key
+(``Runtime.units_key``: the backbone fingerprint, the bundle's level floor and a non-fp32 encoder precision), so units
+made by one backbone, level floor or encoder precision are never served for another. Thread-safe (the model loop
 writes, anyone may read statistics).
 """
 
@@ -21,7 +22,7 @@ def pcm_digest(samples: np.ndarray) -> str:
 
 
 class UnitsCache:
-    """Bounded LRU map ``(pcm sha256, backbone fingerprint) -> Units``; ``capacity`` 0 disables it."""
+    """Bounded LRU map ``(pcm sha256, units key) -> Units``; ``capacity`` 0 disables it."""
 
     def __init__(self, capacity: int):
         if capacity < 0:

@@ -54,6 +54,15 @@ def fingerprint_of(files: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{n}:{files[n]}\n" for n in sorted(files)).encode()).hexdigest()
 
 
+def units_key(fingerprint: str, encoder: DenseConfig) -> str:
+    """The units-cache key of a bundle (``Backbone.units_key``): ``fingerprint`` itself for an encoder without a level
+    floor (every bundle before v8, so their caches stay valid), else sha256 over the fingerprint and the floor."""
+    floor = getattr(encoder, "level_floor", None)
+    if floor is None:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}:level_floor={json.dumps(floor.to_dict(), sort_keys=True)}".encode()).hexdigest()
+
+
 SETTINGS = ("kind", "sample_rate", "encoder", "codebook", "unit_lm", "dictionary", "prosody", "voice")
 
 
@@ -128,6 +137,12 @@ class Backbone:
         return self.spec.fingerprint
 
     @property
+    def units_key(self) -> str:
+        """What a clip's units depend on, for units caches: the fingerprint, or, when the encoder settings name a
+        level floor (``level.py``: a setting outside the weights), sha256 of the fingerprint and that floor."""
+        return units_key(self.spec.fingerprint, self.spec.encoder)
+
+    @property
     def num_units(self) -> int:
         """Unit ids a clip's units can hold (``spec.num_units``): a unit histogram's length."""
         return self.spec.num_units
@@ -150,7 +165,9 @@ class Backbone:
                 "encoder": {"type": getattr(self.spec.encoder, "type", "hubert"),
                             "layers_kept": self.spec.encoder.output_layer, "dim": self.encoder.dim,
                             **({"pitch": pitch.to_dict()} if (pitch := getattr(self.spec.encoder, "pitch", None))
-                               else {})},
+                               else {}),
+                            **({"level_floor": floor.to_dict()}
+                               if (floor := getattr(self.spec.encoder, "level_floor", None)) else {})},
                 "codebook_size": self.spec.codebook_size,
                 "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
                             "vocab_size": c.vocab_size},

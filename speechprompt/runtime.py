@@ -5,6 +5,7 @@ All calls block (they run torch); a server calls them from its model thread, nev
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -51,6 +52,14 @@ class Runtime:
     @property
     def fingerprint(self) -> str:
         return self.backbone.fingerprint
+
+    @property
+    def units_key(self) -> str:
+        """The units-cache key: ``Backbone.units_key`` (the fingerprint, plus a level floor where one is set), and the
+        encoder's precision when it is not fp32 (bf16 / int8 encoders may give other units; replicas that share a
+        Redis units cache in different precision modes must not read each other's units)."""
+        key, enc = self.backbone.units_key, self.backbone.precision.get("encoder", "fp32")
+        return key if enc == "fp32" else hashlib.sha256(f"{key}:encoder={enc}".encode()).hexdigest()
 
     def extract_units(self, wavs: list[np.ndarray | Tensor]) -> list[Units]:
         """Waveforms ``[N_i]`` f32 @ 16 kHz -> deduplicated units + durations (encoder batched over clips)."""

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoder import checked_clip
+from .level import LevelFloor
 from .pitch import (
     PITCH_DIMS,
     PitchConfig,
@@ -61,9 +62,12 @@ class SpeechEmbeddingConfig:
     layers: tuple = field(default=LAYERS)
     type: str = TYPE
     pitch: PitchConfig | None = None  # a pitch stream next to the embedding (pitch.py); None = embedding only
+    level_floor: LevelFloor | None = None  # quiet clips raised to a peak before both (level.py); None = as v1-v7
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(tuple(x) for x in self.layers))
+        if isinstance(self.level_floor, dict):
+            object.__setattr__(self, "level_floor", LevelFloor.from_dict(self.level_floor))
         if self.type != TYPE:
             raise ValueError(f"not a speech_embedding config: type {self.type!r}")
         object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.mel_hop * self.step_frames,
@@ -79,6 +83,8 @@ class SpeechEmbeddingConfig:
         d["layers"] = [list(x) for x in self.layers]
         if self.pitch is None:
             del d["pitch"]  # bundles without a pitch stream keep their backbone.json as before
+        if self.level_floor is None:
+            del d["level_floor"]  # nor do bundles without a level floor
         return d
 
     @classmethod
@@ -181,11 +187,14 @@ class SpeechEmbeddingEncoder(nn.Module):
     @torch.no_grad()
     def extract(self, wavs: list[Tensor]) -> list[Tensor]:
         """Per clip ``[N_i] f32 -> [E_i, D] f32`` (all clips in one batch through :meth:`embed_sequence`; the pitch
-        stream, when configured, per clip on the unpadded samples)."""
+        stream, when configured, per clip on the unpadded samples; with ``cfg.level_floor`` each clip is first raised
+        to the floor, ``level.LevelFloor.apply``)."""
         c, device = self.cfg, self.stft_real.device
         mels, counts, clips = [], [], []
         for i, wav in enumerate(wavs):
             wav = checked_clip(i, wav, self.min_samples, self.sample_rate).to(device=device, dtype=torch.float32)
+            if c.level_floor is not None:
+                wav = c.level_floor.apply(wav)
             n = wav.numel()
             clips.append(wav)
             mels.append(self.log_mel(F.pad(wav, (c.pad, self._padded_length(n) - n - c.pad))))  # [M_i, 32]

@@ -1,4 +1,4 @@
-"""The committed default backbone (models/default, speechprompt-default-v7): loads, is fingerprinted as its build log
+"""The committed default backbone (models/default, speechprompt-default-v8: v7's weights with a level floor): loads, is fingerprinted as its build log
 says, runs the speech_embedding dense model with its pitch stream and a product codebook (300 clusters x 4 pitch
 registers) whose unit LM embedding is factored (its cluster part tied to the centroids), keeps the real test speakers out of its build, is
 what the model card describes, and serves the demo packages (tests/test_demo_stores.py checks every package fits)."""
@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from speechprompt.backbone import FILES, Backbone, fingerprint_of, sha256_file
+from speechprompt.level import LevelFloor
 from speechprompt.runtime import Runtime
+from speechprompt.training.build_default import DefaultBuildConfig
 from speechprompt.training.manifest import load_audio
 from tests.scripts import load_script
 
@@ -41,6 +43,9 @@ def test_bundle_is_the_logged_build_with_the_real_speech_dense_model(backbone):
     assert list(backbone.spec.dictionary[4:]) == [str(i) for i in range(1200)]  # unit i at index 4 + i
     assert tuple(log["config"][k] for k in ("units", "pitch_registers", "factored_lm", "centroid_lm")) == (300, 4, True, True)
     assert meta["name"] != json.loads((ROOT / "models" / "default-v1" / "backbone.json").read_text())["name"]
+    # v8 = v7's build (the log) + the default recipe's level floor (scripts/set_level_floor.py; docs/model_card.md)
+    assert backbone.spec.encoder.level_floor == LevelFloor(DefaultBuildConfig().level_floor)
+    assert meta["name"] == DefaultBuildConfig().name and log["config"]["name"] == "speechprompt-default-v7"
 
 
 def test_units_are_a_product_of_clusters_and_pitch_registers_with_a_factored_lm_embedding(backbone):

@@ -12,24 +12,10 @@ from speechprompt.backbone import Backbone, BundleError, natural_dictionary, sav
 from speechprompt.encoder import ClipTooShort
 from speechprompt.importers.speech_embedding import SpeechEmbeddingImportError, convert, fetch_onnx
 from speechprompt.runtime import Runtime
-from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
+from speechprompt.speech_embedding import SpeechEmbeddingConfig
 from speechprompt.unit_lm import UnitLM, UnitLMConfig
 
 ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[teachers]' (make test installs it)")
-
-
-@pytest.fixture(scope="module")
-def onnx_files():
-    from pathlib import Path
-
-    return fetch_onnx(Path(__file__).resolve().parents[1] / ".cache" / "teachers")
-
-
-@pytest.fixture(scope="module")
-def encoder(onnx_files):
-    enc = SpeechEmbeddingEncoder()
-    enc.load_state_dict(convert(*onnx_files))
-    return enc.eval().requires_grad_(False)
 
 
 def _onnx_reference(onnx_files, wav: np.ndarray, cfg: SpeechEmbeddingConfig) -> np.ndarray:

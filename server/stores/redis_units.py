@@ -15,7 +15,8 @@ from redis.retry import Retry
 
 
 class SharedUnitsCache:
-    """The replica's units LRU, backed by Redis entries ``<prefix>units:<fingerprint>:<pcm sha256>`` with a
+    """The replica's units LRU, backed by Redis entries ``<prefix>units:<units key>:<pcm sha256>``
+    (``Runtime.units_key``: fingerprint, level floor, encoder precision) with a
     TTL: a clip already encoded by any replica skips HuBERT + k-means here (plain ``Units`` only). Same interface as
     ``server.units_cache.UnitsCache``; Redis is skipped while the store is degraded and writes happen on a
     background thread (the model loop never waits for them)."""

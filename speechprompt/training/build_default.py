@@ -7,12 +7,11 @@ dedup -> ``transformer_lm``), so packages, the batcher and the official-weights 
 
 Stages (each saved under ``work`` and skipped when its file exists, so an interrupted build resumes; ``stages.py``
 records the settings each stage file was made with in ``work/stages.json``, and a build asking for other settings
-stops with ``StageMismatch`` - the CLI exits 2 - instead of reusing it; the codebook and the unit LM write no stage
-file of their own, so ``--units`` and ``--name`` reuse every stage):
+stops with ``StageMismatch`` - the CLI exits 2 - instead of reusing it; the codebook, unit LM and level floor have no
+stage file, so ``--units``, ``--name`` and ``--level-floor`` reuse every stage):
 1. ``tts.npz``: the multilingual TTS corpus of ``build_backbone`` (clean clips + sox noisy twins);
-2. ``real.npz``: real speech from the allow-listed Debian packages (``real_corpus``), TRAIN speakers only
-   (the speaker split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus
-   real non-speech recordings;
+2. ``real.npz``: real speech from the allow-listed Debian packages (``real_corpus``), TRAIN speakers only (the speaker
+   split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus real non-speech recordings;
 3. ``twins.npz``: a ``channel_aug`` twin of half of the real clips (room, noise incl. real noise, codec, band-pass,
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
 4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (with ``dense="whisper-base"``:
@@ -24,16 +23,15 @@ file of their own, so ``--units`` and ``--name`` reuse every stage):
    only (docs/results.md, "Tape-speed copies");
 5. codebook: k-means (``units``: 300 since v6; 100 in v2-v5) on ``codebook_frames`` sampled frames; with
    ``pitch_registers`` (default 4 since v7; 3 in v5 and v6) the k-means sees the embedding dimensions only and each
-   cluster is paired with every pitch register (a product codebook, ``Codebook.product``: 1,200 units in v7,
-   900 in v6, 300 in v5),
-   so the units keep the word clusters and carry the register as a second factor; ``pitch_registers=0`` clusters
-   embedding + pitch together (v3);
+   cluster is paired with every pitch register (a product codebook, ``Codebook.product``: 1,200 units in v7 and v8,
+   900 in v6, 300 in v5), so the units keep the word clusters and carry the register as a second factor;
+   ``pitch_registers=0`` clusters embedding + pitch together (v3);
 6. unit LM (3 layers, d=256, the ``build_backbone`` recipe; a checkpoint per epoch) on deduplicated units (with
    ``real_speeds`` also those of stage 4b), validation = TTS validation utterances + 5 % of the real train clips;
    with ``factored_lm`` (default, v5-v7) its token embedding trains as cluster + register
-   (``unit_lm_train.FactoredEmbedding``) and is stored plain; with
-   ``centroid_lm`` (default, v6, v7) the cluster part is a learnt linear map of the cluster's centroid plus a free part;
-7. bundle (``save_bundle``) + a training log JSON for the model card.
+   (``unit_lm_train.FactoredEmbedding``) and is stored plain; with ``centroid_lm`` (default, v6-v8) the cluster part
+   is a learnt linear map of the cluster's centroid plus a free part;
+7. bundle (``save_bundle``; with ``level_floor``, v8, its encoder settings name a level floor) + a training log JSON.
 """
 
 from __future__ import annotations
@@ -53,6 +51,7 @@ import torch
 
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
+from speechprompt.level import LevelFloor
 from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
@@ -102,8 +101,7 @@ class DefaultBuildConfig:
     lm_batch_tokens: int = 4000
     lm_lr: float = 2e-3
     pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
-    units: int = 300  # k-means codebook size (v6, v7: 300; v2-v5: 100, NUM_UNITS; 200, 400 and 1000 were tried,
-    # docs/results.md); the unit LM's vocabulary follows (build_default resets lm.vocab_size to vocab + 4)
+    units: int = 300  # k-means codebook size (v6-v8: 300; v2-v5: 100; others tried: docs/results.md); sets the LM vocab
     pitch_registers: int = 4  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
     # (pitch.register_centroids; vocabulary units * registers; 4: v7; 3: v5 and v6); 0: k-means over embedding +
     # pitch together (v3)
@@ -128,7 +126,8 @@ class DefaultBuildConfig:
     # registers, the same units in about 1 / pitch_registers of the bytes; v1-v7 store the expanded centroids)
     lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
     # model, which prompts train on): keeps a Whisper bundle within issue 14's 40 MB
-    name: str = "speechprompt-default-v7"
+    level_floor: float = 0.25  # the bundle's level floor (level.py), not applied to the build's own clips; 0 = none (v1-v7)
+    name: str = "speechprompt-default-v8"
 
     @property
     def vocab(self) -> int:
@@ -352,9 +351,10 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         extra["real_speeds"] = list(cfg.real_speeds)
     if voice is not None:
         extra |= voice_extra(cfg, ge2e_license)
-    fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_cfg=enc.cfg, encoder_state=enc_state,
-                     centroids=codebook.centroids, codebook_state=codebook.file_state() if cfg.compact_codebook else None,
-                     lm_cfg=cfg.lm,
+    floor = LevelFloor(cfg.level_floor) if cfg.level_floor and cfg.dense == "speech_embedding" else None
+    fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_state=enc_state, centroids=codebook.centroids,
+                     encoder_cfg=replace(enc.cfg, level_floor=floor) if floor else enc.cfg, lm_cfg=cfg.lm,
+                     codebook_state=codebook.file_state() if cfg.compact_codebook else None,
                      lm_state={k: v.half() if cfg.lm_fp16 and v.is_floating_point() else v
                                for k, v in lm.state_dict().items()},
                      dictionary=natural_dictionary(cfg.vocab + n_voice), extra=extra,

@@ -73,13 +73,16 @@ def bundle_name(cfg: DefaultBuildConfig, small: bool = False) -> str:
 def effective(cfg: DefaultBuildConfig) -> DefaultBuildConfig:
     """``cfg`` with the settings its build does not read put back to their defaults: ``lm_seed`` equal to ``seed``
     (None means ``seed``), ``whisper_layer``/``whisper_pool`` unless ``dense`` is whisper-base, ``voice_source`` and
-    ``voice_layer`` without ``voice_codes``, ``voice_layer`` with the ge2e source (it reads the waveform). Two commands
+    ``voice_layer`` without ``voice_codes``, ``voice_layer`` with the ge2e source (it reads the waveform),
+    ``level_floor`` with whisper-base. Two commands
     that build the same bundle then get the same name and log the same settings."""
     ref = DefaultBuildConfig()
     if cfg.lm_seed == cfg.seed:
         cfg = replace(cfg, lm_seed=None)
     if cfg.dense != "whisper-base":
         cfg = replace(cfg, whisper_layer=ref.whisper_layer, whisper_pool=ref.whisper_pool)
+    else:  # the level floor is a speech_embedding setting
+        cfg = replace(cfg, level_floor=ref.level_floor)
     if not cfg.voice_codes:
         cfg = replace(cfg, voice_source=ref.voice_source, voice_layer=ref.voice_layer)
     elif cfg.voice_source == "ge2e":
@@ -147,7 +150,7 @@ def _options(typer) -> dict:
         real_speeds=typer.Option("", help="comma-separated tape speeds (e.g. 0.9,1.1): a copy of every real train "
                                  "clip at each speed (sound_variants.tape_speed) for the unit LM only; default none, "
                                  "as v7 (docs/results.md, \"What was tried\")"),
-        name=typer.Option(None, help="bundle name (default: speechprompt-default-v7 for v7's recipe, "
+        name=typer.Option(None, help="bundle name (default: speechprompt-default-v8 for v8's recipe, "
                           "speechprompt-trial-<settings digest> when any setting differs; such a trial needs --out "
                           "and --log-json away from the committed default's)"),
         dense=typer.Option("speech_embedding", help="dense model before the codebook: speech_embedding (v2-v7) or "
@@ -169,6 +172,10 @@ def _options(typer) -> dict:
         voice_dropout=typer.Option(0.0, help="with --voice-codes: the share (0 <= x < 1) of the unit LM's training "
                                    "sequences trained without the prefix (a hash of the clip picks them), so prompts "
                                    "may read units without it too; default 0"),
+        level_floor=typer.Option(None, help="the bundle's level floor (speechprompt/level.py): a clip whose peak is "
+                                 "below it is raised to it before the dense model, at serve and prompt-training time "
+                                 "(the build's own clips, level-varied twins included, are encoded as they are); "
+                                 "default 0.25, as v8; 0: none, as v1-v7; speech_embedding bundles only"),
         compact_codebook=typer.Option(False, "--compact-codebook/--no-compact-codebook", help="store the product "
                                       "codebook as its clusters + registers (the same units, 1.9 MB less for a "
                                       "Whisper bundle); needs --pitch-registers >= 2"),
@@ -196,7 +203,7 @@ def register(app) -> None:
                           whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"],
                           voice_codes: str = o["voice_codes"], voice_layer: int = o["voice_layer"],
                           voice_source: str = o["voice_source"], compact_codebook: bool = o["compact_codebook"],
-                          voice_dropout: float = o["voice_dropout"]) -> None:
+                          voice_dropout: float = o["voice_dropout"], level_floor: float | None = o["level_floor"]) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
@@ -221,6 +228,9 @@ def register(app) -> None:
         except ValueError as e:
             typer.echo(f"--voice-codes / --voice-source / --voice-layer / --voice-dropout: {e}", err=True)
             raise typer.Exit(2) from None
+        if level_floor is not None and not (level_floor == 0 or 0 < level_floor <= 1):
+            typer.echo(f"--level-floor must be 0 (none) or a peak in (0, 1] (full scale = 1); got {level_floor}", err=True)
+            raise typer.Exit(2)
         if compact_codebook and pitch_registers == 0:
             typer.echo("--compact-codebook stores a product codebook's factors; it needs --pitch-registers >= 2",
                        err=True)
@@ -247,7 +257,7 @@ def register(app) -> None:
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool,
             "--voice-codes": voice_codes or None, "--voice-layer": voice_layer if voice_codes else None,
             "--voice-source": voice_source if voice_codes else None,
-            "--voice-dropout": voice_dropout if voice_dropout else None},
+            "--voice-dropout": voice_dropout if voice_dropout else None, "--level-floor": level_floor},
             {"--compact-codebook": compact_codebook, "--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False, "--lm-fp16": lm_fp16}))
 
@@ -276,7 +286,8 @@ def main() -> None:
             name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
             whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], voice_codes: str = o["voice_codes"],
             voice_layer: int = o["voice_layer"], voice_source: str = o["voice_source"],
-            compact_codebook: bool = o["compact_codebook"], voice_dropout: float = o["voice_dropout"]) -> None:
+            compact_codebook: bool = o["compact_codebook"], voice_dropout: float = o["voice_dropout"],
+            level_floor: float | None = o["level_floor"]) -> None:
         if why := size_error(lm_epochs, lm_layers, units):  # also when this module is run directly
             typer.echo(why, err=True)
             raise typer.Exit(2)
@@ -284,7 +295,8 @@ def main() -> None:
         cfg = DefaultBuildConfig.small(seed) if small else DefaultBuildConfig(seed=seed)
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
-                                                            ("units", units), ("lm_epochs", lm_epochs)) if v is not None},
+                                                            ("units", units), ("lm_epochs", lm_epochs),
+                                                            ("level_floor", level_floor)) if v is not None},
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
                       whisper_pool=whisper_pool, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),
@@ -297,7 +309,7 @@ def main() -> None:
             cfg = replace(cfg, name=bundle_name(cfg, small))
             if cfg.name.startswith("speechprompt-trial-") and (
                     Path(out) == o["out"].default or Path(log_json) == o["log_json"].default):  # the committed files
-                typer.echo(f"these settings differ from v7's (a trial, {cfg.name}); it would replace the committed "
+                typer.echo(f"these settings differ from v8's (a trial, {cfg.name}); it would replace the committed "
                            "default's models/default or docs/default_training_log.json: give --out and --log-json "
                            "elsewhere, or --name to write there on purpose", err=True)
                 raise typer.Exit(2)

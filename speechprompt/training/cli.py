@@ -254,7 +254,7 @@ def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
         from speechprompt.prosody import ProsodyExtractor
 
         extractor = ProsodyExtractor.from_parts(extractor, bb.prosody)
-    cache = M.UnitsCache(cache_dir, bb.fingerprint)
+    cache = M.UnitsCache(cache_dir, bb.units_key)
     with progress(total=len(examples), desc="units", unit="clip") as bar:
         splits = M.units_by_split(examples, extractor, cache, progress=bar.update)
     typer.echo(f"units: {cache.hits} cached, {cache.misses} computed ({cache.root})")

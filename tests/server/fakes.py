@@ -53,6 +53,7 @@ class FakeRuntime:
 
     def __init__(self, fingerprint: str = FINGERPRINT, delay_s: float = 0.0, task_bytes: int = 1000):
         self.fingerprint = fingerprint
+        self.units_key = fingerprint  # as a bundle without a level floor, in fp32 (Runtime.units_key)
         self.delay_s = delay_s
         self.task_bytes = task_bytes
         self.tasks: dict[str, np.ndarray] = {}

@@ -44,16 +44,17 @@ def test_the_child_changes_only_the_unit_lm_depth(monkeypatch, argv, layers):
 
 
 @pytest.mark.parametrize("argv, name", [
-    ([], "speechprompt-default-v7"),  # v7's recipe: the default's name
+    ([], "speechprompt-default-v8"),  # v8's recipe: the default's name
+    (["--level-floor", "0.25"], "speechprompt-default-v8"), (["--level-floor", "0"], "trial"),  # v7's: a trial now
     (["--name", "mine"], "mine"),
-    (["--units", "300", "--pitch-scale", "40", "--lm-layers", "3", "--lm-epochs", "8"], "speechprompt-default-v7"),
+    (["--units", "300", "--pitch-scale", "40", "--lm-layers", "3", "--lm-epochs", "8"], "speechprompt-default-v8"),
     (["--lm-layers", "6"], "speechprompt-trial-fb001fef"),  # pinned: the digest of {lm: ...} alone
     (["--lm-layers", "6", "--lm-epochs", "8"], "speechprompt-trial-fb001fef"), (["--seed", "1"], "trial"), (["--voice-dropout", "0.3", "--voice-codes", "16,16",
                                                                     "--voice-source", "ge2e"], "trial"),
     (["--small"], "speechprompt-small-v3"), (["--small", "--seed", "2"], "speechprompt-small-v3"),
     (["--small", "--lm-layers", "4"], "trial"),
-    (["--lm-seed", "0"], "speechprompt-default-v7"),  # the unit LM's seed is --seed's: v7's build
-    (["--whisper-layer", "3", "--whisper-pool", "4", "--voice-layer", "2"], "speechprompt-default-v7")])  # unread
+    (["--lm-seed", "0"], "speechprompt-default-v8"),  # the unit LM's seed is --seed's: v8's build
+    (["--whisper-layer", "3", "--whisper-pool", "4", "--voice-layer", "2"], "speechprompt-default-v8")])  # unread
 def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
@@ -75,8 +76,8 @@ def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
                                         (["--lm-layers", "6", "--out", "z", "--log-json", "z.json"], 0),
                                         (["--lm-layers", "6", "--name", "mine"], 0), ([], 0)])
 def test_a_trial_never_replaces_the_committed_default_unless_named(monkeypatch, argv, code):
-    """Without ``--name``, settings other than v7's may not write ``models/default`` or its training log (the
-    defaults of ``--out`` and ``--log-json``); v7's own command and a named build may."""
+    """Without ``--name``, settings other than v8's may not write ``models/default`` or its training log (the
+    defaults of ``--out`` and ``--log-json``); v8's own command and a named build may."""
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append((out, kw["log_path"])) or {
         "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})

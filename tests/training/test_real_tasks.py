@@ -67,12 +67,21 @@ def test_generated_tone_has_its_energy_near_one_frequency(seed):
 def test_real_speech_eval_never_carries_cells_over_from_another_backbone():
     """A rebuilt default (new fingerprint) recomputes every cell of its column: before this, the prompts of the
     previous backbone were kept under the new fingerprint (and its package installed as the demo)."""
+    from types import SimpleNamespace
+
     from tests.scripts import load_script
 
-    reusable = load_script("real_speech_eval").reusable
+    script = load_script("real_speech_eval")
+    reusable, made_by = script.reusable, script.made_by
+    v7 = SimpleNamespace(fingerprint="aaa", units_key="aaa")
     cells = {"fingerprint": "aaa", "v2": {"test": {"accuracy": 0.4}}, "logreg_hist": {}}
-    assert reusable(cells, "aaa") is cells
-    assert reusable(cells, "bbb") == {} and reusable({}, "bbb") == {}
+    assert reusable(cells, v7) is cells
+    other = SimpleNamespace(fingerprint="bbb", units_key="bbb")
+    assert reusable(cells, other) == {} and reusable({}, other) == {}
+    # v7's weights with a level floor: the same fingerprint, other units, so v7's cells are not its cells
+    floored = SimpleNamespace(fingerprint="aaa", units_key="ccc")
+    assert reusable(cells, floored) == {} and made_by(floored) == {"fingerprint": "aaa", "units_key": "ccc"}
+    assert reusable(cells | made_by(floored), floored)["v2"] == cells["v2"] and made_by(v7) == {"fingerprint": "aaa"}
 
 
 def test_speech_embedding_column_comes_from_a_speech_embedding_bundle(monkeypatch):

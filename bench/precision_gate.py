@@ -99,6 +99,7 @@ def main() -> None:
     log(f"fp32: {ref.seconds:.1f} s")
     flags = cpu_flags()
     result = {"fingerprint": ref_rt.fingerprint, "bundle": ref_rt.backbone.spec.name,
+              "settings_digest": json.loads((a.bundle / "backbone.json").read_text()).get("settings_digest"),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
               "device": a.device if a.device != "cpu" else platform.processor() or platform.machine(),
               "cpu_flags": sorted(f for f in flags if f in BF16_FLAGS + INT8_FLAGS or f.startswith("avx")),

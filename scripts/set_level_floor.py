@@ -6,7 +6,8 @@
 
 The weight files are written again unchanged, so the fingerprint stays the source's and every task package of the
 source loads on the copy; ``backbone.json``'s encoder settings, ``settings_digest`` and name change, and with them the
-units-cache key (``Backbone.units_key``). ``--peak 0`` writes the copy without a floor. ``build-default --level-floor``
+units-cache key (``Backbone.units_key``). The source's precision gate is not copied (it was measured on the source's
+units): rerun ``bench/precision_gate.py`` on the copy. ``--peak 0`` writes the copy without a floor. ``build-default --level-floor``
 writes the same setting into a new build. Exits 2 (with the reason) for a bundle that is not speech_embedding, or
 when the copy's fingerprint would differ from the source's.
 """
@@ -43,9 +44,6 @@ def with_level_floor(src: Path, out: Path, peak: float, max_gain_db: float, name
     if fp != bb.fingerprint:
         shutil.rmtree(tmp)
         raise ValueError(f"the copy's weights differ from {src}'s (fingerprint {fp[:16]}, not {bb.fingerprint[:16]})")
-    for extra in src.iterdir():  # files beside the bundle (the precision gate): carried over
-        if not (tmp / extra.name).exists() and extra.is_file():
-            shutil.copy2(extra, tmp / extra.name)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

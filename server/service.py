@@ -65,11 +65,13 @@ def choose_precision(settings: Settings):
     from speechprompt import precision
 
     try:
-        fingerprint = json.loads((Path(settings.bundle_dir) / "backbone.json").read_text()).get("fingerprint", "")
-    except (OSError, ValueError):
-        fingerprint = ""  # Runtime.load reports the broken bundle
+        meta = json.loads((Path(settings.bundle_dir) / "backbone.json").read_text())
+        fingerprint, digest = str(meta.get("fingerprint", "")), meta.get("settings_digest")
+    except (OSError, ValueError, AttributeError):
+        fingerprint, digest = "", None  # Runtime.load reports the broken bundle
     return precision.choose(settings.precision, device=settings.device, flags=precision.cpu_flags(),
-                            gate=precision.read_gate(settings.bundle_dir), fingerprint=fingerprint)
+                            gate=precision.read_gate(settings.bundle_dir), fingerprint=fingerprint,
+                            settings_digest=digest)
 
 
 def _threadsafe_setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:

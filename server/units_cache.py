@@ -33,9 +33,9 @@ class UnitsCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, digest: str, fingerprint: str) -> Any | None:
+    def get(self, digest: str, units_key: str) -> Any | None:
         """The cached units for this clip and backbone, or None (counted as a miss)."""
-        key = (digest, fingerprint)
+        key = (digest, units_key)
         with self._lock:
             value = self._items.get(key)
             if value is None:
@@ -45,11 +45,11 @@ class UnitsCache:
             self.hits += 1
             return value
 
-    def put(self, digest: str, fingerprint: str, units: Any) -> None:
+    def put(self, digest: str, units_key: str, units: Any) -> None:
         """Insert (or refresh) an entry, evicting the least recently used ones above capacity."""
         if self.capacity == 0:
             return
-        key = (digest, fingerprint)
+        key = (digest, units_key)
         with self._lock:
             self._items[key] = units
             self._items.move_to_end(key)

@@ -7,7 +7,7 @@ its encoder settings (``backbone.json`` ``encoder.level_floor``): a clip whose p
 ``peak`` is scaled so that its peak is ``peak``, by at most ``max_gain_db`` (so digital silence with a little dither is
 not raised into loud noise). Clips at or above the floor are passed through bit for bit, so every label of a clip
 with a peak >= ``peak`` is the one the bundle gave without a floor. The scale is per clip the encoder sees: a whole
-request, a long-audio window, a stream's utterance. The setting is outside the weights, so it does not move the
+request, a long-audio window, a stream's window. The setting is outside the weights, so it does not move the
 bundle's fingerprint (task packages stay compatible); it moves ``settings_digest`` and, through it, the units-cache
 key (``backbone.units_key``).
 """
@@ -29,6 +29,10 @@ class LevelFloor:
     max_gain_db: float = 40.0
 
     def __post_init__(self):
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (self.peak, self.max_gain_db)):
+            raise ValueError(f"level_floor.peak and max_gain_db must be numbers; got {self.peak!r}, {self.max_gain_db!r}")
+        object.__setattr__(self, "peak", float(self.peak))  # 40 and 40.0 are one setting (and one units key)
+        object.__setattr__(self, "max_gain_db", float(self.max_gain_db))
         if not 0.0 < float(self.peak) <= 1.0:
             raise ValueError(f"level_floor.peak must be in (0, 1] (full scale = 1.0); got {self.peak}")
         if not 0.0 < float(self.max_gain_db) <= 120.0:
@@ -42,13 +46,13 @@ class LevelFloor:
         """``backbone.json``'s ``encoder.level_floor`` object. Raises ``ValueError`` for other keys or values."""
         if not isinstance(d, dict) or set(d) - {"peak", "max_gain_db"}:
             raise ValueError(f"level_floor must be an object with 'peak' and 'max_gain_db'; got {d!r}")
-        return cls(**{k: float(v) for k, v in d.items()})
+        return cls(**d)
 
     def apply(self, wav: Tensor) -> Tensor:
         """``[N]`` f32 samples -> the same clip raised to the floor (the input object itself when its peak is at or
-        above ``peak``, or when it is all zeros)."""
+        above ``peak``, when it is all zeros, or when it holds NaN/Inf, which the decoder refuses before this)."""
         peak = float(wav.abs().max()) if wav.numel() else 0.0
-        if peak >= self.peak or peak == 0.0:
+        if not peak < self.peak or peak == 0.0:  # NaN compares False: passed through, not spread over the clip
             return wav
         gain = min(self.peak / peak, 10.0 ** (self.max_gain_db / 20.0))
         return wav * torch.tensor(gain, dtype=wav.dtype, device=wav.device)

@@ -107,12 +107,20 @@ class Choice:
         return {"mode": self.mode, "requested": self.requested, "reason": self.reason, "native": list(self.native)}
 
 
+def gate_matches(gate: dict | None, fingerprint: str, settings_digest: str | None = None) -> bool:
+    """Whether a recorded gate was measured on this bundle: its fingerprint, and its ``settings_digest`` where the
+    gate records one (a bundle with v7's weights and a level floor, v8, has v7's fingerprint but other units)."""
+    if not gate or gate.get("fingerprint") != fingerprint:
+        return False
+    return "settings_digest" not in gate or gate["settings_digest"] == settings_digest
+
+
 def choose(requested: str, *, device: str | torch.device, flags: frozenset[str], gate: dict | None,
-           fingerprint: str) -> Choice:
-    """Resolve ``requested`` (``auto`` or a mode, see :func:`parse_mode`) for this device and bundle. Raises
-    :class:`PrecisionError` for an unknown mode or int8 on CUDA."""
+           fingerprint: str, settings_digest: str | None = None) -> Choice:
+    """Resolve ``requested`` (``auto`` or a mode, see :func:`parse_mode`) for this device and bundle (``fingerprint``,
+    ``settings_digest``: :func:`gate_matches`). Raises :class:`PrecisionError` for an unknown mode or int8 on CUDA."""
     native = native_modes(device, flags)
-    modes = (gate or {}).get("modes", {}) if (gate or {}).get("fingerprint") == fingerprint else {}
+    modes = gate.get("modes", {}) if gate_matches(gate, fingerprint, settings_digest) else {}
     if requested != "auto":
         enc, lm = parse_mode(requested)
         if "int8" in (enc, lm) and torch.device(device).type != "cpu":
@@ -126,8 +134,9 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
           if r.get("passed") and _components(m) and all(c in native for c in _components(m))
           and float(r.get("speedup", 0.0)) > 1.0]
     if not ok:
-        stale = gate is not None and gate.get("fingerprint") != fingerprint
-        why = (f"the recorded agreement gate is for another bundle ({str(gate.get('fingerprint'))[:16]}); rerun "
+        stale = gate is not None and not gate_matches(gate, fingerprint, settings_digest)
+        why = (f"the recorded agreement gate is for another bundle ({str(gate.get('fingerprint'))[:16]}"
+               f"{', other settings' if gate.get('fingerprint') == fingerprint else ''}); rerun "
                "bench/precision_gate.py" if stale else "no agreement gate recorded for this bundle" if not modes else
                "no mode both native here and passing the bundle's agreement gate with a speed-up over fp32")
         return Choice("fp32", "auto", f"{why} (native here: {', '.join(native)})", tuple(native))

@@ -66,8 +66,8 @@ class SpeechEmbeddingConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(tuple(x) for x in self.layers))
-        if isinstance(self.level_floor, dict):
-            object.__setattr__(self, "level_floor", LevelFloor.from_dict(self.level_floor))
+        if self.level_floor is not None and not isinstance(self.level_floor, LevelFloor):
+            object.__setattr__(self, "level_floor", LevelFloor.from_dict(self.level_floor))  # ValueError unless valid
         if self.type != TYPE:
             raise ValueError(f"not a speech_embedding config: type {self.type!r}")
         object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.mel_hop * self.step_frames,

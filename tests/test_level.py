@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from speechprompt.backbone import Backbone, BundleError, natural_dictionary, save_bundle
+from speechprompt.backbone import Backbone, BundleError, natural_dictionary, save_bundle, settings_digest
 from speechprompt.level import LevelFloor
+from speechprompt.pitch import PitchConfig, pitch_vector
+from speechprompt.precision import choose, gate_matches
 from speechprompt.runtime import Runtime
 from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
 from speechprompt.unit_lm import UnitLM, UnitLMConfig
@@ -34,13 +36,24 @@ def test_floor_raises_quiet_clips_and_passes_loud_ones_through():
     assert float(floor.apply(dither).abs().max()) == pytest.approx(2e-3, rel=1e-5)
     silent = torch.zeros(8)
     assert floor.apply(silent) is silent
+    broken = torch.tensor([0.01, float("nan")])  # refused by the decoder; here not spread over the whole clip
+    assert floor.apply(broken) is broken
 
 
 @pytest.mark.parametrize("bad", [{"peak": 0.0}, {"peak": 1.5}, {"peak": 0.2, "max_gain_db": 0}, {"peak": 0.2, "x": 1},
-                                 "0.25"])
-def test_floor_settings_outside_their_ranges_are_refused(bad):
+                                 {"peak": True}, {"peak": "0.3"}, {"peak": float("nan")}, 0.25, "0.25", True, [0.25], 0])
+def test_malformed_floor_settings_make_the_bundle_unloadable_with_a_clear_error(tmp_path, encoder, bad):
+    """Any backbone.json level_floor but a valid object is a ValueError of the config (BundleError on load), even with a
+    recomputed settings digest; before, a non-object value loaded and crashed the first encode."""
     with pytest.raises(ValueError, match="level_floor"):
-        LevelFloor.from_dict(bad) if isinstance(bad, dict) and "x" in bad or isinstance(bad, str) else LevelFloor(**bad)
+        SpeechEmbeddingConfig.from_dict({"level_floor": bad})
+    _bundle(tmp_path / "b", SpeechEmbeddingConfig(level_floor=LevelFloor(0.25)), encoder.state_dict())
+    meta = json.loads((tmp_path / "b" / "backbone.json").read_text())
+    meta["encoder"]["level_floor"] = bad
+    meta["settings_digest"] = settings_digest(meta)
+    (tmp_path / "b" / "backbone.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="level_floor"):
+        Backbone.load(tmp_path / "b")
 
 
 def test_config_keeps_backbone_json_of_bundles_without_a_floor():
@@ -60,6 +73,20 @@ def test_encoder_with_a_floor_equals_the_raised_clip_without_one(encoder):
     assert torch.allclose(got_quiet, want_quiet, rtol=1e-4, atol=1e-3)  # features of magnitude ~30
     assert torch.equal(got_loud, encoder.extract([clip])[0])  # the loud clip: bit for bit as without a floor
     assert not torch.allclose(got_quiet, encoder.extract([quiet])[0], atol=1e-3)  # the floor did change the quiet one
+
+
+def test_the_pitch_stream_sees_the_raised_clip_too(encoder):
+    """The default's encoder has a pitch stream (YIN voicing + log-F0); it must read the raised clip, as the embedding
+    does: a quiet clip gets the pitch features of the clip at the floor, not those of the quiet one."""
+    pitched = SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=PitchConfig(scale=40.0)))
+    floored = SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=PitchConfig(scale=40.0), level_floor=LevelFloor(0.25)))
+    for enc in (pitched, floored):
+        enc.load_state_dict(encoder.state_dict() | {"pitch_config": pitch_vector(enc.cfg.pitch)})
+    clip = torch.from_numpy(_real_clip())
+    quiet = clip * (0.003 / float(clip.abs().max()))  # RMS under YIN's min_rms: unvoiced without the floor
+    got = floored.extract([quiet])[0][:, 96:]
+    want = pitched.extract([quiet * (0.25 / float(quiet.abs().max()))])[0][:, 96:]
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, pitched.extract([quiet])[0][:, 96:])
 
 
 def _bundle(folder: Path, enc_cfg: SpeechEmbeddingConfig, state: dict) -> str:
@@ -103,8 +130,9 @@ def test_set_level_floor_script_copies_the_weights_and_names_the_floor(tmp_path,
     v7, v8 = Backbone.load(tmp_path / "v7"), Backbone.load(tmp_path / "v8")
     assert v8.fingerprint == v7.fingerprint and v8.spec.name == "x-v8"
     assert v8.spec.encoder.level_floor == LevelFloor(0.25, 40.0) and v7.spec.encoder.level_floor is None
-    for f in ("encoder.safetensors", "codebook.safetensors", "unit_lm.safetensors", "precision_gate.json"):
+    for f in ("encoder.safetensors", "codebook.safetensors", "unit_lm.safetensors"):
         assert (tmp_path / "v8" / f).read_bytes() == (tmp_path / "v7" / f).read_bytes()
+    assert not (tmp_path / "v8" / "precision_gate.json").exists()  # measured on v7's units: not carried over
     clip = _real_clip()
     quiet = (clip * (0.02 / np.abs(clip).max())).astype(np.float32)
     u7, u8 = (Runtime(b).extract_units([quiet, clip]) for b in (v7, v8))
@@ -114,3 +142,14 @@ def test_set_level_floor_script_copies_the_weights_and_names_the_floor(tmp_path,
     r = subprocess.run(run + [str(tmp_path / "v7"), "--out", str(tmp_path / "bad"), "--peak", "2"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "(0, 1]" in r.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_precision_gate_measured_without_the_floor_is_not_used_with_it():
+    """v8 has v7's fingerprint: a gate that records its settings digest is used only by the bundle it measured."""
+    gate = {"fingerprint": "f", "settings_digest": "v7", "modes": {"bf16": {"passed": True, "speedup": 2.0}}}
+    assert gate_matches(gate, "f", "v7") and not gate_matches(gate, "f", "v8") and not gate_matches(gate, "g", "v7")
+    assert gate_matches({"fingerprint": "f"}, "f", "v8")  # a gate from before digests were recorded: fingerprint only
+    flags = frozenset({"avx512_bf16", "amx_bf16", "avx512_vnni", "avx2"})
+    assert choose("auto", device="cpu", flags=flags, gate=gate, fingerprint="f", settings_digest="v7").mode == "bf16"
+    other = choose("auto", device="cpu", flags=flags, gate=gate, fingerprint="f", settings_digest="v8")
+    assert other.mode == "fp32" and "other settings" in other.reason

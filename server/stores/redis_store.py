@@ -8,7 +8,7 @@ Keys (``prefix`` defaults to ``sp:``)::
     sp:seq                   counter bumped by every put/delete
     sp:epoch                 random id set by the first write (or a restore): a Redis that lost its data has none
     sp:events                pub/sub channel: JSON {"task", "version" (null = deleted), "seq", "epoch"}
-    sp:units:<fingerprint>:<pcm sha256>  optional shared units cache entries (with a TTL)
+    sp:units:<units key>:<pcm sha256>    optional shared units cache entries (with a TTL; Runtime.units_key)
 
 A put is ONE Lua script (package SET + tasks HSET + seq INCR + PUBLISH; ``redis_scripts.py``), so no replica ever
 sees a version as current before its bytes exist, and events carry the seq of the state they describe.

@@ -54,37 +54,37 @@ class SharedUnitsCache:
     def __len__(self) -> int:
         return len(self.local)
 
-    def _key(self, pcm_digest: str, fingerprint: str) -> str:
-        return f"{self.store.prefix}units:{fingerprint}:{pcm_digest}"
+    def _key(self, pcm_digest: str, units_key: str) -> str:
+        return f"{self.store.prefix}units:{units_key}:{pcm_digest}"
 
-    def get(self, pcm_digest: str, fingerprint: str) -> Any | None:
-        found = self.local.get(pcm_digest, fingerprint)
+    def get(self, pcm_digest: str, units_key: str) -> Any | None:
+        found = self.local.get(pcm_digest, units_key)
         if found is not None or not self._usable():
             return found
         try:
-            data = self.client.get(self._key(pcm_digest, fingerprint))
+            data = self.client.get(self._key(pcm_digest, units_key))
         except RedisError:
             self._failed()
             return None
         units = self.decode(data) if data else None
         if units is not None:
             self.shared_hits += 1
-            self.local.put(pcm_digest, fingerprint, units)
+            self.local.put(pcm_digest, units_key, units)
         return units
 
-    def put(self, pcm_digest: str, fingerprint: str, units: Any) -> None:
+    def put(self, pcm_digest: str, units_key: str, units: Any) -> None:
         """Keep ``units`` locally and (in the background) in Redis. Only plain ``Units`` are shared: richer
         results (a pGSLM backbone's ``ProsodyUnits`` with F0) stay in the local LRU."""
         from speechprompt.units import Units
 
-        self.local.put(pcm_digest, fingerprint, units)
+        self.local.put(pcm_digest, units_key, units)
         if type(units) is not Units or not self._usable():
             return
         data = self.encode(units)
 
         def write() -> None:
             try:
-                self.client.set(self._key(pcm_digest, fingerprint), data, px=self.ttl_ms)
+                self.client.set(self._key(pcm_digest, units_key), data, px=self.ttl_ms)
             except RedisError:
                 self._failed()  # a cache: losing an entry only costs a re-encode
 

@@ -56,7 +56,7 @@ def parse_voice_codes(text: str) -> tuple[int, ...]:
 
 
 def bundle_name(cfg: DefaultBuildConfig, small: bool = False) -> str:
-    """The name a build without ``--name`` gets: the recipe's own (``speechprompt-default-v7``, or ``--small``'s) when
+    """The name a build without ``--name`` gets: the recipe's own (``speechprompt-default-v8``, or ``--small``'s) when
     every setting is that recipe's (``--seed`` included, except with ``--small``), else
     ``speechprompt-trial-<the first 8 hex digits of the SHA-256 of the settings that differ from it>``, so a trial
     never carries the default's name, and a setting added later at its default leaves trial names as they were

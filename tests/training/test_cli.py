@@ -168,3 +168,27 @@ def test_train_help_lists_the_choices_the_trainer_and_package_accept():
     assert "<separator|mean|auto>" in r.output and "<learnable|fixed>" in r.output
     r = CliRunner().invoke(app, ["train", ".", "--task", "t", "--verbalizer", "linear"])
     assert r.exit_code == 2 and "'linear' is not one of" in r.output and "'fixed'" in r.output
+
+
+def test_train_keys_its_units_cache_on_the_bundles_units_key(wav_folder, tmp_path, encoder):
+    """A bundle with a level floor (v8) has v7's fingerprint but other units: `speechprompt train` must cache them
+    apart, under Backbone.units_key, so a cache filled on v7 is never read for v8 (or back)."""
+    import torch
+
+    from speechprompt.backbone import Backbone, natural_dictionary, save_bundle
+    from speechprompt.level import LevelFloor
+    from speechprompt.speech_embedding import SpeechEmbeddingConfig
+    from speechprompt.unit_lm import UnitLM, UnitLMConfig
+
+    lm_cfg = UnitLMConfig(vocab_size=24, embed_dim=32, ffn_dim=64, layers=1, heads=4, max_positions=256)
+    save_bundle(tmp_path / "v8", kind="gslm", name="floored", encoder_cfg=SpeechEmbeddingConfig(level_floor=LevelFloor()),
+                encoder_state=encoder.state_dict(), centroids=torch.randn(20, 96, generator=torch.Generator().manual_seed(0)),
+                lm_cfg=lm_cfg, lm_state=UnitLM(lm_cfg).state_dict(), dictionary=natural_dictionary(20))
+    bb, cache = Backbone.load(tmp_path / "v8"), tmp_path / "cache"
+    assert bb.units_key != bb.fingerprint
+    r = CliRunner().invoke(app, ["train", str(wav_folder), "--task", "tones", "--backbone", str(tmp_path / "v8"),
+                                 "--out", str(tmp_path / "t.safetensors"), "--max-epochs", "1", "--cache-dir", str(cache),
+                                 "--dev-frac", "0.2", "--test-frac", "0.2"])
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in cache.iterdir()] == [bb.units_key[:16]]
+    assert read_package((tmp_path / "t.safetensors").read_bytes()).meta.backbone_fingerprint == bb.fingerprint

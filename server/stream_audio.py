@@ -12,10 +12,10 @@ import json
 import numpy as np
 import soxr
 
-from speechprompt.audio import MAX_PEAK, RESAMPLE_QUALITY
+from speechprompt.audio import MAX_PCM_RATE, MAX_PEAK, RESAMPLE_QUALITY
 
 ENCODINGS = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}
-MIN_RATE, MAX_RATE = 8000, 192000
+MIN_RATE, MAX_RATE = 1000, MAX_PCM_RATE  # Hz: the range files are decoded at (speechprompt.audio)
 TARGET_RATE = 16000
 
 

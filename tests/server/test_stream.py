@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -123,12 +124,14 @@ def test_results_per_hop_arrive_before_stop_and_equal_classify_of_each_window(li
         assert all(a["end"] == b["start"] and a["label"] != b["label"] for a, b in zip(spans, spans[1:]))
 
 
-def test_declared_rate_is_resampled(live):
-    pcm8k = clip(2.0)[::2].copy()  # 8 kHz samples
+@pytest.mark.parametrize("rate", [1000, 8000, 384_000])  # the rates files are decoded at: 1-384 kHz
+def test_declared_rate_is_resampled(live, rate):
+    pcm = soxr.resample(clip(2.0).astype(np.float32) / 32768, 16000, rate)  # 2 s at the declared rate
     with connect(ws_url(live, "tasks=st-a&window=1&hop=1")) as ws:
-        ws.send(json.dumps({"type": "start", "sample_rate": 8000, "encoding": "f32"}))
-        assert json.loads(ws.recv(timeout=10))["sample_rate"] == 8000
-        ws.send((pcm8k.astype("<f4") / 32768).tobytes())
+        ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "f32"}))
+        assert json.loads(ws.recv(timeout=10))["sample_rate"] == rate
+        for i in range(0, len(pcm), rate // 4):  # 0.25 s per frame
+            ws.send(pcm[i:i + rate // 4].astype("<f4").tobytes())
         ws.send(json.dumps({"type": "stop"}))
         msgs = [json.loads(ws.recv(timeout=10)) for _ in range(3)]
     assert [(m["start"], m["end"]) for m in msgs[:2]] == [(0.0, 1.0), (1.0, 2.0)]
@@ -136,7 +139,7 @@ def test_declared_rate_is_resampled(live):
 
 
 @pytest.mark.parametrize("start", ['{"type": "begin"}', "not json", '{"type": "start", "encoding": "mp3"}',
-                                   '{"type": "start", "sample_rate": 100}'])
+                                   '{"type": "start", "sample_rate": 100}', '{"type": "start", "sample_rate": 384001}'])
 def test_bad_start_message_gets_an_error_and_close_1003(live, start):
     with connect(ws_url(live, "tasks=st-a")) as ws:
         ws.send(start)

@@ -177,7 +177,7 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 def render_table(rows: list[dict[str, Any]], console: Console) -> None:
     gated = any(r.get("applicable") is not None for r in rows)  # a column only when a gate answered
     table = Table(show_lines=False)
-    for col, kw in (("file", {"overflow": "fold"}), ("task", {}), ("label", {}), ("score", {"justify": "right"}),
+    for col, kw in (("file", {"overflow": "fold"}), ("task@version", {}), ("label", {}), ("score", {"justify": "right"}),
                     ("others", {"overflow": "fold"}), ("ms", {"justify": "right"})) + ((("applies", {}),) if gated else ()):
         table.add_column(col, **kw)
     for r in rows:
@@ -188,7 +188,8 @@ def render_table(rows: list[dict[str, Any]], console: Console) -> None:
         ms = "" if r["total_ms"] is None else f"{r['total_ms']:.0f}"
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         applies = {True: "yes", False: "[yellow]no[/yellow]", None: ""}[r.get("applicable")]
-        table.add_row(r["file"], r["task"], r["label"], score, others, ms, *[applies] * gated)
+        task = f"{r['task']}@{r['version'][:8]}" if r["version"] else r["task"]  # the version used (full: -f json/csv)
+        table.add_row(r["file"], task, r["label"], score, others, ms, *[applies] * gated)
     console.print(table)
 
 

@@ -101,6 +101,7 @@ def test_classify_table(run, client, test_task, clips, recording):
     ref = client.classify(test_task, recording)
     assert recording.name in res.stdout and clips[0].name in res.stdout
     assert ref.label in res.stdout and f"{ref.score:.3f}" in res.stdout
+    assert f"{test_task}@{ref.version[:8]}" in res.stdout  # the task version each answer used, in the table too
     assert "classify" not in res.stderr.split("files")[0]  # no progress bar
 
 

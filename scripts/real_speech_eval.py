@@ -220,6 +220,8 @@ def main() -> None:
                        ("noise-variants", "faster / slower / reversed copies of every real train sound "
                                           "(training/sound_variants.py)")):
         ap.add_argument(f"--{flag}", type=int, default=0, help=f"vad: {what}")
+    ap.add_argument("--pads", type=int, default=0, help="every task: copies of every real train clip with 0.2-2 s of "
+                    "room tone before and after (training/pads.py); give the run its own --work")
     ap.add_argument("--columns", default="new,old", help="backbones to (re)run now: new, old or new,old")
     ap.add_argument("--se-backbone", type=Path, default=ROOT / "models" / "default",
                     help="a bundle with the speech_embedding dense model, for that baseline when 'new' is not run or has "
@@ -250,7 +252,7 @@ def main() -> None:
     for name in [t for t in info if t in wanted]:
         info[name]["train_added"] = augment_train(task_root / name, a.work / "aug", a.twins, a.tts_voices, a.seed + a.draw,
                                                   a.generated_nonspeech, a.cuts, a.mixes, a.dev_mixes, a.noise_mixes,
-                                                  a.noise_variants)
+                                                  a.noise_variants, a.pads)
     a.work.mkdir(parents=True, exist_ok=True)
     M.replace_file(a.work / "tasks.json", (json.dumps(info, indent=1) + "\n").encode())
     res_file = a.work / "results.json"

@@ -176,6 +176,8 @@ def main() -> None:
     ap.add_argument("--noise-mixes", type=int, default=0, help="vad: noise clips of two train sounds (mixes.py)")
     ap.add_argument("--noise-variants", type=int, default=0,
                     help="vad: faster / slower / reversed copies of every train sound (sound_variants.py)")
+    ap.add_argument("--pads", type=int, default=0, help="every task: copies of every train clip with 0.2-2 s of room "
+                    "tone before and after (training/pads.py)")
     ap.add_argument("--demo-seeds", default="", help="prompt seeds for --demo (default: the recipe's); the draw with "
                     "the best class-balanced dev accuracy is installed (best_draw), every draw is kept in results.json")
     ap.add_argument("--demo-only", action="store_true", help="train the --demo packages, skip the folds")
@@ -212,7 +214,8 @@ def main() -> None:
             task_dir = a.work / tag / name
             sizes = swap_manifest(examples, rows, fold_of, fold, task_dir)
             added = augment_train(task_dir, a.aug, a.twins, a.tts_voices, a.seed, a.generated_nonspeech, mixes=a.mixes,
-                                  dev_mixes=a.dev_mixes, noise_mixes=a.noise_mixes, noise_variants=a.noise_variants)
+                                  dev_mixes=a.dev_mixes, noise_mixes=a.noise_mixes, noise_variants=a.noise_variants,
+                                  pads=a.pads)
             say(f"{name} {tag}: {dict(sizes)} clips + {added}")
             data = encode_task(bb, task_dir, a.work / tag / "units" / M.manifest_digest(task_dir / "manifest.csv"))
             who = "every allow-listed speaker" if fold is None else f"test speakers of fold {fold} held out"

@@ -72,7 +72,7 @@ def gender_tts(out: Path, voices: int, seed: int, phrases: int = 2) -> list[tupl
 
 def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, seed: int,
                   generated_nonspeech: int = 0, cuts: int = 0, mixes: int = 0, dev_mixes: int = 0,
-                  noise_mixes: int = 0, noise_variants: int = 0) -> dict:
+                  noise_mixes: int = 0, noise_variants: int = 0, pads: int = 0) -> dict:
     """Add training data to ``task_dir/manifest.csv`` (test untouched; dev gains the TTS voices of ``tts_split`` and the dev joins of ``mixes.write_joins``):
     ``twins`` channel-augmented copies (``channel_aug``: room, noise, codec, band-pass, level) of every train clip
     (drawn from, and named by, the SHA-256 of the clip's file: the same wherever the corpus and ``aug_dir`` lie), for ``keyword`` each word spoken
@@ -82,11 +82,13 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     second one through a channel twin) and ``cuts`` random windows of every real train clip (``cuts.py``: 1-2.6 s,
     cut anywhere; a speech window in a pause is dropped), ``noise_variants`` variants of every real train sound
     (``sound_variants.vary``: faster or slower, each reversed with even odds; one too short is dropped) and the joins of
-    ``mixes.write_joins``. Returns the counts of each kind
-    (``noise_variants`` only when asked for, so earlier runs' task records are unchanged)."""
+    ``mixes.write_joins``; for every task ``pads`` copies of every real train clip with room tone before and after
+    (``pads.pad``: 0.2-2 s each side, the label kept). Returns the counts of each kind
+    (``noise_variants`` and ``pads`` only when asked for, so earlier runs' task records are unchanged)."""
     from speechprompt.training import channel_aug, nonspeech, sound_variants
     from speechprompt.training import cuts as cut_mod
     from speechprompt.training import mixes as mix_mod
+    from speechprompt.training import pads as pad_mod
     from speechprompt.training.corpus import synthesize_words
     from speechprompt.training.suite import voice_pool
 
@@ -96,6 +98,7 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     twin_rows: list[tuple[str, str, str]] = []
     cut_rows: list[tuple[str, str, str]] = []
     variant_rows: list[tuple[str, str, str]] = []
+    pad_rows: list[tuple[str, str, str]] = []
     for e in [e for e in examples if e.split == "train"]:
         clip = hashlib.sha256(Path(e.path).read_bytes()).hexdigest()  # twins follow the clip's bytes, not its folder
         for t in range(twins):
@@ -124,7 +127,12 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
                     continue
                 M.write_wav(path, y, 16000)
             variant_rows.append((str(path), "noise", "train"))
-    added = twin_rows + cut_rows + variant_rows
+        for t in range(pads):
+            path = out / f"pad{t}-{clip[:16]}.wav"
+            if not path.exists():
+                M.write_wav(path, pad_mod.pad(M.load_audio(e.path), real_tasks.text_key(f"{seed}:{clip}:pad{t}")), 16000)
+            pad_rows.append((str(path), e.label, "train"))
+    added = twin_rows + cut_rows + variant_rows + pad_rows
     n_own = len(added)  # made from the train clips themselves
     if task_dir.name == "keyword" and tts_voices:
         labels = sorted({e.label for e in examples})
@@ -170,4 +178,4 @@ def augment_train(task_dir: Path, aug_dir: Path, twins: int, tts_voices: int, se
     M.write_csv(task_dir / "manifest.csv", added, append=True)  # a new file, never the old one's bytes in place
     counts = {"twins": len(twin_rows), "cuts": len(cut_rows), "tts": n_tts, "generated_nonspeech": n_gen,
               "mixes": len(added) - n_own - n_tts - n_gen}
-    return counts | ({"noise_variants": len(variant_rows)} if noise_variants else {})
+    return counts | ({"noise_variants": len(variant_rows)} if noise_variants else {}) | ({"pads": len(pad_rows)} if pads else {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         os.link(vad / "manifest.csv", work / "linked.csv")  # as a work folder copied with cp -al shares it
         before = (vad / "manifest.csv").read_bytes()
         added = augment_train(vad, work / "aug", twins=1, tts_voices=0, seed=0, cuts=1, mixes=3, dev_mixes=2,
-                              noise_mixes=7, noise_variants=2)
+                              noise_mixes=7, noise_variants=2, pads=1)
         assert added["twins"] > 0
         after = (vad / "manifest.csv").read_bytes()  # the rows added after the old bytes, in a file of its own
         assert (work / "linked.csv").read_bytes() == before and after.startswith(before) and len(after) > len(before)
@@ -244,6 +245,17 @@ def test_real_eval_tasks_and_twins_do_not_depend_on_where_corpus_and_work_folder
         joined = [e for e in ex if e.path.rsplit("/", 1)[-1].startswith("nmix-")]
         assert sorted((e.label, e.split) for e in joined) == [("noise", "train")] * 7
         assert len(mixed) + len(joined) == added["mixes"] == 12
+        # --pads 1: every train clip once more with 0.2-2 s of room tone on each side, its samples intact inside
+        train = [e for e in ex if e.split == "train" and "/aug/" not in e.path]
+        padded = [e for e in ex if e.path.rsplit("/", 1)[-1].startswith("pad0-")]
+        assert len(padded) == added["pads"] == len(train) and {e.split for e in padded} == {"train"}
+        assert sorted(e.label for e in padded) == sorted(e.label for e in train)
+        src, _ = sf.read(train[0].path, dtype="float32")
+        got = next(sf.read(e.path, dtype="float32")[0] for e in padded
+                   if e.path.endswith(hashlib.sha256(Path(train[0].path).read_bytes()).hexdigest()[:16] + ".wav"))
+        assert 2 * 3200 <= len(got) - len(src) <= 2 * 32000
+        starts = np.flatnonzero((np.lib.stride_tricks.sliding_window_view(got, 32) == src[:32]).all(1))
+        assert any(3200 <= i <= 32000 and np.array_equal(got[i:i + len(src)], src) for i in starts)
         assert all(8000 + 40000 <= len(sf.read(e.path)[0]) <= 8000 + 4800 + 40000 for e in mixed)
         seen.append([(e.label, e.split, sf.read(e.path, dtype="float32")[0].tobytes()) for e in ex])
     assert len(seen[0]) == len(seen[1]) and seen[0] == seen[1]

@@ -15,7 +15,9 @@ import soxr
 from speechprompt.audio import MAX_PCM_RATE, MAX_PEAK, RESAMPLE_QUALITY
 
 ENCODINGS = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}
-MIN_RATE, MAX_RATE = 1000, MAX_PCM_RATE  # Hz: the range files are decoded at (speechprompt.audio)
+# Hz. Up to the rate files are decoded at (speechprompt.audio); not below 8 kHz: a frame is resampled before the
+# session's length is checked, and upsampling from 1 kHz would turn one 16 MiB frame into ~0.5 GB (8 kHz: 2x)
+MIN_RATE, MAX_RATE = 8000, MAX_PCM_RATE
 TARGET_RATE = 16000
 
 

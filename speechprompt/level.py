@@ -44,7 +44,7 @@ class LevelFloor:
     @classmethod
     def from_dict(cls, d: dict) -> LevelFloor:
         """``backbone.json``'s ``encoder.level_floor`` object. Raises ``ValueError`` for other keys or values."""
-        if not isinstance(d, dict) or set(d) - {"peak", "max_gain_db"}:
+        if not isinstance(d, dict) or set(d) != {"peak", "max_gain_db"}:
             raise ValueError(f"level_floor must be an object with 'peak' and 'max_gain_db'; got {d!r}")
         return cls(**d)
 

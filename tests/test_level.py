@@ -40,8 +40,12 @@ def test_floor_raises_quiet_clips_and_passes_loud_ones_through():
     assert floor.apply(broken) is broken
 
 
-@pytest.mark.parametrize("bad", [{"peak": 0.0}, {"peak": 1.5}, {"peak": 0.2, "max_gain_db": 0}, {"peak": 0.2, "x": 1},
-                                 {"peak": True}, {"peak": "0.3"}, {"peak": float("nan")}, 0.25, "0.25", True, [0.25], 0])
+G = {"max_gain_db": 40.0}
+
+
+@pytest.mark.parametrize("bad", [{"peak": 0.0} | G, {"peak": 1.5} | G, {"peak": 0.2, "max_gain_db": 0}, {"peak": 0.2, "x": 1},
+                                 {"peak": True} | G, {"peak": "0.3"} | G, {"peak": float("nan")} | G, 0.25, "0.25", True,
+                                 [0.25], 0, {}, {"peak": 0.2}])
 def test_malformed_floor_settings_make_the_bundle_unloadable_with_a_clear_error(tmp_path, encoder, bad):
     """Any backbone.json level_floor but a valid object is a ValueError of the config (BundleError on load), even with a
     recomputed settings digest; before, a non-object value loaded and crashed the first encode."""

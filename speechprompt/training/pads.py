@@ -1,9 +1,9 @@
 """Room tone around a training clip: real recordings start and end with silence or background, the corpus's clips are
 cut tight.
 
-On held-out real voices, 1 s of generated room tone before and after each clip moved v8's vad prompts from 0.958 to
-0.87-0.90 and 3 s to 0.77-0.81 (digital zeros: 0.945); language-id fell from 0.34 to 0.15-0.23 (docs/results.md,
-"Silence and room tone around a recording"). ``pad`` gives a training copy with 0.2-2 s of room tone on each side, so
+On held-out real voices, 1 s of generated room tone before and after each clip moved v7's held-out vad prompts
+(served on v8) from 0.958 to 0.87-0.89 and 3 s to 0.77-0.82 (digital zeros: 0.945); language-id fell from 0.34 to
+0.15-0.23 (docs/results.md, "Silence and room tone around a recording"). ``pad`` gives a training copy with 0.2-2 s of room tone on each side, so
 prompts learn that what surrounds the sound does not change its label.
 """
 
@@ -19,7 +19,7 @@ PEAK = (1e-4, 3e-2)  # the room tone's peak (full scale = 1), log-uniform: about
 
 def room_tone(kind: str, n: int, peak: float, rng: np.random.Generator) -> np.ndarray:
     """``[n]`` f32 samples at 16 kHz of one kind of room tone with the given peak: ``zeros`` (digital silence),
-    ``white`` noise, ``brown`` noise (a rumble: integrated white noise, its drift removed by a 25 ms moving average),
+    ``white`` noise, ``brown`` noise (a rumble: white noise with 1/f^2 power, flat below 20 Hz),
     ``hum`` (50 or 60 Hz mains with two harmonics, plus a little white noise). Raises ``ValueError`` for another kind."""
     if kind not in KINDS:
         raise ValueError(f"room tone kind must be one of {KINDS}; got {kind!r}")
@@ -27,9 +27,9 @@ def room_tone(kind: str, n: int, peak: float, rng: np.random.Generator) -> np.nd
         return np.zeros(n, np.float32)
     if kind == "white":
         x = rng.standard_normal(n)
-    elif kind == "brown":
-        x = np.cumsum(rng.standard_normal(n))
-        x -= np.convolve(x, np.ones(400) / 400, "same")
+    elif kind == "brown":  # white noise shaped to 1/f^2 power above 20 Hz (no drift, no edge ramp)
+        f = np.fft.rfftfreq(n, 1 / RATE)
+        x = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / np.maximum(f, 20.0), n)
     else:
         t = np.arange(n) / RATE
         f = rng.choice([50.0, 60.0])

@@ -4,7 +4,9 @@ cut tight.
 On held-out real voices, 1 s of generated room tone before and after each clip moved v7's held-out vad prompts
 (served on v8) from 0.958 to 0.87-0.89 and 3 s to 0.77-0.82 (digital zeros: 0.945); language-id fell from 0.34 to
 0.15-0.23 (docs/results.md, "Silence and room tone around a recording"). ``pad`` gives a training copy with 0.2-2 s of room tone on each side, so
-prompts learn that what surrounds the sound does not change its label.
+prompts learn that what surrounds the sound does not change its label. Measured once per version of the generator
+(``--pads 1`` on draw 0): it did not pass its rule (vad lost ~0.01 on tight clips and gained under 0.03 on padded
+ones), so no demo uses it yet.
 """
 
 from __future__ import annotations

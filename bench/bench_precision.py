@@ -40,7 +40,7 @@ from bench_common import best_interleaved, clip, lm_dims, log, machine, random_p
 from bench_server import GSLM_RANDOM, each_bundle, loop, random_units, run_jobs  # noqa: E402
 
 from server.units_cache import UnitsCache  # noqa: E402
-from speechprompt.precision import BF16_FLAGS, INT8_FLAGS, cpu_flags, gate_matches, read_gate  # noqa: E402
+from speechprompt.precision import BF16_FLAGS, INT8_FLAGS, bundle_ids, cpu_flags, gate_matches, read_gate  # noqa: E402
 from speechprompt.runtime import Runtime  # noqa: E402
 from speechprompt.units import Units  # noqa: E402
 
@@ -129,8 +129,7 @@ def bench_bundle(name: str, bundle: Path, a: argparse.Namespace, modes: list[str
     units = random_units(a.rows, 30, 60, K, seed=2)
     wavs = [clip(float(s), seed=i) for i, s in enumerate(np.linspace(1.0, 2.5, a.rows))]
     gate = read_gate(bundle) or {}
-    digest = json.loads((Path(bundle) / "backbone.json").read_text()).get("settings_digest")
-    gate_modes = gate.get("modes", {}) if gate_matches(gate, ref.fingerprint, digest) else {}
+    gate_modes = gate.get("modes", {}) if gate_matches(gate, ref.fingerprint, bundle_ids(bundle)[1]) else {}
     out = [f"### {name} (fingerprint {ref.fingerprint[:12]})", "",
            f"machine: {machine(torch.device(a.device), a.threads)}", "",
            f"| mode | gate | P2 cache off ({a.p2_cold} jobs, {a.rows} rows/batch) jobs/s | vs fp32 | P2 units cached "

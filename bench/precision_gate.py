@@ -31,7 +31,7 @@ import loadgen  # noqa: E402
 
 from speechprompt.audio import decode_audio  # noqa: E402
 from speechprompt.package import read_package  # noqa: E402
-from speechprompt.precision import BF16_FLAGS, GATE_FILE, INT8_FLAGS, cpu_flags  # noqa: E402
+from speechprompt.precision import BF16_FLAGS, GATE_FILE, INT8_FLAGS, bundle_ids, cpu_flags  # noqa: E402
 from speechprompt.precision_gate import THRESHOLDS, agreement, measure  # noqa: E402
 from speechprompt.runtime import Runtime  # noqa: E402
 
@@ -99,7 +99,7 @@ def main() -> None:
     log(f"fp32: {ref.seconds:.1f} s")
     flags = cpu_flags()
     result = {"fingerprint": ref_rt.fingerprint, "bundle": ref_rt.backbone.spec.name,
-              "settings_digest": json.loads((a.bundle / "backbone.json").read_text()).get("settings_digest"),
+              "settings_digest": bundle_ids(a.bundle)[1],
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
               "device": a.device if a.device != "cpu" else platform.processor() or platform.machine(),
               "cpu_flags": sorted(f for f in flags if f in BF16_FLAGS + INT8_FLAGS or f.startswith("avx")),

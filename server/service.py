@@ -60,15 +60,10 @@ def load_runtime(settings: Settings) -> Any:
 def choose_precision(settings: Settings):
     """The precision mode for ``settings`` (``auto`` resolved from the CPU flags and the bundle's recorded
     agreement gate); raises ``PrecisionError`` for int8 on CUDA."""
-    import json
 
     from speechprompt import precision
 
-    try:
-        meta = json.loads((Path(settings.bundle_dir) / "backbone.json").read_text())
-        fingerprint, digest = str(meta.get("fingerprint", "")), meta.get("settings_digest")
-    except (OSError, ValueError, AttributeError):
-        fingerprint, digest = "", None  # Runtime.load reports the broken bundle
+    fingerprint, digest = precision.bundle_ids(settings.bundle_dir)  # ("", None): Runtime.load reports the broken bundle
     return precision.choose(settings.precision, device=settings.device, flags=precision.cpu_flags(),
                             gate=precision.read_gate(settings.bundle_dir), fingerprint=fingerprint,
                             settings_digest=digest)

@@ -33,9 +33,9 @@ class LevelFloor:
             raise ValueError(f"level_floor.peak and max_gain_db must be numbers; got {self.peak!r}, {self.max_gain_db!r}")
         object.__setattr__(self, "peak", float(self.peak))  # 40 and 40.0 are one setting (and one units key)
         object.__setattr__(self, "max_gain_db", float(self.max_gain_db))
-        if not 0.0 < float(self.peak) <= 1.0:
+        if not 0.0 < self.peak <= 1.0:
             raise ValueError(f"level_floor.peak must be in (0, 1] (full scale = 1.0); got {self.peak}")
-        if not 0.0 < float(self.max_gain_db) <= 120.0:
+        if not 0.0 < self.max_gain_db <= 120.0:
             raise ValueError(f"level_floor.max_gain_db must be in (0, 120] dB; got {self.max_gain_db}")
 
     def to_dict(self) -> dict:

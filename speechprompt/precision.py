@@ -107,6 +107,16 @@ class Choice:
         return {"mode": self.mode, "requested": self.requested, "reason": self.reason, "native": list(self.native)}
 
 
+def bundle_ids(bundle_dir: str | os.PathLike) -> tuple[str, str | None]:
+    """``(fingerprint, settings_digest)`` from the bundle's ``backbone.json``, what a gate is matched on
+    (:func:`gate_matches`); ``("", None)`` when it cannot be read (loading the bundle reports why)."""
+    try:
+        meta = json.loads((Path(bundle_dir) / "backbone.json").read_text())
+        return str(meta.get("fingerprint", "")), meta.get("settings_digest")
+    except (OSError, ValueError, AttributeError):
+        return "", None
+
+
 def gate_matches(gate: dict | None, fingerprint: str, settings_digest: str | None = None) -> bool:
     """Whether a recorded gate was measured on this bundle: its fingerprint, and its ``settings_digest`` where the
     gate records one (a bundle with v7's weights and a level floor, v8, has v7's fingerprint but other units)."""

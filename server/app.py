@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import handlers
+from .metrics import InProgress
 from .routes import ROUTERS, web
 from .schemas import problem_media_types
 from .service import RuntimeFactory, Service
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", web.static_files(), name="static")  # the page's files (server/routes/web.py)
+    app.add_middleware(InProgress, gauge=service.metrics.http_in_progress)
     build_openapi = app.openapi
 
     def openapi() -> dict:

@@ -63,6 +63,10 @@ class Metrics:
             "sp_package_evict_duration_seconds", "removal of a task version from the device",
             buckets=_MS_BUCKETS, registry=r,
         )
+        self.http_in_progress = Gauge(
+            "sp_http_requests_in_progress",
+            "HTTP requests whose headers are in and whose answer is not yet sent (this scrape included)", registry=r,
+        )
         self.stream_sessions = Gauge("sp_stream_sessions", "WebSocket streams open (/v1/stream)", registry=r)
         self.windows = Counter(
             "sp_windows_total", "windows scored, of long clips (classify) and of streams", ["source"], registry=r
@@ -74,3 +78,20 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class InProgress:
+    """ASGI middleware: ``gauge`` counts the HTTP requests the app is handling, from complete headers to the
+    last byte of the answer (a request still uploading its body counts). A drain on SIGTERM waits for these;
+    WebSocket streams count in ``sp_stream_sessions`` instead."""
+
+    def __init__(self, app, gauge: Gauge) -> None:
+        self.app = app
+        self.gauge = gauge
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.gauge.track_inprogress():
+            await self.app(scope, receive, send)

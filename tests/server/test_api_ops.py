@@ -124,6 +124,8 @@ async def test_client_that_disconnects_is_skipped_and_counted(make_server):
     rt.gate.clear()
     first = asyncio.create_task(srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(seed=1), headers=WAV))
     await wait_until(lambda: rt.rows() == [1])
+    in_progress = lambda: srv.service.metrics.registry.get_sample_value("sp_http_requests_in_progress")  # noqa: E731
+    assert in_progress() == 1.0  # the held request, until its answer is sent
     data, leave, sent = wav_bytes(seed=2), asyncio.Event(), []
     inbox = [{"type": "http.request", "body": data, "more_body": False}]
 
@@ -149,7 +151,9 @@ async def test_client_that_disconnects_is_skipped_and_counted(make_server):
     assert (await first).status_code == 200
     await wait_until(lambda: srv.service.batcher.dropped == 1)
     assert rt.rows() == [1] and (await srv.client.get("/v1/tasks/kws")).json()["in_flight"] == 0
-    assert "sp_dropped_jobs_total 1.0" in (await srv.client.get("/metrics")).text
+    text = (await srv.client.get("/metrics")).text
+    assert "sp_dropped_jobs_total 1.0" in text and "sp_http_requests_in_progress 1.0" in text  # the scrape itself
+    assert in_progress() == 0.0
 
 
 async def test_overload_is_refused_before_the_body_is_read_so_rejected_requests_are_never_decoded(make_server):

@@ -36,6 +36,24 @@ async def send_in_two_halves(port: int, path: str, body: bytes, pause_s: float, 
         writer.close()
 
 
+def in_progress(srv: LiveServer) -> float:
+    """The server's ``sp_http_requests_in_progress`` gauge, read from ``/metrics`` (this scrape counts)."""
+    for line in srv.http.get("/metrics").text.splitlines():
+        if line.startswith("sp_http_requests_in_progress "):
+            return float(line.split()[1])
+    raise AssertionError("no sp_http_requests_in_progress in /metrics")
+
+
+def wait_in_progress(srv: LiveServer, n: int, timeout_s: float = 1.0) -> bool:
+    """True once the gauge reads ``n``; False after ``timeout_s`` seconds."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if in_progress(srv) == n:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def start(tmp_path, **env: str) -> LiveServer:
     srv = LiveServer(tmp_path, **env).__enter__()
     r = srv.http.put("/v1/tasks/drain-task", content=make_package("drain-task", 3, **srv.dims()).data, headers=ADMIN)
@@ -52,6 +70,9 @@ def test_sigterm_answers_requests_in_flight_then_exits(tmp_path):
                                                         wav_bytes(0.4, seed=i), 1.5, ev))
                  for i, ev in enumerate(events)]
         await asyncio.gather(*(ev.wait() for ev in events))
+        # the halves are in the kernel; wait until the server has parsed all four requests' headers (before that a
+        # connection is idle to uvicorn, and a drain closes it unanswered: not a request in flight)
+        assert await asyncio.to_thread(wait_in_progress, srv, 4 + 1), srv.tail()  # + 1: the scrape itself
         srv.proc.send_signal(signal.SIGTERM)  # every request is half-uploaded now
         await asyncio.sleep(0.5)
         with pytest.raises(OSError):  # the listening socket is closed: a new connection is refused

@@ -84,14 +84,14 @@ def task_data(task_dir: Path, bb: Backbone, books: dict[str, Codebook], pitches:
             batch = examples[i:i + 32]
             wavs = [torch.from_numpy(M.load_audio(e.path)) for e in batch]
             feats = bb.encoder.extract(wavs)
-            floor = getattr(bb.encoder.cfg, "level_floor", None)
+            condition = getattr(bb.encoder.cfg, "condition", None)
             for e, w, f in zip(batch, wavs, feats, strict=True):
                 d = data.setdefault(e.split, {"labels": [], "feats": [], **{k: [] for k in books}})
                 d["labels"].append(e.label)
                 se = f[:, :SE_DIM]
                 d["feats"].append(se.mean(0).numpy())
                 for k, cb in books.items():
-                    pw = floor.apply(w) if floor is not None else w  # the clip the bundle's pitch stream reads
+                    pw = condition(w) if condition is not None else w  # the clip the bundle's pitch stream reads
                     x = f if k == "default" else \
                         torch.cat([se, pitch_features(pw, f.shape[0], pitches[k])], 1) if k in pitches else se
                     d[k].append(dedup(cb.quantize(x))[0])

@@ -20,12 +20,13 @@ MAX_SPANS = 64
 
 
 def occlusion_body(lease: Any, base: np.ndarray, occluded: tuple, units: Any, spans: tuple,
-                   duration_s: float) -> dict:
+                   span_s: tuple[float, float]) -> dict:
     """One task's ``explanation`` (``lease``: the task version scored): the winning label, its probability, and
     per stretch (seconds, unit span) that label's probability without the stretch and the drop
-    (``importance``, positive = supported it). Raises an occluded row's typed error."""
+    (``importance``, positive = supported it). ``span_s``: the seconds of the clip the units cover
+    (``Runtime.encoded_span``). Raises an occluded row's typed error."""
     rows = [row_probs(lease, o) for o in occluded]
-    e = explain_occlusion(base, rows, units, list(spans), duration_s)
+    e = explain_occlusion(base, rows, units, list(spans), span_s[1] - span_s[0], span_s[0])
     return {"method": "occlusion", "label": lease.labels[e.class_index], "score": e.score,
             "spans": [{"start": round(s.start_s, 4), "end": round(s.end_s, 4), "units": [s.start_unit, s.end_unit],
                        "score_without": s.score_without, "importance": s.importance} for s in e.stretches]}

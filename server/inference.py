@@ -95,8 +95,9 @@ async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: f
 
 
 def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
-            explain: tuple[JobResult, Clip, int] | None = None, by_label: bool = False) -> dict:
-    """One task's result; ``explain`` = (the job's result, the clip, the row's index) adds its explanation;
+            explain: tuple[JobResult, tuple[float, float], int] | None = None, by_label: bool = False) -> dict:
+    """One task's result; ``explain`` = (the job's result, the seconds of the clip its units cover, the row's index)
+    adds its explanation;
     ``by_label``: ``scores`` lists every class in the package's label order (top_k ignored)."""
     probs = row_probs(lease, probs)  # this row alone fails: the other tasks of the request still answer
     order = np.argsort(-probs, kind="stable")[:top_k]
@@ -105,9 +106,8 @@ def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
            "scores": [{"label": lease.labels[int(i)], "score": float(probs[i])} for i in shown],
            "backbone": fingerprint}
     if explain is not None:
-        result, clip, row = explain
-        out["explanation"] = occlusion_body(lease, probs, result.occluded[row], result.units, result.spans,
-                                            clip.audio.duration_s)
+        result, span_s, row = explain
+        out["explanation"] = occlusion_body(lease, probs, result.occluded[row], result.units, result.spans, span_s)
     return out
 
 
@@ -195,8 +195,9 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
                 job_clip = await _truncate(service, clip)
             held = [le for le in held if le not in plain]
             result = await run_job(service, job_clip, plain, deadline, receive, explain_spans)
+            span_s = encoded_span(service, job_clip) if explain_spans else (0.0, 0.0)
             for i, (le, row) in enumerate(zip(plain, result.rows, strict=True)):
-                items[le.task] = _item(le, row, top_k, fingerprint, (result, job_clip, i) if explain_spans else None,
+                items[le.task] = _item(le, row, top_k, fingerprint, (result, span_s, i) if explain_spans else None,
                                        by_label)
                 if job_clip is not clip and not isinstance(items[le.task], Exception):
                     items[le.task]["long_audio"] = {"policy": "truncate",
@@ -210,8 +211,16 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
     return clip, items, result
 
 
+def encoded_span(service: Any, clip: Clip) -> tuple[float, float]:
+    """The seconds of ``clip`` its units cover: the runtime's ``encoded_span`` (an edge gate may drop silent edges),
+    the whole clip for a runtime without one."""
+    span = getattr(service.runtime, "encoded_span", None)
+    return span(clip.audio.samples) if span is not None else (0.0, clip.audio.duration_s)
+
+
 def _item(lease: Lease, row: Any, top_k: int, fingerprint: str,
-          explain: tuple[JobResult, Clip, int] | None = None, by_label: bool = False) -> dict | Exception:
+          explain: tuple[JobResult, tuple[float, float], int] | None = None,
+          by_label: bool = False) -> dict | Exception:
     try:
         return _scores(lease, row, top_k, fingerprint, explain, by_label)
     except Exception as exc:  # noqa: BLE001 - typed: this task's error entry

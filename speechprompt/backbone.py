@@ -56,11 +56,15 @@ def fingerprint_of(files: dict[str, str]) -> str:
 
 def units_key(fingerprint: str, encoder: DenseConfig) -> str:
     """The units-cache key of a bundle (``Backbone.units_key``): ``fingerprint`` itself for an encoder without a level
-    floor (every bundle before v8, so their caches stay valid), else sha256 over the fingerprint and the floor."""
-    floor = getattr(encoder, "level_floor", None)
-    if floor is None:
+    floor or an edge gate (every bundle before v8, so their caches stay valid), else sha256 over the fingerprint and
+    those settings (v8's key, a floor alone, is unchanged by the gate's addition)."""
+    floor, gate = getattr(encoder, "level_floor", None), getattr(encoder, "edge_gate", None)
+    if floor is None and gate is None:
         return fingerprint
-    return hashlib.sha256(f"{fingerprint}:level_floor={json.dumps(floor.to_dict(), sort_keys=True)}".encode()).hexdigest()
+    text = f"{fingerprint}:level_floor={json.dumps(floor.to_dict() if floor else None, sort_keys=True)}"
+    if gate is not None:
+        text += f":edge_gate={json.dumps(gate.to_dict(), sort_keys=True)}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 SETTINGS = ("kind", "sample_rate", "encoder", "codebook", "unit_lm", "dictionary", "prosody", "voice")
@@ -139,8 +143,18 @@ class Backbone:
     @property
     def units_key(self) -> str:
         """What a clip's units depend on, for units caches: the fingerprint, or, when the encoder settings name a
-        level floor (``level.py``: a setting outside the weights), sha256 of the fingerprint and that floor."""
+        level floor or an edge gate (``level.py``, ``edge_gate.py``: settings outside the weights), sha256 of the
+        fingerprint and those settings."""
         return units_key(self.spec.fingerprint, self.spec.encoder)
+
+    def encoded_span(self, wav: Tensor) -> tuple[float, float]:
+        """``[N]`` samples at ``sample_rate`` (a tensor or numpy array) -> ``(start_s, end_s)``: the part the dense model
+        reads, which its units tile (``explain.span_seconds``): the whole clip unless the encoder's edge gate drops
+        silent edges (``edge_gate.py``)."""
+        x = torch.as_tensor(wav)
+        gate = getattr(self.spec.encoder, "edge_gate", None)
+        start, stop = gate.bounds(x) if gate is not None else (0, int(x.shape[0]))
+        return start / self.spec.sample_rate, stop / self.spec.sample_rate
 
     @property
     def num_units(self) -> int:
@@ -167,7 +181,9 @@ class Backbone:
                             **({"pitch": pitch.to_dict()} if (pitch := getattr(self.spec.encoder, "pitch", None))
                                else {}),
                             **({"level_floor": floor.to_dict()}
-                               if (floor := getattr(self.spec.encoder, "level_floor", None)) else {})},
+                               if (floor := getattr(self.spec.encoder, "level_floor", None)) else {}),
+                            **({"edge_gate": gate.to_dict()}
+                               if (gate := getattr(self.spec.encoder, "edge_gate", None)) else {})},
                 "codebook_size": self.spec.codebook_size,
                 "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
                             "vocab_size": c.vocab_size},

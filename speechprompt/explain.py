@@ -62,12 +62,15 @@ def occlude(units: Units, start: int, end: int) -> Units:
     return dataclasses.replace(units, **changes)
 
 
-def span_seconds(durations: Tensor, spans: list[tuple[int, int]], duration_s: float) -> list[tuple[float, float]]:
+def span_seconds(durations: Tensor, spans: list[tuple[int, int]], duration_s: float,
+                 start_s: float = 0.0) -> list[tuple[float, float]]:
     """Unit spans -> ``(start, end)`` seconds: durations ``[M]`` (frames per unit) place unit boundaries on
-    frames, and frame ``t`` of ``T = sum(durations)`` sits at ``t / T * duration_s`` seconds."""
+    frames, and frame ``t`` of ``T = sum(durations)`` sits at ``start_s + t / T * duration_s`` seconds (the units
+    tile ``[start_s, start_s + duration_s]``: the clip, or the part of it an edge gate kept)."""
     cum = np.concatenate([[0], np.cumsum(durations.cpu().numpy())]).astype(np.float64)
     total = cum[-1] if cum[-1] > 0 else 1.0
-    return [(float(cum[a] / total * duration_s), float(cum[b] / total * duration_s)) for a, b in spans]
+    return [(float(start_s + cum[a] / total * duration_s), float(start_s + cum[b] / total * duration_s))
+            for a, b in spans]
 
 
 @dataclass(frozen=True)
@@ -93,14 +96,15 @@ class Explanation:
 
 
 def explain_occlusion(base: np.ndarray, occluded: list[np.ndarray], units: Units,
-                      spans: list[tuple[int, int]], duration_s: float) -> Explanation:
+                      spans: list[tuple[int, int]], duration_s: float, start_s: float = 0.0) -> Explanation:
     """Base probabilities ``[C]`` + one ``[C]`` per span (the row without that span) -> :class:`Explanation`
-    of the winning (argmax) class. Raises ``ValueError`` when the counts differ."""
+    of the winning (argmax) class; the units cover ``[start_s, start_s + duration_s]`` seconds of the clip.
+    Raises ``ValueError`` when the counts differ."""
     if len(occluded) != len(spans):
         raise ValueError(f"{len(occluded)} occluded rows for {len(spans)} spans")
     cls = int(np.argmax(base))
     p = float(base[cls])
-    secs = span_seconds(units.durations, spans, duration_s)
+    secs = span_seconds(units.durations, spans, duration_s, start_s)
     stretches = tuple(Stretch(a, b, s, e, float(o[cls]), p - float(o[cls]))
                       for (a, b), (s, e), o in zip(spans, secs, occluded, strict=True))
     return Explanation(cls, p, stretches)

@@ -61,6 +61,10 @@ class Runtime:
         key, enc = self.backbone.units_key, self.backbone.precision.get("encoder", "fp32")
         return key if enc == "fp32" else hashlib.sha256(f"{key}:encoder={enc}".encode()).hexdigest()
 
+    def encoded_span(self, wav: np.ndarray | Tensor) -> tuple[float, float]:
+        """``(start_s, end_s)`` of ``wav`` ``[N]`` that its units cover (``Backbone.encoded_span``)."""
+        return self.backbone.encoded_span(wav)
+
     def extract_units(self, wavs: list[np.ndarray | Tensor]) -> list[Units]:
         """Waveforms ``[N_i]`` f32 @ 16 kHz -> deduplicated units + durations (encoder batched over clips)."""
         with torch.inference_mode():

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .edge_gate import EdgeGate
 from .encoder import checked_clip
 from .level import LevelFloor
 from .pitch import (
@@ -63,15 +64,28 @@ class SpeechEmbeddingConfig:
     type: str = TYPE
     pitch: PitchConfig | None = None  # a pitch stream next to the embedding (pitch.py); None = embedding only
     level_floor: LevelFloor | None = None  # quiet clips raised to a peak before both (level.py); None = as v1-v7
+    edge_gate: EdgeGate | None = None  # silent edges dropped before the floor (edge_gate.py); None = as v1-v8
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(tuple(x) for x in self.layers))
         if self.level_floor is not None and not isinstance(self.level_floor, LevelFloor):
             object.__setattr__(self, "level_floor", LevelFloor.from_dict(self.level_floor))  # ValueError unless valid
+        if self.edge_gate is not None and not isinstance(self.edge_gate, EdgeGate):
+            object.__setattr__(self, "edge_gate", EdgeGate.from_dict(self.edge_gate))  # ValueError unless valid
         if self.type != TYPE:
             raise ValueError(f"not a speech_embedding config: type {self.type!r}")
         object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.mel_hop * self.step_frames,
                                                               self.sample_rate))
+
+    def condition(self, wav: Tensor) -> Tensor:
+        """``[N]`` f32 @16 kHz -> ``[M]`` f32, M <= N: the clip the dense model and the pitch stream read: silent edges
+        dropped (``edge_gate``), then raised to the level floor (``level_floor``); the input itself when neither
+        applies."""
+        if self.edge_gate is not None:
+            wav = self.edge_gate.apply(wav)
+        if self.level_floor is not None:
+            wav = self.level_floor.apply(wav)
+        return wav
 
     @property
     def output_layer(self) -> int:
@@ -85,6 +99,8 @@ class SpeechEmbeddingConfig:
             del d["pitch"]  # bundles without a pitch stream keep their backbone.json as before
         if self.level_floor is None:
             del d["level_floor"]  # nor do bundles without a level floor
+        if self.edge_gate is None:
+            del d["edge_gate"]  # nor without an edge gate
         return d
 
     @classmethod
@@ -187,14 +203,13 @@ class SpeechEmbeddingEncoder(nn.Module):
     @torch.no_grad()
     def extract(self, wavs: list[Tensor]) -> list[Tensor]:
         """Per clip ``[N_i] f32 -> [E_i, D] f32`` (all clips in one batch through :meth:`embed_sequence`; the pitch
-        stream, when configured, per clip on the unpadded samples; with ``cfg.level_floor`` each clip is first raised
-        to the floor, ``level.LevelFloor.apply``)."""
+        stream, when configured, per clip on the unpadded samples; each clip first as ``cfg.condition`` makes it: silent
+        edges dropped by an edge gate, then raised to a level floor, where the bundle names them)."""
         c, device = self.cfg, self.stft_real.device
         mels, counts, clips = [], [], []
         for i, wav in enumerate(wavs):
             wav = checked_clip(i, wav, self.min_samples, self.sample_rate).to(device=device, dtype=torch.float32)
-            if c.level_floor is not None:
-                wav = c.level_floor.apply(wav)
+            wav = c.condition(wav)
             n = wav.numel()
             clips.append(wav)
             mels.append(self.log_mel(F.pad(wav, (c.pad, self._padded_length(n) - n - c.pad))))  # [M_i, 32]

@@ -124,11 +124,11 @@ def test_runtime_units_key_separates_encoder_precisions(tmp_path, encoder):
     assert int8.backbone.precision["encoder"] == "int8" and int8.units_key != fp32.units_key
 
 
-def test_set_level_floor_script_copies_the_weights_and_names_the_floor(tmp_path, encoder):
+def test_set_encoder_settings_script_copies_the_weights_and_names_the_floor(tmp_path, encoder):
     fp = _bundle(tmp_path / "v7", encoder.cfg, encoder.state_dict())
     (tmp_path / "v7" / "precision_gate.json").write_text('{"fingerprint": "%s"}' % fp)
-    run = [sys.executable, str(ROOT / "scripts" / "set_level_floor.py")]
-    r = subprocess.run(run + [str(tmp_path / "v7"), "--out", str(tmp_path / "v8"), "--name", "x-v8"],
+    run = [sys.executable, str(ROOT / "scripts" / "set_encoder_settings.py")]
+    r = subprocess.run(run + [str(tmp_path / "v7"), "--out", str(tmp_path / "v8"), "--name", "x-v8", "--peak", "0.25"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     v7, v8 = Backbone.load(tmp_path / "v7"), Backbone.load(tmp_path / "v8")

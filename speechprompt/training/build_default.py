@@ -5,10 +5,9 @@ converted to torch by ``importers/speech_embedding.py``), and the k-means codebo
 TTS + real speech, each clip with a channel-augmented twin. The bundle stays GSLM-family (dense -> k-means units ->
 dedup -> ``transformer_lm``), so packages, the batcher and the official-weights path are unchanged.
 
-Stages (each saved under ``work`` and skipped when its file exists, so an interrupted build resumes; ``stages.py``
-records the settings each stage file was made with in ``work/stages.json``, and a build asking for other settings
-stops with ``StageMismatch`` - the CLI exits 2 - instead of reusing it; the codebook, unit LM and level floor have no
-stage file, so ``--units``, ``--name`` and ``--level-floor`` reuse every stage):
+Stages (saved under ``work``, skipped when there: a build resumes; ``stages.py`` records each stage file's settings
+in ``work/stages.json``, and a build asking for others stops with ``StageMismatch``, exit 2; the codebook, unit LM,
+level floor and edge gate have no stage file: ``--units``, ``--name``, ``--level-floor``, ``--edge-gate`` reuse all):
 1. ``tts.npz``: the multilingual TTS corpus of ``build_backbone`` (clean clips + sox noisy twins);
 2. ``real.npz``: real speech from the allow-listed Debian packages (``real_corpus``), TRAIN speakers only (the speaker
    split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus real non-speech recordings;
@@ -18,9 +17,8 @@ stage file, so ``--units``, ``--name`` and ``--level-floor`` reuse every stage):
    ``feats-whisper-base-L<layer>-p<pool>.pt``, Whisper base's encoder states ``[T, 512]``, ``dense_teachers.py``);
    with a pitch stream (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt`` (Whisper:
    ``pitch-<scale>-<features stage>.pt``), its ``[E, 2]`` frames, appended;
-   4b. with ``real_speeds`` (off by default; not in v1-v7): ``speed-<s>.pt``, the features of a tape-speed copy
-   (``sound_variants.tape_speed``) of every real train clip that is not a unit-LM validation clip, for the unit LM
-   only (docs/results.md, "Tape-speed copies");
+   4b. with ``real_speeds`` (off by default): ``speed-<s>.pt``, features of a tape-speed copy (``sound_variants``) of
+   each real train clip but the unit LM's validation clips, for the unit LM only (results.md, "Tape-speed copies");
 5. codebook: k-means (``units``: 300 since v6; 100 in v2-v5) on ``codebook_frames`` sampled frames; with
    ``pitch_registers`` (default 4 since v7; 3 in v5 and v6) the k-means sees the embedding dimensions only and each
    cluster is paired with every pitch register (a product codebook, ``Codebook.product``: 1,200 units in v7 and v8,
@@ -31,7 +29,7 @@ stage file, so ``--units``, ``--name`` and ``--level-floor`` reuse every stage):
    with ``factored_lm`` (default, v5-v7) its token embedding trains as cluster + register
    (``unit_lm_train.FactoredEmbedding``) and is stored plain; with ``centroid_lm`` (default, v6-v8) the cluster part
    is a learnt linear map of the cluster's centroid plus a free part;
-7. bundle (``save_bundle``; with ``level_floor``, v8, its encoder settings name a level floor) + a training log JSON.
+7. bundle (``save_bundle``; its encoder settings name ``level_floor``, v8, and ``edge_gate``, v9) + a training log JSON.
 """
 
 from __future__ import annotations
@@ -51,6 +49,7 @@ import torch
 
 from speechprompt.backbone import natural_dictionary, save_bundle
 from speechprompt.codebook import Codebook, dedup
+from speechprompt.edge_gate import EdgeGate
 from speechprompt.level import LevelFloor
 from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
 from speechprompt.training import backbone_metrics as bm
@@ -103,15 +102,13 @@ class DefaultBuildConfig:
     pitch_scale: float = 40.0  # > 0: a pitch stream next to the embedding (pitch.PitchConfig.scale); 0 = none (v2)
     units: int = 300  # k-means codebook size (v6-v8: 300; v2-v5: 100; others tried: docs/results.md); sets the LM vocab
     pitch_registers: int = 4  # > 0: a product codebook, k-means on the embedding only x this many pitch registers
-    # (pitch.register_centroids; vocabulary units * registers; 4: v7; 3: v5 and v6); 0: k-means over embedding +
-    # pitch together (v3)
+    # (pitch.register_centroids; vocabulary units * registers; 4: v7-v9; 3: v5, v6); 0: over embedding + pitch (v3)
     factored_lm: bool = True  # with pitch_registers: the unit LM's embedding trained as cluster + register
     # (unit_lm_train.FactoredEmbedding; the bundle keeps a plain table; v5-v7)
     centroid_lm: bool = True  # with factored_lm: each cluster's embedding part a learnt linear map of its
     # centroid plus a free part (FactoredEmbedding's cluster_features), so near clusters start near (v6, v7)
-    real_speeds: tuple[float, ...] = ()  # tape-speed copies (e.g. 0.9, 1.1) of every real train clip for the unit
-    # LM only (not the codebook, not its validation clips): more voices for the unit LM (docs/results.md, "What was
-    # tried"); () = none, as v1-v7
+    real_speeds: tuple[float, ...] = ()  # tape-speed copies (e.g. 0.9, 1.1) of each real train clip, for the unit
+    # LM only (not the codebook nor its validation clips): more voices for it (results.md); () = none, as v1-v9
     dense: str = "speech_embedding"  # the dense model (dense_teachers.DENSE_CHOICES): speech_embedding (v2-v7) or
     # whisper-base (Whisper base's encoder cut after whisper_layer blocks, whisper_pool 20 ms frames averaged)
     whisper_layer: int = 5
@@ -127,7 +124,8 @@ class DefaultBuildConfig:
     lm_fp16: bool = False  # store the unit LM's weights in float16 (trained in float32; the bundle is the rounded
     # model, which prompts train on): keeps a Whisper bundle within issue 14's 40 MB
     level_floor: float = 0.25  # the bundle's level floor (level.py), not applied to the build's own clips; 0 = none (v1-v7)
-    name: str = "speechprompt-default-v8"
+    edge_gate: str = "0:0.2"  # the bundle's edge gate (edge_gate.py, THRESHOLD:MIN_RUN_S), likewise; none = v1-v8
+    name: str = "speechprompt-default-v9"
 
     @property
     def vocab(self) -> int:
@@ -351,9 +349,11 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         extra["real_speeds"] = list(cfg.real_speeds)
     if voice is not None:
         extra |= voice_extra(cfg, ge2e_license)
-    floor = LevelFloor(cfg.level_floor) if cfg.level_floor and cfg.dense == "speech_embedding" else None
+    se = cfg.dense == "speech_embedding"  # floor and gate are speech_embedding settings, set at serve time only
+    settings = {"level_floor": LevelFloor(cfg.level_floor) if se and cfg.level_floor else None,
+                "edge_gate": EdgeGate.parse(cfg.edge_gate) if se else None}
     fp = save_bundle(out, kind="gslm", name=cfg.name, encoder_state=enc_state, centroids=codebook.centroids,
-                     encoder_cfg=replace(enc.cfg, level_floor=floor) if floor else enc.cfg, lm_cfg=cfg.lm,
+                     encoder_cfg=replace(enc.cfg, **settings) if se else enc.cfg, lm_cfg=cfg.lm,
                      codebook_state=codebook.file_state() if cfg.compact_codebook else None,
                      lm_state={k: v.half() if cfg.lm_fp16 and v.is_floating_point() else v
                                for k, v in lm.state_dict().items()},
@@ -381,9 +381,9 @@ def _facts(tts, tts_meta, real, real_meta, twins, twin_augs) -> dict:
     def hours(clips):
         return round(sum(len(c) for c in clips) / 16000 / 3600, 3)
 
-    by_source: dict[str, float] = {}
+    by_source: dict[str, float] = Counter()
     for c, m in zip(real, real_meta, strict=True):
-        by_source[m["source"]] = by_source.get(m["source"], 0.0) + len(c) / 16000 / 3600
+        by_source[m["source"]] += len(c) / 16000 / 3600
     codecs = dict(Counter(str(a["codec"]) for a in twin_augs))  # first-seen order, as the log always had
     tts_clean = [c for c, m in zip(tts, tts_meta, strict=True) if "twin" not in m]
     return {"tts_hours_clean": hours(tts_clean), "tts_hours_with_sox_twins": hours(tts),

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from speechprompt.edge_gate import EdgeGate
 from speechprompt.training.build_default import DefaultBuildConfig, build_default, check_speeds, log
 from speechprompt.training.dense_teachers import DENSE_CHOICES
 from speechprompt.training.stages import StageMismatch
@@ -74,15 +75,17 @@ def effective(cfg: DefaultBuildConfig) -> DefaultBuildConfig:
     """``cfg`` with the settings its build does not read put back to their defaults: ``lm_seed`` equal to ``seed``
     (None means ``seed``), ``whisper_layer``/``whisper_pool`` unless ``dense`` is whisper-base, ``voice_source`` and
     ``voice_layer`` without ``voice_codes``, ``voice_layer`` with the ge2e source (it reads the waveform),
-    ``level_floor`` with whisper-base. Two commands
+    ``level_floor`` and ``edge_gate`` with whisper-base. Two commands
     that build the same bundle then get the same name and log the same settings."""
     ref = DefaultBuildConfig()
     if cfg.lm_seed == cfg.seed:
         cfg = replace(cfg, lm_seed=None)
     if cfg.dense != "whisper-base":
         cfg = replace(cfg, whisper_layer=ref.whisper_layer, whisper_pool=ref.whisper_pool)
-    else:  # the level floor is a speech_embedding setting
-        cfg = replace(cfg, level_floor=ref.level_floor)
+    else:  # the level floor and the edge gate are speech_embedding settings
+        cfg = replace(cfg, level_floor=ref.level_floor, edge_gate=ref.edge_gate)
+    gate = EdgeGate.parse(cfg.edge_gate)  # one spelling per gate: 0:0.2, 0.0:0.20 and 0:.2 are one setting
+    cfg = replace(cfg, edge_gate=f"{gate.threshold:g}:{gate.min_run_s:g}" if gate else "none")
     if not cfg.voice_codes:
         cfg = replace(cfg, voice_source=ref.voice_source, voice_layer=ref.voice_layer)
     elif cfg.voice_source == "ge2e":
@@ -175,7 +178,12 @@ def _options(typer) -> dict:
         level_floor=typer.Option(None, help="the bundle's level floor (speechprompt/level.py): a clip whose peak is "
                                  "below it is raised to it before the dense model, at serve and prompt-training time "
                                  "(the build's own clips, level-varied twins included, are encoded as they are); "
-                                 "default 0.25, as v8; 0: none, as v1-v7; speech_embedding bundles only"),
+                                 "default 0.25, as v8 and v9; 0: none, as v1-v7; speech_embedding bundles only"),
+        edge_gate=typer.Option(None, help="the bundle's edge gate (speechprompt/edge_gate.py) as THRESHOLD:MIN_RUN_S: "
+                               "a clip's leading and trailing runs of samples with |x| <= THRESHOLD are dropped before "
+                               "the dense model when at least MIN_RUN_S seconds long, at serve and prompt-training "
+                               "time (the build's own clips are encoded as they are); default 0:0.2 (digital "
+                               "silence of 0.2 s or more), as v9; none: as v1-v8; speech_embedding bundles only"),
         compact_codebook=typer.Option(False, "--compact-codebook/--no-compact-codebook", help="store the product "
                                       "codebook as its clusters + registers (the same units, 1.9 MB less for a "
                                       "Whisper bundle); needs --pitch-registers >= 2"),
@@ -203,7 +211,8 @@ def register(app) -> None:
                           whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"],
                           voice_codes: str = o["voice_codes"], voice_layer: int = o["voice_layer"],
                           voice_source: str = o["voice_source"], compact_codebook: bool = o["compact_codebook"],
-                          voice_dropout: float = o["voice_dropout"], level_floor: float | None = o["level_floor"]) -> None:
+                          voice_dropout: float = o["voice_dropout"], level_floor: float | None = o["level_floor"],
+                          edge_gate: str | None = o["edge_gate"]) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
         if why := check_dense(dense, whisper_layer, whisper_pool):
             typer.echo(why, err=True)
@@ -231,6 +240,11 @@ def register(app) -> None:
         if level_floor is not None and not (level_floor == 0 or 0 < level_floor <= 1):
             typer.echo(f"--level-floor must be 0 (none) or a peak in (0, 1] (full scale = 1); got {level_floor}", err=True)
             raise typer.Exit(2)
+        try:
+            EdgeGate.parse(edge_gate or "none")
+        except ValueError as e:
+            typer.echo(f"--edge-gate: {e}", err=True)
+            raise typer.Exit(2) from None
         if compact_codebook and pitch_registers == 0:
             typer.echo("--compact-codebook stores a product codebook's factors; it needs --pitch-registers >= 2",
                        err=True)
@@ -257,7 +271,8 @@ def register(app) -> None:
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool,
             "--voice-codes": voice_codes or None, "--voice-layer": voice_layer if voice_codes else None,
             "--voice-source": voice_source if voice_codes else None,
-            "--voice-dropout": voice_dropout if voice_dropout else None, "--level-floor": level_floor},
+            "--voice-dropout": voice_dropout if voice_dropout else None, "--level-floor": level_floor,
+            "--edge-gate": edge_gate},
             {"--compact-codebook": compact_codebook, "--small": small, "--factored-lm": factored_lm is True, "--no-factored-lm": factored_lm is False,
              "--centroid-lm": centroid_lm is True, "--no-centroid-lm": centroid_lm is False, "--lm-fp16": lm_fp16}))
 
@@ -287,7 +302,7 @@ def main() -> None:
             whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], voice_codes: str = o["voice_codes"],
             voice_layer: int = o["voice_layer"], voice_source: str = o["voice_source"],
             compact_codebook: bool = o["compact_codebook"], voice_dropout: float = o["voice_dropout"],
-            level_floor: float | None = o["level_floor"]) -> None:
+            level_floor: float | None = o["level_floor"], edge_gate: str | None = o["edge_gate"]) -> None:
         if why := size_error(lm_epochs, lm_layers, units):  # also when this module is run directly
             typer.echo(why, err=True)
             raise typer.Exit(2)
@@ -296,7 +311,8 @@ def main() -> None:
         registers, factored, tied = resolve_product(pitch_scale, pitch_registers, factored_lm, cfg, centroid_lm)
         cfg = replace(cfg, **{k: v for k, v in (("minutes", minutes), ("name", name), ("pitch_scale", pitch_scale),
                                                             ("units", units), ("lm_epochs", lm_epochs),
-                                                            ("level_floor", level_floor)) if v is not None},
+                                                            ("level_floor", level_floor),
+                                                            ("edge_gate", edge_gate)) if v is not None},
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
                       whisper_pool=whisper_pool, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+r"""Silence and room tone around a real recording, and edge gates against them (issue 14).
+
+    python scripts/build_real_corpus.py            # once: the allow-listed real speech
+    python scripts/silence_check.py --out .cache/silence_check
+
+Every held-out test clip of the real tasks (the speaker split of ``scripts/real_speech_eval.py``, seed 0) is sent to
+the served demo of its task (``--store``: language-id, vad, gender) as it is and padded with 1 s before and after of
+digital zeros or of white noise at a peak of 1e-4 .. 3e-3 (``PADS``; the noise seeded per clip), each through every
+edge gate of ``--gates`` (``speechprompt/edge_gate.py``, as ``threshold:min_run_s``; ``none`` = the bundle as it is; a gate runs before the bundle's
+own settings, as in the encoder). Per task, pad and gate: accuracy and the share of labels equal to the ungated
+unpadded clip's. The result goes to ``--out/results.json`` and is printed as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from speechprompt.backbone import Backbone  # noqa: E402
+from speechprompt.edge_gate import EdgeGate  # noqa: E402
+from speechprompt.package import read_package  # noqa: E402
+from speechprompt.training import manifest as M  # noqa: E402
+from speechprompt.training import real_corpus, real_tasks  # noqa: E402
+from speechprompt.training.evaluate import predict  # noqa: E402
+
+PADS = {"none": None, "zeros": 0.0, "white-80dB": 1e-4, "white-70dB": 3e-4, "white-60dB": 1e-3, "white-50dB": 3e-3}
+TASKS = ("language-id", "vad", "gender")
+
+
+def padded(wav: np.ndarray, peak: float | None, seed: int, seconds: float = 1.0) -> np.ndarray:
+    """``wav`` with ``seconds`` of zeros (``peak`` 0) or white noise of that peak before and after (None: as is)."""
+    if peak is None:
+        return wav
+    n = int(seconds * 16000)
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(-peak, peak, 2 * n).astype(np.float32)
+    return np.concatenate([noise[:n], wav, noise[n:]]).astype(np.float32)
+
+
+def test_clips(real_cache: Path, task: str, frac: float = 0.3, seed: int = 0) -> list:
+    """The held-out test examples of ``task`` (``real_tasks``' split, as ``real_speech_eval.py`` makes it)."""
+    rows = real_corpus.read_manifest(real_cache / "manifest.jsonl")
+    split = real_tasks.eval_split(rows, frac, seed)
+    rows = real_tasks.segment_long(rows, real_cache, real_cache.parent / "silence_check_segments")
+    return [e for e in real_tasks.make_tasks(rows, split, real_cache, test_fraction=frac)[task] if e.split == "test"]
+
+
+def demo_package(store: Path, task: str):
+    """The served (CURRENT) version of ``task`` in a filesystem store."""
+    version = (store / task / "CURRENT").read_text().strip()
+    return read_package((store / task / f"{version}.safetensors").read_bytes())
+
+
+def check_task(bb: Backbone, extractor, cache: M.UnitsCache, pkg, clips: list, gates: dict, pads: dict) -> dict:
+    """``{"n", <pad>: {<gate>: {"accuracy", "same_label"}}}`` over ``clips``: ``pads`` (name -> peak, ``PADS``) by
+    ``gates`` (name -> ``EdgeGate`` or None); the first cell (no pad, no gate) is what "same label" compares with."""
+    labels = list(pkg.meta.labels)
+    truth = np.array([labels.index(e.label) for e in clips])
+    wavs = [M.load_audio(e.path) for e in clips]
+    out: dict = {"n": len(clips)}
+    base = None
+    for pad, peak in pads.items():
+        out[pad] = {}
+        for gname, gate in gates.items():
+            xs = [padded(w, peak, i) for i, w in enumerate(wavs)]
+            if gate is not None:
+                xs = [gate.apply(torch.from_numpy(x)).numpy() for x in xs]
+            units = M.compute_units(xs, extractor, cache)
+            got = predict(bb.unit_lm, pkg, units).argmax(axis=1)
+            if base is None:
+                base = got  # the first cell: unpadded, ungated
+            out[pad][gname] = {"accuracy": float((got == truth).mean()), "same_label": float((got == base).mean())}
+            sys.stderr.write(f"  {pad:11s} {gname:6s} acc {out[pad][gname]['accuracy']:.3f} "
+                             f"same {out[pad][gname]['same_label']:.3f}\n")
+    return out
+
+
+def table(results: dict) -> str:
+    """Markdown: one row per task and gate, one column per pad; cells ``accuracy (same label %)``."""
+    pads = [p for p in PADS if p in next(iter(results.values()))]
+    lines = ["| task | gate | " + " | ".join(pads) + " |", "|" + "---|" * (2 + len(pads))]
+    for task, r in results.items():
+        for g in r["none"]:
+            cells = [f"{r[p][g]['accuracy']:.3f} ({r[p][g]['same_label']:.1%})" for p in pads]
+            lines.append(f"| {task} | {g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real-cache", type=Path, default=ROOT / ".cache" / "real_corpus")
+    ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
+    ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
+    ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "silence_check")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--gates", default="none,0:0.05", help="'none' and edge gates as threshold:min_run_s")
+    ap.add_argument("--pads", default=",".join(PADS), help=f"pads of {', '.join(PADS)} (the first must be 'none')")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    bb = Backbone.load(a.backbone)
+    extractor = bb.unit_extractor()
+    cache = M.UnitsCache(a.out / "units", bb.units_key)
+    gates = {g: (None if g == "none" else EdgeGate(*map(float, g.split(":")))) for g in a.gates.split(",")}
+    pads = {p: PADS[p] for p in a.pads.split(",")}
+    results = {}
+    for task in a.tasks.split(","):
+        sys.stderr.write(f"{task}\n")
+        results[task] = check_task(bb, extractor, cache, demo_package(a.store, task), test_clips(a.real_cache, task),
+                                   gates, pads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    M.replace_file(a.out / "results.json", (json.dumps({"backbone": bb.fingerprint, "units_key": bb.units_key,
+                                                        "tasks": results}, indent=1) + "\n").encode())
+    sys.stdout.write(table(results) + "\n")
+
+
+if __name__ == "__main__":
+    main()

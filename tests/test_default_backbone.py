@@ -1,4 +1,4 @@
-"""The committed default backbone (models/default, speechprompt-default-v8: v7's weights with a level floor): loads, is fingerprinted as its build log
+"""The committed default backbone (models/default, speechprompt-default-v9: v7's weights with a level floor and an edge gate): loads, is fingerprinted as its build log
 says, runs the speech_embedding dense model with its pitch stream and a product codebook (300 clusters x 4 pitch
 registers) whose unit LM embedding is factored (its cluster part tied to the centroids), keeps the real test speakers out of its build, is
 what the model card describes, and serves the demo packages (tests/test_demo_stores.py checks every package fits)."""
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from speechprompt.backbone import FILES, Backbone, fingerprint_of, sha256_file
+from speechprompt.edge_gate import EdgeGate
 from speechprompt.level import LevelFloor
 from speechprompt.runtime import Runtime
 from speechprompt.training.build_default import DefaultBuildConfig
@@ -43,8 +44,10 @@ def test_bundle_is_the_logged_build_with_the_real_speech_dense_model(backbone):
     assert list(backbone.spec.dictionary[4:]) == [str(i) for i in range(1200)]  # unit i at index 4 + i
     assert tuple(log["config"][k] for k in ("units", "pitch_registers", "factored_lm", "centroid_lm")) == (300, 4, True, True)
     assert meta["name"] != json.loads((ROOT / "models" / "default-v1" / "backbone.json").read_text())["name"]
-    # v8 = v7's build (the log) + the default recipe's level floor (scripts/set_level_floor.py; docs/model_card.md)
+    # v9 = v7's build (the log) + the default recipe's level floor (v8) and edge gate (v9), written by
+    # scripts/set_encoder_settings.py (docs/model_card.md): the same settings a fresh build-default writes
     assert backbone.spec.encoder.level_floor == LevelFloor(DefaultBuildConfig().level_floor)
+    assert backbone.spec.encoder.edge_gate == EdgeGate.parse(DefaultBuildConfig().edge_gate) == EdgeGate(0.0, 0.2, 0.1)
     assert meta["name"] == DefaultBuildConfig().name and log["config"]["name"] == "speechprompt-default-v7"
 
 

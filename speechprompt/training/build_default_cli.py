@@ -57,7 +57,7 @@ def parse_voice_codes(text: str) -> tuple[int, ...]:
 
 
 def bundle_name(cfg: DefaultBuildConfig, small: bool = False) -> str:
-    """The name a build without ``--name`` gets: the recipe's own (``speechprompt-default-v8``, or ``--small``'s) when
+    """The name a build without ``--name`` gets: the recipe's own (``speechprompt-default-v9``, or ``--small``'s) when
     every setting is that recipe's (``--seed`` included, except with ``--small``), else
     ``speechprompt-trial-<the first 8 hex digits of the SHA-256 of the settings that differ from it>``, so a trial
     never carries the default's name, and a setting added later at its default leaves trial names as they were
@@ -153,7 +153,7 @@ def _options(typer) -> dict:
         real_speeds=typer.Option("", help="comma-separated tape speeds (e.g. 0.9,1.1): a copy of every real train "
                                  "clip at each speed (sound_variants.tape_speed) for the unit LM only; default none, "
                                  "as v7 (docs/results.md, \"What was tried\")"),
-        name=typer.Option(None, help="bundle name (default: speechprompt-default-v8 for v8's recipe, "
+        name=typer.Option(None, help="bundle name (default: speechprompt-default-v9 for v9's recipe, "
                           "speechprompt-trial-<settings digest> when any setting differs; such a trial needs --out "
                           "and --log-json away from the committed default's)"),
         dense=typer.Option("speech_embedding", help="dense model before the codebook: speech_embedding (v2-v7) or "

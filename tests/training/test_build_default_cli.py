@@ -26,6 +26,11 @@ def test_lm_layers_reaches_the_child_only_when_given(monkeypatch):
     assert calls[-1][calls[-1].index("--lm-layers") + 1] == "6"
     result = CliRunner().invoke(app, ["build-default", "--out", "y", "--lm-layers", "0"])
     assert result.exit_code == 2 and "--lm-layers must be an integer >= 1; got 0" in result.output and len(calls) == 2
+    assert CliRunner().invoke(app, ["build-default", "--out", "y", "--edge-gate", "0:0.1"]).exit_code == 0
+    assert calls[-1][calls[-1].index("--edge-gate") + 1] == "0:0.1"
+    for bad in ("0.2", "x:0.2", "0:0.2:1", "0.5:0.2", "0:-1"):  # refused before a child starts
+        result = CliRunner().invoke(app, ["build-default", "--out", "y", "--edge-gate", bad])
+        assert result.exit_code == 2 and "--edge-gate" in result.output and len(calls) == 3, bad
 
 
 @pytest.mark.parametrize("argv, layers", [([], 1), (["--lm-layers", "4"], 4)])
@@ -44,17 +49,19 @@ def test_the_child_changes_only_the_unit_lm_depth(monkeypatch, argv, layers):
 
 
 @pytest.mark.parametrize("argv, name", [
-    ([], "speechprompt-default-v8"),  # v8's recipe: the default's name
-    (["--level-floor", "0.25"], "speechprompt-default-v8"), (["--level-floor", "0"], "trial"),  # v7's: a trial now
+    ([], "speechprompt-default-v9"),  # v9's recipe: the default's name
+    (["--level-floor", "0.25"], "speechprompt-default-v9"), (["--level-floor", "0"], "trial"),  # v7's: a trial now
+    (["--edge-gate", "0.0:0.20"], "speechprompt-default-v9"), (["--edge-gate", "0:.2"], "speechprompt-default-v9"),
+    (["--edge-gate", "none"], "trial"), (["--edge-gate", "NONE"], "trial"),  # v8's: a trial now
     (["--name", "mine"], "mine"),
-    (["--units", "300", "--pitch-scale", "40", "--lm-layers", "3", "--lm-epochs", "8"], "speechprompt-default-v8"),
+    (["--units", "300", "--pitch-scale", "40", "--lm-layers", "3", "--lm-epochs", "8"], "speechprompt-default-v9"),
     (["--lm-layers", "6"], "speechprompt-trial-fb001fef"),  # pinned: the digest of {lm: ...} alone
     (["--lm-layers", "6", "--lm-epochs", "8"], "speechprompt-trial-fb001fef"), (["--seed", "1"], "trial"), (["--voice-dropout", "0.3", "--voice-codes", "16,16",
                                                                     "--voice-source", "ge2e"], "trial"),
     (["--small"], "speechprompt-small-v3"), (["--small", "--seed", "2"], "speechprompt-small-v3"),
     (["--small", "--lm-layers", "4"], "trial"),
-    (["--lm-seed", "0"], "speechprompt-default-v8"),  # the unit LM's seed is --seed's: v8's build
-    (["--whisper-layer", "3", "--whisper-pool", "4", "--voice-layer", "2"], "speechprompt-default-v8")])  # unread
+    (["--lm-seed", "0"], "speechprompt-default-v9"),  # the unit LM's seed is --seed's: v9's build
+    (["--whisper-layer", "3", "--whisper-pool", "4", "--voice-layer", "2"], "speechprompt-default-v9")])  # unread
 def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {
@@ -76,8 +83,8 @@ def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
                                         (["--lm-layers", "6", "--out", "z", "--log-json", "z.json"], 0),
                                         (["--lm-layers", "6", "--name", "mine"], 0), ([], 0)])
 def test_a_trial_never_replaces_the_committed_default_unless_named(monkeypatch, argv, code):
-    """Without ``--name``, settings other than v8's may not write ``models/default`` or its training log (the
-    defaults of ``--out`` and ``--log-json``); v8's own command and a named build may."""
+    """Without ``--name``, settings other than v9's may not write ``models/default`` or its training log (the
+    defaults of ``--out`` and ``--log-json``); v9's own command and a named build may."""
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append((out, kw["log_path"])) or {
         "fingerprint": "f", "total_s": 0, "final": {}, "bundle_bytes": 0})

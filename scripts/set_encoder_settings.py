@@ -61,7 +61,8 @@ def with_settings(src: Path, out: Path, name: str | None, floor=KEEP, gate=KEEP)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="folder to write (replaced)")
+    ap.add_argument("--out", type=Path, required=True, help="folder to write (replaced: other files in it, such as "
+                    "a precision_gate.json, are removed, also when it is the source)")
     ap.add_argument("--peak", type=float, default=None, help="the level floor's peak, in (0, 1]; 0: no floor")
     ap.add_argument("--max-gain-db", type=float, default=40.0, help="with --peak: the most a clip is raised (dB)")
     ap.add_argument("--edge-gate", default=None, help="THRESHOLD:MIN_RUN_S (v9: 0:0.2) or none")

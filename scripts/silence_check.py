@@ -9,7 +9,10 @@ the served demo of its task (``--store``: language-id, vad, gender) as it is and
 digital zeros or of white noise at a peak of 1e-4 .. 3e-3 (``PADS``; the noise seeded per clip), each through every
 edge gate of ``--gates`` (``speechprompt/edge_gate.py``, as ``threshold:min_run_s``; ``none`` = the bundle as it is; a gate runs before the bundle's
 own settings, as in the encoder). Per task, pad and gate: accuracy and the share of labels equal to the ungated
-unpadded clip's. The result goes to ``--out/results.json`` and is printed as a Markdown table.
+unpadded clip's. With ``--suite``, also every test clip of the synthetic suite's five demo tasks through each gate
+(``check_suite``: labels kept). The result goes to ``--out/results.json`` and is printed as a Markdown table. The
+screens of docs/results.md ran on v8, the bundle without a gate (``scripts/set_encoder_settings.py models/default
+--out .cache/v8 --edge-gate none``), with ``--backbone .cache/v8``: a candidate gate runs before the bundle's own.
 """
 
 from __future__ import annotations
@@ -84,6 +87,32 @@ def check_task(bb: Backbone, extractor, cache: M.UnitsCache, pkg, clips: list, g
     return out
 
 
+SUITE_TASKS = ("commands-en", "commands-lt", "language-id", "vad", "gender")
+
+
+def check_suite(bb: Backbone, extractor, cache: M.UnitsCache, store: Path, suite: Path, gates: dict) -> dict:
+    """``{task: {"n", <gate>: {"touched", "changed", "same_label"}}}``: every test clip (test, test_seen,
+    test_engine) of the synthetic suite's ``task`` through each gate but ``none``, against the ungated label of the
+    served demo of that task (``touched``: clips the gate shortens; only those can change)."""
+    out = {}
+    for task in SUITE_TASKS:
+        pkg = demo_package(store, task)
+        clips = [e for e in M.read_manifest(suite / task / "manifest.csv") if e.split.startswith("test")]
+        wavs = [M.load_audio(e.path) for e in clips]
+        base = predict(bb.unit_lm, pkg, M.compute_units(wavs, extractor, cache)).argmax(axis=1)
+        out[task] = {"n": len(clips)}
+        for gname, gate in gates.items():
+            if gate is None:
+                continue
+            xs = [gate.apply(torch.from_numpy(w)).numpy() for w in wavs]
+            got = predict(bb.unit_lm, pkg, M.compute_units(xs, extractor, cache)).argmax(axis=1)
+            changed = int((got != base).sum())
+            out[task][gname] = {"touched": sum(x.size != w.size for x, w in zip(xs, wavs, strict=True)),
+                                "changed": changed, "same_label": 1.0 - changed / len(clips)}
+            sys.stderr.write(f"  suite {task:11s} {gname:9s} {out[task][gname]}\n")
+    return out
+
+
 def table(results: dict) -> str:
     """Markdown: one row per task and gate, one column per pad; cells ``accuracy (same label %)``."""
     pads = [p for p in PADS if p in next(iter(results.values()))]
@@ -104,6 +133,8 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--gates", default="none,0:0.05", help="'none' and edge gates as threshold:min_run_s")
     ap.add_argument("--pads", default=",".join(PADS), help=f"pads of {', '.join(PADS)} (the first must be 'none')")
+    ap.add_argument("--suite", type=Path, default=None,
+                    help="also the synthetic suite's test clips (speechprompt make-suite) through --gates")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -113,14 +144,17 @@ def main() -> None:
     gates = {g: (None if g == "none" else EdgeGate(*map(float, g.split(":")))) for g in a.gates.split(",")}
     pads = {p: PADS[p] for p in a.pads.split(",")}
     results = {}
-    for task in a.tasks.split(","):
+    for task in filter(None, a.tasks.split(",")):
         sys.stderr.write(f"{task}\n")
         results[task] = check_task(bb, extractor, cache, demo_package(a.store, task), test_clips(a.real_cache, task),
                                    gates, pads)
+    suite = check_suite(bb, extractor, cache, a.store, a.suite, gates) if a.suite else None
     a.out.mkdir(parents=True, exist_ok=True)
     M.replace_file(a.out / "results.json", (json.dumps({"backbone": bb.fingerprint, "units_key": bb.units_key,
-                                                        "tasks": results}, indent=1) + "\n").encode())
-    sys.stdout.write(table(results) + "\n")
+                                                        "tasks": results, **({"suite": suite} if suite else {})},
+                                                       indent=1) + "\n").encode())
+    if results:
+        sys.stdout.write(table(results) + "\n")
 
 
 if __name__ == "__main__":

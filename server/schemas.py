@@ -21,7 +21,8 @@ class AudioFacts(BaseModel):
     input_format: str = Field(description="container/codec detected from the bytes (WAV, FLAC, OGG, MP3, MP4, WEBM, AAC)")
     duration_s: float = Field(description="seconds, after resampling to 16 kHz")
     resampled: bool
-    frames: int | None = Field(description="HuBERT frames (20 ms each)")
+    frames: int | None = Field(description="dense-model frames encoded (20 ms on HuBERT, 80 ms on the default "
+                               "backbone), of the clip less any silent edges the bundle's edge gate dropped")
     units: int | None = Field(description="units after deduplication (with a voice prefix, its tokens included)")
 
 

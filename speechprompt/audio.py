@@ -4,7 +4,8 @@
 phone and browser containers libsndfile lacks (``audio_containers``: MP4/M4A/3GP, WebM/Matroska, ADTS AAC), downmixes to
 mono (mean of channels) and resamples with soxr at quality "HQ" (20-bit precision, the same recipe as
 sox's default ``rate -h``; the HuBERT input is float32 and needs no more), block by block as the decoder yields
-them (``audio_sink``), so memory follows the clip's length at 16 kHz, not at its own rate. Integer PCM is scaled to
+them (``audio_sink``), so memory follows the clip's length at 16 kHz, not at its own rate; a run of digital
+silence of ``SILENT_EDGE_S`` or more at either edge is written as zeros, not resampled (``audio_sink``). Integer PCM is scaled to
 [-1, 1) by soundfile's float32 read. Nothing is clipped: float files whose samples exceed [-1, 1] by
 a little (up to ``MAX_PEAK``), and the small overshoot a resampler adds near full scale, are returned
 as they are; float files far beyond full scale (e.g. samples of 1e6, written unscaled) are refused
@@ -41,6 +42,8 @@ from .audio_sink import ModelRateSink
 MIN_SAMPLES = 400  # one HuBERT frame (25 ms) at 16 kHz
 MODEL_RATE = 16000  # Hz, the rate MIN_SAMPLES is counted at
 RESAMPLE_QUALITY = "HQ"
+SILENT_EDGE_S = 0.2  # digital silence this long at a clip's edge stays zeros through resampling (audio_sink), so
+# the default bundle's edge gate (edge_gate.py, runs >= 0.2 s) drops it exactly at any input rate
 ACCEPTED_FORMATS = ("WAV", "WAVEX", "RF64", "FLAC", "OGG", "MP3")  # soundfile format names
 MAX_PEAK = 4.0  # float samples beyond this (+12 dBFS) are not audio scaled to [-1, 1]: refused
 UNKNOWN_FRAMES = 2**62  # libsndfile's frame count for streams that do not declare one (SF_COUNT_MAX)
@@ -255,7 +258,7 @@ def decode_audio(source: bytes | str | os.PathLike, *, max_seconds: float | None
     """
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds}")
-    sink = ModelRateSink(target_rate, RESAMPLE_QUALITY, MAX_PEAK)
+    sink = ModelRateSink(target_rate, RESAMPLE_QUALITY, MAX_PEAK, SILENT_EDGE_S)
     with _binary(source) as raw:
         fh = _repair_wav_sizes(raw) or raw
         fh.seek(0)
@@ -352,7 +355,7 @@ def from_pcm(samples: np.ndarray, sample_rate: int, *, max_seconds: float | None
         raise too_long(max_seconds, samples.size / sample_rate)
     if samples.size == 0:
         raise EmptyAudio("the audio contains no samples", accepted="at least 25 ms of audio")
-    sink = ModelRateSink(target_rate, RESAMPLE_QUALITY, MAX_PEAK)
+    sink = ModelRateSink(target_rate, RESAMPLE_QUALITY, MAX_PEAK, SILENT_EDGE_S)
     sink.open(sample_rate, 1)
     sink.add(samples)
     return _finish(sink, "PCM")

@@ -8,12 +8,22 @@ float peak) and feeds it to a streaming soxr resampler (``soxr.ResampleStream``,
 its filter state across chunks). Memory is the output at the model rate plus one batch, not the clip at its own
 rate: 600 s at 384 kHz was ~0.9 GB of float32 before resampling, and is now the 38 MB of 600 s at 16 kHz.
 
+Digital silence at a clip's edges stays digital silence (``silent_edge_s``): a run of exactly-zero samples of at
+least that length before the first or after the last non-zero sample is not fed to soxr but written as the same
+length of zeros at the model rate, and the sound between is resampled as if the file began and ended with it. soxr's
+filter would otherwise ring ~20 ms into the zeros before a sound, so a recording padded with digital silence would
+come out differing from the same recording cut tight in more than its zeros (and an edge gate, ``edge_gate.py``,
+could not drop them exactly). Shorter zero edges and zeros inside the clip go through soxr as before, so a clip
+without such an edge is resampled bit for bit as before; a clip that is all zeros too.
+
 Failures are reported when the stream ends, with the same precedence and numbers as a check of the whole clip: NaN
 or Inf first (counted over every sample), then the peak over every sample. Once a block fails, later blocks are
 only counted and measured, no longer resampled.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import soxr
@@ -29,11 +39,14 @@ class ModelRateSink:
     calls cost more; the output does not depend on how the samples are cut). ``frames`` counts the samples added (at
     ``rate``); after ``finish()``, ``non_finite`` counts the NaN/Inf ones and ``peak`` is the largest absolute finite
     sample (0.0 for none). Samples past ``max_peak`` or NaN/Inf stop the resampling (``failed``), not the counting.
-    ``quality`` is soxr's recipe name ("HQ" in ``audio``). Raises ValueError if used out of order (a caller bug).
+    ``quality`` is soxr's recipe name ("HQ" in ``audio``); ``silent_edge_s`` (seconds, 0 = off) the shortest zero
+    edge kept out of soxr (module docstring). Raises ValueError if used out of order (a caller bug).
     """
 
-    def __init__(self, target_rate: int, quality: str, max_peak: float = float("inf")) -> None:
+    def __init__(self, target_rate: int, quality: str, max_peak: float = float("inf"),
+                 silent_edge_s: float = 0.0) -> None:
         self.target_rate, self.quality, self.max_peak = target_rate, quality, max_peak
+        self.silent_edge_s = silent_edge_s
         self.rate = self.channels = 0
         self.frames = self.non_finite = 0
         self.peak = 0.0
@@ -41,6 +54,9 @@ class ModelRateSink:
         self._out: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []
         self._pending_frames = 0
+        self._edge = 0  # zero samples (at ``rate``) that make a silent edge; 0 = off
+        self._leading = True  # no non-zero sample seen yet
+        self._zeros = 0  # zero samples after the last non-zero one (or from the start), not yet fed to soxr
 
     def open(self, rate: int, channels: int) -> None:
         """Start a stream at ``rate`` Hz (a positive integer) from ``channels`` channels (only reported)."""
@@ -49,6 +65,7 @@ class ModelRateSink:
         self.rate, self.channels = rate, channels
         if rate != self.target_rate:
             self._stream = soxr.ResampleStream(rate, self.target_rate, 1, dtype="float32", quality=self.quality)
+            self._edge = math.ceil(self.silent_edge_s * rate) if self.silent_edge_s > 0 else 0
 
     @property
     def resampling(self) -> bool:
@@ -88,7 +105,37 @@ class ModelRateSink:
         if self.failed:
             self._out.clear()  # the clip will be refused: free what was kept
             return
-        self._out.append(self._stream.resample_chunk(block) if self._stream is not None else block)
+        if self._stream is None:
+            self._out.append(block)
+        elif not self._edge:
+            self._out.append(self._stream.resample_chunk(block))
+        else:
+            self._resample_keeping_silent_edges(block)
+
+    def _zeros_out(self, n: int) -> None:
+        """``n`` zero samples at ``rate`` written as zeros at the model rate, past soxr (a silent edge)."""
+        self._out.append(np.zeros(round(n * self.target_rate / self.rate), dtype=np.float32))
+
+    def _feed_zeros(self, n: int) -> None:
+        """``n`` held zero samples fed to soxr after all (inside the clip, or an edge too short), in batches."""
+        for start in range(0, n, BATCH_FRAMES):
+            self._out.append(self._stream.resample_chunk(np.zeros(min(BATCH_FRAMES, n - start), dtype=np.float32)))
+
+    def _resample_keeping_silent_edges(self, block: np.ndarray) -> None:
+        """Resample ``block`` but hold back its trailing zeros (they may be the clip's silent end), and write a
+        leading zero run of at least ``_edge`` samples as zeros (``_zeros_out``) instead of resampling it."""
+        loud = np.flatnonzero(block)
+        if loud.size == 0:
+            self._zeros += block.size
+            return
+        first, last = int(loud[0]), int(loud[-1])
+        if self._leading and self._zeros + first >= self._edge:
+            self._zeros_out(self._zeros + first)
+            self._out.append(self._stream.resample_chunk(block[first:last + 1]))
+        else:
+            self._feed_zeros(self._zeros)
+            self._out.append(self._stream.resample_chunk(block[:last + 1]))
+        self._leading, self._zeros = False, block.size - 1 - last
 
     def finish(self) -> np.ndarray:
         """Check the last samples, then the clip at ``target_rate`` Hz, float32 ``[M]`` (contiguous); empty when
@@ -98,8 +145,12 @@ class ModelRateSink:
             self._stream = None
             return np.zeros(0, dtype=np.float32)
         if self._stream is not None:
+            silent_end = self._zeros if not self._leading and self._zeros >= self._edge > 0 else 0
+            self._feed_zeros(self._zeros - silent_end)  # all of them unless they are a silent end
             self._out.append(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-            self._stream = None
+            if silent_end:
+                self._zeros_out(silent_end)
+            self._stream, self._zeros = None, 0
         out = self._out[0] if len(self._out) == 1 else (np.concatenate(self._out) if self._out else
                                                         np.zeros(0, dtype=np.float32))
         self._out = [out]

@@ -18,10 +18,11 @@ not the fingerprint.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from numbers import Real
 
 from torch import Tensor
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # the rate of the clips it reads (speech_embedding's; the server resamples to it)
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class EdgeGate:
 
     def __post_init__(self):
         values = (self.threshold, self.min_run_s, self.min_keep_s)
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        if any(isinstance(v, bool) or not isinstance(v, Real) for v in values):
             raise ValueError(f"edge_gate.threshold, min_run_s and min_keep_s must be numbers; got {values!r}")
         for name in ("threshold", "min_run_s", "min_keep_s"):  # 0 and 0.0 are one setting (one units key)
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -73,12 +74,15 @@ class EdgeGate:
         return cls(threshold, min_run_s)
 
     def bounds(self, wav: Tensor) -> tuple[int, int]:
-        """``[N]`` samples at 16 kHz -> ``(start, stop)``, the slice the gate keeps (``(0, N)`` when it keeps all)."""
+        """``[N]`` samples at 16 kHz -> ``(start, stop)``, the slice the gate keeps (``(0, N)`` when it keeps all).
+        Raises ``ValueError`` for a tensor that is not 1-D (a caller bug)."""
+        if wav.dim() != 1:
+            raise ValueError(f"the edge gate reads one clip [N]; got shape {tuple(wav.shape)}")
         n = int(wav.shape[0])
-        loud = (wav.abs() > self.threshold).nonzero()  # NaN compares False: a NaN sample is not sound
-        if loud.numel() == 0:
+        loud = wav.abs() > self.threshold  # [N] bool; NaN compares False: a NaN sample is not sound
+        if n == 0 or not bool(loud.any()):
             return 0, n
-        start, stop = int(loud[0, 0]), int(loud[-1, 0]) + 1
+        start, stop = int(loud.byte().argmax()), n - int(loud.flip(0).byte().argmax())  # first and one past last
         run = round(self.min_run_s * SAMPLE_RATE)
         start = start if start >= run else 0  # a short quiet edge stays
         stop = stop if n - stop >= run else n

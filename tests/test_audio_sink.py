@@ -47,6 +47,49 @@ def test_blocks_resampled_as_they_arrive_equal_the_whole_clip_resampled(rate):
     assert np.array_equal(got, want)  # bit for bit: soxr keeps its filter state across chunks
 
 
+def _sink_out(x: np.ndarray, rate: int, silent_edge_s: float, seed: int = 0) -> np.ndarray:
+    sink = ModelRateSink(16000, "HQ", silent_edge_s=silent_edge_s)
+    sink.open(rate, 1)
+    for block in _blocks(x, np.random.default_rng(seed)):
+        sink.add(block)
+    return sink.finish()
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_silent_edges_stay_zeros_and_the_sound_between_is_resampled_as_if_cut_tight(rate):
+    rng = np.random.default_rng(rate)
+    tight = (rng.standard_normal(int(rate * 0.9)) * 0.2).astype(np.float32)
+    tight[int(rate * 0.3):int(rate * 0.6)] = 0.0  # 0.3 s of zeros inside: resampled as before
+    want = soxr.resample(tight, rate, 16000, quality="HQ")
+    lead, trail = np.zeros(rate, np.float32), np.zeros(rate // 2, np.float32)
+    padded = np.concatenate([lead, tight, trail])
+    for seed in range(3):  # any cut into blocks, including blocks of zeros only
+        got = _sink_out(padded, rate, 0.2, seed)
+        assert np.array_equal(got, np.concatenate([np.zeros(16000, np.float32), want, np.zeros(8000, np.float32)]))
+    # without the option soxr rings into the zeros before the sound: the padding is no longer digital silence
+    plain = soxr.resample(padded, rate, 16000, quality="HQ")
+    assert np.count_nonzero(plain[15000:16000]) > 0
+
+
+@pytest.mark.parametrize("edges", [(2, 3), (int(0.19 * 48000), 0), (0, int(0.19 * 48000)), (48000 * 2, None)])
+def test_clips_without_a_long_silent_edge_are_resampled_bit_for_bit_as_before(edges):
+    """Short zero edges (a tight cut's first samples), a clip that is all zeros: the option changes nothing."""
+    rng = np.random.default_rng(1)
+    lead, trail = edges
+    sound = np.zeros(0, np.float32) if trail is None else (rng.standard_normal(30000) * 0.1).astype(np.float32)
+    x = np.concatenate([np.zeros(lead, np.float32), sound, np.zeros(trail or 0, np.float32)])
+    assert np.array_equal(_sink_out(x, 48000, 0.2), soxr.resample(x, 48000, 16000, quality="HQ"))
+
+
+def test_decode_gives_a_zero_padded_48khz_recording_the_samples_of_the_tight_one():
+    rng = np.random.default_rng(2)
+    tight = (rng.standard_normal(48000) * 0.1).astype(np.float32)
+    padded = np.concatenate([np.zeros(48000, np.float32), tight, np.zeros(48000, np.float32)])
+    a, b = decode_audio(_float_wav(tight, 48000)), decode_audio(_float_wav(padded, 48000))
+    assert np.array_equal(b.samples[16000:-16000], a.samples) and not b.samples[:16000].any()
+    assert b.duration_s == pytest.approx(3.0)
+
+
 def test_at_the_model_rate_blocks_are_joined_unchanged_and_one_block_is_not_copied():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(50_000) * 0.2).astype(np.float32)

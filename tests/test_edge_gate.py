@@ -77,6 +77,13 @@ def test_malformed_settings_are_refused(bad):
         EdgeGate.from_dict(bad)
 
 
+def test_a_batch_is_refused_and_numpy_numbers_are_settings_like_floats():
+    with pytest.raises(ValueError, match="one clip"):
+        EdgeGate().bounds(torch.zeros(2, 16000))
+    assert EdgeGate(np.float32(0.0), np.float64(0.2)) == EdgeGate(0.0, 0.2)
+    assert EdgeGate().bounds(torch.zeros(0)) == (0, 0)
+
+
 def test_settings_round_trip_as_floats():
     gate = EdgeGate.from_dict(_d(t=0, r=0, k=1))
     assert gate.to_dict() == {"threshold": 0.0, "min_run_s": 0.0, "min_keep_s": 1.0}

@@ -85,7 +85,8 @@ def effective(cfg: DefaultBuildConfig) -> DefaultBuildConfig:
     else:  # the level floor and the edge gate are speech_embedding settings
         cfg = replace(cfg, level_floor=ref.level_floor, edge_gate=ref.edge_gate)
     gate = EdgeGate.parse(cfg.edge_gate)  # one spelling per gate: 0:0.2, 0.0:0.20 and 0:.2 are one setting
-    cfg = replace(cfg, edge_gate=f"{gate.threshold:g}:{gate.min_run_s:g}" if gate else "none")
+    cfg = replace(cfg, edge_gate=":".join(repr(int(v)) if v == int(v) else repr(v) for v in (
+        gate.threshold, gate.min_run_s)) if gate else "none")  # repr: every digit a build reads, not :g's six
     if not cfg.voice_codes:
         cfg = replace(cfg, voice_source=ref.voice_source, voice_layer=ref.voice_layer)
     elif cfg.voice_source == "ge2e":
@@ -325,7 +326,7 @@ def main() -> None:
             cfg = replace(cfg, name=bundle_name(cfg, small))
             if cfg.name.startswith("speechprompt-trial-") and (
                     Path(out) == o["out"].default or Path(log_json) == o["log_json"].default):  # the committed files
-                typer.echo(f"these settings differ from v8's (a trial, {cfg.name}); it would replace the committed "
+                typer.echo(f"these settings differ from v9's (a trial, {cfg.name}); it would replace the committed "
                            "default's models/default or docs/default_training_log.json: give --out and --log-json "
                            "elsewhere, or --name to write there on purpose", err=True)
                 raise typer.Exit(2)

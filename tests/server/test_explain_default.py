@@ -9,6 +9,9 @@ A clip whose halves differ in kind is used because an explanation is a check of 
 matters: on the plain recordings the language-id demos' `en` moves by under 0.01 (v6) or 0.08 (v7) whichever
 stretch is removed (docs/api.md), so which stretch ranks first there is noise (that test was retired with v5's demos).
 
+Since v9 the edge gate drops 0.2 s or more of digital silence at a clip's end, so silencing the LAST stretch removes
+it from what is encoded (as occlusion removes its units) rather than encoding zeros there; the comparison stands.
+
 The check needs a clip the demo labels `speech`. Until v6 both Front_Center and Front_Left followed by Noise.wav were;
 v7's first vad demo called Front_Left + Noise.wav `noise` (speech 0.15; the voice alone 1.00; docs/results.md, the
 alsa-utils paragraph), a weakness of that demo on a test set that is measured, not tuned on, so the mapping is

@@ -330,6 +330,11 @@ def _finish(sink: ModelRateSink, fmt: str) -> DecodedAudio:
                               f"be scaled to [-1, 1] (this looks like unscaled or corrupt data)",
                               accepted=f"float samples within [-{MAX_PEAK:g}, {MAX_PEAK:g}] (full scale is 1.0), "
                                        "or integer PCM")
+    if sink.frames and out.size < min_samples(sink.target_rate):  # said in the file's own samples, not the model's
+        need = min_samples(sink.rate)
+        raise AudioTooShort(f"{sink.frames} samples at {sink.rate} Hz ({sink.frames / sink.rate * 1000:.1f} ms) is "
+                            f"shorter than the 25 ms the encoders need",
+                            accepted=f"at least {need} samples at {sink.rate} Hz (25 ms)")
     check_samples(out, sink.target_rate)
     return DecodedAudio(samples=out, sample_rate=sink.target_rate, input_sample_rate=sink.rate,
                         input_channels=sink.channels, input_format=fmt, duration_s=out.size / sink.target_rate,

@@ -145,9 +145,11 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
           and float(r.get("speedup", 0.0)) > 1.0]
     if not ok:
         stale = gate is not None and not gate_matches(gate, fingerprint, settings_digest)
-        why = (f"the recorded agreement gate is for another bundle ({str(gate.get('fingerprint'))[:16]}"
-               f"{', other settings' if gate.get('fingerprint') == fingerprint else ''}); rerun "
-               "bench/precision_gate.py" if stale else "no agreement gate recorded for this bundle" if not modes else
+        why = ((f"the recorded agreement gate was measured with other settings of these weights (settings "
+                f"{str(gate.get('settings_digest'))[:16]}, this bundle's {str(settings_digest)[:16]})"
+                if gate.get("fingerprint") == fingerprint else
+                f"the recorded agreement gate is for another bundle ({str(gate.get('fingerprint'))[:16]})")
+               + "; rerun bench/precision_gate.py" if stale else "no agreement gate recorded for this bundle" if not modes else
                "no mode both native here and passing the bundle's agreement gate with a speed-up over fp32")
         return Choice("fp32", "auto", f"{why} (native here: {', '.join(native)})", tuple(native))
     speed, mode = max(ok)

@@ -88,6 +88,9 @@ def test_too_short_boundary_is_one_hubert_window():
     assert (e.value.code, e.value.status) == ("audio_too_short", 422) and "400" in e.value.accepted
     with pytest.raises(AudioTooShort):  # 150 samples at 8 kHz -> 300 at 16 kHz after resampling
         decode_audio(wav_bytes(x[:150], 8000))
+    with pytest.raises(AudioTooShort) as e:  # one sample at 48 kHz resamples to none: too short, not "no samples"
+        decode_audio(wav_bytes(x[:1], 48000))
+    assert "1 samples at 48000 Hz" in str(e.value) and e.value.accepted == "at least 1200 samples at 48000 Hz (25 ms)"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -37,7 +37,7 @@ import soundfile as sf
 from .audio_bytes import _binary, _repair_wav_sizes, describe_bytes, mp3_frames, wav_codec  # noqa: F401 - re-exported
 from .audio_containers import ACCEPTED as CONTAINERS_ACCEPTED
 from .audio_containers import ContainerError, ContainerTooLong, container_kind, decode_container
-from .audio_sink import ModelRateSink
+from .audio_sink import BATCH_FRAMES, ModelRateSink
 
 MIN_SAMPLES = 400  # one HuBERT frame (25 ms) at 16 kHz
 MODEL_RATE = 16000  # Hz, the rate MIN_SAMPLES is counted at
@@ -331,10 +331,10 @@ def _finish(sink: ModelRateSink, fmt: str) -> DecodedAudio:
                               accepted=f"float samples within [-{MAX_PEAK:g}, {MAX_PEAK:g}] (full scale is 1.0), "
                                        "or integer PCM")
     if sink.frames and out.size < min_samples(sink.target_rate):  # said in the file's own samples, not the model's
-        need = min_samples(sink.rate)
-        raise AudioTooShort(f"{sink.frames} samples at {sink.rate} Hz ({sink.frames / sink.rate * 1000:.1f} ms) is "
-                            f"shorter than the 25 ms the encoders need",
-                            accepted=f"at least {need} samples at {sink.rate} Hz (25 ms)")
+        need = math.ceil((2 * min_samples(sink.target_rate) - 1) * sink.rate / (2 * sink.target_rate))
+        raise AudioTooShort(f"{sink.frames} sample(s) at {sink.rate} Hz resample to {out.size} at "
+                            f"{sink.target_rate} Hz, fewer than the {min_samples(sink.target_rate)} (25 ms) the "
+                            "encoders need", accepted=f"at least {need} samples at {sink.rate} Hz (~25 ms)")
     check_samples(out, sink.target_rate)
     return DecodedAudio(samples=out, sample_rate=sink.target_rate, input_sample_rate=sink.rate,
                         input_channels=sink.channels, input_format=fmt, duration_s=out.size / sink.target_rate,
@@ -362,5 +362,6 @@ def from_pcm(samples: np.ndarray, sample_rate: int, *, max_seconds: float | None
         raise EmptyAudio("the audio contains no samples", accepted="at least 25 ms of audio")
     sink = ModelRateSink(target_rate, RESAMPLE_QUALITY, MAX_PEAK, SILENT_EDGE_S)
     sink.open(sample_rate, 1)
-    sink.add(samples)
+    for start in range(0, samples.size, BATCH_FRAMES):  # in batches: the sink's scans stay one batch long
+        sink.add(samples[start:start + BATCH_FRAMES])
     return _finish(sink, "PCM")

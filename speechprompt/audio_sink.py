@@ -57,6 +57,7 @@ class ModelRateSink:
         self._edge = 0  # zero samples (at ``rate``) that make a silent edge; 0 = off
         self._leading = True  # no non-zero sample seen yet
         self._zeros = 0  # zero samples after the last non-zero one (or from the start), not yet fed to soxr
+        self._zeroed: int | None = None  # index in _out of the last silent edge written as zeros
 
     def open(self, rate: int, channels: int) -> None:
         """Start a stream at ``rate`` Hz (a positive integer) from ``channels`` channels (only reported)."""
@@ -112,9 +113,14 @@ class ModelRateSink:
         else:
             self._resample_keeping_silent_edges(block)
 
+    def _out_length(self, n: int) -> int:
+        """Samples at the model rate for ``n`` at ``rate``, rounded half up as soxr's whole-clip output length."""
+        return (2 * n * self.target_rate + self.rate) // (2 * self.rate)
+
     def _zeros_out(self, n: int) -> None:
         """``n`` zero samples at ``rate`` written as zeros at the model rate, past soxr (a silent edge)."""
-        self._out.append(np.zeros(round(n * self.target_rate / self.rate), dtype=np.float32))
+        self._out.append(np.zeros(self._out_length(n), dtype=np.float32))
+        self._zeroed = len(self._out) - 1
 
     def _feed_zeros(self, n: int) -> None:
         """``n`` held zero samples fed to soxr after all (inside the clip, or an edge too short), in batches."""
@@ -124,11 +130,15 @@ class ModelRateSink:
     def _resample_keeping_silent_edges(self, block: np.ndarray) -> None:
         """Resample ``block`` but hold back its trailing zeros (they may be the clip's silent end), and write a
         leading zero run of at least ``_edge`` samples as zeros (``_zeros_out``) instead of resampling it."""
-        loud = np.flatnonzero(block)
-        if loud.size == 0:
-            self._zeros += block.size
-            return
-        first, last = int(loud[0]), int(loud[-1])
+        if block[0] != 0 and block[-1] != 0:  # the common case: no zero edge in this batch, no scan
+            first, last = 0, block.size - 1
+        else:
+            loud = block != 0  # [n] bool (not an index list: 1 byte per sample)
+            first = int(loud.argmax())
+            if not loud[first]:
+                self._zeros += block.size
+                return
+            last = block.size - 1 - int(loud[::-1].argmax())
         if self._leading and self._zeros + first >= self._edge:
             self._zeros_out(self._zeros + first)
             self._out.append(self._stream.resample_chunk(block[first:last + 1]))
@@ -150,6 +160,11 @@ class ModelRateSink:
             self._out.append(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
             if silent_end:
                 self._zeros_out(silent_end)
+            if self._zeroed is not None:  # three roundings: make the length soxr's for the whole clip
+                extra = sum(o.size for o in self._out) - self._out_length(self.frames)
+                zeros = self._out[self._zeroed]
+                self._out[self._zeroed] = zeros[:zeros.size - extra] if extra > 0 else np.concatenate(
+                    [zeros, np.zeros(-extra, dtype=np.float32)])
             self._stream, self._zeros = None, 0
         out = self._out[0] if len(self._out) == 1 else (np.concatenate(self._out) if self._out else
                                                         np.zeros(0, dtype=np.float32))

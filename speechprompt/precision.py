@@ -146,7 +146,7 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
     if not ok:
         stale = gate is not None and not gate_matches(gate, fingerprint, settings_digest)
         why = ((f"the recorded agreement gate was measured with other settings of these weights (settings "
-                f"{str(gate.get('settings_digest'))[:16]}, this bundle's {str(settings_digest)[:16]})"
+                f"{str(gate.get('settings_digest'))[:16]}, this bundle's {str(settings_digest or 'not given')[:16]})"
                 if gate.get("fingerprint") == fingerprint else
                 f"the recorded agreement gate is for another bundle ({str(gate.get('fingerprint'))[:16]})")
                + "; rerun bench/precision_gate.py" if stale else "no agreement gate recorded for this bundle" if not modes else
@@ -160,7 +160,7 @@ def choose(requested: str, *, device: str | torch.device, flags: frozenset[str],
 def _gate_words(record: dict | None, other_bundle: bool) -> str:
     """What the bundle's gate file says of one mode, in words (for the reason of an explicitly set mode)."""
     if record is None:
-        return ("the gate file was recorded for another bundle" if other_bundle else
+        return ("the gate file was recorded for another bundle or other settings of it" if other_bundle else
                 "no agreement gate recorded for this mode and bundle")
     if record.get("passed"):
         return "agreement gate passed"

@@ -4,6 +4,7 @@ whole clip, report failures as a whole-clip check would, and keep memory at the 
 from __future__ import annotations
 
 import io
+import math
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,35 @@ def test_clips_without_a_long_silent_edge_are_resampled_bit_for_bit_as_before(ed
     sound = np.zeros(0, np.float32) if trail is None else (rng.standard_normal(30000) * 0.1).astype(np.float32)
     x = np.concatenate([np.zeros(lead, np.float32), sound, np.zeros(trail or 0, np.float32)])
     assert np.array_equal(_sink_out(x, 48000, 0.2), soxr.resample(x, 48000, 16000, quality="HQ"))
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 44100, 48000, 96000])
+@pytest.mark.parametrize("batch", [64, 997])
+def test_silent_edges_at_the_threshold_in_small_batches_and_odd_counts(monkeypatch, rate, batch):
+    """Batches smaller than the zero runs (so some hold only zeros), zero runs one short of, at and past
+    ceil(0.2 * rate), counts that are no multiple of the rate ratio: an edge below the threshold is resampled as
+    before, one at it is written as zeros, and the clip is as long as soxr makes the whole clip."""
+    import speechprompt.audio_sink as sink_mod
+
+    monkeypatch.setattr(sink_mod, "BATCH_FRAMES", batch)
+    edge = math.ceil(0.2 * rate)
+    rng = np.random.default_rng(rate + batch)
+    core = (rng.standard_normal(int(rate * 0.3)) * 0.2).astype(np.float32)
+    core[0] = core[-1] = 0.25  # the sound starts and ends exactly there
+    for lead, trail in ((edge - 1, edge + 7), (edge, 3), (edge + 13, edge), (0, edge - 1), (3 * edge + 1, 2)):
+        x = np.concatenate([np.zeros(lead, np.float32), core, np.zeros(trail, np.float32)])
+        got = _sink_out(x, rate, 0.2, seed=lead)
+        whole = soxr.resample(x, rate, 16000, quality="HQ")
+        assert got.size == whole.size, (lead, trail)  # the length soxr gives the whole clip
+        lo, hi = (lead if lead >= edge else 0), (trail if trail >= edge else 0)
+        if not lo and not hi:
+            assert np.array_equal(got, whole)  # no silent edge: bit for bit as before
+            continue
+        want = soxr.resample(x[lo:x.size - hi], rate, 16000, quality="HQ")  # what the tight cut gives
+        a = int(np.flatnonzero(got)[0]) if lo else 0
+        assert not got[:a].any() and np.array_equal(got[a:a + want.size], want), (lead, trail)
+        assert not got[a + want.size:].any() and (a + want.size < got.size) == bool(hi), (lead, trail)
+        assert a >= (3200 if lo else 0) and got.size - a - want.size >= (3200 if hi else 0)  # the gate drops them
 
 
 def test_decode_gives_a_zero_padded_48khz_recording_the_samples_of_the_tight_one():

@@ -63,6 +63,7 @@ async def test_digital_silence_around_a_voice_changes_no_score(make_server):
         assert padded["_audio"]["frames"] == tight["_audio"]["frames"]  # the same frames were encoded
     # too little silence for the gate (0.1 s < min_run_s): the clip is encoded as sent, and still answered
     short = await scores(srv, wav(np.concatenate([silence[:1600], voice]), "FLOAT"))
+    tight = await scores(srv, wav(voice, "FLOAT"))
     assert short["_audio"]["frames"] > tight["_audio"]["frames"]  # the 0.1 s was encoded too
     # the explanation's stretches tile the voice (1.0 s .. 1.0 s + its length), not the dropped silence
     body = await scores(srv, wav(np.concatenate([silence, voice, silence]), "FLOAT"), "&explain=true&explain_spans=4")

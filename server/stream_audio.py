@@ -2,7 +2,10 @@
 
 A frame is little-endian mono samples, ``pcm16`` (int16, scaled by 1/32768) or ``f32`` (float32 in [-1, 1]);
 a declared rate other than 16 kHz is resampled with soxr's streaming resampler (the same library and quality as
-``speechprompt.audio``). Bad frames raise :class:`BadStreamData` (close 1003).
+``speechprompt.audio``). Digital silence at the start of a stream (a microphone that sends zeros while it starts)
+is written as zeros at 16 kHz as it arrives, and soxr starts at the first non-zero sample, so its filter does not
+ring into the silence (as for files, ``speechprompt/audio_sink.py``; an edge gate then drops it exactly). Bad frames
+raise :class:`BadStreamData` (close 1003).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class FrameDecoder:
         self.rate, self.dtype = rate, ENCODINGS[encoding]
         self.resampler = (soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
                           if rate != TARGET_RATE else None)
+        self.leading = self.resampler is not None  # only zeros so far: written as zeros, past soxr
+        self.lead_in = self.lead_out = 0  # leading zero samples at the declared rate / written at 16 kHz
 
     def decode(self, frame: bytes) -> np.ndarray:
         if len(frame) % self.dtype.itemsize:
@@ -74,7 +79,19 @@ class FrameDecoder:
     def _resample(self, x: np.ndarray, *, last: bool) -> np.ndarray:
         if self.resampler is None:
             return x
-        return self.resampler.resample_chunk(x, last=last).astype(np.float32, copy=False)
+        head = np.zeros(0, np.float32)
+        if self.leading:
+            loud = x != 0
+            first = int(loud.argmax()) if x.size else 0
+            n = first if x.size and loud[first] else x.size  # leading zeros in this frame
+            self.lead_in += n
+            total = (2 * self.lead_in * TARGET_RATE + self.rate) // (2 * self.rate)  # as soxr rounds a whole clip
+            head, self.lead_out = np.zeros(total - self.lead_out, np.float32), total
+            self.leading, x = n == x.size, x[n:]
+            if self.leading and not last:
+                return head
+        out = self.resampler.resample_chunk(x, last=last).astype(np.float32, copy=False)
+        return np.concatenate([head, out]) if head.size else out
 
 
 class SampleBuffer:

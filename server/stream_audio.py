@@ -2,20 +2,22 @@
 
 A frame is little-endian mono samples, ``pcm16`` (int16, scaled by 1/32768) or ``f32`` (float32 in [-1, 1]);
 a declared rate other than 16 kHz is resampled with soxr's streaming resampler (the same library and quality as
-``speechprompt.audio``). Digital silence at the start of a stream (a microphone that sends zeros while it starts)
-is written as zeros at 16 kHz as it arrives, and soxr starts at the first non-zero sample, so its filter does not
-ring into the silence (as for files, ``speechprompt/audio_sink.py``; an edge gate then drops it exactly). Bad frames
+``speechprompt.audio``). Digital silence of ``SILENT_EDGE_S`` or more at the start of a stream (a microphone that
+sends zeros while it starts) is written as zeros at 16 kHz, and soxr starts at the first non-zero sample, so its
+filter does not ring into the silence (as for files, ``speechprompt/audio_sink.py``; an edge gate then drops it
+exactly); shorter leading zeros are held until the first sound and then resampled with it, as before. Bad frames
 raise :class:`BadStreamData` (close 1003).
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import soxr
 
-from speechprompt.audio import MAX_PCM_RATE, MAX_PEAK, RESAMPLE_QUALITY
+from speechprompt.audio import MAX_PCM_RATE, MAX_PEAK, RESAMPLE_QUALITY, SILENT_EDGE_S
 
 ENCODINGS = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}
 # Hz. Up to the rate files are decoded at (speechprompt.audio); not below 8 kHz: a frame is resampled before the
@@ -57,8 +59,10 @@ class FrameDecoder:
         self.rate, self.dtype = rate, ENCODINGS[encoding]
         self.resampler = (soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
                           if rate != TARGET_RATE else None)
-        self.leading = self.resampler is not None  # only zeros so far: written as zeros, past soxr
+        self.leading = self.resampler is not None  # only zeros so far (held, or written as zeros past soxr)
         self.lead_in = self.lead_out = 0  # leading zero samples at the declared rate / written at 16 kHz
+        self.edge = math.ceil(SILENT_EDGE_S * rate)  # leading zeros that make a silent edge
+        self.frames = self.written = 0  # samples received at the declared rate / written at 16 kHz
 
     def decode(self, frame: bytes) -> np.ndarray:
         if len(frame) % self.dtype.itemsize:
@@ -79,18 +83,36 @@ class FrameDecoder:
     def _resample(self, x: np.ndarray, *, last: bool) -> np.ndarray:
         if self.resampler is None:
             return x
-        head = np.zeros(0, np.float32)
-        if self.leading:
-            loud = x != 0
-            first = int(loud.argmax()) if x.size else 0
-            n = first if x.size and loud[first] else x.size  # leading zeros in this frame
-            self.lead_in += n
-            total = (2 * self.lead_in * TARGET_RATE + self.rate) // (2 * self.rate)  # as soxr rounds a whole clip
+        self.frames += x.size
+        out = self._leading_zeros(x, last) if self.leading else self.resampler.resample_chunk(x, last=last)
+        out = out.astype(np.float32, copy=False)
+        if last and self.lead_out:  # zeros written past soxr: the length soxr gives the whole stream, set at the
+            # end (one sample at most), as the file decoder does (speechprompt/audio_sink.py)
+            extra = self.written + out.size - (2 * self.frames * TARGET_RATE + self.rate) // (2 * self.rate)
+            out = out[:out.size - extra] if 0 < extra <= out.size else (
+                np.concatenate([out, np.zeros(-extra, np.float32)]) if extra < 0 else out)
+        self.written += out.size
+        return out
+
+    def _leading_zeros(self, x: np.ndarray, last: bool) -> np.ndarray:
+        """While only zeros have come: hold them (fewer than ``edge``) or write them as zeros (``edge`` or more);
+        at the first sound, resample from it (after feeding held zeros to soxr if they were too few)."""
+        loud = x != 0
+        first = int(loud.argmax()) if x.size else 0
+        n = first if x.size and loud[first] else x.size  # this frame's leading zeros
+        self.lead_in += n
+        self.leading = n == x.size
+        if self.lead_in >= self.edge:  # a silent edge: zeros past soxr, as many as soxr would give
+            total = (2 * self.lead_in * TARGET_RATE + self.rate) // (2 * self.rate)
             head, self.lead_out = np.zeros(total - self.lead_out, np.float32), total
-            self.leading, x = n == x.size, x[n:]
-            if self.leading and not last:
-                return head
-        out = self.resampler.resample_chunk(x, last=last).astype(np.float32, copy=False)
+            rest = x[n:]
+        elif self.leading and not last:
+            return np.zeros(0, np.float32)  # held: the sound may still come within the edge
+        else:  # sound (or the end) before the edge: the held zeros go through soxr as they always did
+            head, rest = np.zeros(0, np.float32), np.concatenate([np.zeros(self.lead_in - n, np.float32), x])
+        if self.leading and not last:
+            return head
+        out = self.resampler.resample_chunk(rest, last=last)
         return np.concatenate([head, out]) if head.size else out
 
 

@@ -57,7 +57,7 @@ class ModelRateSink:
         self._edge = 0  # zero samples (at ``rate``) that make a silent edge; 0 = off
         self._leading = True  # no non-zero sample seen yet
         self._zeros = 0  # zero samples after the last non-zero one (or from the start), not yet fed to soxr
-        self._zeroed: int | None = None  # index in _out of the last silent edge written as zeros
+        self._zeroed: int | None = None  # index in _out of a silent edge written as zeros (None: none was)
 
     def open(self, rate: int, channels: int) -> None:
         """Start a stream at ``rate`` Hz (a positive integer) from ``channels`` channels (only reported)."""
@@ -160,11 +160,13 @@ class ModelRateSink:
             self._out.append(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
             if silent_end:
                 self._zeros_out(silent_end)
-            if self._zeroed is not None:  # three roundings: make the length soxr's for the whole clip
+            if self._zeroed is not None:  # roundings of the parts: the length soxr gives the whole clip, set at
+                # the end (one sample at most, a zero or the resampler's last), as a stream must (server/stream_audio)
                 extra = sum(o.size for o in self._out) - self._out_length(self.frames)
-                zeros = self._out[self._zeroed]
-                self._out[self._zeroed] = zeros[:zeros.size - extra] if extra > 0 else np.concatenate(
-                    [zeros, np.zeros(-extra, dtype=np.float32)])
+                if extra > 0:
+                    self._out[-1] = self._out[-1][:self._out[-1].size - extra]
+                elif extra < 0:
+                    self._out.append(np.zeros(-extra, dtype=np.float32))
             self._stream, self._zeros = None, 0
         out = self._out[0] if len(self._out) == 1 else (np.concatenate(self._out) if self._out else
                                                         np.zeros(0, dtype=np.float32))

@@ -372,9 +372,11 @@ class ProsodyExtractor:
     hop_size = property(lambda self: self.unit_extractor.hop_size, doc="samples per unit frame")
 
     def extract(self, wavs: list[np.ndarray | Tensor]) -> list[ProsodyUnits]:
-        """Waveforms ``[N_i]`` f32 @ ``sample_rate`` -> one :class:`ProsodyUnits` per clip."""
+        """Waveforms ``[N_i]`` f32 @ ``sample_rate`` -> one :class:`ProsodyUnits` per clip (F0 of the part of each
+        clip the units cover: ``UnitExtractor.encoded_part``)."""
         units = self.unit_extractor.extract(wavs)
-        return [self.prosody.extract(w, u) for w, u in zip(wavs, units, strict=True)]
+        part = getattr(self.unit_extractor, "encoded_part", lambda w: w)
+        return [self.prosody.extract(part(w), u) for w, u in zip(wavs, units, strict=True)]
 
 
 __all__ = ["F0Stats", "F0Summary", "Prosody", "ProsodyConfig", "ProsodyError", "ProsodyExtractor", "ProsodyUnits",

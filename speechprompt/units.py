@@ -51,6 +51,16 @@ class UnitExtractor:
     vocab_size = property(lambda self: self.codebook.vocab_size + (self.voice.cfg.num_tokens if self.voice else 0),
                           doc="number of unit ids K (+ the voice prefix's tokens, ids K ..)")
 
+    def encoded_part(self, wav: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        """The part of ``wav`` ``[N]`` the encoder reads, which its units cover: all of it, unless the encoder's
+        settings name an edge gate that drops silent edges (``edge_gate.py``). A pGSLM's F0 track must be taken on
+        this part to align with the units (``prosody.ProsodyExtractor``)."""
+        gate = getattr(getattr(self.encoder, "cfg", None), "edge_gate", None)
+        if gate is None:
+            return wav
+        start, stop = gate.bounds(torch.as_tensor(wav))
+        return wav[start:stop]
+
     @torch.no_grad()
     def extract(self, wavs: list[np.ndarray | Tensor]) -> list[Units]:
         """Waveforms ``[N_i]`` f32 at ``sample_rate`` -> one :class:`Units` per clip.

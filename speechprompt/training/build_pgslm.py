@@ -154,7 +154,7 @@ def build_pgslm(src: str | Path, out: str | Path, cfg: PGSLMBuildConfig, log_pat
     absolute = cfg.f0 == "absolute"
     pcfg = ProsodyConfig(hop_size=extractor.hop_size, normalize_f0_mean=not absolute, f0_tracker=cfg.f0_tracker,
                          frame_space_ms=20.0 if cfg.f0_tracker == "yin" else 5.0)
-    tracks = frame_tracks(clips, pcfg, cfg.jobs)
+    tracks = frame_tracks([extractor.encoded_part(c) for c in clips], pcfg, cfg.jobs)  # the part the units cover
     lap("f0_track")
 
     normed = np.concatenate([normalized_log_f0_frames(tracks[i], not absolute).numpy() for i in train_idx])

@@ -18,6 +18,7 @@ import numpy as np
 import soxr
 
 from speechprompt.audio import MAX_PCM_RATE, MAX_PEAK, RESAMPLE_QUALITY, SILENT_EDGE_S
+from speechprompt.audio_sink import resampled_length
 
 ENCODINGS = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}
 # Hz. Up to the rate files are decoded at (speechprompt.audio); not below 8 kHz: a frame is resampled before the
@@ -88,7 +89,7 @@ class FrameDecoder:
         out = out.astype(np.float32, copy=False)
         if last and self.lead_out:  # zeros written past soxr: the length soxr gives the whole stream, set at the
             # end (one sample at most), as the file decoder does (speechprompt/audio_sink.py)
-            extra = self.written + out.size - (2 * self.frames * TARGET_RATE + self.rate) // (2 * self.rate)
+            extra = self.written + out.size - resampled_length(self.frames, self.rate, TARGET_RATE)
             out = out[:out.size - extra] if 0 < extra <= out.size else (
                 np.concatenate([out, np.zeros(-extra, np.float32)]) if extra < 0 else out)
         self.written += out.size
@@ -103,7 +104,7 @@ class FrameDecoder:
         self.lead_in += n
         self.leading = n == x.size
         if self.lead_in >= self.edge:  # a silent edge: zeros past soxr, as many as soxr would give
-            total = (2 * self.lead_in * TARGET_RATE + self.rate) // (2 * self.rate)
+            total = resampled_length(self.lead_in, self.rate, TARGET_RATE)
             head, self.lead_out = np.zeros(total - self.lead_out, np.float32), total
             rest = x[n:]
         elif self.leading and not last:

@@ -31,6 +31,12 @@ import soxr
 BATCH_FRAMES = 65536  # samples gathered before they are checked and resampled (PyAV's frames hold ~1,000)
 
 
+def resampled_length(n: int, rate: int, target_rate: int) -> int:
+    """Samples soxr gives ``n`` samples at ``rate`` resampled whole to ``target_rate``: n * target / rate rounded half
+    up (the length a silent edge written as zeros must keep; also ``server/stream_audio.py``'s)."""
+    return (2 * n * target_rate + rate) // (2 * rate)
+
+
 class ModelRateSink:
     """Collects mono float32 blocks ``[n]`` at ``rate`` Hz and resamples them to ``target_rate`` Hz as they arrive.
 
@@ -113,13 +119,9 @@ class ModelRateSink:
         else:
             self._resample_keeping_silent_edges(block)
 
-    def _out_length(self, n: int) -> int:
-        """Samples at the model rate for ``n`` at ``rate``, rounded half up as soxr's whole-clip output length."""
-        return (2 * n * self.target_rate + self.rate) // (2 * self.rate)
-
     def _zeros_out(self, n: int) -> None:
         """``n`` zero samples at ``rate`` written as zeros at the model rate, past soxr (a silent edge)."""
-        self._out.append(np.zeros(self._out_length(n), dtype=np.float32))
+        self._out.append(np.zeros(resampled_length(n, self.rate, self.target_rate), dtype=np.float32))
         self._zeroed = len(self._out) - 1
 
     def _feed_zeros(self, n: int) -> None:
@@ -162,7 +164,7 @@ class ModelRateSink:
                 self._zeros_out(silent_end)
             if self._zeroed is not None:  # roundings of the parts: the length soxr gives the whole clip, set at
                 # the end (one sample at most, a zero or the resampler's last), as a stream must (server/stream_audio)
-                extra = sum(o.size for o in self._out) - self._out_length(self.frames)
+                extra = sum(o.size for o in self._out) - resampled_length(self.frames, self.rate, self.target_rate)
                 if extra > 0:
                     self._out[-1] = self._out[-1][:self._out[-1].size - extra]
                 elif extra < 0:
@@ -174,4 +176,4 @@ class ModelRateSink:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-__all__ = ["BATCH_FRAMES", "ModelRateSink"]
+__all__ = ["BATCH_FRAMES", "ModelRateSink", "resampled_length"]

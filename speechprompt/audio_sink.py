@@ -63,7 +63,7 @@ class ModelRateSink:
         self._edge = 0  # zero samples (at ``rate``) that make a silent edge; 0 = off
         self._leading = True  # no non-zero sample seen yet
         self._zeros = 0  # zero samples after the last non-zero one (or from the start), not yet fed to soxr
-        self._zeroed: int | None = None  # index in _out of a silent edge written as zeros (None: none was)
+        self._zeroed = False  # a silent edge was written as zeros (the length is then set at the end)
 
     def open(self, rate: int, channels: int) -> None:
         """Start a stream at ``rate`` Hz (a positive integer) from ``channels`` channels (only reported)."""
@@ -122,7 +122,7 @@ class ModelRateSink:
     def _zeros_out(self, n: int) -> None:
         """``n`` zero samples at ``rate`` written as zeros at the model rate, past soxr (a silent edge)."""
         self._out.append(np.zeros(resampled_length(n, self.rate, self.target_rate), dtype=np.float32))
-        self._zeroed = len(self._out) - 1
+        self._zeroed = True
 
     def _feed_zeros(self, n: int) -> None:
         """``n`` held zero samples fed to soxr after all (inside the clip, or an edge too short), in batches."""
@@ -162,7 +162,7 @@ class ModelRateSink:
             self._out.append(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
             if silent_end:
                 self._zeros_out(silent_end)
-            if self._zeroed is not None:  # roundings of the parts: the length soxr gives the whole clip, set at
+            if self._zeroed:  # roundings of the parts: the length soxr gives the whole clip, set at
                 # the end (one sample at most, a zero or the resampler's last), as a stream must (server/stream_audio)
                 extra = sum(o.size for o in self._out) - resampled_length(self.frames, self.rate, self.target_rate)
                 if extra > 0:

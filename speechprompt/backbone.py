@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .codebook import Codebook
 from .dense import DenseConfig, DenseEncoder, build_dense, dense_config_from_dict
+from .edge_gate import encoded_bounds
 from .encoder import HubertConfig, HubertEncoder
 from .pgslm import MultiStreamUnitLM, PGSLMConfig, check_prosody
 from .pgslm import unit_token_map as pgslm_unit_token_map
@@ -151,9 +152,7 @@ class Backbone:
         """``[N]`` samples at ``sample_rate`` (a tensor or numpy array) -> ``(start_s, end_s)``: the part the dense model
         reads, which its units tile (``explain.span_seconds``): the whole clip unless the encoder's edge gate drops
         silent edges (``edge_gate.py``)."""
-        x = torch.as_tensor(wav)
-        gate = getattr(self.spec.encoder, "edge_gate", None)
-        start, stop = gate.bounds(x) if gate is not None else (0, int(x.shape[0]))
+        start, stop = encoded_bounds(self.spec.encoder, wav)
         return start / self.spec.sample_rate, stop / self.spec.sample_rate
 
     @property

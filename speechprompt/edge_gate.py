@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from numbers import Real
 
+import torch
 from torch import Tensor
 
 SAMPLE_RATE = 16000  # the rate of the clips it reads (speech_embedding's; the server resamples to it)
@@ -97,4 +98,13 @@ class EdgeGate:
         return wav if (start, stop) == (0, wav.shape[0]) else wav[start:stop]
 
 
-__all__ = ["EdgeGate"]
+def encoded_bounds(encoder_cfg: object, wav) -> tuple[int, int]:
+    """``(start, stop)`` of ``wav`` ``[N]`` (tensor or numpy) that an encoder with settings ``encoder_cfg`` reads: the
+    whole clip unless they name an edge gate. The one reader of the gate for the units' seconds
+    (``Backbone.encoded_span``) and a pGSLM's F0 track (``UnitExtractor.encoded_part``)."""
+    x = torch.as_tensor(wav)
+    gate = getattr(encoder_cfg, "edge_gate", None)
+    return gate.bounds(x) if gate is not None else (0, int(x.shape[0]))
+
+
+__all__ = ["EdgeGate", "encoded_bounds"]

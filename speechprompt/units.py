@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .codebook import Codebook, dedup
+from .edge_gate import encoded_bounds
 from .encoder import HubertEncoder
 from .voice import VoicePrefix
 
@@ -55,11 +56,8 @@ class UnitExtractor:
         """The part of ``wav`` ``[N]`` the encoder reads, which its units cover: all of it, unless the encoder's
         settings name an edge gate that drops silent edges (``edge_gate.py``). A pGSLM's F0 track must be taken on
         this part to align with the units (``prosody.ProsodyExtractor``)."""
-        gate = getattr(getattr(self.encoder, "cfg", None), "edge_gate", None)
-        if gate is None:
-            return wav
-        start, stop = gate.bounds(torch.as_tensor(wav))
-        return wav[start:stop]
+        start, stop = encoded_bounds(getattr(self.encoder, "cfg", None), wav)
+        return wav if (start, stop) == (0, len(wav)) else wav[start:stop]
 
     @torch.no_grad()
     def extract(self, wavs: list[np.ndarray | Tensor]) -> list[Units]:

@@ -31,21 +31,51 @@ sys.path.insert(0, str(ROOT))
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.edge_gate import EdgeGate  # noqa: E402
 from speechprompt.package import read_package  # noqa: E402
+from speechprompt.silero_vad import SileroVAD  # noqa: E402
+from speechprompt.speech_trim import SpeechTrim  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training import real_corpus, real_tasks  # noqa: E402
 from speechprompt.training.evaluate import predict  # noqa: E402
+from speechprompt.training.pads import room_tone  # noqa: E402
 
-PADS = {"none": None, "zeros": 0.0, "white-80dB": 1e-4, "white-70dB": 3e-4, "white-60dB": 1e-3, "white-50dB": 3e-3}
+PADS = {"none": None, "zeros": 0.0, "white-80dB": 1e-4, "white-70dB": 3e-4, "white-60dB": 1e-3, "white-50dB": 3e-3,
+        "brown-50dB": ("brown", 3e-3)}
 TASKS = ("language-id", "vad", "gender")
 
 
-def padded(wav: np.ndarray, peak: float | None, seed: int, seconds: float = 1.0) -> np.ndarray:
-    """``wav`` with ``seconds`` of zeros (``peak`` 0) or white noise of that peak before and after (None: as is)."""
+class TrimCandidate:
+    """A speech trim screened before a bundle's own settings: v9's edge gate (``0:0.2``), then ``trim`` with ``vad``,
+    as ``speech_trim.py`` orders them in the encoder."""
+
+    def __init__(self, trim: SpeechTrim, vad: SileroVAD):
+        self.gate, self.trim, self.vad = EdgeGate(0.0, 0.2), trim, vad
+
+    def apply(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.trim.apply(self.gate.apply(wav), self.vad)
+
+
+def candidate(spec: str, vad_weights: Path | None):
+    """``none`` -> None; ``vad:P:M`` -> a ``TrimCandidate``; ``T:R`` -> an ``EdgeGate``."""
+    if spec == "none":
+        return None
+    if spec.startswith("vad:"):
+        if vad_weights is None:
+            raise SystemExit("--vad-weights is needed for a vad:P:M candidate")
+        return TrimCandidate(SpeechTrim.parse(spec[4:]), SileroVAD.load(vad_weights))
+    return EdgeGate(*map(float, spec.split(":")))
+
+
+def padded(wav: np.ndarray, peak, seed: int, seconds: float = 1.0) -> np.ndarray:
+    """``wav`` with ``seconds`` of zeros (``peak`` 0), uniform white noise of that peak or (``("brown", peak)``) a 1/f^2
+    rumble (``pads.room_tone``) before and after (None: as is)."""
     if peak is None:
         return wav
     n = int(seconds * 16000)
     rng = np.random.default_rng(seed)
-    noise = rng.uniform(-peak, peak, 2 * n).astype(np.float32)
+    if isinstance(peak, tuple):
+        noise = room_tone(peak[0], 2 * n, peak[1], rng)
+    else:
+        noise = rng.uniform(-peak, peak, 2 * n).astype(np.float32)
     return np.concatenate([noise[:n], wav, noise[n:]]).astype(np.float32)
 
 
@@ -135,13 +165,15 @@ def main() -> None:
     ap.add_argument("--pads", default=",".join(PADS), help=f"pads of {', '.join(PADS)} (the first must be 'none')")
     ap.add_argument("--suite", type=Path, default=None,
                     help="also the synthetic suite's test clips (speechprompt make-suite) through --gates")
+    ap.add_argument("--vad-weights", type=Path, default=None,
+                    help="silero-vad weights (speech_trim.safetensors) for vad:THRESHOLD:MARGIN_S candidates in --gates")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     bb = Backbone.load(a.backbone)
     extractor = bb.unit_extractor()
     cache = M.UnitsCache(a.out / "units", bb.units_key)
-    gates = {g: (None if g == "none" else EdgeGate(*map(float, g.split(":")))) for g in a.gates.split(",")}
+    gates = {g: candidate(g, a.vad_weights) for g in a.gates.split(",")}
     pads = {p: PADS[p] for p in a.pads.split(",")}
     results = {}
     for task in filter(None, a.tasks.split(",")):

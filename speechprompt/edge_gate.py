@@ -63,16 +63,8 @@ class EdgeGate:
     def parse(cls, text: str) -> EdgeGate | None:
         """A command line's ``THRESHOLD:MIN_RUN_S`` (``0:0.2``, v9's) or ``none``/empty -> the gate or None.
         Raises ``ValueError`` for anything else."""
-        if text.strip().lower() in ("", "none"):
-            return None
-        parts = text.split(":")
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            threshold, min_run_s = (float(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"an edge gate is THRESHOLD:MIN_RUN_S (e.g. 0:0.2) or none; got {text!r}") from None
-        return cls(threshold, min_run_s)
+        pair = parse_pair(text, "an edge gate is THRESHOLD:MIN_RUN_S (e.g. 0:0.2) or none")
+        return None if pair is None else cls(*pair)
 
     def bounds(self, wav: Tensor) -> tuple[int, int]:
         """``[N]`` samples at 16 kHz -> ``(start, stop)``, the slice the gate keeps (``(0, N)`` when it keeps all).
@@ -98,6 +90,21 @@ class EdgeGate:
         return wav if (start, stop) == (0, wav.shape[0]) else wav[start:stop]
 
 
+def parse_pair(text: str, usage: str) -> tuple[float, float] | None:
+    """A command line's ``A:B`` -> two floats, ``none``/empty -> None (the spelling of the edge gate and the speech
+    trim). Raises ``ValueError`` with ``usage`` for anything else."""
+    if text.strip().lower() in ("", "none"):
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        a, b = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{usage}; got {text!r}") from None
+    return a, b
+
+
 def encoded_bounds(encoder_cfg: object, wav) -> tuple[int, int]:
     """``(start, stop)`` of ``wav`` ``[N]`` (tensor or numpy) that an encoder with settings ``encoder_cfg`` reads: the
     whole clip unless they name an edge gate. The one reader of the gate for the units' seconds
@@ -107,4 +114,4 @@ def encoded_bounds(encoder_cfg: object, wav) -> tuple[int, int]:
     return gate.bounds(x) if gate is not None else (0, int(x.shape[0]))
 
 
-__all__ = ["EdgeGate", "encoded_bounds"]
+__all__ = ["EdgeGate", "encoded_bounds", "parse_pair"]

@@ -159,6 +159,9 @@ def main() -> None:
     ap.add_argument("--real-cache", type=Path, default=ROOT / ".cache" / "real_corpus")
     ap.add_argument("--backbone", type=Path, default=ROOT / "models" / "default")
     ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
+    ap.add_argument("--packages", type=Path, default=None,
+                    help="instead of --store's demos: <task>.v2.safetensors in this folder (real_speech_eval.py's "
+                         "<work>/new/packages: prompts trained on the speaker split's train side)")
     ap.add_argument("--out", type=Path, default=ROOT / ".cache" / "silence_check")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--gates", default="none,0:0.05", help="'none' and edge gates as threshold:min_run_s")
@@ -178,7 +181,9 @@ def main() -> None:
     results = {}
     for task in filter(None, a.tasks.split(",")):
         sys.stderr.write(f"{task}\n")
-        results[task] = check_task(bb, extractor, cache, demo_package(a.store, task), test_clips(a.real_cache, task),
+        pkg = (read_package((a.packages / f"{task}.v2.safetensors").read_bytes()) if a.packages
+               else demo_package(a.store, task))
+        results[task] = check_task(bb, extractor, cache, pkg, test_clips(a.real_cache, task),
                                    gates, pads)
     suite = check_suite(bb, extractor, cache, a.store, a.suite, gates) if a.suite else None
     a.out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@ Every clip a speech_embedding bundle encodes, training clips included, is trimme
 Silero VAD) after the bundle's edge gate and before its level floor, and the bundle's units key is salted with the
 trim's settings, so units caches never mix trimmed and untrimmed units. This is how docs/results.md ("A speech trim by
 Silero VAD for room tone") measured the trim as if it were a bundle setting without making one; the trim is not a
-``backbone.json`` setting, and nothing here changes a bundle on disk. The weights: ``speechprompt.importers.silero``
+``backbone.json`` setting, and nothing here changes a bundle on disk. Limits of the patch: the VAD runs on the CPU
+(a bundle loaded on a GPU would fail), and ``edge_gate.encoded_bounds`` is not patched, so explanations' seconds and
+a pGSLM's F0 part do not see the trim (neither is used by the runs it was written for). The weights: ``speechprompt.importers.silero``
 (``write_weights(fetch(folder), out)``).
 """
 

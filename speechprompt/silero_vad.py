@@ -1,13 +1,15 @@
 """Silero VAD (v6, 16 kHz) in torch: a speech probability for every 32 ms of a clip.
 
 A port of the network in PyPI ``silero-vad`` 6.2.3 (MIT, Silero Team; ``silero_vad/tinygrad_model.py`` names its
-layers, ``data/silero_vad_16k.safetensors`` holds its weights under these names). The package runs it chunk by chunk:
+layers; the weights are those of the package's ONNX graph, ``importers/silero.py``: the package's own
+``silero_vad_16k.safetensors`` holds other, older ones). The package runs it chunk by chunk:
 512 new samples (32 ms at 16 kHz) with the previous chunk's last 64 samples before them (zeros before the first), a
 reflect pad of 64 after, a 256-point STFT as a fixed convolution (stride 128: 4 frames), four 1-D convolutions with
 ReLU down to one 128-d vector per chunk, an LSTM cell whose state runs from chunk to chunk, ReLU, a 1x1 convolution
 and a sigmoid. The chunks' inputs do not depend on the LSTM, so here every chunk goes through the convolutions at once
-and ``nn.LSTM`` runs the cell over the chunk sequence: the same numbers as the package's loop (within 1e-5 of its
-ONNX graph, tests/test_silero_vad.py), in one call. Trained by Silero on real speech in many languages and noises;
+and ``nn.LSTM`` runs the cell over the chunk sequence: the same numbers as the package's loop (within 2e-5 of its
+ONNX graph, tests/test_silero_vad.py), in one call. Unlike the package, a clip shorter than one chunk gets one
+probability (the package refuses it). Trained by Silero on real speech in many languages and noises;
 used here to find where speech begins and ends in a recording (``speech_trim.py``).
 """
 
@@ -28,8 +30,9 @@ WEIGHT_NAMES = ("stft_conv.weight", "conv1.weight", "conv1.bias", "conv2.weight"
 
 
 class SileroVAD(nn.Module):
-    """The silero-vad v6 16 kHz network. ``forward``: ``[N]`` f32 samples at 16 kHz -> ``[ceil(N / 512)]``
-    speech probabilities in [0, 1], one per 32 ms chunk (the last chunk zero-padded, as the package does)."""
+    """The silero-vad v6 16 kHz network (CPU unless moved). ``forward``: ``[N]`` f32 samples at 16 kHz ->
+    ``[ceil(N / 512)]`` speech probabilities in [0, 1], one per 32 ms chunk (the last chunk zero-padded, as the
+    package does; an empty tensor for an empty clip). Raises ``ValueError`` for a tensor that is not 1-D."""
 
     def __init__(self):
         super().__init__()

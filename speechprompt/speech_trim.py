@@ -5,12 +5,13 @@ room tone, and a level threshold cannot tell room tone from a quiet onset (docs/
 around a recording"). Silero VAD (``silero_vad.py``), trained on real speech and noise, can: the trim keeps from
 ``margin_s`` before the first 32 ms chunk that is sound to ``margin_s`` after the last one; a chunk is sound when its
 speech probability reaches ``threshold`` or its peak is within ``loud_db`` of the clip's (silero gives shouts and
-screams at a clip's edge low probabilities: a trim by probability alone cut loud game voices, docs/results.md). An edge is cut only when what it drops is at least ``min_cut_s`` long, so a clip cut tight is passed through bit
-for bit; a clip where no chunk reaches the threshold (music, noise, silence) is passed whole, and so is one where less
-than ``min_keep_s`` would remain. A bundle names it in its encoder settings (``backbone.json`` ``encoder.speech_trim``)
-beside the weights file it reads (``speech_trim.safetensors``); it runs after the edge gate and before the level floor,
-per clip the encoder sees. A setting, not a weight of the unit LM: it moves ``settings_digest`` and the units-cache
-key, not the fingerprint.
+screams at a clip's edge low probabilities: a trim by probability alone cut loud game voices, docs/results.md). An
+edge is cut only when what it drops is at least ``min_cut_s`` long, so a clip cut tight is passed through bit for bit;
+a clip where no chunk reaches the threshold (music, noise, silence), one with a sample that is not finite, and one
+where less than ``min_keep_s`` would remain are passed whole. It is a trial, not a bundle setting: no
+``backbone.json`` names it; ``scripts/with_speech_trim.py`` runs a script with it after the edge gate and before the
+level floor of every clip the encoder reads, and ``scripts/silence_check.py`` screens it at serve time
+(docs/results.md, "A speech trim by Silero VAD for room tone": not adopted).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from numbers import Real
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,8 +31,9 @@ from .silero_vad import CHUNK, SAMPLE_RATE, SileroVAD
 class SpeechTrim:
     """``threshold``: the speech probability (0, 1) a 32 ms chunk must reach to count as speech; ``margin_s``: seconds
     kept before the first and after the last speech chunk, in [0, 2]; ``min_cut_s``: the shortest edge (seconds, in
-    [0, 10]) that is cut; ``min_keep_s``: the shortest clip (seconds, in (0, 10]) the trim leaves. Raises
-    ``ValueError`` outside those."""
+    [0, 10]) that is cut; ``min_keep_s``: the shortest clip (seconds, in [0.025, 10]: the encoder's shortest) the
+    trim leaves; ``loud_db``: a chunk whose peak is at most this far (dB, in [-60, 0]) below the clip's peak is sound
+    whatever its probability (None: probability alone). Raises ``ValueError`` outside those."""
 
     threshold: float = 0.5
     margin_s: float = 0.25
@@ -51,14 +54,15 @@ class SpeechTrim:
             raise ValueError(f"speech_trim.margin_s must be in [0, 2] seconds; got {self.margin_s}")
         if not 0.0 <= self.min_cut_s <= 10.0:
             raise ValueError(f"speech_trim.min_cut_s must be in [0, 10] seconds; got {self.min_cut_s}")
-        if not 0.0 < self.min_keep_s <= 10.0:
-            raise ValueError(f"speech_trim.min_keep_s must be in (0, 10] seconds; got {self.min_keep_s}")
+        if not 0.025 <= self.min_keep_s <= 10.0:
+            raise ValueError(f"speech_trim.min_keep_s must be in [0.025, 10] seconds; got {self.min_keep_s}")
         if self.loud_db is not None:
             if isinstance(self.loud_db, bool) or not isinstance(self.loud_db, Real) or not -60.0 <= self.loud_db <= 0.0:
                 raise ValueError(f"speech_trim.loud_db must be None or in [-60, 0] dB; got {self.loud_db!r}")
             object.__setattr__(self, "loud_db", float(self.loud_db))
 
     def to_dict(self) -> dict:
+        """The settings as a JSON object (``from_dict`` reads it back)."""
         return asdict(self)
 
     @classmethod
@@ -78,11 +82,15 @@ class SpeechTrim:
 
     def bounds_from(self, probs: Tensor, wav: Tensor) -> tuple[int, int]:
         """``probs`` ``[ceil(N / 512)]`` (``SileroVAD``'s output for ``wav``, ``[N]`` samples at 16 kHz) -> ``(start,
-        stop)``, the slice the trim keeps (``(0, N)`` when it keeps all)."""
+        stop)``, the slice the trim keeps (``(0, N)`` when it keeps all, and for a clip with a sample that is not
+        finite: the VAD's LSTM carries a NaN to every later chunk). Raises ``ValueError`` when ``probs`` has another
+        length (a caller bug)."""
         n = int(wav.shape[0])
+        if probs.shape != (-(-n // CHUNK),):
+            raise ValueError(f"speech_trim: {tuple(probs.shape)} probabilities for {n} samples; expected ({-(-n // CHUNK)},)")
         speech = probs >= self.threshold  # [T] bool
-        if n == 0 or not bool(speech.any()):
-            return 0, n  # no speech: music, noise or silence stays whole
+        if n == 0 or not bool(speech.any()) or not bool(torch.isfinite(wav).all()):
+            return 0, n  # no speech (music, noise, silence) or a NaN/inf sample: the clip stays whole
         if self.loud_db is not None:
             peaks = F.pad(wav.abs(), (0, -n % CHUNK)).reshape(-1, CHUNK).amax(dim=1)  # [T]
             speech = speech | (peaks >= float(peaks.max()) * 10 ** (self.loud_db / 20))

@@ -68,15 +68,20 @@ def fetch(dest: str | Path) -> Path:
                 data = z.read(names[0])
     digest = hashlib.sha256(data).hexdigest()
     if digest != ONNX_SHA256:
-        raise SileroImportError(f"{ONNX_NAME} has SHA-256 {digest}, expected {ONNX_SHA256} ({PACKAGE})")
+        where = f"the installed package ({path})" if path is not None else f"{PACKAGE}'s wheel"
+        raise SileroImportError(f"{ONNX_NAME} from {where} has SHA-256 {digest}, expected {ONNX_SHA256} ({PACKAGE})")
     dest.mkdir(parents=True, exist_ok=True)
-    out = dest / ONNX_NAME
-    tmp_out = dest / (ONNX_NAME + ".tmp")
-    tmp_out.write_bytes(data)
-    tmp_out.replace(out)
-    (dest / "source.json").write_text(json.dumps({"package": PACKAGE, "file": ONNX_NAME, "licence": LICENSE,
-                                                  "sha256": digest}, indent=1) + "\n")
-    return out
+    source = json.dumps({"package": PACKAGE, "file": ONNX_NAME, "licence": LICENSE, "sha256": digest}, indent=1)
+    _write_atomic(dest / "source.json", (source + "\n").encode())
+    _write_atomic(dest / ONNX_NAME, data)
+    return dest / ONNX_NAME
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary file of its own in the same folder, renamed over it."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", delete=False) as f:
+        f.write(data)
+    Path(f.name).replace(path)
 
 
 def convert(onnx_path: str | Path) -> dict[str, Tensor]:
@@ -96,7 +101,10 @@ def convert(onnx_path: str | Path) -> dict[str, Tensor]:
     for ours, theirs in ONNX_NAMES.items():
         if theirs not in init:
             raise SileroImportError(f"{onnx_path}: no initializer {theirs!r}")
-        w = torch.from_numpy(numpy_helper.to_array(init[theirs]).copy()).float()
+        try:
+            w = torch.from_numpy(numpy_helper.to_array(init[theirs]).copy()).float()
+        except ValueError as e:  # dims that do not match the stored data
+            raise SileroImportError(f"{onnx_path}: initializer {theirs!r} cannot be read ({e})") from None
         if tuple(w.shape) != shapes[ours]:
             raise SileroImportError(f"{onnx_path}: {theirs} has shape {tuple(w.shape)}, expected {shapes[ours]}")
         out[ours] = w.contiguous()
@@ -108,9 +116,14 @@ def write_weights(onnx_path: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
 
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(convert(onnx_path), str(tmp), metadata={"source": LICENSE})
-    tmp.replace(out)
+    weights = convert(onnx_path)
+    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=out.name + ".", delete=False) as f:
+        tmp = Path(f.name)
+    try:
+        save_file(weights, str(tmp), metadata={"source": LICENSE})
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -12,7 +12,9 @@ own settings, as in the encoder). Per task, pad and gate: accuracy and the share
 unpadded clip's. With ``--suite``, also every test clip of the synthetic suite's five demo tasks through each gate
 (``check_suite``: labels kept). The result goes to ``--out/results.json`` and is printed as a Markdown table. The
 screens of docs/results.md ran on v8, the bundle without a gate (``scripts/set_encoder_settings.py models/default
---out .cache/v8 --edge-gate none``), with ``--backbone .cache/v8``: a candidate gate runs before the bundle's own.
+--out .cache/v8 --edge-gate none``), with ``--backbone .cache/v8``: a candidate gate runs before the bundle's own. A ``vad:THRESHOLD:MARGIN_S`` candidate is
+v9's gate and then a speech trim (``speechprompt/speech_trim.py``, Silero VAD weights from ``--vad-weights``, a loud
+chunk counts as sound); ``--packages`` screens prompts trained on the speaker split instead of the served demos.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ TASKS = ("language-id", "vad", "gender")
 
 class TrimCandidate:
     """A speech trim screened before a bundle's own settings: v9's edge gate (``0:0.2``), then ``trim`` with ``vad``,
-    as ``speech_trim.py`` orders them in the encoder."""
+    in the order ``with_speech_trim.py`` puts them in the encoder's conditioning."""
 
     def __init__(self, trim: SpeechTrim, vad: SileroVAD):
         self.gate, self.trim, self.vad = EdgeGate(0.0, 0.2), trim, vad

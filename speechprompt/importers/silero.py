@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..silero_vad import SileroVAD
+from ..training.manifest import replace_file
 from .wheels import download_wheels
 
 PACKAGE = "silero-vad==6.2.3"
@@ -72,16 +73,9 @@ def fetch(dest: str | Path) -> Path:
         raise SileroImportError(f"{ONNX_NAME} from {where} has SHA-256 {digest}, expected {ONNX_SHA256} ({PACKAGE})")
     dest.mkdir(parents=True, exist_ok=True)
     source = json.dumps({"package": PACKAGE, "file": ONNX_NAME, "licence": LICENSE, "sha256": digest}, indent=1)
-    _write_atomic(dest / "source.json", (source + "\n").encode())
-    _write_atomic(dest / ONNX_NAME, data)
+    replace_file(dest / "source.json", (source + "\n").encode())
+    replace_file(dest / ONNX_NAME, data)
     return dest / ONNX_NAME
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` through a temporary file of its own in the same folder, renamed over it."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", delete=False) as f:
-        f.write(data)
-    Path(f.name).replace(path)
 
 
 def convert(onnx_path: str | Path) -> dict[str, Tensor]:
@@ -112,19 +106,12 @@ def convert(onnx_path: str | Path) -> dict[str, Tensor]:
 
 
 def write_weights(onnx_path: str | Path, out: str | Path) -> Path:
-    """:func:`convert` the graph and save it as safetensors at ``out`` (written whole, then renamed)."""
-    from safetensors.torch import save_file
+    """:func:`convert` the graph and save it as safetensors at ``out`` (``manifest.replace_file``: written whole, then
+    renamed)."""
+    from safetensors.torch import save
 
-    out = Path(out)
-    weights = convert(onnx_path)
-    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=out.name + ".", delete=False) as f:
-        tmp = Path(f.name)
-    try:
-        save_file(weights, str(tmp), metadata={"source": LICENSE})
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    replace_file(out, save(convert(onnx_path), metadata={"source": LICENSE}))
+    return Path(out)
 
 
 __all__ = ["ONNX_SHA256", "PACKAGE", "SileroImportError", "convert", "fetch", "installed_onnx", "write_weights"]

@@ -118,11 +118,12 @@ def bundle_ids(bundle_dir: str | os.PathLike) -> tuple[str, str | None]:
 
 
 def gate_matches(gate: dict | None, fingerprint: str, settings_digest: str | None = None) -> bool:
-    """Whether a recorded gate was measured on this bundle: its fingerprint, and its ``settings_digest`` where the
-    gate records one (a bundle with v7's weights and a level floor, v8, has v7's fingerprint but other units)."""
+    """Whether a recorded gate was measured on this bundle: the same ``fingerprint`` and the same ``settings_digest``
+    (a bundle with v7's weights and a level floor, v8, has v7's fingerprint but other units). A gate that records no
+    digest matches only a bundle that has none: it may have been measured on the same weights with other settings."""
     if not gate or gate.get("fingerprint") != fingerprint:
         return False
-    return "settings_digest" not in gate or gate["settings_digest"] == settings_digest
+    return gate.get("settings_digest") == settings_digest
 
 
 def choose(requested: str, *, device: str | torch.device, flags: frozenset[str], gate: dict | None,

@@ -152,7 +152,8 @@ def test_a_precision_gate_measured_without_the_floor_is_not_used_with_it():
     """v8 has v7's fingerprint: a gate that records its settings digest is used only by the bundle it measured."""
     gate = {"fingerprint": "f", "settings_digest": "v7", "modes": {"bf16": {"passed": True, "speedup": 2.0}}}
     assert gate_matches(gate, "f", "v7") and not gate_matches(gate, "f", "v8") and not gate_matches(gate, "g", "v7")
-    assert gate_matches({"fingerprint": "f"}, "f", "v8")  # a gate from before digests were recorded: fingerprint only
+    # a gate from before digests were recorded: only for a bundle without settings, never one that has them
+    assert gate_matches({"fingerprint": "f"}, "f", None) and not gate_matches({"fingerprint": "f"}, "f", "v8")
     flags = frozenset({"avx512_bf16", "amx_bf16", "avx512_vnni", "avx2"})
     assert choose("auto", device="cpu", flags=flags, gate=gate, fingerprint="f", settings_digest="v7").mode == "bf16"
     other = choose("auto", device="cpu", flags=flags, gate=gate, fingerprint="f", settings_digest="v8")

@@ -38,7 +38,10 @@ def package(fingerprint: str):
 
 
 def write_gate(folder, fingerprint: str, modes: dict) -> None:
-    (folder / precision.GATE_FILE).write_text(json.dumps({"fingerprint": fingerprint, "modes": modes}))
+    """A gate as ``bench/precision_gate.py`` records it: the bundle's fingerprint and settings digest."""
+    digest = precision.bundle_ids(folder)[1]
+    (folder / precision.GATE_FILE).write_text(json.dumps({"fingerprint": fingerprint, "settings_digest": digest,
+                                                          "modes": modes}))
 
 
 @pytest.mark.asyncio

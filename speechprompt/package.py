@@ -6,9 +6,12 @@ Tensors (names fixed, float32):
   official checkpoint round-trips), ``separator [d]`` -- official ``decoder.sep_embed``,
   ``verbalizer [C+4, V]`` -- official ``decoder.prompt_linear_verbalizer`` (class i is output 4+i).
 Metadata (safetensors string header): format version, task, labels (JSON), backbone fingerprint and kind, prompt
-length, created time, training facts (JSON); optional long-audio default (JSON) and read-out. A package whose
+length, created time, training facts (JSON); optional long-audio default (JSON), read-out and speech trim (JSON:
+the server trims a clip's room-tone edges with Silero VAD before this task's units, ``speech_trim.py``). A package whose
 read-out is not the separator's (``readout="mean"``) is written as format version 2, so a server that predates
-read-outs refuses it instead of serving it wrongly; every other package stays format version 1, byte for byte.
+read-outs refuses it instead of serving it wrongly; every other package stays format version 1, byte for byte. A
+speech trim does not raise the version: a server that predates it serves the untrimmed clip, which the prompts were
+trained on.
 The version is the content digest of the file bytes. Reading never unpickles: safetensors is a JSON header plus
 raw tensors.
 """
@@ -30,6 +33,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .choices import READOUTS
+from .speech_trim import SpeechTrim
 
 FORMAT_VERSION = 2  # the highest version this code reads; version 1 = every package without a read-out field
 TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -42,7 +46,9 @@ META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_vers
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
                  f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
                  "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
-                 "format_version 2 and backbone_kind 'gslm')")
+                 "format_version 2 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
+                 "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
+                 "or null; omitted keys take their defaults)")
 
 
 class PackageError(Exception):
@@ -106,6 +112,14 @@ class PackageMeta:
     long_audio: dict = field(default_factory=dict)
     # where the label is read (prompting.py): "separator" (SpeechPrompt v2; not written to the header) or "mean"
     readout: str = "separator"
+    # the speech trim the server applies before this task's units (SpeechTrim.to_dict(); {} = none). Written to the
+    # header only when set.
+    speech_trim: dict = field(default_factory=dict)
+
+    @property
+    def trim(self) -> SpeechTrim | None:
+        """The task's :class:`SpeechTrim`, or None when the package names none."""
+        return SpeechTrim.from_dict(self.speech_trim, partial=True) if self.speech_trim else None
 
     def to_header(self) -> dict[str, str]:
         version = max(self.format_version, 1 if self.readout == "separator" else 2)
@@ -117,6 +131,12 @@ class PackageMeta:
             header["long_audio"] = json.dumps(self.long_audio, sort_keys=True)
         if self.readout != "separator":
             header["readout"] = self.readout
+        if self.speech_trim:  # written with every key (omitted ones at their defaults)
+            try:
+                trim = SpeechTrim.from_dict(self.speech_trim, partial=True)
+            except (TypeError, ValueError) as e:
+                raise PackageInvalid(f"package metadata is invalid: {e}") from None
+            header["speech_trim"] = json.dumps(trim.to_dict(), sort_keys=True)
         return header
 
     @classmethod
@@ -127,7 +147,7 @@ class PackageMeta:
             err.accepted = META_ACCEPTED
             raise err
         fields: dict[str, Any] = dict(h)
-        for name in ("labels", "training", "long_audio"):
+        for name in ("labels", "training", "long_audio", "speech_trim"):
             if isinstance(h.get(name), str):
                 fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
         fields.setdefault("training", {})
@@ -145,7 +165,8 @@ class PackageMeta:
         return cls(task=m.task, labels=tuple(m.labels), backbone_fingerprint=m.backbone_fingerprint,
                    backbone_kind=m.backbone_kind, prompt_length=m.prompt_length, format_version=m.format_version,
                    created=m.created, training=m.training,
-                   long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {}, readout=m.readout)
+                   long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {}, readout=m.readout,
+                   speech_trim=m.speech_trim or {})
 
 
 Label = Annotated[str, Field(min_length=1, max_length=256)]
@@ -179,6 +200,12 @@ class MetaFields(BaseModel):
     training: dict[str, Any]
     long_audio: LongAudio | None = None
     readout: Literal[READOUTS] = "separator"
+    speech_trim: dict[str, Any] | None = None
+
+    @field_validator("speech_trim")
+    @classmethod
+    def _trim(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else SpeechTrim.from_dict(value, partial=True).to_dict()
 
     @model_validator(mode="after")
     def _readout_fits(self) -> MetaFields:
@@ -278,6 +305,13 @@ def new_package(meta: PackageMeta, deep_key: Tensor, deep_value: Tensor, input_p
     data = write_package(meta, deep_key=deep_key, deep_value=deep_value, input_prompt=input_prompt,
                          separator=separator, verbalizer=verbalizer)
     return read_package(data)
+
+
+def with_metadata(pkg: TaskPackage, **changes: Any) -> TaskPackage:
+    """``pkg``'s tensors with ``changes`` to its metadata (e.g. ``speech_trim={...}``): a new package, so a new version.
+    Raises ``PackageInvalid`` for changes its header cannot hold (re-read like any package)."""
+    meta = PackageMeta(**{**pkg.meta.__dict__, **changes})
+    return read_package(write_package(meta, **{n: getattr(pkg, n) for n in TENSORS}))
 
 
 def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_length: int | None = None,

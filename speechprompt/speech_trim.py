@@ -8,10 +8,12 @@ speech probability reaches ``threshold`` or its peak is within ``loud_db`` of th
 screams at a clip's edge low probabilities: a trim by probability alone cut loud game voices, docs/results.md). An
 edge is cut only when what it drops is at least ``min_cut_s`` long, so a clip cut tight is passed through bit for bit;
 a clip where no chunk reaches the threshold (music, noise, silence), one with a sample that is not finite, and one
-where less than ``min_keep_s`` would remain are passed whole. It is a trial, not a bundle setting: no
-``backbone.json`` names it; ``scripts/with_speech_trim.py`` runs a script with it after the edge gate and before the
-level floor of every clip the encoder reads, and ``scripts/silence_check.py`` screens it at serve time
-(docs/results.md, "A speech trim by Silero VAD for room tone": not adopted).
+where less than ``min_keep_s`` would remain are passed whole. It is not a bundle setting (as one, on every clip the
+encoder reads, training included, it cost language-id and gender: docs/results.md, "A speech trim by Silero VAD for
+room tone"). A task package may name it (``PackageMeta.speech_trim``): the server then scores that task on the trimmed
+clip (``server/speech_trims.py``; no demo does: docs/results.md, "The trim as a task's own setting"). ``scripts/with_speech_trim.py`` runs a script with it after
+the edge gate and before the level floor of every clip the encoder reads, and ``scripts/silence_check.py`` screens it
+at serve time.
 """
 
 from __future__ import annotations
@@ -66,11 +68,13 @@ class SpeechTrim:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> SpeechTrim:
-        """``backbone.json``'s ``encoder.speech_trim`` object. Raises ``ValueError`` for other keys or values."""
+    def from_dict(cls, d: dict, partial: bool = False) -> SpeechTrim:
+        """A task package's ``speech_trim`` metadata object (``to_dict``'s keys; with ``partial``, omitted keys take
+        their defaults). Raises ``ValueError`` for other keys or values."""
         keys = {"threshold", "margin_s", "min_cut_s", "min_keep_s", "loud_db"}
-        if not isinstance(d, dict) or set(d) != keys:
-            raise ValueError(f"speech_trim must be an object with {sorted(keys)}; got {d!r}")
+        if not isinstance(d, dict) or not set(d) <= keys or (not partial and set(d) != keys):
+            raise ValueError(f"speech_trim must be an object with {'some of ' if partial else ''}"
+                             f"{sorted(keys)}; got {d!r}")
         return cls(**d)
 
     @classmethod

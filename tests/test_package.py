@@ -20,8 +20,10 @@ from speechprompt.package import (
     check_task_name,
     new_package,
     read_package,
+    with_metadata,
     write_package,
 )
+from speechprompt.speech_trim import SpeechTrim
 
 L, PL, D, V = 2, 5, 8, 24
 
@@ -114,6 +116,10 @@ def _with_header(data: bytes, **meta: str) -> bytes:
     ("format_version", "3", "format_version"),
     ("readout", "max", "readout"),
     ("readout", "mean", "readout 'mean' needs format_version 2"),  # a mean package marked as format 1
+    ("speech_trim", '{"threshold": 1.5}', "threshold must be a probability"),
+    ("speech_trim", '{"margin": 0.25}', "speech_trim must be an object with some of"),  # a misspelt key
+    ("speech_trim", '[0.5, 0.25]', "speech_trim"),
+    ("speech_trim", '{"loud_db": "loud"}', "loud_db"),
 ])
 def test_every_metadata_field_is_validated(field, value, says):
     data = _with_header(write_package(META, **tensors()), **{field: value})
@@ -138,6 +144,25 @@ def test_readout_mean_is_written_as_format_2_and_separator_packages_are_unchange
     assert read_package(plain).meta.readout == "separator" and pkg.version != read_package(plain).version
     with pytest.raises(PackageInvalid, match="readout 'mean' is for gslm backbones"):
         read_package(_with_header(data, backbone_kind="pgslm"))
+
+
+def test_a_speech_trim_is_written_only_when_named_and_read_back_with_its_defaults():
+    import json
+
+    def header(data):
+        return json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+
+    plain = read_package(write_package(META, **tensors()))
+    assert "speech_trim" not in header(plain.data) and plain.meta.trim is None
+    trimmed = with_metadata(plain, speech_trim={"threshold": 0.3})  # omitted keys take their defaults
+    assert trimmed.meta.trim == SpeechTrim(threshold=0.3) and trimmed.version != plain.version
+    assert header(trimmed.data)["format_version"] == "1"  # older servers serve it (untrimmed), as trained
+    assert json.loads(header(trimmed.data)["speech_trim"]) == SpeechTrim(threshold=0.3).to_dict()
+    for n in ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer"):
+        assert torch.equal(getattr(trimmed, n), getattr(plain, n))
+    assert with_metadata(trimmed, speech_trim={}).version == plain.version  # the same bytes as before
+    with pytest.raises(PackageInvalid, match="margin_s"):
+        with_metadata(plain, speech_trim={"margin_s": 5})
 
 
 @pytest.mark.parametrize("field", ["training", "labels"])

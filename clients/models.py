@@ -87,6 +87,12 @@ class ClassifyResult:
         return self.raw.get("explanation")
 
     @property
+    def speech_trim(self) -> dict[str, Any] | None:
+        """For a task whose package names a speech trim: ``{start_s, end_s, cut}``, the seconds of the clip it was
+        scored on (room-tone edges cut); None for other tasks (docs/api.md)."""
+        return self.raw.get("speech_trim")
+
+    @property
     def applicable(self) -> bool | None:
         """With a gate (``classify_multi(..., gate="vad:speech")``): whether the gate passed, i.e. this answer
         applies to the clip; None without a gate or when the gate task could not be served."""

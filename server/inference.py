@@ -17,6 +17,7 @@ import numpy as np
 
 from speechprompt.audio import AudioTooLong, DecodedAudio, decode_audio, from_pcm
 
+from . import speech_trims
 from .errors import BadRequest, DeadlineExceeded, error_code, to_problem
 from .explanations import occlusion_body
 from .gate import Gate, check_label
@@ -193,15 +194,26 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
             job_clip = clip
             if clip.audio.duration_s > service.max_audio_seconds:  # the truncate policy
                 job_clip = await _truncate(service, clip)
-            held = [le for le in held if le not in plain]
-            result = await run_job(service, job_clip, plain, deadline, receive, explain_spans)
-            span_s = encoded_span(service, job_clip) if explain_spans else (0.0, 0.0)
-            for i, (le, row) in enumerate(zip(plain, result.rows, strict=True)):
-                items[le.task] = _item(le, row, top_k, fingerprint, (result, span_s, i) if explain_spans else None,
-                                       by_label)
-                if job_clip is not clip and not isinstance(items[le.task], Exception):
-                    items[le.task]["long_audio"] = {"policy": "truncate",
-                                                    "scored_s": round(job_clip.audio.duration_s, 6)}
+            jobs = await _trim_groups(service, job_clip, plain, items)  # one job per speech trim the tasks name
+            submitted = [le for _, group, _ in jobs for le in group]
+            held = [le for le in held if le not in submitted]  # a job releases its own leases
+            results = await asyncio.gather(*(run_job(service, c, group, deadline, receive, explain_spans)
+                                             for c, group, _ in jobs), return_exceptions=True)
+            for (c, group, trim_facts), res in zip(jobs, results, strict=True):
+                if isinstance(res, BaseException):
+                    raise res
+                result = result or res
+                span_s = _shifted(encoded_span(service, c), trim_facts) if explain_spans else (0.0, 0.0)
+                for i, (le, row) in enumerate(zip(group, res.rows, strict=True)):
+                    items[le.task] = _item(le, row, top_k, fingerprint, (res, span_s, i) if explain_spans else None,
+                                           by_label)
+                    if isinstance(items[le.task], Exception):
+                        continue
+                    if job_clip is not clip:
+                        items[le.task]["long_audio"] = {"policy": "truncate",
+                                                        "scored_s": round(job_clip.audio.duration_s, 6)}
+                    if trim_facts is not None:
+                        items[le.task]["speech_trim"] = trim_facts
         if windowed:
             items.update(await while_connected(
                 windowed_results(service, clip.audio.samples, windowed, req, top_k, fingerprint), receive))
@@ -209,6 +221,32 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
         for lease in held:
             registry.release(lease)
     return clip, items, result
+
+
+async def _trim_groups(service: Service, clip: Clip, leases: list[Lease],
+                       items: dict) -> list[tuple[Clip, list[Lease], dict | None]]:
+    """``leases`` by the speech trim their packages name (``server/speech_trims.py``) -> ``(clip, leases, the
+    answers' speech_trim facts or None)`` per job. A task whose trim cannot run gets its error entry in ``items``
+    and no job (its lease stays with the caller, who releases it)."""
+    jobs: list[tuple[Clip, list[Lease], dict | None]] = []
+    for trim, group in speech_trims.groups(leases).items():
+        if trim is None:
+            jobs.append((clip, group, None))
+            continue
+        try:
+            trimmed_clip, facts = await speech_trims.trimmed(service, clip, trim)
+        except Exception as exc:  # noqa: BLE001 - typed (SpeechTrimUnavailable) or not: these tasks' error entries
+            for lease in group:
+                items[lease.task] = exc
+            continue
+        jobs.append((trimmed_clip, group, facts))
+    return jobs
+
+
+def _shifted(span_s: tuple[float, float], trim_facts: dict | None) -> tuple[float, float]:
+    """The seconds a trimmed clip's units cover, in the seconds of the clip as sent."""
+    offset = trim_facts["start_s"] if trim_facts is not None else 0.0
+    return span_s[0] + offset, span_s[1] + offset
 
 
 def encoded_span(service: Any, clip: Clip) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from .errors import NotReady
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
+from .speech_trims import load_vad
 from .stores import PromptStore, open_store
 from .units_cache import UnitsCache
 
@@ -92,6 +93,7 @@ class Service:
         self.reason = "starting"  # public words (never a path or a host): /readyz and 503 bodies
         self.failure: str | None = None  # the start-up error in full: logs and the admin status only
         self.runtime: Any = None
+        self.speech_vad: Any = None  # Silero VAD for tasks that name a speech trim (server/speech_trims.py)
         self.max_audio_seconds = settings.max_audio_seconds  # lowered at boot to what the unit LM can take
         self.store: PromptStore | None = None
         self.batcher: Batcher | None = None
@@ -126,6 +128,7 @@ class Service:
                 log.warning("max_audio_seconds lowered from %g to %.2f s: longer clips exceed the unit LM's "
                             "positions", s.max_audio_seconds, lm_limit)
                 self.max_audio_seconds = lm_limit
+            self.speech_vad = await asyncio.to_thread(load_vad, s.speech_trim_weights)
             cache = self.store.units_cache(UnitsCache(s.units_cache_entries))
             self.batcher = Batcher(runtime, cache, runtime.units_key, max_rows=s.max_batch_rows,
                                    max_wait_s=s.max_batch_wait_ms / 1e3, capacity=s.queue_capacity,

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for PUT/DELETE /v1/tasks; unset -> uploads and deletes are refused (403)"
     )
+    speech_trim_weights: Path = Field(
+        default_factory=lambda: default_path("models/speech_trim/silero_vad_v6.safetensors"),
+        description="Silero VAD v6 weights (safetensors) for tasks whose package names a speech trim; default "
+        "models/speech_trim/silero_vad_v6.safetensors in the current folder, else in the installation. A missing "
+        "file: those tasks answer 503 speech_trim_unavailable; a file that is not those weights fails start-up")
     device: str = Field("cpu", description="torch device for the backbone and the prompt bank")
     precision: str = Field(
         "auto", description="arithmetic of the encoder and unit LM: auto (the fastest mode this CPU/GPU runs "

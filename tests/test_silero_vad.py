@@ -57,6 +57,15 @@ def test_port_matches_the_packages_onnx_loop_on_real_and_padded_speech(vad):
     assert probs[31:31 + len(speech) // CHUNK].max() > 0.9  # the voice is
 
 
+def test_the_committed_weights_are_the_importers_output(weights):
+    """models/speech_trim (what the server loads for a package's speech trim) is rebuilt byte for byte."""
+    from speechprompt.paths import default_path
+
+    committed = default_path("models/speech_trim/silero_vad_v6.safetensors")
+    assert committed.read_bytes() == weights.read_bytes()
+    assert torch.equal(SileroVAD.load(committed).conv1.weight, SileroVAD.load(weights).conv1.weight)
+
+
 def test_importer_checks_the_digest_and_every_initializer(tmp_path, monkeypatch, weights):
     onnx_path = imp.fetch(tmp_path / "a")
     assert hashlib.sha256(onnx_path.read_bytes()).hexdigest() == imp.ONNX_SHA256

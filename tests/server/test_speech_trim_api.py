@@ -1,0 +1,174 @@
+"""A task whose package names a speech trim (server/speech_trims.py) over HTTP, on the default bundle and demo vad
+prompts: a real voice (alsa-utils, a test set) with room tone around it is scored on the part the trim keeps, exactly
+as that part sent alone to the same prompts without a trim; tasks with and without a trim share one request; a server
+without the VAD weights answers the trimmed task 503 and the others 200; a wrong weights file fails start-up."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from clients.models import ClassifyResult
+from speechprompt.package import read_package, with_metadata
+from speechprompt.paths import default_path
+from speechprompt.speech_trim import SpeechTrim
+
+from .http_helpers import WAV
+
+pytestmark = pytest.mark.asyncio
+CLIP = Path("/usr/share/sounds/alsa/Front_Center.wav")
+needs_clip = pytest.mark.skipif(not CLIP.exists(), reason="alsa-utils recordings missing")
+
+
+def wav(samples: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, 16000, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def voice() -> np.ndarray:
+    recorded, rate = sf.read(CLIP, dtype="float32")
+    loud = np.flatnonzero(recorded)
+    return soxr.resample(recorded[loud[0]:loud[-1] + 1], rate, 16000).astype(np.float32)
+
+
+def room_tone(v: np.ndarray, seconds: float = 1.0, peak: float = 1e-3) -> np.ndarray:
+    """``v`` with white noise at ``peak`` (-60 dBFS) before and after: a microphone's silence."""
+    n = int(seconds * 16000)
+    noise = np.random.default_rng(0).uniform(-peak, peak, 2 * n).astype(np.float32)
+    return np.concatenate([noise[:n], v, noise[n:]])
+
+
+def store_with_trim(tmp_path: Path) -> Path:
+    """The demo store plus ``vad-trim`` (the vad demo's tensors naming the default trim) and ``vad-whole`` (the same
+    tensors, no trim)."""
+    store = tmp_path / "store"
+    shutil.copytree(default_path("prompts_store"), store)
+    version = (store / "vad" / "CURRENT").read_text().strip()
+    pkg = read_package((store / "vad" / f"{version}.safetensors").read_bytes())
+    for name, trim in (("vad-trim", SpeechTrim().to_dict()), ("vad-whole", {})):
+        new = with_metadata(pkg, task=name, speech_trim=trim)
+        (store / name).mkdir()
+        (store / name / f"{new.version}.safetensors").write_bytes(new.data)
+        (store / name / "CURRENT").write_text(new.version + "\n")
+    return store
+
+
+async def classify(srv, task: str, data: bytes, extra: str = "") -> dict:
+    r = await srv.client.post(f"/v1/tasks/{task}/classify?top_k=100{extra}", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def scores(body: dict) -> dict:
+    return {s["label"]: s["score"] for s in body["scores"]}
+
+
+@needs_clip
+async def test_a_trimmed_task_scores_the_voice_without_its_room_tone(make_server, tmp_path):
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)))
+    v = voice()
+    sent = room_tone(v)
+    trimmed = await classify(srv, "vad-trim", wav(sent))
+    facts = trimmed["speech_trim"]
+    assert facts["cut"] is True and ClassifyResult.from_json(trimmed).speech_trim == facts  # the Python client's view
+    # the voice lies at 1.0 s .. 1.0 s + its length; the trim keeps a 0.25 s margin around it (32 ms chunks)
+    assert 0.7 <= facts["start_s"] <= 1.0 and 1.0 + len(v) / 16000 <= facts["end_s"] <= 1.35 + len(v) / 16000
+    start, stop = round(facts["start_s"] * 16000), round(facts["end_s"] * 16000)
+    alone = await classify(srv, "vad-whole", wav(sent[start:stop]))  # that part alone, no trim
+    assert "speech_trim" not in alone
+    assert scores(trimmed) == pytest.approx(scores(alone), abs=1e-6) and trimmed["label"] == alone["label"]
+    whole = await classify(srv, "vad-whole", wav(sent))
+    assert scores(whole) != pytest.approx(scores(trimmed), abs=1e-4)  # the room tone changed the untrimmed answer
+    # a tight clip: nothing to cut, the same answer as without a trim
+    tight_trim, tight_whole = await classify(srv, "vad-trim", wav(v)), await classify(srv, "vad-whole", wav(v))
+    assert tight_trim["speech_trim"] == {"start_s": 0.0, "end_s": round(len(v) / 16000, 6), "cut": False}
+    assert scores(tight_trim) == pytest.approx(scores(tight_whole), abs=1e-6)
+    # noise alone has no speech: scored whole
+    noise = room_tone(np.zeros(0, np.float32))
+    assert (await classify(srv, "vad-trim", wav(noise)))["speech_trim"]["cut"] is False
+    # the explanation's stretches lie on the part scored, in the seconds of the clip as sent
+    spans = (await classify(srv, "vad-trim", wav(sent), "&explain=true&explain_spans=4"))["explanation"]["spans"]
+    assert spans[0]["start"] >= facts["start_s"] - 1e-6 and spans[-1]["end"] <= facts["end_s"] + 1e-6
+    info = (await srv.client.get("/v1/tasks/vad-trim")).json()
+    assert info["speech_trim"] == SpeechTrim().to_dict()
+    assert (await srv.client.get("/v1/tasks/vad-whole")).json()["speech_trim"] is None
+
+
+@needs_clip
+async def test_tasks_with_and_without_a_trim_answer_in_one_request_as_alone(make_server, tmp_path):
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)))
+    data = wav(room_tone(voice()))
+    r = await srv.client.post("/v1/classify?tasks=vad-trim,vad-whole,gender&top_k=100", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    got = {t["task"]: t for t in r.json()["results"]}
+    for task in ("vad-trim", "vad-whole", "gender"):
+        alone = await classify(srv, task, data)
+        assert scores(got[task]) == pytest.approx(scores(alone), abs=1e-6), task
+        assert got[task].get("speech_trim") == alone.get("speech_trim"), task
+    assert got["vad-trim"]["speech_trim"]["cut"] is True and "speech_trim" not in got["gender"]
+
+
+@needs_clip
+async def test_without_vad_weights_only_the_trimmed_task_is_refused(make_server, tmp_path):
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)),
+                            speech_trim_weights=tmp_path / "absent.safetensors")
+    data = wav(room_tone(voice()))
+    r = await srv.client.post("/v1/tasks/vad-trim/classify", content=data, headers=WAV)
+    assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["type"] == "/problems/speech_trim_unavailable" and "SPEECHPROMPT_SPEECH_TRIM_WEIGHTS" in problem["accepted"]
+    r = await srv.client.post("/v1/classify?tasks=vad-trim,gender", content=data, headers=WAV)
+    assert r.status_code == 200, r.text
+    got = {t["task"]: t for t in r.json()["results"]}
+    assert got["vad-trim"]["error"]["type"] == "/problems/speech_trim_unavailable" and got["gender"]["label"] in ("female", "male")
+    # the leases of the refused task were released: the task still answers (and drains) after the refusals
+    assert srv.service.registry.describe("vad-trim")["in_flight"] == 0
+
+
+async def test_a_file_that_is_not_silero_weights_fails_start_up(make_server, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors at all")
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(tmp_path / "store"),
+                            speech_trim_weights=bad, wait=False)
+    with pytest.raises(Exception, match="start-up failed"):
+        await srv.service.wait_ready(20)
+    assert srv.service.state == "failed"
+
+
+def test_the_script_names_and_removes_a_trim_in_a_store_and_keeps_the_tensors(tmp_path):
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    shutil.copytree(default_path("prompts_store") / "vad", store / "vad")
+    first = (store / "vad" / "CURRENT").read_text().strip()
+    script = [sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "set_speech_trim.py"),
+              "--store", str(store), "--task", "vad"]
+
+    def current():
+        version = (store / "vad" / "CURRENT").read_text().strip()
+        return version, read_package((store / "vad" / f"{version}.safetensors").read_bytes())
+
+    for trim, want in (("none", None), ("0.3:0.1", SpeechTrim(0.3, 0.1))):
+        r = subprocess.run(script + ["--trim", trim], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        version, pkg = current()
+        assert pkg.meta.trim == want and pkg.version == version and version in r.stdout
+    assert (store / "vad" / f"{first}.safetensors").exists()  # kept: a running server may serve it
+    original = read_package((store / "vad" / f"{first}.safetensors").read_bytes())
+    assert all(torch.equal(getattr(pkg, n), getattr(original, n)) for n in ("deep_key", "verbalizer", "separator"))
+    back = original.meta.trim
+    r = subprocess.run(script + ["--trim", f"{back.threshold}:{back.margin_s}" if back else "none", "--prune"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert current()[0] == first and sorted(p.stem for p in (store / "vad").glob("*.safetensors")) == [first]
+    r = subprocess.run(script + ["--trim", "0.5"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "THRESHOLD:MARGIN_S" in r.stderr and current()[0] == first

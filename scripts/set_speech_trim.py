@@ -53,7 +53,10 @@ def main() -> None:
         trim = SpeechTrim.parse(a.trim)
     except ValueError as e:
         ap.error(str(e))
-    version = set_trim(a.store, a.task, trim, a.prune)
+    try:
+        version = set_trim(a.store, a.task, trim, a.prune)
+    except FileNotFoundError:
+        ap.error(f"{a.store} has no current version of task {a.task!r} (a filesystem store: <store>/<task>/CURRENT)")
     sys.stdout.write(f"{a.task}: {version} ({'speech trim ' + a.trim if trim else 'no speech trim'})\n")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -74,25 +75,33 @@ async def _until(aw: Any, deadline: float, what: str) -> Any:
         raise DeadlineExceeded(f"the request's deadline passed while {what}") from None
 
 
-async def run_job(service: Service, clip: Clip, leases: list[Lease], deadline: float,
-                  receive: Any = None, explain_spans: int = 0) -> JobResult:
-    """Queue one job (one row per lease, plus ``explain_spans`` occluded rows per lease) and wait for it, its
-    deadline or the client's disconnect."""
+async def run_jobs(service: Service, jobs: list[tuple[Clip, list[Lease]]], deadline: float,
+                   receive: Any = None, explain_spans: int = 0) -> list[JobResult]:
+    """Queue one job per ``(clip, leases)`` (one row per lease, plus ``explain_spans`` occluded rows per lease), all
+    before the first wait, then wait for every one, the deadline or the client's disconnect. Each job releases its
+    leases once (``jobs.finish``); when one cannot be queued (429, not ready), its leases and those of the jobs after
+    it are released here, the jobs already queued are cancelled, and the error is raised."""
     registry, batcher = service.registry, service.batcher
     assert registry is not None and batcher is not None
 
-    def release() -> None:
-        for lease in leases:
-            registry.release(lease)
+    def releaser(leases: list[Lease]) -> Callable[[], None]:
+        def release() -> None:
+            for lease in leases:
+                registry.release(lease)
+        return release
 
-    try:
-        fut = batcher.submit(clip.audio.samples, clip.digest, [le.key for le in leases], deadline, release,
-                             explain_spans=explain_spans)
-    except BaseException:
-        release()
-        raise
-    # the model loop skips a cancelled job (and counts it) if it has not started yet
-    return await while_connected(fut, receive, deadline)
+    futs: list[asyncio.Future] = []
+    for i, (clip, leases) in enumerate(jobs):
+        try:
+            futs.append(batcher.submit(clip.audio.samples, clip.digest, [le.key for le in leases], deadline,
+                                       releaser(leases), explain_spans=explain_spans))
+        except BaseException:
+            for _, later in jobs[i:]:
+                releaser(later)()
+            for fut in futs:
+                fut.cancel()  # the model loop skips a cancelled job (and counts it); its leases are released there
+            raise
+    return await while_connected(asyncio.gather(*futs), receive, deadline)
 
 
 def _scores(lease: Lease, probs: Any, top_k: int, fingerprint: str,
@@ -194,17 +203,17 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
             job_clip = clip
             if clip.audio.duration_s > service.max_audio_seconds:  # the truncate policy
                 job_clip = await _truncate(service, clip)
-            jobs = await _trim_groups(service, job_clip, plain, items)  # one job per speech trim the tasks name
-            submitted = [le for _, group, _ in jobs for le in group]
-            held = [le for le in held if le not in submitted]  # a job releases its own leases
-            results = await asyncio.gather(*(run_job(service, c, group, deadline, receive, explain_spans)
-                                             for c, group, _ in jobs), return_exceptions=True)
-            for (c, group, trim_facts), res in zip(jobs, results, strict=True):
-                if isinstance(res, BaseException):
-                    raise res
-                result = result or res
-                span_s = _shifted(encoded_span(service, c), trim_facts) if explain_spans else (0.0, 0.0)
-                for i, (le, row) in enumerate(zip(group, res.rows, strict=True)):
+            parts, trim_facts, trim_errors = await speech_trims.parts(service, job_clip, plain)
+            items.update(trim_errors)  # their leases stay held (released below)
+            queued = [le for part in parts for le in part.leases]
+            held = [le for le in held if le not in queued]  # no await until run_jobs queued them: their jobs release them
+            results = await run_jobs(service, [(part.clip, part.leases) for part in parts], deadline, receive,
+                                     explain_spans)
+            for part, res in zip(parts, results, strict=True):
+                result = result or res  # the response's audio and timings: the whole clip's job when there is one
+                span_s = encoded_span(service, part.clip) if explain_spans else (0.0, 0.0)
+                span_s = (span_s[0] + part.start_s, span_s[1] + part.start_s)  # in the seconds of the clip as sent
+                for i, (le, row) in enumerate(zip(part.leases, res.rows, strict=True)):
                     items[le.task] = _item(le, row, top_k, fingerprint, (res, span_s, i) if explain_spans else None,
                                            by_label)
                     if isinstance(items[le.task], Exception):
@@ -212,8 +221,8 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
                     if job_clip is not clip:
                         items[le.task]["long_audio"] = {"policy": "truncate",
                                                         "scored_s": round(job_clip.audio.duration_s, 6)}
-                    if trim_facts is not None:
-                        items[le.task]["speech_trim"] = trim_facts
+                    if le.task in trim_facts:
+                        items[le.task]["speech_trim"] = trim_facts[le.task]
         if windowed:
             items.update(await while_connected(
                 windowed_results(service, clip.audio.samples, windowed, req, top_k, fingerprint), receive))
@@ -221,32 +230,6 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
         for lease in held:
             registry.release(lease)
     return clip, items, result
-
-
-async def _trim_groups(service: Service, clip: Clip, leases: list[Lease],
-                       items: dict) -> list[tuple[Clip, list[Lease], dict | None]]:
-    """``leases`` by the speech trim their packages name (``server/speech_trims.py``) -> ``(clip, leases, the
-    answers' speech_trim facts or None)`` per job. A task whose trim cannot run gets its error entry in ``items``
-    and no job (its lease stays with the caller, who releases it)."""
-    jobs: list[tuple[Clip, list[Lease], dict | None]] = []
-    for trim, group in speech_trims.groups(leases).items():
-        if trim is None:
-            jobs.append((clip, group, None))
-            continue
-        try:
-            trimmed_clip, facts = await speech_trims.trimmed(service, clip, trim)
-        except Exception as exc:  # noqa: BLE001 - typed (SpeechTrimUnavailable) or not: these tasks' error entries
-            for lease in group:
-                items[lease.task] = exc
-            continue
-        jobs.append((trimmed_clip, group, facts))
-    return jobs
-
-
-def _shifted(span_s: tuple[float, float], trim_facts: dict | None) -> tuple[float, float]:
-    """The seconds a trimmed clip's units cover, in the seconds of the clip as sent."""
-    offset = trim_facts["start_s"] if trim_facts is not None else 0.0
-    return span_s[0] + offset, span_s[1] + offset
 
 
 def encoded_span(service: Any, clip: Clip) -> tuple[float, float]:

@@ -128,6 +128,7 @@ class Service:
                 log.warning("max_audio_seconds lowered from %g to %.2f s: longer clips exceed the unit LM's "
                             "positions", s.max_audio_seconds, lm_limit)
                 self.max_audio_seconds = lm_limit
+            self.reason = "loading the speech-trim weights"
             self.speech_vad = await asyncio.to_thread(load_vad, s.speech_trim_weights)
             cache = self.store.units_cache(UnitsCache(s.units_cache_entries))
             self.batcher = Batcher(runtime, cache, runtime.units_key, max_rows=s.max_batch_rows,

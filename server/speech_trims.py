@@ -2,8 +2,8 @@
 
 A task package may name a speech trim (``speech_trim`` metadata, ``speechprompt/speech_trim.py``): the server then
 scores that task on the clip from a margin before its first speech to a margin after its last, instead of the whole
-recording. The tasks of one request that name the same trim (or none) share one encode; a request whose tasks name
-different trims encodes the clip once per trim (``inference._score_leases``). The Silero VAD weights are a file next
+recording. The VAD runs once per clip; the tasks of one request that are scored on the same part (no trim, or trims
+that give the same bounds) share one encode, and each other part costs one more (``inference._score_leases``). The Silero VAD weights are a file next
 to the bundles (``Settings.speech_trim_weights``, ``models/speech_trim``); a server without them answers a trimmed
 task with 503 ``speech_trim_unavailable``. Windowed tasks (``long_audio=window``) are scored on the untrimmed clip.
 No FastAPI here.
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from speechprompt.speech_trim import SpeechTrim
@@ -35,15 +36,21 @@ class SpeechTrimUnavailable(TaskUnavailable):
 
 
 def load_vad(path: Path) -> Any:
-    """The Silero VAD of ``path`` (``SileroVAD``), or None when the file does not exist (logged: tasks that name a
-    trim then answer 503). Raises ``ValueError`` / ``OSError`` for a file that is not silero-vad v6 16 kHz weights
-    (a misconfigured server fails its start-up rather than serve those tasks untrimmed)."""
+    """The Silero VAD of ``path`` (``SileroVAD``), or None when the file does not exist (a warning is logged: tasks
+    that name a trim then answer 503). Raises ``ValueError`` naming the setting for a file that is not silero-vad v6
+    16 kHz weights (a misconfigured server fails its start-up rather than serve those tasks untrimmed)."""
     from speechprompt.silero_vad import SileroVAD
 
-    if not Path(path).is_file():
-        log.info("no speech-trim weights at %s: tasks whose package names a speech trim will answer 503", path)
+    path = Path(path)
+    if not path.is_file():
+        log.warning("no speech-trim weights at %s (SPEECHPROMPT_SPEECH_TRIM_WEIGHTS): tasks whose package names a "
+                    "speech trim will answer 503 speech_trim_unavailable", path)
         return None
-    return SileroVAD.load(Path(path))
+    try:
+        return SileroVAD.load(path)
+    except Exception as e:  # noqa: BLE001 - safetensors, shape and name errors alike: a misconfiguration
+        raise ValueError(f"SPEECHPROMPT_SPEECH_TRIM_WEIGHTS={path} is not silero-vad v6 16 kHz weights "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def trim_of(lease: Lease) -> SpeechTrim | None:
@@ -52,48 +59,81 @@ def trim_of(lease: Lease) -> SpeechTrim | None:
     return getattr(meta, "trim", None)
 
 
-def groups(leases: list[Lease]) -> dict[SpeechTrim | None, list[Lease]]:
-    """``leases`` by the trim their packages name (None first when present), in request order within a group."""
-    out: dict[SpeechTrim | None, list[Lease]] = {}
-    for lease in leases:
-        out.setdefault(trim_of(lease), []).append(lease)
-    return dict(sorted(out.items(), key=lambda kv: kv[0] is not None))
+@dataclass(frozen=True)
+class Part:
+    """The clip some tasks of a request are scored on (``inference.Clip``), those tasks' leases, and where that clip
+    begins in the clip as sent (seconds)."""
+
+    clip: Any
+    leases: list[Lease]
+    start_s: float = 0.0
 
 
-def bounds(samples, trim: SpeechTrim, vad: Any, gate_span: tuple[int, int]) -> tuple[int, int]:
-    """``samples`` ``[N]`` f32 at 16 kHz -> ``(start, stop)`` the task is scored on: the trim's bounds inside the part
-    the bundle's edge gate reads (``gate_span``, samples; digital silence first, as the trim was measured in
-    docs/results.md), or ``(0, N)`` when the trim keeps that whole part."""
+def bounds(samples: np.ndarray, trims: set[SpeechTrim], vad: Any,
+           gate_span: tuple[int, int]) -> dict[SpeechTrim, tuple[int, int]]:
+    """``samples`` ``[N]`` f32 at 16 kHz -> per trim, the ``(start, stop)`` its tasks are scored on: the trim's bounds
+    inside the part the bundle's edge gate reads (``gate_span``, samples; digital silence first, as the trim was
+    measured in docs/results.md), or ``(0, N)`` when the trim keeps that whole part. The VAD runs once for all trims."""
     a, b = gate_span
     x = torch.from_numpy(samples[a:b])
-    s, e = trim.bounds(x, vad)
-    return (0, int(samples.shape[0])) if (s, e) == (0, b - a) else (a + s, a + e)
+    probs = vad(x)
+    out = {}
+    for trim in trims:
+        s, e = trim.bounds_from(probs, x)
+        out[trim] = (0, int(samples.shape[0])) if (s, e) == (0, b - a) else (a + s, a + e)
+    return out
 
 
-async def trimmed(service: Any, clip: Any, trim: SpeechTrim) -> tuple[Any, dict]:
-    """``clip`` (``inference.Clip``) -> (the clip a trimmed task is scored on, the ``speech_trim`` facts of its
-    answer: ``start_s``, ``end_s`` and ``cut``), in a worker thread. Raises :class:`SpeechTrimUnavailable` when the
-    server has no VAD weights."""
+async def parts(service: Any, clip: Any, leases: list[Lease]) -> tuple[list[Part], dict[str, dict],
+                                                                       dict[str, Exception]]:
+    """Split ``leases`` by the part of ``clip`` each task is scored on -> (the parts, whole clip first; the
+    ``speech_trim`` facts of each trimmed task's answer: ``start_s``, ``end_s``, ``cut``; the error of each task whose
+    trim cannot run: :class:`SpeechTrimUnavailable` without VAD weights). Tasks whose trims give the same bounds
+    share a part (one encode); the VAD runs once per clip, in a worker thread. Leases of failed tasks are in no
+    part (the caller releases them)."""
+    trims = {t for t in map(trim_of, leases) if t is not None}
+    if not trims:
+        return [Part(clip, list(leases))], {}, {}
     vad = getattr(service, "speech_vad", None)
+    rate, samples = clip.audio.sample_rate, clip.audio.samples
+    n = int(samples.shape[0])
+    errors: dict[str, Exception] = {}
+    cut: dict[SpeechTrim, tuple[int, int]] = {}
     if vad is None:
-        raise SpeechTrimUnavailable(
+        err = SpeechTrimUnavailable(
             "this task's package names a speech trim and this server has no Silero VAD weights to run it",
             accepted="a server started with SPEECHPROMPT_SPEECH_TRIM_WEIGHTS at a silero-vad v6 weights file "
                      "(models/speech_trim in the repository), or a package of this task without speech_trim")
-    rate = clip.audio.sample_rate
-    samples = clip.audio.samples
+        errors = {le.task: err for le in leases if trim_of(le) is not None}
+    else:
+        def run() -> dict[SpeechTrim, tuple[int, int]]:
+            span = getattr(service.runtime, "encoded_span", None)
+            g = span(samples) if span is not None else (0.0, n / rate)
+            return bounds(samples, trims, vad, (round(g[0] * rate), round(g[1] * rate)))
 
-    def run() -> tuple[int, int, str]:
-        span = getattr(service.runtime, "encoded_span", None)
-        g = span(samples) if span is not None else (0.0, samples.shape[0] / rate)
-        start, stop = bounds(samples, trim, vad, (round(g[0] * rate), round(g[1] * rate)))
-        cut = (start, stop) != (0, samples.shape[0])
-        return start, stop, pcm_digest(samples[start:stop]) if cut else clip.digest
-
-    start, stop, digest = await asyncio.to_thread(run)
-    facts = {"start_s": round(start / rate, 6), "end_s": round(stop / rate, 6),
-             "cut": (start, stop) != (0, samples.shape[0])}
-    if not facts["cut"]:
-        return clip, facts
-    audio = replace(clip.audio, samples=samples[start:stop], duration_s=(stop - start) / rate)
-    return replace(clip, audio=audio, digest=digest), facts
+        try:
+            cut = await asyncio.to_thread(run)
+        except Exception as exc:  # noqa: BLE001 - those tasks' error entries; the others still answer
+            log.exception("speech trim failed")
+            errors = {le.task: exc for le in leases if trim_of(le) is not None}
+    by_bounds: dict[tuple[int, int], list[Lease]] = {}
+    facts: dict[str, dict] = {}
+    for le in leases:
+        if le.task in errors:
+            continue
+        trim = trim_of(le)
+        start, stop = cut[trim] if trim is not None else (0, n)
+        by_bounds.setdefault((start, stop), []).append(le)
+        if trim is not None:
+            facts[le.task] = {"start_s": round(start / rate, 6), "end_s": round(stop / rate, 6),
+                              "cut": (start, stop) != (0, n)}
+    out = []
+    for (start, stop), group in sorted(by_bounds.items(), key=lambda kv: kv[0] != (0, n)):
+        part = clip
+        if (start, stop) != (0, n):
+            piece = samples[start:stop]
+            digest = await asyncio.to_thread(pcm_digest, piece)
+            part = replace(clip, audio=replace(clip.audio, samples=piece, duration_s=(stop - start) / rate),
+                           digest=digest)
+        out.append(Part(part, group, start / rate))
+    return out, facts, errors

@@ -205,7 +205,7 @@ class MetaFields(BaseModel):
     @field_validator("speech_trim")
     @classmethod
     def _trim(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else SpeechTrim.from_dict(value, partial=True).to_dict()
+        return SpeechTrim.from_dict(value, partial=True).to_dict() if value else None  # {}: no trim, as to_header
 
     @model_validator(mode="after")
     def _readout_fits(self) -> MetaFields:

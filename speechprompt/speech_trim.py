@@ -18,6 +18,7 @@ at serve time.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import asdict, dataclass
 from numbers import Real
 
@@ -47,7 +48,7 @@ class SpeechTrim:
         names = ("threshold", "margin_s", "min_cut_s", "min_keep_s")
         values = tuple(getattr(self, k) for k in names)
         if any(isinstance(v, bool) or not isinstance(v, Real) for v in values):
-            raise ValueError(f"speech_trim.{', '.join(names)} must be numbers; got {values!r}")
+            raise ValueError(f"speech_trim.{', '.join(names)} must be numbers; got {reprlib.repr(values)}")
         for name in names:  # 0 and 0.0 are one setting (one units key)
             object.__setattr__(self, name, float(getattr(self, name)))
         if not 0.0 < self.threshold < 1.0:
@@ -60,7 +61,7 @@ class SpeechTrim:
             raise ValueError(f"speech_trim.min_keep_s must be in [0.025, 10] seconds; got {self.min_keep_s}")
         if self.loud_db is not None:
             if isinstance(self.loud_db, bool) or not isinstance(self.loud_db, Real) or not -60.0 <= self.loud_db <= 0.0:
-                raise ValueError(f"speech_trim.loud_db must be None or in [-60, 0] dB; got {self.loud_db!r}")
+                raise ValueError(f"speech_trim.loud_db must be None or in [-60, 0] dB; got {reprlib.repr(self.loud_db)}")
             object.__setattr__(self, "loud_db", float(self.loud_db))
 
     def to_dict(self) -> dict:
@@ -74,7 +75,7 @@ class SpeechTrim:
         keys = {"threshold", "margin_s", "min_cut_s", "min_keep_s", "loud_db"}
         if not isinstance(d, dict) or not set(d) <= keys or (not partial and set(d) != keys):
             raise ValueError(f"speech_trim must be an object with {'some of ' if partial else ''}"
-                             f"{sorted(keys)}; got {d!r}")
+                             f"{sorted(keys)}; got {reprlib.repr(d)}")
         return cls(**d)
 
     @classmethod

@@ -163,6 +163,11 @@ def test_a_speech_trim_is_written_only_when_named_and_read_back_with_its_default
     assert with_metadata(trimmed, speech_trim={}).version == plain.version  # the same bytes as before
     with pytest.raises(PackageInvalid, match="margin_s"):
         with_metadata(plain, speech_trim={"margin_s": 5})
+    assert read_package(_with_header(plain.data, speech_trim="{}")).meta.trim is None  # {}: no trim, as written
+    hostile = _with_header(plain.data, speech_trim=json.dumps({f"k{i}": "x" * 100 for i in range(20_000)}))
+    with pytest.raises(PackageInvalid) as e:
+        read_package(hostile)
+    assert len(str(e.value)) < 2_000  # the refusal names the problem without echoing a 2 MB header
 
 
 @pytest.mark.parametrize("field", ["training", "labels"])

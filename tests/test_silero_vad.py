@@ -57,6 +57,14 @@ def test_port_matches_the_packages_onnx_loop_on_real_and_padded_speech(vad):
     assert probs[31:31 + len(speech) // CHUNK].max() > 0.9  # the voice is
 
 
+def test_the_committed_weights_are_pinned():
+    """What the server loads for a package's speech trim, checked without silero-vad installed."""
+    from speechprompt.paths import default_path
+
+    data = default_path("models/speech_trim/silero_vad_v6.safetensors").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == "b9328d86e0296a3ebeb86651e88e8e26f3b52479c5dfa4114a18ad2c29f99ea8"
+
+
 def test_the_committed_weights_are_the_importers_output(weights):
     """models/speech_trim (what the server loads for a package's speech trim) is rebuilt byte for byte."""
     from speechprompt.paths import default_path

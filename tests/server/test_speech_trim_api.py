@@ -47,13 +47,13 @@ def room_tone(v: np.ndarray, seconds: float = 1.0, peak: float = 1e-3) -> np.nda
 
 
 def store_with_trim(tmp_path: Path) -> Path:
-    """The demo store plus ``vad-trim`` (the vad demo's tensors naming the default trim) and ``vad-whole`` (the same
-    tensors, no trim)."""
+    """The demo store plus ``vad-trim`` (the vad demo's tensors naming the default trim), ``vad-trim2`` (a 0.1 s
+    margin) and ``vad-whole`` (the same tensors, no trim)."""
     store = tmp_path / "store"
     shutil.copytree(default_path("prompts_store"), store)
     version = (store / "vad" / "CURRENT").read_text().strip()
     pkg = read_package((store / "vad" / f"{version}.safetensors").read_bytes())
-    for name, trim in (("vad-trim", SpeechTrim().to_dict()), ("vad-whole", {})):
+    for name, trim in (("vad-trim", SpeechTrim().to_dict()), ("vad-trim2", {"margin_s": 0.1}), ("vad-whole", {})):
         new = with_metadata(pkg, task=name, speech_trim=trim)
         (store / name).mkdir()
         (store / name / f"{new.version}.safetensors").write_bytes(new.data)
@@ -105,15 +105,38 @@ async def test_a_trimmed_task_scores_the_voice_without_its_room_tone(make_server
 @needs_clip
 async def test_tasks_with_and_without_a_trim_answer_in_one_request_as_alone(make_server, tmp_path):
     srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)))
-    data = wav(room_tone(voice()))
-    r = await srv.client.post("/v1/classify?tasks=vad-trim,vad-whole,gender&top_k=100", content=data, headers=WAV)
-    assert r.status_code == 200, r.text
-    got = {t["task"]: t for t in r.json()["results"]}
-    for task in ("vad-trim", "vad-whole", "gender"):
-        alone = await classify(srv, task, data)
-        assert scores(got[task]) == pytest.approx(scores(alone), abs=1e-6), task
-        assert got[task].get("speech_trim") == alone.get("speech_trim"), task
-    assert got["vad-trim"]["speech_trim"]["cut"] is True and "speech_trim" not in got["gender"]
+    tasks = ("vad-trim", "vad-trim2", "vad-whole", "gender")
+    for sent in (room_tone(voice()), voice()):  # three parts (two trims cut differently, the whole clip); then one
+        data = wav(sent)
+        r = await srv.client.post(f"/v1/classify?tasks={','.join(tasks)}&top_k=100&explain=true&explain_spans=3",
+                                  content=data, headers=WAV)
+        assert r.status_code == 200, r.text
+        got = {t["task"]: t for t in r.json()["results"]}
+        for task in tasks:
+            alone = await classify(srv, task, data, "&explain=true&explain_spans=3")
+            assert scores(got[task]) == pytest.approx(scores(alone), abs=1e-6), task
+            assert got[task].get("speech_trim") == alone.get("speech_trim"), task
+            assert [s["start"] for s in got[task]["explanation"]["spans"]] == pytest.approx(
+                [s["start"] for s in alone["explanation"]["spans"]], abs=1e-6), task
+        assert "speech_trim" not in got["gender"] and "speech_trim" not in got["vad-whole"]
+        one, two = got["vad-trim"]["speech_trim"], got["vad-trim2"]["speech_trim"]
+        if len(sent) > len(voice()):
+            assert one["cut"] and two["cut"] and two["start_s"] - one["start_s"] == pytest.approx(0.15, abs=1e-6)
+        else:  # a tight clip: every task on the whole clip, one part
+            assert not one["cut"] and not two["cut"]
+            assert scores(got["vad-trim"]) == pytest.approx(scores(got["vad-whole"]), abs=1e-6)
+    await drained(srv, tasks)
+
+
+async def drained(srv, tasks) -> None:
+    """Every lease of ``tasks`` came back (a job releases its leases on the model thread just after its answer)."""
+    import asyncio
+
+    for _ in range(200):
+        if all(srv.service.registry.describe(t)["in_flight"] == 0 for t in tasks):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError({t: srv.service.registry.describe(t)["in_flight"] for t in tasks})
 
 
 @needs_clip
@@ -130,7 +153,7 @@ async def test_without_vad_weights_only_the_trimmed_task_is_refused(make_server,
     got = {t["task"]: t for t in r.json()["results"]}
     assert got["vad-trim"]["error"]["type"] == "/problems/speech_trim_unavailable" and got["gender"]["label"] in ("female", "male")
     # the leases of the refused task were released: the task still answers (and drains) after the refusals
-    assert srv.service.registry.describe("vad-trim")["in_flight"] == 0
+    await drained(srv, ("vad-trim", "gender"))
 
 
 async def test_a_file_that_is_not_silero_weights_fails_start_up(make_server, tmp_path):
@@ -138,9 +161,9 @@ async def test_a_file_that_is_not_silero_weights_fails_start_up(make_server, tmp
     bad.write_bytes(b"not safetensors at all")
     srv = await make_server(bundle_dir=default_path("models/default"), store=str(tmp_path / "store"),
                             speech_trim_weights=bad, wait=False)
-    with pytest.raises(Exception, match="start-up failed"):
+    with pytest.raises(Exception, match="start-up failed .ValueError. while loading the speech-trim weights"):
         await srv.service.wait_ready(20)
-    assert srv.service.state == "failed"
+    assert srv.service.state == "failed" and "SPEECHPROMPT_SPEECH_TRIM_WEIGHTS" in srv.service.failure
 
 
 def test_the_script_names_and_removes_a_trim_in_a_store_and_keeps_the_tensors(tmp_path):
@@ -172,3 +195,27 @@ def test_the_script_names_and_removes_a_trim_in_a_store_and_keeps_the_tensors(tm
     assert current()[0] == first and sorted(p.stem for p in (store / "vad").glob("*.safetensors")) == [first]
     r = subprocess.run(script + ["--trim", "0.5"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "THRESHOLD:MARGIN_S" in r.stderr and current()[0] == first
+
+
+@needs_clip
+async def test_a_part_that_cannot_be_queued_releases_every_lease(make_server, tmp_path, monkeypatch):
+    """Two parts (trimmed, whole): the second submit is refused (queue full): 429, the first job is cancelled, and no
+    task keeps a lease (the first part's through its job, the second's here)."""
+    from server.errors import QueueFull
+
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)))
+    submit, calls = srv.service.batcher.submit, []
+
+    def refuse_second(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise QueueFull("full (test)", retry_after_s=1.0)
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(srv.service.batcher, "submit", refuse_second)
+    r = await srv.client.post("/v1/classify?tasks=vad-trim,gender", content=wav(room_tone(voice())), headers=WAV)
+    assert r.status_code == 429 and r.json()["type"] == "/problems/queue_full" and len(calls) == 2
+    assert calls[0] != calls[1]  # two parts: two clips
+    await drained(srv, ("vad-trim", "gender"))
+    monkeypatch.setattr(srv.service.batcher, "submit", submit)
+    assert (await classify(srv, "vad-trim", wav(room_tone(voice()))))["speech_trim"]["cut"] is True

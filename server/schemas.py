@@ -82,7 +82,8 @@ class LongAudioFacts(BaseModel):
 class SpeechTrimFacts(BaseModel):
     start_s: float = Field(description="seconds from the clip's start where the scored part begins")
     end_s: float = Field(description="seconds from the clip's start where it ends")
-    cut: bool = Field(description="whether the trim cut anything (false: the whole clip was scored)")
+    cut: bool = Field(description="whether the trim cut anything (false: the task was scored on the same part as a "
+                      "task without a trim: the whole clip, or its first max_audio_seconds when truncated)")
 
 
 class TaskResult(BaseModel):

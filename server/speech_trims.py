@@ -91,20 +91,20 @@ async def parts(service: Any, clip: Any, leases: list[Lease]) -> tuple[list[Part
     trim cannot run: :class:`SpeechTrimUnavailable` without VAD weights). Tasks whose trims give the same bounds
     share a part (one encode); the VAD runs once per clip, in a worker thread. Leases of failed tasks are in no
     part (the caller releases them)."""
-    trims = {t for t in map(trim_of, leases) if t is not None}
+    trim = {le.task: trim_of(le) for le in leases}
+    trims = {t for t in trim.values() if t is not None}
     if not trims:
         return [Part(clip, list(leases))], {}, {}
     vad = getattr(service, "speech_vad", None)
     rate, samples = clip.audio.sample_rate, clip.audio.samples
     n = int(samples.shape[0])
-    errors: dict[str, Exception] = {}
     cut: dict[SpeechTrim, tuple[int, int]] = {}
+    failure: Exception | None = None
     if vad is None:
-        err = SpeechTrimUnavailable(
+        failure = SpeechTrimUnavailable(
             "this task's package names a speech trim and this server has no Silero VAD weights to run it",
             accepted="a server started with SPEECHPROMPT_SPEECH_TRIM_WEIGHTS at a silero-vad v6 weights file "
                      "(models/speech_trim in the repository), or a package of this task without speech_trim")
-        errors = {le.task: err for le in leases if trim_of(le) is not None}
     else:
         def run() -> dict[SpeechTrim, tuple[int, int]]:
             span = getattr(service.runtime, "encoded_span", None)
@@ -115,25 +115,24 @@ async def parts(service: Any, clip: Any, leases: list[Lease]) -> tuple[list[Part
             cut = await asyncio.to_thread(run)
         except Exception as exc:  # noqa: BLE001 - those tasks' error entries; the others still answer
             log.exception("speech trim failed")
-            errors = {le.task: exc for le in leases if trim_of(le) is not None}
+            failure = exc
+    errors = {task: failure for task, t in trim.items() if t is not None and failure is not None}
     by_bounds: dict[tuple[int, int], list[Lease]] = {}
     facts: dict[str, dict] = {}
     for le in leases:
         if le.task in errors:
             continue
-        trim = trim_of(le)
-        start, stop = cut[trim] if trim is not None else (0, n)
+        t = trim[le.task]
+        start, stop = cut[t] if t is not None else (0, n)
         by_bounds.setdefault((start, stop), []).append(le)
-        if trim is not None:
+        if t is not None:
             facts[le.task] = {"start_s": round(start / rate, 6), "end_s": round(stop / rate, 6),
                               "cut": (start, stop) != (0, n)}
-    out = []
-    for (start, stop), group in sorted(by_bounds.items(), key=lambda kv: kv[0] != (0, n)):
-        part = clip
-        if (start, stop) != (0, n):
-            piece = samples[start:stop]
-            digest = await asyncio.to_thread(pcm_digest, piece)
-            part = replace(clip, audio=replace(clip.audio, samples=piece, duration_s=(stop - start) / rate),
-                           digest=digest)
-        out.append(Part(part, group, start / rate))
+    pieces = sorted(by_bounds, key=lambda b: b != (0, n))  # the whole clip first
+    digests = await asyncio.to_thread(lambda: [pcm_digest(samples[a:b]) if (a, b) != (0, n) else clip.digest
+                                               for a, b in pieces])
+    out = [Part(clip if (a, b) == (0, n) else
+                replace(clip, audio=replace(clip.audio, samples=samples[a:b], duration_s=(b - a) / rate),
+                        digest=digest), by_bounds[(a, b)], a / rate)
+           for (a, b), digest in zip(pieces, digests, strict=True)]
     return out, facts, errors

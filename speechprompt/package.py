@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import torch
@@ -116,9 +117,9 @@ class PackageMeta:
     # header only when set.
     speech_trim: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def trim(self) -> SpeechTrim | None:
-        """The task's :class:`SpeechTrim`, or None when the package names none."""
+        """The task's :class:`SpeechTrim`, or None when the package names none (parsed once per package)."""
         return SpeechTrim.from_dict(self.speech_trim, partial=True) if self.speech_trim else None
 
     def to_header(self) -> dict[str, str]:
@@ -301,7 +302,7 @@ def new_package(meta: PackageMeta, deep_key: Tensor, deep_value: Tensor, input_p
                 verbalizer: Tensor) -> TaskPackage:
     """Build, serialize and re-read a package (so the result is exactly what a reader would see)."""
     if not meta.created:
-        meta = PackageMeta(**{**meta.__dict__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        meta = replace(meta, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     data = write_package(meta, deep_key=deep_key, deep_value=deep_value, input_prompt=input_prompt,
                          separator=separator, verbalizer=verbalizer)
     return read_package(data)
@@ -310,7 +311,7 @@ def new_package(meta: PackageMeta, deep_key: Tensor, deep_value: Tensor, input_p
 def with_metadata(pkg: TaskPackage, **changes: Any) -> TaskPackage:
     """``pkg``'s tensors with ``changes`` to its metadata (e.g. ``speech_trim={...}``): a new package, so a new version.
     Raises ``PackageInvalid`` for changes its header cannot hold (re-read like any package)."""
-    meta = PackageMeta(**{**pkg.meta.__dict__, **changes})
+    meta = replace(pkg.meta, **changes)
     return read_package(write_package(meta, **{n: getattr(pkg, n) for n in TENSORS}))
 
 

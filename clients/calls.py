@@ -46,17 +46,19 @@ class RetryPolicy:
 
     ``max_retries``: retries after the first attempt; ``max_delay_s``: longest single wait (s);
     ``backoff_s``: first wait when the server sends no ``Retry-After`` (doubles per retry);
-    ``statuses``: which HTTP statuses are retried.
+    ``statuses``: which HTTP statuses are retried; ``never``: problem codes not retried whatever their status
+    (``speech_trim_unavailable``: a 503 for a server started without the speech-trim weights, which no wait mends).
     """
 
     max_retries: int = 3
     max_delay_s: float = 30.0
     backoff_s: float = 0.5
     statuses: frozenset[int] = field(default_factory=lambda: frozenset({429, 503}))
+    never: frozenset[str] = field(default_factory=lambda: frozenset({"speech_trim_unavailable"}))
 
     def delay(self, attempt: int, err: ProblemError) -> float | None:
         """Seconds to wait before retry number ``attempt + 1``, or None to give up and raise ``err``."""
-        if err.status not in self.statuses or attempt >= self.max_retries:
+        if err.status not in self.statuses or err.code in self.never or attempt >= self.max_retries:
             return None
         wait = parse_retry_after(err.headers.get("retry-after"))
         if wait is None:

@@ -50,6 +50,7 @@ class Timings:
     """Server-side time per stage in milliseconds (the same numbers as its metrics)."""
 
     decode_ms: float | None = None
+    speech_trim_ms: float | None = None
     queue_ms: float | None = None
     encode_ms: float | None = None
     lm_ms: float | None = None

@@ -36,9 +36,13 @@ MAX_TASKS_PER_REQUEST = 64
 
 @dataclass(frozen=True)
 class Clip:
+    """A decoded request clip, its PCM digest (units-cache key), and the milliseconds its decode and its speech-trim
+    VAD took (``trim_ms``: 0 when no task of the request names a trim)."""
+
     audio: DecodedAudio
     digest: str
     decode_ms: float
+    trim_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ def _audio(clip: Clip, result: JobResult | None) -> dict:
 
 def _timings(clip: Clip, result: JobResult | None, start: float) -> dict:
     r = result
-    return {"decode_ms": round(clip.decode_ms, 3), "queue_ms": round(r.queue_ms, 3) if r else 0.0,
+    return {"decode_ms": round(clip.decode_ms, 3), "speech_trim_ms": round(clip.trim_ms, 3), "queue_ms": round(r.queue_ms, 3) if r else 0.0,
             "encode_ms": round(r.encode_ms, 3) if r else 0.0, "lm_ms": round(r.lm_ms, 3) if r else 0.0,
             "total_ms": round((time.monotonic() - start) * 1e3, 3)}
 
@@ -198,13 +202,15 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
         except AudioTooLong as e:  # past the decode limit: the whole request is the 413
             raise (refusal(service, req, error=e) if leases and limit == service.max_audio_seconds else e) from None
         plain, windowed, items = split(service, leases, policies, clip.audio.duration_s, req)
-        result = None
+        result, trim_ms = None, 0.0
         if plain:
             job_clip = clip
             if clip.audio.duration_s > service.max_audio_seconds:  # the truncate policy
                 job_clip = await _truncate(service, clip)
-            parts, trim_facts, trim_errors = await speech_trims.parts(service, job_clip, plain)
-            items.update(trim_errors)  # their leases stay held (released below)
+            split_up = await speech_trims.parts(service, job_clip, plain)
+            parts, trim_facts = split_up.parts, split_up.facts
+            items.update(split_up.errors)  # their leases stay held (released below)
+            trim_ms = split_up.vad_s * 1e3
             queued = [le for part in parts for le in part.leases]
             held = [le for le in held if le not in queued]  # no await until run_jobs queued them: their jobs release them
             results = await run_jobs(service, [(part.clip, part.leases) for part in parts], deadline, receive,
@@ -229,7 +235,7 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
     finally:
         for lease in held:
             registry.release(lease)
-    return clip, items, result
+    return replace(clip, trim_ms=trim_ms), items, result
 
 
 def encoded_span(service: Any, clip: Clip) -> tuple[float, float]:

@@ -18,6 +18,7 @@ from speechprompt.audio import AudioTooLong, too_long
 
 from .registry import Lease
 from .service import Service
+from .speech_trims import trim_of
 from .windows import Window, aggregate, choose_window, long_audio_meta, row_probs, score_windows, task_scores
 
 POLICIES = ("reject", "truncate", "window")
@@ -116,6 +117,9 @@ async def windowed_results(service: Service, samples: np.ndarray, leases: Sequen
                 "long_audio": {"policy": "window", "window": window_s, "hop": hop_s, "windows": len(windows)},
                 "windows": [_window_item(w, task_scores(lease, p)) for w, p in zip(windows, probs, strict=True)],
                 "spans": agg["spans"]}
+            if trim_of(lease) is not None:  # named but not applied: windows are scored as they are
+                out[lease.task]["speech_trim"] = {"start_s": 0.0, "end_s": round(samples.size / 16000, 6),
+                                                  "cut": False, "applied": False}
     return out
 
 

@@ -39,6 +39,10 @@ class Metrics:
             "sp_request_inference_duration_seconds", "encoder + unit LM time of the job's batch",
             buckets=_MS_BUCKETS, registry=r,
         )
+        self.speech_trim_seconds = Histogram(
+            "sp_speech_trim_duration_seconds", "Silero VAD time of a clip whose tasks name a speech trim",
+            buckets=_MS_BUCKETS, registry=r,
+        )
         self.request_seconds = Histogram(
             "sp_request_duration_seconds", "total time from request to answer", buckets=_MS_BUCKETS, registry=r
         )

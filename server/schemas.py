@@ -28,6 +28,8 @@ class AudioFacts(BaseModel):
 
 class Timings(BaseModel):
     decode_ms: float
+    speech_trim_ms: float = Field(0.0, description="Silero VAD time of the speech trim (0 when no task of the "
+                                  "request names one)")
     queue_ms: float
     encode_ms: float = Field(description="0 on a units-cache hit")
     lm_ms: float
@@ -84,6 +86,8 @@ class SpeechTrimFacts(BaseModel):
     end_s: float = Field(description="seconds from the clip's start where it ends")
     cut: bool = Field(description="whether the trim cut anything (false: the task was scored on the same part as a "
                       "task without a trim: the whole clip, or its first max_audio_seconds when truncated)")
+    applied: bool = Field(True, description="false for a windowed result (long_audio=window): each window was scored "
+                          "as it is, without the trim")
 
 
 class TaskResult(BaseModel):

@@ -5,7 +5,8 @@ scores that task on the clip from a margin before its first speech to a margin a
 recording. The VAD runs once per clip; the tasks of one request that are scored on the same part (no trim, or trims
 that give the same bounds) share one encode, and each other part costs one more (``inference._score_leases``). The Silero VAD weights are a file next
 to the bundles (``Settings.speech_trim_weights``, ``models/speech_trim``); a server without them answers a trimmed
-task with 503 ``speech_trim_unavailable``. Windowed tasks (``long_audio=window``) are scored on the untrimmed clip.
+task with 503 ``speech_trim_unavailable``. Windowed tasks (``long_audio=window``) and streams score each window as
+it is (their answers say ``applied: false``).
 No FastAPI here.
 """
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,22 +86,33 @@ def bounds(samples: np.ndarray, trims: set[SpeechTrim], vad: Any,
     return out
 
 
-async def parts(service: Any, clip: Any, leases: list[Lease]) -> tuple[list[Part], dict[str, dict],
-                                                                       dict[str, Exception]]:
-    """Split ``leases`` by the part of ``clip`` each task is scored on -> (the parts, whole clip first; the
-    ``speech_trim`` facts of each trimmed task's answer: ``start_s``, ``end_s``, ``cut``; the error of each task whose
-    trim cannot run: :class:`SpeechTrimUnavailable` without VAD weights). Tasks whose trims give the same bounds
-    share a part (one encode); the VAD runs once per clip, in a worker thread. Leases of failed tasks are in no
-    part (the caller releases them)."""
+@dataclass(frozen=True)
+class Parts:
+    """What :func:`parts` found: ``parts`` (whole clip first), the ``speech_trim`` facts of each trimmed task's answer
+    (``start_s``, ``end_s``, ``cut``, ``applied``), the error of each task whose trim cannot run, and ``vad_s``, the seconds the
+    VAD took (0 when none ran)."""
+
+    parts: list[Part]
+    facts: dict[str, dict] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    vad_s: float = 0.0
+
+
+async def parts(service: Any, clip: Any, leases: list[Lease]) -> Parts:
+    """Split ``leases`` by the part of ``clip`` each task is scored on (:class:`Parts`; a task whose trim cannot
+    run gets :class:`SpeechTrimUnavailable` without VAD weights, or the VAD's error). Tasks whose trims give the
+    same bounds share a part (one encode); the VAD runs once per clip, in a worker thread, and its time goes to the
+    ``sp_speech_trim_duration_seconds`` histogram. Leases of failed tasks are in no part (the caller releases them)."""
     trim = {le.task: trim_of(le) for le in leases}
     trims = {t for t in trim.values() if t is not None}
     if not trims:
-        return [Part(clip, list(leases))], {}, {}
+        return Parts([Part(clip, list(leases))])
     vad = getattr(service, "speech_vad", None)
     rate, samples = clip.audio.sample_rate, clip.audio.samples
     n = int(samples.shape[0])
     cut: dict[SpeechTrim, tuple[int, int]] = {}
     failure: Exception | None = None
+    vad_s = 0.0
     if vad is None:
         failure = SpeechTrimUnavailable(
             "this task's package names a speech trim and this server has no Silero VAD weights to run it",
@@ -111,11 +124,14 @@ async def parts(service: Any, clip: Any, leases: list[Lease]) -> tuple[list[Part
             g = span(samples) if span is not None else (0.0, n / rate)
             return bounds(samples, trims, vad, (round(g[0] * rate), round(g[1] * rate)))
 
+        began = time.monotonic()
         try:
             cut = await asyncio.to_thread(run)
         except Exception as exc:  # noqa: BLE001 - those tasks' error entries; the others still answer
             log.exception("speech trim failed")
             failure = exc
+        vad_s = time.monotonic() - began
+        service.metrics.speech_trim_seconds.observe(vad_s)
     errors = {task: failure for task, t in trim.items() if t is not None and failure is not None}
     by_bounds: dict[tuple[int, int], list[Lease]] = {}
     facts: dict[str, dict] = {}
@@ -127,7 +143,7 @@ async def parts(service: Any, clip: Any, leases: list[Lease]) -> tuple[list[Part
         by_bounds.setdefault((start, stop), []).append(le)
         if t is not None:
             facts[le.task] = {"start_s": round(start / rate, 6), "end_s": round(stop / rate, 6),
-                              "cut": (start, stop) != (0, n)}
+                              "cut": (start, stop) != (0, n), "applied": True}
     pieces = sorted(by_bounds, key=lambda b: b != (0, n))  # the whole clip first
     digests = await asyncio.to_thread(lambda: [pcm_digest(samples[a:b]) if (a, b) != (0, n) else clip.digest
                                                for a, b in pieces])
@@ -135,4 +151,4 @@ async def parts(service: Any, clip: Any, leases: list[Lease]) -> tuple[list[Part
                 replace(clip, audio=replace(clip.audio, samples=samples[a:b], duration_s=(b - a) / rate),
                         digest=digest), by_bounds[(a, b)], a / rate)
            for (a, b), digest in zip(pieces, digests, strict=True)]
-    return out, facts, errors
+    return Parts(out, facts, errors, vad_s)

@@ -24,6 +24,7 @@ from ..errors import BadRequest, ClientGone, error_code, to_problem
 from ..inference import parse_tasks
 from ..registry import Lease
 from ..service import Service
+from ..speech_trims import trim_of
 from ..stream_audio import TARGET_RATE, BadStreamData, FrameDecoder, SampleBuffer, parse_start
 from ..windows import (
     Window,
@@ -172,11 +173,20 @@ async def _run(ws: WebSocket, service: Service, leases: list[Lease]) -> None:
     session = Session(service, ws, leases, window_s, hop_s)
     await ws.send_json({"type": "ready", "window": window_s, "hop": hop_s, "sample_rate": rate,
                         "buffer_seconds": s.stream_buffer_seconds, "max_seconds": s.max_long_audio_seconds,
-                        "tasks": {le.task: {"version": le.version, "labels": list(le.labels)} for le in leases}})
+                        "tasks": {le.task: _task_facts(le) for le in leases}})
     async with asyncio.TaskGroup() as group:
         group.create_task(session.receive(FrameDecoder(rate, encoding)))
         group.create_task(session.score())
     await ws.send_json(session.summary())
+
+
+def _task_facts(lease: Lease) -> dict:
+    """A task of the ``ready`` message: version, labels, and ``speech_trim: {applied: false}`` when its package names
+    a speech trim (a stream's windows are scored as they are)."""
+    out = {"version": lease.version, "labels": list(lease.labels)}
+    if trim_of(lease) is not None:
+        out["speech_trim"] = {"applied": False}
+    return out
 
 
 @router.websocket("/v1/stream")

@@ -207,7 +207,7 @@ def create_app(state: FakeState | None = None, seed_tasks: bool = True) -> FastA
             hit = digest in st.seen_clips
             st.seen_clips.add(digest)
         ms = (time.perf_counter() - t0) * 1000
-        return dec, digest, hit, {"decode_ms": ms, "queue_ms": 0.0, "encode_ms": 0.0, "lm_ms": 0.0, "total_ms": ms}
+        return dec, digest, hit, {"decode_ms": ms, "speech_trim_ms": 0.0, "queue_ms": 0.0, "encode_ms": 0.0, "lm_ms": 0.0, "total_ms": ms}
 
     def top_k_of(request: Request) -> int | None | JSONResponse:
         raw = request.query_params.get("top_k")

@@ -277,6 +277,24 @@ def test_retry_waits_and_bounds(live, faults, test_task):
     assert faults.requests(path) == 1
 
 
+def test_speech_trim_unavailable_is_not_retried(live, faults, test_task):
+    """A 503 whose code is speech_trim_unavailable (a server without the VAD weights) is raised at once: no wait
+    mends it; a 503 with another code is still retried."""
+    path = f"/v1/tasks/{test_task}/classify"
+    body = {"type": "/problems/speech_trim_unavailable", "title": "Service unavailable", "status": 503,
+            "detail": "no Silero VAD weights"}
+    faults.inject(path, 503, count=1, headers={"Retry-After": "1"}, body=body)
+    waits: list[float] = []
+    with SpeechPromptClient(live.url, retry=RetryPolicy(max_retries=3), sleep=waits.append) as c:
+        with pytest.raises(ProblemError) as ei:
+            c.classify(test_task, wav_bytes())
+        assert ei.value.code == "speech_trim_unavailable" and ei.value.status == 503
+        assert waits == [] and faults.requests(path) == 1
+        faults.inject(path, 503, count=1, **_queue_full("1"))  # another 503: retried once, then answered
+        assert c.classify(test_task, wav_bytes()).task == test_task
+    assert waits == [1.0] and faults.requests(path) == 3
+
+
 def test_gateway_timeout_not_retried(live, faults):
     faults.inject("/v1/tasks", 504, body={"title": "Deadline exceeded", "status": 504, "detail": "slow"})
     with SpeechPromptClient(live.url, retry=RetryPolicy(max_retries=3), sleep=lambda s: None) as c:

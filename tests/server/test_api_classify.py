@@ -42,8 +42,9 @@ async def test_classify_raw_body(srv):
                              "duration_s": pytest.approx(0.5, abs=1e-3), "resampled": True,
                              "frames": units.frames, "units": len(units.units)}
     t = body["timings"]
-    assert set(t) == {"decode_ms", "queue_ms", "encode_ms", "lm_ms", "total_ms"}
+    assert set(t) == {"decode_ms", "speech_trim_ms", "queue_ms", "encode_ms", "lm_ms", "total_ms"}
     assert all(v >= 0 for v in t.values()) and t["total_ms"] >= t["decode_ms"] + t["queue_ms"]
+    assert t["speech_trim_ms"] == 0.0  # no task of the request names a speech trim
     assert body["units_cache_hit"] is False
 
 

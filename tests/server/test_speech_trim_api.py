@@ -89,7 +89,7 @@ async def test_a_trimmed_task_scores_the_voice_without_its_room_tone(make_server
     assert scores(whole) != pytest.approx(scores(trimmed), abs=1e-4)  # the room tone changed the untrimmed answer
     # a tight clip: nothing to cut, the same answer as without a trim
     tight_trim, tight_whole = await classify(srv, "vad-trim", wav(v)), await classify(srv, "vad-whole", wav(v))
-    assert tight_trim["speech_trim"] == {"start_s": 0.0, "end_s": round(len(v) / 16000, 6), "cut": False}
+    assert tight_trim["speech_trim"] == {"start_s": 0.0, "end_s": round(len(v) / 16000, 6), "cut": False, "applied": True}
     assert scores(tight_trim) == pytest.approx(scores(tight_whole), abs=1e-6)
     # noise alone has no speech: scored whole
     noise = room_tone(np.zeros(0, np.float32))

@@ -207,3 +207,42 @@ def test_session_longer_than_the_limit_is_closed_1009(live):
     assert sum(m["type"] == "result" for m in msgs) >= 2 * MAX_S - 2  # it streamed up to the limit
     assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == "session_too_long"
     assert ws.close_code == 1009
+
+
+def test_a_task_naming_a_speech_trim_says_where_it_is_not_applied(live):
+    """A package naming a speech trim (server/speech_trims.py): a whole-clip classify runs the VAD (its time in
+    ``timings.speech_trim_ms`` and ``sp_speech_trim_duration_seconds``); a windowed classify and a stream score
+    their windows as they are and say so (``speech_trim.applied`` false)."""
+    from speechprompt.package import with_metadata
+
+    pkg = with_metadata(make_package("st-trim", 30, **live.dims()), speech_trim={"margin_s": 0.1})
+    r = live.http.put("/v1/tasks/st-trim", content=pkg.data, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    buf = io.BytesIO()
+    sf.write(buf, clip(3.0), RATE, format="WAV", subtype="PCM_16")
+    wav = {"content": buf.getvalue(), "headers": {"Content-Type": "audio/wav"}}
+
+    def vad_runs() -> float:
+        text = live.http.get("/metrics").text
+        return next(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                    if ln.startswith("sp_speech_trim_duration_seconds_count"))
+
+    before = vad_runs()
+    r = live.http.post("/v1/classify?tasks=st-trim,st-a", **wav)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    trimmed = body["results"][0]
+    assert trimmed["speech_trim"]["applied"] is True and body["timings"]["speech_trim_ms"] > 0
+    assert "speech_trim" not in body["results"][1] and vad_runs() == before + 1
+    r = live.http.post("/v1/tasks/st-a/classify", **wav)  # no task names a trim: no VAD
+    assert r.json()["timings"]["speech_trim_ms"] == 0.0 and vad_runs() == before + 1
+    r = live.http.post("/v1/tasks/st-trim/classify?long_audio=window&window=1&hop=1", **wav)
+    assert r.status_code == 200, r.text
+    assert r.json()["speech_trim"] == {"start_s": 0.0, "end_s": 3.0, "cut": False, "applied": False}
+    assert r.json()["long_audio"]["windows"] == 3 and vad_runs() == before + 1
+    with connect(ws_url(live, "tasks=st-trim,st-a&window=1&hop=1")) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
+        ready = json.loads(ws.recv(timeout=10))
+        assert ready["tasks"]["st-trim"]["speech_trim"] == {"applied": False}
+        assert "speech_trim" not in ready["tasks"]["st-a"]
+    assert live.http.delete("/v1/tasks/st-trim", headers=ADMIN).status_code in (200, 204)

@@ -119,6 +119,11 @@ def _gate_params(gate: str | None, threshold: float | None) -> dict[str, str]:
     return out
 
 
+def _trim_params(speech_trim: str | None) -> dict[str, str]:
+    """The ``speech_trim`` query parameter (``"on"``, ``"off"``, ``"package"``); none when not given."""
+    return {} if speech_trim is None else {"speech_trim": str(speech_trim)}
+
+
 def _task_path(task: str, suffix: str = "") -> str:
     if not task:
         raise ValueError("task name must not be empty")
@@ -179,14 +184,15 @@ class _Calls:
         return call
 
     def classify(self, task, audio, top_k, filename, content_type, send_as, long_audio=None, explain=False,
-                 gate=None, gate_threshold=None) -> _Call:
+                 gate=None, gate_threshold=None, speech_trim=None) -> _Call:
         params = {} if top_k is None else {"top_k": int(top_k)}
-        params.update(long_audio or {}, **_explain_params(explain), **_gate_params(gate, gate_threshold))
+        params.update(long_audio or {}, **_explain_params(explain), **_gate_params(gate, gate_threshold),
+                      **_trim_params(speech_trim))
         call = _Call("POST", _task_path(task, "/classify"), lambda r: ClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 
     def classify_multi(self, tasks, audio, top_k, filename, content_type, send_as, long_audio=None,
-                       explain=False, gate=None, gate_threshold=None) -> _Call:
+                       explain=False, gate=None, gate_threshold=None, speech_trim=None) -> _Call:
         if isinstance(tasks, str):
             tasks = [t for t in tasks.split(",") if t]
         if not tasks:
@@ -194,7 +200,8 @@ class _Calls:
         params: dict[str, Any] = {"tasks": ",".join(tasks)}
         if top_k is not None:
             params["top_k"] = int(top_k)
-        params.update(long_audio or {}, **_explain_params(explain), **_gate_params(gate, gate_threshold))
+        params.update(long_audio or {}, **_explain_params(explain), **_gate_params(gate, gate_threshold),
+                      **_trim_params(speech_trim))
         call = _Call("POST", "/v1/classify", lambda r: MultiClassifyResult.from_json(_json(r)), params)
         return self._audio_body(call, audio, filename, content_type, send_as)
 

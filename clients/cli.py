@@ -47,6 +47,14 @@ class Format(str, Enum):
     csv = "csv"
 
 
+class TrimMode(str, Enum):
+    """A request's ``speech_trim`` (docs/api.md, "Room tone")."""
+
+    on = "on"
+    off = "off"
+    package = "package"
+
+
 def _err(msg: str) -> None:
     typer.echo(msg, err=True)
 
@@ -106,9 +114,11 @@ def gate_failures(rows: list[dict[str, Any]]) -> str:
 
 async def classify_files(url: str, files: list[Path], tasks: list[str], multi: bool, top_k: int | None,
                          concurrency: int, retries: int, timeout: float,
-                         on_done: Callable[[], None] = lambda: None, gate: str | None = None) -> list[dict[str, Any]]:
+                         on_done: Callable[[], None] = lambda: None, gate: str | None = None,
+                         speech_trim: str | None = None) -> list[dict[str, Any]]:
     """Classify ``files`` with at most ``concurrency`` requests in flight; rows in input order (file, task).
-    ``gate``: ``task:label``, each row's ``applicable`` says whether the gate passed (one task or many)."""
+    ``gate``: ``task:label``, each row's ``applicable`` says whether the gate passed (one task or many);
+    ``speech_trim``: the request's ``on`` / ``off`` / ``package`` (None: not sent)."""
     sem = asyncio.Semaphore(concurrency)
     retry = RetryPolicy(max_retries=retries)
     async with AsyncSpeechPromptClient(url, timeout=timeout, retry=retry, max_connections=concurrency) as client:
@@ -116,9 +126,10 @@ async def classify_files(url: str, files: list[Path], tasks: list[str], multi: b
             async with sem:
                 try:
                     if multi:
-                        res: Any = await client.classify_multi(tasks, path, top_k=top_k, gate=gate)
+                        res: Any = await client.classify_multi(tasks, path, top_k=top_k, gate=gate,
+                                                               speech_trim=speech_trim)
                     else:
-                        res = await client.classify(tasks[0], path, top_k=top_k, gate=gate)
+                        res = await client.classify(tasks[0], path, top_k=top_k, gate=gate, speech_trim=speech_trim)
                     rows = _rows_from(str(path), res)
                 except ProblemError as e:
                     rows = [error_row(str(path), t, e.to_dict()) for t in tasks]
@@ -217,6 +228,10 @@ def classify(
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="scores to return per task"),
     gate: str | None = typer.Option(None, "--gate", help="<task>:<label>, e.g. vad:speech; each answer says whether "
                                     "it applies (that task's probability of the label >= 0.5)"),
+    speech_trim: TrimMode | None = typer.Option(None, "--speech-trim", help="on: cut the room tone before and after "
+                                                "the voice (Silero VAD) for every task, as for whole microphone "
+                                                "recordings; off: for none; package (the server's default): each "
+                                                "task's package decides"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="output format"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write results here instead of stdout"),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256, help="requests in flight"),
@@ -239,7 +254,8 @@ def classify(
     with bar:
         handle = bar.add_task("classify", total=len(files))
         rows = asyncio.run(classify_files(url, files, task_list, tasks is not None, top_k, concurrency, retries,
-                                          timeout, on_done=lambda: bar.advance(handle), gate=gate))
+                                          timeout, on_done=lambda: bar.advance(handle), gate=gate,
+                                          speech_trim=None if speech_trim is None else speech_trim.value))
     _emit(rows, fmt, output)
     failed = sum(1 for r in rows if r["error"])
     if show or failed or output is not None:

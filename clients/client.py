@@ -97,28 +97,31 @@ class SpeechPromptClient:
     def classify(self, task: str, audio: AudioInput, *, top_k: int | None = None, filename: str | None = None,
                  content_type: str | None = None, send_as: str = "multipart",
                  long_audio: dict[str, Any] | None = None, explain: bool | int = False, gate: str | None = None,
-                 gate_threshold: float | None = None) -> ClassifyResult:
+                 gate_threshold: float | None = None, speech_trim: str | None = None) -> ClassifyResult:
         """Classify one clip with one task (``POST /v1/tasks/{task}/classify``). ``audio``: path, bytes or
         binary file; ``send_as``: ``multipart`` (field ``audio``) or ``raw`` (body with an ``audio/*`` type);
         ``long_audio``: query parameters for long clips, e.g. ``{"long_audio": "window", "window": 2, "hop": 1}``
         (a windowed answer keeps ``windows``, ``spans`` and ``long_audio`` in ``result.raw``); ``explain``:
         True (or a number of stretches, 1-64) asks for the occlusion explanation (``result.explanation``);
-        ``gate``: as for :meth:`classify_multi` (``result.applicable``, ``result.raw["gate"]``)."""
+        ``gate``: as for :meth:`classify_multi` (``result.applicable``, ``result.raw["gate"]``); ``speech_trim``:
+        ``"on"`` cuts the room tone before and after the voice (Silero VAD) for every task, ``"off"`` for none,
+        None or ``"package"`` lets each task's package decide (``result.speech_trim`` says what was scored)."""
         return self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as, long_audio,
-                                               explain, gate, gate_threshold))
+                                               explain, gate, gate_threshold, speech_trim))
 
     def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                        filename: str | None = None, content_type: str | None = None,
                        send_as: str = "multipart", long_audio: dict[str, Any] | None = None,
                        explain: bool | int = False, gate: str | None = None,
-                       gate_threshold: float | None = None) -> MultiClassifyResult:
+                       gate_threshold: float | None = None, speech_trim: str | None = None) -> MultiClassifyResult:
         """Classify one clip with many tasks (``POST /v1/classify?tasks=a,b``); per-task failures are
-        ``TaskFailure`` items, not exceptions; ``long_audio`` and ``explain`` as for :meth:`classify`.
+        ``TaskFailure`` items, not exceptions; ``long_audio``, ``explain`` and ``speech_trim`` as for
+        :meth:`classify`.
         ``gate``: ``"<task>:<label>"`` (e.g. ``"vad:speech"``): the result's ``gate`` says whether that task's
         probability of the label reached ``gate_threshold`` (server default 0.5) and each answer's
         ``applicable`` follows it."""
         return self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
-                                                     long_audio, explain, gate, gate_threshold))
+                                                     long_audio, explain, gate, gate_threshold, speech_trim))
 
     def tasks(self) -> list[TaskInfo]:
         """All tasks (``GET /v1/tasks``)."""
@@ -202,20 +205,21 @@ class AsyncSpeechPromptClient:
                        filename: str | None = None, content_type: str | None = None,
                        send_as: str = "multipart", long_audio: dict[str, Any] | None = None,
                        explain: bool | int = False, gate: str | None = None,
-                       gate_threshold: float | None = None) -> ClassifyResult:
+                       gate_threshold: float | None = None, speech_trim: str | None = None) -> ClassifyResult:
         """See ``SpeechPromptClient.classify``."""
         return await self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as,
-                                                     long_audio, explain, gate, gate_threshold))
+                                                     long_audio, explain, gate, gate_threshold, speech_trim))
 
     async def classify_multi(self, tasks: Sequence[str] | str, audio: AudioInput, *, top_k: int | None = None,
                              filename: str | None = None, content_type: str | None = None,
                              send_as: str = "multipart",
                              long_audio: dict[str, Any] | None = None,
                              explain: bool | int = False, gate: str | None = None,
-                             gate_threshold: float | None = None) -> MultiClassifyResult:
+                             gate_threshold: float | None = None,
+                             speech_trim: str | None = None) -> MultiClassifyResult:
         """See ``SpeechPromptClient.classify_multi``."""
         return await self._send(self._calls.classify_multi(tasks, audio, top_k, filename, content_type, send_as,
-                                                           long_audio, explain, gate, gate_threshold))
+                                                           long_audio, explain, gate, gate_threshold, speech_trim))
 
     async def tasks(self) -> list[TaskInfo]:
         return await self._send(self._calls.tasks())

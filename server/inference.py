@@ -137,8 +137,8 @@ def _audio(clip: Clip, result: JobResult | None) -> dict:
 
 def _timings(clip: Clip, result: JobResult | None, start: float) -> dict:
     r = result
-    return {"decode_ms": round(clip.decode_ms, 3), "speech_trim_ms": round(clip.trim_ms, 3), "queue_ms": round(r.queue_ms, 3) if r else 0.0,
-            "encode_ms": round(r.encode_ms, 3) if r else 0.0, "lm_ms": round(r.lm_ms, 3) if r else 0.0,
+    return {"decode_ms": round(clip.decode_ms, 3), "speech_trim_ms": round(clip.trim_ms, 3),
+            "queue_ms": round(r.queue_ms, 3) if r else 0.0, "encode_ms": round(r.encode_ms, 3) if r else 0.0, "lm_ms": round(r.lm_ms, 3) if r else 0.0,
             "total_ms": round((time.monotonic() - start) * 1e3, 3)}
 
 
@@ -149,11 +149,12 @@ def _count(service: Service, task: str, status: int) -> None:
 
 async def classify_one(service: Service, task: str, data: bytes | PCM, top_k: int, receive: Any = None,
                        long_audio: LongAudioRequest | None = None, explain_spans: int = 0,
-                       by_label: bool = False, gate: Gate | None = None) -> dict:
+                       by_label: bool = False, gate: Gate | None = None, speech_trim: str = "package") -> dict:
     """Score one clip with one task -> the classify response body (typed errors propagate); with
     ``explain_spans`` > 0 the body has an occlusion ``explanation`` over that many stretches. ``by_label``:
     ``scores`` lists every class in the package's label order (top_k ignored) instead of the best first.
-    ``gate``: as for :func:`classify_many` (the body gets ``gate`` and ``applicable``)."""
+    ``gate``: as for :func:`classify_many` (the body gets ``gate`` and ``applicable``). ``speech_trim``: ``package``
+    (each task's package decides), ``on`` or ``off`` (``server/speech_trims.py``)."""
     start = time.monotonic()
     try:
         service.require_ready()
@@ -165,7 +166,8 @@ async def classify_one(service: Service, task: str, data: bytes | PCM, top_k: in
         k = _gate_top_k(service, gate, outcomes, top_k)
         leases = [o for o in outcomes.values() if isinstance(o, Lease)]
         clip, items, result = await _score_leases(service, leases, data, k, receive, deadline,
-                                                  long_audio or LongAudioRequest(), explain_spans, by_label)
+                                                  long_audio or LongAudioRequest(), explain_spans, by_label,
+                                                  speech_trim)
         body = items[task]
         if isinstance(body, Exception):
             raise body
@@ -186,11 +188,12 @@ async def classify_one(service: Service, task: str, data: bytes | PCM, top_k: in
 
 async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM, top_k: int, receive: Any,
                         deadline: float, req: LongAudioRequest, explain_spans: int = 0,
-                        by_label: bool = False) -> tuple[Clip, dict, JobResult | None]:
+                        by_label: bool = False, trim_mode: str = "package") -> tuple[Clip, dict, JobResult | None]:
     """Decode once, then score each lease by its long-audio policy (``server/long_audio.py``): as usual on the
     clip (or its first ``max_audio_seconds``), by windows, or refused. Releases every lease. -> (clip,
     {task: result item or typed error}, the plain job's result or None). ``explain_spans`` > 0 explains the
-    tasks scored on the clip as a whole (or truncated); windowed tasks get no explanation."""
+    tasks scored on the clip as a whole (or truncated); windowed tasks get no explanation. ``trim_mode``: the
+    request's ``speech_trim`` (``server/speech_trims.py``)."""
     registry = service.registry
     fingerprint = service.runtime.fingerprint
     held = list(leases)  # released here at the end; a plain job's leases are released by its job
@@ -207,7 +210,7 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
             job_clip = clip
             if clip.audio.duration_s > service.max_audio_seconds:  # the truncate policy
                 job_clip = await _truncate(service, clip)
-            split_up = await speech_trims.parts(service, job_clip, plain)
+            split_up = await speech_trims.parts(service, job_clip, plain, trim_mode)
             parts, trim_facts = split_up.parts, split_up.facts
             items.update(split_up.errors)  # their leases stay held (released below)
             trim_ms = split_up.vad_s * 1e3
@@ -231,7 +234,7 @@ async def _score_leases(service: Service, leases: list[Lease], data: bytes | PCM
                         items[le.task]["speech_trim"] = trim_facts[le.task]
         if windowed:
             items.update(await while_connected(
-                windowed_results(service, clip.audio.samples, windowed, req, top_k, fingerprint), receive))
+                windowed_results(service, clip.audio.samples, windowed, req, top_k, fingerprint, trim_mode), receive))
     finally:
         for lease in held:
             registry.release(lease)
@@ -321,12 +324,13 @@ def _task_error(service: Service, task: str, exc: Exception) -> dict:
 
 async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: int, receive: Any = None,
                         long_audio: LongAudioRequest | None = None, explain_spans: int = 0,
-                        gate: Gate | None = None) -> dict:
+                        gate: Gate | None = None, speech_trim: str = "package") -> dict:
     """Score one clip with many tasks: decoded and encoded ONCE, one unit-LM row per task (plus
     ``explain_spans`` occluded rows per task when explaining). A task that cannot be served gets an error
     entry (problem body) and does not fail the others. ``gate`` (``server/gate.py``): its task is scored in the
     same pass (all its classes, so the gate label's probability is known), the body gets ``gate`` and every other
-    result ``applicable``; a gate label the gate task does not have is a ``BadRequest`` (400)."""
+    result ``applicable``; a gate label the gate task does not have is a ``BadRequest`` (400). ``speech_trim``: as
+    for :func:`classify_one`."""
     start = time.monotonic()
     service.require_ready()
     deadline = start + service.settings.request_deadline_s
@@ -343,7 +347,8 @@ async def classify_many(service: Service, tasks: list[str], data: bytes, top_k: 
     k = _gate_top_k(service, gate, outcomes, top_k)
     leases = [o for o in outcomes.values() if isinstance(o, Lease)]
     clip, items, result = await _score_leases(service, leases, data, k, receive, deadline,
-                                              long_audio or LongAudioRequest(), explain_spans)
+                                              long_audio or LongAudioRequest(), explain_spans,
+                                              trim_mode=speech_trim)
     gate_body = None if gate is None else gate_outcome(gate, items.get(gate.task, outcomes[gate.task]))
     results = []
     for task in tasks:

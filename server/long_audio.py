@@ -89,9 +89,10 @@ def truncated(service: Service, samples: np.ndarray) -> np.ndarray:
 
 
 async def windowed_results(service: Service, samples: np.ndarray, leases: Sequence[Lease], req: LongAudioRequest,
-                           top_k: int, fingerprint: str) -> dict[str, dict | Exception]:
+                           top_k: int, fingerprint: str, trim_mode: str = "package") -> dict[str, dict | Exception]:
     """Score ``leases`` window by window -> per task a result item (or its typed error). Tasks sharing a
-    window and hop share each window's job (one unit-LM row per task)."""
+    window and hop share each window's job (one unit-LM row per task). A task that would be scored with a speech
+    trim under ``trim_mode`` (the request's ``speech_trim``) says it was not applied: windows are scored as they are."""
     s = service.settings
     groups: dict[tuple[float, float], list[Lease]] = {}
     for lease in leases:
@@ -117,7 +118,7 @@ async def windowed_results(service: Service, samples: np.ndarray, leases: Sequen
                 "long_audio": {"policy": "window", "window": window_s, "hop": hop_s, "windows": len(windows)},
                 "windows": [_window_item(w, task_scores(lease, p)) for w, p in zip(windows, probs, strict=True)],
                 "spans": agg["spans"]}
-            if trim_of(lease) is not None:  # named but not applied: windows are scored as they are
+            if trim_of(lease, trim_mode) is not None:  # named but not applied: windows are scored as they are
                 out[lease.task]["speech_trim"] = {"start_s": 0.0, "end_s": round(samples.size / 16000, 6),
                                                   "cut": False, "applied": False}
     return out

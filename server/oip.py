@@ -13,8 +13,9 @@ the ``Inference-Header-Content-Length`` header gives the JSON's length, each inp
   file's base64 text (JSON strings cannot carry raw bytes).
 
 Outputs: ``label`` BYTES ``[batch]`` (best class) and ``scores`` FP32 ``[batch, n_classes]`` (softmax over the
-task's classes, in the label order of ``GET /v2/models/{task}``). Malformed requests raise ``BadRequest``
-(400); the errors of the audio itself are the same typed errors as ``/v1``.
+task's classes, in the label order of ``GET /v2/models/{task}``). The request's ``parameters.speech_trim``
+(``package``, the default; ``on``; ``off``) is ``/v1``'s ``speech_trim`` query parameter. Malformed requests raise
+``BadRequest`` (400); the errors of the audio itself are the same typed errors as ``/v1``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ ACCEPTED_INPUTS = ("one input: 'audio' FP32 [batch, samples] (16 kHz mono, or pa
 
 @dataclass(frozen=True)
 class InferRequest:
-    """A parsed infer request: ``clips`` (encoded files as bytes, or PCM), the request ``id`` to echo, and
-    the outputs to return with whether each goes as binary data."""
+    """A parsed infer request: ``clips`` (encoded files as bytes, or PCM), the request ``id`` to echo, the
+    outputs to return with whether each goes as binary data, and the request's ``speech_trim`` mode."""
 
     clips: list[bytes | PCM]
     id: str | None
     outputs: dict[str, bool]
+    speech_trim: str = "package"
 
 
 def _json(raw: bytes) -> dict:
@@ -199,7 +201,15 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     else:
         clips = list(_file_rows(spec, shape, raw))
     req_id = doc.get("id")
-    return InferRequest(clips, None if req_id is None else str(req_id), _outputs(doc))
+    return InferRequest(clips, None if req_id is None else str(req_id), _outputs(doc), _speech_trim(doc))
+
+
+def _speech_trim(doc: dict) -> str:
+    mode = _params(doc).get("speech_trim", "package")
+    if mode not in ("package", "on", "off"):
+        raise BadRequest(f"'parameters.speech_trim' {str(mode)[:40]!r} is not accepted: 'package' (each task's "
+                         "package decides), 'on' or 'off'")
+    return mode
 
 
 def _bytes_tensor(values: list[str]) -> bytes:

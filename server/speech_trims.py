@@ -55,10 +55,19 @@ def load_vad(path: Path) -> Any:
                          f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def trim_of(lease: Lease) -> SpeechTrim | None:
-    """The speech trim ``lease``'s package names, or None."""
+MODES = ("package", "on", "off")  # a request's ``speech_trim``: each package decides | every task | no task
+DEFAULT_TRIM = SpeechTrim()  # what ``speech_trim=on`` applies to a task whose package names no trim
+
+
+def trim_of(lease: Lease, mode: str = "package") -> SpeechTrim | None:
+    """The speech trim ``lease``'s task is scored with under the request's ``mode`` (:data:`MODES`): ``package``, the
+    one its package names (None: none); ``on``, that one or else :data:`DEFAULT_TRIM` (threshold 0.5, margin 0.25 s);
+    ``off``, None."""
+    if mode == "off":
+        return None
     meta = getattr(lease.entry, "meta", None)
-    return getattr(meta, "trim", None)
+    named = getattr(meta, "trim", None)
+    return named if named is not None or mode == "package" else DEFAULT_TRIM
 
 
 @dataclass(frozen=True)
@@ -98,12 +107,13 @@ class Parts:
     vad_s: float = 0.0
 
 
-async def parts(service: Any, clip: Any, leases: list[Lease]) -> Parts:
+async def parts(service: Any, clip: Any, leases: list[Lease], mode: str = "package") -> Parts:
     """Split ``leases`` by the part of ``clip`` each task is scored on (:class:`Parts`; a task whose trim cannot
-    run gets :class:`SpeechTrimUnavailable` without VAD weights, or the VAD's error). Tasks whose trims give the
-    same bounds share a part (one encode); the VAD runs once per clip, in a worker thread, and its time goes to the
-    ``sp_speech_trim_duration_seconds`` histogram. Leases of failed tasks are in no part (the caller releases them)."""
-    trim = {le.task: trim_of(le) for le in leases}
+    run gets :class:`SpeechTrimUnavailable` without VAD weights, or the VAD's error); ``mode`` is the request's
+    ``speech_trim`` (:func:`trim_of`). Tasks whose trims give the same bounds share a part (one encode); the VAD
+    runs once per clip, in a worker thread, and its time goes to the ``sp_speech_trim_duration_seconds``
+    histogram. Leases of failed tasks are in no part (the caller releases them)."""
+    trim = {le.task: trim_of(le, mode) for le in leases}
     trims = {t for t in trim.values() if t is not None}
     if not trims:
         return Parts([Part(clip, list(leases))])
@@ -115,9 +125,10 @@ async def parts(service: Any, clip: Any, leases: list[Lease]) -> Parts:
     vad_s = 0.0
     if vad is None:
         failure = SpeechTrimUnavailable(
-            "this task's package names a speech trim and this server has no Silero VAD weights to run it",
+            "this task is scored with a speech trim (its package names one, or the request asked speech_trim=on) "
+            "and this server has no Silero VAD weights to run it",
             accepted="a server started with SPEECHPROMPT_SPEECH_TRIM_WEIGHTS at a silero-vad v6 weights file "
-                     "(models/speech_trim in the repository), or a package of this task without speech_trim")
+                     "(models/speech_trim in the repository), or speech_trim=off in the request")
     else:
         def run() -> dict[SpeechTrim, tuple[int, int]]:
             span = getattr(service.runtime, "encoded_span", None)

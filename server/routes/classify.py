@@ -46,6 +46,10 @@ GATE = Query(None, max_length=200, description="<task>:<label>, e.g. vad:speech:
              "other tasks' results then have 'applicable' (scores are never hidden)")
 GATE_THRESHOLD = Query(None, gt=0, le=1, allow_inf_nan=False, description="probability the gate label must reach "
                        "(default 0.5; only with gate)")
+SPEECH_TRIM = Query("package", pattern="^(package|on|off)$", description="cut the room tone before and after the "
+                    "voice (Silero VAD) before scoring: package (default: each task's package decides), on (every "
+                    "task: its package's trim, else threshold 0.5 and a 0.25 s margin), off (no task); for whole "
+                    "microphone recordings. Each trimmed answer says what was scored (speech_trim)")
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
 TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_PER_REQUEST}); a name that is "
               "unknown or not allowed gets its own error entry", json_schema_extra={"minLength": 1})
@@ -57,7 +61,7 @@ TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_
 async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, long_audio: str | None = LONG_AUDIO,
                    window: float | None = WINDOW, hop: float | None = HOP, explain: bool = EXPLAIN,
                    explain_spans: int = EXPLAIN_SPANS, gate: str | None = GATE,
-                   gate_threshold: float | None = GATE_THRESHOLD,
+                   gate_threshold: float | None = GATE_THRESHOLD, speech_trim: str = SPEECH_TRIM,
                    service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with one task; the answer names the exact task version used (with ``gate``, also
     whether it applies: ``server/gate.py``)."""
@@ -69,7 +73,8 @@ async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, long_
                              timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_one(service, task, data, top_k, request.receive,
                                                LongAudioRequest(long_audio, window, hop),
-                                               explain_spans if explain else 0, gate=gated))
+                                               explain_spans if explain else 0, gate=gated,
+                                               speech_trim=speech_trim))
 
 
 @router.post("/v1/classify", response_model=None, openapi_extra=AUDIO_BODY,
@@ -78,7 +83,7 @@ async def classify(request: Request, task: str = TASK, top_k: int = TOP_K, long_
 async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_K,
                          long_audio: str | None = LONG_AUDIO, window: float | None = WINDOW, hop: float | None = HOP,
                          explain: bool = EXPLAIN, explain_spans: int = EXPLAIN_SPANS, gate: str | None = GATE,
-                         gate_threshold: float | None = GATE_THRESHOLD,
+                         gate_threshold: float | None = GATE_THRESHOLD, speech_trim: str = SPEECH_TRIM,
                          service: Service = Depends(ready_service)) -> JSONResponse:
     """Classify one clip with many tasks: decoded and encoded once, one unit-LM row per task; a task that
     cannot be served gets its own error entry without failing the others. With ``gate`` (e.g. ``vad:speech``)
@@ -91,4 +96,4 @@ async def classify_tasks(request: Request, tasks: str = TASKS, top_k: int = TOP_
                              timeout_s=service.settings.body_timeout_s)
         return JSONResponse(await classify_many(service, names, data, top_k, request.receive,
                                                 LongAudioRequest(long_audio, window, hop),
-                                                explain_spans if explain else 0, gated))
+                                                explain_spans if explain else 0, gated, speech_trim))

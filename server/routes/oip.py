@@ -77,14 +77,14 @@ async def model_ready(task: str = TASK, service: Service = Depends(get_service))
 REJECT_LONG = LongAudioRequest(policy="reject")
 
 
-async def _infer_all(service: Service, task: str, clips: list, receive: Any) -> list[dict]:
+async def _infer_all(service: Service, task: str, clips: list, receive: Any, speech_trim: str) -> list[dict]:
     """One ``classify_one`` per clip, concurrently (the batcher puts them in the same forward); the first
     error fails the request (v2 has no partial answers) once every clip has finished. A single clip watches
     for the client going away like /v1 does (``receive``); a batch does not (one ASGI receive channel cannot
     be awaited by several clips at once), so its clips run to the end or to the deadline."""
     watch = receive if len(clips) == 1 else None
-    got = await asyncio.gather(*(classify_one(service, task, clip, 1, watch, REJECT_LONG, by_label=True) for clip in clips),
-                               return_exceptions=True)
+    got = await asyncio.gather(*(classify_one(service, task, clip, 1, watch, REJECT_LONG, by_label=True,
+                                              speech_trim=speech_trim) for clip in clips), return_exceptions=True)
     for g in got:
         if isinstance(g, BaseException):
             raise g
@@ -105,7 +105,7 @@ async def infer(request: Request, task: str = TASK, service: Service = Depends(g
         with contextlib.ExitStack() as slots:
             for _ in parsed.clips[1:]:
                 slots.enter_context(service.admission.slot())
-            results = await _infer_all(service, task, parsed.clips, request.receive)
+            results = await _infer_all(service, task, parsed.clips, request.receive, parsed.speech_trim)
     versions = [r["version"] for r in results]
     extra = {"task_version": versions[0] if len(set(versions)) == 1 else None, "task_versions": versions,
              "backbone": results[0]["backbone"], "labels": [s["label"] for s in results[0]["scores"]],

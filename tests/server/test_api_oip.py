@@ -211,3 +211,33 @@ def test_versioned_routes_serve_only_the_current_version(client, live):
     assert err.value.status() == "404"
     r = live.http.get(f"/v2/models/{TASK}/versions/{'0' * 16}")
     assert r.status_code == 404 and live.version in r.json()["error"]
+
+
+def test_parameters_speech_trim_is_v1s_query_parameter(client, live):
+    """``parameters.speech_trim`` on the request: ``on`` runs the VAD once per clip (as ``/v1?speech_trim=on``: the
+    same scores), ``off`` and the default run none; another value is a 400 v2 error."""
+    def vad_runs() -> float:
+        text = live.http.get("/metrics").text
+        return next(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                    if ln.startswith("sp_speech_trim_duration_seconds_count"))
+
+    clips = [pcm(0.5, 11), pcm(0.5, 12)]
+    before = vad_runs()
+    inp = triton.InferInput("audio", [2, clips[0].size], "FP32")
+    inp.set_data_from_numpy(np.stack(clips))
+    got = client.infer(TASK, [inp], parameters={"speech_trim": "on"})
+    assert vad_runs() == before + 2
+    labels = got.get_response()["parameters"]["labels"]
+    for row, samples in enumerate(clips):
+        r = live.http.post(f"/v1/tasks/{TASK}/classify?top_k=1000&speech_trim=on", content=float_wav(samples),
+                           headers=WAV)
+        ref = {s["label"]: s["score"] for s in r.json()["scores"]}
+        np.testing.assert_allclose(got.as_numpy("scores")[row], [ref[lb] for lb in labels], rtol=1e-5)
+    before = vad_runs()
+    client.infer(TASK, [inp], parameters={"speech_trim": "off"})
+    client.infer(TASK, [inp])
+    assert vad_runs() == before
+    body = {"inputs": [{"name": "audio", "datatype": "FP32", "shape": [1, 400], "data": [0.1] * 400}],
+            "parameters": {"speech_trim": "always"}}
+    r = live.http.post(f"/v2/models/{TASK}/infer", json=body)
+    assert r.status_code == 400 and "speech_trim" in r.json()["error"] and "'on'" in r.json()["error"]

@@ -219,3 +219,47 @@ async def test_a_part_that_cannot_be_queued_releases_every_lease(make_server, tm
     await drained(srv, ("vad-trim", "gender"))
     monkeypatch.setattr(srv.service.batcher, "submit", submit)
     assert (await classify(srv, "vad-trim", wav(room_tone(voice()))))["speech_trim"]["cut"] is True
+
+
+@needs_clip
+async def test_the_request_turns_the_trim_on_or_off_for_every_task(make_server, tmp_path):
+    """``speech_trim=on`` trims a task whose package names no trim (with the default trim: the same answer as the
+    package that names it), ``off`` scores a task whose package names one on the whole clip, a bad value is a 400
+    problem; without VAD weights ``on`` is a 503 for every task and ``off`` answers."""
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)))
+    data = wav(room_tone(voice()))
+    named = await classify(srv, "vad-trim", data)
+    on = await classify(srv, "vad-whole", data, "&speech_trim=on")
+    assert on["speech_trim"] == named["speech_trim"] and on["speech_trim"]["cut"] is True
+    assert scores(on) == pytest.approx(scores(named), abs=1e-6) and on["timings"]["speech_trim_ms"] > 0
+    off = await classify(srv, "vad-trim", data, "&speech_trim=off")
+    whole = await classify(srv, "vad-whole", data)
+    assert "speech_trim" not in off and scores(off) == pytest.approx(scores(whole), abs=1e-6)
+    assert off["timings"]["speech_trim_ms"] == 0.0
+    package = await classify(srv, "vad-trim", data, "&speech_trim=package")
+    assert package["speech_trim"] == named["speech_trim"]
+    r = await srv.client.post("/v1/classify?tasks=vad-whole,gender,vad-trim2&top_k=100&speech_trim=on", content=data,
+                              headers=WAV)
+    got = {t["task"]: t for t in r.json()["results"]}
+    gender_trimmed = await classify(srv, "gender", data, "&speech_trim=on")
+    assert got["gender"]["speech_trim"] == on["speech_trim"] == gender_trimmed["speech_trim"]
+    assert scores(got["gender"]) == pytest.approx(scores(gender_trimmed), abs=1e-6)
+    assert got["vad-trim2"]["speech_trim"]["start_s"] - on["speech_trim"]["start_s"] == pytest.approx(0.15, abs=1e-6)
+    r = await srv.client.post("/v1/tasks/vad-whole/classify?speech_trim=yes", content=data, headers=WAV)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+    assert "speech_trim" in r.text and "package|on|off" in r.text, r.text
+    await drained(srv, ("vad-whole", "gender", "vad-trim2", "vad-trim"))
+
+
+@needs_clip
+async def test_without_vad_weights_the_request_can_turn_the_trim_off(make_server, tmp_path):
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)),
+                            speech_trim_weights=tmp_path / "absent.safetensors")
+    data = wav(room_tone(voice()))
+    r = await srv.client.post("/v1/classify?tasks=vad-whole,gender&speech_trim=on", content=data, headers=WAV)
+    assert r.status_code == 200
+    assert all(t["error"]["type"] == "/problems/speech_trim_unavailable" for t in r.json()["results"])
+    assert "speech_trim=off" in r.json()["results"][0]["error"]["accepted"]
+    r = await srv.client.post("/v1/tasks/vad-trim/classify?speech_trim=off", content=data, headers=WAV)
+    assert r.status_code == 200 and "speech_trim" not in r.json()
+    await drained(srv, ("vad-whole", "gender", "vad-trim"))

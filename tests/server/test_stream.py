@@ -246,3 +246,38 @@ def test_a_task_naming_a_speech_trim_says_where_it_is_not_applied(live):
         assert ready["tasks"]["st-trim"]["speech_trim"] == {"applied": False}
         assert "speech_trim" not in ready["tasks"]["st-a"]
     assert live.http.delete("/v1/tasks/st-trim", headers=ADMIN).status_code in (200, 204)
+
+
+def test_the_client_and_the_cli_send_the_request_speech_trim(live, tmp_path):
+    """``speech_trim="on"`` through the Python client trims a task whose package names none (the VAD runs: one more
+    ``sp_speech_trim_duration_seconds`` count, the answer's ``speech_trim`` applied); ``--speech-trim off`` on the
+    command line runs no VAD."""
+    import typer
+    from typer.testing import CliRunner
+
+    from clients import SpeechPromptClient, cli
+
+    def vad_runs() -> float:
+        text = live.http.get("/metrics").text
+        return next(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                    if ln.startswith("sp_speech_trim_duration_seconds_count"))
+
+    path = tmp_path / "clip.wav"
+    sf.write(path, clip(2.0), RATE, subtype="PCM_16")
+    before = vad_runs()
+    with SpeechPromptClient(live.url) as c:
+        one = c.classify("st-a", path, speech_trim="on")
+        assert one.speech_trim["applied"] is True and vad_runs() == before + 1
+        many = c.classify_multi(["st-a", "st-b"], path, speech_trim="on")
+        assert {t: r.speech_trim["applied"] for t, r in many.ok.items()} == {"st-a": True, "st-b": True}
+        assert vad_runs() == before + 2  # once per clip, for both tasks
+        assert c.classify("st-a", path).speech_trim is None and vad_runs() == before + 2
+    app = typer.Typer()
+    cli.register(app)
+    for flag, runs in (("on", before + 3), ("off", before + 3)):
+        out = CliRunner().invoke(app, ["classify", str(path), "--tasks", "st-a,st-b", "--speech-trim", flag,
+                                       "--format", "json", "--no-progress", "--url", live.url], catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        assert {r["task"] for r in json.loads(out.stdout)} == {"st-a", "st-b"} and vad_runs() == runs, flag
+    bad = CliRunner().invoke(app, ["classify", str(path), "--task", "st-a", "--speech-trim", "maybe", "--url", live.url])
+    assert bad.exit_code == 2 and vad_runs() == before + 3

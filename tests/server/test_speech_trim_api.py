@@ -152,8 +152,15 @@ async def test_without_vad_weights_only_the_trimmed_task_is_refused(make_server,
     assert r.status_code == 200, r.text
     got = {t["task"]: t for t in r.json()["results"]}
     assert got["vad-trim"]["error"]["type"] == "/problems/speech_trim_unavailable" and got["gender"]["label"] in ("female", "male")
-    # the leases of the refused task were released: the task still answers (and drains) after the refusals
-    await drained(srv, ("vad-trim", "gender"))
+    # speech_trim=on: every task is refused; speech_trim=off: the task whose package names a trim answers untrimmed
+    r = await srv.client.post("/v1/classify?tasks=vad-whole,gender&speech_trim=on", content=data, headers=WAV)
+    assert r.status_code == 200
+    assert all(t["error"]["type"] == "/problems/speech_trim_unavailable" for t in r.json()["results"])
+    assert "speech_trim=off" in r.json()["results"][0]["error"]["accepted"]
+    r = await srv.client.post("/v1/tasks/vad-trim/classify?speech_trim=off", content=data, headers=WAV)
+    assert r.status_code == 200 and "speech_trim" not in r.json()
+    # the leases of the refused tasks were released: the tasks still answer (and drain) after the refusals
+    await drained(srv, ("vad-trim", "vad-whole", "gender"))
 
 
 async def test_a_file_that_is_not_silero_weights_fails_start_up(make_server, tmp_path):
@@ -249,17 +256,3 @@ async def test_the_request_turns_the_trim_on_or_off_for_every_task(make_server, 
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
     assert "speech_trim" in r.text and "package|on|off" in r.text, r.text
     await drained(srv, ("vad-whole", "gender", "vad-trim2", "vad-trim"))
-
-
-@needs_clip
-async def test_without_vad_weights_the_request_can_turn_the_trim_off(make_server, tmp_path):
-    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)),
-                            speech_trim_weights=tmp_path / "absent.safetensors")
-    data = wav(room_tone(voice()))
-    r = await srv.client.post("/v1/classify?tasks=vad-whole,gender&speech_trim=on", content=data, headers=WAV)
-    assert r.status_code == 200
-    assert all(t["error"]["type"] == "/problems/speech_trim_unavailable" for t in r.json()["results"])
-    assert "speech_trim=off" in r.json()["results"][0]["error"]["accepted"]
-    r = await srv.client.post("/v1/tasks/vad-trim/classify?speech_trim=off", content=data, headers=WAV)
-    assert r.status_code == 200 and "speech_trim" not in r.json()
-    await drained(srv, ("vad-whole", "gender", "vad-trim"))

@@ -60,10 +60,20 @@
   }
 
   // ---- classify --------------------------------------------------------------------------------
-  async function classify(blob, samples, rate) {
+  // the request's speech_trim: "auto" cuts the room tone from recordings (a microphone records silence before and
+  // after the voice) and lets each task's package decide for uploaded files
+  function speechTrim(recorded) {
+    const mode = $("speech-trim").value;
+    if (mode === "auto") return recorded ? "on" : null;
+    return mode === "package" ? null : mode;
+  }
+
+  async function classify(blob, samples, rate, recorded = false) {
     const tasks = chosenTasks();
     if (!tasks.length) { setStatus("choose at least one task"); return; }
     const q = new URLSearchParams({ tasks: tasks.join(","), top_k: $("top-k").value || "3" });
+    const trim = speechTrim(recorded);
+    if (trim) q.set("speech_trim", trim);
     if ($("long-audio").value) q.set("long_audio", $("long-audio").value);
     if ($("gate").value) q.set("gate", $("gate").value);
     if ($("explain").checked) { q.set("explain", "true"); q.set("explain_spans", $("explain-spans").value || "16"); }
@@ -103,6 +113,11 @@
           el("span", {}, el("span", { className: "name", textContent: res.task + ": " }),
             el("span", { className: "label", textContent: res.label })),
           el("span", { className: "version", textContent: "version " + res.version })));
+      const cut = res.speech_trim;
+      if (cut && cut.applied && cut.cut) {
+        card.append(el("div", { className: "trimmed", textContent: `scored ${cut.start_s.toFixed(2)}–` +
+          `${cut.end_s.toFixed(2)} s (room tone cut)` }));
+      }
       if (na) {
         const g = body.gate;
         card.append(el("div", { className: "applies", textContent: `does not apply: ${g.task} gives ${g.label} ` +
@@ -120,7 +135,8 @@
     const t = body.timings;
     $("timing").textContent = `${body.audio.duration_s.toFixed(2)} s of audio, ${body.audio.units} units · server ` +
       `${t.total_ms.toFixed(1)} ms (decode ${t.decode_ms.toFixed(1)}, queue ${t.queue_ms.toFixed(1)}, encode ` +
-      `${t.encode_ms.toFixed(1)}, unit LM ${t.lm_ms.toFixed(1)}) · round trip ${roundTrip.toFixed(0)} ms` +
+      `${t.encode_ms.toFixed(1)}, unit LM ${t.lm_ms.toFixed(1)}` +
+      (t.speech_trim_ms ? `, VAD ${t.speech_trim_ms.toFixed(1)}` : "") + `) · round trip ${roundTrip.toFixed(0)} ms` +
       (body.units_cache_hit ? " · units from cache" : "");
   }
 
@@ -209,7 +225,7 @@
     await rec.mic.stop();
     $("record").disabled = false; $("record-stop").disabled = true;
     const samples = SPAudio.concat(rec.chunks);
-    classify(SPAudio.encodeWav(samples, rec.mic.rate), samples, rec.mic.rate);
+    classify(SPAudio.encodeWav(samples, rec.mic.rate), samples, rec.mic.rate, true);
   });
 
   // ---- live mode: the /v1/stream protocol (docs/api.md) -------------------------------------------

@@ -5,9 +5,10 @@ the admin features off (no admin token). Skipped, saying why, where Chromium or 
 - upload a WAV: the page shows, per task, the label, version and score the API gives for the same file, and
   one explanation strip per task under the waveform;
 - record with Chromium's fake microphone (a human recording played as the capture device, looped): the recorded
-  clip is classified, and the page shows the label the API gives for the very WAV the page sent (not a fixed
-  "speech": where the loop is cut depends on timing, and the v5 vad demo calls 4-5 of 58 such cuts `noise`,
-  docs/results.md);
+  clip is classified (by default as each task's package decides; with "cut it from recordings", ``speech_trim=on``),
+  and the page shows the label the API gives for the very WAV and query the page sent (not a fixed "speech": where
+  the loop is cut depends on timing, and the v5 vad demo calls 4-5 of 58 such cuts `noise`, docs/results.md);
+- a file with room tone and "cut it from every clip": the card says which seconds were scored, as the API does;
 - live mode streams the fake microphone over /v1/stream and labels appear over time, then the summary.
 """
 
@@ -89,7 +90,7 @@ def test_upload_shows_the_label_the_api_gives(server, browser, tmp_path):
     tasks = ("commands-en", "language-id", "vad")
     api = httpx.post(f"{server.url}/v1/classify", params={"tasks": ",".join(tasks), "top_k": 3},
                      content=RECORDING.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30).json()
-    page = open_page(browser, server, tasks)
+    page = open_page(browser, server, tasks, init_script=KEEP_SENT_WAV)
     page.set_input_files("#file", str(RECORDING))
     for res in api["results"]:
         card = page.locator(f'.task-result[data-task="{res["task"]}"]')
@@ -101,6 +102,7 @@ def test_upload_shows_the_label_the_api_gives(server, browser, tmp_path):
         assert strip.get_attribute("data-label") == res["label"]
         assert strip.locator(".seg").count() >= 2
     expect(page.locator("#timing")).to_contain_text("round trip")
+    assert "speech_trim" not in page.evaluate("window.__sentUrl")  # an uploaded file: each task's package decides
     shot = DOCS_SCREENSHOT if os.environ.get("SPEECHPROMPT_WRITE_SCREENSHOT") == "1" else tmp_path / "page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:4] == b"\x89PNG"
@@ -151,6 +153,31 @@ def test_windowed_results_show_where_each_label_wins(server, browser, tmp_path):
     page.close()
 
 
+def test_a_file_with_room_tone_says_what_was_scored(server, browser, tmp_path):
+    """"cut it from every clip" on an uploaded voice with 1 s of -60 dBFS room tone each side: the page sends
+    speech_trim=on and each card says the seconds the API says were scored."""
+    import numpy as np
+    import soundfile as sf
+
+    voice, rate = sf.read(RECORDING, dtype="float32")
+    tone = np.random.default_rng(3).uniform(-1e-3, 1e-3, 2 * rate).astype(np.float32)
+    padded = tmp_path / "room-tone.wav"
+    sf.write(padded, np.concatenate([tone[:rate], voice, tone[rate:]]), rate)
+    api = httpx.post(f"{server.url}/v1/classify", params={"tasks": "vad,language-id", "speech_trim": "on"},
+                     content=padded.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30).json()
+    page = open_page(browser, server, ("vad", "language-id"))
+    page.select_option("#speech-trim", "on")
+    page.set_input_files("#file", str(padded))
+    for res in api["results"]:
+        cut = res["speech_trim"]
+        assert cut["cut"] and cut["start_s"] > 0.5
+        card = page.locator(f'.task-result[data-task="{res["task"]}"]')
+        expect(card.locator(".label")).to_have_text(res["label"], timeout=20_000)
+        expect(card.locator(".trimmed")).to_have_text(f'scored {cut["start_s"]:.2f}–{cut["end_s"]:.2f} s (room tone cut)')
+    expect(page.locator("#timing")).to_contain_text("VAD")
+    page.close()
+
+
 def test_verbalizer_view_shows_the_units_the_api_gives(server, browser):
     api = httpx.get(f"{server.url}/v1/tasks/vad/verbalizer", params={"top_k": 8}).json()
     page = open_page(browser, server, ())
@@ -162,7 +189,8 @@ def test_verbalizer_view_shows_the_units_the_api_gives(server, browser):
     page.close()
 
 
-# keeps the WAV the page posts to a classify route (base64 in window.__sentWav), to classify it again over the API
+# keeps the WAV the page posts to a classify route (base64 in window.__sentWav) and the URL (window.__sentUrl), to
+# classify it again over the API
 KEEP_SENT_WAV = """
 const realFetch = window.fetch;
 window.fetch = async (url, opts) => {
@@ -171,24 +199,31 @@ window.fetch = async (url, opts) => {
     const bytes = new Uint8Array(await body.arrayBuffer());
     let s = ""; for (const b of bytes) s += String.fromCharCode(b);
     window.__sentWav = btoa(s);
+    window.__sentUrl = String(url);
   }
   return realFetch(url, opts);
 };
 """
 
 
-def test_record_from_the_fake_microphone(server, browser):
+@pytest.mark.parametrize("room_tone, sent_trim", [("package", None), ("auto", "on")])
+def test_record_from_the_fake_microphone(server, browser, room_tone, sent_trim):
     page = open_page(browser, server, ("vad", "commands-en"), init_script=KEEP_SENT_WAV)
+    expect(page.locator("#speech-trim")).to_have_value("package")  # the default (docs/results.md, session 37)
+    page.select_option("#speech-trim", room_tone)
     page.click("#record")
     expect(page.locator("#status")).to_have_text("recording…")
     page.wait_for_timeout(2500)
     page.click("#record-stop")
     expect(page.locator('.task-result[data-task="vad"] .label')).to_have_text(re.compile("^(speech|noise)$"), timeout=20_000)
     sent = base64.b64decode(page.evaluate("window.__sentWav"))
-    api = httpx.post(f"{server.url}/v1/classify", params={"tasks": "vad,commands-en"}, content=sent,
+    query = dict(httpx.URL(page.evaluate("window.__sentUrl")).params)
+    assert query.get("speech_trim") == sent_trim and set(query["tasks"].split(",")) == {"vad", "commands-en"}
+    api = httpx.post(f"{server.url}/v1/classify", params=query, content=sent,
                      headers={"Content-Type": "audio/wav"}, timeout=30).json()
     for res in api["results"]:
         assert page.locator(f'.task-result[data-task="{res["task"]}"] .label').inner_text() == res["label"]
+        assert ("speech_trim" in res) is (sent_trim == "on")
     assert float(page.locator("#timing").inner_text().split(" s of audio")[0]) >= 1.5
     page.close()
 

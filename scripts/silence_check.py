@@ -41,7 +41,8 @@ from speechprompt.training.evaluate import predict  # noqa: E402
 from speechprompt.training.pads import room_tone  # noqa: E402
 
 PADS = {"none": None, "zeros": 0.0, "white-80dB": 1e-4, "white-70dB": 3e-4, "white-60dB": 1e-3, "white-50dB": 3e-3,
-        "brown-60dB": ("brown", 1e-3), "brown-50dB": ("brown", 3e-3)}
+        "brown-60dB": ("brown", 1e-3), "brown-50dB": ("brown", 3e-3), "hum-70dB": ("hum", 3e-4),
+        "hum-60dB": ("hum", 1e-3)}
 TASKS = ("language-id", "vad", "gender")
 
 

@@ -120,7 +120,8 @@ def _gate_params(gate: str | None, threshold: float | None) -> dict[str, str]:
 
 
 def _trim_params(speech_trim: str | None) -> dict[str, str]:
-    """The ``speech_trim`` query parameter (``"on"``, ``"off"``, ``"package"``); none when not given."""
+    """The ``speech_trim`` query parameter (``"recording"``, ``"on"``, ``"off"``, ``"package"``); none when not
+    given."""
     return {} if speech_trim is None else {"speech_trim": str(speech_trim)}
 
 

@@ -53,6 +53,7 @@ class TrimMode(str, Enum):
     on = "on"
     off = "off"
     package = "package"
+    recording = "recording"
 
 
 def _err(msg: str) -> None:
@@ -228,10 +229,11 @@ def classify(
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="scores to return per task"),
     gate: str | None = typer.Option(None, "--gate", help="<task>:<label>, e.g. vad:speech; each answer says whether "
                                     "it applies (that task's probability of the label >= 0.5)"),
-    speech_trim: TrimMode | None = typer.Option(None, "--speech-trim", help="on: cut the room tone before and after "
-                                                "the voice (Silero VAD) for every task, as for whole microphone "
-                                                "recordings; off: for none; package (the server's default): each "
-                                                "task's package decides"),
+    speech_trim: TrimMode | None = typer.Option(None, "--speech-trim", help="recording: the files are whole "
+                                                "microphone recordings: cut the room tone before and after the voice "
+                                                "(Silero VAD) for the tasks whose package asks for it on recordings; "
+                                                "on: for every task; off: for none; package (the server's default): "
+                                                "the tasks whose package asks for it on every clip"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="output format"),
     output: Path | None = typer.Option(None, "--output", "-o", help="write results here instead of stdout"),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256, help="requests in flight"),

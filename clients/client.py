@@ -104,8 +104,10 @@ class SpeechPromptClient:
         (a windowed answer keeps ``windows``, ``spans`` and ``long_audio`` in ``result.raw``); ``explain``:
         True (or a number of stretches, 1-64) asks for the occlusion explanation (``result.explanation``);
         ``gate``: as for :meth:`classify_multi` (``result.applicable``, ``result.raw["gate"]``); ``speech_trim``:
-        ``"on"`` cuts the room tone before and after the voice (Silero VAD) for every task, ``"off"`` for none,
-        None or ``"package"`` lets each task's package decide (``result.speech_trim`` says what was scored)."""
+        ``"recording"`` says the clip is a whole microphone recording: the room tone before and after the voice is
+        cut (Silero VAD) for the tasks whose package asks for it on recordings; ``"on"`` cuts it for every task,
+        ``"off"`` for none; None or ``"package"``: for the tasks whose package asks for it on every clip
+        (``result.speech_trim`` says what was scored)."""
         return self._send(self._calls.classify(task, audio, top_k, filename, content_type, send_as, long_audio,
                                                explain, gate, gate_threshold, speech_trim))
 

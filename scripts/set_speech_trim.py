@@ -3,9 +3,11 @@ r"""Name a speech trim in a task's package of a filesystem store (the served ver
 
     python scripts/set_speech_trim.py --store prompts_store --task vad --trim 0.5:0.25   # the vad demo, trimmed
     python scripts/set_speech_trim.py --store prompts_store --task vad --trim none       # back to the whole clip
+    python scripts/set_speech_trim.py --task vad --trim 0.5:0.25 --when recording      # only for whole recordings
 
 The package's tensors stay; its ``speech_trim`` metadata (``speechprompt/speech_trim.py``: threshold and margin from
-``--trim``, the other settings their defaults) changes, so its version (content digest) does too. The new version is
+``--trim``, the other settings their defaults; ``--when recording``: applied only when a request says the clip is a
+whole recording, ``speech_trim=recording``) changes, so its version (content digest) does too. The new version is
 written, then ``CURRENT`` is replaced atomically; the old version's file stays (a running server may be serving it)
 unless ``--prune`` (a demo store keeps one version per task).
 A server then scores the task on the clip without its room-tone edges (``server/speech_trims.py``). What it gains and
@@ -21,19 +23,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speechprompt.package import read_package, with_metadata  # noqa: E402
+from speechprompt.package import TRIM_WHEN, read_package, with_metadata  # noqa: E402
 from speechprompt.speech_trim import SpeechTrim  # noqa: E402
 from speechprompt.training.manifest import replace_file  # noqa: E402
 
 
-def set_trim(store: Path, task: str, trim: SpeechTrim | None, prune: bool = False) -> str:
-    """Make ``task``'s current package in the file store ``store`` name ``trim`` (None: no trim) -> the new version;
-    ``prune``: remove the task's other versions' files. Raises ``FileNotFoundError`` when the store has no current
-    version of ``task``."""
+def set_trim(store: Path, task: str, trim: SpeechTrim | None, prune: bool = False, when: str = "always") -> str:
+    """Make ``task``'s current package in the file store ``store`` name ``trim`` (None: no trim), applied ``when``
+    (``always`` or ``recording``) -> the new version; ``prune``: remove the task's other versions' files. Raises
+    ``FileNotFoundError`` when the store has no current version of ``task``."""
     folder = store / task
     version = (folder / "CURRENT").read_text().strip()
     pkg = read_package((folder / f"{version}.safetensors").read_bytes())
-    new = with_metadata(pkg, speech_trim=trim.to_dict() if trim else {})
+    new = with_metadata(pkg, speech_trim={**trim.to_dict(), "when": when} if trim else {})
     replace_file(folder / f"{new.version}.safetensors", new.data)
     replace_file(folder / "CURRENT", (new.version + "\n").encode())
     for old in folder.glob("*.safetensors"):
@@ -47,6 +49,8 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
     ap.add_argument("--task", required=True)
     ap.add_argument("--trim", required=True, help="THRESHOLD:MARGIN_S (e.g. 0.5:0.25) or none")
+    ap.add_argument("--when", choices=TRIM_WHEN, default="always",
+                    help="always (every clip) or recording (only when a request says speech_trim=recording)")
     ap.add_argument("--prune", action="store_true", help="remove the task's other versions' files")
     a = ap.parse_args()
     try:
@@ -54,10 +58,11 @@ def main() -> None:
     except ValueError as e:
         ap.error(str(e))
     try:
-        version = set_trim(a.store, a.task, trim, a.prune)
+        version = set_trim(a.store, a.task, trim, a.prune, a.when)
     except FileNotFoundError:
         ap.error(f"{a.store} has no current version of task {a.task!r} (a filesystem store: <store>/<task>/CURRENT)")
-    sys.stdout.write(f"{a.task}: {version} ({'speech trim ' + a.trim if trim else 'no speech trim'})\n")
+    named = f"speech trim {a.trim}" + (" for recordings" if a.when == "recording" else "")
+    sys.stdout.write(f"{a.task}: {version} ({named if trim else 'no speech trim'})\n")
 
 
 if __name__ == "__main__":

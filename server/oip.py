@@ -14,7 +14,7 @@ the ``Inference-Header-Content-Length`` header gives the JSON's length, each inp
 
 Outputs: ``label`` BYTES ``[batch]`` (best class) and ``scores`` FP32 ``[batch, n_classes]`` (softmax over the
 task's classes, in the label order of ``GET /v2/models/{task}``). The request's ``parameters.speech_trim``
-(``package``, the default; ``on``; ``off``) is ``/v1``'s ``speech_trim`` query parameter. Malformed requests raise
+(``package``, the default; ``recording``; ``on``; ``off``) is ``/v1``'s ``speech_trim`` query parameter. Malformed requests raise
 ``BadRequest`` (400); the errors of the audio itself are the same typed errors as ``/v1``.
 """
 
@@ -206,9 +206,9 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
 
 def _speech_trim(doc: dict) -> str:
     mode = _params(doc).get("speech_trim", "package")
-    if mode not in ("package", "on", "off"):
-        raise BadRequest(f"'parameters.speech_trim' {str(mode)[:40]!r} is not accepted: 'package' (each task's "
-                         "package decides), 'on' or 'off'")
+    if mode not in ("package", "recording", "on", "off"):
+        raise BadRequest(f"'parameters.speech_trim' {str(mode)[:40]!r} is not accepted: 'package' (the default), "
+                         "'recording', 'on' or 'off'")
     return mode
 
 

@@ -100,7 +100,7 @@ class TaskResult(BaseModel):
     windows: list[WindowResult] | None = Field(None, description="windowed: every window, in order")
     spans: list[Span] | None = Field(None, description="windowed: where each label wins (tiles the clip)")
     explanation: Explanation | None = Field(None, description="only with explain=true (not on windowed results)")
-    speech_trim: SpeechTrimFacts | None = Field(None, description="only for a task whose package names a speech "
+    speech_trim: SpeechTrimFacts | None = Field(None, description="only for a task scored with a speech "
                                                 "trim: the part of the clip it was scored on (room-tone edges cut "
                                                 "by Silero VAD)")
     applicable: bool | None = Field(None, description="only with a gate (?gate=task:label) that answered: whether "
@@ -168,8 +168,9 @@ class TaskPublic(BaseModel):
     readout: str | None = Field(None, description="where the label is read: 'separator' (SpeechPrompt v2) or "
                                 "'mean' (the mean hidden state of the clip's row; docs/prompting.md)")
     speech_trim: dict | None = Field(None, description="the package's speech trim (threshold, margin_s, "
-                                     "min_cut_s, min_keep_s, loud_db): the task is scored on the clip without its "
-                                     "room-tone edges; null: on the whole clip")
+                                     "min_cut_s, min_keep_s, loud_db; when: 'recording' when it applies only to "
+                                     "requests with speech_trim=recording): the task is scored on the clip without "
+                                     "its room-tone edges; null: on the whole clip")
     nbytes: int | None = None
     in_flight: int | None = None
     resident_versions: list[str] = []

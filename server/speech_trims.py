@@ -55,19 +55,23 @@ def load_vad(path: Path) -> Any:
                          f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
-MODES = ("package", "on", "off")  # a request's ``speech_trim``: each package decides | every task | no task
+# a request's ``speech_trim``: the packages' trims that apply always | the clip is a whole recording: every trim a
+# package names | every task (a default trim where a package names none) | no task
+MODES = ("package", "recording", "on", "off")
 DEFAULT_TRIM = SpeechTrim()  # what ``speech_trim=on`` applies to a task whose package names no trim
 
 
 def trim_of(lease: Lease, mode: str = "package") -> SpeechTrim | None:
     """The speech trim ``lease``'s task is scored with under the request's ``mode`` (:data:`MODES`): ``package``, the
-    one its package names (None: none); ``on``, that one or else :data:`DEFAULT_TRIM` (threshold 0.5, margin 0.25 s);
-    ``off``, None."""
+    one its package names to apply always (``when`` ``always``); ``recording``, the one its package names, whenever
+    it applies; ``on``, that one or else :data:`DEFAULT_TRIM` (threshold 0.5, margin 0.25 s); ``off``, None."""
     if mode == "off":
         return None
     meta = getattr(lease.entry, "meta", None)
     named = getattr(meta, "trim", None)
-    return named if named is not None or mode == "package" else DEFAULT_TRIM
+    if named is None:
+        return DEFAULT_TRIM if mode == "on" else None
+    return None if mode == "package" and getattr(meta, "trim_when", "always") != "always" else named
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -49,7 +50,19 @@ META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_vers
                  "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
                  "format_version 2 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
                  "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
-                 "or null; omitted keys take their defaults)")
+                 "or null, when 'always' or 'recording'; omitted keys take their defaults)")
+TRIM_WHEN = ("always", "recording")  # a package's trim applies to every clip, or to clips a request calls recordings
+
+
+def trim_parts(d: dict) -> tuple[dict, str]:
+    """A package's ``speech_trim`` object -> (the :class:`SpeechTrim` settings, ``when`` it applies: ``always``
+    (the default) or ``recording``, i.e. only when the request says the clip is a whole recording). Raises
+    ``ValueError`` for another ``when``."""
+    settings = {k: v for k, v in d.items() if k != "when"}
+    when = d.get("when", "always")
+    if when not in TRIM_WHEN:
+        raise ValueError(f"speech_trim.when must be one of {list(TRIM_WHEN)}; got {reprlib.repr(when)}")
+    return settings, when
 
 
 class PackageError(Exception):
@@ -113,14 +126,20 @@ class PackageMeta:
     long_audio: dict = field(default_factory=dict)
     # where the label is read (prompting.py): "separator" (SpeechPrompt v2; not written to the header) or "mean"
     readout: str = "separator"
-    # the speech trim the server applies before this task's units (SpeechTrim.to_dict(); {} = none). Written to the
-    # header only when set.
+    # the speech trim the server applies before this task's units (SpeechTrim.to_dict(), and "when": "recording" for
+    # a trim applied only to clips a request calls whole recordings; {} = none). Written to the header only when set.
     speech_trim: dict = field(default_factory=dict)
 
     @cached_property
     def trim(self) -> SpeechTrim | None:
         """The task's :class:`SpeechTrim`, or None when the package names none (parsed once per package)."""
-        return SpeechTrim.from_dict(self.speech_trim, partial=True) if self.speech_trim else None
+        return SpeechTrim.from_dict(trim_parts(self.speech_trim)[0], partial=True) if self.speech_trim else None
+
+    @cached_property
+    def trim_when(self) -> str:
+        """When the trim applies (:data:`TRIM_WHEN`): ``always``, or ``recording`` (only when the request's
+        ``speech_trim`` says the clip is a whole recording); ``always`` for a package without a trim."""
+        return trim_parts(self.speech_trim)[1] if self.speech_trim else "always"
 
     def to_header(self) -> dict[str, str]:
         version = max(self.format_version, 1 if self.readout == "separator" else 2)
@@ -132,12 +151,11 @@ class PackageMeta:
             header["long_audio"] = json.dumps(self.long_audio, sort_keys=True)
         if self.readout != "separator":
             header["readout"] = self.readout
-        if self.speech_trim:  # written with every key (omitted ones at their defaults)
+        if self.speech_trim:  # written with every key (omitted ones at their defaults; "when" only when not "always")
             try:
-                trim = SpeechTrim.from_dict(self.speech_trim, partial=True)
+                header["speech_trim"] = json.dumps(trim_object(self.speech_trim), sort_keys=True)
             except (TypeError, ValueError) as e:
                 raise PackageInvalid(f"package metadata is invalid: {e}") from None
-            header["speech_trim"] = json.dumps(trim.to_dict(), sort_keys=True)
         return header
 
     @classmethod
@@ -173,6 +191,16 @@ class PackageMeta:
 Label = Annotated[str, Field(min_length=1, max_length=256)]
 
 
+def trim_object(d: dict) -> dict:
+    """A ``speech_trim`` metadata object with every setting (omitted ones at their defaults) and ``when`` only when
+    it is not ``always`` (so packages written before ``when`` keep their bytes). Raises ``ValueError``."""
+    if not isinstance(d, dict):
+        raise ValueError(f"speech_trim must be an object; got {reprlib.repr(d)}")
+    settings, when = trim_parts(d)
+    out = SpeechTrim.from_dict(settings, partial=True).to_dict()
+    return out if when == "always" else {**out, "when": when}
+
+
 class LongAudio(BaseModel):
     """A task's default for clips over the server's ``max_audio_seconds``: ``policy`` reject (refused),
     truncate (the first ``max_audio_seconds`` scored) or window (``window``-second windows every ``hop``
@@ -206,7 +234,7 @@ class MetaFields(BaseModel):
     @field_validator("speech_trim")
     @classmethod
     def _trim(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return SpeechTrim.from_dict(value, partial=True).to_dict() if value else None  # {}: no trim, as to_header
+        return trim_object(value) if value else None  # {}: no trim, as to_header
 
     @model_validator(mode="after")
     def _readout_fits(self) -> MetaFields:

@@ -11,7 +11,8 @@ a clip where no chunk reaches the threshold (music, noise, silence), one with a 
 where less than ``min_keep_s`` would remain are passed whole. It is not a bundle setting (as one, on every clip the
 encoder reads, training included, it cost language-id and gender: docs/results.md, "A speech trim by Silero VAD for
 room tone"). A task package may name it (``PackageMeta.speech_trim``): the server then scores that task on the trimmed
-clip (``server/speech_trims.py``; no demo does: docs/results.md, "The trim as a task's own setting"). ``scripts/with_speech_trim.py`` runs a script with it after
+clip (``server/speech_trims.py``; the language-id and vad demos name it for whole recordings only: docs/results.md,
+"The trim per request"). ``scripts/with_speech_trim.py`` runs a script with it after
 the edge gate and before the level floor of every clip the encoder reads, and ``scripts/silence_check.py`` screens it
 at serve time.
 """

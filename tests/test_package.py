@@ -120,6 +120,7 @@ def _with_header(data: bytes, **meta: str) -> bytes:
     ("speech_trim", '{"margin": 0.25}', "speech_trim must be an object with some of"),  # a misspelt key
     ("speech_trim", '[0.5, 0.25]', "speech_trim"),
     ("speech_trim", '{"loud_db": "loud"}', "loud_db"),
+    ("speech_trim", '{"when": "sometimes"}', "speech_trim.when must be one of"),
 ])
 def test_every_metadata_field_is_validated(field, value, says):
     data = _with_header(write_package(META, **tensors()), **{field: value})
@@ -168,6 +169,13 @@ def test_a_speech_trim_is_written_only_when_named_and_read_back_with_its_default
     with pytest.raises(PackageInvalid) as e:
         read_package(hostile)
     assert len(str(e.value)) < 2_000  # the refusal names the problem without echoing a 2 MB header
+    # a trim for whole recordings only: "when" is written (and read back) only when it is not "always"
+    recording = read_package(with_metadata(plain, speech_trim={"threshold": 0.3, "when": "recording"}).data)
+    assert recording.meta.trim == SpeechTrim(threshold=0.3) and recording.meta.trim_when == "recording"
+    assert json.loads(header(recording.data)["speech_trim"]) == {**SpeechTrim(threshold=0.3).to_dict(),
+                                                                  "when": "recording"}
+    always = with_metadata(plain, speech_trim={"threshold": 0.3, "when": "always"})
+    assert always.version == trimmed.version and always.meta.trim_when == "always" and plain.meta.trim_when == "always"
 
 
 @pytest.mark.parametrize("field", ["training", "labels"])

@@ -46,10 +46,11 @@ GATE = Query(None, max_length=200, description="<task>:<label>, e.g. vad:speech:
              "other tasks' results then have 'applicable' (scores are never hidden)")
 GATE_THRESHOLD = Query(None, gt=0, le=1, allow_inf_nan=False, description="probability the gate label must reach "
                        "(default 0.5; only with gate)")
-SPEECH_TRIM = Query("package", pattern="^(package|on|off)$", description="cut the room tone before and after the "
-                    "voice (Silero VAD) before scoring: package (default: each task's package decides), on (every "
-                    "task: its package's trim, else threshold 0.5 and a 0.25 s margin), off (no task); for whole "
-                    "microphone recordings. Each trimmed answer says what was scored (speech_trim)")
+SPEECH_TRIM = Query("package", pattern="^(package|recording|on|off)$", description="cut the room tone before and "
+                    "after the voice (Silero VAD) before scoring: package (default: the tasks whose package names a "
+                    "trim for every clip), recording (the clip is a whole microphone recording: also the tasks whose "
+                    "package names a trim for recordings), on (every task: its package's trim, else threshold 0.5 "
+                    "and a 0.25 s margin), off (no task). Each trimmed answer says what was scored (speech_trim)")
 TASK = Path(description=TASK_NAME_HELP, json_schema_extra=TASK_NAME_SCHEMA)
 TASKS = Query(..., description=f"comma-separated task names (at most {MAX_TASKS_PER_REQUEST}); a name that is "
               "unknown or not allowed gets its own error entry", json_schema_extra={"minLength": 1})

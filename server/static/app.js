@@ -60,12 +60,13 @@
   }
 
   // ---- classify --------------------------------------------------------------------------------
-  // the request's speech_trim: "auto" cuts the room tone from recordings (a microphone records silence before and
-  // after the voice) and lets each task's package decide for uploaded files
+  // the request's speech_trim: "auto" says a recording is one (speech_trim=recording: the tasks whose package names
+  // a trim for recordings are scored without the room tone a microphone records before and after the voice) and
+  // sends nothing for uploaded files (each package's own setting); "on" / "off" are sent as they are
   function speechTrim(recorded) {
     const mode = $("speech-trim").value;
-    if (mode === "auto") return recorded ? "on" : null;
-    return mode === "package" ? null : mode;
+    if (mode === "auto") return recorded ? "recording" : null;
+    return mode;
   }
 
   async function classify(blob, samples, rate, recorded = false) {

@@ -48,12 +48,14 @@ def room_tone(v: np.ndarray, seconds: float = 1.0, peak: float = 1e-3) -> np.nda
 
 def store_with_trim(tmp_path: Path) -> Path:
     """The demo store plus ``vad-trim`` (the vad demo's tensors naming the default trim), ``vad-trim2`` (a 0.1 s
-    margin) and ``vad-whole`` (the same tensors, no trim)."""
+    margin), ``vad-rec`` (the default trim, for whole recordings only) and ``vad-whole`` (the same tensors, no
+    trim)."""
     store = tmp_path / "store"
     shutil.copytree(default_path("prompts_store"), store)
     version = (store / "vad" / "CURRENT").read_text().strip()
     pkg = read_package((store / "vad" / f"{version}.safetensors").read_bytes())
-    for name, trim in (("vad-trim", SpeechTrim().to_dict()), ("vad-trim2", {"margin_s": 0.1}), ("vad-whole", {})):
+    for name, trim in (("vad-trim", SpeechTrim().to_dict()), ("vad-trim2", {"margin_s": 0.1}),
+                       ("vad-rec", {"when": "recording"}), ("vad-whole", {})):
         new = with_metadata(pkg, task=name, speech_trim=trim)
         (store / name).mkdir()
         (store / name / f"{new.version}.safetensors").write_bytes(new.data)
@@ -196,8 +198,8 @@ def test_the_script_names_and_removes_a_trim_in_a_store_and_keeps_the_tensors(tm
     original = read_package((store / "vad" / f"{first}.safetensors").read_bytes())
     assert all(torch.equal(getattr(pkg, n), getattr(original, n)) for n in ("deep_key", "verbalizer", "separator"))
     back = original.meta.trim
-    r = subprocess.run(script + ["--trim", f"{back.threshold}:{back.margin_s}" if back else "none", "--prune"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(script + ["--trim", f"{back.threshold}:{back.margin_s}" if back else "none", "--prune",
+                                 "--when", original.meta.trim_when], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert current()[0] == first and sorted(p.stem for p in (store / "vad").glob("*.safetensors")) == [first]
     r = subprocess.run(script + ["--trim", "0.5"], capture_output=True, text=True, timeout=120)
@@ -245,6 +247,19 @@ async def test_the_request_turns_the_trim_on_or_off_for_every_task(make_server, 
     assert off["timings"]["speech_trim_ms"] == 0.0
     package = await classify(srv, "vad-trim", data, "&speech_trim=package")
     assert package["speech_trim"] == named["speech_trim"]
+    # a trim for whole recordings: applied when the request says speech_trim=recording (or on), not by default
+    plain = await classify(srv, "vad-rec", data)
+    assert "speech_trim" not in plain and scores(plain) == pytest.approx(scores(whole), abs=1e-6)
+    for mode in ("recording", "on"):
+        rec = await classify(srv, "vad-rec", data, f"&speech_trim={mode}")
+        assert rec["speech_trim"] == named["speech_trim"] and scores(rec) == pytest.approx(scores(named), abs=1e-6)
+    r = await srv.client.post("/v1/classify?tasks=vad-rec,vad-trim,gender&top_k=100&speech_trim=recording",
+                              content=data, headers=WAV)
+    got = {t["task"]: t for t in r.json()["results"]}
+    assert got["vad-rec"]["speech_trim"] == got["vad-trim"]["speech_trim"] == named["speech_trim"]
+    assert "speech_trim" not in got["gender"]  # its package names no trim
+    assert (await srv.client.get("/v1/tasks/vad-rec")).json()["speech_trim"] == {**SpeechTrim().to_dict(),
+                                                                                 "when": "recording"}
     r = await srv.client.post("/v1/classify?tasks=vad-whole,gender,vad-trim2&top_k=100&speech_trim=on", content=data,
                               headers=WAV)
     got = {t["task"]: t for t in r.json()["results"]}
@@ -254,5 +269,5 @@ async def test_the_request_turns_the_trim_on_or_off_for_every_task(make_server, 
     assert got["vad-trim2"]["speech_trim"]["start_s"] - on["speech_trim"]["start_s"] == pytest.approx(0.15, abs=1e-6)
     r = await srv.client.post("/v1/tasks/vad-whole/classify?speech_trim=yes", content=data, headers=WAV)
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
-    assert "speech_trim" in r.text and "package|on|off" in r.text, r.text
-    await drained(srv, ("vad-whole", "gender", "vad-trim2", "vad-trim"))
+    assert "speech_trim" in r.text and "package|recording|on|off" in r.text, r.text
+    await drained(srv, ("vad-whole", "gender", "vad-trim2", "vad-trim", "vad-rec"))

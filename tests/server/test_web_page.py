@@ -5,9 +5,10 @@ the admin features off (no admin token). Skipped, saying why, where Chromium or 
 - upload a WAV: the page shows, per task, the label, version and score the API gives for the same file, and
   one explanation strip per task under the waveform;
 - record with Chromium's fake microphone (a human recording played as the capture device, looped): the recorded
-  clip is classified (by default as each task's package decides; with "cut it from recordings", ``speech_trim=on``),
-  and the page shows the label the API gives for the very WAV and query the page sent (not a fixed "speech": where
-  the loop is cut depends on timing, and the v5 vad demo calls 4-5 of 58 such cuts `noise`, docs/results.md);
+  clip is classified as a recording (``speech_trim=recording``, the page's default: the vad and language-id demos cut
+  its room tone) or, when chosen, with no trim, and the page shows the label the API gives for the very WAV and
+  query the page sent (not a fixed "speech": where the loop is cut depends on timing, and the v5 vad demo calls 4-5
+  of 58 such cuts `noise`, docs/results.md);
 - a file with room tone and "cut it from every clip": the card says which seconds were scored, as the API does;
 - live mode streams the fake microphone over /v1/stream and labels appear over time, then the summary.
 """
@@ -102,7 +103,7 @@ def test_upload_shows_the_label_the_api_gives(server, browser, tmp_path):
         assert strip.get_attribute("data-label") == res["label"]
         assert strip.locator(".seg").count() >= 2
     expect(page.locator("#timing")).to_contain_text("round trip")
-    assert "speech_trim" not in page.evaluate("window.__sentUrl")  # an uploaded file: each task's package decides
+    assert "speech_trim" not in page.evaluate("window.__sentUrl")  # an uploaded file: no recording, as the API
     shot = DOCS_SCREENSHOT if os.environ.get("SPEECHPROMPT_WRITE_SCREENSHOT") == "1" else tmp_path / "page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:4] == b"\x89PNG"
@@ -206,10 +207,10 @@ window.fetch = async (url, opts) => {
 """
 
 
-@pytest.mark.parametrize("room_tone, sent_trim", [("package", None), ("auto", "on")])
+@pytest.mark.parametrize("room_tone, sent_trim", [("auto", "recording"), ("off", "off")])
 def test_record_from_the_fake_microphone(server, browser, room_tone, sent_trim):
     page = open_page(browser, server, ("vad", "commands-en"), init_script=KEEP_SENT_WAV)
-    expect(page.locator("#speech-trim")).to_have_value("package")  # the default (docs/results.md, session 37)
+    expect(page.locator("#speech-trim")).to_have_value("auto")  # the default (docs/results.md, session 37)
     page.select_option("#speech-trim", room_tone)
     page.click("#record")
     expect(page.locator("#status")).to_have_text("recording…")
@@ -223,7 +224,7 @@ def test_record_from_the_fake_microphone(server, browser, room_tone, sent_trim):
                      headers={"Content-Type": "audio/wav"}, timeout=30).json()
     for res in api["results"]:
         assert page.locator(f'.task-result[data-task="{res["task"]}"] .label').inner_text() == res["label"]
-        assert ("speech_trim" in res) is (sent_trim == "on")
+        assert ("speech_trim" in res) is (sent_trim == "recording" and res["task"] == "vad")  # commands-en: none
     assert float(page.locator("#timing").inner_text().split(" s of audio")[0]) >= 1.5
     page.close()
 

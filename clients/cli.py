@@ -34,7 +34,7 @@ from .stream_cli import stream_cmd
 
 EXIT_PROBLEM, EXIT_UNREACHABLE = 1, 3
 CSV_COLUMNS = ("file", "task", "version", "label", "score", "scores", "duration_s", "total_ms", "units_cache_hit",
-               "applicable", "gate_probability", "error")
+               "applicable", "gate_probability", "scored_s", "error")
 
 URL_OPT = typer.Option(DEFAULT_URL, "--url", envvar=URL_ENV, help="server base URL")
 TOKEN_OPT = typer.Option(None, "--token", envvar=TOKEN_ENV, help="admin Bearer token", show_default=False)
@@ -85,18 +85,22 @@ def _print_json(obj: Any) -> None:
 
 def result_row(file: str, r: ClassifyResult, gate: dict[str, Any] | None = None) -> dict[str, Any]:
     """One output row: a file classified by one task (``error`` None); ``gate``: the request's gate outcome
-    (its probability is the row's ``gate_probability``; the whole object is kept under ``gate``)."""
+    (its probability is the row's ``gate_probability``; the whole object is kept under ``gate``); ``speech_trim``:
+    the answer's trim facts (JSON only) and ``scored_s``, ``"start-end"`` seconds when the trim cut room tone."""
+    trim = r.speech_trim
+    cut = trim and trim.get("applied", True) and trim.get("cut")
     return {"file": file, "task": r.task, "version": r.version, "label": r.label, "score": r.score,
             "scores": {s.label: s.score for s in r.scores}, "duration_s": r.audio.duration_s,
             "total_ms": r.timings.total_ms, "units_cache_hit": r.units_cache_hit, "applicable": r.applicable,
-            "gate_probability": (gate or {}).get("probability"), "gate": gate, "error": None}
+            "gate_probability": (gate or {}).get("probability"), "gate": gate, "speech_trim": trim,
+            "scored_s": f"{trim['start_s']:.2f}-{trim['end_s']:.2f}" if cut else None, "error": None}
 
 
 def error_row(file: str, task: str, error: dict[str, Any]) -> dict[str, Any]:
     """One output row for a failure; ``error`` is the problem document (or ``{"detail": ...}``)."""
     return {"file": file, "task": task, "version": None, "label": None, "score": None, "scores": {},
             "duration_s": None, "total_ms": None, "units_cache_hit": None, "applicable": None,
-            "gate_probability": None, "gate": None, "error": error}
+            "gate_probability": None, "gate": None, "speech_trim": None, "scored_s": None, "error": error}
 
 
 def _rows_from(file: str, res: ClassifyResult | MultiClassifyResult) -> list[dict[str, Any]]:
@@ -119,7 +123,7 @@ async def classify_files(url: str, files: list[Path], tasks: list[str], multi: b
                          speech_trim: str | None = None) -> list[dict[str, Any]]:
     """Classify ``files`` with at most ``concurrency`` requests in flight; rows in input order (file, task).
     ``gate``: ``task:label``, each row's ``applicable`` says whether the gate passed (one task or many);
-    ``speech_trim``: the request's ``on`` / ``off`` / ``package`` (None: not sent)."""
+    ``speech_trim``: the request's ``recording`` / ``on`` / ``off`` / ``package`` (None: not sent)."""
     sem = asyncio.Semaphore(concurrency)
     retry = RetryPolicy(max_retries=retries)
     async with AsyncSpeechPromptClient(url, timeout=timeout, retry=retry, max_connections=concurrency) as client:
@@ -179,7 +183,7 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        cells = {k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS}  # (the gate object: JSON only)
+        cells = {k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS}  # (the gate and trim objects: JSON only)
         cells["scores"] = json.dumps(r["scores"], ensure_ascii=False) if r["scores"] else ""
         cells["error"] = _error_text(r["error"])
         w.writerow(cells)
@@ -188,20 +192,24 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 
 def render_table(rows: list[dict[str, Any]], console: Console) -> None:
     gated = any(r.get("applicable") is not None for r in rows)  # a column only when a gate answered
+    trimmed = any(r.get("scored_s") for r in rows)  # a column only when a speech trim cut room tone
     table = Table(show_lines=False)
     for col, kw in (("file", {"overflow": "fold"}), ("task@version", {}), ("label", {}), ("score", {"justify": "right"}),
-                    ("others", {"overflow": "fold"}), ("ms", {"justify": "right"})) + ((("applies", {}),) if gated else ()):
+                    ("others", {"overflow": "fold"}), ("ms", {"justify": "right"})) + ((("applies", {}),) if gated else ()) \
+            + ((("scored s", {}),) if trimmed else ()):
         table.add_column(col, **kw)
     for r in rows:
         if r["error"]:
-            table.add_row(r["file"], r["task"], f"[red]{_error_text(r['error'])}[/red]", "", "", "", *[""] * gated)
+            table.add_row(r["file"], r["task"], f"[red]{_error_text(r['error'])}[/red]", "", "", "",
+                          *[""] * (gated + trimmed))
             continue
         others = ", ".join(f"{k} {v:.3f}" for k, v in r["scores"].items() if k != r["label"])
         ms = "" if r["total_ms"] is None else f"{r['total_ms']:.0f}"
         score = "" if r["score"] is None else f"{r['score']:.3f}"
         applies = {True: "yes", False: "[yellow]no[/yellow]", None: ""}[r.get("applicable")]
         task = f"{r['task']}@{r['version'][:8]}" if r["version"] else r["task"]  # the version used (full: -f json/csv)
-        table.add_row(r["file"], task, r["label"], score, others, ms, *[applies] * gated)
+        table.add_row(r["file"], task, r["label"], score, others, ms, *[applies] * gated,
+                      *[r.get("scored_s") or ""] * trimmed)
     console.print(table)
 
 

@@ -4,6 +4,7 @@ r"""Name a speech trim in a task's package of a filesystem store (the served ver
     python scripts/set_speech_trim.py --store prompts_store --task vad --trim 0.5:0.25   # the vad demo, trimmed
     python scripts/set_speech_trim.py --store prompts_store --task vad --trim none       # back to the whole clip
     python scripts/set_speech_trim.py --task vad --trim 0.5:0.25 --when recording      # only for whole recordings
+    (--when defaults to the current trim's: the committed vad and language-id demos name theirs for recordings)
 
 The package's tensors stay; its ``speech_trim`` metadata (``speechprompt/speech_trim.py``: threshold and margin from
 ``--trim``, the other settings their defaults; ``--when recording``: applied only when a request says the clip is a
@@ -28,13 +29,15 @@ from speechprompt.speech_trim import SpeechTrim  # noqa: E402
 from speechprompt.training.manifest import replace_file  # noqa: E402
 
 
-def set_trim(store: Path, task: str, trim: SpeechTrim | None, prune: bool = False, when: str = "always") -> str:
+def set_trim(store: Path, task: str, trim: SpeechTrim | None, prune: bool = False, when: str | None = None) -> str:
     """Make ``task``'s current package in the file store ``store`` name ``trim`` (None: no trim), applied ``when``
-    (``always`` or ``recording``) -> the new version; ``prune``: remove the task's other versions' files. Raises
-    ``FileNotFoundError`` when the store has no current version of ``task``."""
+    (``always`` or ``recording``; None: as the current package's trim, ``always`` when it has none) -> the new
+    version; ``prune``: remove the task's other versions' files. Raises ``FileNotFoundError`` when the store has no
+    current version of ``task``."""
     folder = store / task
     version = (folder / "CURRENT").read_text().strip()
     pkg = read_package((folder / f"{version}.safetensors").read_bytes())
+    when = when or pkg.meta.trim_when
     new = with_metadata(pkg, speech_trim={**trim.to_dict(), "when": when} if trim else {})
     replace_file(folder / f"{new.version}.safetensors", new.data)
     replace_file(folder / "CURRENT", (new.version + "\n").encode())
@@ -49,19 +52,23 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=ROOT / "prompts_store")
     ap.add_argument("--task", required=True)
     ap.add_argument("--trim", required=True, help="THRESHOLD:MARGIN_S (e.g. 0.5:0.25) or none")
-    ap.add_argument("--when", choices=TRIM_WHEN, default="always",
-                    help="always (every clip) or recording (only when a request says speech_trim=recording)")
+    ap.add_argument("--when", choices=TRIM_WHEN, default=None,
+                    help="always (every clip) or recording (only when a request says speech_trim=recording); "
+                         "default: as the task's current trim (always when it has none)")
     ap.add_argument("--prune", action="store_true", help="remove the task's other versions' files")
     a = ap.parse_args()
     try:
         trim = SpeechTrim.parse(a.trim)
     except ValueError as e:
         ap.error(str(e))
+    if trim is None and a.when is not None:
+        ap.error("--when names when a trim applies; --trim none removes the trim")
     try:
         version = set_trim(a.store, a.task, trim, a.prune, a.when)
     except FileNotFoundError:
         ap.error(f"{a.store} has no current version of task {a.task!r} (a filesystem store: <store>/<task>/CURRENT)")
-    named = f"speech trim {a.trim}" + (" for recordings" if a.when == "recording" else "")
+    when = read_package((a.store / a.task / f"{version}.safetensors").read_bytes()).meta.trim_when
+    named = f"speech trim {a.trim}" + (" for recordings" if when == "recording" else "")
     sys.stdout.write(f"{a.task}: {version} ({named if trim else 'no speech trim'})\n")
 
 

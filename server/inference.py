@@ -153,8 +153,8 @@ async def classify_one(service: Service, task: str, data: bytes | PCM, top_k: in
     """Score one clip with one task -> the classify response body (typed errors propagate); with
     ``explain_spans`` > 0 the body has an occlusion ``explanation`` over that many stretches. ``by_label``:
     ``scores`` lists every class in the package's label order (top_k ignored) instead of the best first.
-    ``gate``: as for :func:`classify_many` (the body gets ``gate`` and ``applicable``). ``speech_trim``: ``package``
-    (each task's package decides), ``on`` or ``off`` (``server/speech_trims.py``)."""
+    ``gate``: as for :func:`classify_many` (the body gets ``gate`` and ``applicable``). ``speech_trim``: the request's
+    mode, ``package``, ``recording``, ``on`` or ``off`` (``server/speech_trims.py``)."""
     start = time.monotonic()
     try:
         service.require_ready()

@@ -29,7 +29,7 @@ class AudioFacts(BaseModel):
 class Timings(BaseModel):
     decode_ms: float
     speech_trim_ms: float = Field(0.0, description="Silero VAD time of the speech trim (0 when no task of the "
-                                  "request names one)")
+                                  "request is trimmed)")
     queue_ms: float
     encode_ms: float = Field(description="0 on a units-cache hit")
     lm_ms: float

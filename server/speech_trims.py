@@ -129,8 +129,8 @@ async def parts(service: Any, clip: Any, leases: list[Lease], mode: str = "packa
     vad_s = 0.0
     if vad is None:
         failure = SpeechTrimUnavailable(
-            "this task is scored with a speech trim (its package names one, or the request asked speech_trim=on) "
-            "and this server has no Silero VAD weights to run it",
+            f"this task is to be scored with a speech trim (speech_trim={mode}) and this server has no Silero VAD "
+            "weights to run it",
             accepted="a server started with SPEECHPROMPT_SPEECH_TRIM_WEIGHTS at a silero-vad v6 weights file "
                      "(models/speech_trim in the repository), or speech_trim=off in the request")
     else:

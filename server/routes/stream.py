@@ -181,11 +181,11 @@ async def _run(ws: WebSocket, service: Service, leases: list[Lease]) -> None:
 
 
 def _task_facts(lease: Lease) -> dict:
-    """A task of the ``ready`` message: version, labels, and ``speech_trim: {applied: false}`` when its package names
-    a speech trim (a stream's windows are scored as they are)."""
+    """A task of the ``ready`` message: version, labels, and ``speech_trim: {applied: false, when}`` when its package
+    names a speech trim, for every clip or for recordings (a stream's windows are scored as they are)."""
     out = {"version": lease.version, "labels": list(lease.labels)}
-    if trim_of(lease) is not None:
-        out["speech_trim"] = {"applied": False}
+    if trim_of(lease, "recording") is not None:
+        out["speech_trim"] = {"applied": False, "when": lease.entry.meta.trim_when}
     return out
 
 

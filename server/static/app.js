@@ -31,6 +31,12 @@
     try {
       const bb = await (await fetch("/v1/backbone")).json();
       $("backbone").textContent = `backbone: ${bb.name || ""} (${bb.kind || "?"}) ${String(bb.fingerprint || "").slice(0, 16)}`;
+      if (bb.speech_trim && bb.speech_trim.available === false) {  // no VAD weights: a trim would be a 503
+        const trim = $("speech-trim");
+        trim.value = "off";
+        for (const o of trim.options) o.disabled = o.value !== "off";
+        trim.title = "this server has no speech-trim (Silero VAD) weights: clips are scored whole";
+      }
     } catch (e) { $("backbone").textContent = "backbone: unavailable"; }
     const r = await fetch("/v1/tasks");
     if (!r.ok) { $("tasks").textContent = problemText(await r.json().catch(() => null), r.status); return; }

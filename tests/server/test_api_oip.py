@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -213,30 +214,42 @@ def test_versioned_routes_serve_only_the_current_version(client, live):
     assert r.status_code == 404 and live.version in r.json()["error"]
 
 
+VOICE = "/usr/share/sounds/alsa/Front_Center.wav"  # a human voice (alsa-utils; a test set)
+
+
+@pytest.mark.skipif(not os.path.exists(VOICE), reason="alsa-utils recordings missing")
 def test_parameters_speech_trim_is_v1s_query_parameter(client, live):
-    """``parameters.speech_trim`` on the request: ``on`` runs the VAD once per clip (as ``/v1?speech_trim=on``: the
-    same scores), ``off`` and the default run none; another value is a 400 v2 error."""
+    """``parameters.speech_trim`` on the request, on a voice with 1 s of -60 dBFS room tone each side: ``on`` cuts
+    it (the VAD runs once per clip) and gives /v1's ``speech_trim=on`` scores, which differ from the untrimmed ones;
+    ``off`` and the default run no VAD; another value is a 400 v2 error."""
+    import soxr
+
     def vad_runs() -> float:
         text = live.http.get("/metrics").text
         return next(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
                     if ln.startswith("sp_speech_trim_duration_seconds_count"))
 
-    clips = [pcm(0.5, 11), pcm(0.5, 12)]
-    before = vad_runs()
-    inp = triton.InferInput("audio", [2, clips[0].size], "FP32")
-    inp.set_data_from_numpy(np.stack(clips))
-    got = client.infer(TASK, [inp], parameters={"speech_trim": "on"})
-    assert vad_runs() == before + 2
-    labels = got.get_response()["parameters"]["labels"]
-    for row, samples in enumerate(clips):
-        r = live.http.post(f"/v1/tasks/{TASK}/classify?top_k=1000&speech_trim=on", content=float_wav(samples),
+    voice, rate = sf.read(VOICE, dtype="float32")
+    voice = soxr.resample(voice, rate, 16000).astype(np.float32)
+    tone = np.random.default_rng(2).uniform(-1e-3, 1e-3, 32000).astype(np.float32)
+    clip = np.concatenate([tone[:16000], voice, tone[16000:]])
+    inp = triton.InferInput("audio", [1, clip.size], "FP32")
+    inp.set_data_from_numpy(clip[None, :])
+
+    def v1_scores(mode: str) -> tuple[dict, dict]:
+        r = live.http.post(f"/v1/tasks/{TASK}/classify?top_k=1000&speech_trim={mode}", content=float_wav(clip),
                            headers=WAV)
-        ref = {s["label"]: s["score"] for s in r.json()["scores"]}
-        np.testing.assert_allclose(got.as_numpy("scores")[row], [ref[lb] for lb in labels], rtol=1e-5)
+        return {s["label"]: s["score"] for s in r.json()["scores"]}, r.json().get("speech_trim")
+
+    (trimmed, facts), (whole, _) = v1_scores("on"), v1_scores("off")
+    assert facts["cut"] is True and trimmed != pytest.approx(whole, rel=0.1)  # (saturated random prompts)
     before = vad_runs()
-    client.infer(TASK, [inp], parameters={"speech_trim": "off"})
-    client.infer(TASK, [inp])
-    assert vad_runs() == before
+    for mode, ref, runs in (("on", trimmed, 1), ("off", whole, 0), (None, whole, 0)):
+        got = client.infer(TASK, [inp], parameters={"speech_trim": mode} if mode else None)
+        labels = got.get_response()["parameters"]["labels"]
+        np.testing.assert_allclose(got.as_numpy("scores")[0], [ref[lb] for lb in labels], rtol=1e-5, atol=1e-6)
+        assert vad_runs() == before + runs, mode
+        before = vad_runs()
     body = {"inputs": [{"name": "audio", "datatype": "FP32", "shape": [1, 400], "data": [0.1] * 400}],
             "parameters": {"speech_trim": "always"}}
     r = live.http.post(f"/v2/models/{TASK}/infer", json=body)

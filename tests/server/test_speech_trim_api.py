@@ -99,6 +99,7 @@ async def test_a_trimmed_task_scores_the_voice_without_its_room_tone(make_server
     # the explanation's stretches lie on the part scored, in the seconds of the clip as sent
     spans = (await classify(srv, "vad-trim", wav(sent), "&explain=true&explain_spans=4"))["explanation"]["spans"]
     assert spans[0]["start"] >= facts["start_s"] - 1e-6 and spans[-1]["end"] <= facts["end_s"] + 1e-6
+    assert (await srv.client.get("/v1/backbone")).json()["speech_trim"] == {"available": True}
     info = (await srv.client.get("/v1/tasks/vad-trim")).json()
     assert info["speech_trim"] == SpeechTrim().to_dict()
     assert (await srv.client.get("/v1/tasks/vad-whole")).json()["speech_trim"] is None
@@ -146,8 +147,10 @@ async def test_without_vad_weights_only_the_trimmed_task_is_refused(make_server,
     srv = await make_server(bundle_dir=default_path("models/default"), store=str(store_with_trim(tmp_path)),
                             speech_trim_weights=tmp_path / "absent.safetensors")
     data = wav(room_tone(voice()))
+    assert (await srv.client.get("/v1/backbone")).json()["speech_trim"] == {"available": False}
     r = await srv.client.post("/v1/tasks/vad-trim/classify", content=data, headers=WAV)
     assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
+    assert "speech_trim=package" in r.json()["detail"]
     problem = r.json()
     assert problem["type"] == "/problems/speech_trim_unavailable" and "SPEECHPROMPT_SPEECH_TRIM_WEIGHTS" in problem["accepted"]
     r = await srv.client.post("/v1/classify?tasks=vad-trim,gender", content=data, headers=WAV)
@@ -159,6 +162,7 @@ async def test_without_vad_weights_only_the_trimmed_task_is_refused(make_server,
     assert r.status_code == 200
     assert all(t["error"]["type"] == "/problems/speech_trim_unavailable" for t in r.json()["results"])
     assert "speech_trim=off" in r.json()["results"][0]["error"]["accepted"]
+    assert "speech_trim=on" in r.json()["results"][0]["error"]["detail"]
     r = await srv.client.post("/v1/tasks/vad-trim/classify?speech_trim=off", content=data, headers=WAV)
     assert r.status_code == 200 and "speech_trim" not in r.json()
     # the leases of the refused tasks were released: the tasks still answer (and drain) after the refusals
@@ -189,11 +193,17 @@ def test_the_script_names_and_removes_a_trim_in_a_store_and_keeps_the_tensors(tm
         version = (store / "vad" / "CURRENT").read_text().strip()
         return version, read_package((store / "vad" / f"{version}.safetensors").read_bytes())
 
-    for trim, want in (("none", None), ("0.3:0.1", SpeechTrim(0.3, 0.1))):
-        r = subprocess.run(script + ["--trim", trim], capture_output=True, text=True, timeout=120)
+    first_when = current()[1].meta.trim_when
+    for trim, when, want, want_when in (("0.3:0.1", [], SpeechTrim(0.3, 0.1), first_when),  # --when kept
+                                        ("none", [], None, "always"),
+                                        ("0.3:0.1", [], SpeechTrim(0.3, 0.1), "always"),
+                                        ("0.3:0.1", ["--when", "recording"], SpeechTrim(0.3, 0.1), "recording")):
+        r = subprocess.run(script + ["--trim", trim, *when], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         version, pkg = current()
-        assert pkg.meta.trim == want and pkg.version == version and version in r.stdout
+        assert pkg.meta.trim == want and pkg.meta.trim_when == want_when, (trim, when)
+        assert pkg.version == version and version in r.stdout
+        assert ("for recordings" in r.stdout) is (want_when == "recording" and want is not None)
     assert (store / "vad" / f"{first}.safetensors").exists()  # kept: a running server may serve it
     original = read_package((store / "vad" / f"{first}.safetensors").read_bytes())
     assert all(torch.equal(getattr(pkg, n), getattr(original, n)) for n in ("deep_key", "verbalizer", "separator"))
@@ -204,6 +214,8 @@ def test_the_script_names_and_removes_a_trim_in_a_store_and_keeps_the_tensors(tm
     assert current()[0] == first and sorted(p.stem for p in (store / "vad").glob("*.safetensors")) == [first]
     r = subprocess.run(script + ["--trim", "0.5"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "THRESHOLD:MARGIN_S" in r.stderr and current()[0] == first
+    r = subprocess.run(script + ["--trim", "none", "--when", "recording"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--trim none removes the trim" in r.stderr and current()[0] == first
 
 
 @needs_clip

@@ -215,9 +215,10 @@ def test_a_task_naming_a_speech_trim_says_where_it_is_not_applied(live):
     their windows as they are and say so (``speech_trim.applied`` false)."""
     from speechprompt.package import with_metadata
 
-    pkg = with_metadata(make_package("st-trim", 30, **live.dims()), speech_trim={"margin_s": 0.1})
-    r = live.http.put("/v1/tasks/st-trim", content=pkg.data, headers=ADMIN)
-    assert r.status_code == 201, r.text
+    for task, trim in (("st-trim", {"margin_s": 0.1}), ("st-rec", {"when": "recording"})):
+        pkg = with_metadata(make_package(task, 30, **live.dims()), speech_trim=trim)
+        r = live.http.put(f"/v1/tasks/{task}", content=pkg.data, headers=ADMIN)
+        assert r.status_code == 201, r.text
     buf = io.BytesIO()
     sf.write(buf, clip(3.0), RATE, format="WAV", subtype="PCM_16")
     wav = {"content": buf.getvalue(), "headers": {"Content-Type": "audio/wav"}}
@@ -240,18 +241,21 @@ def test_a_task_naming_a_speech_trim_says_where_it_is_not_applied(live):
     assert r.status_code == 200, r.text
     assert r.json()["speech_trim"] == {"start_s": 0.0, "end_s": 3.0, "cut": False, "applied": False}
     assert r.json()["long_audio"]["windows"] == 3 and vad_runs() == before + 1
-    with connect(ws_url(live, "tasks=st-trim,st-a&window=1&hop=1")) as ws:
+    with connect(ws_url(live, "tasks=st-trim,st-rec,st-a&window=1&hop=1")) as ws:
         ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm16"}))
         ready = json.loads(ws.recv(timeout=10))
-        assert ready["tasks"]["st-trim"]["speech_trim"] == {"applied": False}
+        assert ready["tasks"]["st-trim"]["speech_trim"] == {"applied": False, "when": "always"}
+        assert ready["tasks"]["st-rec"]["speech_trim"] == {"applied": False, "when": "recording"}
         assert "speech_trim" not in ready["tasks"]["st-a"]
-    assert live.http.delete("/v1/tasks/st-trim", headers=ADMIN).status_code in (200, 204)
+    for task in ("st-trim", "st-rec"):
+        assert live.http.delete(f"/v1/tasks/{task}", headers=ADMIN).status_code in (200, 204)
 
 
 def test_the_client_and_the_cli_send_the_request_speech_trim(live, tmp_path):
     """``speech_trim="on"`` through the Python client trims a task whose package names none (the VAD runs: one more
-    ``sp_speech_trim_duration_seconds`` count, the answer's ``speech_trim`` applied); ``--speech-trim off`` on the
-    command line runs no VAD."""
+    ``sp_speech_trim_duration_seconds`` count, the answer's ``speech_trim`` applied); on the command line
+    ``--speech-trim on`` gives each row the seconds scored (JSON ``speech_trim`` and ``scored_s``, the CSV column)
+    for a voice with room tone, and ``--speech-trim off`` runs no VAD."""
     import typer
     from typer.testing import CliRunner
 
@@ -264,6 +268,10 @@ def test_the_client_and_the_cli_send_the_request_speech_trim(live, tmp_path):
 
     path = tmp_path / "clip.wav"
     sf.write(path, clip(2.0), RATE, subtype="PCM_16")
+    voice = tmp_path / "voice.wav"  # a human voice (alsa-utils, a test set) with 1 s of -60 dBFS room tone each side
+    recorded, rate = sf.read("/usr/share/sounds/alsa/Front_Center.wav", dtype="float32")
+    tone = np.random.default_rng(1).uniform(-1e-3, 1e-3, 2 * rate).astype(np.float32)
+    sf.write(voice, np.concatenate([tone[:rate], recorded, tone[rate:]]), rate, subtype="FLOAT")
     before = vad_runs()
     with SpeechPromptClient(live.url) as c:
         one = c.classify("st-a", path, speech_trim="on")
@@ -275,9 +283,24 @@ def test_the_client_and_the_cli_send_the_request_speech_trim(live, tmp_path):
     app = typer.Typer()
     cli.register(app)
     for flag, runs in (("on", before + 3), ("off", before + 3)):
-        out = CliRunner().invoke(app, ["classify", str(path), "--tasks", "st-a,st-b", "--speech-trim", flag,
+        out = CliRunner().invoke(app, ["classify", str(voice), "--tasks", "st-a,st-b", "--speech-trim", flag,
                                        "--format", "json", "--no-progress", "--url", live.url], catch_exceptions=False)
         assert out.exit_code == 0, out.output
-        assert {r["task"] for r in json.loads(out.stdout)} == {"st-a", "st-b"} and vad_runs() == runs, flag
+        rows = json.loads(out.stdout)
+        assert {r["task"] for r in rows} == {"st-a", "st-b"} and vad_runs() == runs, flag
+        for r in rows:
+            if flag == "on":
+                cut = r["speech_trim"]
+                assert cut["cut"] and 0.5 < cut["start_s"] < 1.0
+                assert r["scored_s"] == f"{cut['start_s']:.2f}-{cut['end_s']:.2f}"
+            else:
+                assert r["speech_trim"] is None and r["scored_s"] is None
+    out = CliRunner().invoke(app, ["classify", str(voice), "--task", "st-a", "--speech-trim", "on", "--format", "csv",
+                                   "--no-progress", "--url", live.url], catch_exceptions=False)
+    import csv
+
+    [row] = list(csv.DictReader(io.StringIO(out.stdout)))
+    start, end = (float(x) for x in row["scored_s"].split("-"))
+    assert 0.5 < start < 1.0 < end < 1.0 + len(recorded) / rate + 0.5, row["scored_s"]
     bad = CliRunner().invoke(app, ["classify", str(path), "--task", "st-a", "--speech-trim", "maybe", "--url", live.url])
-    assert bad.exit_code == 2 and vad_runs() == before + 3
+    assert bad.exit_code == 2 and vad_runs() == before + 4

@@ -229,6 +229,26 @@ def test_record_from_the_fake_microphone(server, browser, room_tone, sent_trim):
     page.close()
 
 
+def test_without_vad_weights_the_page_records_untrimmed(browser, tmp_path):
+    """A server without the speech-trim weights (``/v1/backbone`` says ``speech_trim.available`` false): the page's
+    room-tone menu is "never" with the other choices disabled, and a recording is answered, not refused with 503."""
+    shutil.copytree(default_path("prompts_store"), tmp_path / "store")
+    srv = LiveServer(tmp_path, SPEECHPROMPT_BUNDLE_DIR=str(default_path("models/default")),
+                     SPEECHPROMPT_SPEECH_TRIM_WEIGHTS=str(tmp_path / "absent.safetensors"))
+    with srv:
+        page = open_page(browser, srv, ("vad",), init_script=KEEP_SENT_WAV)
+        expect(page.locator("#speech-trim")).to_have_value("off", timeout=15_000)
+        assert page.locator('#speech-trim option[value="auto"]').is_disabled()
+        page.click("#record")
+        expect(page.locator("#status")).to_have_text("recording…")
+        page.wait_for_timeout(1500)
+        page.click("#record-stop")
+        expect(page.locator('.task-result[data-task="vad"] .label')).to_have_text(re.compile("^(speech|noise)$"),
+                                                                                timeout=20_000)
+        assert dict(httpx.URL(page.evaluate("window.__sentUrl")).params)["speech_trim"] == "off"
+        page.close()
+
+
 def test_live_mode_draws_labels_over_time(server, browser):
     page = open_page(browser, server, ("vad", "commands-en"))
     page.click("#live-start")

@@ -6,6 +6,9 @@ Per bundle: units (encode + k-means + dedup) and one prompted unit-LM row with a
 (a random package of the right shape: the cost does not depend on its values), best of ``--repeats``; prints the milliseconds
 and the ratio new / old measured here. Target (issue 14): under 100 ms for the new default.
 The clip is a real recording when /usr/share/sounds/alsa is present (a test set; benchmarking only), else TTS.
+With ``--speech-trim WEIGHTS`` (models/speech_trim/silero_vad_v6.safetensors) it also times what a request with
+``speech_trim=recording`` adds for the language-id and vad demos: Silero VAD + the trim's bounds on the same 2 s clip
+(server/speech_trims.py), and prints it beside the first bundle's classify.
 """
 
 from __future__ import annotations
@@ -72,10 +75,26 @@ def measure(bundle: Path, wav: np.ndarray, repeats: int) -> dict:
             "total_ms": 1000 * total[i], "encode_ms": 1000 * enc[i], "lm_ms": 1000 * lm[i]}
 
 
+def measure_trim(weights: Path, wav: np.ndarray, repeats: int) -> float:
+    """Milliseconds (best of ``repeats``) of Silero VAD + the default trim's bounds on ``wav`` [N] f32 @ 16 kHz."""
+    from speechprompt.silero_vad import SileroVAD
+    from speechprompt.speech_trim import SpeechTrim
+
+    vad, trim, x = SileroVAD.load(weights), SpeechTrim(), torch.from_numpy(wav)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            trim.bounds_from(vad(x), x)
+        times.append(time.perf_counter() - t0)
+    return 1000 * min(times[1:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundles", default="models/default,models/default-v1")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--speech-trim", type=Path, default=None, help="Silero VAD weights: also time the speech trim")
     a = ap.parse_args()
     torch.set_num_threads(1)
     wav = clip_2s()
@@ -86,6 +105,10 @@ def main() -> None:
               f"{r['units']} units)  [{r['bundle']}]")
     if len(rows) > 1:
         print(f"ratio {rows[0]['name']} / {rows[1]['name']}: {rows[0]['total_ms'] / rows[1]['total_ms']:.2f}x")
+    if a.speech_trim is not None:
+        ms = measure_trim(a.speech_trim, wav, a.repeats)
+        print(f"speech trim (Silero VAD + bounds) {ms:.1f} ms: {ms / rows[0]['total_ms']:.2f}x of "
+              f"{rows[0]['name']}'s classify (added once per clip by speech_trim=recording)")
 
 
 if __name__ == "__main__":

@@ -190,6 +190,9 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     shape = _shape(spec, name)
     if not 1 <= shape[0] <= MAX_BATCH:
         raise BadRequest(f"a batch of {shape[0]} clips is not accepted", accepted=ACCEPTED_INPUTS)
+    if "speech_trim" in _params(spec):
+        raise BadRequest("'speech_trim' is a parameter of the request, not of an input: put it in the request's "
+                         "'parameters' ('package', 'recording', 'on' or 'off')")
     size = _binary_size(spec)
     if size is not None and size != len(binary):
         raise BadRequest(f"input {name!r} declares {size} bytes of binary data; the body has {len(binary)}")

@@ -254,3 +254,7 @@ def test_parameters_speech_trim_is_v1s_query_parameter(client, live):
             "parameters": {"speech_trim": "always"}}
     r = live.http.post(f"/v2/models/{TASK}/infer", json=body)
     assert r.status_code == 400 and "speech_trim" in r.json()["error"] and "'on'" in r.json()["error"]
+    body = {"inputs": [{"name": "audio", "datatype": "FP32", "shape": [1, 400], "data": [0.1] * 400,
+                        "parameters": {"speech_trim": "on"}}]}  # on the input, where it would be ignored
+    r = live.http.post(f"/v2/models/{TASK}/infer", json=body)
+    assert r.status_code == 400 and "a parameter of the request, not of an input" in r.json()["error"]

@@ -95,7 +95,8 @@ async def test_deadline_is_504_and_the_abandoned_job_is_skipped(make_server):
 async def test_backbone_metrics_openapi_and_unknown_routes(make_server):
     rt = FakeRuntime()
     srv = await make_server(rt)
-    assert (await srv.client.get("/v1/backbone")).json() == rt.backbone.info()
+    info = (await srv.client.get("/v1/backbone")).json()
+    assert info.pop("speech_trim") == {"available": srv.service.speech_vad is not None} and info == rt.backbone.info()
     await srv.client.put("/v1/tasks/kws", content=make_package("kws").data, headers=ADMIN)
     for _ in range(2):
         assert (await srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(), headers=WAV)).status_code == 200

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from speechprompt.package import TRIM_WHEN, read_package, with_metadata  # noqa: E402
-from speechprompt.speech_trim import SpeechTrim  # noqa: E402
+from speechprompt.package import read_package, with_metadata  # noqa: E402
+from speechprompt.speech_trim import TRIM_WHEN, SpeechTrim  # noqa: E402
 from speechprompt.training.manifest import replace_file  # noqa: E402
 
 

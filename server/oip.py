@@ -34,6 +34,7 @@ from speechprompt.audio import MAX_PCM_RATE, MODEL_RATE
 
 from .errors import BadRequest
 from .inference import PCM
+from .speech_trims import MODES
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUTS = {"audio": "FP32", "audio_file": "BYTES"}
@@ -209,7 +210,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
 
 def _speech_trim(doc: dict) -> str:
     mode = _params(doc).get("speech_trim", "package")
-    if mode not in ("package", "recording", "on", "off"):
+    if not isinstance(mode, str) or mode not in MODES:
         raise BadRequest(f"'parameters.speech_trim' {str(mode)[:40]!r} is not accepted: 'package' (the default), "
                          "'recording', 'on' or 'off'")
     return mode

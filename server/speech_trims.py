@@ -5,7 +5,9 @@ scores that task on the clip from a margin before its first speech to a margin a
 recording. The VAD runs once per clip; the tasks of one request that are scored on the same part (no trim, or trims
 that give the same bounds) share one encode, and each other part costs one more (``inference._score_leases``). The Silero VAD weights are a file next
 to the bundles (``Settings.speech_trim_weights``, ``models/speech_trim``); a server without them answers a trimmed
-task with 503 ``speech_trim_unavailable``. Windowed tasks (``long_audio=window``) and streams score each window as
+task with 503 ``speech_trim_unavailable``. Which tasks are trimmed is the request's choice (``speech_trim``,
+:data:`MODES`): by default those whose package names a trim for every clip; for a whole recording also those whose
+package names one for recordings (``when``, ``speechprompt/speech_trim.py``). Windowed tasks (``long_audio=window``) and streams score each window as
 it is (their answers say ``applied: false``).
 No FastAPI here.
 """

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import reprlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -35,7 +34,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .choices import READOUTS
-from .speech_trim import SpeechTrim
+from .speech_trim import SpeechTrim, trim_object, trim_parts
 
 FORMAT_VERSION = 2  # the highest version this code reads; version 1 = every package without a read-out field
 TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -51,18 +50,6 @@ META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_vers
                  "format_version 2 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
                  "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
                  "or null, when 'always' or 'recording'; omitted keys take their defaults)")
-TRIM_WHEN = ("always", "recording")  # a package's trim applies to every clip, or to clips a request calls recordings
-
-
-def trim_parts(d: dict) -> tuple[dict, str]:
-    """A package's ``speech_trim`` object -> (the :class:`SpeechTrim` settings, ``when`` it applies: ``always``
-    (the default) or ``recording``, i.e. only when the request says the clip is a whole recording). Raises
-    ``ValueError`` for another ``when``."""
-    settings = {k: v for k, v in d.items() if k != "when"}
-    when = d.get("when", "always")
-    if when not in TRIM_WHEN:
-        raise ValueError(f"speech_trim.when must be one of {list(TRIM_WHEN)}; got {reprlib.repr(when)}")
-    return settings, when
 
 
 class PackageError(Exception):
@@ -137,7 +124,7 @@ class PackageMeta:
 
     @cached_property
     def trim_when(self) -> str:
-        """When the trim applies (:data:`TRIM_WHEN`): ``always``, or ``recording`` (only when the request's
+        """When the trim applies (``speech_trim.TRIM_WHEN``): ``always``, or ``recording`` (only when the request's
         ``speech_trim`` says the clip is a whole recording); ``always`` for a package without a trim."""
         return trim_parts(self.speech_trim)[1] if self.speech_trim else "always"
 
@@ -189,16 +176,6 @@ class PackageMeta:
 
 
 Label = Annotated[str, Field(min_length=1, max_length=256)]
-
-
-def trim_object(d: dict) -> dict:
-    """A ``speech_trim`` metadata object with every setting (omitted ones at their defaults) and ``when`` only when
-    it is not ``always`` (so packages written before ``when`` keep their bytes). Raises ``ValueError``."""
-    if not isinstance(d, dict):
-        raise ValueError(f"speech_trim must be an object; got {reprlib.repr(d)}")
-    settings, when = trim_parts(d)
-    out = SpeechTrim.from_dict(settings, partial=True).to_dict()
-    return out if when == "always" else {**out, "when": when}
 
 
 class LongAudio(BaseModel):

@@ -125,3 +125,28 @@ class SpeechTrim:
 
 
 __all__ = ["SpeechTrim"]
+
+
+TRIM_WHEN = ("always", "recording")  # a package's trim applies to every clip, or to clips a request calls recordings
+
+
+def trim_parts(d: dict) -> tuple[dict, str]:
+    """A task package's ``speech_trim`` metadata object -> (the :class:`SpeechTrim` settings, ``when`` it applies:
+    ``always`` (the default) or ``recording``, i.e. only when the request says the clip is a whole recording,
+    ``server/speech_trims.py``). Raises ``ValueError`` for another ``when``."""
+    settings = {k: v for k, v in d.items() if k != "when"}
+    when = d.get("when", "always")
+    if when not in TRIM_WHEN:
+        raise ValueError(f"speech_trim.when must be one of {list(TRIM_WHEN)}; got {reprlib.repr(when)}")
+    return settings, when
+
+
+def trim_object(d: dict) -> dict:
+    """A task package's ``speech_trim`` metadata object with every setting (omitted ones at their defaults) and
+    ``when`` only when it is not ``always`` (so packages written before ``when`` keep their bytes). Raises
+    ``ValueError`` for anything else."""
+    if not isinstance(d, dict):
+        raise ValueError(f"speech_trim must be an object; got {reprlib.repr(d)}")
+    settings, when = trim_parts(d)
+    out = SpeechTrim.from_dict(settings, partial=True).to_dict()
+    return out if when == "always" else {**out, "when": when}

@@ -13,6 +13,7 @@ from ..inference import MAX_TASKS_PER_REQUEST, classify_many, classify_one, pars
 from ..long_audio import LongAudioRequest
 from ..schemas import TASK_NAME_HELP, TASK_NAME_SCHEMA, ClassifyResponse, MultiClassifyResponse, problems
 from ..service import Service
+from ..speech_trims import MODES
 from ..stores.base import check_task_name
 
 router = APIRouter(tags=["classify"])
@@ -46,7 +47,7 @@ GATE = Query(None, max_length=200, description="<task>:<label>, e.g. vad:speech:
              "other tasks' results then have 'applicable' (scores are never hidden)")
 GATE_THRESHOLD = Query(None, gt=0, le=1, allow_inf_nan=False, description="probability the gate label must reach "
                        "(default 0.5; only with gate)")
-SPEECH_TRIM = Query("package", pattern="^(package|recording|on|off)$", description="cut the room tone before and "
+SPEECH_TRIM = Query("package", pattern=f"^({'|'.join(MODES)})$", description="cut the room tone before and "
                     "after the voice (Silero VAD) before scoring: package (default: the tasks whose package names a "
                     "trim for every clip), recording (the clip is a whole microphone recording: also the tasks whose "
                     "package names a trim for recordings), on (every task: its package's trim, else threshold 0.5 "

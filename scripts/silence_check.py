@@ -179,6 +179,8 @@ def main() -> None:
     bb = Backbone.load(a.backbone)
     extractor = bb.unit_extractor()
     cache = M.UnitsCache(a.out / "units", bb.units_key)
+    if a.gates.split(",")[0] != "none" or a.pads.split(",")[0] != "none":
+        ap.error("the first of --gates and of --pads must be 'none': 'same label' compares every cell with that one")
     gates = {g: candidate(g, a.vad_weights) for g in a.gates.split(",")}
     pads = {p: PADS[p] for p in a.pads.split(",")}
     results = {}

@@ -124,9 +124,6 @@ class SpeechTrim:
         return wav if (start, stop) == (0, wav.shape[0]) else wav[start:stop]
 
 
-__all__ = ["SpeechTrim"]
-
-
 TRIM_WHEN = ("always", "recording")  # a package's trim applies to every clip, or to clips a request calls recordings
 
 
@@ -150,3 +147,6 @@ def trim_object(d: dict) -> dict:
     settings, when = trim_parts(d)
     out = SpeechTrim.from_dict(settings, partial=True).to_dict()
     return out if when == "always" else {**out, "when": when}
+
+
+__all__ = ["TRIM_WHEN", "SpeechTrim", "trim_object", "trim_parts"]

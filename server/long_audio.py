@@ -18,7 +18,7 @@ from speechprompt.audio import AudioTooLong, too_long
 
 from .registry import Lease
 from .service import Service
-from .speech_trims import trim_of
+from .speech_trims import facts, trim_of
 from .windows import Window, aggregate, choose_window, long_audio_meta, row_probs, score_windows, task_scores
 
 POLICIES = ("reject", "truncate", "window")
@@ -119,8 +119,7 @@ async def windowed_results(service: Service, samples: np.ndarray, leases: Sequen
                 "windows": [_window_item(w, task_scores(lease, p)) for w, p in zip(windows, probs, strict=True)],
                 "spans": agg["spans"]}
             if trim_of(lease, trim_mode) is not None:  # named but not applied: windows are scored as they are
-                out[lease.task]["speech_trim"] = {"start_s": 0.0, "end_s": round(samples.size / 16000, 6),
-                                                  "cut": False, "applied": False}
+                out[lease.task]["speech_trim"] = facts(0, samples.size, samples.size, 16000, applied=False)
     return out
 
 

@@ -101,11 +101,19 @@ def bounds(samples: np.ndarray, trims: set[SpeechTrim], vad: Any,
     return out
 
 
+def facts(start: int, stop: int, n: int, rate: int, applied: bool = True) -> dict:
+    """The ``speech_trim`` object of an answer: the part ``[start, stop)`` of a clip of ``n`` samples at ``rate`` Hz
+    that was scored (``start_s``, ``end_s`` in seconds), whether that ``cut`` anything, and whether the trim was
+    ``applied`` (false for windows, scored as they are)."""
+    return {"start_s": round(start / rate, 6), "end_s": round(stop / rate, 6), "cut": (start, stop) != (0, n),
+            "applied": applied}
+
+
 @dataclass(frozen=True)
 class Parts:
-    """What :func:`parts` found: ``parts`` (whole clip first), the ``speech_trim`` facts of each trimmed task's answer
-    (``start_s``, ``end_s``, ``cut``, ``applied``), the error of each task whose trim cannot run, and ``vad_s``, the seconds the
-    VAD took (0 when none ran)."""
+    """What :func:`parts` found: ``parts`` (whole clip first), the ``speech_trim`` facts of each trimmed task's
+    answer (:func:`facts`), the error of each task whose trim cannot run, and ``vad_s``, the seconds the VAD took (0
+    when none ran)."""
 
     parts: list[Part]
     facts: dict[str, dict] = field(default_factory=dict)
@@ -151,7 +159,7 @@ async def parts(service: Any, clip: Any, leases: list[Lease], mode: str = "packa
         service.metrics.speech_trim_seconds.observe(vad_s)
     errors = {task: failure for task, t in trim.items() if t is not None and failure is not None}
     by_bounds: dict[tuple[int, int], list[Lease]] = {}
-    facts: dict[str, dict] = {}
+    answers: dict[str, dict] = {}
     for le in leases:
         if le.task in errors:
             continue
@@ -159,8 +167,7 @@ async def parts(service: Any, clip: Any, leases: list[Lease], mode: str = "packa
         start, stop = cut[t] if t is not None else (0, n)
         by_bounds.setdefault((start, stop), []).append(le)
         if t is not None:
-            facts[le.task] = {"start_s": round(start / rate, 6), "end_s": round(stop / rate, 6),
-                              "cut": (start, stop) != (0, n), "applied": True}
+            answers[le.task] = facts(start, stop, n, rate)
     pieces = sorted(by_bounds, key=lambda b: b != (0, n))  # the whole clip first
     digests = await asyncio.to_thread(lambda: [pcm_digest(samples[a:b]) if (a, b) != (0, n) else clip.digest
                                                for a, b in pieces])
@@ -168,4 +175,4 @@ async def parts(service: Any, clip: Any, leases: list[Lease], mode: str = "packa
                 replace(clip, audio=replace(clip.audio, samples=samples[a:b], duration_s=(b - a) / rate),
                         digest=digest), by_bounds[(a, b)], a / rate)
            for (a, b), digest in zip(pieces, digests, strict=True)]
-    return Parts(out, facts, errors, vad_s)
+    return Parts(out, answers, errors, vad_s)

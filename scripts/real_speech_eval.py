@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from run_suite import encode_task, install_demo, logreg, run_task, say  # noqa: E402
+from run_suite import encode_task, install_demo, logreg, run_task, say, views_of  # noqa: E402
 
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.package import read_package  # noqa: E402
@@ -229,6 +229,9 @@ def main() -> None:
     ap.add_argument("--variants", default="v2", help="prompt variants on the new backbone ('' = baselines only)")
     ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
     ap.add_argument("--force", action="store_true", help="recompute tasks already in results.json")
+    ap.add_argument("--unit-view", choices=("units", "auto"), default="units",
+                    help="units: the units as they are (the recipe); auto: on a product codebook, train each variant "
+                    "on the units and on the clusters view and keep the dev winner (run_suite.run_task)")
     ap.add_argument("--draw", type=int, default=0, help="N > 0: another draw of the training augmentation (twins, TTS "
                     "voices, generated and varied non-speech, mixes: seed + N) and of the prompts' seed (N); speaker split and "
                     "test clips unchanged; needs its own --work")
@@ -285,14 +288,16 @@ def main() -> None:
         for key, bb in backbones.items():
             variants = [v for v in (a.variants if key == "new" else a.old_variants).split(",") if v]
             done = reusable(r.get(key, {}), bb)
-            if "logreg_hist" in done and all("test_by_speaker" in done.get(v, {}) for v in variants):
+            mode = "auto" if views_of(bb, a.unit_view) is not None else "units"
+            if "logreg_hist" in done and all("test_by_speaker" in done.get(v, {}) and
+                                             done[v].get("unit_views", "units") == mode for v in variants):
                 continue
             t0 = time.perf_counter()
             data = encode_task(bb, task_root / name, a.work / "units" / digest)
             say(f"{name} [{key}]: encoded in {time.perf_counter() - t0:.0f}s")
             r[key] = run_task(bb, name, data, a.work / key, variants, a.work / key / "curves", done, a.max_epochs,
                               labels=labels, probes=False, mirrors=f"real speech ({REAL_MIRRORS[name]})",
-                              seed=a.draw or None)
+                              seed=a.draw or None, unit_view=a.unit_view)
             r[key] |= made_by(bb)
             speakers = test_speakers(task_root / name)
             for v in variants:

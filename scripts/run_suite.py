@@ -44,7 +44,8 @@ from speechprompt.training.lm_rows import row_builder  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.prosody_units import extract_prosody, from_arrays, to_arrays  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
-from speechprompt.training.trainer import Recipe, train_prompts  # noqa: E402
+from speechprompt.training.trainer import Recipe, train_best_unit_view  # noqa: E402
+from speechprompt.unit_views import UnitView  # noqa: E402
 from speechprompt.units import Units, with_prefix  # noqa: E402
 
 VARIANTS = {"v2": Recipe(), "v1_fixed": Recipe(verbalizer="fixed"), "verbalizer_only": Recipe(deep_prompts=False),
@@ -198,28 +199,41 @@ def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
     return {f"probe_{k}": logreg(data, labels, k, 0) for k in ("lm_last", "lm_mean")}
 
 
+def views_of(bb: Backbone, unit_view: str) -> UnitView | None:
+    """The clusters view ``run_task`` chooses against (``unit_view="auto"`` on a GSLM bundle with a product codebook),
+    else None (the units as they are)."""
+    return UnitView.of_codebook(bb.codebook) if unit_view == "auto" and bb.spec.kind == "gslm" else None
+
+
 def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
              out: dict | None = None, max_epochs: int | None = None, labels: list[str] | None = None,
-             probes: bool = True, mirrors: str | None = None, seed: int | None = None) -> dict:
+             probes: bool = True, mirrors: str | None = None, seed: int | None = None,
+             unit_view: str = "units") -> dict:
     """Train/score the missing ``variants`` and baselines of one task (``out``: its results so far).
 
     ``max_epochs``: the recipe's epoch cap for larger suites (default: the recipe's 60; early stopping still decides).
     ``labels``: the classes (default: the suite task's); ``probes``: also run the LM probes; ``mirrors``: what the
     task stands for, recorded in the package (default: the suite task's ``mirrors``); ``seed``: the prompt training
     seed (default: the recipe's; other seeds measure how much a cell moves with the initialisation and batch order).
+    ``unit_view``: ``units`` (every clip's units as they are: the recipe) or ``auto`` (on a product codebook, each
+    variant trains on the units and on the clusters view and keeps the dev winner, ``trainer.train_best_unit_view``;
+    measured in docs/results.md, "The clusters view", and not the recipe). A cell records the choice it ran
+    (``unit_views``) and is retrained when another is asked for.
     """
     labels = list(labels or TASKS[name].labels)
     idx = {lab: i for i, lab in enumerate(labels)}
     tr, dv = data["train"], data["dev"]
     out = {**(out or {}), "classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
-    for variant in [v for v in variants if v not in out]:
+    view = views_of(bb, unit_view)
+    mode = "auto" if view is not None else "units"
+    for variant in [v for v in variants if v not in out or out[v].get("unit_views", "units") != mode]:
         recipe = VARIANTS[variant] if max_epochs is None else replace(VARIANTS[variant], max_epochs=max_epochs)
         recipe = recipe if seed is None else replace(recipe, seed=seed)
-        res = train_prompts(bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
-                            (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint,
-                            kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
-                            extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
-                                        "suite_task": mirrors or TASKS[name].mirrors})
+        res = train_best_unit_view(bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
+                                   (dv["units"], [idx[x] for x in dv["labels"]]), view=view,
+                                   fingerprint=bb.fingerprint, kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
+                                   extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
+                                               "suite_task": mirrors or TASKS[name].mirrors})
         metrics = {s: evaluate_package(bb, res.package, data[s]["units"], data[s]["labels"])
                    for s in TEST_SPLITS if s in data}
         pkg = attach_metrics(res.package, metrics)
@@ -230,10 +244,13 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
             plot_curves(res.history, curves / f"curves-{name}.png", f"{name} (v2)")
         out[variant] = {"params": res.trainable_params, "seconds": round(res.seconds, 1), "epochs": len(
             res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
-            "max_epochs": recipe.max_epochs, "seed": recipe.seed, "dev": res.dev, "version": pkg.version, **metrics}
+            "max_epochs": recipe.max_epochs, "seed": recipe.seed, "dev": res.dev, "version": pkg.version,
+            "unit_views": mode, "unit_view": "clusters" if pkg.meta.view else "units",
+            **({"unit_view_selection": pkg.meta.training["unit_view_selection"]} if view is not None else {}), **metrics}
         test = f", test acc {metrics['test']['accuracy']:.3f}" if "test" in metrics else ""  # none: every clip trains
+        chosen = f", {out[variant]['unit_view']} view" if view is not None else ""
         say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "
-            f"{res.dev['accuracy']:.3f}{test}")
+            f"{res.dev['accuracy']:.3f}{test}{chosen}")
     for key in ("hist", "feats") + (("prosody",) if "prosody" in tr else ()):
         if f"logreg_{key}" not in out:
             out[f"logreg_{key}"] = logreg(data, labels, key, bb.num_units)
@@ -303,6 +320,10 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="re-run tasks already in results.json")
     ap.add_argument("--prompt-seed", type=int, default=None,
                     help="prompt training seed (default: the recipe's 100501); use another --work per seed")
+    ap.add_argument("--unit-view", choices=("units", "auto"), default="units",
+                    help="units: the units as they are (the recipe); auto: on a product codebook, train each variant "
+                    "on the units and on the clusters view and keep the dev winner (docs/results.md, 'The clusters "
+                    "view')")
     a = ap.parse_args()
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     if set(variants) - set(VARIANTS):
@@ -315,15 +336,18 @@ def main() -> None:
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
     names = [t for t in (a.tasks.split(",") if a.tasks else TASKS) if (a.suite / t / "manifest.csv").exists()]
     baselines = ["logreg_hist", "logreg_feats", "probe_lm_last"] + (["logreg_prosody"] if bb.spec.kind == "pgslm" else [])
+    mode = "auto" if views_of(bb, a.unit_view) is not None else "units"
     for name in names:
-        if all(k in results.get(name, {}) for k in variants + baselines):
+        done = results.get(name, {})
+        if all(k in done for k in variants + baselines) and all(done[v].get("unit_views", "units") == mode
+                                                                 for v in variants):
             continue
         t0 = time.perf_counter()
         data = encode_task(bb, a.suite / name, a.work, a.jobs)
         say(f"{name}: encoded in {time.perf_counter() - t0:.0f}s")
         curves = ROOT / "docs" / "results" if docs else work / "curves"
         results[name] = run_task(bb, name, data, work, variants, curves, results.get(name), a.max_epochs,
-                                 seed=a.prompt_seed)
+                                 seed=a.prompt_seed, unit_view=a.unit_view)
         res_file.parent.mkdir(parents=True, exist_ok=True)
         res_file.write_text(json.dumps(results, indent=1) + "\n")
     results = {n: results[n] for n in TASKS if n in results}

@@ -171,6 +171,9 @@ class TaskPublic(BaseModel):
                                      "min_cut_s, min_keep_s, loud_db; when: 'recording' when it applies only to "
                                      "requests with speech_trim=recording): the task is scored on the clip without "
                                      "its room-tone edges; null: on the whole clip")
+    unit_view: dict | None = Field(None, description="the units the task's prompts read: {fold: 'pitch_registers', "
+                                   "clusters, registers}: the clusters of the backbone's product codebook, each unit's "
+                                   "pitch register folded (docs/prompting.md); null: every unit as the codebook gives it")
     nbytes: int | None = None
     in_flight: int | None = None
     resident_versions: list[str] = []

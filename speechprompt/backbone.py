@@ -343,14 +343,20 @@ def save_backbone(bb: Backbone, folder: str | os.PathLike) -> str:
 
 def make_random_bundle(folder: str | os.PathLike, seed: int = 0, *, num_units: int = 20,
                        encoder_cfg: HubertConfig | None = None, lm_cfg: UnitLMConfig | None = None,
-                       name: str = "random-tiny") -> str:
-    """A tiny bundle with random weights, for tests and benchmarks only (never the default backbone)."""
+                       name: str = "random-tiny", registers: int = 0) -> str:
+    """A tiny bundle with random weights, for tests and benchmarks only (never the default backbone). ``registers``
+    > 0: a product codebook of ``num_units // registers`` clusters x ``registers`` registers of 2 dimensions
+    (``Codebook.product``, as the default's pitch registers; ``num_units`` must be a multiple)."""
     torch.manual_seed(seed)  # the modules' own (fairseq-like) initialisation, made deterministic
     enc_cfg = encoder_cfg or HubertConfig.tiny()
     lm_cfg = lm_cfg or UnitLMConfig(vocab_size=num_units + 4, embed_dim=32, ffn_dim=64, layers=2, heads=4,
                                     max_positions=1024)
     enc, lm = HubertEncoder(enc_cfg), UnitLM(lm_cfg)
-    centroids = torch.randn(num_units, enc.dim)
+    centroids, codebook_state = torch.randn(num_units, enc.dim), None
+    if registers:
+        product = Codebook.product(torch.randn(num_units // registers, enc.dim - 2), torch.randn(registers, 2))
+        centroids, codebook_state = product.centroids, product.file_state()
     return save_bundle(folder, kind="gslm", name=name, encoder_cfg=enc_cfg, encoder_state=enc.state_dict(),
                        centroids=centroids, lm_cfg=lm_cfg, lm_state=lm.state_dict(),
-                       dictionary=natural_dictionary(num_units), extra={"random": True, "seed": seed})
+                       dictionary=natural_dictionary(num_units), extra={"random": True, "seed": seed},
+                       codebook_state=codebook_state)

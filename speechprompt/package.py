@@ -11,7 +11,8 @@ the server trims a clip's room-tone edges with Silero VAD before this task's uni
 read-out is not the separator's (``readout="mean"``) is written as format version 2, so a server that predates
 read-outs refuses it instead of serving it wrongly; every other package stays format version 1, byte for byte. A
 speech trim does not raise the version: a server that predates it serves the untrimmed clip, which the prompts were
-trained on.
+trained on. A package that names a unit view (``unit_view``, ``unit_views.py``: its prompts read the clusters of a
+product codebook, pitch registers folded) is written as format version 3: its prompts were trained on other units.
 The version is the content digest of the file bytes. Reading never unpickles: safetensors is a JSON header plus
 raw tensors.
 """
@@ -35,21 +36,23 @@ from torch import Tensor
 
 from .choices import READOUTS
 from .speech_trim import SpeechTrim, trim_object, trim_parts
+from .unit_views import UnitView, view_object
 
-FORMAT_VERSION = 2  # the highest version this code reads; version 1 = every package without a read-out field
+FORMAT_VERSION = 3  # the highest this code reads; 1 = neither read-out nor unit view, 2 = a read-out, 3 = a unit view
 TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
-META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1 or 2, task (a task name), labels "
+META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, 2 or 3, task (a task name), labels "
                  "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
                  f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
                  "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
                  "format_version 2 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
                  "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
-                 "or null, when 'always' or 'recording'; omitted keys take their defaults)")
+                 "or null, when 'always' or 'recording'; omitted keys take their defaults), optional unit_view (a JSON object "
+                 "{\"fold\": \"pitch_registers\", \"clusters\": C, \"registers\": R}; format_version 3, backbone_kind 'gslm')")
 
 
 class PackageError(Exception):
@@ -116,6 +119,14 @@ class PackageMeta:
     # the speech trim the server applies before this task's units (SpeechTrim.to_dict(), and "when": "recording" for
     # a trim applied only to clips a request calls whole recordings; {} = none). Written to the header only when set.
     speech_trim: dict = field(default_factory=dict)
+    # the units its prompts read (UnitView.to_dict(): the clusters of a product codebook, pitch registers folded;
+    # {} = every unit as the codebook gives it). Written to the header only when set, as format version 3.
+    unit_view: dict = field(default_factory=dict)
+
+    @cached_property
+    def view(self) -> UnitView | None:
+        """The task's :class:`~speechprompt.unit_views.UnitView`, or None when its prompts read the units as they are."""
+        return UnitView.from_dict(self.unit_view) if self.unit_view else None
 
     @cached_property
     def trim(self) -> SpeechTrim | None:
@@ -129,7 +140,7 @@ class PackageMeta:
         return trim_parts(self.speech_trim)[1] if self.speech_trim else "always"
 
     def to_header(self) -> dict[str, str]:
-        version = max(self.format_version, 1 if self.readout == "separator" else 2)
+        version = max(self.format_version, 3 if self.unit_view else 1 if self.readout == "separator" else 2)
         header = {"format": "speechprompt-task", "format_version": str(version), "task": self.task,
                   "labels": json.dumps(list(self.labels)), "backbone_fingerprint": self.backbone_fingerprint,
                   "backbone_kind": self.backbone_kind, "prompt_length": str(self.prompt_length),
@@ -143,6 +154,11 @@ class PackageMeta:
                 header["speech_trim"] = json.dumps(trim_object(self.speech_trim), sort_keys=True)
             except (TypeError, ValueError) as e:
                 raise PackageInvalid(f"package metadata is invalid: {e}") from None
+        if self.unit_view:
+            try:
+                header["unit_view"] = json.dumps(view_object(self.unit_view), sort_keys=True)
+            except (TypeError, ValueError) as e:
+                raise PackageInvalid(f"package metadata is invalid: {e}") from None
         return header
 
     @classmethod
@@ -153,7 +169,7 @@ class PackageMeta:
             err.accepted = META_ACCEPTED
             raise err
         fields: dict[str, Any] = dict(h)
-        for name in ("labels", "training", "long_audio", "speech_trim"):
+        for name in ("labels", "training", "long_audio", "speech_trim", "unit_view"):
             if isinstance(h.get(name), str):
                 fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
         fields.setdefault("training", {})
@@ -172,7 +188,7 @@ class PackageMeta:
                    backbone_kind=m.backbone_kind, prompt_length=m.prompt_length, format_version=m.format_version,
                    created=m.created, training=m.training,
                    long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {}, readout=m.readout,
-                   speech_trim=m.speech_trim or {})
+                   speech_trim=m.speech_trim or {}, unit_view=m.unit_view or {})
 
 
 Label = Annotated[str, Field(min_length=1, max_length=256)]
@@ -207,6 +223,12 @@ class MetaFields(BaseModel):
     long_audio: LongAudio | None = None
     readout: Literal[READOUTS] = "separator"
     speech_trim: dict[str, Any] | None = None
+    unit_view: dict[str, Any] | None = None
+
+    @field_validator("unit_view")
+    @classmethod
+    def _view(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return view_object(value)  # {}: no view, as to_header
 
     @field_validator("speech_trim")
     @classmethod
@@ -220,6 +242,8 @@ class MetaFields(BaseModel):
         if self.readout != "separator" and self.backbone_kind != "gslm":
             raise ValueError(f"readout {self.readout!r} is for gslm backbones; a {self.backbone_kind} package reads "
                              "the separator")
+        if self.unit_view and (self.format_version < 3 or self.backbone_kind != "gslm"):
+            raise ValueError("a unit_view needs format_version 3 and backbone_kind 'gslm'")
         return self
 
     @field_validator("labels")
@@ -372,8 +396,11 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_
     return TaskPackage(meta, dk, dv, ip, sep, vb, version=digest(data), data=data)
 
 
-def check_compatible(pkg: TaskPackage, *, fingerprint: str, kind: str, layers: int, dim: int, vocab_size: int) -> None:
-    """Raise ``BackboneMismatch`` (another backbone) or ``PackageInvalid`` (shapes) unless ``pkg`` fits."""
+def check_compatible(pkg: TaskPackage, *, fingerprint: str, kind: str, layers: int, dim: int, vocab_size: int,
+                     codebook: Any = None) -> None:
+    """Raise ``BackboneMismatch`` (another backbone) or ``PackageInvalid`` (shapes, or a unit view the backbone's
+    ``codebook`` does not have: ``unit_views.UnitView.matches``; without ``codebook`` a package that names a view is
+    refused) unless ``pkg`` fits."""
     if pkg.meta.backbone_fingerprint != fingerprint or pkg.meta.backbone_kind != kind:
         err = BackboneMismatch(f"package {pkg.meta.task!r} was made for backbone {pkg.meta.backbone_kind}:"
                                f"{pkg.meta.backbone_fingerprint[:16]}, this server runs {kind}:{fingerprint[:16]}")
@@ -383,3 +410,11 @@ def check_compatible(pkg: TaskPackage, *, fingerprint: str, kind: str, layers: i
     if (L, d) != (layers, dim) or pkg.verbalizer.shape[1] != vocab_size:
         raise PackageInvalid(f"package shapes [L={L}, d={d}, V={pkg.verbalizer.shape[1]}] do not fit the backbone "
                              f"[L={layers}, d={dim}, V={vocab_size}]")
+    view = pkg.meta.view
+    if view is not None and (codebook is None or not view.matches(codebook)):
+        have = UnitView.of_codebook(codebook)
+        err = PackageInvalid(f"package {pkg.meta.task!r} reads a clusters view of {view.clusters} x {view.registers} units; "
+                             "this backbone's codebook " + (f"is {have.clusters} x {have.registers}" if have
+                                                            else "is not a product codebook"))
+        err.accepted = "a package without unit_view, or one whose unit_view names the backbone's product codebook"
+        raise err

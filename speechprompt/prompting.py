@@ -16,6 +16,9 @@ weighs as much as the units next to it (docs/prompting.md; measured in docs/resu
 extension, not the paper's; the tensors, the verbalizer and the batch are the same, and rows of both kinds share one
 forward.
 
+Unit view: a package may name the clusters view of a product codebook (``unit_views.py``): that task's rows fold each
+unit's pitch register away (and dedup again) before their tokens are built; other rows of the batch are unchanged.
+
 Deep prompts: official code overwrites the first ``l`` key/value inputs of every layer with ``P_K^i``/``P_V^i``; since
 those positions are replaced at every layer, the real tokens only see ``k_proj(P_K^i)``/``v_proj(P_V^i)``, constant
 per task. ``PromptBank`` computes them once when a task is added and keeps them in preallocated device slots;
@@ -32,6 +35,7 @@ from torch import Tensor
 
 from .package import NUM_SPECIAL, READOUTS, TaskPackage
 from .unit_lm import PAD_IDX, PrefixKV, UnitLM
+from .unit_views import UnitView
 
 BOS, EOS = 0, 2  # <s> is the separator slot; </s> starts every sequence
 
@@ -111,6 +115,7 @@ class PromptBank:
         self.slots: dict[str, int] = {}
         self._nbytes: dict[str, int] = {}
         self._sizes: dict[str, tuple[int, int]] = {}  # key -> (prompt length, classes)
+        self._views: dict[str, UnitView] = {}  # key -> the unit view its rows are folded with (unit_views.py)
         self._min_capacity = max(1, capacity)
         self._alloc(capacity, 0, 1)
 
@@ -195,6 +200,10 @@ class PromptBank:
             self.mean[slot] = pkg.meta.readout == "mean"
             self.slots[key] = slot
             self._sizes[key] = (plen, c)
+            if pkg.meta.view is not None:
+                self._views[key] = pkg.meta.view
+            else:
+                self._views.pop(key, None)
             self._nbytes[key] = (pk.numel() + pv.numel() + pkg.separator.numel() + pkg.verbalizer.numel()) \
                 * pk.element_size()
 
@@ -205,6 +214,7 @@ class PromptBank:
                 return
             self._nbytes.pop(key, None)
             self._sizes.pop(key, None)
+            self._views.pop(key, None)
             self._shrink()
 
     def gather(self, keys: list[str]) -> tuple[PrefixKV | None, Tensor, Tensor, Tensor, Tensor]:
@@ -228,11 +238,15 @@ class PromptBank:
     def classify(self, units: list[Tensor], keys: list[str]) -> list[Tensor]:
         """One LM forward for rows of (possibly) different tasks -> per-row class probabilities ``[C_row]``.
 
-        Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1). Raises
-        ``unit_lm.SequenceTooLong`` before any forward when a row exceeds the LM's positions.
+        Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1). A row whose task names a
+        unit view is folded first (``unit_views.UnitView.apply``). Raises ``unit_lm.SequenceTooLong`` before any
+        forward when a row exceeds the LM's positions.
         """
         if not units:
             return []
+        with self._lock:
+            views = [self._views.get(k) for k in keys]
+        units = [u if v is None else v.apply(u) for u, v in zip(units, views, strict=True)]
         self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
         tokens, last = make_rows(units, self.device, self.unit_to_token)
         prefix, sep, verb, ncls, mean_rows = self.gather(keys)

@@ -74,7 +74,7 @@ class Runtime:
         """Raise ``BackboneMismatch``/``PackageInvalid`` unless ``pkg`` fits this backbone."""
         c = self.backbone.spec.unit_lm
         check_compatible(pkg, fingerprint=self.fingerprint, kind=self.backbone.spec.kind, layers=c.layers,
-                         dim=c.embed_dim, vocab_size=c.vocab_size)
+                         dim=c.embed_dim, vocab_size=c.vocab_size, codebook=self.backbone.codebook)
 
     def add_task(self, key: str, pkg: TaskPackage) -> None:
         """Validate against the backbone, place the task in the prompt bank under ``key``, then run a trial

@@ -18,6 +18,7 @@ from speechprompt.choices import VERBALIZERS as VERBALIZER_CHOICES
 from speechprompt.paths import default_path
 
 READOUT_AUTO = "auto"  # train with each read-out, keep the better on dev (trainer.train_best_readout)
+UNIT_VIEW_CHOICES = ("units", "clusters", "auto")  # unit_views.VIEWS + auto (trainer.train_best_unit_view)
 
 
 def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float):
@@ -69,6 +70,10 @@ def train(
         "separator", help="where the label is read: separator (SpeechPrompt v2), mean (the mean hidden state of the "
         "clip; GSLM backbones; docs/prompting.md), or auto (train with each, keep the higher dev accuracy; twice "
         "the time)"),
+    unit_view: Literal[UNIT_VIEW_CHOICES] = typer.Option(
+        "units", help="the units the prompts read: units (as the codebook gives them), clusters (a product codebook's "
+        "clusters, pitch registers folded: measured better for word tasks; docs/prompting.md), or auto (on a product "
+        "codebook: train with each, keep the higher dev accuracy, twice the time; otherwise units)"),
     augment: str = typer.Option("", help="comma list of speed,pitch,noise: perturbed copies of train clips"),
     augment_copies: int = typer.Option(1, help="perturbed copies per train clip"),
     cache_dir: Path = typer.Option(default_path(".cache/units"), help="on-disk units cache"),
@@ -95,7 +100,8 @@ def train(
         plot_verbalizer,
     )
     from speechprompt.training.progress import progress
-    from speechprompt.training.trainer import Recipe, train_best_readout, train_prompts
+    from speechprompt.training.trainer import Recipe, train_best_readout, train_best_unit_view, train_prompts
+    from speechprompt.unit_views import UnitView
 
     check_task_name(task)
     torch.set_num_threads(max(1, threads))
@@ -103,6 +109,10 @@ def train(
     if readout == "mean" and bb.spec.kind != "gslm":
         raise typer.BadParameter(f"{readout!r} is for GSLM backbones; this {bb.spec.kind} backbone's packages read "
                                  "the separator", param_hint="--readout")
+    view = UnitView.of_codebook(bb.codebook) if bb.spec.kind == "gslm" else None
+    if unit_view == "clusters" and view is None:
+        raise typer.BadParameter(f"this {bb.spec.kind} backbone has no product codebook (no pitch registers to fold); "
+                                 "accepted here: units or auto", param_hint="--unit-view")
     labels = M.label_set(examples)
     index = {lab: i for i, lab in enumerate(labels)}
     stray = sorted({e.label for e in examples} - set(index))
@@ -135,16 +145,31 @@ def train(
             shown.update(kept_epoch=epoch, kept_dev_acc=f"{d_acc:.3f}")
         bar.set_postfix(shown)
 
-    def on_readout(name: str) -> None:  # --readout auto: one run per read-out, the step count runs on across them
+    def new_run(what: str) -> None:  # an auto choice: one run per option, the step count runs on across them
         if bar.n:  # the run before ends here: its last line, however short it was
             bar.refresh()
         kept["loss"] = float("inf")
         shown.update(kept_epoch="-", kept_dev_acc="-")
-        typer.echo(f"training {task} with the {name} read-out", err=True)
-        bar.set_description(f"train {task} ({name} read-out)")
+        typer.echo(f"training {task} with the {what}", err=True)
+        bar.set_description(f"train {task} ({what})")
+
+    views = unit_view == "auto" and view is not None
+    current_view = ["units"]
+
+    def on_readout(name: str) -> None:
+        new_run(f"{name} read-out" + (f", {current_view[0]} view" if views else ""))
+
+    def on_view(name: str) -> None:
+        current_view[0] = name
+        if readout != READOUT_AUTO:
+            new_run(f"{name} view")
 
     fit = train_best_readout if readout == READOUT_AUTO else train_prompts
     more = {"on_readout": on_readout} if readout == READOUT_AUTO else {}
+    if views:
+        fit, more = train_best_unit_view, {"view": view, "fit": fit, "on_view": on_view, **more}
+    elif unit_view == "clusters":
+        more["unit_view"] = view
     res = fit(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]), (dv_u, [index[x] for x in dv_l]),
               fingerprint=bb.fingerprint, kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
               extra_meta={"data_sizes": sizes, "augment": augment or None, "backbone_name": bb.spec.name},
@@ -154,6 +179,10 @@ def train(
         sel = res.package.meta.training["readout_selection"]
         typer.echo(f"read-out {res.package.meta.readout} (dev accuracy " + ", ".join(
             f"{r} {sel[r]['accuracy']:.3f}" for r in READOUT_CHOICES if r in sel) + ")")
+    if views:
+        sel = res.package.meta.training["unit_view_selection"]
+        typer.echo(f"unit view {'clusters' if res.package.meta.view else 'units'} (dev accuracy " + ", ".join(
+            f"{v} {sel[v]['accuracy']:.3f}" for v in ("units", "clusters")) + ")")
     out = out or Path(f"{task}.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     metrics = {s: evaluate_package(bb, res.package, u, ys) for s, (u, ys) in splits.items() if s.startswith("test")}
@@ -165,6 +194,8 @@ def train(
     for s, m in metrics.items():
         plot_confusion(np.array(m["confusion"]), labels, out.with_suffix(f".{s}.confusion.png"), s)
     report = {"task": task, "version": pkg.version, "package": str(out), "readout": pkg.meta.readout,
+              "unit_view": "clusters" if pkg.meta.view else "units",
+              "unit_view_selection": pkg.meta.training.get("unit_view_selection"),
               "dev": res.dev, "test": metrics,
               "trainable_params": res.trainable_params, "data_sizes": sizes,
               "train_seconds": round(res.seconds, 1),  # with --readout auto: every run's

@@ -174,7 +174,7 @@ def evaluate_package(
     """
     c = backbone.spec.unit_lm
     check_compatible(pkg, fingerprint=backbone.fingerprint, kind=backbone.spec.kind, layers=c.layers,
-                     dim=c.embed_dim, vocab_size=c.vocab_size)
+                     dim=c.embed_dim, vocab_size=c.vocab_size, codebook=getattr(backbone, "codebook", None))
     labels = list(pkg.meta.labels)
     index = {lab: i for i, lab in enumerate(labels)}
     unknown = sorted({lab for lab in label_names if lab not in index})

@@ -39,6 +39,7 @@ from speechprompt.package import NUM_SPECIAL, PackageMeta, TaskPackage, new_pack
 from speechprompt.prosody import Prosody, ProsodyUnits
 from speechprompt.training.lm_rows import GSLMRows, TrainingError, row_builder
 from speechprompt.unit_lm import UnitLM
+from speechprompt.unit_views import UnitView
 
 Item = Tensor | ProsodyUnits  # one clip: its units [M] i64 (GSLM) or its ProsodyUnits (pGSLM)
 
@@ -247,15 +248,18 @@ def train_prompts(
     extra_meta: dict | None = None,
     on_step: Callable[[int, float], None] | None = None,
     on_eval: Callable[[int, float, float], None] | None = None,
+    unit_view: UnitView | None = None,
 ) -> TrainResult:
     """Train one task's prompts on the frozen ``lm`` and return the package (best dev loss).
 
     ``train``/``dev``: (item per clip, class index per clip); items are units ``[M_i]`` i64 for a GSLM ``lm``,
     ``ProsodyUnits`` for a pGSLM ``MultiStreamUnitLM`` (then ``prosody`` = the backbone's ``Prosody``). ``kind``:
     the package's ``backbone_kind`` (default: the kind of ``lm``). ``on_step(step, loss)`` after every update;
-    ``on_eval(epoch, dev_loss, dev_acc)`` after every epoch. Raises :class:`TrainingError` for empty splits, an
-    unknown verbalizer or read-out, a ``kind`` that is not the LM's, pGSLM items without prosody, or a pGSLM LM with
-    ``readout="mean"``.
+    ``on_eval(epoch, dev_loss, dev_acc)`` after every epoch. ``unit_view``: train (and record in the package) on
+    that view of every clip's units (``unit_views.py``: the clusters of a product codebook, pitch registers folded;
+    the server folds the task's rows the same way); None: the units as given. Raises :class:`TrainingError` for
+    empty splits, an unknown verbalizer or read-out, a ``kind`` that is not the LM's, pGSLM items without prosody, a
+    pGSLM LM with ``readout="mean"`` or a ``unit_view``.
     """
     (tr_u, tr_y), (dv_u, dv_y) = train, dev
     if not tr_u or not dv_u:
@@ -270,6 +274,10 @@ def train_prompts(
         raise TrainingError(f"kind {kind!r} does not match the unit LM, a {rows_of.kind} model")
     if recipe.readout != "separator" and kind != "gslm":
         raise TrainingError(f"readout {recipe.readout!r} is for GSLM backbones; a {kind} package reads the separator")
+    if unit_view is not None:
+        if kind != "gslm":
+            raise TrainingError(f"a unit view is for GSLM backbones; a {kind} package reads the units as they are")
+        tr_u, dv_u = [unit_view.apply(u) for u in tr_u], [unit_view.apply(u) for u in dv_u]
     torch.manual_seed(recipe.seed)
     lm.requires_grad_(False).eval()
     device = next(lm.parameters()).device
@@ -328,7 +336,7 @@ def train_prompts(
         training["fixed_verbalizer_tokens"] = fixed_tokens
     meta = PackageMeta(task=task, labels=tuple(labels), backbone_fingerprint=fingerprint, backbone_kind=kind,
                        prompt_length=recipe.prompt_length if recipe.deep_prompts else 0, training=training,
-                       readout=recipe.readout)
+                       readout=recipe.readout, unit_view=unit_view.to_dict() if unit_view else {})
     pkg = params.cpu().to_package(lm, meta)
     params.to(device)
     return TrainResult(pkg, hist, best[2], best[3], seconds, n_params)
@@ -364,12 +372,49 @@ def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tupl
             on_readout(readout)
         runs[readout] = train_prompts(lm, task, labels, train, dev, prosody=prosody,
                                       recipe=dataclasses.replace(recipe, readout=readout), **kwargs)
-    chosen = pick_readout({r: x.dev for r, x in runs.items()})
+    return _kept(runs, pick_readout({r: x.dev for r, x in runs.items()}), "readout_selection")
+
+
+def _kept(runs: dict[str, TrainResult], chosen: str, record: str) -> TrainResult:
+    """``runs[chosen]`` with ``training[record]`` = ``{"by": "dev accuracy", <run>: {accuracy, loss, best_epoch,
+    seconds}, ...}`` for every run (a new package, hence a new version) and ``seconds`` = all runs' time."""
     res = runs[chosen]
     selection = {"by": "dev accuracy"} | {r: {**x.dev, "best_epoch": x.best_epoch, "seconds": round(x.seconds, 2)}
                                           for r, x in runs.items()}
     pkg = res.package
-    meta = dataclasses.replace(pkg.meta, training={**pkg.meta.training, "readout_selection": selection})
+    meta = dataclasses.replace(pkg.meta, training={**pkg.meta.training, record: selection})
     res.package = new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer)
     res.seconds = sum(x.seconds for x in runs.values())
     return res
+
+
+def pick_unit_view(dev: dict[str, dict]) -> str:
+    """The view to keep from ``{"units" | "clusters": {"accuracy", "loss"}}`` (dev metrics at each run's best epoch):
+    the higher accuracy, then the lower loss, then ``units`` (every task's units, as SpeechPrompt v2)."""
+    return min(dev, key=lambda v: (-dev[v]["accuracy"], dev[v]["loss"], v != "units"))
+
+
+def train_best_unit_view(lm: UnitLM, task: str, labels: Sequence[str], train: tuple[Sequence[Item], Sequence[int]],
+                         dev: tuple[Sequence[Item], Sequence[int]], *, view: UnitView | None,
+                         fit: Callable[..., TrainResult] | None = None,
+                         on_view: Callable[[str], None] | None = None, **kwargs) -> TrainResult:
+    """Train on the units as they are and on the clusters ``view`` (``unit_views.py``), keep the higher dev accuracy.
+
+    Which units a task should read is a per-task choice (docs/results.md, "The clusters view"): folding the pitch
+    registers helps word tasks and would cost voice tasks; the dev split makes it, never the test split. ``view`` None
+    (a backbone without a product codebook) trains once. ``fit`` is the training of one view (default
+    :func:`train_prompts`; :func:`train_best_readout` nests the read-out choice in each view), called with
+    ``unit_view`` and ``kwargs``, the same seed for both. The winner (:func:`pick_unit_view`) carries
+    ``training["unit_view_selection"]`` ``{"by": "dev accuracy", "units": {"accuracy", "loss", "best_epoch",
+    "seconds"}, "clusters": {...}}``; the result's ``seconds`` counts both runs. ``on_view(name)`` is called before each
+    run. Raises what ``fit`` raises.
+    """
+    fit = fit or train_prompts
+    runs: dict[str, TrainResult] = {}
+    for name, v in (("units", None), ("clusters", view)) if view is not None else (("units", None),):
+        if on_view:
+            on_view(name)
+        runs[name] = fit(lm, task, labels, train, dev, unit_view=v, **kwargs)
+    if len(runs) == 1:
+        return runs["units"]
+    return _kept(runs, pick_unit_view({n: x.dev for n, x in runs.items()}), "unit_view_selection")

@@ -23,6 +23,14 @@ def backbone(bundle_dir):
 
 
 @pytest.fixture(scope="session")
+def product_bundle_dir(tmp_path_factory):
+    """The tiny bundle with a product codebook: 5 clusters x 4 pitch registers (20 units), as the default's 300 x 4."""
+    folder = tmp_path_factory.mktemp("bundle") / "tiny-product"
+    make_random_bundle(folder, seed=0, registers=4)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def pgslm_bundle_dir(tmp_path_factory):
     """A tiny random pGSLM bundle: tiny HuBERT, 20 units, 2-layer d=32 MultiStreamUnitLM with discrete duration/F0
     streams (shifts 1,1), the default ProsodyConfig (utterance normalisation) and 31 F0 bin edges."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 import typer
 from typer.testing import CliRunner
 
@@ -155,6 +156,48 @@ def test_train_readout_auto_keeps_the_dev_winner_and_says_so(bundle_dir, pgslm_b
     assert r.exit_code == 0, r.output
     pkg = read_package(out.read_bytes())
     assert pkg.meta.readout == "separator" and set(pkg.meta.training["readout_selection"]) == {"by", "separator"}
+
+
+def test_train_unit_view_auto_on_a_product_codebook_keeps_the_dev_winner(product_bundle_dir, bundle_dir, wav_folder,
+                                                                       tmp_path):
+    """--unit-view auto trains with the units and the clusters view on a product codebook and keeps the dev winner;
+    on a plain codebook it trains once; clusters is refused there; the default reads the units as they are."""
+    from speechprompt.backbone import Backbone
+    from speechprompt.training.evaluate import evaluate_package
+    from speechprompt.training.trainer import pick_unit_view
+    from speechprompt.unit_views import UnitView
+
+    out = tmp_path / "tones.safetensors"
+    base = ["train", str(wav_folder), "--task", "tones", "--max-epochs", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out)]
+    r = CliRunner().invoke(app, base + ["--backbone", str(product_bundle_dir)])  # the default: the units
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.view is None and "unit_view_selection" not in pkg.meta.training and "unit view" not in r.output
+    r = CliRunner().invoke(app, base + ["--backbone", str(product_bundle_dir), "--unit-view", "auto"])
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    sel = pkg.meta.training["unit_view_selection"]
+    best = pick_unit_view({v: sel[v] for v in ("units", "clusters")})
+    assert (pkg.meta.view == UnitView(5, 4)) == (best == "clusters") and f"unit view {best} (dev accuracy" in r.output
+    assert "training tones with the units view" in r.output and "with the clusters view" in r.output
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["unit_view"] == best and report["unit_view_selection"] == sel
+    r = CliRunner().invoke(app, base + ["--backbone", str(product_bundle_dir), "--unit-view", "clusters",
+                                        "--readout", "auto"])
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.view == UnitView(5, 4) and set(pkg.meta.training["readout_selection"]) == {"by", "separator", "mean"}
+    assert "unit_view_selection" not in pkg.meta.training and "with the mean read-out" in r.output
+    bb = Backbone.load(product_bundle_dir)
+    units = [torch.tensor([0, 5, 10, 15, 1, 6])]
+    assert evaluate_package(bb, pkg, units, ["tone"])["n"] == 1  # fits its own backbone's codebook
+    r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--unit-view", "auto"])  # plain: one run
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.view is None and "unit_view_selection" not in pkg.meta.training and "unit view" not in r.output
+    r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--unit-view", "clusters"])
+    assert r.exit_code == 2 and "no product codebook" in r.output
 
 
 def test_train_help_lists_the_choices_the_trainer_and_package_accept():

@@ -91,3 +91,34 @@ def test_encode_task_units_carry_the_voice_prefix_the_server_adds(run_suite, sou
     assert len(mine) == len(served) == 12
     for a, b in zip(mine, served, strict=True):
         assert torch.equal(a, b.units) and (a[:2] >= 8).all() and (a[2:] < 8).all()
+
+
+def test_main_chooses_the_unit_view_on_a_product_codebook_and_reruns_a_cell_made_otherwise(
+        run_suite, product_bundle_dir, bundle_dir, wav_folder, tmp_path, monkeypatch):
+    """--unit-view auto on a product codebook: the v2 cell trains both views, records the selection and the view kept
+    (its package names it); a later run with the default (units) retrains that cell instead of reusing it; on a plain
+    codebook auto is one run and the cell says units."""
+    from speechprompt.package import read_package
+    from speechprompt.training.trainer import pick_unit_view
+
+    _task(tmp_path / "suite", wav_folder)
+
+    def main(bundle, *more):
+        args = ["run_suite.py", "--suite", str(tmp_path / "suite"), "--backbone", str(bundle), "--work",
+                str(tmp_path / "work" / bundle.name), "--results", "none", "--demo", "", "--variants", "v2",
+                "--max-epochs", "2", *more]
+        monkeypatch.setattr(sys, "argv", args)
+        run_suite.main()
+        (res_file,) = (tmp_path / "work" / bundle.name).glob("*/results.json")
+        return json.loads(res_file.read_text())["gender"]["v2"], res_file.parent / "packages" / "gender.v2.safetensors"
+
+    cell, pkg_file = main(product_bundle_dir, "--unit-view", "auto")
+    sel = cell["unit_view_selection"]
+    assert cell["unit_views"] == "auto" and cell["unit_view"] == pick_unit_view({v: sel[v] for v in ("units", "clusters")})
+    pkg = read_package(pkg_file.read_bytes())
+    assert (pkg.meta.view is not None) == (cell["unit_view"] == "clusters") and pkg.version == cell["version"]
+    again, pkg_file = main(product_bundle_dir)
+    assert again["unit_views"] == "units" and "unit_view_selection" not in again and again["unit_view"] == "units"
+    assert read_package(pkg_file.read_bytes()).meta.view is None
+    plain, _ = main(bundle_dir, "--unit-view", "auto")
+    assert plain["unit_views"] == "units" and "unit_view_selection" not in plain

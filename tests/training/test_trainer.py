@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -189,3 +190,81 @@ def test_best_readout_keeps_the_mean_when_the_label_lies_early_in_the_clip(backb
     sel = res.package.meta.training["readout_selection"]
     assert sel["mean"]["accuracy"] > sel["separator"]["accuracy"] + 0.1
     assert res.package.meta.readout == "mean" and res.package.meta.format_version == 2
+
+
+def register_marked(n: int, seed: int, by: str):
+    """20 units read as 5 clusters x 4 registers (unit r * 5 + c). ``by="cluster"``: class y is three occurrences of
+    cluster y, each in a random register, among clusters 3-4 (the fold makes the mark one unit); ``by="register"``:
+    class y is every unit in register y + 1, clusters random (the fold erases the mark)."""
+    g = torch.Generator().manual_seed(seed)
+    units, ys = [], []
+    for i in range(n):
+        y = i % 3
+        m = int(torch.randint(8, 14, (1,), generator=g))
+        if by == "cluster":
+            c = torch.randint(3, 5, (m,), generator=g)
+            c[torch.randperm(m, generator=g)[:3]] = y
+            u = torch.randint(0, 4, (m,), generator=g) * 5 + c
+        else:
+            u = torch.randint(0, 5, (m,), generator=g) + (y + 1) * 5
+        units.append(u)
+        ys.append(y)
+    return units, ys
+
+
+def test_a_unit_view_trains_on_folded_units_and_serves_them_the_same_way(backbone):
+    """train_prompts with a view equals training on the folded units by hand; the package names the view (format
+    version 3) and the serving path folds the raw units the same way."""
+    from speechprompt.unit_views import UnitView
+
+    view = UnitView(5, 4)
+    train, dev = register_marked(48, 1, "cluster"), register_marked(15, 2, "cluster")
+    lm, recipe = backbone.unit_lm, Recipe(max_epochs=2, batch_size=16)
+    res = train_prompts(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint, recipe=recipe, unit_view=view)
+    fold = lambda split: ([view.apply(u) for u in split[0]], split[1])  # noqa: E731
+    by_hand = train_prompts(lm, "toy", LABELS, fold(train), fold(dev), fingerprint=backbone.fingerprint, recipe=recipe)
+    for name in ("deep_key", "deep_value", "separator", "verbalizer"):
+        assert torch.equal(getattr(res.package, name), getattr(by_hand.package, name))
+    pkg = read_package(res.package.data)
+    assert pkg.meta.view == view and pkg.meta.to_header()["format_version"] == "3" and by_hand.package.meta.view is None
+    served = predict(lm, pkg, dev[0])  # raw units: the bank folds them
+    assert np.allclose(served, predict(lm, by_hand.package, fold(dev)[0]), atol=1e-5)
+    assert not np.allclose(served, predict(lm, by_hand.package, dev[0]), atol=1e-4)  # unfolded rows score otherwise
+
+
+@pytest.mark.parametrize("by, kept", [("cluster", "clusters"), ("register", "units")])
+def test_best_unit_view_keeps_the_dev_winner_and_records_both(backbone, by, kept):
+    """A label carried by the cluster (registers random) is read better folded; one carried by the register alone
+    is erased by the fold: the dev split picks the view each time, and the package records both runs."""
+    from speechprompt.training.trainer import pick_unit_view, train_best_unit_view
+    from speechprompt.unit_views import UnitView
+
+    view = UnitView(5, 4)
+    train, dev = register_marked(60, 1, by), register_marked(30, 2, by)
+    lm, recipe = backbone.unit_lm, Recipe(max_epochs=30, batch_size=8, lr=2e-2)
+    seen = []
+    res = train_best_unit_view(lm, "toy", LABELS, train, dev, view=view, fingerprint=backbone.fingerprint,
+                               recipe=recipe, on_view=seen.append)
+    assert seen == ["units", "clusters"]
+    sel = res.package.meta.training["unit_view_selection"]
+    assert set(sel) == {"by", "units", "clusters"} and sel["by"] == "dev accuracy"
+    assert pick_unit_view({v: sel[v] for v in ("units", "clusters")}) == kept
+    assert (res.package.meta.view is not None) == (kept == "clusters")
+    assert abs(sel["clusters"]["accuracy"] - sel["units"]["accuracy"]) > 0.25  # a clear winner, not a tie
+    alone = train_prompts(lm, "toy", LABELS, train, dev, fingerprint=backbone.fingerprint, recipe=recipe,
+                          unit_view=view if kept == "clusters" else None)
+    assert torch.equal(res.package.verbalizer, alone.package.verbalizer) and res.dev == alone.dev
+    once = train_best_unit_view(lm, "toy", LABELS, train, dev, view=None, fingerprint=backbone.fingerprint,
+                                recipe=recipe)  # no product codebook: one run, nothing recorded
+    assert "unit_view_selection" not in once.package.meta.training and once.package.meta.view is None
+
+
+def test_pick_unit_view_prefers_accuracy_then_loss_then_the_units():
+    from speechprompt.training.trainer import pick_unit_view
+
+    assert pick_unit_view({"units": {"accuracy": 0.5, "loss": 0.1}, "clusters": {"accuracy": 0.6, "loss": 0.9}}) \
+        == "clusters"
+    assert pick_unit_view({"clusters": {"accuracy": 0.6, "loss": 0.4}, "units": {"accuracy": 0.6, "loss": 0.5}}) \
+        == "clusters"
+    assert pick_unit_view({"clusters": {"accuracy": 0.6, "loss": 0.4}, "units": {"accuracy": 0.6, "loss": 0.4}}) \
+        == "units"

@@ -114,6 +114,11 @@ def test_pgslm_misuse_raises(pgslm_backbone, backbone):
     with pytest.raises(TrainingError, match="readout 'mean' is for GSLM backbones"):
         train_prompts(bb.unit_lm, "t", LABELS, train, dev, fingerprint=bb.fingerprint, prosody=bb.prosody,
                       recipe=Recipe(max_epochs=1, readout="mean"))
+    from speechprompt.unit_views import UnitView
+
+    with pytest.raises(TrainingError, match="a unit view is for GSLM backbones"):
+        train_prompts(bb.unit_lm, "t", LABELS, train, dev, fingerprint=bb.fingerprint, prosody=bb.prosody,
+                      recipe=Recipe(max_epochs=1), unit_view=UnitView(5, 4))
     res = train_prompts(backbone.unit_lm, "t", LABELS, toy_units(6, 1), toy_units(3, 2),
                         fingerprint=backbone.fingerprint, recipe=Recipe(max_epochs=1))
     assert res.package.meta.backbone_kind == "gslm"  # the default kind follows the LM

@@ -30,6 +30,7 @@ from .pgslm import unit_token_map as pgslm_unit_token_map
 from .prosody import Prosody, ProsodyConfig
 from .prosody_file import PROSODY_FILE, load_prosody
 from .unit_lm import UnitLM, UnitLMConfig, state_dict_mismatch
+from .unit_views import UnitView
 from .voice import VOICE_FILE, VoiceConfig, VoiceError, VoicePrefix
 
 FORMAT_VERSION = 1
@@ -184,6 +185,9 @@ class Backbone:
                             **({"edge_gate": gate.to_dict()}
                                if (gate := getattr(self.spec.encoder, "edge_gate", None)) else {})},
                 "codebook_size": self.spec.codebook_size,
+                # the clusters view a package may name on this backbone (unit_views.py; null: not a product codebook)
+                "unit_view": view.to_dict() if self.spec.kind == "gslm" and (
+                    view := UnitView.of_codebook(self.codebook)) else None,
                 "unit_lm": {"layers": c.layers, "embed_dim": c.embed_dim, "heads": c.heads, "ffn_dim": c.ffn_dim,
                             "vocab_size": c.vocab_size},
                 "parameters": self.parameter_count, "precision": self.precision,

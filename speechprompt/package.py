@@ -49,7 +49,7 @@ META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_vers
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
                  f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
                  "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
-                 "format_version 2 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
+                 "format_version 2 or 3 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
                  "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
                  "or null, when 'always' or 'recording'; omitted keys take their defaults), optional unit_view (a JSON object "
                  "{\"fold\": \"pitch_registers\", \"clusters\": C, \"registers\": R}; format_version 3, backbone_kind 'gslm')")
@@ -108,7 +108,7 @@ class PackageMeta:
     backbone_fingerprint: str
     backbone_kind: str = "gslm"
     prompt_length: int = 5
-    format_version: int = 1  # written as 2 when ``readout`` needs it (``to_header``)
+    format_version: int = 1  # written as 2 when ``readout`` needs it, 3 with a ``unit_view`` (``to_header``)
     created: str = ""
     training: dict = field(default_factory=dict)
     # long-audio default of the task: {"policy": "reject" | "truncate" | "window", "window": s, "hop": s};

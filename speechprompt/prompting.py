@@ -111,7 +111,7 @@ class PromptBank:
         self.device, self.dtype = p.device, p.dtype
         cfg = lm.cfg
         self._dims = (cfg.layers, cfg.heads, cfg.embed_dim // cfg.heads, cfg.embed_dim, cfg.vocab_size)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # classify holds it across the views' read and gather
         self.slots: dict[str, int] = {}
         self._nbytes: dict[str, int] = {}
         self._sizes: dict[str, tuple[int, int]] = {}  # key -> (prompt length, classes)
@@ -244,12 +244,12 @@ class PromptBank:
         """
         if not units:
             return []
-        with self._lock:
+        with self._lock:  # one task state for the fold and the prompts, even if a key is re-added meanwhile
             views = [self._views.get(k) for k in keys]
-        units = [u if v is None else v.apply(u) for u, v in zip(units, views, strict=True)]
-        self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
-        tokens, last = make_rows(units, self.device, self.unit_to_token)
-        prefix, sep, verb, ncls, mean_rows = self.gather(keys)
+            units = [u if v is None else v.apply(u) for u, v in zip(units, views, strict=True)]
+            self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
+            tokens, last = make_rows(units, self.device, self.unit_to_token)
+            prefix, sep, verb, ncls, mean_rows = self.gather(keys)
         hidden = self.lm(tokens, prefix, sep)
         h = read_out(hidden, tokens, last, mean_rows)
         out = torch.einsum("bcv,bv->bc", verb, self.lm.logits(h))  # [B, C_max+4]

@@ -16,6 +16,7 @@ from .backbone import Backbone
 from .package import NonFiniteWeights, TaskPackage, check_compatible
 from .precision import apply_precision
 from .prompting import PromptBank
+from .unit_views import UnitView
 from .units import Units
 
 Row = Units | Tensor  # a cached Units object (ProsodyUnits on pGSLM) or, on GSLM, a bare unit tensor [M]
@@ -39,6 +40,7 @@ class Runtime:
             self.bank = PGSLMPromptBank(backbone.unit_lm, backbone.prosody)
         else:
             self.bank = PromptBank(backbone.unit_lm, unit_to_token=backbone.unit_to_token)
+            UnitView.of_codebook(backbone.codebook)  # the codebook's layout, read once here (~1 s), not at an upload
         self._probe: list[Units] | None = None
 
     @classmethod

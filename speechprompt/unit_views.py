@@ -25,13 +25,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor
 
-VIEWS = ("units", "clusters")  # what a trainer or a package may name; "units" = every unit as the codebook gives it
+from .choices import UNIT_VIEWS
+
+VIEWS = UNIT_VIEWS  # what a trainer may train on: every unit as the codebook gives it, or the clusters view
 MAX_CLUSTERS = 1 << 20
 MAX_REGISTERS = 64
 
 
 class _Fields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 300, not "300", 300.0 or true
 
     fold: Literal["pitch_registers"]
     clusters: int = Field(ge=1, le=MAX_CLUSTERS)
@@ -92,7 +94,7 @@ class UnitView:
         factors = getattr(codebook, "factors", None)
         if factors:
             clusters, registers = factors
-            return cls(int(clusters.shape[0]), int(registers.shape[0]))
+            return cls(int(clusters.shape[0]), int(registers.shape[0])) if registers.shape[0] >= 2 else None
         if not hasattr(codebook, "_product_layout"):  # computed once per loaded codebook
             codebook._product_layout = product_layout(codebook.centroids)
         layout = codebook._product_layout
@@ -124,7 +126,7 @@ def product_layout(centroids: Tensor) -> tuple[int, int] | None:
 
 
 ACCEPTED = (f"a JSON object {{\"fold\": \"pitch_registers\", \"clusters\": C in [1, {MAX_CLUSTERS}], \"registers\": R "
-            f"in [2, {MAX_REGISTERS}]}}, the backbone's product codebook (GET /v1/backbone)")
+            f"in [2, {MAX_REGISTERS}]}}: the backbone's own (GET /v1/backbone, unit_view)")
 
 
 def view_object(value: Any) -> dict[str, Any] | None:

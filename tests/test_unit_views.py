@@ -44,6 +44,8 @@ def test_the_view_of_a_codebook_and_its_validation():
     # a product codebook stored as expanded centroids (the default v7-v9): its layout is read off the rows
     assert UnitView.of_codebook(Codebook(product.centroids)) == UnitView(C, R)
     assert product_layout(product.centroids) == (C, R) and product_layout(torch.randn(C * R, 6, generator=g)) is None
+    one = Codebook.product(torch.randn(C, 4, generator=g), torch.zeros(1, 2))  # one register: nothing to fold
+    assert UnitView.of_codebook(one) is None
     flat = product.centroids.clone()
     flat[-1, -1] += 1  # one register entry off: no longer a product
     assert product_layout(flat) is None
@@ -51,7 +53,10 @@ def test_the_view_of_a_codebook_and_its_validation():
     assert UnitView.from_dict(UnitView(C, R).to_dict()) == UnitView(C, R)
     for bad in ({"fold": "pitch", "clusters": C, "registers": R}, {"fold": "pitch_registers", "clusters": 0,
                 "registers": R}, {"fold": "pitch_registers", "clusters": C, "registers": 1},
-                {"fold": "pitch_registers", "clusters": C, "registers": R, "extra": 1}, {"clusters": C}, "x"):
+                {"fold": "pitch_registers", "clusters": C, "registers": R, "extra": 1}, {"clusters": C}, "x",
+                {"fold": "pitch_registers", "clusters": str(C), "registers": R},  # strict: no coercion
+                {"fold": "pitch_registers", "clusters": float(C), "registers": R},
+                {"fold": "pitch_registers", "clusters": C, "registers": True}):
         with pytest.raises(ValueError, match="accepted"):
             UnitView.from_dict(bad)
 
@@ -133,6 +138,10 @@ def test_the_bank_folds_the_rows_of_a_task_with_a_view_and_no_other():
     folded_differs = [not torch.equal(view.apply(u), u) for u in rows]
     assert any(folded_differs)  # the rows drawn do change under the fold, so the test can tell
     assert not torch.allclose(got[0], bank.classify([rows[0]], ["plain"])[0], atol=1e-4)
+    bank.add("viewed", plain)  # replaced in place by a package without a view: its rows are no longer folded
+    assert torch.allclose(bank.classify([rows[0]], ["viewed"])[0], bank.classify([rows[0]], ["plain"])[0], atol=1e-6)
+    bank.add("viewed", viewed)  # and back
+    assert torch.allclose(bank.classify([rows[0]], ["viewed"])[0], got[0], atol=1e-6)
     bank.remove("viewed")
-    bank.add("viewed", plain)  # replaced by a package without a view: its rows are no longer folded
+    bank.add("viewed", plain)  # removed, then added without a view
     assert torch.allclose(bank.classify([rows[0]], ["viewed"])[0], bank.classify([rows[0]], ["plain"])[0], atol=1e-6)

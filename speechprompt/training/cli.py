@@ -14,11 +14,12 @@ from typing import Literal
 import typer
 
 from speechprompt.choices import READOUTS as READOUT_CHOICES
+from speechprompt.choices import UNIT_VIEWS
 from speechprompt.choices import VERBALIZERS as VERBALIZER_CHOICES
 from speechprompt.paths import default_path
 
 READOUT_AUTO = "auto"  # train with each read-out, keep the better on dev (trainer.train_best_readout)
-UNIT_VIEW_CHOICES = ("units", "clusters", "auto")  # unit_views.VIEWS + auto (trainer.train_best_unit_view)
+UNIT_VIEW_CHOICES = (*UNIT_VIEWS, "auto")  # + auto: train with each, keep the dev winner (train_best_unit_view)
 
 
 def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float):
@@ -111,8 +112,9 @@ def train(
                                  "the separator", param_hint="--readout")
     view = UnitView.of_codebook(bb.codebook) if bb.spec.kind == "gslm" else None
     if unit_view == "clusters" and view is None:
-        raise typer.BadParameter(f"this {bb.spec.kind} backbone has no product codebook (no pitch registers to fold); "
-                                 "accepted here: units or auto", param_hint="--unit-view")
+        why = ("unit views are for GSLM backbones" if bb.spec.kind != "gslm" else
+               "this backbone has no product codebook (no pitch registers to fold)")
+        raise typer.BadParameter(f"{why}; accepted here: units or auto", param_hint="--unit-view")
     labels = M.label_set(examples)
     index = {lab: i for i, lab in enumerate(labels)}
     stray = sorted({e.label for e in examples} - set(index))

@@ -87,6 +87,7 @@ async def test_backbone_health_and_readiness_report_the_pgslm_bundle(srv, bundle
     info = (await srv.client.get("/v1/backbone")).json()
     assert info["kind"] == "pgslm" and info["fingerprint"] == fingerprint and info["name"] == "random-tiny-pgslm"
     assert info["unit_lm"]["vocab_size"] == 24 and info["codebook_size"] == 20
+    assert info["unit_view"] is None  # no clusters view on a pGSLM backbone
     assert info["prosody"]["f0_bins"] == 32 and info["prosody"]["normalization"] == "utterance"
     assert (await srv.client.get("/healthz")).json() == {"status": "ok"}
     ready = (await srv.client.get("/readyz")).json()

@@ -82,6 +82,7 @@ async def test_a_task_with_the_clusters_view_scores_the_folded_units(make_server
     assert differs >= 3  # the fold changes these clips' answers, so the comparison above can tell
     info = (await srv.client.get("/v1/tasks/commands-clusters")).json()
     assert info["unit_view"] == VIEW.to_dict()
+    assert (await srv.client.get("/v1/backbone")).json()["unit_view"] == VIEW.to_dict()  # what a package may name
     assert (await srv.client.get("/v1/tasks/commands-en")).json()["unit_view"] is None
 
 

@@ -229,9 +229,9 @@ def main() -> None:
     ap.add_argument("--variants", default="v2", help="prompt variants on the new backbone ('' = baselines only)")
     ap.add_argument("--old-variants", default="v2", help="prompt variants on the old backbone ('' = baselines only)")
     ap.add_argument("--force", action="store_true", help="recompute tasks already in results.json")
-    ap.add_argument("--unit-view", choices=("units", "auto"), default="units",
-                    help="units: the units as they are (the recipe); auto: on a product codebook, train each variant "
-                    "on the units and on the clusters view and keep the dev winner (run_suite.run_task)")
+    ap.add_argument("--unit-view", choices=("units", "clusters", "auto"), default="units",
+                    help="units: the units as they are (the recipe); on a product codebook, clusters: train each "
+                    "variant on the clusters view; auto: on both, keep the dev winner (run_suite.run_task)")
     ap.add_argument("--draw", type=int, default=0, help="N > 0: another draw of the training augmentation (twins, TTS "
                     "voices, generated and varied non-speech, mixes: seed + N) and of the prompts' seed (N); speaker split and "
                     "test clips unchanged; needs its own --work")
@@ -288,7 +288,7 @@ def main() -> None:
         for key, bb in backbones.items():
             variants = [v for v in (a.variants if key == "new" else a.old_variants).split(",") if v]
             done = reusable(r.get(key, {}), bb)
-            mode = "auto" if views_of(bb, a.unit_view) is not None else "units"
+            mode = views_of(bb, a.unit_view)[0]
             if "logreg_hist" in done and all("test_by_speaker" in done.get(v, {}) and
                                              done[v].get("unit_views", "units") == mode for v in variants):
                 continue

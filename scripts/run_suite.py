@@ -44,7 +44,7 @@ from speechprompt.training.lm_rows import row_builder  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.prosody_units import extract_prosody, from_arrays, to_arrays  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
-from speechprompt.training.trainer import Recipe, train_best_unit_view  # noqa: E402
+from speechprompt.training.trainer import Recipe, train_best_unit_view, train_prompts  # noqa: E402
 from speechprompt.unit_views import UnitView  # noqa: E402
 from speechprompt.units import Units, with_prefix  # noqa: E402
 
@@ -199,10 +199,12 @@ def lm_probes(bb: Backbone, data: dict, labels: list[str]) -> dict:
     return {f"probe_{k}": logreg(data, labels, k, 0) for k in ("lm_last", "lm_mean")}
 
 
-def views_of(bb: Backbone, unit_view: str) -> UnitView | None:
-    """The clusters view ``run_task`` chooses against (``unit_view="auto"`` on a GSLM bundle with a product codebook),
-    else None (the units as they are)."""
-    return UnitView.of_codebook(bb.codebook) if unit_view == "auto" and bb.spec.kind == "gslm" else None
+def views_of(bb: Backbone, unit_view: str) -> tuple[str, UnitView | None]:
+    """What ``run_task`` runs for a ``--unit-view`` of ``units`` / ``clusters`` / ``auto``: ``(mode, view)``, where
+    ``mode`` is what a cell records (``units`` wherever the bundle has no product codebook or is not GSLM: nothing to
+    fold) and ``view`` the clusters view to train on or choose against (None for ``units``)."""
+    view = UnitView.of_codebook(bb.codebook) if unit_view != "units" and bb.spec.kind == "gslm" else None
+    return (unit_view, view) if view is not None else ("units", None)
 
 
 def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
@@ -215,25 +217,25 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
     ``labels``: the classes (default: the suite task's); ``probes``: also run the LM probes; ``mirrors``: what the
     task stands for, recorded in the package (default: the suite task's ``mirrors``); ``seed``: the prompt training
     seed (default: the recipe's; other seeds measure how much a cell moves with the initialisation and batch order).
-    ``unit_view``: ``units`` (every clip's units as they are: the recipe) or ``auto`` (on a product codebook, each
-    variant trains on the units and on the clusters view and keeps the dev winner, ``trainer.train_best_unit_view``;
-    measured in docs/results.md, "The clusters view", and not the recipe). A cell records the choice it ran
-    (``unit_views``) and is retrained when another is asked for.
+    ``unit_view``: ``units`` (every clip's units as they are: the recipe), ``clusters`` (on a product codebook, each
+    variant trains on the clusters view, ``unit_views.py``) or ``auto`` (each variant trains on both and keeps the dev
+    winner, ``trainer.train_best_unit_view``); measured in docs/results.md, "The clusters view". A cell records the
+    choice it ran (``unit_views``) and is retrained when another is asked for.
     """
     labels = list(labels or TASKS[name].labels)
     idx = {lab: i for i, lab in enumerate(labels)}
     tr, dv = data["train"], data["dev"]
     out = {**(out or {}), "classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
-    view = views_of(bb, unit_view)
-    mode = "auto" if view is not None else "units"
+    mode, view = views_of(bb, unit_view)
     for variant in [v for v in variants if v not in out or out[v].get("unit_views", "units") != mode]:
         recipe = VARIANTS[variant] if max_epochs is None else replace(VARIANTS[variant], max_epochs=max_epochs)
         recipe = recipe if seed is None else replace(recipe, seed=seed)
-        res = train_best_unit_view(bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
-                                   (dv["units"], [idx[x] for x in dv["labels"]]), view=view,
-                                   fingerprint=bb.fingerprint, kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
-                                   extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
-                                               "suite_task": mirrors or TASKS[name].mirrors})
+        fit = (train_best_unit_view, {"view": view}) if mode == "auto" else (train_prompts, {"unit_view": view})
+        res = fit[0](bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
+                     (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint, kind=bb.spec.kind,
+                     prosody=bb.prosody, recipe=recipe, **fit[1],
+                     extra_meta={"data_sizes": out["sizes"], "backbone_name": bb.spec.name,
+                                 "suite_task": mirrors or TASKS[name].mirrors})
         metrics = {s: evaluate_package(bb, res.package, data[s]["units"], data[s]["labels"])
                    for s in TEST_SPLITS if s in data}
         pkg = attach_metrics(res.package, metrics)
@@ -246,7 +248,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
             res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
             "max_epochs": recipe.max_epochs, "seed": recipe.seed, "dev": res.dev, "version": pkg.version,
             "unit_views": mode, "unit_view": "clusters" if pkg.meta.view else "units",
-            **({"unit_view_selection": pkg.meta.training["unit_view_selection"]} if view is not None else {}), **metrics}
+            **({"unit_view_selection": pkg.meta.training["unit_view_selection"]} if mode == "auto" else {}), **metrics}
         test = f", test acc {metrics['test']['accuracy']:.3f}" if "test" in metrics else ""  # none: every clip trains
         chosen = f", {out[variant]['unit_view']} view" if view is not None else ""
         say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "
@@ -320,9 +322,9 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="re-run tasks already in results.json")
     ap.add_argument("--prompt-seed", type=int, default=None,
                     help="prompt training seed (default: the recipe's 100501); use another --work per seed")
-    ap.add_argument("--unit-view", choices=("units", "auto"), default="units",
-                    help="units: the units as they are (the recipe); auto: on a product codebook, train each variant "
-                    "on the units and on the clusters view and keep the dev winner (docs/results.md, 'The clusters "
+    ap.add_argument("--unit-view", choices=("units", "clusters", "auto"), default="units",
+                    help="units: the units as they are (the recipe); on a product codebook, clusters: train each "
+                    "variant on the clusters view; auto: on both, keep the dev winner (docs/results.md, 'The clusters "
                     "view')")
     a = ap.parse_args()
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
@@ -336,7 +338,7 @@ def main() -> None:
     results = json.loads(res_file.read_text()) if res_file.exists() and not a.force else {}
     names = [t for t in (a.tasks.split(",") if a.tasks else TASKS) if (a.suite / t / "manifest.csv").exists()]
     baselines = ["logreg_hist", "logreg_feats", "probe_lm_last"] + (["logreg_prosody"] if bb.spec.kind == "pgslm" else [])
-    mode = "auto" if views_of(bb, a.unit_view) is not None else "units"
+    mode = views_of(bb, a.unit_view)[0]
     for name in names:
         done = results.get(name, {})
         if all(k in done for k in variants + baselines) and all(done[v].get("unit_views", "units") == mode

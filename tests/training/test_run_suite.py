@@ -96,8 +96,8 @@ def test_encode_task_units_carry_the_voice_prefix_the_server_adds(run_suite, sou
 def test_main_chooses_the_unit_view_on_a_product_codebook_and_reruns_a_cell_made_otherwise(
         run_suite, product_bundle_dir, bundle_dir, wav_folder, tmp_path, monkeypatch):
     """--unit-view auto on a product codebook: the v2 cell trains both views, records the selection and the view kept
-    (its package names it); a later run with the default (units) retrains that cell instead of reusing it; on a plain
-    codebook auto is one run and the cell says units."""
+    (its package names it); a later run with the default (units) retrains that cell instead of reusing it, and so does
+    --unit-view clusters (one run on the clusters view); on a plain codebook auto is one run and the cell says units."""
     from speechprompt.package import read_package
     from speechprompt.training.trainer import pick_unit_view
 
@@ -120,5 +120,10 @@ def test_main_chooses_the_unit_view_on_a_product_codebook_and_reruns_a_cell_made
     again, pkg_file = main(product_bundle_dir)
     assert again["unit_views"] == "units" and "unit_view_selection" not in again and again["unit_view"] == "units"
     assert read_package(pkg_file.read_bytes()).meta.view is None
+    forced, pkg_file = main(product_bundle_dir, "--unit-view", "clusters")
+    assert (forced["unit_views"], forced["unit_view"]) == ("clusters", "clusters") and "unit_view_selection" not in forced
+    assert read_package(pkg_file.read_bytes()).meta.view is not None
+    clusters_run = {k: sel["clusters"][k] for k in ("accuracy", "loss")}  # auto's clusters run, the same seed
+    assert forced["dev"] == clusters_run and forced["best_epoch"] == sel["clusters"]["best_epoch"]
     plain, _ = main(bundle_dir, "--unit-view", "auto")
     assert plain["unit_views"] == "units" and "unit_view_selection" not in plain

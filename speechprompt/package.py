@@ -171,7 +171,11 @@ class PackageMeta:
         fields: dict[str, Any] = dict(h)
         for name in ("labels", "training", "long_audio", "speech_trim", "unit_view"):
             if isinstance(h.get(name), str):
-                fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
+                try:
+                    fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
+                except PackageInvalid as e:
+                    e.accepted = META_ACCEPTED  # what each field's JSON must be
+                    raise
         fields.setdefault("training", {})
         if fields["training"] == "":
             fields["training"] = {}

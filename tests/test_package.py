@@ -115,6 +115,7 @@ def _with_header(data: bytes, **meta: str) -> bytes:
     ("format_version", "0", "format_version"),
     ("format_version", "4", "format_version"),
     ("unit_view", '{"fold": "pitch_registers", "clusters": 300, "registers": 4}', "unit_view needs format_version 3"),
+    ("unit_view", '{"fold": ', "metadata field 'unit_view' is not valid JSON"),  # accepted still says what it must be
     ("readout", "max", "readout"),
     ("readout", "mean", "readout 'mean' needs format_version 2"),  # a mean package marked as format 1
     ("speech_trim", '{"threshold": 1.5}', "threshold must be a probability"),

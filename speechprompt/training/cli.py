@@ -183,8 +183,13 @@ def train(
             f"{r} {sel[r]['accuracy']:.3f}" for r in READOUT_CHOICES if r in sel) + ")")
     if views:
         sel = res.package.meta.training["unit_view_selection"]
+        tie = sel["units"]["accuracy"] == sel["clusters"]["accuracy"]
         typer.echo(f"unit view {'clusters' if res.package.meta.view else 'units'} (dev accuracy " + ", ".join(
-            f"{v} {sel[v]['accuracy']:.3f}" for v in ("units", "clusters")) + ")")
+            f"{v} {sel[v]['accuracy']:.3f}" for v in ("units", "clusters")) + (
+            "; a tie, so the lower dev loss: " + ", ".join(f"{v} {sel[v]['loss']:.4g}" for v in ("units", "clusters"))
+            if tie else "") + ")")
+    elif unit_view == "auto":
+        typer.echo("unit view units (this backbone has no product codebook: nothing to fold, one run)")
     out = out or Path(f"{task}.safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
     metrics = {s: evaluate_package(bb, res.package, u, ys) for s, (u, ys) in splits.items() if s.startswith("test")}

@@ -180,6 +180,8 @@ def test_train_unit_view_auto_on_a_product_codebook_keeps_the_dev_winner(product
     sel = pkg.meta.training["unit_view_selection"]
     best = pick_unit_view({v: sel[v] for v in ("units", "clusters")})
     assert (pkg.meta.view == UnitView(5, 4)) == (best == "clusters") and f"unit view {best} (dev accuracy" in r.output
+    tie = sel["units"]["accuracy"] == sel["clusters"]["accuracy"]
+    assert ("a tie, so the lower dev loss" in r.output) == tie
     assert "training tones with the units view" in r.output and "with the clusters view" in r.output
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["unit_view"] == best and report["unit_view_selection"] == sel
@@ -195,7 +197,8 @@ def test_train_unit_view_auto_on_a_product_codebook_keeps_the_dev_winner(product
     r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--unit-view", "auto"])  # plain: one run
     assert r.exit_code == 0, r.output
     pkg = read_package(out.read_bytes())
-    assert pkg.meta.view is None and "unit_view_selection" not in pkg.meta.training and "unit view" not in r.output
+    assert pkg.meta.view is None and "unit_view_selection" not in pkg.meta.training
+    assert "unit view units (this backbone has no product codebook" in r.output  # says why auto trained once
     r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--unit-view", "clusters"])
     assert r.exit_code == 2 and "no product codebook" in r.output
 

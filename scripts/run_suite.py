@@ -39,12 +39,13 @@ sys.path.insert(0, str(ROOT))
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.codebook import dedup  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
+from speechprompt.training.choose import train_best_unit_view  # noqa: E402
 from speechprompt.training.evaluate import attach_metrics, compute_metrics, evaluate_package, plot_curves  # noqa: E402
 from speechprompt.training.lm_rows import row_builder  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
 from speechprompt.training.prosody_units import extract_prosody, from_arrays, to_arrays  # noqa: E402
 from speechprompt.training.suite import TASKS  # noqa: E402
-from speechprompt.training.trainer import Recipe, train_best_unit_view, train_prompts  # noqa: E402
+from speechprompt.training.trainer import Recipe, train_prompts  # noqa: E402
 from speechprompt.unit_views import UnitView  # noqa: E402
 from speechprompt.units import Units, with_prefix  # noqa: E402
 
@@ -219,7 +220,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
     seed (default: the recipe's; other seeds measure how much a cell moves with the initialisation and batch order).
     ``unit_view``: ``units`` (every clip's units as they are: the recipe), ``clusters`` (on a product codebook, each
     variant trains on the clusters view, ``unit_views.py``) or ``auto`` (each variant trains on both and keeps the dev
-    winner, ``trainer.train_best_unit_view``); measured in docs/results.md, "The clusters view". A cell records the
+    winner, ``choose.train_best_unit_view``); measured in docs/results.md, "The clusters view". A cell records the
     choice it ran (``unit_views``) and is retrained when another is asked for.
     """
     labels = list(labels or TASKS[name].labels)

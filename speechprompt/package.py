@@ -25,25 +25,23 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .choices import READOUTS
+from .package_fields import MAX_JSON_DEPTH, MetaFields
 from .speech_trim import SpeechTrim, trim_object, trim_parts
 from .unit_views import UnitView, view_object
 
-FORMAT_VERSION = 3  # the highest this code reads; 1 = neither read-out nor unit view, 2 = a read-out, 3 = a unit view
 TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
 META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, 2 or 3, task (a task name), labels "
                  "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
@@ -195,76 +193,6 @@ class PackageMeta:
                    speech_trim=m.speech_trim or {}, unit_view=m.unit_view or {})
 
 
-Label = Annotated[str, Field(min_length=1, max_length=256)]
-
-
-class LongAudio(BaseModel):
-    """A task's default for clips over the server's ``max_audio_seconds``: ``policy`` reject (refused),
-    truncate (the first ``max_audio_seconds`` scored) or window (``window``-second windows every ``hop``
-    seconds, each scored, then aggregated); window/hop unset -> the server's defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    policy: Literal["reject", "truncate", "window"]
-    window: Annotated[float, Field(gt=0, le=3600)] | None = None
-    hop: Annotated[float, Field(gt=0, le=3600)] | None = None
-
-
-class MetaFields(BaseModel):
-    """The metadata a package header must hold, after its JSON fields (labels, training) are parsed."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    format: Literal["speechprompt-task"]
-    format_version: Annotated[int, Field(ge=1, le=FORMAT_VERSION)]
-    task: str
-    labels: Annotated[list[Label], Field(min_length=1)]
-    backbone_fingerprint: Annotated[str, Field(min_length=1, max_length=128)]
-    backbone_kind: Literal["gslm", "pgslm"] = "gslm"
-    prompt_length: Annotated[int, Field(ge=0)]
-    created: Annotated[str, Field(max_length=64)] = ""
-    training: dict[str, Any]
-    long_audio: LongAudio | None = None
-    readout: Literal[READOUTS] = "separator"
-    speech_trim: dict[str, Any] | None = None
-    unit_view: dict[str, Any] | None = None
-
-    @field_validator("unit_view")
-    @classmethod
-    def _view(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return view_object(value)  # {}: no view, as to_header
-
-    @field_validator("speech_trim")
-    @classmethod
-    def _trim(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return trim_object(value) if value else None  # {}: no trim, as to_header
-
-    @model_validator(mode="after")
-    def _readout_fits(self) -> MetaFields:
-        if self.readout != "separator" and self.format_version < 2:
-            raise ValueError(f"readout {self.readout!r} needs format_version 2")
-        if self.readout != "separator" and self.backbone_kind != "gslm":
-            raise ValueError(f"readout {self.readout!r} is for gslm backbones; a {self.backbone_kind} package reads "
-                             "the separator")
-        if self.unit_view and (self.format_version < 3 or self.backbone_kind != "gslm"):
-            raise ValueError("a unit_view needs format_version 3 and backbone_kind 'gslm'")
-        return self
-
-    @field_validator("labels")
-    @classmethod
-    def _distinct(cls, labels: list[str]) -> list[str]:
-        if len(set(labels)) != len(labels):
-            raise ValueError("labels must be distinct")
-        return labels
-
-    @field_validator("training")
-    @classmethod
-    def _shallow(cls, training: dict[str, Any]) -> dict[str, Any]:
-        if json_depth(training) > MAX_JSON_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        return training
-
-
 def parse_json(text: str | bytes, what: str, error: type[PackageError]) -> Any:
     """``json.loads`` that raises ``error`` (a PackageError) for malformed or too deeply nested JSON."""
     try:
@@ -273,20 +201,6 @@ def parse_json(text: str | bytes, what: str, error: type[PackageError]) -> Any:
         raise error(f"{what} is JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise error(f"{what} is not valid JSON: {e}") from None
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (scalars 0), without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, d + 1))
-        if isinstance(v, dict | list):
-            deepest = max(deepest, d)
-    return deepest
 
 
 @dataclass(frozen=True)

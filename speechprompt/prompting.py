@@ -33,7 +33,8 @@ import threading
 import torch
 from torch import Tensor
 
-from .package import NUM_SPECIAL, READOUTS, TaskPackage
+from .choices import READOUTS
+from .package import NUM_SPECIAL, TaskPackage
 from .unit_lm import PAD_IDX, PrefixKV, UnitLM
 from .unit_views import UnitView
 

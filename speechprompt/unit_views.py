@@ -12,7 +12,7 @@ bank (``prompting.PromptBank``), so tasks with and without it share one forward 
 
 This is this project's extension of SpeechPrompt v2 (the paper feeds every task the same units), so it is never the
 default: the trainer uses it when asked (``train_prompts(unit_view=...)``, ``speechprompt train --unit-view clusters``)
-or lets the dev split choose (``training.trainer.train_best_unit_view``, ``--unit-view auto``). A package that names
+or lets the dev split choose (``training.choose.train_best_unit_view``, ``--unit-view auto``). A package that names
 it is written as format version 3, so a server that predates views refuses it instead of serving it on other units.
 """
 

@@ -18,7 +18,7 @@ from speechprompt.choices import UNIT_VIEWS
 from speechprompt.choices import VERBALIZERS as VERBALIZER_CHOICES
 from speechprompt.paths import default_path
 
-READOUT_AUTO = "auto"  # train with each read-out, keep the better on dev (trainer.train_best_readout)
+READOUT_AUTO = "auto"  # train with each read-out, keep the better on dev (choose.train_best_readout)
 UNIT_VIEW_CHOICES = (*UNIT_VIEWS, "auto")  # + auto: train with each, keep the dev winner (train_best_unit_view)
 
 
@@ -93,6 +93,7 @@ def train(
     from speechprompt.explain import verbalizer_unit_weights
     from speechprompt.package import check_task_name
     from speechprompt.training import manifest as M
+    from speechprompt.training.choose import train_best_readout, train_best_unit_view
     from speechprompt.training.evaluate import (
         attach_metrics,
         evaluate_package,
@@ -101,7 +102,7 @@ def train(
         plot_verbalizer,
     )
     from speechprompt.training.progress import progress
-    from speechprompt.training.trainer import Recipe, train_best_readout, train_best_unit_view, train_prompts
+    from speechprompt.training.trainer import Recipe, train_prompts
     from speechprompt.unit_views import UnitView
 
     check_task_name(task)

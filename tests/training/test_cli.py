@@ -163,8 +163,8 @@ def test_train_unit_view_auto_on_a_product_codebook_keeps_the_dev_winner(product
     """--unit-view auto trains with the units and the clusters view on a product codebook and keeps the dev winner;
     on a plain codebook it trains once; clusters is refused there; the default reads the units as they are."""
     from speechprompt.backbone import Backbone
+    from speechprompt.training.choose import pick_unit_view
     from speechprompt.training.evaluate import evaluate_package
-    from speechprompt.training.trainer import pick_unit_view
     from speechprompt.unit_views import UnitView
 
     out = tmp_path / "tones.safetensors"
@@ -204,7 +204,7 @@ def test_train_unit_view_auto_on_a_product_codebook_keeps_the_dev_winner(product
 
 
 def test_train_help_lists_the_choices_the_trainer_and_package_accept():
-    from speechprompt.package import READOUTS
+    from speechprompt.choices import READOUTS
     from speechprompt.training import cli
     from speechprompt.training.trainer import VERBALIZERS
 

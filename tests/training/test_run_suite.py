@@ -99,7 +99,7 @@ def test_main_chooses_the_unit_view_on_a_product_codebook_and_reruns_a_cell_made
     (its package names it); a later run with the default (units) retrains that cell instead of reusing it, and so does
     --unit-view clusters (one run on the clusters view); on a plain codebook auto is one run and the cell says units."""
     from speechprompt.package import read_package
-    from speechprompt.training.trainer import pick_unit_view
+    from speechprompt.training.choose import pick_unit_view
 
     _task(tmp_path / "suite", wav_folder)
 

@@ -8,15 +8,14 @@ import torch
 
 from speechprompt.backbone import make_random_bundle
 from speechprompt.package import BackboneMismatch, read_package
+from speechprompt.training.choose import pick_readout, train_best_readout
 from speechprompt.training.evaluate import evaluate_package, predict
 from speechprompt.training.trainer import (
     Recipe,
     TrainingError,
     fixed_verbalizer,
-    pick_readout,
     raw_logits,
     score,
-    train_best_readout,
     train_prompts,
 )
 
@@ -236,7 +235,7 @@ def test_a_unit_view_trains_on_folded_units_and_serves_them_the_same_way(backbon
 def test_best_unit_view_keeps_the_dev_winner_and_records_both(backbone, by, kept):
     """A label carried by the cluster (registers random) is read better folded; one carried by the register alone
     is erased by the fold: the dev split picks the view each time, and the package records both runs."""
-    from speechprompt.training.trainer import pick_unit_view, train_best_unit_view
+    from speechprompt.training.choose import pick_unit_view, train_best_unit_view
     from speechprompt.unit_views import UnitView
 
     view = UnitView(5, 4)
@@ -260,7 +259,7 @@ def test_best_unit_view_keeps_the_dev_winner_and_records_both(backbone, by, kept
 
 
 def test_pick_unit_view_prefers_accuracy_then_loss_then_the_units():
-    from speechprompt.training.trainer import pick_unit_view
+    from speechprompt.training.choose import pick_unit_view
 
     assert pick_unit_view({"units": {"accuracy": 0.5, "loss": 0.1}, "clusters": {"accuracy": 0.6, "loss": 0.9}}) \
         == "clusters"

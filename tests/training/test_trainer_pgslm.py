@@ -9,6 +9,7 @@ import torch
 
 from speechprompt.package import read_package
 from speechprompt.runtime import Runtime
+from speechprompt.training.choose import train_best_readout
 from speechprompt.training.evaluate import evaluate_package, predict
 from speechprompt.training.trainer import (
     PromptParams,
@@ -16,7 +17,6 @@ from speechprompt.training.trainer import (
     TrainingError,
     raw_logits,
     score,
-    train_best_readout,
     train_prompts,
 )
 

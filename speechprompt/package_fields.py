@@ -1,0 +1,103 @@
+"""What a task prompt package's header must hold: the validation of its metadata fields (``package.py`` reads the
+header, parses its JSON fields and hands them to :class:`MetaFields`; a ``ValidationError`` becomes a 422
+``PackageInvalid`` naming the field)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .choices import READOUTS
+from .speech_trim import trim_object
+from .unit_views import view_object
+
+FORMAT_VERSION = 3  # the highest this code reads; 1 = neither read-out nor unit view, 2 = a read-out, 3 = a unit view
+MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
+
+
+Label = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class LongAudio(BaseModel):
+    """A task's default for clips over the server's ``max_audio_seconds``: ``policy`` reject (refused),
+    truncate (the first ``max_audio_seconds`` scored) or window (``window``-second windows every ``hop``
+    seconds, each scored, then aggregated); window/hop unset -> the server's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["reject", "truncate", "window"]
+    window: Annotated[float, Field(gt=0, le=3600)] | None = None
+    hop: Annotated[float, Field(gt=0, le=3600)] | None = None
+
+
+class MetaFields(BaseModel):
+    """The metadata a package header must hold, after its JSON fields (labels, training) are parsed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format: Literal["speechprompt-task"]
+    format_version: Annotated[int, Field(ge=1, le=FORMAT_VERSION)]
+    task: str
+    labels: Annotated[list[Label], Field(min_length=1)]
+    backbone_fingerprint: Annotated[str, Field(min_length=1, max_length=128)]
+    backbone_kind: Literal["gslm", "pgslm"] = "gslm"
+    prompt_length: Annotated[int, Field(ge=0)]
+    created: Annotated[str, Field(max_length=64)] = ""
+    training: dict[str, Any]
+    long_audio: LongAudio | None = None
+    readout: Literal[READOUTS] = "separator"
+    speech_trim: dict[str, Any] | None = None
+    unit_view: dict[str, Any] | None = None
+
+    @field_validator("unit_view")
+    @classmethod
+    def _view(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return view_object(value)  # {}: no view, as to_header
+
+    @field_validator("speech_trim")
+    @classmethod
+    def _trim(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return trim_object(value) if value else None  # {}: no trim, as to_header
+
+    @model_validator(mode="after")
+    def _readout_fits(self) -> MetaFields:
+        if self.readout != "separator" and self.format_version < 2:
+            raise ValueError(f"readout {self.readout!r} needs format_version 2")
+        if self.readout != "separator" and self.backbone_kind != "gslm":
+            raise ValueError(f"readout {self.readout!r} is for gslm backbones; a {self.backbone_kind} package reads "
+                             "the separator")
+        if self.unit_view and (self.format_version < 3 or self.backbone_kind != "gslm"):
+            raise ValueError("a unit_view needs format_version 3 and backbone_kind 'gslm'")
+        return self
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be distinct")
+        return labels
+
+    @field_validator("training")
+    @classmethod
+    def _shallow(cls, training: dict[str, Any]) -> dict[str, Any]:
+        if json_depth(training) > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return training
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (scalars 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, d + 1))
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+    return deepest
+
+
+__all__ = ["FORMAT_VERSION", "MAX_JSON_DEPTH", "LongAudio", "MetaFields", "json_depth"]

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from run_suite import encode_task, install_demo, logreg, run_task, say, views_of  # noqa: E402
+from run_suite import encode_task, install_demo, logreg, ran_with, run_task, say, views_of  # noqa: E402
 
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.package import read_package  # noqa: E402
@@ -289,8 +289,8 @@ def main() -> None:
             variants = [v for v in (a.variants if key == "new" else a.old_variants).split(",") if v]
             done = reusable(r.get(key, {}), bb)
             mode = views_of(bb, a.unit_view)[0]
-            if "logreg_hist" in done and all("test_by_speaker" in done.get(v, {}) and
-                                             done[v].get("unit_views", "units") == mode for v in variants):
+            if "logreg_hist" in done and all("test_by_speaker" in done.get(v, {}) and ran_with(done[v], mode)
+                                             for v in variants):
                 continue
             t0 = time.perf_counter()
             data = encode_task(bb, task_root / name, a.work / "units" / digest)

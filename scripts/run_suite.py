@@ -208,6 +208,12 @@ def views_of(bb: Backbone, unit_view: str) -> tuple[str, UnitView | None]:
     return (unit_view, view) if view is not None else ("units", None)
 
 
+def ran_with(cell: dict, mode: str) -> bool:
+    """Whether a variant's result ``cell`` was trained with the unit-view ``mode`` (:func:`views_of`; cells made
+    before views existed read the units)."""
+    return cell.get("unit_views", "units") == mode
+
+
 def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str], curves: Path,
              out: dict | None = None, max_epochs: int | None = None, labels: list[str] | None = None,
              probes: bool = True, mirrors: str | None = None, seed: int | None = None,
@@ -228,7 +234,7 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
     tr, dv = data["train"], data["dev"]
     out = {**(out or {}), "classes": len(labels), "sizes": {s: len(d["labels"]) for s, d in data.items()}}
     mode, view = views_of(bb, unit_view)
-    for variant in [v for v in variants if v not in out or out[v].get("unit_views", "units") != mode]:
+    for variant in [v for v in variants if v not in out or not ran_with(out[v], mode)]:
         recipe = VARIANTS[variant] if max_epochs is None else replace(VARIANTS[variant], max_epochs=max_epochs)
         recipe = recipe if seed is None else replace(recipe, seed=seed)
         fit = (train_best_unit_view, {"view": view}) if mode == "auto" else (train_prompts, {"unit_view": view})
@@ -342,8 +348,7 @@ def main() -> None:
     mode = views_of(bb, a.unit_view)[0]
     for name in names:
         done = results.get(name, {})
-        if all(k in done for k in variants + baselines) and all(done[v].get("unit_views", "units") == mode
-                                                                 for v in variants):
+        if all(k in done for k in variants + baselines) and all(ran_with(done[v], mode) for v in variants):
             continue
         t0 = time.perf_counter()
         data = encode_task(bb, a.suite / name, a.work, a.jobs)

@@ -21,11 +21,16 @@ from speechprompt.unit_lm import UnitLM
 from speechprompt.unit_views import UnitView
 
 
+def _pick(dev: dict[str, dict], paper: str) -> str:
+    """The run to keep from ``{name: {"accuracy", "loss"}}`` (dev metrics at each run's best epoch): the higher
+    accuracy, then the lower loss, then ``paper`` (SpeechPrompt v2's own choice). Raises ``KeyError`` when a metric
+    is missing."""
+    return min(dev, key=lambda r: (-dev[r]["accuracy"], dev[r]["loss"], r != paper))
+
+
 def pick_readout(dev: dict[str, dict]) -> str:
-    """The read-out to keep from ``{readout: {"accuracy", "loss"}}`` (dev metrics at each run's best epoch): the
-    higher accuracy, then the lower loss, then ``separator`` (SpeechPrompt v2's). Raises ``KeyError`` when a
-    metric is missing."""
-    return min(dev, key=lambda r: (-dev[r]["accuracy"], dev[r]["loss"], r != "separator"))
+    """The read-out to keep (:func:`_pick`; ties go to ``separator``)."""
+    return _pick(dev, "separator")
 
 
 def train_best_readout(lm: UnitLM, task: str, labels: Sequence[str], train: tuple[Sequence[Item], Sequence[int]],
@@ -68,9 +73,8 @@ def _kept(runs: dict[str, TrainResult], chosen: str, record: str) -> TrainResult
 
 
 def pick_unit_view(dev: dict[str, dict]) -> str:
-    """The view to keep from ``{"units" | "clusters": {"accuracy", "loss"}}`` (dev metrics at each run's best epoch):
-    the higher accuracy, then the lower loss, then ``units`` (every task's units, as SpeechPrompt v2)."""
-    return min(dev, key=lambda v: (-dev[v]["accuracy"], dev[v]["loss"], v != "units"))
+    """The view to keep, ``units`` or ``clusters`` (:func:`_pick`; ties go to ``units``)."""
+    return _pick(dev, "units")
 
 
 def train_best_unit_view(lm: UnitLM, task: str, labels: Sequence[str], train: tuple[Sequence[Item], Sequence[int]],

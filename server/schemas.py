@@ -36,12 +36,19 @@ class Timings(BaseModel):
     total_ms: float
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: e.g. [\"query\", \"top_k\"] or [\"body\", \"tasks\", 0]")
+    msg: str = Field(description="what is wrong with it")
+
+
 class Problem(BaseModel):
     type: str = Field(description="/problems/<code>")
     title: str
     status: int
     detail: str
     accepted: Any = None
+    errors: list[FieldError] | None = Field(None, description="invalid_request only: every field that failed its "
+                                                              "declared type or bounds (detail joins them)")
 
 
 class Stretch(BaseModel):

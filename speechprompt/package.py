@@ -193,10 +193,25 @@ class PackageMeta:
                    speech_trim=m.speech_trim or {}, unit_view=m.unit_view or {})
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object with a key twice (raised inside ``json.loads`` by :func:`_distinct_keys`)."""
+
+
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
 def parse_json(text: str | bytes, what: str, error: type[PackageError]) -> Any:
-    """``json.loads`` that raises ``error`` (a PackageError) for malformed or too deeply nested JSON."""
+    """``json.loads`` that raises ``error`` (a PackageError) for malformed or too deeply nested JSON, and for an object
+    that names a key twice (parsers disagree on which value such a header means: Python's keeps the last)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_distinct_keys)
+    except _DuplicateKey as e:
+        raise error(f"{what} names the key {e.args[0][:64]!r} twice; every key may appear once") from None
     except RecursionError:
         raise error(f"{what} is JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:

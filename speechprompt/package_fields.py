@@ -50,6 +50,14 @@ class MetaFields(BaseModel):
     speech_trim: dict[str, Any] | None = None
     unit_view: dict[str, Any] | None = None
 
+    @field_validator("format_version", "prompt_length", mode="before")
+    @classmethod
+    def _digits(cls, value: Any) -> Any:
+        # a header holds strings: a whole number is its decimal digits ("3"), not "3.0", " 3", "+3" or true
+        if not (type(value) is int or (isinstance(value, str) and value.isascii() and value.isdigit())):
+            raise ValueError("must be a whole number written in decimal digits, e.g. \"3\"")
+        return value
+
     @field_validator("unit_view")
     @classmethod
     def _view(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:

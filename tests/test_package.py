@@ -114,6 +114,13 @@ def _with_header(data: bytes, **meta: str) -> bytes:
     ("backbone_kind", "wav2vec", "backbone_kind"),
     ("format_version", "0", "format_version"),
     ("format_version", "4", "format_version"),
+    ("format_version", "3.0", "format_version: Value error, must be a whole number written in decimal digits"),
+    ("format_version", " 3", "format_version: Value error, must be a whole number"),
+    ("prompt_length", "5.0", "prompt_length: Value error, must be a whole number"),
+    ("prompt_length", "+5", "prompt_length: Value error, must be a whole number"),
+    ("unit_view", '{"fold": "pitch_registers", "clusters": 300, "registers": 4, "clusters": 100}',
+     "metadata field 'unit_view' names the key 'clusters' twice"),
+    ("training", '{"epochs": 1, "epochs": 2}', "metadata field 'training' names the key 'epochs' twice"),
     ("unit_view", '{"fold": "pitch_registers", "clusters": 300, "registers": 4}', "unit_view needs format_version 3"),
     ("unit_view", '{"fold": ', "metadata field 'unit_view' is not valid JSON"),  # accepted still says what it must be
     ("readout", "max", "readout"),
@@ -194,6 +201,22 @@ def test_deeply_nested_safetensors_header_is_refused_not_a_recursion_error():
     body = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(NotSafetensors, match="nested too deeply") as e:
         read_package(len(body).to_bytes(8, "little") + body)
+    assert e.value.status == 415
+
+
+def test_a_safetensors_header_that_names_a_key_twice_is_refused():
+    import json
+
+    data = write_package(META, **tensors())
+    n = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    assert read_package(data).meta.prompt_length == 5  # the same bytes with each key once are read
+    # the Rust reader and Python's json keep different copies of a repeated key: refuse the ambiguity
+    raw = data[8:8 + n].rstrip().decode()
+    twice = raw[:-1] + ',"__metadata__":' + json.dumps({**meta, "task": "other"}) + "}"
+    raw2 = twice.encode()
+    with pytest.raises(NotSafetensors, match="the safetensors header names the key '__metadata__' twice") as e:
+        read_package(len(raw2).to_bytes(8, "little") + raw2 + data[8 + n:])
     assert e.value.status == 415
 
 

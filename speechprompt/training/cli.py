@@ -22,10 +22,11 @@ READOUT_AUTO = "auto"  # train with each read-out, keep the better on dev (choos
 UNIT_VIEW_CHOICES = (*UNIT_VIEWS, "auto")  # + auto: train with each, keep the dev winner (train_best_unit_view)
 
 
-def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float):
+def _load(data: Path, backbone_dir: Path, cache_dir: Path, dev_frac: float, test_frac: float, check=None):
     from speechprompt.training import manifest as M
 
-    return _load_examples(M.assign_splits(M.load_examples(data), dev_frac, test_frac), backbone_dir, cache_dir)
+    return _load_examples(M.assign_splits(M.load_examples(data), dev_frac, test_frac), backbone_dir, cache_dir,
+                          check)
 
 
 def _augmented(examples, extractor, cache, kinds, copies: int, seed: int):
@@ -107,15 +108,18 @@ def train(
 
     check_task_name(task)
     torch.set_num_threads(max(1, threads))
-    examples, bb, extractor, cache, splits = _load(data, backbone, cache_dir, dev_frac, test_frac)
-    if readout == "mean" and bb.spec.kind != "gslm":
-        raise typer.BadParameter(f"{readout!r} is for GSLM backbones; this {bb.spec.kind} backbone's packages read "
-                                 "the separator", param_hint="--readout")
+
+    def options_fit(bb) -> None:  # refused when the backbone loads, before any clip is encoded
+        if readout == "mean" and bb.spec.kind != "gslm":
+            raise typer.BadParameter(f"{readout!r} is for GSLM backbones; this {bb.spec.kind} backbone's packages "
+                                     "read the separator", param_hint="--readout")
+        if unit_view == "clusters" and (bb.spec.kind != "gslm" or UnitView.of_codebook(bb.codebook) is None):
+            why = ("unit views are for GSLM backbones" if bb.spec.kind != "gslm" else
+                   "this backbone has no product codebook (no pitch registers to fold)")
+            raise typer.BadParameter(f"{why}; accepted here: units or auto", param_hint="--unit-view")
+
+    examples, bb, extractor, cache, splits = _load(data, backbone, cache_dir, dev_frac, test_frac, options_fit)
     view = UnitView.of_codebook(bb.codebook) if bb.spec.kind == "gslm" else None
-    if unit_view == "clusters" and view is None:
-        why = ("unit views are for GSLM backbones" if bb.spec.kind != "gslm" else
-               "this backbone has no product codebook (no pitch registers to fold)")
-        raise typer.BadParameter(f"{why}; accepted here: units or auto", param_hint="--unit-view")
     labels = M.label_set(examples)
     index = {lab: i for i, lab in enumerate(labels)}
     stray = sorted({e.label for e in examples} - set(index))
@@ -230,7 +234,7 @@ def evaluate(
     """Accuracy, macro-F1 (EER for binary detection), per-class report and confusion matrix of a package."""
     import numpy as np
 
-    from speechprompt.package import PackageError, read_package
+    from speechprompt.package import PackageError, check_compatible, read_package
     from speechprompt.training import manifest as M
     from speechprompt.training.evaluate import evaluate_package, plot_confusion
 
@@ -258,7 +262,17 @@ def evaluate(
         typer.echo(f"error: no clips in split {split!r}", err=True)
         raise typer.Exit(2)
     examples = [M.Example(e.path, e.label, "eval") for e in examples]
-    _, bb, _, _, splits = _load_examples(examples, backbone, cache_dir)
+
+    def package_fits(bb) -> None:  # another backbone's package is refused before any clip is encoded
+        c = bb.spec.unit_lm
+        try:
+            check_compatible(pkg, fingerprint=bb.fingerprint, kind=bb.spec.kind, layers=c.layers, dim=c.embed_dim,
+                             vocab_size=c.vocab_size, codebook=getattr(bb, "codebook", None))
+        except PackageError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(3) from None
+
+    _, bb, _, _, splits = _load_examples(examples, backbone, cache_dir, package_fits)
     units, labels = splits["eval"]
     pos = None if positive is None else list(pkg.meta.labels).index(positive)
     try:
@@ -277,7 +291,9 @@ def evaluate(
         typer.echo(f"  {lab:>28}  P {r['precision']:.3f}  R {r['recall']:.3f}  F1 {r['f1']:.3f}  n {r['support']}")
 
 
-def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
+def _load_examples(examples, backbone_dir: Path, cache_dir: Path, check=None):
+    """Load the backbone, run ``check(backbone)`` (options or a package that cannot fit it raise here, before any
+    clip is encoded), then every clip's units (cached): ``(examples, backbone, extractor, cache, splits)``."""
     from speechprompt.backbone import Backbone, BundleError
     from speechprompt.training import manifest as M
     from speechprompt.training.progress import progress
@@ -288,6 +304,8 @@ def _load_examples(examples, backbone_dir: Path, cache_dir: Path):
         typer.echo(f"error: {e}\npass the backbone bundle folder with --backbone DIR (e.g. models/default of "
                    "a speechprompt-server checkout)", err=True)
         raise typer.Exit(2) from None
+    if check is not None:
+        check(bb)
     extractor = bb.unit_extractor()
     if bb.spec.kind == "pgslm":  # units + durations + F0 per unit segment, cached together
         from speechprompt.prosody import ProsodyExtractor

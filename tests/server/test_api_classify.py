@@ -103,6 +103,18 @@ async def test_bad_names_and_unknown_tasks(srv):
     missing = assert_problem(await srv.client.post("/v1/classify", content=wav_bytes(), headers=WAV), 400,
                              "invalid_request")
     assert missing["accepted"].startswith("tasks: text (comma-separated task names")
+    assert missing["errors"] == [{"loc": ["query", "tasks"], "msg": "Field required"}]  # api.md's 400 row
+
+
+async def test_an_invalid_request_lists_each_failing_field_in_errors(srv):
+    r = await srv.client.post("/v1/tasks/kws/classify?top_k=0&gate_threshold=abc", content=wav_bytes(),
+                              headers=WAV)
+    body = assert_problem(r, 400, "invalid_request")
+    assert sorted(tuple(e["loc"]) for e in body["errors"]) == [("query", "gate_threshold"), ("query", "top_k")]
+    assert body["detail"] == "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in body["errors"])
+    from server.schemas import Problem
+
+    assert Problem.model_validate(body).errors[0].msg == body["errors"][0]["msg"]  # the documented schema
 
 
 async def test_audio_errors(srv):

@@ -114,3 +114,23 @@ async def test_a_view_of_another_codebook_is_refused_at_upload_and_the_served_ve
     assert (await srv.client.get("/v1/tasks/commands-clusters")).json()["version"] == before
     r = await srv.client.post("/v1/tasks/commands-clusters/classify", content=wav_bytes(0.5), headers=WAV)
     assert r.status_code == 200 and r.json()["version"] == before
+
+
+async def test_a_view_that_names_a_key_twice_is_refused_whichever_copy_a_parser_keeps(make_server, tmp_path):
+    import json
+
+    store = store_with_view(tmp_path)
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store))
+    before = (await srv.client.get("/v1/tasks/commands-clusters")).json()["version"]
+    good = with_metadata(demo(store, "commands-en"), task="commands-clusters", unit_view=UnitView(300, 4).to_dict())
+    n = int.from_bytes(good.data[:8], "little")
+    header = json.loads(good.data[8:8 + n])
+    # the last copy is this codebook's view (Python's json alone would accept it), the first another one
+    header["__metadata__"]["unit_view"] = ('{"clusters": 100, "fold": "pitch_registers", "registers": 3, '
+                                           '"clusters": 300, "registers": 4}')
+    raw = json.dumps(header).encode()
+    body = assert_problem(await srv.client.put("/v1/tasks/commands-clusters", headers=ADMIN,
+                                               content=len(raw).to_bytes(8, "little") + raw + good.data[8 + n:]),
+                          422, "invalid_package")
+    assert "names the key 'clusters' twice" in body["detail"] and "unit_view" in body["accepted"]
+    assert (await srv.client.get("/v1/tasks/commands-clusters")).json()["version"] == before

@@ -82,8 +82,9 @@ def test_train_writes_package_curves_report_and_uploads(bundle_dir, wav_folder, 
     # a package for another backbone is refused with a clear error
     make_random_bundle(tmp_path / "other", seed=5)
     r = CliRunner().invoke(app, ["eval", str(out), str(manifest), "--backbone", str(tmp_path / "other"),
-                                 "--cache-dir", str(tmp_path / "cache")])
+                                 "--cache-dir", str(tmp_path / "other-cache")])
     assert r.exit_code == 3 and "was made for backbone" in r.output
+    assert "units:" not in r.output and not any(p.is_file() for p in (tmp_path / "other-cache").rglob("*"))
 
 
 def test_train_and_eval_on_a_pgslm_bundle_run_yaapt_once_per_clip(pgslm_bundle_dir, wav_folder, tmp_path,
@@ -130,8 +131,11 @@ def test_train_readout_mean_writes_a_mean_package_and_bad_readouts_are_usage_err
     assert pkg.meta.training["recipe"]["readout"] == "mean"
     r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--readout", "max"])
     assert r.exit_code == 2 and "'max' is not one of" in r.output and "'separator'" in r.output
-    r = CliRunner().invoke(app, base + ["--backbone", str(pgslm_bundle_dir), "--readout", "mean"])
+    fresh = tmp_path / "fresh-cache"  # refused when the backbone loads: not one clip encoded first
+    r = CliRunner().invoke(app, base + ["--backbone", str(pgslm_bundle_dir), "--readout", "mean", "--cache-dir",
+                                        str(fresh)])
     assert r.exit_code == 2 and "is for GSLM backbones" in r.output
+    assert "units:" not in r.output and not any(p.is_file() for p in fresh.rglob("*"))
 
 
 def test_train_readout_auto_keeps_the_dev_winner_and_says_so(bundle_dir, pgslm_bundle_dir, wav_folder, tmp_path):
@@ -199,8 +203,11 @@ def test_train_unit_view_auto_on_a_product_codebook_keeps_the_dev_winner(product
     pkg = read_package(out.read_bytes())
     assert pkg.meta.view is None and "unit_view_selection" not in pkg.meta.training
     assert "unit view units (this backbone has no product codebook" in r.output  # says why auto trained once
-    r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--unit-view", "clusters"])
+    fresh = tmp_path / "fresh-cache"
+    r = CliRunner().invoke(app, base + ["--backbone", str(bundle_dir), "--unit-view", "clusters", "--cache-dir",
+                                        str(fresh)])
     assert r.exit_code == 2 and "no product codebook" in r.output
+    assert "units:" not in r.output and not any(p.is_file() for p in fresh.rglob("*"))  # refused before encoding
 
 
 def test_train_help_lists_the_choices_the_trainer_and_package_accept():

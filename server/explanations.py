@@ -34,11 +34,13 @@ def occlusion_body(lease: Any, base: np.ndarray, occluded: tuple, units: Any, sp
 
 def verbalizer_body(pkg: TaskPackage, unit_tokens: Any, top_k: int) -> dict:
     """The verbalizer view of a task version: per label its ``top_k`` units (centred weight), the full centred
-    weight matrix ``[C, K]`` and, per unit, the label it leans to most."""
-    w = verbalizer_unit_weights(pkg.verbalizer, unit_tokens)  # [C, K]
+    weight matrix ``[C, K]`` and, per unit, the label it leans to most. An ensemble's view is the mean of its
+    members' weights (the weights are linear in the verbalizer: the view of the members' mean verbalizer)."""
+    w = verbalizer_unit_weights(sum(m.verbalizer for m in pkg.members) / len(pkg.members), unit_tokens)  # [C, K]
     labels = list(pkg.meta.labels)
     return {"task": pkg.meta.task, "version": pkg.version, "labels": labels, "units": int(w.shape[1]),
-            "method": "verbalizer weights centred over classes",
+            "method": "verbalizer weights centred over classes" + (
+                f" (mean of {len(pkg.members)} members)" if len(pkg.members) > 1 else ""),
             "top": {lab: [{"unit": u, "weight": x} for u, x in row]
                     for lab, row in zip(labels, top_units(w, top_k), strict=True)},
             "unit_label": [labels[int(i)] for i in np.argmax(w, axis=0)],

@@ -181,6 +181,9 @@ class TaskPublic(BaseModel):
     unit_view: dict | None = Field(None, description="the units the task's prompts read: {fold: 'pitch_registers', "
                                    "clusters, registers}: the clusters of the backbone's product codebook, each unit's "
                                    "pitch register folded (docs/prompting.md); null: every unit as the codebook gives it")
+    members: int | None = Field(None, description="prompt sets in the package: 1, or K > 1 for an ensemble (each "
+                                "request row is scored by every member in one forward; the answer is their mean "
+                                "probability; docs/prompting.md)")
     nbytes: int | None = None
     in_flight: int | None = None
     resident_versions: list[str] = []

@@ -13,6 +13,9 @@ read-outs refuses it instead of serving it wrongly; every other package stays fo
 speech trim does not raise the version: a server that predates it serves the untrimmed clip, which the prompts were
 trained on. A package that names a unit view (``unit_view``, ``unit_views.py``: its prompts read the clusters of a
 product codebook, pitch registers folded) is written as format version 3: its prompts were trained on other units.
+An ensemble (``members`` K > 1: K prompt sets trained for the same task, e.g. with other seeds; the server scores each
+as a row of the same forward and averages their class probabilities) is format version 4; member 0's tensors keep
+the names above and member m's are prefixed ``member{m}.`` with the same shapes.
 The version is the content digest of the file bytes. Reading never unpickles: safetensors is a JSON header plus
 raw tensors.
 """
@@ -34,7 +37,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .package_fields import MAX_JSON_DEPTH, MetaFields
+from .package_fields import MAX_JSON_DEPTH, MAX_MEMBERS, MetaFields, parse_json
 from .speech_trim import SpeechTrim, trim_object, trim_parts
 from .unit_views import UnitView, view_object
 
@@ -42,7 +45,7 @@ TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, 2 or 3, task (a task name), labels "
+META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, 2, 3 or 4, task (a task name), labels "
                  "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
                  f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
@@ -50,7 +53,9 @@ META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_vers
                  "format_version 2 or 3 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
                  "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
                  "or null, when 'always' or 'recording'; omitted keys take their defaults), optional unit_view (a JSON object "
-                 "{\"fold\": \"pitch_registers\", \"clusters\": C, \"registers\": R}; format_version 3, backbone_kind 'gslm')")
+                 "{\"fold\": \"pitch_registers\", \"clusters\": C, \"registers\": R}; format_version 3, backbone_kind 'gslm'), optional members (an ensemble: "
+                 f"2 to {MAX_MEMBERS} prompt sets, format_version 4, tensors member1.deep_key ... for each further "
+                 "member, shaped as member 0's)")
 
 
 class PackageError(Exception):
@@ -120,6 +125,8 @@ class PackageMeta:
     # the units its prompts read (UnitView.to_dict(): the clusters of a product codebook, pitch registers folded;
     # {} = every unit as the codebook gives it). Written to the header only when set, as format version 3.
     unit_view: dict = field(default_factory=dict)
+    # prompt sets in the package: 1, or K > 1 for an ensemble (format version 4; written to the header only then)
+    members: int = 1
 
     @cached_property
     def view(self) -> UnitView | None:
@@ -138,7 +145,8 @@ class PackageMeta:
         return trim_parts(self.speech_trim)[1] if self.speech_trim else "always"
 
     def to_header(self) -> dict[str, str]:
-        version = max(self.format_version, 3 if self.unit_view else 1 if self.readout == "separator" else 2)
+        version = max(self.format_version, 4 if self.members > 1 else 3 if self.unit_view else
+                      1 if self.readout == "separator" else 2)
         header = {"format": "speechprompt-task", "format_version": str(version), "task": self.task,
                   "labels": json.dumps(list(self.labels)), "backbone_fingerprint": self.backbone_fingerprint,
                   "backbone_kind": self.backbone_kind, "prompt_length": str(self.prompt_length),
@@ -152,6 +160,8 @@ class PackageMeta:
                 header["speech_trim"] = json.dumps(trim_object(self.speech_trim), sort_keys=True)
             except (TypeError, ValueError) as e:
                 raise PackageInvalid(f"package metadata is invalid: {e}") from None
+        if self.members > 1:
+            header["members"] = str(self.members)
         if self.unit_view:
             try:
                 header["unit_view"] = json.dumps(view_object(self.unit_view), sort_keys=True)
@@ -190,37 +200,35 @@ class PackageMeta:
                    backbone_kind=m.backbone_kind, prompt_length=m.prompt_length, format_version=m.format_version,
                    created=m.created, training=m.training,
                    long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {}, readout=m.readout,
-                   speech_trim=m.speech_trim or {}, unit_view=m.unit_view or {})
+                   speech_trim=m.speech_trim or {}, unit_view=m.unit_view or {}, members=m.members)
 
 
-class _DuplicateKey(ValueError):
-    """A JSON object with a key twice (raised inside ``json.loads`` by :func:`_distinct_keys`)."""
+@dataclass(frozen=True)
+class PromptSet:
+    """One member's trainable tensors: ``deep_key``/``deep_value [L, l, d]``, ``input_prompt [l, d]``,
+    ``separator [d]``, ``verbalizer [C+4, V]`` (float32)."""
+
+    deep_key: Tensor
+    deep_value: Tensor
+    input_prompt: Tensor
+    separator: Tensor
+    verbalizer: Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in TENSORS)
 
 
-def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return out
-
-
-def parse_json(text: str | bytes, what: str, error: type[PackageError]) -> Any:
-    """``json.loads`` that raises ``error`` (a PackageError) for malformed or too deeply nested JSON, and for an object
-    that names a key twice (parsers disagree on which value such a header means: Python's keeps the last)."""
-    try:
-        return json.loads(text, object_pairs_hook=_distinct_keys)
-    except _DuplicateKey as e:
-        raise error(f"{what} names the key {e.args[0][:64]!r} twice; every key may appear once") from None
-    except RecursionError:
-        raise error(f"{what} is JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise error(f"{what} is not valid JSON: {e}") from None
+def member_tensor(m: int, name: str) -> str:
+    """The safetensors name of member ``m``'s tensor ``name`` (member 0: the plain name)."""
+    return name if m == 0 else f"member{m}.{name}"
 
 
 @dataclass(frozen=True)
 class TaskPackage:
-    """One immutable task version: tensors + metadata; ``version`` = first 16 hex of sha256(file bytes)."""
+    """One immutable task version: tensors + metadata; ``version`` = first 16 hex of sha256(file bytes).
+
+    The tensor fields are member 0's; ``more`` holds an ensemble's further members (``members`` lists all)."""
 
     meta: PackageMeta
     deep_key: Tensor
@@ -230,14 +238,20 @@ class TaskPackage:
     verbalizer: Tensor
     version: str
     data: bytes = field(repr=False, default=b"")
+    more: tuple[PromptSet, ...] = ()
 
     @property
     def num_classes(self) -> int:
         return len(self.meta.labels)
 
     @property
+    def members(self) -> tuple[PromptSet, ...]:
+        """Every prompt set, member 0 first (one for a plain package)."""
+        return (PromptSet(*(getattr(self, n) for n in TENSORS)), *self.more)
+
+    @property
     def nbytes(self) -> int:
-        return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in TENSORS)
+        return sum(m.nbytes for m in self.members)
 
 
 def digest(data: bytes) -> str:
@@ -245,10 +259,13 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def write_package(meta: PackageMeta, **tensors: Tensor) -> bytes:
-    """Serialize to safetensors bytes (deterministic for equal content)."""
-    ts = {n: tensors[n].detach().to("cpu", torch.float32).contiguous() for n in TENSORS}
-    return canonical_safetensors(st_save(ts, metadata=meta.to_header()))
+def write_package(meta: PackageMeta, more: tuple[PromptSet, ...] = (), **tensors: Tensor) -> bytes:
+    """Serialize to safetensors bytes (deterministic for equal content); ``more``: an ensemble's members after the
+    first (``meta.members`` is set to their count + 1)."""
+    sets = [PromptSet(*(tensors[n] for n in TENSORS)), *more]
+    ts = {member_tensor(m, n): getattr(ps, n).detach().to("cpu", torch.float32).contiguous().clone()
+          for m, ps in enumerate(sets) for n in TENSORS}  # cloned: members may share a tensor (a member twice)
+    return canonical_safetensors(st_save(ts, metadata=replace(meta, members=len(sets)).to_header()))
 
 
 def canonical_safetensors(data: bytes) -> bytes:
@@ -261,11 +278,12 @@ def canonical_safetensors(data: bytes) -> bytes:
 
 
 def new_package(meta: PackageMeta, deep_key: Tensor, deep_value: Tensor, input_prompt: Tensor, separator: Tensor,
-                verbalizer: Tensor) -> TaskPackage:
-    """Build, serialize and re-read a package (so the result is exactly what a reader would see)."""
+                verbalizer: Tensor, more: tuple[PromptSet, ...] = ()) -> TaskPackage:
+    """Build, serialize and re-read a package (so the result is exactly what a reader would see); ``more``: an
+    ensemble's further members."""
     if not meta.created:
         meta = replace(meta, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    data = write_package(meta, deep_key=deep_key, deep_value=deep_value, input_prompt=input_prompt,
+    data = write_package(meta, more, deep_key=deep_key, deep_value=deep_value, input_prompt=input_prompt,
                          separator=separator, verbalizer=verbalizer)
     return read_package(data)
 
@@ -274,7 +292,7 @@ def with_metadata(pkg: TaskPackage, **changes: Any) -> TaskPackage:
     """``pkg``'s tensors with ``changes`` to its metadata (e.g. ``speech_trim={...}``): a new package, so a new version.
     Raises ``PackageInvalid`` for changes its header cannot hold (re-read like any package)."""
     meta = replace(pkg.meta, **changes)
-    return read_package(write_package(meta, **{n: getattr(pkg, n) for n in TENSORS}))
+    return read_package(write_package(meta, pkg.more, **{n: getattr(pkg, n) for n in TENSORS}))
 
 
 def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_length: int | None = None,
@@ -308,15 +326,22 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_
         tensors = st_load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as e:
         raise NotSafetensors(f"package is not a valid safetensors file: {e}") from None
-    missing = [n for n in TENSORS if n not in tensors]
-    extra = sorted(set(tensors) - set(TENSORS))
+    names = [member_tensor(m, n) for m in range(meta.members) for n in TENSORS]
+    missing = [n for n in names if n not in tensors]
+    extra = sorted(set(tensors) - set(names))
     if missing or extra:
-        raise PackageInvalid(f"package tensors missing {missing} / unexpected {extra}; expected {list(TENSORS)}")
-    for n in TENSORS:
+        raise PackageInvalid(f"package tensors missing {missing[:10]} / unexpected {extra[:10]}; expected "
+                             f"{names if meta.members == 1 else f'{list(TENSORS)}, prefixed member1. .. member{meta.members - 1}. for the further members'}")
+    for n in names:
         if tensors[n].dtype != torch.float32:
             raise PackageInvalid(f"tensor {n} has dtype {tensors[n].dtype}; expected float32")
         if not torch.isfinite(tensors[n]).all():
             raise NonFiniteWeights(f"tensor {n} contains NaN or Inf values")
+    for m in range(1, meta.members):
+        for n in TENSORS:
+            if tensors[member_tensor(m, n)].shape != tensors[n].shape:
+                raise PackageInvalid(f"member {m}'s {n} is {list(tensors[member_tensor(m, n)].shape)}; every member "
+                                     f"has member 0's shapes ({n} {list(tensors[n].shape)})")
     dk, dv, ip, sep, vb = (tensors[n] for n in TENSORS)
     if dk.dim() != 3 or dv.shape != dk.shape:
         raise PackageInvalid(f"deep_key/deep_value must both be [L, l, d]; got {list(dk.shape)}, {list(dv.shape)}")
@@ -326,7 +351,8 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_
                              f"{list(ip.shape)}, separator {list(sep.shape)}, prompt_length={meta.prompt_length}")
     if vb.dim() != 2 or vb.shape[0] != len(meta.labels) + NUM_SPECIAL:
         raise PackageInvalid(f"verbalizer must be [C+4, V] with C={len(meta.labels)} labels; got {list(vb.shape)}")
-    return TaskPackage(meta, dk, dv, ip, sep, vb, version=digest(data), data=data)
+    more = tuple(PromptSet(*(tensors[member_tensor(m, n)] for n in TENSORS)) for m in range(1, meta.members))
+    return TaskPackage(meta, dk, dv, ip, sep, vb, version=digest(data), data=data, more=more)
 
 
 def check_compatible(pkg: TaskPackage, *, fingerprint: str, kind: str, layers: int, dim: int, vocab_size: int,

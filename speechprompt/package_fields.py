@@ -4,6 +4,7 @@ header, parses its JSON fields and hands them to :class:`MetaFields`; a ``Valida
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,7 +13,9 @@ from .choices import READOUTS
 from .speech_trim import trim_object
 from .unit_views import view_object
 
-FORMAT_VERSION = 3  # the highest this code reads; 1 = neither read-out nor unit view, 2 = a read-out, 3 = a unit view
+FORMAT_VERSION = 4  # the highest this code reads; 1 = neither read-out nor unit view, 2 = a read-out, 3 = a unit view,
+# 4 = an ensemble (more than one member)
+MAX_MEMBERS = 8  # prompt sets one package may hold (an ensemble: every member is a row of the same forward)
 MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
 
 
@@ -49,8 +52,9 @@ class MetaFields(BaseModel):
     readout: Literal[READOUTS] = "separator"
     speech_trim: dict[str, Any] | None = None
     unit_view: dict[str, Any] | None = None
+    members: Annotated[int, Field(ge=1, le=MAX_MEMBERS)] = 1
 
-    @field_validator("format_version", "prompt_length", mode="before")
+    @field_validator("format_version", "prompt_length", "members", mode="before")
     @classmethod
     def _digits(cls, value: Any) -> Any:
         # a header holds strings: a whole number is its decimal digits ("3"), not "3.0", " 3", "+3" or true
@@ -77,6 +81,8 @@ class MetaFields(BaseModel):
                              "the separator")
         if self.unit_view and (self.format_version < 3 or self.backbone_kind != "gslm"):
             raise ValueError("a unit_view needs format_version 3 and backbone_kind 'gslm'")
+        if self.members > 1 and self.format_version < 4:
+            raise ValueError(f"{self.members} members need format_version 4")
         return self
 
     @field_validator("labels")
@@ -108,4 +114,30 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-__all__ = ["FORMAT_VERSION", "MAX_JSON_DEPTH", "LongAudio", "MetaFields", "json_depth"]
+class _DuplicateKey(ValueError):
+    """A JSON object with a key twice (raised inside ``json.loads`` by :func:`_distinct_keys`)."""
+
+
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
+def parse_json(text: str | bytes, what: str, error: type[Exception]) -> Any:
+    """``json.loads`` that raises ``error`` (a ``package.PackageError``) for malformed or too deeply nested JSON,
+    and for an object that names a key twice (parsers disagree on which value such a header means: Python's keeps
+    the last, another reader may keep the first)."""
+    try:
+        return json.loads(text, object_pairs_hook=_distinct_keys)
+    except _DuplicateKey as e:
+        raise error(f"{what} names the key {e.args[0][:64]!r} twice; every key may appear once") from None
+    except RecursionError:
+        raise error(f"{what} is JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{what} is not valid JSON: {e}") from None
+
+
+__all__ = ["FORMAT_VERSION", "MAX_JSON_DEPTH", "MAX_MEMBERS", "LongAudio", "MetaFields", "json_depth", "parse_json"]

@@ -134,12 +134,18 @@ class PGSLMPromptBank(PromptBank):
         if not items:
             return []
         self.lm.check_length(max(int(p.units.numel()) for p in items) + 2)  # SequenceTooLong up front
-        prefix, sep, verb, ncls, _ = self.gather(keys)  # pGSLM packages read the separator (package.MetaFields)
+        with self._lock:  # an ensemble task: one row per member (PromptBank.member_rows)
+            slots, counts = self.member_rows(keys)
+            prefix, sep, verb, ncls, _ = self.gather(slots)  # pGSLM packages read the separator (package.MetaFields)
+        items = [p for p, n in zip(items, counts, strict=True) for _ in range(n)]
+        if stats is not None:
+            stats = [x for x, n in zip(stats, counts, strict=True) for _ in range(n)]
         rows = make_rows(items, self.prosody, self.lm.streams, stats, self.device)
         hidden = self.lm(rows.tokens, rows.durations, rows.f0, prefix, sep)
         h = hidden[torch.arange(len(items), device=self.device), rows.last]
         out = torch.einsum("bcv,bv->bc", verb, self.lm.logits(h))  # [B, C_max+4]
-        return [out[b, NUM_SPECIAL:NUM_SPECIAL + int(ncls[b])].float().softmax(-1).cpu() for b in range(len(items))]
+        probs = [out[b, NUM_SPECIAL:NUM_SPECIAL + int(ncls[b])].float().softmax(-1).cpu() for b in range(len(items))]
+        return self.mean_of_members(probs, counts)
 
 
 __all__ = ["PGSLMPromptBank", "StreamRows", "f0_pad_value", "make_rows", "prompted_class_logits",

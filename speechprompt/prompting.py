@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .choices import READOUTS
-from .package import NUM_SPECIAL, TaskPackage
+from .package import NUM_SPECIAL, PromptSet, TaskPackage
 from .unit_lm import PAD_IDX, PrefixKV, UnitLM
 from .unit_views import UnitView
 
@@ -102,7 +102,8 @@ class PromptBank:
     ``sep [S, d]``, ``verb [S, C_max+4, V]``, ``ncls [S]``, ``mean [S]`` (bool: the task's read-out is the mean).
     Freed slots are reused, and a remove shrinks the tensors (fewer slots, shorter ``l_max``, smaller ``C_max``) to what the remaining tasks need, so the memory of
     a deleted or evicted task returns. Thread-safe: adds and removes may come from a loader thread while the
-    model thread classifies.
+    model thread classifies. An ensemble package (K members, ``ensembles.py``) takes K slots; each of its rows is
+    scored once per member in the same forward and answered with the mean of the members' probabilities.
     """
 
     def __init__(self, lm: UnitLM, capacity: int = 8, unit_to_token: Tensor | None = None):
@@ -117,6 +118,7 @@ class PromptBank:
         self._nbytes: dict[str, int] = {}
         self._sizes: dict[str, tuple[int, int]] = {}  # key -> (prompt length, classes)
         self._views: dict[str, UnitView] = {}  # key -> the unit view its rows are folded with (unit_views.py)
+        self._members: dict[str, tuple[str, ...]] = {}  # task key -> its members' slot keys (member 0: the key)
         self._min_capacity = max(1, capacity)
         self._alloc(capacity, 0, 1)
 
@@ -165,21 +167,33 @@ class PromptBank:
         self.slots = {key: moves[slot] for key, slot in self.slots.items()}
 
     def __contains__(self, key: str) -> bool:
-        return key in self.slots
+        return key in self._members
 
     def __len__(self) -> int:
-        return len(self.slots)
+        return len(self._members)
 
     def nbytes(self, key: str) -> int:
-        """Device bytes the task's slot content occupies (its prefix K/V, separator and verbalizer)."""
-        return self._nbytes[key]
+        """Device bytes the task's slots occupy (every member's prefix K/V, separator and verbalizer)."""
+        return sum(self._nbytes[k] for k in self._members[key])
 
     def add(self, key: str, pkg: TaskPackage) -> None:
-        """Project the package's deep prompts once and store them in a slot (replacing ``key`` if present)."""
+        """Project each member's deep prompts once and store them in slots (replacing ``key`` if present)."""
+        keys = tuple(key if m == 0 else f"{key}\x00member{m}" for m in range(len(pkg.members)))
+        with self._lock:  # a classify sees all of a task's members or none of the new ones
+            for k, member in zip(keys, pkg.members, strict=True):
+                self._add_slot(k, member, pkg)
+            stale = [k for k in self._members.get(key, ()) if k not in keys]
+            self._members[key] = keys
+            for k in stale:
+                self._drop_slot(k)
+            if stale:
+                self._shrink()
+
+    def _add_slot(self, key: str, member: PromptSet, pkg: TaskPackage) -> None:
         plen, c = pkg.meta.prompt_length, pkg.num_classes
         with torch.no_grad():
-            pk, pv = self.lm.project_prefix(pkg.deep_key.to(self.device, self.dtype),
-                                            pkg.deep_value.to(self.device, self.dtype))  # [L, H, l, hd]
+            pk, pv = self.lm.project_prefix(member.deep_key.to(self.device, self.dtype),
+                                            member.deep_value.to(self.device, self.dtype))  # [L, H, l, hd]
         with self._lock:
             used = set(self.slots.values())
             slot = self.slots.get(key)
@@ -194,9 +208,9 @@ class PromptBank:
             self.pv[slot, :, :, :plen] = pv
             self.pmask[slot] = False
             self.pmask[slot, :plen] = True
-            self.sep[slot] = pkg.separator.to(self.device, self.dtype)
+            self.sep[slot] = member.separator.to(self.device, self.dtype)
             self.verb[slot].zero_()
-            self.verb[slot, :c + NUM_SPECIAL] = pkg.verbalizer.to(self.device, self.dtype)
+            self.verb[slot, :c + NUM_SPECIAL] = member.verbalizer.to(self.device, self.dtype)
             self.ncls[slot] = c
             self.mean[slot] = pkg.meta.readout == "mean"
             self.slots[key] = slot
@@ -205,22 +219,40 @@ class PromptBank:
                 self._views[key] = pkg.meta.view
             else:
                 self._views.pop(key, None)
-            self._nbytes[key] = (pk.numel() + pv.numel() + pkg.separator.numel() + pkg.verbalizer.numel()) \
+            self._nbytes[key] = (pk.numel() + pv.numel() + member.separator.numel() + member.verbalizer.numel()) \
                 * pk.element_size()
 
+    def _drop_slot(self, key: str) -> None:
+        self.slots.pop(key, None)
+        self._nbytes.pop(key, None)
+        self._sizes.pop(key, None)
+        self._views.pop(key, None)
+
     def remove(self, key: str) -> None:
-        """Free the task's slot (no-op if absent) and shrink the tensors to what the other tasks need."""
+        """Free the task's slots (no-op if absent) and shrink the tensors to what the other tasks need."""
         with self._lock:
-            if self.slots.pop(key, None) is None:
-                return
-            self._nbytes.pop(key, None)
-            self._sizes.pop(key, None)
-            self._views.pop(key, None)
+            for k in self._members.pop(key, ()):
+                self._drop_slot(k)
             self._shrink()
 
+    def member_rows(self, keys: list[str]) -> tuple[list[str], list[int]]:
+        """Task keys -> the slot key of every member row (a task's members in order) and the members per task; an
+        unknown key stays itself (``gather`` names it). Callers hold ``_lock``."""
+        groups = [self._members.get(k, (k,)) for k in keys]
+        return [s for g in groups for s in g], [len(g) for g in groups]
+
+    @staticmethod
+    def mean_of_members(probs: list[Tensor], counts: list[int]) -> list[Tensor]:
+        """Per member row probabilities -> per task row: the mean over the task's members (a plain task: itself)."""
+        out, i = [], 0
+        for n in counts:
+            out.append(probs[i] if n == 1 else torch.stack(probs[i:i + n]).mean(0))
+            i += n
+        return out
+
     def gather(self, keys: list[str]) -> tuple[PrefixKV | None, Tensor, Tensor, Tensor, Tensor]:
-        """Rows' task slots -> (prefix K/V, separators ``[B, d]``, verbalizers ``[B, C_max+4, V]``, ncls ``[B]``,
-        mean read-out ``[B]`` bool).
+        """Rows' slots (a plain task's key, or ``member_rows``' slot keys) -> (prefix K/V, separators ``[B, d]``,
+        verbalizers ``[B, C_max+4, V]``, ncls ``[B]``, mean read-out ``[B]`` bool).
 
         Raises ``KeyError`` naming an unknown key.
         """
@@ -239,7 +271,8 @@ class PromptBank:
     def classify(self, units: list[Tensor], keys: list[str]) -> list[Tensor]:
         """One LM forward for rows of (possibly) different tasks -> per-row class probabilities ``[C_row]``.
 
-        Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1). A row whose task names a
+        Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1); an ensemble task's row
+        is scored once per member (rows of the same forward) and answers their mean. A row whose task names a
         unit view is folded first (``unit_views.UnitView.apply``). Raises ``unit_lm.SequenceTooLong`` before any
         forward when a row exceeds the LM's positions.
         """
@@ -249,9 +282,12 @@ class PromptBank:
             views = [self._views.get(k) for k in keys]
             units = [u if v is None else v.apply(u) for u, v in zip(units, views, strict=True)]
             self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
+            slots, counts = self.member_rows(keys)
+            units = [u for u, n in zip(units, counts, strict=True) for _ in range(n)]
             tokens, last = make_rows(units, self.device, self.unit_to_token)
-            prefix, sep, verb, ncls, mean_rows = self.gather(keys)
+            prefix, sep, verb, ncls, mean_rows = self.gather(slots)
         hidden = self.lm(tokens, prefix, sep)
         h = read_out(hidden, tokens, last, mean_rows)
         out = torch.einsum("bcv,bv->bc", verb, self.lm.logits(h))  # [B, C_max+4]
-        return [out[b, NUM_SPECIAL:NUM_SPECIAL + int(ncls[b])].float().softmax(-1).cpu() for b in range(len(units))]
+        probs = [out[b, NUM_SPECIAL:NUM_SPECIAL + int(ncls[b])].float().softmax(-1).cpu() for b in range(len(units))]
+        return self.mean_of_members(probs, counts)

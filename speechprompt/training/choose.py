@@ -67,7 +67,8 @@ def _kept(runs: dict[str, TrainResult], chosen: str, record: str) -> TrainResult
                                           for r, x in runs.items()}
     pkg = res.package
     meta = dataclasses.replace(pkg.meta, training={**pkg.meta.training, record: selection})
-    res.package = new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer)
+    res.package = new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer,
+                              more=pkg.more)
     res.seconds = sum(x.seconds for x in runs.values())
     return res
 

@@ -76,6 +76,9 @@ def train(
         "units", help="the units the prompts read: units (as the codebook gives them), clusters (a product codebook's "
         "clusters, pitch registers folded: measured better for word tasks; docs/prompting.md), or auto (on a product "
         "codebook: train with each, keep the higher dev accuracy, twice the time; otherwise units)"),
+    members: int = typer.Option(1, min=1, max=8, help="prompt sets to train (seeds seed, seed+1, ...) into one "
+                                "ensemble package: the server answers their mean probability, K rows per clip "
+                                "(docs/prompting.md); auto choices are the first member's"),
     augment: str = typer.Option("", help="comma list of speed,pitch,noise: perturbed copies of train clips"),
     augment_copies: int = typer.Option(1, help="perturbed copies per train clip"),
     cache_dir: Path = typer.Option(default_path(".cache/units"), help="on-disk units cache"),
@@ -102,6 +105,7 @@ def train(
         plot_curves,
         plot_verbalizer,
     )
+    from speechprompt.training.members import train_members
     from speechprompt.training.progress import progress
     from speechprompt.training.trainer import Recipe, train_prompts
     from speechprompt.unit_views import UnitView
@@ -177,17 +181,28 @@ def train(
         fit, more = train_best_unit_view, {"view": view, "fit": fit, "on_view": on_view, **more}
     elif unit_view == "clusters":
         more["unit_view"] = view
-    res = fit(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]), (dv_u, [index[x] for x in dv_l]),
-              fingerprint=bb.fingerprint, kind=bb.spec.kind, prosody=bb.prosody, recipe=recipe,
-              extra_meta={"data_sizes": sizes, "augment": augment or None, "backbone_name": bb.spec.name},
-              on_step=on_step, on_eval=on_eval, **more)
+
+    def on_member(m: int, member_seed: int) -> None:
+        if members > 1 and (m or (readout != READOUT_AUTO and not views)):  # auto choices announce their own runs
+            new_run(f"member {m + 1} of {members} (seed {member_seed})")
+
+    res = train_members(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]), (dv_u, [index[x] for x in dv_l]),
+                        members=members, first_fit=fit, on_member=on_member, fingerprint=bb.fingerprint, kind=bb.spec.kind,
+                        prosody=bb.prosody, recipe=recipe,
+                        extra_meta={"data_sizes": sizes, "augment": augment or None, "backbone_name": bb.spec.name},
+                        on_step=on_step, on_eval=on_eval, **more)
     bar.close()
+    first = res.package.meta.training["ensemble_of"][0]["training"] if members > 1 else res.package.meta.training
+    if members > 1:
+        typer.echo(f"ensemble of {members} members: dev accuracy " + ", ".join(
+            f"{m['training']['dev']['accuracy']:.3f}" for m in res.package.meta.training["ensemble_of"])
+            + f" -> together {res.dev['accuracy']:.3f}")
     if readout == READOUT_AUTO:
-        sel = res.package.meta.training["readout_selection"]
+        sel = first["readout_selection"]
         typer.echo(f"read-out {res.package.meta.readout} (dev accuracy " + ", ".join(
             f"{r} {sel[r]['accuracy']:.3f}" for r in READOUT_CHOICES if r in sel) + ")")
     if views:
-        sel = res.package.meta.training["unit_view_selection"]
+        sel = first["unit_view_selection"]
         tie = sel["units"]["accuracy"] == sel["clusters"]["accuracy"]
         typer.echo(f"unit view {'clusters' if res.package.meta.view else 'units'} (dev accuracy " + ", ".join(
             f"{v} {sel[v]['accuracy']:.3f}" for v in ("units", "clusters")) + (
@@ -201,17 +216,18 @@ def train(
     pkg = attach_metrics(res.package, metrics)
     out.write_bytes(pkg.data)
     plot_curves(res.history, out.with_suffix(".curves.png"), title=f"{task} ({verbalizer} verbalizer)")
-    plot_verbalizer(verbalizer_unit_weights(pkg.verbalizer, bb.unit_to_token), labels,
+    mean_verbalizer = sum(m.verbalizer for m in pkg.members) / len(pkg.members)  # an ensemble: its members' mean
+    plot_verbalizer(verbalizer_unit_weights(mean_verbalizer, bb.unit_to_token), labels,
                     out.with_suffix(".verbalizer.png"), title=f"{task}: units the verbalizer ties to each label")
     for s, m in metrics.items():
         plot_confusion(np.array(m["confusion"]), labels, out.with_suffix(f".{s}.confusion.png"), s)
     report = {"task": task, "version": pkg.version, "package": str(out), "readout": pkg.meta.readout,
               "unit_view": "clusters" if pkg.meta.view else "units",
-              "unit_view_selection": pkg.meta.training.get("unit_view_selection"),
+              "unit_view_selection": first.get("unit_view_selection"), "members": pkg.meta.members,
               "dev": res.dev, "test": metrics,
               "trainable_params": res.trainable_params, "data_sizes": sizes,
               "train_seconds": round(res.seconds, 1),  # with --readout auto: every run's
-              "readout_selection": pkg.meta.training.get("readout_selection")}
+              "readout_selection": first.get("readout_selection")}
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=1) + "\n")
     typer.echo(f"{task} version {pkg.version} -> {out}  dev acc {res.dev['accuracy']:.3f}  " + "  ".join(
         f"{s} acc {m['accuracy']:.3f}" for s, m in metrics.items()))
@@ -339,8 +355,30 @@ def make_suite_cmd(
         typer.echo(f"{name:>12}: {len(t['labels'])} classes  " + " ".join(f"{s}={n}" for s, n in t["splits"].items()))
 
 
+def ensemble_cmd(
+    packages: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="two or more packages of one task "
+                                          "(same labels, backbone, prompt length, read-out, unit view)"),
+    out: Path = typer.Option(..., help="the ensemble package to write"),
+    task: str = typer.Option(None, help="the ensemble's task name (default: the packages')"),
+) -> None:
+    """Join packages of one task (e.g. other seeds) into one ensemble package: the server scores every member in the
+    same forward and answers their mean probability (docs/prompting.md)."""
+    from speechprompt.ensembles import ensemble
+    from speechprompt.package import PackageError, read_package
+
+    try:
+        pkg = ensemble([read_package(p.read_bytes()) for p in packages], task=task)
+    except PackageError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(pkg.data)
+    typer.echo(f"{pkg.meta.task} version {pkg.version}: {pkg.meta.members} members -> {out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``eval`` and ``make-suite`` to the ``speechprompt`` CLI."""
+    """Add ``train``, ``eval``, ``ensemble`` and ``make-suite`` to the ``speechprompt`` CLI."""
     app.command("train")(train)
+    app.command("ensemble")(ensemble_cmd)
     app.command("eval")(evaluate)
     app.command("make-suite")(make_suite_cmd)

@@ -190,7 +190,8 @@ def attach_metrics(pkg: TaskPackage, metrics: dict[str, dict]) -> TaskPackage:
     (a new file, hence a new version)."""
     summary = {s: {k: m[k] for k in ("accuracy", "macro_f1", "eer", "n") if k in m} for s, m in metrics.items()}
     meta = dataclasses.replace(pkg.meta, training={**pkg.meta.training, "test": summary})
-    return new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer)
+    return new_package(meta, pkg.deep_key, pkg.deep_value, pkg.input_prompt, pkg.separator, pkg.verbalizer,
+                       more=pkg.more)
 
 
 def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "") -> None:

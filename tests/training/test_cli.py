@@ -245,3 +245,56 @@ def test_train_keys_its_units_cache_on_the_bundles_units_key(wav_folder, tmp_pat
     assert r.exit_code == 0, r.output
     assert [p.name for p in cache.iterdir()] == [bb.units_key[:16]]
     assert read_package((tmp_path / "t.safetensors").read_bytes()).meta.backbone_fingerprint == bb.fingerprint
+
+
+def test_train_members_writes_an_ensemble_whose_later_members_take_the_first_ones_choices(product_bundle_dir,
+                                                                                          wav_folder, tmp_path):
+    """--members 3: seeds seed, seed+1, seed+2 in one package; with --readout auto the first member chooses on dev
+    and the others train with its read-out; the report's dev is the ensemble's; `ensemble` joins packages."""
+    import numpy as np
+
+    from speechprompt.backbone import Backbone
+    from speechprompt.training.evaluate import predict
+
+    out = tmp_path / "tones.safetensors"
+    base = ["train", str(wav_folder), "--task", "tones", "--max-epochs", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--backbone", str(product_bundle_dir), "--seed", "7"]
+    r = CliRunner().invoke(app, base + ["--out", str(out), "--members", "3", "--readout", "auto"])
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())
+    assert pkg.meta.members == 3 and len(pkg.more) == 2
+    runs = pkg.meta.training["ensemble_of"]
+    assert [m["training"]["recipe"]["seed"] for m in runs] == [7, 8, 9]
+    assert "readout_selection" in runs[0]["training"] and "readout_selection" not in runs[1]["training"]
+    assert "member 2 of 3 (seed 8)" in r.output and "member 3 of 3 (seed 9)" in r.output
+    assert "ensemble of 3 members: dev accuracy" in r.output
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["members"] == 3 and report["dev"] == pkg.meta.training["ensemble_dev"]
+    assert report["readout_selection"] == runs[0]["training"]["readout_selection"]
+    # each member alone is the package a plain run with its seed and the chosen read-out gives
+    alone = tmp_path / "seed8.safetensors"
+    r = CliRunner().invoke(app, base + ["--out", str(alone), "--seed", "8", "--readout", pkg.meta.readout])
+    assert r.exit_code == 0, r.output
+    single = read_package(alone.read_bytes())
+    assert torch.equal(single.verbalizer, pkg.more[0].verbalizer) and torch.equal(single.deep_key, pkg.more[0].deep_key)
+    # the ensemble's dev accuracy is its mean probability's, on the dev clips
+    bb = Backbone.load(product_bundle_dir)
+    seeds = [tmp_path / f"s{s}.safetensors" for s in (7, 9)]
+    for s, f in zip((7, 9), seeds, strict=True):
+        assert CliRunner().invoke(app, base + ["--out", str(f), "--seed", str(s), "--readout",
+                                               pkg.meta.readout]).exit_code == 0
+    joined = tmp_path / "joined.safetensors"
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), str(alone), str(seeds[1]), "--out", str(joined)])
+    assert r.exit_code == 0 and "3 members" in r.output, r.output
+    j = read_package(joined.read_bytes())
+    units = [torch.tensor([0, 5, 10, 15, 1, 6]), torch.tensor([3, 8, 2])]
+    assert np.allclose(predict(bb.unit_lm, j, units), predict(bb.unit_lm, pkg, units), atol=1e-6)
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), "--out", str(joined)])
+    assert r.exit_code == 2 and "2 to 8 members" in r.output
+    r = CliRunner().invoke(app, base + ["--out", str(out), "--members", "2", "--unit-view", "auto"])
+    assert r.exit_code == 0, r.output
+    pkg = read_package(out.read_bytes())  # the second member reads the view the first one's dev split kept
+    first, second = (m["training"] for m in pkg.meta.training["ensemble_of"])
+    kept = "clusters" if pkg.meta.view else "units"
+    assert "unit_view_selection" in first and "unit_view_selection" not in second
+    assert f"unit view {kept} (dev accuracy" in r.output and "member 2 of 2 (seed 8)" in r.output

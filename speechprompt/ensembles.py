@@ -1,0 +1,52 @@
+"""Ensemble packages: K prompt sets trained for one task (other seeds or training draws) in one package.
+
+The server scores every member as a row of the same unit-LM forward and answers the mean of the members' class
+probabilities (``prompting.PromptBank``); a K-member task costs K rows. Measured on issue 14's real-speech split and
+the synthetic suite in docs/results.md ("Ensembles of prompt packages"). The package format is ``package.py``'s
+(format version 4, member m's tensors prefixed ``member{m}.``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .package import PackageInvalid, TaskPackage, new_package
+from .package_fields import MAX_MEMBERS
+
+# what every member must share: the server reads one task's metadata for all of them
+SHARED = ("task", "labels", "backbone_fingerprint", "backbone_kind", "prompt_length", "readout", "unit_view",
+          "speech_trim", "long_audio")
+
+
+def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPackage:
+    """One package whose members are every member of ``packages`` (in order; an ensemble given in is flattened).
+
+    ``task``: rename first (e.g. members trained under another name). The metadata is the first package's, with
+    ``training`` = ``{"ensemble_of": [{"version", "training"} per package]}`` (each package's own record).
+    Raises ``PackageInvalid`` for fewer than 2 or more than ``MAX_MEMBERS`` members, or packages that differ in a
+    field the members share (``SHARED``: task, labels, backbone, prompt length, read-out, unit view, speech trim,
+    long-audio default) or in tensor shapes.
+    """
+    pkgs = list(packages)
+    sets = [m for p in pkgs for m in p.members]
+    if not 2 <= len(sets) <= MAX_MEMBERS:
+        raise PackageInvalid(f"an ensemble holds 2 to {MAX_MEMBERS} members; these packages hold {len(sets)}")
+    metas = [replace(p.meta, task=task) if task else p.meta for p in pkgs]
+    for i, meta in enumerate(metas[1:], start=1):
+        differ = [f for f in SHARED if getattr(meta, f) != getattr(metas[0], f)]
+        if differ:
+            raise PackageInvalid(f"package {i} ({pkgs[i].version}) differs from package 0 ({pkgs[0].version}) in "
+                                 f"{', '.join(differ)}; every member of an ensemble shares {', '.join(SHARED)}")
+    shapes = [tuple(tuple(getattr(s, n).shape) for n in ("deep_key", "separator", "verbalizer")) for s in sets]
+    if len(set(shapes)) > 1:
+        raise PackageInvalid(f"the members' tensor shapes differ ({sorted(set(shapes))}); train them on one backbone "
+                             "with one recipe")
+    meta = replace(metas[0], created="", format_version=1,
+                   training={"ensemble_of": [{"version": p.version, "training": p.meta.training} for p in pkgs]})
+    first, *more = sets
+    return new_package(meta, first.deep_key, first.deep_value, first.input_prompt, first.separator,
+                       first.verbalizer, more=tuple(more))
+
+
+__all__ = ["SHARED", "ensemble"]

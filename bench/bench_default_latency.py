@@ -8,7 +8,8 @@ and the ratio new / old measured here. Target (issue 14): under 100 ms for the n
 The clip is a real recording when /usr/share/sounds/alsa is present (a test set; benchmarking only), else TTS.
 With ``--speech-trim WEIGHTS`` (models/speech_trim/silero_vad_v6.safetensors) it also times what a request with
 ``speech_trim=recording`` adds for the language-id and vad demos: Silero VAD + the trim's bounds on the same 2 s clip
-(server/speech_trims.py), and prints it beside the first bundle's classify.
+(server/speech_trims.py), and prints it beside the first bundle's classify. ``--members K`` also times the same clip
+on a K-member ensemble package (``speechprompt/ensembles.py``: K rows of one forward) on every bundle.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from speechprompt.ensembles import ensemble  # noqa: E402
 from speechprompt.package import PackageMeta, new_package  # noqa: E402
 from speechprompt.runtime import Runtime  # noqa: E402
 from speechprompt.training.manifest import load_audio  # noqa: E402
@@ -42,23 +44,26 @@ def clip_2s() -> np.ndarray:
     return np.resize(w, 32000).astype(np.float32)  # exactly 2 s (repeated when shorter)
 
 
-def task_for(rt: Runtime) -> str:
+def task_for(rt: Runtime, members: int = 1) -> str:
     c = rt.backbone.spec.unit_lm
     g = torch.Generator().manual_seed(0)
     meta = PackageMeta(task="bench", labels=("a", "b", "c"), backbone_fingerprint=rt.fingerprint,
                        backbone_kind=rt.backbone.spec.kind)  # a pGSLM bundle takes the same package shapes
-    pkg = new_package(meta, deep_key=torch.randn(c.layers, 5, c.embed_dim, generator=g),
-                      deep_value=torch.randn(c.layers, 5, c.embed_dim, generator=g),
-                      input_prompt=torch.randn(5, c.embed_dim, generator=g), separator=torch.randn(c.embed_dim, generator=g),
-                      verbalizer=torch.randn(3 + 4, c.vocab_size, generator=g) * 0.01)
-    rt.add_task("bench", pkg)
-    return "bench"
+    pkgs = [new_package(meta, deep_key=torch.randn(c.layers, 5, c.embed_dim, generator=g),
+                        deep_value=torch.randn(c.layers, 5, c.embed_dim, generator=g),
+                        input_prompt=torch.randn(5, c.embed_dim, generator=g),
+                        separator=torch.randn(c.embed_dim, generator=g),
+                        verbalizer=torch.randn(3 + 4, c.vocab_size, generator=g) * 0.01) for _ in range(members)]
+    key = f"bench{members}"
+    rt.add_task(key, pkgs[0] if members == 1 else ensemble(pkgs))
+    return key
 
 
-def measure(bundle: Path, wav: np.ndarray, repeats: int) -> dict:
+def measure(bundle: Path, wav: np.ndarray, repeats: int, members: int = 1) -> dict:
     rt = Runtime.load(bundle)
     key = task_for(rt)
-    enc, lm = [], []
+    ens_key = task_for(rt, members) if members > 1 else None
+    enc, lm, ens = [], [], []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
         units = rt.extract_units([wav])
@@ -68,11 +73,16 @@ def measure(bundle: Path, wav: np.ndarray, repeats: int) -> dict:
         t2 = time.perf_counter()
         enc.append(t1 - t0)
         lm.append(t2 - t1)
-    enc, lm = enc[1:], lm[1:]  # first call warms up
+        if ens_key:
+            with torch.inference_mode():
+                rt.classify([units[0]], [ens_key])
+            ens.append(time.perf_counter() - t2)
+    enc, lm, ens = enc[1:], lm[1:], ens[1:]  # first call warms up
     total = [a + b for a, b in zip(enc, lm, strict=True)]
     i = int(np.argmin(total))
     return {"bundle": str(bundle), "name": rt.backbone.spec.name, "units": int(len(units[0].units)),
-            "total_ms": 1000 * total[i], "encode_ms": 1000 * enc[i], "lm_ms": 1000 * lm[i]}
+            "total_ms": 1000 * total[i], "encode_ms": 1000 * enc[i], "lm_ms": 1000 * lm[i],
+            **({"members": members, "ensemble_lm_ms": 1000 * min(ens)} if ens else {})}
 
 
 def measure_trim(weights: Path, wav: np.ndarray, repeats: int) -> float:
@@ -95,14 +105,18 @@ def main() -> None:
     ap.add_argument("--bundles", default="models/default,models/default-v1")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--speech-trim", type=Path, default=None, help="Silero VAD weights: also time the speech trim")
+    ap.add_argument("--members", type=int, default=1, help="also time a task that is a K-member ensemble")
     a = ap.parse_args()
     torch.set_num_threads(1)
     wav = clip_2s()
-    rows = [measure(Path(b), wav, a.repeats) for b in a.bundles.split(",")]
+    rows = [measure(Path(b), wav, a.repeats, a.members) for b in a.bundles.split(",")]
     print(f"# classify one 2 s clip, 1 thread, best of {a.repeats} ({platform.processor() or platform.machine()})")
     for r in rows:
         print(f"{r['name']:<28} {r['total_ms']:7.1f} ms  (encode {r['encode_ms']:.1f} ms, unit LM {r['lm_ms']:.1f} ms, "
               f"{r['units']} units)  [{r['bundle']}]")
+        if "members" in r:
+            print(f"{'':<28} {r['encode_ms'] + r['ensemble_lm_ms']:7.1f} ms  with a {r['members']}-member ensemble "
+                  f"(unit LM {r['ensemble_lm_ms']:.1f} ms: {r['ensemble_lm_ms'] / r['lm_ms']:.2f}x one member's)")
     if len(rows) > 1:
         print(f"ratio {rows[0]['name']} / {rows[1]['name']}: {rows[0]['total_ms'] / rows[1]['total_ms']:.2f}x")
     if a.speech_trim is not None:

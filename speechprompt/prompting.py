@@ -180,9 +180,16 @@ class PromptBank:
         """Project each member's deep prompts once and store them in slots (replacing ``key`` if present)."""
         keys = tuple(key if m == 0 else f"{key}\x00member{m}" for m in range(len(pkg.members)))
         with self._lock:  # a classify sees all of a task's members or none of the new ones
-            for k, member in zip(keys, pkg.members, strict=True):
-                self._add_slot(k, member, pkg)
-            stale = [k for k in self._members.get(key, ()) if k not in keys]
+            old = self._members.get(key, ())
+            try:
+                for k, member in zip(keys, pkg.members, strict=True):
+                    self._add_slot(k, member, pkg)
+            except BaseException:  # no slot of a half-added ensemble outlives the failure
+                for k in keys:
+                    if k not in old:
+                        self._drop_slot(k)
+                raise
+            stale = [k for k in old if k not in keys]
             self._members[key] = keys
             for k in stale:
                 self._drop_slot(k)

@@ -148,3 +148,24 @@ def test_the_bank_answers_the_mean_of_the_members_in_one_batch_with_plain_tasks(
     assert torch.allclose(pair, (first + bank.classify([rows[0]], ["m1"])[0]) / 2, atol=1e-5)
     bank.add("m0", parts[0])
     assert len(bank.slots) == 4 and torch.allclose(bank.classify([rows[0]], ["m0"])[0], first, atol=1e-6)
+
+
+def test_an_ensemble_that_fails_half_way_into_the_bank_leaves_no_slot(monkeypatch):
+    model = lm()
+    bank = PromptBank(model, capacity=1)
+    bank.add("plain", package("plain", 7))
+    calls = []
+    real = model.project_prefix
+
+    def flaky(k, v):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("device out of memory")
+        return real(k, v)
+
+    monkeypatch.setattr(model, "project_prefix", flaky)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        bank.add("ens", ensemble([package("ens", s) for s in (1, 2, 3)]))
+    assert "ens" not in bank and sorted(bank.slots) == ["plain"] and len(bank) == 1
+    bank.remove("ens")  # what the runtime does after a failed add: a no-op
+    assert sorted(bank.slots) == ["plain"]

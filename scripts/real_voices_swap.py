@@ -3,7 +3,7 @@ r"""More real voices per class: the held-out speakers swapped into training, fol
 
     python scripts/real_voices_swap.py --folds 2 --demo language-id,gender
     python scripts/real_voices_swap.py --tasks vad --demo vad --demo-only --mixes 600 --dev-mixes 75 \
-        --noise-mixes 600 --demo-seeds 100501,1,2 --work .cache/real_swap_nmix --results none  # the vad demo
+        --noise-mixes 600 --demo-seeds 100501,1,2 --demo-ensemble --work .cache/real_swap_nmix --results none  # vad demo
 
 Every explanation of the real-speech table (docs/results.md) ends in "one to three voices per class": this measures
 it. The test speakers of the split ``real_speech_eval.py`` uses (held out of the backbone's build too) are dealt into
@@ -42,6 +42,7 @@ from real_speech_eval import REAL_MIRRORS, free_baselines, made_by, same_backbon
 from run_suite import encode_task, install_demo, run_task, say  # noqa: E402
 
 from speechprompt.backbone import Backbone  # noqa: E402
+from speechprompt.ensembles import ensemble  # noqa: E402
 from speechprompt.package import read_package  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
 from speechprompt.training import real_corpus, real_tasks  # noqa: E402
@@ -117,6 +118,14 @@ def best_draw(runs: list[dict]) -> int:
     return max(range(len(runs)), key=key)
 
 
+def demo_package(files: list[Path], best: int, as_ensemble: bool):
+    """The package a demo installs from its draws' package files: the ``best`` one, or with ``as_ensemble`` (and
+    more than one draw) all of them as one ensemble package (``speechprompt/ensembles.py``), in draw order."""
+    if as_ensemble and len(files) > 1:
+        return ensemble([read_package(f.read_bytes()) for f in files])
+    return read_package(files[best].read_bytes())
+
+
 def pooled(folds: list[dict], path: tuple[str, ...]) -> dict | None:
     """Accuracy over every fold's test clips (each clip once) of one result cell, and its clips."""
     cells = [(cell(f, path), cell(f, path, "n")) for f in folds]  # (accuracy, clips) of each fold
@@ -180,6 +189,8 @@ def main() -> None:
                     "tone before and after (training/pads.py)")
     ap.add_argument("--demo-seeds", default="", help="prompt seeds for --demo (default: the recipe's); the draw with "
                     "the best class-balanced dev accuracy is installed (best_draw), every draw is kept in results.json")
+    ap.add_argument("--demo-ensemble", action="store_true", help="install the --demo-seeds draws together as one "
+                    "ensemble package (speechprompt/ensembles.py: the mean of their probabilities) instead of the best")
     ap.add_argument("--demo-only", action="store_true", help="train the --demo packages, skip the folds")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
@@ -231,8 +242,13 @@ def main() -> None:
             res = {"new": trained[best]} | made_by(bb) | ({"draws": trained} if len(trained) > 1 else {})
             if fold is None:
                 r["all"] = res
-                install_demo(a.store, name, res["new"]["v2"]["version"],
-                             (draws[best][1] / "packages" / f"{name}.v2.safetensors").read_bytes())
+                demo = demo_package([w / "packages" / f"{name}.v2.safetensors" for _, w in draws], best,
+                                    a.demo_ensemble)
+                if demo.meta.members > 1:
+                    res["ensemble"] = {"version": demo.version, "members": demo.meta.members,
+                                       "dev_metrics": evaluate_package(bb, demo, data["dev"]["units"],
+                                                                       data["dev"]["labels"])}
+                install_demo(a.store, name, demo.version, demo.data)
             else:
                 res |= free_baselines(task_dir, info[name]["labels"], bb)
                 r["folds"] = r["folds"][:fold] + [res] + r["folds"][fold + 1:]

@@ -187,3 +187,26 @@ def test_real_draws_writes_the_draws_block_only_for_the_default_backbone(tmp_pat
     ours = draws(default)
     assert ours.returncode == 0, ours.stderr
     assert "old block" not in doc.read_text() and "| vad | 1 | 0.750" in doc.read_text()
+
+
+def test_a_demo_is_its_best_draw_or_every_draw_as_one_ensemble(swap, tmp_path):
+    import torch
+
+    from speechprompt.package import PackageMeta, new_package, read_package
+
+    files = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        meta = PackageMeta(task="vad", labels=("noise", "speech"), backbone_fingerprint="ef" * 32,
+                           training={"seed": seed})
+        pkg = new_package(meta, torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g),
+                          torch.randn(5, 8, generator=g), torch.randn(8, generator=g), torch.randn(6, 12, generator=g))
+        files.append(tmp_path / f"seed{seed}.safetensors")
+        files[-1].write_bytes(pkg.data)
+    best = swap.demo_package(files, 1, as_ensemble=False)
+    assert best.data == files[1].read_bytes()
+    joined = swap.demo_package(files, 1, as_ensemble=True)
+    assert joined.meta.members == 3 and joined.meta.task == "vad"
+    assert [torch.equal(m.separator, read_package(f.read_bytes()).separator)
+            for m, f in zip(joined.members, files, strict=True)] == [True] * 3
+    assert swap.demo_package(files[:1], 0, as_ensemble=True).data == files[0].read_bytes()  # one draw: itself

@@ -91,8 +91,9 @@ class Batcher:
         the clips other requests repeat); ``explain_spans`` > 0 scores, in the same forward, each key once
         more per occluded stretch."""
         loop = asyncio.get_running_loop()
+        rows_of = getattr(self.runtime, "rows_of", None)  # an ensemble task costs a row per member
         job = Job(samples, digest, tuple(keys), deadline, loop.create_future(), loop, on_finish, cached=cached,
-                  explain_spans=explain_spans)
+                  explain_spans=explain_spans, weights=tuple(rows_of(k) for k in keys) if rows_of else ())
         job.future.add_done_callback(lambda f: setattr(job, "abandoned", f.cancelled()))
         with self._cond:
             if self._stopping or self._thread is None:
@@ -220,9 +221,9 @@ class Batcher:
         row_units = [u for j in ready for u in plans[id(j)][0]]
         row_keys = [k for j in ready for k in plans[id(j)][1]]
         t_lm = time.monotonic()
-        step = self.max_rows  # a job larger than a batch (many tasks, explanations) runs in forwards of this size
-        probs = [p for i in range(0, len(row_keys), step)
-                 for p in self._classify(row_units[i:i + step], row_keys[i:i + step])]
+        weight = {k: w for j in ready for k, w in zip(j.keys, j.weights or [1] * len(j.keys), strict=True)}
+        probs = [p for a, b in forwards([weight[k] for k in row_keys], self.max_rows)  # a job larger than a batch
+                 for p in self._classify(row_units[a:b], row_keys[a:b])]  # (many tasks, explanations): several
         lm_ms = (time.monotonic() - t_lm) * 1e3
         if self.metrics:
             self.metrics.batch_rows.observe(len(row_keys))
@@ -268,3 +269,17 @@ class Batcher:
             except Exception as exc:  # noqa: BLE001
                 out.append(exc)
         return out
+
+
+def forwards(weights: list[int], limit: int) -> list[tuple[int, int]]:
+    """Consecutive ``[a, b)`` ranges of rows whose unit-LM rows (``weights``: 1, or an ensemble's members) sum to at
+    most ``limit`` each; a row heavier than ``limit`` gets a forward of its own."""
+    out, a, total = [], 0, 0
+    for i, w in enumerate(weights):
+        if i > a and total + w > limit:
+            out.append((a, i))
+            a, total = i, 0
+        total += w
+    if a < len(weights):
+        out.append((a, len(weights)))
+    return out

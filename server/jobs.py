@@ -43,11 +43,13 @@ class Job:
     abandoned: bool = False
     cached: bool = True  # look the clip up in / add it to the units cache (False for the windows of long audio)
     explain_spans: int = 0
+    weights: tuple[int, ...] = ()  # unit-LM rows per key (an ensemble task's members; empty: 1 each)
 
     @property
     def max_rows(self) -> int:
-        """Most unit-LM rows this job can need (with explanations the unit count is known only after encoding)."""
-        return len(self.keys) * (1 + self.explain_spans)
+        """Most unit-LM rows this job can need (with explanations the unit count is known only after encoding);
+        a key of a K-member ensemble counts K rows, as the prompt bank runs it."""
+        return (sum(self.weights) if self.weights else len(self.keys)) * (1 + self.explain_spans)
 
     def rows_for(self, units: Any) -> tuple[list, list[str], list[tuple[int, int]]]:
         """The job's rows once its units are known: (units per row, key per row, occluded unit spans).

@@ -47,7 +47,7 @@ class Version:
     def of(cls, pkg: TaskPackage) -> Version:
         """A not-yet-resident version; its device size is estimated from the package tensors the bank keeps
         (prefix K/V projections are the deep prompts' size; the input prompt is not kept)."""
-        est = pkg.nbytes - pkg.input_prompt.numel() * pkg.input_prompt.element_size()
+        est = sum(m.nbytes - m.input_prompt.numel() * m.input_prompt.element_size() for m in pkg.members)
         return cls(pkg.meta.task, pkg.version, pkg.meta, est)
 
 

@@ -141,11 +141,13 @@ def long_audio_meta(lease: Lease) -> dict:
 async def score_windows(service: Service, samples: np.ndarray, leases: Sequence[Lease], window_s: float,
                         hop_s: float) -> tuple[list[Window], list[JobResult]]:
     """Score every window of a complete clip ``[N] f32 @ 16 kHz`` (:func:`plan_windows`) -> (windows, one
-    JobResult per window, in order). At most ``max_batch_rows // tasks`` windows are queued at once, so a long
-    clip never fills the shared queue; each window has the request deadline from when it is queued."""
+    JobResult per window, in order). At most ``max_batch_rows // rows`` windows are queued at once (rows: the
+    tasks' unit-LM rows, an ensemble's members each), so a long clip never fills the shared queue; each window has
+    the request deadline from when it is queued."""
     windows = plan_windows(samples.size, seconds_to_samples(window_s), seconds_to_samples(hop_s))
     s = service.settings
-    limit = asyncio.Semaphore(max(1, s.max_batch_rows // max(1, len(leases))))
+    rows = sum(getattr(le.entry.meta, "members", 1) for le in leases)  # an ensemble task: a row per member
+    limit = asyncio.Semaphore(max(1, s.max_batch_rows // max(1, rows)))
 
     async def one(w: Window) -> JobResult:
         async with limit:

@@ -42,7 +42,7 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
     if len(set(shapes)) > 1:
         raise PackageInvalid(f"the members' tensor shapes differ ({sorted(set(shapes))}); train them on one backbone "
                              "with one recipe")
-    meta = replace(metas[0], created="", format_version=1,
+    meta = replace(metas[0], created="", format_version=1, members=len(sets),
                    training={"ensemble_of": [{"version": p.version, "training": p.meta.training} for p in pkgs]})
     first, *more = sets
     return new_package(meta, first.deep_key, first.deep_value, first.input_prompt, first.separator,

@@ -263,6 +263,8 @@ def write_package(meta: PackageMeta, more: tuple[PromptSet, ...] = (), **tensors
     """Serialize to safetensors bytes (deterministic for equal content); ``more``: an ensemble's members after the
     first (``meta.members`` is set to their count + 1)."""
     sets = [PromptSet(*(tensors[n] for n in TENSORS)), *more]
+    if meta.members not in (1, len(sets)):  # an ensemble's meta given without its further members
+        raise PackageInvalid(f"the metadata says {meta.members} members; {len(sets)} prompt sets were given")
     ts = {member_tensor(m, n): getattr(ps, n).detach().to("cpu", torch.float32).contiguous().clone()
           for m, ps in enumerate(sets) for n in TENSORS}  # cloned: members may share a tensor (a member twice)
     return canonical_safetensors(st_save(ts, metadata=replace(meta, members=len(sets)).to_header()))

@@ -184,10 +184,11 @@ class PromptBank:
             try:
                 for k, member in zip(keys, pkg.members, strict=True):
                     self._add_slot(k, member, pkg)
-            except BaseException:  # no slot of a half-added ensemble outlives the failure
-                for k in keys:
-                    if k not in old:
-                        self._drop_slot(k)
+            except BaseException:  # no slot of a half-added ensemble outlives the failure: a key being replaced
+                for k in {*keys, *old}:  # loses its old slots too (some may hold new members: never a mix)
+                    self._drop_slot(k)
+                self._members.pop(key, None)
+                self._shrink()
                 raise
             stale = [k for k in old if k not in keys]
             self._members[key] = keys
@@ -241,6 +242,11 @@ class PromptBank:
             for k in self._members.pop(key, ()):
                 self._drop_slot(k)
             self._shrink()
+
+    def rows_of(self, key: str) -> int:
+        """Unit-LM rows one request row of ``key`` costs: its member count (1 for a plain or unknown key)."""
+        with self._lock:
+            return len(self._members.get(key, (key,)))
 
     def member_rows(self, keys: list[str]) -> tuple[list[str], list[int]]:
         """Task keys -> the slot key of every member row (a task's members in order) and the members per task; an

@@ -110,6 +110,10 @@ class Runtime:
     def remove_task(self, key: str) -> None:
         self.bank.remove(key)
 
+    def rows_of(self, key: str) -> int:
+        """Unit-LM rows one row of task ``key`` costs in a forward: K for a K-member ensemble, else 1."""
+        return self.bank.rows_of(key)
+
     def classify(self, rows: list[Row], keys: list[str]) -> list[np.ndarray]:
         """ONE unit-LM forward for all rows; row b uses task ``keys[b]`` -> probabilities ``[C_b]`` (float32).
 

@@ -154,6 +154,7 @@ def test_an_ensemble_that_fails_half_way_into_the_bank_leaves_no_slot(monkeypatc
     model = lm()
     bank = PromptBank(model, capacity=1)
     bank.add("plain", package("plain", 7))
+    before = bank.allocated_bytes()
     calls = []
     real = model.project_prefix
 
@@ -167,5 +168,12 @@ def test_an_ensemble_that_fails_half_way_into_the_bank_leaves_no_slot(monkeypatc
     with pytest.raises(RuntimeError, match="out of memory"):
         bank.add("ens", ensemble([package("ens", s) for s in (1, 2, 3)]))
     assert "ens" not in bank and sorted(bank.slots) == ["plain"] and len(bank) == 1
+    assert bank.allocated_bytes() == before  # the slots it grew for the ensemble are given back
     bank.remove("ens")  # what the runtime does after a failed add: a no-op
     assert sorted(bank.slots) == ["plain"]
+
+
+def test_an_ensembles_metadata_without_its_members_is_not_written():
+    ens = ensemble([package("t", 1), package("t", 2)])
+    with pytest.raises(PackageInvalid, match="says 2 members; 1 prompt sets were given"):
+        new_package(ens.meta, ens.deep_key, ens.deep_value, ens.input_prompt, ens.separator, ens.verbalizer)

@@ -176,3 +176,34 @@ async def test_stopped_loop_refuses_work(rt, make_batcher):
         submit(b, clip(2), ["a@1"])
     with pytest.raises(NotReady):
         b.call(lambda: None).result()
+
+
+async def test_an_ensemble_task_counts_a_row_per_member_against_max_rows(make_batcher):
+    """A key of a 3-member ensemble costs the unit LM 3 rows (the prompt bank runs one per member): batches and the
+    forwards of a job larger than a batch are cut by those rows, not by request rows."""
+
+    class EnsembleRuntime(FakeRuntime):
+        def rows_of(self, key: str) -> int:
+            return 3 if key.startswith("e@") else 1
+
+    rt = EnsembleRuntime()
+    rt.add_task("e@1", make_package("e", seed=3))
+    rt.add_task("a@1", make_package("a", seed=1))
+    rt.calls.clear()
+    b = make_batcher(rt, max_rows=6)
+    first = await hold_model_thread(b, rt)
+    futs = [submit(b, clip(i), ["e@1"]) for i in range(3)] + [submit(b, clip(7), ["a@1"] * 6)]
+    rt.gate.set()
+    await asyncio.gather(first, *futs)
+    assert rt.rows() == [1, 2, 1, 6]  # 2 x 3 unit-LM rows, then the third (a 6-row plain job would overflow), then 6
+    big = await submit(b, clip(8), ["e@1", "a@1", "e@1", "e@1"])  # 10 unit-LM rows: forwards of 3 + 1, then 3 + 3
+    assert len(big.rows) == 4 and rt.rows()[-2:] == [2, 2]
+
+
+def test_forwards_cut_rows_by_their_unit_lm_rows():
+    from server.batcher import forwards
+
+    assert forwards([1] * 5, 2) == [(0, 2), (2, 4), (4, 5)]  # plain rows: as before, max_rows each
+    assert forwards([3, 1, 3, 3], 6) == [(0, 2), (2, 4)]
+    assert forwards([8, 1], 6) == [(0, 1), (1, 2)]  # a row heavier than the limit: a forward of its own
+    assert forwards([], 4) == []

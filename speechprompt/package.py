@@ -333,7 +333,7 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_
     extra = sorted(set(tensors) - set(names))
     if missing or extra:
         raise PackageInvalid(f"package tensors missing {missing[:10]} / unexpected {extra[:10]}; expected "
-                             f"{names if meta.members == 1 else f'{list(TENSORS)}, prefixed member1. .. member{meta.members - 1}. for the further members'}")
+                             f"{names if meta.members == 1 else f'{list(TENSORS)}, and for members 1 to {meta.members - 1} the same names prefixed member<m>.'}")
     for n in names:
         if tensors[n].dtype != torch.float32:
             raise PackageInvalid(f"tensor {n} has dtype {tensors[n].dtype}; expected float32")

@@ -184,7 +184,10 @@ def train(
 
     def on_member(m: int, member_seed: int) -> None:
         if members > 1 and (m or (readout != READOUT_AUTO and not views)):  # auto choices announce their own runs
-            new_run(f"member {m + 1} of {members} (seed {member_seed})")
+            new_run(f"prompts of member {m + 1} of {members} (seed {member_seed})")
+        elif members > 1:
+            typer.echo(f"member 1 of {members} (seed {member_seed}) makes the auto choices on dev; the others follow",
+                       err=True)
 
     res = train_members(bb.unit_lm, task, labels, (tr_u, [index[x] for x in tr_l]), (dv_u, [index[x] for x in dv_l]),
                         members=members, first_fit=fit, on_member=on_member, fingerprint=bb.fingerprint, kind=bb.spec.kind,
@@ -224,6 +227,7 @@ def train(
     report = {"task": task, "version": pkg.version, "package": str(out), "readout": pkg.meta.readout,
               "unit_view": "clusters" if pkg.meta.view else "units",
               "unit_view_selection": first.get("unit_view_selection"), "members": pkg.meta.members,
+              "members_dev": [m["training"]["dev"] for m in pkg.meta.training.get("ensemble_of", [])] or None,
               "dev": res.dev, "test": metrics,
               "trainable_params": res.trainable_params, "data_sizes": sizes,
               "train_seconds": round(res.seconds, 1),  # with --readout auto: every run's

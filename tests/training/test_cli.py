@@ -267,9 +267,11 @@ def test_train_members_writes_an_ensemble_whose_later_members_take_the_first_one
     assert [m["training"]["recipe"]["seed"] for m in runs] == [7, 8, 9]
     assert "readout_selection" in runs[0]["training"] and "readout_selection" not in runs[1]["training"]
     assert "member 2 of 3 (seed 8)" in r.output and "member 3 of 3 (seed 9)" in r.output
+    assert "member 1 of 3 (seed 7) makes the auto choices on dev" in r.output
     assert "ensemble of 3 members: dev accuracy" in r.output
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["members"] == 3 and report["dev"] == pkg.meta.training["ensemble_dev"]
+    assert report["members_dev"] == [m["training"]["dev"] for m in runs]
     assert report["readout_selection"] == runs[0]["training"]["readout_selection"]
     # each member alone is the package a plain run with its seed and the chosen read-out gives
     alone = tmp_path / "seed8.safetensors"

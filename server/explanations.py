@@ -36,7 +36,7 @@ def verbalizer_body(pkg: TaskPackage, unit_tokens: Any, top_k: int) -> dict:
     """The verbalizer view of a task version: per label its ``top_k`` units (centred weight), the full centred
     weight matrix ``[C, K]`` and, per unit, the label it leans to most. An ensemble's view is the mean of its
     members' weights (the weights are linear in the verbalizer: the view of the members' mean verbalizer)."""
-    w = verbalizer_unit_weights(sum(m.verbalizer for m in pkg.members) / len(pkg.members), unit_tokens)  # [C, K]
+    w = verbalizer_unit_weights(pkg.mean_verbalizer, unit_tokens)  # [C, K]
     labels = list(pkg.meta.labels)
     return {"task": pkg.meta.task, "version": pkg.version, "labels": labels, "units": int(w.shape[1]),
             "method": "verbalizer weights centred over classes" + (

@@ -253,6 +253,11 @@ class TaskPackage:
     def nbytes(self) -> int:
         return sum(m.nbytes for m in self.members)
 
+    @property
+    def mean_verbalizer(self) -> Tensor:
+        """The members' mean verbalizer ``[C+4, V]`` (a plain package's own): what views of the verbalizer show."""
+        return sum(m.verbalizer for m in self.members) / len(self.members)
+
 
 def digest(data: bytes) -> str:
     """Content version of a package file: the first 16 hex digits of its sha256."""

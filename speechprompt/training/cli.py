@@ -219,8 +219,7 @@ def train(
     pkg = attach_metrics(res.package, metrics)
     out.write_bytes(pkg.data)
     plot_curves(res.history, out.with_suffix(".curves.png"), title=f"{task} ({verbalizer} verbalizer)")
-    mean_verbalizer = sum(m.verbalizer for m in pkg.members) / len(pkg.members)  # an ensemble: its members' mean
-    plot_verbalizer(verbalizer_unit_weights(mean_verbalizer, bb.unit_to_token), labels,
+    plot_verbalizer(verbalizer_unit_weights(pkg.mean_verbalizer, bb.unit_to_token), labels,
                     out.with_suffix(".verbalizer.png"), title=f"{task}: units the verbalizer ties to each label")
     for s, m in metrics.items():
         plot_confusion(np.array(m["confusion"]), labels, out.with_suffix(f".{s}.confusion.png"), s)

@@ -301,6 +301,7 @@ class Registry:
                        prompt_length=m.prompt_length, created=m.created, training=m.training,
                        long_audio=m.long_audio or None, readout=m.readout, speech_trim=m.speech_trim or None,
                        unit_view=m.unit_view or None, members=m.members,
+                       member_unit_views=[v or None for v in m.member_unit_views] or None,
                        nbytes=cur.nbytes if cur.resident else cur.est_bytes, in_flight=cur.in_flight)
         with self._lock:  # the model thread may drop a version meanwhile
             out["resident_versions"] = sorted(v.version for v in rec.versions.values() if v.resident)

@@ -184,6 +184,9 @@ class TaskPublic(BaseModel):
     members: int | None = Field(None, description="prompt sets in the package: 1, or K > 1 for an ensemble (each "
                                 "request row is scored by every member in one forward; the answer is their mean "
                                 "probability; docs/prompting.md)")
+    member_unit_views: list[dict | None] | None = Field(
+        None, description="an ensemble whose members read different unit views: one per member, member 0 first "
+        "(an object as unit_view, or null for the units as they are); null when every member reads unit_view")
     nbytes: int | None = None
     in_flight: int | None = None
     resident_versions: list[str] = []

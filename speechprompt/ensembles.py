@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .package import PackageInvalid, TaskPackage, new_package
+from .package import PackageInvalid, PackageMeta, TaskPackage, new_package
 from .package_fields import MAX_MEMBERS
+from .unit_views import view_object
 
-# what every member must share: the server reads one task's metadata for all of them
-SHARED = ("task", "labels", "backbone_fingerprint", "backbone_kind", "prompt_length", "readout", "unit_view",
-          "speech_trim", "long_audio")
+# what every member must share: the server reads one task's metadata for all of them (the unit view may differ per
+# member: ``member_unit_views``, format version 5)
+SHARED = ("task", "labels", "backbone_fingerprint", "backbone_kind", "prompt_length", "readout", "speech_trim",
+          "long_audio")
 
 
 def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPackage:
@@ -25,8 +27,10 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
     ``task``: rename first (e.g. members trained under another name). The metadata is the first package's, with
     ``training`` = ``{"ensemble_of": [{"version", "training"} per package]}`` (each package's own record).
     Raises ``PackageInvalid`` for fewer than 2 or more than ``MAX_MEMBERS`` members, or packages that differ in a
-    field the members share (``SHARED``: task, labels, backbone, prompt length, read-out, unit view, speech trim,
-    long-audio default) or in tensor shapes.
+    field the members share (``SHARED``: task, labels, backbone, prompt length, read-out, speech trim, long-audio
+    default) or in tensor shapes. Members may read different unit views (units and the clusters view, session 39's
+    keyword ensemble): the result then lists one view per member (``member_unit_views``, format version 5); when all
+    read one view it is the package's ``unit_view`` as before.
     """
     pkgs = list(packages)
     sets = [m for p in pkgs for m in p.members]
@@ -42,11 +46,18 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
     if len(set(shapes)) > 1:
         raise PackageInvalid(f"the members' tensor shapes differ ({sorted(set(shapes))}); train them on one backbone "
                              "with one recipe")
-    meta = replace(metas[0], created="", format_version=1, members=len(sets),
+    views = [view_object(v) or {} for meta in metas for v in _view_dicts(meta)]
+    meta = replace(metas[0], created="", format_version=1, members=len(sets), unit_view=views[0],
+                   member_unit_views=tuple(views) if any(v != views[0] for v in views) else (),
                    training={"ensemble_of": [{"version": p.version, "training": p.meta.training} for p in pkgs]})
     first, *more = sets
     return new_package(meta, first.deep_key, first.deep_value, first.input_prompt, first.separator,
                        first.verbalizer, more=tuple(more))
+
+
+def _view_dicts(meta: PackageMeta) -> list[dict]:
+    """A package's unit view object per member (``{}``: the units as they are)."""
+    return list(meta.member_unit_views) or [meta.unit_view] * meta.members
 
 
 __all__ = ["SHARED", "ensemble"]

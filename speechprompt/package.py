@@ -45,17 +45,19 @@ TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1, 2, 3 or 4, task (a task name), labels "
+META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1 to 5, task (a task name), labels "
                  "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
                  f"'pgslm'), prompt_length (an integer), created (a string), training (a JSON object, nested at "
                  f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
                  "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
-                 "format_version 2 or 3 and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
+                 "format_version 2 or higher and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
                  "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
                  "or null, when 'always' or 'recording'; omitted keys take their defaults), optional unit_view (a JSON object "
                  "{\"fold\": \"pitch_registers\", \"clusters\": C, \"registers\": R}; format_version 3, backbone_kind 'gslm'), optional members (an ensemble: "
                  f"2 to {MAX_MEMBERS} prompt sets, format_version 4, tensors member1.deep_key ... for each further "
-                 "member, shaped as member 0's)")
+                 "member, shaped as member 0's), optional member_unit_views (an ensemble whose members read different "
+                 "unit views: a JSON list of one unit_view object per member, {} for the units as they are, member 0's "
+                 "equal to unit_view; format_version 5)")
 
 
 class PackageError(Exception):
@@ -127,11 +129,22 @@ class PackageMeta:
     unit_view: dict = field(default_factory=dict)
     # prompt sets in the package: 1, or K > 1 for an ensemble (format version 4; written to the header only then)
     members: int = 1
+    # an ensemble whose members read different unit views: one view object per member ({} = the units as they are),
+    # member 0's equal to ``unit_view``; () when every member reads ``unit_view`` (format version 5 when set)
+    member_unit_views: tuple[dict, ...] = ()
 
     @cached_property
     def view(self) -> UnitView | None:
         """The task's :class:`~speechprompt.unit_views.UnitView`, or None when its prompts read the units as they are."""
         return UnitView.from_dict(self.unit_view) if self.unit_view else None
+
+    @cached_property
+    def views(self) -> tuple[UnitView | None, ...]:
+        """Each member's unit view (None: the units as they are), member 0 first: ``member_unit_views`` when the members
+        differ, else ``view`` for every member."""
+        if self.member_unit_views:
+            return tuple(UnitView.from_dict(v) if v else None for v in self.member_unit_views)
+        return (self.view,) * self.members
 
     @cached_property
     def trim(self) -> SpeechTrim | None:
@@ -145,8 +158,8 @@ class PackageMeta:
         return trim_parts(self.speech_trim)[1] if self.speech_trim else "always"
 
     def to_header(self) -> dict[str, str]:
-        version = max(self.format_version, 4 if self.members > 1 else 3 if self.unit_view else
-                      1 if self.readout == "separator" else 2)
+        version = max(self.format_version, 5 if self.member_unit_views else 4 if self.members > 1 else
+                      3 if self.unit_view else 1 if self.readout == "separator" else 2)
         header = {"format": "speechprompt-task", "format_version": str(version), "task": self.task,
                   "labels": json.dumps(list(self.labels)), "backbone_fingerprint": self.backbone_fingerprint,
                   "backbone_kind": self.backbone_kind, "prompt_length": str(self.prompt_length),
@@ -167,6 +180,12 @@ class PackageMeta:
                 header["unit_view"] = json.dumps(view_object(self.unit_view), sort_keys=True)
             except (TypeError, ValueError) as e:
                 raise PackageInvalid(f"package metadata is invalid: {e}") from None
+        if self.member_unit_views:
+            try:
+                header["member_unit_views"] = json.dumps([view_object(v) or {} for v in self.member_unit_views],
+                                                         sort_keys=True)
+            except (TypeError, ValueError) as e:
+                raise PackageInvalid(f"package metadata is invalid: {e}") from None
         return header
 
     @classmethod
@@ -177,7 +196,7 @@ class PackageMeta:
             err.accepted = META_ACCEPTED
             raise err
         fields: dict[str, Any] = dict(h)
-        for name in ("labels", "training", "long_audio", "speech_trim", "unit_view"):
+        for name in ("labels", "training", "long_audio", "speech_trim", "unit_view", "member_unit_views"):
             if isinstance(h.get(name), str):
                 try:
                     fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
@@ -200,7 +219,8 @@ class PackageMeta:
                    backbone_kind=m.backbone_kind, prompt_length=m.prompt_length, format_version=m.format_version,
                    created=m.created, training=m.training,
                    long_audio=m.long_audio.model_dump(exclude_none=True) if m.long_audio else {}, readout=m.readout,
-                   speech_trim=m.speech_trim or {}, unit_view=m.unit_view or {}, members=m.members)
+                   speech_trim=m.speech_trim or {}, unit_view=m.unit_view or {}, members=m.members,
+                   member_unit_views=tuple(m.member_unit_views or ()))
 
 
 @dataclass(frozen=True)
@@ -376,8 +396,8 @@ def check_compatible(pkg: TaskPackage, *, fingerprint: str, kind: str, layers: i
     if (L, d) != (layers, dim) or pkg.verbalizer.shape[1] != vocab_size:
         raise PackageInvalid(f"package shapes [L={L}, d={d}, V={pkg.verbalizer.shape[1]}] do not fit the backbone "
                              f"[L={layers}, d={dim}, V={vocab_size}]")
-    view = pkg.meta.view
-    if view is not None and (codebook is None or not view.matches(codebook)):
+    view = next((v for v in pkg.meta.views if v is not None and (codebook is None or not v.matches(codebook))), None)
+    if view is not None:
         have = UnitView.of_codebook(codebook)
         err = PackageInvalid(f"package {pkg.meta.task!r} reads a clusters view of {view.clusters} x {view.registers} units; "
                              "this backbone's codebook " + (f"is {have.clusters} x {have.registers}" if have

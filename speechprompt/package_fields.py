@@ -13,8 +13,8 @@ from .choices import READOUTS
 from .speech_trim import trim_object
 from .unit_views import view_object
 
-FORMAT_VERSION = 4  # the highest this code reads; 1 = neither read-out nor unit view, 2 = a read-out, 3 = a unit view,
-# 4 = an ensemble (more than one member)
+FORMAT_VERSION = 5  # the highest this code reads; 1 = neither read-out nor unit view, 2 = a read-out, 3 = a unit view,
+# 4 = an ensemble (more than one member), 5 = an ensemble whose members read different unit views
 MAX_MEMBERS = 8  # prompt sets one package may hold (an ensemble: every member is a row of the same forward)
 MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
 
@@ -53,6 +53,7 @@ class MetaFields(BaseModel):
     speech_trim: dict[str, Any] | None = None
     unit_view: dict[str, Any] | None = None
     members: Annotated[int, Field(ge=1, le=MAX_MEMBERS)] = 1
+    member_unit_views: Annotated[list[dict[str, Any]], Field(min_length=2, max_length=MAX_MEMBERS)] | None = None
 
     @field_validator("format_version", "prompt_length", "members", mode="before")
     @classmethod
@@ -66,6 +67,11 @@ class MetaFields(BaseModel):
     @classmethod
     def _view(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return view_object(value)  # {}: no view, as to_header
+
+    @field_validator("member_unit_views")
+    @classmethod
+    def _views(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        return None if value is None else [view_object(v) or {} for v in value]
 
     @field_validator("speech_trim")
     @classmethod
@@ -83,6 +89,17 @@ class MetaFields(BaseModel):
             raise ValueError("a unit_view needs format_version 3 and backbone_kind 'gslm'")
         if self.members > 1 and self.format_version < 4:
             raise ValueError(f"{self.members} members need format_version 4")
+        if self.member_unit_views is not None:
+            views = self.member_unit_views
+            if self.format_version < 5 or self.backbone_kind != "gslm":
+                raise ValueError("member_unit_views needs format_version 5 and backbone_kind 'gslm'")
+            if len(views) != self.members:
+                raise ValueError(f"member_unit_views lists {len(views)} views for {self.members} members; one per "
+                                 "member, member 0 first")
+            if views[0] != (self.unit_view or {}):
+                raise ValueError("member_unit_views[0] must equal unit_view (member 0's view)")
+            if all(v == views[0] for v in views):
+                raise ValueError("member_unit_views names one view for every member; write it as unit_view alone")
         return self
 
     @field_validator("labels")

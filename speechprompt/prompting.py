@@ -182,8 +182,8 @@ class PromptBank:
         with self._lock:  # a classify sees all of a task's members or none of the new ones
             old = self._members.get(key, ())
             try:
-                for k, member in zip(keys, pkg.members, strict=True):
-                    self._add_slot(k, member, pkg)
+                for k, member, view in zip(keys, pkg.members, pkg.meta.views, strict=True):
+                    self._add_slot(k, member, pkg, view)
             except BaseException:  # no slot of a half-added ensemble outlives the failure: a key being replaced
                 for k in {*keys, *old}:  # loses its old slots too (some may hold new members: never a mix)
                     self._drop_slot(k)
@@ -197,7 +197,7 @@ class PromptBank:
             if stale:
                 self._shrink()
 
-    def _add_slot(self, key: str, member: PromptSet, pkg: TaskPackage) -> None:
+    def _add_slot(self, key: str, member: PromptSet, pkg: TaskPackage, view: UnitView | None) -> None:
         plen, c = pkg.meta.prompt_length, pkg.num_classes
         with torch.no_grad():
             pk, pv = self.lm.project_prefix(member.deep_key.to(self.device, self.dtype),
@@ -223,8 +223,8 @@ class PromptBank:
             self.mean[slot] = pkg.meta.readout == "mean"
             self.slots[key] = slot
             self._sizes[key] = (plen, c)
-            if pkg.meta.view is not None:
-                self._views[key] = pkg.meta.view
+            if view is not None:
+                self._views[key] = view
             else:
                 self._views.pop(key, None)
             self._nbytes[key] = (pk.numel() + pv.numel() + member.separator.numel() + member.verbalizer.numel()) \
@@ -285,18 +285,17 @@ class PromptBank:
         """One LM forward for rows of (possibly) different tasks -> per-row class probabilities ``[C_row]``.
 
         Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1); an ensemble task's row
-        is scored once per member (rows of the same forward) and answers their mean. A row whose task names a
-        unit view is folded first (``unit_views.UnitView.apply``). Raises ``unit_lm.SequenceTooLong`` before any
+        is scored once per member (rows of the same forward) and answers their mean. A row whose task (or member:
+        ``member_unit_views``) names a unit view is folded first (``unit_views.UnitView.apply``). Raises ``unit_lm.SequenceTooLong`` before any
         forward when a row exceeds the LM's positions.
         """
         if not units:
             return []
         with self._lock:  # one task state for the fold and the prompts, even if a key is re-added meanwhile
-            views = [self._views.get(k) for k in keys]
-            units = [u if v is None else v.apply(u) for u, v in zip(units, views, strict=True)]
-            self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
             slots, counts = self.member_rows(keys)
-            units = [u for u, n in zip(units, counts, strict=True) for _ in range(n)]
+            units = [u for u, n in zip(units, counts, strict=True) for _ in range(n)]  # a row per member
+            units = [u if v is None else v.apply(u) for u, v in zip(units, map(self._views.get, slots), strict=True)]
+            self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
             tokens, last = make_rows(units, self.device, self.unit_to_token)
             prefix, sep, verb, ncls, mean_rows = self.gather(slots)
         hidden = self.lm(tokens, prefix, sep)

@@ -177,3 +177,85 @@ def test_an_ensembles_metadata_without_its_members_is_not_written():
     ens = ensemble([package("t", 1), package("t", 2)])
     with pytest.raises(PackageInvalid, match="says 2 members; 1 prompt sets were given"):
         new_package(ens.meta, ens.deep_key, ens.deep_value, ens.input_prompt, ens.separator, ens.verbalizer)
+
+
+# -- members that read different unit views (format version 5) ---------------------------------------------------
+C, R = 5, 3  # a 15-unit product codebook (tests/test_unit_views.py's layout); V = 24 leaves ids 15..19 unviewed
+VIEW = {"fold": "pitch_registers", "clusters": C, "registers": R}
+
+
+def test_members_with_different_unit_views_round_trip_as_format_5():
+    units, clusters = package("t", 1), package("t", 2, unit_view=VIEW, format_version=3)
+    mixed = ensemble([units, clusters, package("t", 3)])
+    back = read_package(mixed.data)
+    assert back.meta.to_header()["format_version"] == "5" and back.meta.members == 3
+    assert back.meta.unit_view == {} and back.meta.member_unit_views == ({}, VIEW, {})
+    assert [v is not None for v in back.meta.views] == [False, True, False]
+    assert json.loads(header(mixed.data)["__metadata__"]["member_unit_views"]) == [{}, VIEW, {}]
+    first = ensemble([clusters, units]).meta  # member 0's view is the package's unit_view
+    assert first.unit_view == VIEW and first.member_unit_views == (VIEW, {})
+    same = ensemble([clusters, package("t", 4, unit_view=VIEW, format_version=3)])  # one view: format 4, no list
+    assert same.meta.member_unit_views == () and same.meta.unit_view == VIEW
+    assert same.meta.to_header()["format_version"] == "4" and "member_unit_views" not in header(same.data)["__metadata__"]
+    assert same.meta.views == (same.meta.view,) * 2 and same.meta.view is not None
+    nested = ensemble([mixed, clusters])  # flattened with each member's own view
+    assert nested.meta.member_unit_views == ({}, VIEW, {}, VIEW)
+    assert with_metadata(back, task="u").meta.member_unit_views == back.meta.member_unit_views
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"format_version": "4"}, "member_unit_views needs format_version 5"),
+    ({"member_unit_views": json.dumps([{}, VIEW, {}])}, "lists 3 views for 2 members"),
+    ({"member_unit_views": json.dumps([VIEW, {}])}, r"member_unit_views\[0\] must equal unit_view"),
+    ({"member_unit_views": json.dumps([{}, {}])}, "one view for every member; write it as unit_view alone"),
+    ({"member_unit_views": json.dumps([{}, {**VIEW, "clusters": 0}])}, "member_unit_views"),
+    ({"member_unit_views": json.dumps({"0": {}})}, "member_unit_views"),
+    ({"member_unit_views": '[{}, {"fold": "pitch_registers", "fold": "x"}]'}, "names the key 'fold' twice"),
+    ({"backbone_kind": "pgslm"}, "format_version 5 and backbone_kind 'gslm'"),
+])
+def test_a_malformed_member_view_list_is_refused(fields, says):
+    mixed = ensemble([package("t", 1), package("t", 2, unit_view=VIEW, format_version=3)])
+    with pytest.raises(PackageInvalid, match=says) as e:
+        read_package(_edit(mixed.data, meta=fields))
+    assert "member_unit_views" in e.value.accepted
+
+
+def test_the_bank_folds_each_members_rows_with_that_members_view():
+    from speechprompt.unit_views import UnitView
+
+    def soft(p):  # a smaller verbalizer: probabilities away from 0 and 1, so a fold changes them measurably
+        return new_package(p.meta, p.deep_key, p.deep_value, p.input_prompt, p.separator, p.verbalizer * 0.1)
+
+    model = lm()
+    view = UnitView(C, R)
+    units, clusters = soft(package("t", 1)), soft(package("t", 2, unit_view=VIEW, format_version=3))
+    bank = PromptBank(model, capacity=1)
+    bank.add("mixed", ensemble([units, clusters]))
+    bank.add("u", units)
+    bank.add("c", clusters)
+    bank.add("c_plain", with_metadata(clusters, unit_view={}, format_version=1))  # clusters' tensors, no view
+    g = torch.Generator().manual_seed(5)
+    rows = [torch.randint(0, C * R + 2, (n,), generator=g) for n in (9, 4, 13)]
+    assert any(not torch.equal(view.apply(u), u) for u in rows)  # the fold changes these rows: the test can tell
+    got = bank.classify(rows, ["mixed", "u", "mixed"])
+    for u, out in zip(rows[::2], got[::2], strict=True):
+        want = (bank.classify([u], ["u"])[0] + bank.classify([view.apply(u)], ["c_plain"])[0]) / 2
+        assert torch.allclose(out, want, atol=1e-5)
+        assert torch.allclose(out, (bank.classify([u], ["u"])[0] + bank.classify([u], ["c"])[0]) / 2, atol=1e-5)
+    unfolded = (bank.classify([rows[0]], ["u"])[0] + bank.classify([rows[0]], ["c_plain"])[0]) / 2
+    assert not torch.allclose(got[0], unfolded, atol=1e-4)  # member 1's rows were folded, member 0's were not
+    bank.add("mixed", units)  # replaced by a plain package: no member's view outlives it
+    assert torch.allclose(bank.classify([rows[0]], ["mixed"])[0], bank.classify([rows[0]], ["u"])[0], atol=1e-6)
+
+
+def test_check_compatible_wants_every_members_view():
+    from speechprompt.codebook import Codebook
+    from speechprompt.package import check_compatible
+
+    mixed = ensemble([package("t", 1), package("t", 2, unit_view=VIEW, format_version=3)])
+    g = torch.Generator().manual_seed(0)
+    shapes = dict(fingerprint=FP, kind="gslm", layers=2, dim=16, vocab_size=V)
+    check_compatible(mixed, **shapes, codebook=Codebook.product(torch.randn(C, 4, generator=g),
+                                                                torch.randn(R, 2, generator=g)))
+    with pytest.raises(PackageInvalid, match="not a product codebook"):  # member 0 reads the units; member 1 cannot
+        check_compatible(mixed, **shapes, codebook=Codebook(torch.randn(C * R, 6, generator=g)))

@@ -113,7 +113,7 @@ def _with_header(data: bytes, **meta: str) -> bytes:
     ("prompt_length", "five", "prompt_length"),
     ("backbone_kind", "wav2vec", "backbone_kind"),
     ("format_version", "0", "format_version"),
-    ("format_version", "5", "format_version"),
+    ("format_version", "6", "format_version"),
     ("members", "3", "3 members need format_version 4"),
     ("members", "9", "members: Input should be less than or equal to 8"),
     ("members", "2.0", "members: Value error, must be a whole number"),

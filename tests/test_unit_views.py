@@ -97,7 +97,7 @@ def test_a_package_with_a_view_is_format_3_and_round_trips():
 
     for fields, says in (({"format_version": "2"}, "format_version 3"), ({"backbone_kind": "pgslm"}, "format_version 3"),
                          ({"unit_view": '{"fold": "pitch_registers", "clusters": -1, "registers": 3}'}, "unit_view"),
-                         ({"unit_view": "[1]"}, "unit_view"), ({"format_version": "5"}, "format_version")):
+                         ({"unit_view": "[1]"}, "unit_view"), ({"format_version": "6"}, "format_version")):
         with pytest.raises(PackageInvalid, match=says) as e:
             read_package(raw(**fields))
         assert "unit_view" in e.value.accepted

@@ -360,23 +360,36 @@ def make_suite_cmd(
 
 def ensemble_cmd(
     packages: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="two or more packages of one task "
-                                          "(same labels, backbone, prompt length, read-out, unit view)"),
-    out: Path = typer.Option(..., help="the ensemble package to write"),
+                                          "(same labels, backbone, prompt length, read-out; the unit view may differ "
+                                          "per member)"),
+    out: Path = typer.Option(..., help="the ensemble package to write (not one of the inputs)"),
     task: str = typer.Option(None, help="the ensemble's task name (default: the packages')"),
 ) -> None:
-    """Join packages of one task (e.g. other seeds) into one ensemble package: the server scores every member in the
-    same forward and answers their mean probability (docs/prompting.md)."""
+    """Join packages of one task (e.g. other seeds, or one trained on the units and one on the clusters view) into one
+    ensemble package: the server scores every member in the same forward and answers their mean probability
+    (docs/prompting.md)."""
     from speechprompt.ensembles import ensemble
     from speechprompt.package import PackageError, read_package
 
+    if any(out.resolve() == p.resolve() for p in packages):
+        typer.echo(f"error: --out {out} is one of the input packages; write the ensemble to a new file", err=True)
+        raise typer.Exit(2)
     try:
-        pkg = ensemble([read_package(p.read_bytes()) for p in packages], task=task)
+        parts = [read_package(p.read_bytes()) for p in packages]
+        pkg = ensemble(parts, task=task)
     except PackageError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    versions = [p.version for p in parts]
+    twice = sorted({v for v in versions if versions.count(v) > 1})
+    if twice:
+        typer.echo(f"warning: package {', '.join(twice)} is given more than once: its members count more than once "
+                   "in the mean", err=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(pkg.data)
-    typer.echo(f"{pkg.meta.task} version {pkg.version}: {pkg.meta.members} members -> {out}")
+    views = ", ".join("clusters" if v else "units" for v in pkg.meta.views) if pkg.meta.member_unit_views else ""
+    typer.echo(f"{pkg.meta.task} version {pkg.version}: {pkg.meta.members} members"
+               + (f" (unit views: {views})" if views else "") + f" -> {out}")
 
 
 def register(app: typer.Typer) -> None:

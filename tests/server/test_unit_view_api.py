@@ -134,3 +134,26 @@ async def test_a_view_that_names_a_key_twice_is_refused_whichever_copy_a_parser_
                           422, "invalid_package")
     assert "names the key 'clusters' twice" in body["detail"] and "unit_view" in body["accepted"]
     assert (await srv.client.get("/v1/tasks/commands-clusters")).json()["version"] == before
+
+
+async def test_an_ensemble_of_a_units_and_a_clusters_member_answers_their_mean(make_server, tmp_path):
+    from speechprompt.ensembles import ensemble
+
+    store = store_with_view(tmp_path)
+    srv = await make_server(bundle_dir=default_path("models/default"), store=str(store), admin_token="s3cret")
+    mixed = ensemble([demo(store, "commands-en"), demo(store, "commands-clusters")], task="commands-mixed")
+    assert mixed.meta.to_header()["format_version"] == "5"
+    r = await srv.client.put("/v1/tasks/commands-mixed", content=mixed.data, headers=ADMIN)
+    assert r.status_code in (200, 201), r.text
+    info = (await srv.client.get("/v1/tasks/commands-mixed")).json()
+    assert info["members"] == 2 and info["unit_view"] is None and info["member_unit_views"] == [None, VIEW.to_dict()]
+    assert (await srv.client.get("/v1/tasks/commands-clusters")).json()["member_unit_views"] is None
+    for seed in (1, 2):
+        data = voiced(1.1, seed)
+        r = await srv.client.post("/v1/classify?tasks=commands-mixed,commands-en,commands-clusters&top_k=100",
+                                  content=data, headers=WAV)
+        assert r.status_code == 200, r.text
+        got = {t["task"]: scores(t) for t in r.json()["results"]}
+        mean = {k: (got["commands-en"][k] + got["commands-clusters"][k]) / 2 for k in got["commands-en"]}
+        assert got["commands-mixed"] == pytest.approx(mean, abs=1e-5)
+        assert max(abs(got["commands-en"][k] - got["commands-clusters"][k]) for k in mean) > 1e-3  # views differ

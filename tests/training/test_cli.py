@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from speechprompt.backbone import make_random_bundle
-from speechprompt.package import read_package
+from speechprompt.package import read_package, with_metadata
 from speechprompt.training.cli import register
 
 app = typer.Typer()
@@ -293,6 +293,19 @@ def test_train_members_writes_an_ensemble_whose_later_members_take_the_first_one
     assert np.allclose(predict(bb.unit_lm, j, units), predict(bb.unit_lm, pkg, units), atol=1e-6)
     r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), "--out", str(joined)])
     assert r.exit_code == 2 and "2 to 8 members" in r.output
+    before = seeds[0].read_bytes()
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), str(seeds[1]), "--out", str(seeds[0])])
+    assert r.exit_code == 2 and "is one of the input packages" in r.output and seeds[0].read_bytes() == before
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), str(seeds[0]), "--out", str(joined)])
+    assert r.exit_code == 0 and "is given more than once" in r.output, r.output
+    from speechprompt.unit_views import UnitView
+
+    clusters = tmp_path / "clusters.safetensors"  # seed 7's tensors reading the clusters view: a mixed ensemble
+    view = UnitView.of_codebook(bb.codebook).to_dict()
+    clusters.write_bytes(with_metadata(read_package(before), unit_view=view).data)
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[1]), str(clusters), "--out", str(joined)])
+    assert r.exit_code == 0 and "2 members (unit views: units, clusters)" in r.output, r.output
+    assert read_package(joined.read_bytes()).meta.member_unit_views == ({}, view)
     r = CliRunner().invoke(app, base + ["--out", str(out), "--members", "2", "--unit-view", "auto"])
     assert r.exit_code == 0, r.output
     pkg = read_package(out.read_bytes())  # the second member reads the view the first one's dev split kept

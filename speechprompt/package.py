@@ -402,5 +402,6 @@ def check_compatible(pkg: TaskPackage, *, fingerprint: str, kind: str, layers: i
         err = PackageInvalid(f"package {pkg.meta.task!r} reads a clusters view of {view.clusters} x {view.registers} units; "
                              "this backbone's codebook " + (f"is {have.clusters} x {have.registers}" if have
                                                             else "is not a product codebook"))
-        err.accepted = "a package without unit_view, or one whose unit_view names the backbone's product codebook"
+        err.accepted = ("a package without unit_view, or one whose unit_view (and each view in member_unit_views) "
+                        "names the backbone's product codebook")
         raise err

@@ -53,7 +53,8 @@ class MetaFields(BaseModel):
     speech_trim: dict[str, Any] | None = None
     unit_view: dict[str, Any] | None = None
     members: Annotated[int, Field(ge=1, le=MAX_MEMBERS)] = 1
-    member_unit_views: Annotated[list[dict[str, Any]], Field(min_length=2, max_length=MAX_MEMBERS)] | None = None
+    # one view per member; null or {} for a member that reads the units (GET /v1/tasks/{task} shows null)
+    member_unit_views: Annotated[list[dict[str, Any] | None], Field(min_length=2, max_length=MAX_MEMBERS)] | None = None
 
     @field_validator("format_version", "prompt_length", "members", mode="before")
     @classmethod
@@ -70,7 +71,7 @@ class MetaFields(BaseModel):
 
     @field_validator("member_unit_views")
     @classmethod
-    def _views(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    def _views(cls, value: list[dict[str, Any] | None] | None) -> list[dict[str, Any]] | None:
         return None if value is None else [view_object(v) or {} for v in value]
 
     @field_validator("speech_trim")

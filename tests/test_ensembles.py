@@ -201,6 +201,8 @@ def test_members_with_different_unit_views_round_trip_as_format_5():
     nested = ensemble([mixed, clusters])  # flattened with each member's own view
     assert nested.meta.member_unit_views == ({}, VIEW, {}, VIEW)
     assert with_metadata(back, task="u").meta.member_unit_views == back.meta.member_unit_views
+    as_shown = _edit(mixed.data, meta={"member_unit_views": json.dumps([None, VIEW, None])})  # null: GET's form
+    assert read_package(as_shown).meta.member_unit_views == ({}, VIEW, {})
 
 
 @pytest.mark.parametrize("fields, says", [

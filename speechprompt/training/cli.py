@@ -368,10 +368,12 @@ def ensemble_cmd(
     """Join packages of one task (e.g. other seeds, or one trained on the units and one on the clusters view) into one
     ensemble package: the server scores every member in the same forward and answers their mean probability
     (docs/prompting.md)."""
+    from collections import Counter
+
     from speechprompt.ensembles import ensemble
     from speechprompt.package import PackageError, read_package
 
-    if any(out.resolve() == p.resolve() for p in packages):
+    if any(out.resolve() == p.resolve() or (out.exists() and out.samefile(p)) for p in packages):
         typer.echo(f"error: --out {out} is one of the input packages; write the ensemble to a new file", err=True)
         raise typer.Exit(2)
     try:
@@ -380,16 +382,29 @@ def ensemble_cmd(
     except PackageError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    versions = [p.version for p in parts]
-    twice = sorted({v for v in versions if versions.count(v) > 1})
+    held = [(_member_digest(m), p.version) for p in parts for m in p.members]  # an ensemble given in: each member
+    counts = Counter(d for d, _ in held)
+    twice = sorted({v for d, v in held if counts[d] > 1})
     if twice:
-        typer.echo(f"warning: package {', '.join(twice)} is given more than once: its members count more than once "
-                   "in the mean", err=True)
+        typer.echo(f"warning: a member is given more than once (in package {', '.join(twice)}): it counts more than "
+                   "once in the mean", err=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(pkg.data)
     views = ", ".join("clusters" if v else "units" for v in pkg.meta.views) if pkg.meta.member_unit_views else ""
     typer.echo(f"{pkg.meta.task} version {pkg.version}: {pkg.meta.members} members"
                + (f" (unit views: {views})" if views else "") + f" -> {out}")
+
+
+def _member_digest(member) -> bytes:
+    """sha256 of a prompt set's tensors (``package.PromptSet``): equal for one member given in twice."""
+    import hashlib
+
+    from speechprompt.package import TENSORS
+
+    h = hashlib.sha256()
+    for name in TENSORS:
+        h.update(getattr(member, name).contiguous().numpy().tobytes())
+    return h.digest()
 
 
 def register(app: typer.Typer) -> None:

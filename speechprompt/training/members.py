@@ -3,7 +3,9 @@
 Averaging the class probabilities of three training runs raised every real-speech task of issue 14's split over the
 mean of its runs (docs/results.md, "Ensembles of prompt packages"). Member m trains with ``recipe.seed + m``. Choices
 the first member makes on the dev split (``--readout auto``, ``--unit-view auto``: ``choose.py``) hold for all: the
-later members train with the read-out and unit view the first one kept, since one package has one of each.
+later members train with the read-out and unit view the first one kept (one package has one read-out; members may
+read different unit views, ``member_unit_views``, but a mixed ensemble trained here did not beat one view at equal cost:
+docs/results.md, "Per-member unit views").
 """
 
 from __future__ import annotations

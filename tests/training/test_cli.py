@@ -298,6 +298,15 @@ def test_train_members_writes_an_ensemble_whose_later_members_take_the_first_one
     assert r.exit_code == 2 and "is one of the input packages" in r.output and seeds[0].read_bytes() == before
     r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), str(seeds[0]), "--out", str(joined)])
     assert r.exit_code == 0 and "is given more than once" in r.output, r.output
+    pair = tmp_path / "pair.safetensors"
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), str(seeds[1]), "--out", str(pair)])
+    assert r.exit_code == 0 and "more than once" not in r.output, r.output
+    r = CliRunner().invoke(app, ["ensemble", str(pair), str(seeds[1]), "--out", str(tmp_path / "j2.safetensors")])
+    assert r.exit_code == 0 and "is given more than once" in r.output, r.output  # a member inside an ensemble too
+    link = tmp_path / "link.safetensors"
+    link.hardlink_to(seeds[1])
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), str(seeds[1]), "--out", str(link)])
+    assert r.exit_code == 2 and "is one of the input packages" in r.output  # a hard link to an input is the input
     from speechprompt.unit_views import UnitView
 
     clusters = tmp_path / "clusters.safetensors"  # seed 7's tensors reading the clusters view: a mixed ensemble

@@ -192,6 +192,9 @@ def main() -> None:
     ap.add_argument("--demo-ensemble", action="store_true", help="install the --demo-seeds draws together as one "
                     "ensemble package (speechprompt/ensembles.py: the mean of their probabilities) instead of the best")
     ap.add_argument("--demo-only", action="store_true", help="train the --demo packages, skip the folds")
+    ap.add_argument("--unit-view", choices=("units", "clusters"), default="units",
+                    help="the units every package here reads (run_suite.run_task): clusters = a product codebook's "
+                    "clusters, pitch registers folded (docs/prompting.md)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
     wanted = [t for t in a.tasks.split(",") if t]
@@ -233,7 +236,8 @@ def main() -> None:
             seeds = [int(x) for x in a.demo_seeds.split(",") if x] if fold is None and a.demo_seeds else [None]
             draws = [(s, a.work / tag / (f"seed{s}" if s is not None else "")) for s in seeds]
             trained = [run_task(bb, name, data, w, ["v2"], w / "curves", None, a.max_epochs, labels=info[name]["labels"],
-                                probes=False, seed=s, mirrors=f"real speech ({REAL_MIRRORS[name]}; {who})")
+                                probes=False, seed=s, mirrors=f"real speech ({REAL_MIRRORS[name]}; {who})",
+                                unit_view=a.unit_view)
                        for s, w in draws]
             for (_, w), run in zip(draws, trained) if len(trained) > 1 else ():  # what best_draw ranks by
                 pkg = read_package((w / "packages" / f"{name}.v2.safetensors").read_bytes())

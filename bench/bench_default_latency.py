@@ -9,7 +9,9 @@ The clip is a real recording when /usr/share/sounds/alsa is present (a test set;
 With ``--speech-trim WEIGHTS`` (models/speech_trim/silero_vad_v6.safetensors) it also times what a request with
 ``speech_trim=recording`` adds for the language-id and vad demos: Silero VAD + the trim's bounds on the same 2 s clip
 (server/speech_trims.py), and prints it beside the first bundle's classify. ``--members K`` also times the same clip
-on a K-member ensemble package (``speechprompt/ensembles.py``: K rows of one forward) on every bundle.
+on a K-member ensemble package (``speechprompt/ensembles.py``: K rows of one forward) on every bundle; with
+``--mixed`` its second half reads the clusters view (``member_unit_views``, on a bundle with a product codebook), as the
+six-member language-id demo does.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from speechprompt.ensembles import ensemble  # noqa: E402
-from speechprompt.package import PackageMeta, new_package  # noqa: E402
+from speechprompt.package import PackageMeta, new_package, with_metadata  # noqa: E402
 from speechprompt.runtime import Runtime  # noqa: E402
 from speechprompt.training.manifest import load_audio  # noqa: E402
+from speechprompt.unit_views import UnitView  # noqa: E402
 
 
 def clip_2s() -> np.ndarray:
@@ -44,8 +47,9 @@ def clip_2s() -> np.ndarray:
     return np.resize(w, 32000).astype(np.float32)  # exactly 2 s (repeated when shorter)
 
 
-def task_for(rt: Runtime, members: int = 1) -> str:
+def task_for(rt: Runtime, members: int = 1, mixed: bool = False) -> str:
     c = rt.backbone.spec.unit_lm
+    view = UnitView.of_codebook(rt.backbone.codebook) if mixed and rt.backbone.spec.kind == "gslm" else None
     g = torch.Generator().manual_seed(0)
     meta = PackageMeta(task="bench", labels=("a", "b", "c"), backbone_fingerprint=rt.fingerprint,
                        backbone_kind=rt.backbone.spec.kind)  # a pGSLM bundle takes the same package shapes
@@ -54,15 +58,18 @@ def task_for(rt: Runtime, members: int = 1) -> str:
                         input_prompt=torch.randn(5, c.embed_dim, generator=g),
                         separator=torch.randn(c.embed_dim, generator=g),
                         verbalizer=torch.randn(3 + 4, c.vocab_size, generator=g) * 0.01) for _ in range(members)]
+    if view is not None:  # the second half of the members reads the clusters view
+        pkgs[members // 2:] = [with_metadata(p, unit_view=view.to_dict()) for p in pkgs[members // 2:]]
     key = f"bench{members}"
     rt.add_task(key, pkgs[0] if members == 1 else ensemble(pkgs))
     return key
 
 
-def measure(bundle: Path, wav: np.ndarray, repeats: int, members: int = 1) -> dict:
+def measure(bundle: Path, wav: np.ndarray, repeats: int, members: int = 1, mixed: bool = False) -> dict:
     rt = Runtime.load(bundle)
     key = task_for(rt)
-    ens_key = task_for(rt, members) if members > 1 else None
+    ens_key = task_for(rt, members, mixed) if members > 1 else None
+    views = rt.backbone.spec.kind == "gslm" and mixed and UnitView.of_codebook(rt.backbone.codebook) is not None
     enc, lm, ens = [], [], []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
@@ -82,7 +89,7 @@ def measure(bundle: Path, wav: np.ndarray, repeats: int, members: int = 1) -> di
     i = int(np.argmin(total))
     return {"bundle": str(bundle), "name": rt.backbone.spec.name, "units": int(len(units[0].units)),
             "total_ms": 1000 * total[i], "encode_ms": 1000 * enc[i], "lm_ms": 1000 * lm[i],
-            **({"members": members, "ensemble_lm_ms": 1000 * min(ens)} if ens else {})}
+            **({"members": members, "mixed": views, "ensemble_lm_ms": 1000 * min(ens)} if ens else {})}
 
 
 def measure_trim(weights: Path, wav: np.ndarray, repeats: int) -> float:
@@ -106,16 +113,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--speech-trim", type=Path, default=None, help="Silero VAD weights: also time the speech trim")
     ap.add_argument("--members", type=int, default=1, help="also time a task that is a K-member ensemble")
+    ap.add_argument("--mixed", action="store_true", help="the ensemble's second half reads the clusters view")
     a = ap.parse_args()
     torch.set_num_threads(1)
     wav = clip_2s()
-    rows = [measure(Path(b), wav, a.repeats, a.members) for b in a.bundles.split(",")]
+    rows = [measure(Path(b), wav, a.repeats, a.members, a.mixed) for b in a.bundles.split(",")]
     print(f"# classify one 2 s clip, 1 thread, best of {a.repeats} ({platform.processor() or platform.machine()})")
     for r in rows:
         print(f"{r['name']:<28} {r['total_ms']:7.1f} ms  (encode {r['encode_ms']:.1f} ms, unit LM {r['lm_ms']:.1f} ms, "
               f"{r['units']} units)  [{r['bundle']}]")
         if "members" in r:
-            print(f"{'':<28} {r['encode_ms'] + r['ensemble_lm_ms']:7.1f} ms  with a {r['members']}-member ensemble "
+            kind = " mixed (half on the clusters view)" if r["mixed"] else ""
+            print(f"{'':<28} {r['encode_ms'] + r['ensemble_lm_ms']:7.1f} ms  with a {r['members']}-member{kind} ensemble "
                   f"(unit LM {r['ensemble_lm_ms']:.1f} ms: {r['ensemble_lm_ms'] / r['lm_ms']:.2f}x one member's)")
     if len(rows) > 1:
         print(f"ratio {rows[0]['name']} / {rows[1]['name']}: {rows[0]['total_ms'] / rows[1]['total_ms']:.2f}x")

@@ -59,9 +59,11 @@ class MetaFields(BaseModel):
     @field_validator("format_version", "prompt_length", "members", mode="before")
     @classmethod
     def _digits(cls, value: Any) -> Any:
-        # a header holds strings: a whole number is its decimal digits ("3"), not "3.0", " 3", "+3" or true
-        if not (type(value) is int or (isinstance(value, str) and value.isascii() and value.isdigit())):
-            raise ValueError("must be a whole number written in decimal digits, e.g. \"3\"")
+        # a header holds strings: a whole number is its decimal digits ("3"), not "3.0", " 3", "+3", "03" or true
+        # (one spelling per number: equal content, equal bytes, equal version)
+        if not (type(value) is int or (isinstance(value, str) and value.isascii() and value.isdigit()
+                                       and (value == "0" or not value.startswith("0")))):
+            raise ValueError("must be a whole number written in decimal digits without leading zeros, e.g. \"3\"")
         return value
 
     @field_validator("unit_view")

@@ -117,6 +117,8 @@ def _with_header(data: bytes, **meta: str) -> bytes:
     ("members", "3", "3 members need format_version 4"),
     ("members", "9", "members: Input should be less than or equal to 8"),
     ("members", "2.0", "members: Value error, must be a whole number"),
+    ("members", "03", "members: Value error, must be a whole number written in decimal digits without leading zeros"),
+    ("prompt_length", "05", "prompt_length: Value error, must be a whole number"),
     ("format_version", "3.0", "format_version: Value error, must be a whole number written in decimal digits"),
     ("format_version", " 3", "format_version: Value error, must be a whole number"),
     ("prompt_length", "5.0", "prompt_length: Value error, must be a whole number"),

@@ -27,7 +27,7 @@ def test_demo_store_fits_its_backbone(store, bundle, kind):
         assert pkg.version == current and pkg.meta.task == folder.name
         c = bb.spec.unit_lm
         check_compatible(pkg, fingerprint=bb.fingerprint, kind=kind, layers=c.layers, dim=c.embed_dim,
-                         vocab_size=c.vocab_size)  # raises BackboneMismatch / PackageInvalid otherwise
+                         vocab_size=c.vocab_size, codebook=bb.codebook)  # BackboneMismatch / PackageInvalid otherwise
         training = pkg.meta.training.get("ensemble_of", [{"training": pkg.meta.training}])[0]["training"]
         if str(training.get("suite_task", "")).startswith("real speech"):  # scripts/real_speech_eval.py
             assert list(pkg.meta.labels) == REAL_TASKS[folder.name]["labels"]

@@ -25,7 +25,9 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
     """One package whose members are every member of ``packages`` (in order; an ensemble given in is flattened).
 
     ``task``: rename first (e.g. members trained under another name). The metadata is the first package's, with
-    ``training`` = ``{"ensemble_of": [{"version", "training"} per package]}`` (each package's own record).
+    ``training`` = ``{"ensemble_of": [{"version", "members", "unit_views", "training"} per package]}`` (each package's
+    own record, its member count and each member's view: ``units`` or ``clusters``) and ``created`` the latest of the
+    packages' (so joining the same packages again gives the same bytes, the same version).
     Raises ``PackageInvalid`` for fewer than 2 or more than ``MAX_MEMBERS`` members, or packages that differ in a
     field the members share (``SHARED``: task, labels, backbone, prompt length, read-out, speech trim, long-audio
     default) or in tensor shapes. Members may read different unit views (units and the clusters view, session 39's
@@ -47,12 +49,19 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
         raise PackageInvalid(f"the members' tensor shapes differ ({sorted(set(shapes))}); train them on one backbone "
                              "with one recipe")
     views = [view_object(v) or {} for meta in metas for v in _view_dicts(meta)]
-    meta = replace(metas[0], created="", format_version=1, members=len(sets), unit_view=views[0],
-                   member_unit_views=tuple(views) if any(v != views[0] for v in views) else (),
-                   training={"ensemble_of": [{"version": p.version, "training": p.meta.training} for p in pkgs]})
+    meta = replace(metas[0], created=max(p.meta.created for p in pkgs), format_version=1, members=len(sets),
+                   unit_view=views[0], member_unit_views=tuple(views) if any(v != views[0] for v in views) else (),
+                   training={"ensemble_of": [{"version": p.version, "members": p.meta.members,
+                                              "unit_views": [_view_name(v) for v in _view_dicts(p.meta)],
+                                              "training": p.meta.training} for p in pkgs]})
     first, *more = sets
     return new_package(meta, first.deep_key, first.deep_value, first.input_prompt, first.separator,
                        first.verbalizer, more=tuple(more))
+
+
+def _view_name(view: dict) -> str:
+    """``units`` for ``{}``, else the view's fold (``clusters``: the only fold so far)."""
+    return "clusters" if view else "units"
 
 
 def _view_dicts(meta: PackageMeta) -> list[dict]:

@@ -90,8 +90,6 @@ class MetaFields(BaseModel):
                              "the separator")
         if self.unit_view and (self.format_version < 3 or self.backbone_kind != "gslm"):
             raise ValueError("a unit_view needs format_version 3 and backbone_kind 'gslm'")
-        if self.members > 1 and self.format_version < 4:
-            raise ValueError(f"{self.members} members need format_version 4")
         if self.member_unit_views is not None:
             views = self.member_unit_views
             if self.format_version < 5 or self.backbone_kind != "gslm":
@@ -103,6 +101,8 @@ class MetaFields(BaseModel):
                 raise ValueError("member_unit_views[0] must equal unit_view (member 0's view)")
             if all(v == views[0] for v in views):
                 raise ValueError("member_unit_views names one view for every member; write it as unit_view alone")
+        if self.members > 1 and self.format_version < 4:
+            raise ValueError(f"{self.members} members need format_version 4")
         return self
 
     @field_validator("labels")

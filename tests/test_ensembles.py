@@ -54,6 +54,9 @@ def test_an_ensemble_round_trips_as_format_4_with_every_member():
         for n in ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer"):
             assert torch.equal(getattr(got, n), getattr(want, n))
     assert [m["version"] for m in back.meta.training["ensemble_of"]] == [p.version for p in parts]
+    assert [(m["members"], m["unit_views"]) for m in back.meta.training["ensemble_of"]] == [(1, ["units"])] * 3
+    assert ensemble(parts).version == ens.version  # joining the same packages again: the same bytes
+    assert ens.meta.created == max(p.meta.created for p in parts)
     assert back.meta.training["ensemble_of"][1]["training"] == {"seed": 2}
     names = set(header(ens.data)) - {"__metadata__"}
     assert "member2.verbalizer" in names and len(names) == 15
@@ -200,6 +203,8 @@ def test_members_with_different_unit_views_round_trip_as_format_5():
     assert same.meta.views == (same.meta.view,) * 2 and same.meta.view is not None
     nested = ensemble([mixed, clusters])  # flattened with each member's own view
     assert nested.meta.member_unit_views == ({}, VIEW, {}, VIEW)
+    assert [(m["members"], m["unit_views"]) for m in nested.meta.training["ensemble_of"]] == [
+        (3, ["units", "clusters", "units"]), (1, ["clusters"])]
     assert with_metadata(back, task="u").meta.member_unit_views == back.meta.member_unit_views
     as_shown = _edit(mixed.data, meta={"member_unit_views": json.dumps([None, VIEW, None])})  # null: GET's form
     assert read_package(as_shown).meta.member_unit_views == ({}, VIEW, {})
@@ -207,6 +212,7 @@ def test_members_with_different_unit_views_round_trip_as_format_5():
 
 @pytest.mark.parametrize("fields, says", [
     ({"format_version": "4"}, "member_unit_views needs format_version 5"),
+    ({"format_version": "3"}, "member_unit_views needs format_version 5"),  # not "2 members need 4"
     ({"member_unit_views": json.dumps([{}, VIEW, {}])}, "lists 3 views for 2 members"),
     ({"member_unit_views": json.dumps([VIEW, {}])}, r"member_unit_views\[0\] must equal unit_view"),
     ({"member_unit_views": json.dumps([{}, {}])}, "one view for every member; write it as unit_view alone"),

@@ -382,7 +382,8 @@ def ensemble_cmd(
     except PackageError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    held = [(_member_digest(m), p.version) for p in parts for m in p.members]  # an ensemble given in: each member
+    held = [(_member_digest(m, v), p.version) for p in parts  # an ensemble given in: each member
+            for m, v in zip(p.members, p.meta.views, strict=True)]
     counts = Counter(d for d, _ in held)
     twice = sorted({v for d, v in held if counts[d] > 1})
     if twice:
@@ -390,13 +391,14 @@ def ensemble_cmd(
                    "once in the mean", err=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(pkg.data)
-    views = ", ".join("clusters" if v else "units" for v in pkg.meta.views) if pkg.meta.member_unit_views else ""
-    typer.echo(f"{pkg.meta.task} version {pkg.version}: {pkg.meta.members} members"
-               + (f" (unit views: {views})" if views else "") + f" -> {out}")
+    views = ", ".join("clusters" if v else "units" for v in pkg.meta.views)
+    say = f"unit views: {views}" if pkg.meta.member_unit_views else f"unit view: {'clusters' if pkg.meta.view else 'units'}"
+    typer.echo(f"{pkg.meta.task} version {pkg.version}: {pkg.meta.members} members ({say}) -> {out}")
 
 
-def _member_digest(member) -> bytes:
-    """sha256 of a prompt set's tensors (``package.PromptSet``): equal for one member given in twice."""
+def _member_digest(member, view) -> bytes:
+    """sha256 of a prompt set's tensors (``package.PromptSet``) and the unit view it reads (``UnitView`` or None):
+    equal for one member given in twice; the same tensors on another view score otherwise, so they differ."""
     import hashlib
 
     from speechprompt.package import TENSORS
@@ -404,6 +406,7 @@ def _member_digest(member) -> bytes:
     h = hashlib.sha256()
     for name in TENSORS:
         h.update(getattr(member, name).contiguous().numpy().tobytes())
+    h.update(repr(view.to_dict() if view is not None else None).encode())
     return h.digest()
 
 

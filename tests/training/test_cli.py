@@ -315,6 +315,10 @@ def test_train_members_writes_an_ensemble_whose_later_members_take_the_first_one
     r = CliRunner().invoke(app, ["ensemble", str(seeds[1]), str(clusters), "--out", str(joined)])
     assert r.exit_code == 0 and "2 members (unit views: units, clusters)" in r.output, r.output
     assert read_package(joined.read_bytes()).meta.member_unit_views == ({}, view)
+    r = CliRunner().invoke(app, ["ensemble", str(seeds[0]), str(clusters), "--out", str(joined)])
+    assert r.exit_code == 0 and "more than once" not in r.output, r.output  # one member's tensors on two views
+    r = CliRunner().invoke(app, ["ensemble", str(clusters), str(clusters), "--out", str(joined)])
+    assert "2 members (unit view: clusters)" in r.output and "more than once" in r.output, r.output
     r = CliRunner().invoke(app, base + ["--out", str(out), "--members", "2", "--unit-view", "auto"])
     assert r.exit_code == 0, r.output
     pkg = read_package(out.read_bytes())  # the second member reads the view the first one's dev split kept

@@ -220,10 +220,13 @@ def main() -> None:
               "fold_of": fold_of}
         runs = [(None, "all")] if name in demos else []  # the demo first
         runs += [] if a.demo_only else [(f, f"fold{f}") for f in range(a.folds)]
+        def done(res: dict) -> bool:  # trained on this backbone with this unit view (older results: the units)
+            return same_backbone(res, bb) and res.get("unit_view", "units") == a.unit_view
+
         for fold, tag in runs:
-            if fold is not None and len(r["folds"]) > fold and same_backbone(r["folds"][fold], bb):
+            if fold is not None and len(r["folds"]) > fold and done(r["folds"][fold]):
                 continue
-            if fold is None and same_backbone(r.get("all", {}), bb):
+            if fold is None and done(r.get("all", {})):
                 continue
             task_dir = a.work / tag / name
             sizes = swap_manifest(examples, rows, fold_of, fold, task_dir)
@@ -243,7 +246,8 @@ def main() -> None:
                 pkg = read_package((w / "packages" / f"{name}.v2.safetensors").read_bytes())
                 run["v2"]["dev_metrics"] = evaluate_package(bb, pkg, data["dev"]["units"], data["dev"]["labels"])
             best = best_draw(trained)
-            res = {"new": trained[best]} | made_by(bb) | ({"draws": trained} if len(trained) > 1 else {})
+            res = {"new": trained[best], "unit_view": a.unit_view} | made_by(bb) | (
+                {"draws": trained} if len(trained) > 1 else {})
             if fold is None:
                 r["all"] = res
                 demo = demo_package([w / "packages" / f"{name}.v2.safetensors" for _, w in draws], best,

@@ -8,8 +8,9 @@ the synthetic suite in docs/results.md ("Ensembles of prompt packages"). The pac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from .package import PackageInvalid, PackageMeta, TaskPackage, new_package
 from .package_fields import MAX_MEMBERS
@@ -27,7 +28,8 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
     ``task``: rename first (e.g. members trained under another name). The metadata is the first package's, with
     ``training`` = ``{"ensemble_of": [{"version", "members", "unit_views", "training"} per package]}`` (each package's
     own record, its member count and each member's view: ``units`` or ``clusters``) and ``created`` the latest of the
-    packages' (so joining the same packages again gives the same bytes, the same version).
+    packages' (:func:`latest_created`; so joining the same packages again gives the same bytes, the same version,
+    unless none names a time).
     Raises ``PackageInvalid`` for fewer than 2 or more than ``MAX_MEMBERS`` members, or packages that differ in a
     field the members share (``SHARED``: task, labels, backbone, prompt length, read-out, speech trim, long-audio
     default) or in tensor shapes. Members may read different unit views (units and the clusters view, session 39's
@@ -49,7 +51,7 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
         raise PackageInvalid(f"the members' tensor shapes differ ({sorted(set(shapes))}); train them on one backbone "
                              "with one recipe")
     views = [view_object(v) or {} for meta in metas for v in _view_dicts(meta)]
-    meta = replace(metas[0], created=max(p.meta.created for p in pkgs), format_version=1, members=len(sets),
+    meta = replace(metas[0], created=latest_created(p.meta.created for p in pkgs), format_version=1, members=len(sets),
                    unit_view=views[0], member_unit_views=tuple(views) if any(v != views[0] for v in views) else (),
                    training={"ensemble_of": [{"version": p.version, "members": p.meta.members,
                                               "unit_views": [_view_name(v) for v in _view_dicts(p.meta)],
@@ -57,6 +59,24 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
     first, *more = sets
     return new_package(meta, first.deep_key, first.deep_value, first.input_prompt, first.separator,
                        first.verbalizer, more=tuple(more))
+
+
+def latest_created(stamps: Iterable[str]) -> str:
+    """The latest of packages' ``created`` strings, as written (ISO 8601; one without a time zone is taken as UTC,
+    so ``10:00+02:00`` is before ``09:00+00:00``); strings that are not ISO dates count only when none is; ``""``
+    when every one is empty (``new_package`` then stamps the time of writing)."""
+    def moment(s: str) -> datetime | None:
+        try:
+            t = datetime.fromisoformat(s)
+        except ValueError:
+            return None
+        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+    given = [s for s in stamps if s]
+    dated = [(t, s) for s in given if (t := moment(s)) is not None]
+    if dated:
+        return max(dated, key=lambda x: x[0])[1]
+    return max(given, default="")
 
 
 def _view_name(view: dict) -> str:
@@ -69,4 +89,4 @@ def _view_dicts(meta: PackageMeta) -> list[dict]:
     return list(meta.member_unit_views) or [meta.unit_view] * meta.members
 
 
-__all__ = ["SHARED", "ensemble"]
+__all__ = ["SHARED", "ensemble", "latest_created"]

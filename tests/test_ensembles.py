@@ -80,6 +80,15 @@ def test_members_must_share_the_task_metadata(other, says):
         ensemble([package("t", 1), other()])
 
 
+def test_created_is_the_latest_moment_of_the_joined_packages():
+    from speechprompt.ensembles import latest_created
+
+    assert latest_created(["2026-12-07T10:00:00+02:00", "2026-12-07T09:00:00+00:00"]) == "2026-12-07T09:00:00+00:00"
+    assert latest_created(["2026-12-07T09:30:00", "2026-12-07T09:00:00+00:00"]) == "2026-12-07T09:30:00"  # naive: UTC
+    assert latest_created(["Dec 7", "2026-01-01T00:00:00+00:00", ""]) == "2026-01-01T00:00:00+00:00"
+    assert latest_created(["b", "a"]) == "b" and latest_created(["", ""]) == ""
+
+
 def test_the_member_count_is_bounded():
     with pytest.raises(PackageInvalid, match="2 to 8 members; these packages hold 1"):
         ensemble([package("t", 1)])

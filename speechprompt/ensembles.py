@@ -12,9 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from .package import PackageInvalid, PackageMeta, TaskPackage, new_package
+from .package import PackageInvalid, TaskPackage, new_package
 from .package_fields import MAX_MEMBERS
-from .unit_views import view_object
 
 # what every member must share: the server reads one task's metadata for all of them (the unit view may differ per
 # member: ``member_unit_views``, format version 5)
@@ -50,11 +49,11 @@ def ensemble(packages: Sequence[TaskPackage], task: str | None = None) -> TaskPa
     if len(set(shapes)) > 1:
         raise PackageInvalid(f"the members' tensor shapes differ ({sorted(set(shapes))}); train them on one backbone "
                              "with one recipe")
-    views = [view_object(v) or {} for meta in metas for v in _view_dicts(meta)]
+    views = [v.to_dict() if v else {} for meta in metas for v in meta.views]
     meta = replace(metas[0], created=latest_created(p.meta.created for p in pkgs), format_version=1, members=len(sets),
                    unit_view=views[0], member_unit_views=tuple(views) if any(v != views[0] for v in views) else (),
                    training={"ensemble_of": [{"version": p.version, "members": p.meta.members,
-                                              "unit_views": [_view_name(v) for v in _view_dicts(p.meta)],
+                                              "unit_views": ["clusters" if v else "units" for v in p.meta.views],
                                               "training": p.meta.training} for p in pkgs]})
     first, *more = sets
     return new_package(meta, first.deep_key, first.deep_value, first.input_prompt, first.separator,
@@ -77,16 +76,6 @@ def latest_created(stamps: Iterable[str]) -> str:
     if dated:
         return max(dated, key=lambda x: x[0])[1]
     return max(given, default="")
-
-
-def _view_name(view: dict) -> str:
-    """``units`` for ``{}``, else the view's fold (``clusters``: the only fold so far)."""
-    return "clusters" if view else "units"
-
-
-def _view_dicts(meta: PackageMeta) -> list[dict]:
-    """A package's unit view object per member (``{}``: the units as they are)."""
-    return list(meta.member_unit_views) or [meta.unit_view] * meta.members
 
 
 __all__ = ["SHARED", "ensemble", "latest_created"]

@@ -37,7 +37,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .package_fields import MAX_JSON_DEPTH, MAX_MEMBERS, MetaFields, parse_json
+from .package_fields import META_ACCEPTED, MetaFields, parse_json
 from .speech_trim import SpeechTrim, trim_object, trim_parts
 from .unit_views import UnitView, view_object
 
@@ -45,19 +45,7 @@ TASK_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NUM_SPECIAL = 4  # <s>, <pad>, </s>, <unk> lead the verbalizer outputs (official layout)
 TENSORS = ("deep_key", "deep_value", "input_prompt", "separator", "verbalizer")
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1 to 5 (the least a field below needs, or higher), task (a task name), labels "
-                 "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
-                 f"'pgslm'), prompt_length (decimal digits without a sign, point or leading zero, as format_version and members), created (a string), training (a JSON object, nested at "
-                 f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
-                 "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
-                 "format_version 2 or higher and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
-                 "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
-                 "or null, when 'always' or 'recording'; omitted keys take their defaults), optional unit_view (a JSON object "
-                 "{\"fold\": \"pitch_registers\", \"clusters\": C, \"registers\": R}; format_version 3 or higher, backbone_kind 'gslm'), optional members (an ensemble: "
-                 f"2 to {MAX_MEMBERS} prompt sets, format_version 4 or higher, tensors member1.deep_key ... for each further "
-                 "member, shaped as member 0's), optional member_unit_views (an ensemble whose members read different "
-                 "unit views: a JSON list of one unit_view object per member, {} or null for the units as they are, member "
-                 "0's equal to unit_view, not one view for all; format_version 5)")
+
 
 
 class PackageError(Exception):

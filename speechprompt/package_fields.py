@@ -19,6 +19,21 @@ MAX_MEMBERS = 8  # prompt sets one package may hold (an ensemble: every member i
 MAX_JSON_DEPTH = 16  # nesting allowed in the ``training`` metadata object
 
 
+# what a refusal of the metadata names as accepted (PackageError.accepted)
+META_ACCEPTED = ("speechprompt metadata: format 'speechprompt-task', format_version 1 to 5 (the least a field below needs, or higher), task (a task name), labels "
+                 "(a JSON list of distinct non-empty strings), backbone_fingerprint, backbone_kind ('gslm' or "
+                 f"'pgslm'), prompt_length (decimal digits without a sign, point or leading zero, as format_version and members), created (a string), training (a JSON object, nested at "
+                 f"most {MAX_JSON_DEPTH} levels), optional long_audio (a JSON object: policy 'reject', 'truncate' or "
+                 "'window', optional window and hop in seconds), optional readout ('separator' or 'mean'; 'mean' with "
+                 "format_version 2 or higher and backbone_kind 'gslm'), optional speech_trim (a JSON object of threshold in "
+                 "(0, 1), margin_s in [0, 2], min_cut_s in [0, 10], min_keep_s in [0.025, 10], loud_db in [-60, 0] "
+                 "or null, when 'always' or 'recording'; omitted keys take their defaults), optional unit_view (a JSON object "
+                 "{\"fold\": \"pitch_registers\", \"clusters\": C, \"registers\": R}; format_version 3 or higher, backbone_kind 'gslm'), optional members (an ensemble: "
+                 f"2 to {MAX_MEMBERS} prompt sets, format_version 4 or higher, tensors member1.deep_key ... for each further "
+                 "member, shaped as member 0's), optional member_unit_views (an ensemble whose members read different "
+                 "unit views: a JSON list of one unit_view object per member, {} or null for the units as they are, member "
+                 "0's equal to unit_view, not one view for all; format_version 5)")
+
 Label = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -160,4 +175,4 @@ def parse_json(text: str | bytes, what: str, error: type[Exception]) -> Any:
         raise error(f"{what} is not valid JSON: {e}") from None
 
 
-__all__ = ["FORMAT_VERSION", "MAX_JSON_DEPTH", "MAX_MEMBERS", "LongAudio", "MetaFields", "json_depth", "parse_json"]
+__all__ = ["FORMAT_VERSION", "MAX_JSON_DEPTH", "MAX_MEMBERS", "META_ACCEPTED", "LongAudio", "MetaFields", "json_depth", "parse_json"]

@@ -286,15 +286,21 @@ class PromptBank:
 
         Scores are the softmax over the row's C class outputs (verbalizer outputs 4..4+C-1); an ensemble task's row
         is scored once per member (rows of the same forward) and answers their mean. A row whose task (or member:
-        ``member_unit_views``) names a unit view is folded first (``unit_views.UnitView.apply``). Raises ``unit_lm.SequenceTooLong`` before any
-        forward when a row exceeds the LM's positions.
+        ``member_unit_views``) names a unit view is folded first (``unit_views.UnitView.apply``; once per clip and
+        view, shared by the members that read it). Raises ``unit_lm.SequenceTooLong`` before any forward when a row
+        exceeds the LM's positions.
         """
         if not units:
             return []
         with self._lock:  # one task state for the fold and the prompts, even if a key is re-added meanwhile
             slots, counts = self.member_rows(keys)
-            units = [u for u, n in zip(units, counts, strict=True) for _ in range(n)]  # a row per member
-            units = [u if v is None else v.apply(u) for u, v in zip(units, map(self._views.get, slots), strict=True)]
+            views = [self._views.get(k) for k in slots]
+            rows, i = [], 0
+            for u, n in zip(units, counts, strict=True):  # a row per member, each view's fold made once per clip
+                folded = {v: u if v is None else v.apply(u) for v in set(views[i:i + n])}
+                rows += [folded[v] for v in views[i:i + n]]
+                i += n
+            units = rows
             self.lm.check_length(max(int(u.numel()) for u in units) + 2)  # up front: SequenceTooLong, not a crash
             tokens, last = make_rows(units, self.device, self.unit_to_token)
             prefix, sep, verb, ncls, mean_rows = self.gather(slots)

@@ -15,6 +15,11 @@ Pipeline, following the two ONNX graphs and openWakeWord's ``utils.AudioFeatures
 3. windows of 76 mel frames every 8 frames (80 ms) -> 19 Conv2d + LeakyReLU(0.2) + max(., -0.4) with 5
    max-pools, and a last 3x1 convolution -> 96-d. (The ONNX ReduceMax of step 2 spans the whole batch;
    here it is per clip, which equals the graph run with batch 1.)
+
+``hop_frames`` < 8 (a bundle setting, 4 = 40 ms) starts windows more often than openWakeWord does: the network runs
+once per offset (0, 4 for 40 ms) and the outputs interleave, so frame ``e`` reads mel frames
+``[e * hop_frames, e * hop_frames + 76)``; every window is still one the graph computes. Frames every 8 mel frames are
+openWakeWord's own (v2-v9).
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class SpeechEmbeddingConfig:
     mel_hop: int = 160  # samples per mel frame (10 ms)
     n_mels: int = 32
     window_frames: int = 76  # mel frames per embedding window (~0.77 s of audio)
-    step_frames: int = 8  # mel frames between embeddings (80 ms)
+    step_frames: int = 8  # the network's time stride in mel frames (its pools: 2 x 2 x 2); openWakeWord's hop
+    hop_frames: int = 8  # mel frames between the frames extract returns: 8 (80 ms, v2-v9) or a divisor (4 = 40 ms)
     input_scale: float = 32768.0  # [-1, 1] float -> int16 range
     top_db: float = 80.0
     pad: int = 5440  # zero samples added on each side: (76 - 8) / 2 mel frames, windows centred on the clip
@@ -74,7 +80,11 @@ class SpeechEmbeddingConfig:
             object.__setattr__(self, "edge_gate", EdgeGate.from_dict(self.edge_gate))  # ValueError unless valid
         if self.type != TYPE:
             raise ValueError(f"not a speech_embedding config: type {self.type!r}")
-        object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.mel_hop * self.step_frames,
+        if (isinstance(self.hop_frames, bool) or not isinstance(self.hop_frames, int) or self.hop_frames < 1
+                or self.step_frames % self.hop_frames):
+            raise ValueError(f"hop_frames must be a whole divisor of step_frames {self.step_frames} (8: 80 ms, "
+                             f"4: 40 ms, 2: 20 ms); got {self.hop_frames!r}")
+        object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.mel_hop * self.hop_frames,
                                                               self.sample_rate))
 
     def condition(self, wav: Tensor) -> Tensor:
@@ -101,6 +111,8 @@ class SpeechEmbeddingConfig:
             del d["level_floor"]  # nor do bundles without a level floor
         if self.edge_gate is None:
             del d["edge_gate"]  # nor without an edge gate
+        if self.hop_frames == self.step_frames:
+            del d["hop_frames"]  # nor bundles at the network's own hop (v2-v9: their settings digest is unchanged)
         return d
 
     @classmethod
@@ -116,7 +128,8 @@ class SpeechEmbeddingEncoder(nn.Module):
     (scaled voicing and log-F0 of the same 80 ms frame). The pitch settings are also a buffer
     (``pitch_config``) in the encoder weights, so the bundle fingerprint covers them.
 
-    ``hop_size`` = 1280 samples (80 ms); ``num_frames(N)`` gives ``E``. Clips under ``min_samples`` (400, as for
+    ``hop_size`` = ``mel_hop * hop_frames`` samples (1280 = 80 ms; 640 with ``hop_frames`` 4); ``num_frames(N)`` gives
+    ``E``. Clips under ``min_samples`` (400, as for
     HuBERT) raise ``encoder.ClipTooShort``; clips shorter than one window after padding are padded at the end to
     one window. Raises ``encoder.EncoderInputError`` for input that is not 1-D.
     """
@@ -139,7 +152,7 @@ class SpeechEmbeddingEncoder(nn.Module):
             self.register_buffer("pitch_config", pitch_vector(cfg.pitch))
 
     sample_rate = property(lambda self: self.cfg.sample_rate, doc="input sample rate (Hz)")
-    hop_size = property(lambda self: self.cfg.mel_hop * self.cfg.step_frames, doc="samples per frame (1280)")
+    hop_size = property(lambda self: self.cfg.mel_hop * self.cfg.hop_frames, doc="samples per frame (1280 = 80 ms)")
     dim = property(lambda self: self.convs[-1].out_channels + (PITCH_DIMS if self.cfg.pitch else 0),
                    doc="feature dimension D (96; 98 with a pitch stream)")
     output_layer = property(lambda self: self.cfg.output_layer, doc="convolutions applied")
@@ -155,7 +168,7 @@ class SpeechEmbeddingEncoder(nn.Module):
             return 0
         c = self.cfg
         mel_frames = (self._padded_length(samples) - c.n_fft) // c.mel_hop + 1
-        return (mel_frames - c.window_frames) // c.step_frames + 1
+        return (mel_frames - c.window_frames) // c.hop_frames + 1
 
     def log_mel(self, wav: Tensor) -> Tensor:
         """``[N]`` f32 in [-1, 1] (already padded) -> ``[M, n_mels]`` openWakeWord features (``x / 10 + 2``)."""
@@ -182,6 +195,21 @@ class SpeechEmbeddingEncoder(nn.Module):
         """
         x = self._convs(mels[:, None])  # [B, 1, M, 32] -> [B, 96, E_max, 1]
         return [x[b, :, :n, 0].T for b, n in enumerate(counts)]
+
+    def _interleaved(self, batch: Tensor, counts: list[int]) -> list[Tensor]:
+        """``[B, M_max, n_mels]`` -> per clip ``[E_i, 96]`` every ``hop_frames`` mel frames: one :meth:`embed_sequence`
+        per offset ``k * hop_frames`` (k < step_frames / hop_frames), frame ``e`` from offset ``e % runs``."""
+        runs, hop = self.cfg.step_frames // self.cfg.hop_frames, self.cfg.hop_frames
+        if runs == 1:
+            return self.embed_sequence(batch, counts)
+        outs = [self.embed_sequence(batch[:, k * hop:], [len(range(k, n, runs)) for n in counts]) for k in range(runs)]
+        res = []
+        for b, n in enumerate(counts):
+            e = outs[0][b].new_empty(n, outs[0][b].shape[1])
+            for k in range(runs):
+                e[k::runs] = outs[k][b]
+            res.append(e)
+        return res
 
     def _convs(self, x: Tensor) -> Tensor:
         """``[B, 1, M, 32]`` f32 -> ``[B, 96, E, 1]`` f32; the convolutions run in their weights' dtype (bf16 in the
@@ -218,7 +246,7 @@ class SpeechEmbeddingEncoder(nn.Module):
             return []
         m_max = max(m.shape[0] for m in mels)
         batch = torch.stack([F.pad(m, (0, 0, 0, m_max - m.shape[0])) for m in mels])  # [B, M_max, 32]
-        out = self.embed_sequence(batch, counts)
+        out = self._interleaved(batch, counts)
         if c.pitch is None:
             return out
         return [torch.cat([e, pitch_features(w, e.shape[0], c.pitch)], 1) for e, w in zip(out, clips, strict=True)]

@@ -11,8 +11,9 @@ import torch
 from speechprompt.backbone import Backbone, BundleError, natural_dictionary, save_bundle
 from speechprompt.encoder import ClipTooShort
 from speechprompt.importers.speech_embedding import SpeechEmbeddingImportError, convert, fetch_onnx
+from speechprompt.pitch import PitchConfig
 from speechprompt.runtime import Runtime
-from speechprompt.speech_embedding import SpeechEmbeddingConfig
+from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
 from speechprompt.unit_lm import UnitLM, UnitLMConfig
 
 ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[teachers]' (make test installs it)")
@@ -90,3 +91,51 @@ def test_sequence_fast_path_equals_per_window_reference(encoder):
     fast = encoder.extract([wav, wav[:5000]])  # batched with a shorter clip: end padding must not leak
     torch.testing.assert_close(fast[0], ref, atol=1e-4, rtol=1e-5)
     assert fast[1].shape[0] == encoder.num_frames(5000)
+
+
+def test_40ms_frames_are_the_graphs_windows_every_4_mel_frames(encoder):
+    """hop_frames 4: frame e is the ONNX graph's window starting at mel frame 4e (the per-window reference), so the
+    even frames are the 80 ms frames and the odd ones the windows half-way between; the pitch stream follows."""
+    wav = torch.from_numpy(_real_clip())
+    c = SpeechEmbeddingConfig(hop_frames=4)
+    fine = SpeechEmbeddingEncoder(c)
+    fine.load_state_dict(encoder.state_dict())
+    mel = fine.log_mel(torch.nn.functional.pad(wav, (c.pad, c.pad)))
+    ref = fine.embed_windows(mel.unfold(0, c.window_frames, 4).transpose(1, 2))
+    got = fine.extract([wav, wav[:5000]])
+    assert fine.hop_size == 640 and got[0].shape == (fine.num_frames(len(wav)), 96) == (ref.shape[0], 96)
+    torch.testing.assert_close(got[0], ref, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got[0][0::2], encoder.extract([wav])[0], atol=1e-4, rtol=1e-5)
+    assert got[1].shape[0] == fine.num_frames(5000) == 2 * encoder.num_frames(5000)  # 5000 samples: 3 -> 6
+    pitched = SpeechEmbeddingEncoder(SpeechEmbeddingConfig(hop_frames=4, pitch=PitchConfig(hop=640, scale=40.0)))
+    assert pitched.extract([wav])[0].shape == (fine.num_frames(len(wav)), 98)
+
+
+def test_hop_frames_is_checked_and_kept_out_of_80ms_settings():
+    assert "hop_frames" not in SpeechEmbeddingConfig().to_dict()  # v2-v9 bundles: backbone.json and digest as before
+    assert SpeechEmbeddingConfig.from_dict(SpeechEmbeddingConfig(hop_frames=4).to_dict()).hop_frames == 4
+    for bad in (3, 0, 16, True, 4.0):
+        with pytest.raises(ValueError, match="hop_frames must be a whole divisor"):
+            SpeechEmbeddingConfig(hop_frames=bad)
+    with pytest.raises(ValueError, match="must be the frames'"):  # a pitch stream at 80 ms beside 40 ms frames
+        SpeechEmbeddingConfig(hop_frames=4, pitch=PitchConfig(scale=40.0))
+
+
+def test_a_40ms_bundle_keeps_its_hop_and_refuses_an_edited_one(tmp_path, encoder):
+    torch.manual_seed(0)
+    cfg = SpeechEmbeddingConfig(hop_frames=4, pitch=PitchConfig(hop=640, scale=40.0))
+    enc = SpeechEmbeddingEncoder(cfg)
+    enc.load_state_dict({**encoder.state_dict(), "pitch_config": enc.pitch_config})
+    lm_cfg = UnitLMConfig(vocab_size=24, embed_dim=32, ffn_dim=64, layers=1, heads=4, max_positions=512)
+    save_bundle(tmp_path / "b", kind="gslm", name="se-40ms", encoder_cfg=cfg, encoder_state=enc.state_dict(),
+                centroids=torch.randn(20, 98) * 5, lm_cfg=lm_cfg, lm_state=UnitLM(lm_cfg).state_dict(),
+                dictionary=natural_dictionary(20))
+    bb = Backbone.load(tmp_path / "b")
+    assert bb.info()["hop_size"] == 640 and bb.encoder.cfg.hop_frames == 4
+    units = Runtime(bb).extractor.extract([_real_clip()])[0]
+    coarse = encoder.num_frames(len(_real_clip()))  # 80 ms frames: 40 ms gives one more window between each pair,
+    assert units.frames == bb.encoder.num_frames(len(_real_clip())) in (2 * coarse - 1, 2 * coarse)  # maybe one after
+    meta = (tmp_path / "b" / "backbone.json").read_text().replace('"hop_frames": 4', '"hop_frames": 2')
+    (tmp_path / "b" / "backbone.json").write_text(meta)
+    with pytest.raises(BundleError):  # the pitch stream's 640-sample hop no longer fits, and the digest differs
+        Backbone.load(tmp_path / "b")

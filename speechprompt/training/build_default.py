@@ -113,6 +113,7 @@ class DefaultBuildConfig:
     # whisper-base (Whisper base's encoder cut after whisper_layer blocks, whisper_pool 20 ms frames averaged)
     whisper_layer: int = 5
     whisper_pool: int = 2
+    hop_frames: int = 8  # speech_embedding: mel frames (10 ms) between frames; 8 = 80 ms (v2-v9), 4 = 40 ms
     voice_codes: tuple[int, ...] = ()  # a voice prefix (speechprompt/voice.py): residual k-means stage sizes of
     # the clips' voice vectors, one prefix token per stage, e.g. (16, 16); () = none, as v1-v7
     voice_source: str = "whisper-block-mean"  # the voice vector: the clip's mean of Whisper block voice_layer
@@ -253,7 +254,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     lap("twins")
 
     # 4. dense features (the pitch frames are their own stage, shared by builds with and without a pitch stream)
-    teacher = load_teacher(cfg.dense, teacher_cache, cfg.whisper_layer, cfg.whisper_pool)
+    teacher = load_teacher(cfg.dense, teacher_cache, cfg.whisper_layer, cfg.whisper_pool, cfg.hop_frames)
     feats_path = work / f"{teacher.stage}.pt"
     feats_key = {"tts": tts_key, "real": real_key, "twins": twins_key, "encoder": state_digest(teacher.state)}
     stages.claim(teacher.stage, feats_key, feats_path.exists())

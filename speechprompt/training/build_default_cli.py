@@ -82,8 +82,8 @@ def effective(cfg: DefaultBuildConfig) -> DefaultBuildConfig:
         cfg = replace(cfg, lm_seed=None)
     if cfg.dense != "whisper-base":
         cfg = replace(cfg, whisper_layer=ref.whisper_layer, whisper_pool=ref.whisper_pool)
-    else:  # the level floor and the edge gate are speech_embedding settings
-        cfg = replace(cfg, level_floor=ref.level_floor, edge_gate=ref.edge_gate)
+    else:  # the level floor, the edge gate and the hop are speech_embedding settings
+        cfg = replace(cfg, level_floor=ref.level_floor, edge_gate=ref.edge_gate, hop_frames=ref.hop_frames)
     gate = EdgeGate.parse(cfg.edge_gate)  # one spelling per gate: 0:0.2, 0.0:0.20 and 0:.2 are one setting
     cfg = replace(cfg, edge_gate=":".join(repr(int(v)) if v == int(v) else repr(v) for v in (
         gate.threshold, gate.min_run_s)) if gate else "none")  # repr: every digit a build reads, not :g's six
@@ -105,10 +105,13 @@ def _plain(v):
     return v
 
 
-def check_dense(dense: str, layer: int, pool: int) -> str | None:
-    """Why ``--dense``/``--whisper-layer``/``--whisper-pool`` are refused (what is accepted), or None."""
+def check_dense(dense: str, layer: int, pool: int, hop_frames: int = 8) -> str | None:
+    """Why ``--dense``/``--whisper-layer``/``--whisper-pool``/``--hop-frames`` are refused (what is accepted), or
+    None."""
     if dense not in DENSE_CHOICES:
         return f"--dense must be one of {', '.join(DENSE_CHOICES)}; got {dense!r}"
+    if hop_frames not in (1, 2, 4, 8):
+        return f"--hop-frames must divide 8 (8: 80 ms frames, 4: 40 ms, 2: 20 ms, 1: 10 ms); got {hop_frames}"
     if not 1 <= layer <= 6:
         return f"--whisper-layer must be 1-6 (Whisper base has 6 encoder blocks); got {layer}"
     if pool not in (1, 2, 3, 4, 5, 6):
@@ -163,6 +166,9 @@ def _options(typer) -> dict:
         whisper_layer=typer.Option(5, help="with --dense whisper-base: transformer blocks kept (1-6)"),
         lm_fp16=typer.Option(False, "--lm-fp16/--no-lm-fp16", help="store the unit LM's weights in float16 (halves "
                              "its 9 MB; a Whisper bundle needs it to stay within 40 MB)"),
+        hop_frames=typer.Option(8, help="speech_embedding: mel frames (10 ms) between dense frames: 8 = 80 ms, "
+                                "openWakeWord's hop (v2-v9); 4 = 40 ms (the network runs once per offset, outputs "
+                                "interleaved): twice the units per second for the codebook, unit LM and prompts"),
         whisper_pool=typer.Option(2, help="with --dense whisper-base: 20 ms frames averaged per unit frame (1, 2, 3, 4, "
                                   "5 or 6: divisors of Whisper's 1500 positions up to 120 ms)"),
         voice_codes=typer.Option("", help="a voice prefix before each clip's units (speechprompt/voice.py): the "
@@ -210,12 +216,13 @@ def register(app) -> None:
                           centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
                           name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
                           whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"],
-                          voice_codes: str = o["voice_codes"], voice_layer: int = o["voice_layer"],
+                          hop_frames: int = o["hop_frames"], voice_codes: str = o["voice_codes"],
+                          voice_layer: int = o["voice_layer"],
                           voice_source: str = o["voice_source"], compact_codebook: bool = o["compact_codebook"],
                           voice_dropout: float = o["voice_dropout"], level_floor: float | None = o["level_floor"],
                           edge_gate: str | None = o["edge_gate"]) -> None:
         """Build the default backbone: dense-model units + unit LM on TTS + real speech (train speakers)."""
-        if why := check_dense(dense, whisper_layer, whisper_pool):
+        if why := check_dense(dense, whisper_layer, whisper_pool, hop_frames):
             typer.echo(why, err=True)
             raise typer.Exit(2)
         if why := size_error(lm_epochs, lm_layers, units):
@@ -270,6 +277,7 @@ def register(app) -> None:
             "--work": work, "--teacher-cache": teacher_cache, "--log-json": log_json, "--pitch-scale": pitch_scale, "--units": units,
             "--pitch-registers": pitch_registers, "--name": name, "--real-speeds": real_speeds or None,
             "--dense": dense, "--whisper-layer": whisper_layer, "--whisper-pool": whisper_pool,
+            "--hop-frames": hop_frames if hop_frames != 8 else None,
             "--voice-codes": voice_codes or None, "--voice-layer": voice_layer if voice_codes else None,
             "--voice-source": voice_source if voice_codes else None,
             "--voice-dropout": voice_dropout if voice_dropout else None, "--level-floor": level_floor,
@@ -300,7 +308,8 @@ def main() -> None:
             pitch_registers: int = o["pitch_registers"], factored_lm: bool | None = o["factored_lm"],
             centroid_lm: bool | None = o["centroid_lm"], real_speeds: str = o["real_speeds"],
             name: str = o["name"], dense: str = o["dense"], whisper_layer: int = o["whisper_layer"],
-            whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], voice_codes: str = o["voice_codes"],
+            whisper_pool: int = o["whisper_pool"], lm_fp16: bool = o["lm_fp16"], hop_frames: int = o["hop_frames"],
+            voice_codes: str = o["voice_codes"],
             voice_layer: int = o["voice_layer"], voice_source: str = o["voice_source"],
             compact_codebook: bool = o["compact_codebook"], voice_dropout: float = o["voice_dropout"],
             level_floor: float | None = o["level_floor"], edge_gate: str | None = o["edge_gate"]) -> None:
@@ -316,7 +325,7 @@ def main() -> None:
                                                             ("edge_gate", edge_gate)) if v is not None},
                       pitch_registers=registers, factored_lm=factored, centroid_lm=tied, lm_seed=lm_seed,
                       real_speeds=parse_speeds(real_speeds), dense=dense, whisper_layer=whisper_layer,
-                      whisper_pool=whisper_pool, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),
+                      whisper_pool=whisper_pool, hop_frames=hop_frames, lm_fp16=lm_fp16, voice_codes=parse_voice_codes(voice_codes),
                       voice_layer=voice_layer, voice_source=voice_source, compact_codebook=compact_codebook,
                       voice_dropout=voice_dropout)
         if lm_layers is not None:

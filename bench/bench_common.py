@@ -83,4 +83,4 @@ def encoder_words(e) -> str:
     if hasattr(e, "embed_dim"):
         return (f"HuBERT {e.layers}x{e.embed_dim} (layer {e.output_layer} read, conv {len(e.conv_layers)}x"
                 f"{e.conv_layers[0][0]} ch)")
-    return f"{e.type} ({len(e.layers)} conv layers, {e.step_frames * e.mel_hop / e.sample_rate * 1e3:.0f} ms frames)"
+    return f"{e.type} ({len(e.layers)} conv layers, {getattr(e, 'hop_frames', e.step_frames) * e.mel_hop / e.sample_rate * 1e3:.0f} ms frames)"

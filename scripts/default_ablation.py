@@ -4,6 +4,9 @@ the codebook and the pitch stream contribute. Writes the ``ablation:begin/end`` 
 
     python scripts/default_ablation.py   # after build-default (its stage files) and scripts/real_speech_eval.py
 
+It reads the 80 ms stage files (``feats.pt``, ``pitch-<scale>.pt``), the frames of every committed default; a build
+with ``--hop-frames`` writes its features as ``feats-h<hop>.pt``, which this ablation does not read.
+
 Rows, all scored with the same logistic regression (``run_suite.logreg``) on the same speaker split:
 1. v1 units (HuBERT trained on TTS; from the evaluation's results.json);
 2. speech_embedding units (no pitch), k-means fitted on the TTS corpus only (the build's TTS features, same seed);

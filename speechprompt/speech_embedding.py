@@ -12,14 +12,14 @@ Pipeline, following the two ONNX graphs and openWakeWord's ``utils.AudioFeatures
    zero-padded by ``pad`` samples on both sides (ours: windows centred on the clip, like ``center=True``);
 2. STFT as two 1-D convolutions (kernel 512, stride 160: 10 ms frames), power, a [257, 32] mel matrix,
    ``10 log10(max(p, 1e-10))``, floored at (clip max - 80 dB), then openWakeWord's ``x / 10 + 2``;
-3. windows of 76 mel frames every 8 frames (80 ms) -> 19 Conv2d + LeakyReLU(0.2) + max(., -0.4) with 5
+3. windows of 76 mel frames every ``hop_frames`` (8: 80 ms, openWakeWord's own) -> 19 Conv2d + LeakyReLU(0.2) + max(., -0.4) with 5
    max-pools, and a last 3x1 convolution -> 96-d. (The ONNX ReduceMax of step 2 spans the whole batch;
    here it is per clip, which equals the graph run with batch 1.)
 
 ``hop_frames`` < 8 (a bundle setting, 4 = 40 ms) starts windows more often than openWakeWord does: the network runs
-once per offset (0, 4 for 40 ms) and the outputs interleave, so frame ``e`` reads mel frames
-``[e * hop_frames, e * hop_frames + 76)``; every window is still one the graph computes. Frames every 8 mel frames are
-openWakeWord's own (v2-v9).
+once per mel offset (0 and 4 for 40 ms) and the outputs interleave, so frame ``e`` reads mel frames
+``[e * hop_frames, e * hop_frames + 76)``; every window is still one the graph computes. v2-v9 use 8. A server older
+than this setting drops it and refuses such a bundle when it has a pitch stream (the pitch hop no longer fits).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class SpeechEmbeddingConfig:
     hop_frames: int = 8  # mel frames between the frames extract returns: 8 (80 ms, v2-v9) or a divisor (4 = 40 ms)
     input_scale: float = 32768.0  # [-1, 1] float -> int16 range
     top_db: float = 80.0
-    pad: int = 5440  # zero samples added on each side: (76 - 8) / 2 mel frames, windows centred on the clip
+    pad: int = 5440  # zero samples added on each side: (76 - step_frames) / 2 mel frames, windows centred on the clip
     layers: tuple = field(default=LAYERS)
     type: str = TYPE
     pitch: PitchConfig | None = None  # a pitch stream next to the embedding (pitch.py); None = embedding only
@@ -83,7 +83,7 @@ class SpeechEmbeddingConfig:
         if (isinstance(self.hop_frames, bool) or not isinstance(self.hop_frames, int) or self.hop_frames < 1
                 or self.step_frames % self.hop_frames):
             raise ValueError(f"hop_frames must be a whole divisor of step_frames {self.step_frames} (8: 80 ms, "
-                             f"4: 40 ms, 2: 20 ms); got {self.hop_frames!r}")
+                             f"4: 40 ms, 2: 20 ms, 1: 10 ms); got {self.hop_frames!r}")
         object.__setattr__(self, "pitch", checked_frame_pitch(self.pitch, self.mel_hop * self.hop_frames,
                                                               self.sample_rate))
 
@@ -125,7 +125,7 @@ class SpeechEmbeddingEncoder(nn.Module):
     """``extract(list of [N_i] f32 @16 kHz) -> list of [E_i, D] f32``; same contract as ``HubertEncoder``.
 
     ``D`` = 96, or 98 with a pitch stream (``cfg.pitch``): the embedding followed by ``pitch.pitch_features``
-    (scaled voicing and log-F0 of the same 80 ms frame). The pitch settings are also a buffer
+    (scaled voicing and log-F0 of the same frame, ``hop_size`` apart). The pitch settings are also a buffer
     (``pitch_config``) in the encoder weights, so the bundle fingerprint covers them.
 
     ``hop_size`` = ``mel_hop * hop_frames`` samples (1280 = 80 ms; 640 with ``hop_frames`` 4); ``num_frames(N)`` gives
@@ -152,7 +152,8 @@ class SpeechEmbeddingEncoder(nn.Module):
             self.register_buffer("pitch_config", pitch_vector(cfg.pitch))
 
     sample_rate = property(lambda self: self.cfg.sample_rate, doc="input sample rate (Hz)")
-    hop_size = property(lambda self: self.cfg.mel_hop * self.cfg.hop_frames, doc="samples per frame (1280 = 80 ms)")
+    hop_size = property(lambda self: self.cfg.mel_hop * self.cfg.hop_frames,
+                        doc="samples per frame: mel_hop * hop_frames (1280 = 80 ms; 640 = 40 ms)")
     dim = property(lambda self: self.convs[-1].out_channels + (PITCH_DIMS if self.cfg.pitch else 0),
                    doc="feature dimension D (96; 98 with a pitch stream)")
     output_layer = property(lambda self: self.cfg.output_layer, doc="convolutions applied")
@@ -197,11 +198,17 @@ class SpeechEmbeddingEncoder(nn.Module):
         return [x[b, :, :n, 0].T for b, n in enumerate(counts)]
 
     def _interleaved(self, batch: Tensor, counts: list[int]) -> list[Tensor]:
-        """``[B, M_max, n_mels]`` -> per clip ``[E_i, 96]`` every ``hop_frames`` mel frames: one :meth:`embed_sequence`
-        per offset ``k * hop_frames`` (k < step_frames / hop_frames), frame ``e`` from offset ``e % runs``."""
+        """``[B, M_max, n_mels]`` (zero-padded at the end) and ``counts`` (``E_i``, :meth:`num_frames` at ``hop_frames``)
+        -> per clip ``[E_i, 96]``, a frame every ``hop_frames`` mel frames: one :meth:`embed_sequence` per run ``k <
+        runs = step_frames / hop_frames`` on the mel frames from ``k * hop_frames`` on; frame ``e`` is run ``e % runs``'s
+        output ``e // runs``. The batch is first padded at the end to one window past the last offset, so a batch of
+        only short clips still gives every run a full window (end padding never reaches a counted frame)."""
         runs, hop = self.cfg.step_frames // self.cfg.hop_frames, self.cfg.hop_frames
         if runs == 1:
             return self.embed_sequence(batch, counts)
+        short = self.cfg.window_frames + (runs - 1) * hop - batch.shape[1]
+        if short > 0:
+            batch = F.pad(batch, (0, 0, 0, short))
         outs = [self.embed_sequence(batch[:, k * hop:], [len(range(k, n, runs)) for n in counts]) for k in range(runs)]
         res = []
         for b, n in enumerate(counts):

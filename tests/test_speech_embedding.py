@@ -107,6 +107,8 @@ def test_40ms_frames_are_the_graphs_windows_every_4_mel_frames(encoder):
     torch.testing.assert_close(got[0], ref, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(got[0][0::2], encoder.extract([wav])[0], atol=1e-4, rtol=1e-5)
     assert got[1].shape[0] == fine.num_frames(5000) == 2 * encoder.num_frames(5000)  # 5000 samples: 3 -> 6
+    for n in (400, 1632, 2000):  # a batch of short clips only: every run still gets a whole window (one frame)
+        assert [x.shape for x in fine.extract([torch.zeros(n) + 0.01])] == [(fine.num_frames(n), 96)] == [(1, 96)]
     pitched = SpeechEmbeddingEncoder(SpeechEmbeddingConfig(hop_frames=4, pitch=PitchConfig(hop=640, scale=40.0)))
     assert pitched.extract([wav])[0].shape == (fine.num_frames(len(wav)), 98)
 

@@ -13,7 +13,8 @@ level floor and edge gate have no stage file: ``--units``, ``--name``, ``--level
    split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus real non-speech recordings;
 3. ``twins.npz``: a ``channel_aug`` twin of half of the real clips (room, noise incl. real noise, codec, band-pass,
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
-4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (with ``dense="whisper-base"``:
+4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (``feats-h<hop_frames>.pt`` for frames
+   other than every 80 ms, e.g. ``feats-h4.pt`` at 40 ms; with ``dense="whisper-base"``:
    ``feats-whisper-base-L<layer>-p<pool>.pt``, Whisper base's encoder states ``[T, 512]``, ``dense_teachers.py``);
    with a pitch stream (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt`` (Whisper:
    ``pitch-<scale>-<features stage>.pt``), its ``[E, 2]`` frames, appended;
@@ -52,6 +53,7 @@ from speechprompt.codebook import Codebook, dedup
 from speechprompt.edge_gate import EdgeGate
 from speechprompt.level import LevelFloor
 from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
+from speechprompt.speech_embedding import SpeechEmbeddingConfig
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
@@ -170,6 +172,8 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
         raise ValueError(f"units must be >= 2; got {cfg.units}")
     if cfg.dense not in DENSE_CHOICES:
         raise ValueError(f"dense must be one of {DENSE_CHOICES}; got {cfg.dense!r}")
+    if cfg.dense == "speech_embedding":
+        SpeechEmbeddingConfig(hop_frames=cfg.hop_frames)  # ValueError (what is accepted) before any stage runs
     check_speeds(cfg.real_speeds)
     if cfg.centroid_lm and not cfg.factored_lm:
         raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")

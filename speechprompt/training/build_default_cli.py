@@ -75,7 +75,7 @@ def effective(cfg: DefaultBuildConfig) -> DefaultBuildConfig:
     """``cfg`` with the settings its build does not read put back to their defaults: ``lm_seed`` equal to ``seed``
     (None means ``seed``), ``whisper_layer``/``whisper_pool`` unless ``dense`` is whisper-base, ``voice_source`` and
     ``voice_layer`` without ``voice_codes``, ``voice_layer`` with the ge2e source (it reads the waveform),
-    ``level_floor`` and ``edge_gate`` with whisper-base. Two commands
+    ``level_floor``, ``edge_gate`` and ``hop_frames`` with whisper-base. Two commands
     that build the same bundle then get the same name and log the same settings."""
     ref = DefaultBuildConfig()
     if cfg.lm_seed == cfg.seed:

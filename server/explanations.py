@@ -62,6 +62,7 @@ async def verbalizer_view(service: Any, task: str, top_k: int) -> dict:
         data = service.registry.store.read(task, version)
         if data is None:
             raise TaskUnavailable(f"task {task!r} version {version} is no longer in the store")
-        return verbalizer_body(service.registry.validate(task, data), service.runtime.unit_tokens(), top_k)
+        return verbalizer_body(service.registry.validate(task, data, stored=True), service.runtime.unit_tokens(),
+                               top_k)
 
     return await asyncio.to_thread(load)

@@ -72,10 +72,11 @@ class Registry:
         store.track_in_use(self.versions_in_use)
 
     # -- validation (blocking: call in a worker thread) --------------------------------------------
-    def validate(self, task: str, data: bytes) -> TaskPackage:
-        """Parse + check a package for ``task``; raises the core's PackageError family (409/413/415/422)."""
+    def validate(self, task: str, data: bytes, *, stored: bool = False) -> TaskPackage:
+        """Parse + check a package for ``task``; raises the core's PackageError family (409/413/415/422).
+        ``stored``: bytes read back from the store (``read_package``'s leniency for what older servers accepted)."""
         pkg = read_package(data, self.max_package_bytes, max_prompt_length=self.max_prompt_length,
-                           max_classes=self.max_classes)
+                           max_classes=self.max_classes, stored=stored)
         self.runtime.check(pkg)
         if pkg.meta.task != task:
             raise PackageInvalid(f"the package is for task {pkg.meta.task!r}, not {task!r}")
@@ -123,7 +124,7 @@ class Registry:
                 data = await asyncio.to_thread(self.store.read, rec.name, ver.version)
                 if data is None:
                     raise StoreUnavailable(f"version {ver.version} is gone from the store")
-                await self.loader.load(ver, await asyncio.to_thread(self.validate, rec.name, data))
+                await self.loader.load(ver, await asyncio.to_thread(self.validate, rec.name, data, stored=True))
             except Exception as exc:  # noqa: BLE001 - not the client's fault: a 503 for it
                 self._count_failure(exc)
                 raise TaskUnavailable(f"task {rec.name!r} version {ver.version} cannot be loaded: {exc}") from exc
@@ -215,7 +216,7 @@ class Registry:
             data = await asyncio.to_thread(self.store.read, rec.name, version)
             if data is None:
                 return  # changed again since the snapshot: the next poll sees the new state
-            pkg = await asyncio.to_thread(self.validate, rec.name, data)
+            pkg = await asyncio.to_thread(self.validate, rec.name, data, stored=True)
             ver = rec.versions.get(version) or Version.of(pkg)
             warm = rec.current is not None and rec.current.resident
             if not ver.resident and (warm or eager):

@@ -177,8 +177,10 @@ class PackageMeta:
         return header
 
     @classmethod
-    def from_header(cls, h: dict[str, str] | None) -> PackageMeta:
-        """Validate every metadata field (:class:`MetaFields`); raises ``PackageInvalid`` saying which and why."""
+    def from_header(cls, h: dict[str, str] | None, *, stored: bool = False) -> PackageMeta:
+        """Validate every metadata field (:class:`MetaFields`); raises ``PackageInvalid`` saying which and why.
+        ``stored``: the header of a package already in a store, whose whole numbers may have leading zeros (accepted
+        at upload before 2026-12-07; refused in new uploads)."""
         if not isinstance(h, dict) or h.get("format") != "speechprompt-task":
             err = PackageInvalid("safetensors metadata lacks format=speechprompt-task")
             err.accepted = META_ACCEPTED
@@ -195,7 +197,7 @@ class PackageMeta:
         if fields["training"] == "":
             fields["training"] = {}
         try:
-            m = MetaFields.model_validate(fields)
+            m = MetaFields.model_validate(fields, context={"stored": stored})
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'metadata'}: {err['msg']}"
                                  for err in e.errors(include_url=False)[:5])
@@ -311,8 +313,9 @@ def with_metadata(pkg: TaskPackage, **changes: Any) -> TaskPackage:
 
 
 def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_length: int | None = None,
-                 max_classes: int | None = None) -> TaskPackage:
+                 max_classes: int | None = None, stored: bool = False) -> TaskPackage:
     """Parse and validate package bytes (self-consistency only; see ``check_compatible`` for the backbone).
+    ``stored``: bytes read back from a store (``PackageMeta.from_header``'s leniency), not a new upload.
 
     Raises ``PackageTooLarge``, ``NotSafetensors`` (e.g. a pickle, or a header nested too deeply),
     ``PackageInvalid`` (names, shapes, dtypes, metadata), ``PackageOverLimit`` (prompt longer than
@@ -330,7 +333,7 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_
     header = parse_json(data[8:8 + hlen], "the safetensors header", NotSafetensors)
     if not isinstance(header, dict):
         raise NotSafetensors("the safetensors header is not a JSON object")
-    meta = PackageMeta.from_header(header.get("__metadata__"))
+    meta = PackageMeta.from_header(header.get("__metadata__"), stored=stored)
     if max_prompt_length is not None and meta.prompt_length > max_prompt_length:
         raise PackageOverLimit(f"prompt_length {meta.prompt_length} is over this server's limit of "
                                f"{max_prompt_length}; accepted: prompt_length <= {max_prompt_length}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .choices import READOUTS
 from .speech_trim import trim_object
@@ -73,11 +73,14 @@ class MetaFields(BaseModel):
 
     @field_validator("format_version", "prompt_length", "members", mode="before")
     @classmethod
-    def _digits(cls, value: Any) -> Any:
+    def _digits(cls, value: Any, info: ValidationInfo) -> Any:
         # a header holds strings: a whole number is its decimal digits ("3"), not "3.0", " 3", "+3", "03" or true
-        # (one spelling per number: equal content, equal bytes, equal version)
+        # (one spelling per number: equal content, equal bytes, equal version). A package already in a store
+        # (context stored=True) may keep leading zeros: servers before 2026-12-07 accepted them at upload, and an
+        # upgrade must not turn a served version into a failed one.
+        zeros_ok = bool((info.context or {}).get("stored"))
         if not (type(value) is int or (isinstance(value, str) and value.isascii() and value.isdigit()
-                                       and (value == "0" or not value.startswith("0")))):
+                                       and (value == "0" or zeros_ok or not value.startswith("0")))):
             raise ValueError("must be a whole number written in decimal digits without leading zeros, e.g. \"3\"")
         return value
 

@@ -36,7 +36,7 @@ def set_trim(store: Path, task: str, trim: SpeechTrim | None, prune: bool = Fals
     current version of ``task``."""
     folder = store / task
     version = (folder / "CURRENT").read_text().strip()
-    pkg = read_package((folder / f"{version}.safetensors").read_bytes())
+    pkg = read_package((folder / f"{version}.safetensors").read_bytes(), stored=True)  # as the server reads it
     when = when or pkg.meta.trim_when
     new = with_metadata(pkg, speech_trim={**trim.to_dict(), "when": when} if trim else {})
     replace_file(folder / f"{new.version}.safetensors", new.data)

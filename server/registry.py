@@ -74,7 +74,7 @@ class Registry:
     # -- validation (blocking: call in a worker thread) --------------------------------------------
     def validate(self, task: str, data: bytes, *, stored: bool = False) -> TaskPackage:
         """Parse + check a package for ``task``; raises the core's PackageError family (409/413/415/422).
-        ``stored``: bytes read back from the store (``read_package``'s leniency for what older servers accepted)."""
+        ``stored``: bytes read back from the store (read as older servers read them; uploads stay strict)."""
         pkg = read_package(data, self.max_package_bytes, max_prompt_length=self.max_prompt_length,
                            max_classes=self.max_classes, stored=stored)
         self.runtime.check(pkg)

@@ -179,8 +179,8 @@ class PackageMeta:
     @classmethod
     def from_header(cls, h: dict[str, str] | None, *, stored: bool = False) -> PackageMeta:
         """Validate every metadata field (:class:`MetaFields`); raises ``PackageInvalid`` saying which and why.
-        ``stored``: the header of a package already in a store, whose whole numbers may have leading zeros (accepted
-        at upload before 2026-12-07; refused in new uploads)."""
+        ``stored``: the header of a package already in a store, whose whole numbers are read as older servers read
+        them (leading zeros, a sign or spaces, accepted at upload until 2026-12-07; refused in new uploads)."""
         if not isinstance(h, dict) or h.get("format") != "speechprompt-task":
             err = PackageInvalid("safetensors metadata lacks format=speechprompt-task")
             err.accepted = META_ACCEPTED

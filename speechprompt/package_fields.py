@@ -76,11 +76,12 @@ class MetaFields(BaseModel):
     def _digits(cls, value: Any, info: ValidationInfo) -> Any:
         # a header holds strings: a whole number is its decimal digits ("3"), not "3.0", " 3", "+3", "03" or true
         # (one spelling per number: equal content, equal bytes, equal version). A package already in a store
-        # (context stored=True) may keep leading zeros: servers before 2026-12-07 accepted them at upload, and an
-        # upgrade must not turn a served version into a failed one.
-        zeros_ok = bool((info.context or {}).get("stored"))
+        # (context stored=True) is read as older servers read it (pydantic's lax int: "05", " 5", "+5"), since they
+        # accepted such spellings at upload until 2026-12-07 and an upgrade must not fail a served version.
+        if (info.context or {}).get("stored"):
+            return value
         if not (type(value) is int or (isinstance(value, str) and value.isascii() and value.isdigit()
-                                       and (value == "0" or zeros_ok or not value.startswith("0")))):
+                                       and (value == "0" or not value.startswith("0")))):
             raise ValueError("must be a whole number written in decimal digits without leading zeros, e.g. \"3\"")
         return value
 

@@ -271,7 +271,7 @@ def evaluate(
             raise typer.Exit(2)
         package = package / f"{version}.safetensors"
     try:
-        pkg = read_package(package.read_bytes())
+        pkg = read_package(package.read_bytes(), stored=True)  # a file or store folder, read as the server reads a store
     except PackageError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -3,6 +3,7 @@ trial forward, a failing task isolated in a multi-task request, deep nesting ans
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -53,23 +54,27 @@ async def test_a_bad_stored_package_never_makes_the_task_list_fail_even_after_re
     assert r.status_code == 200
 
 
-async def test_leading_zeros_stay_served_from_the_store_but_are_refused_in_a_new_upload(make_server, tmp_path):
-    """Servers before 2026-12-07 accepted "05" for a whole number at upload; after an upgrade such a stored version
-    is still served (an upgrade must not fail a served task), while a new upload of the same bytes is a 422."""
+@pytest.mark.parametrize("spelling", ["0{}", " {}", "+{}"])
+async def test_old_spellings_stay_served_from_the_store_but_are_refused_in_a_new_upload(make_server, tmp_path,
+                                                                                      spelling):
+    """Servers until 2026-12-07 accepted "05", " 5" or "+5" for a whole number at upload; after an upgrade such a
+    stored version is still served, explained and reloaded, while a new upload of the same bytes is a 422."""
     data = make_package("kws", seed=1).data
     n = int.from_bytes(data[:8], "little")
     meta = json.loads(data[8:8 + n])["__metadata__"]
-    zeros = with_meta(data, prompt_length="0" + meta["prompt_length"], format_version="0" + meta["format_version"])
+    old = with_meta(data, **{k: spelling.format(meta[k]) for k in ("prompt_length", "format_version")})
     (tmp_path / "store" / "kws").mkdir(parents=True)
-    (tmp_path / "store" / "kws" / "old.safetensors").write_bytes(zeros)
+    (tmp_path / "store" / "kws" / "old.safetensors").write_bytes(old)
     srv = await make_server(FakeRuntime())
     desc = (await srv.client.get("/v1/tasks/kws")).json()
     assert desc["state"] == "resident" and desc["prompt_length"] == int(meta["prompt_length"]), desc
+    assert desc["version"] == hashlib.sha256(old).hexdigest()[:16]  # the stored bytes' own version
     r = await srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(), headers=WAV)
     assert r.status_code == 200 and r.json()["version"] == desc["version"], r.text
-    body = assert_problem(await srv.client.put("/v1/tasks/other", content=with_meta(zeros, task="other"),
-                                               headers=ADMIN), 422, "invalid_package")
-    assert "leading zeros" in body["detail"]
+    r = await srv.client.get("/v1/tasks/kws/verbalizer?top_k=2")  # read back from the store, as explain does
+    assert r.status_code == 200 and r.json()["version"] == desc["version"], r.text
+    body = assert_problem(await srv.client.put("/v1/tasks/kws", content=old, headers=ADMIN), 422, "invalid_package")
+    assert "must be a whole number written in decimal digits" in body["detail"]
     assert (await srv.client.get("/v1/tasks/kws")).json()["version"] == desc["version"]  # the served one kept
 
 

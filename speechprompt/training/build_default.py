@@ -13,8 +13,7 @@ level floor and edge gate have no stage file: ``--units``, ``--name``, ``--level
    split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus real non-speech recordings;
 3. ``twins.npz``: a ``channel_aug`` twin of half of the real clips (room, noise incl. real noise, codec, band-pass,
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
-4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (``feats-h<hop_frames>.pt`` for frames
-   other than every 80 ms, e.g. ``feats-h4.pt`` at 40 ms; with ``dense="whisper-base"``:
+4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (``feats-h4.pt`` at 40 ms; with ``dense="whisper-base"``:
    ``feats-whisper-base-L<layer>-p<pool>.pt``, Whisper base's encoder states ``[T, 512]``, ``dense_teachers.py``);
    with a pitch stream (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt`` (Whisper:
    ``pitch-<scale>-<features stage>.pt``), its ``[E, 2]`` frames, appended;
@@ -53,7 +52,6 @@ from speechprompt.codebook import Codebook, dedup
 from speechprompt.edge_gate import EdgeGate
 from speechprompt.level import LevelFloor
 from speechprompt.pitch import PITCH_DIMS, pitch_vector, register_centroids
-from speechprompt.speech_embedding import SpeechEmbeddingConfig
 from speechprompt.training import backbone_metrics as bm
 from speechprompt.training import channel_aug
 from speechprompt.training import corpus as corpus_mod
@@ -63,7 +61,7 @@ from speechprompt.training.default_stages import (
 )
 from speechprompt.training.default_stages import save_clips as _save_clips
 from speechprompt.training.default_stages import with_pitch as _with_pitch
-from speechprompt.training.dense_teachers import DENSE_CHOICES, load_teacher
+from speechprompt.training.dense_teachers import check_dense_settings, load_teacher
 from speechprompt.training.kmeans import NUM_UNITS, fit_kmeans, subsample_rows
 from speechprompt.training.machine import machine_facts
 from speechprompt.training.stages import Stages, digest_file
@@ -170,10 +168,7 @@ def build_default(out: str | Path, cfg: DefaultBuildConfig, *, real_cache: str |
     """
     if cfg.units < 2:
         raise ValueError(f"units must be >= 2; got {cfg.units}")
-    if cfg.dense not in DENSE_CHOICES:
-        raise ValueError(f"dense must be one of {DENSE_CHOICES}; got {cfg.dense!r}")
-    if cfg.dense == "speech_embedding":
-        SpeechEmbeddingConfig(hop_frames=cfg.hop_frames)  # ValueError (what is accepted) before any stage runs
+    check_dense_settings(cfg.dense, cfg.hop_frames)  # ValueError (what is accepted) before any stage runs
     check_speeds(cfg.real_speeds)
     if cfg.centroid_lm and not cfg.factored_lm:
         raise ValueError("centroid_lm needs factored_lm (a product codebook with a factored unit-LM embedding)")

@@ -50,6 +50,17 @@ class Teacher:
         return enc.eval().requires_grad_(False), state, pitch
 
 
+def check_dense_settings(dense: str, hop_frames: int = 8) -> None:
+    """Raises ``ValueError`` saying what is accepted for a ``dense`` not in :data:`DENSE_CHOICES`, or a speech_embedding
+    ``hop_frames`` that does not divide its 8-frame stride."""
+    if dense not in DENSE_CHOICES:
+        raise ValueError(f"dense must be one of {DENSE_CHOICES}; got {dense!r}")
+    if dense == "speech_embedding":
+        from speechprompt.speech_embedding import SpeechEmbeddingConfig
+
+        SpeechEmbeddingConfig(hop_frames=hop_frames)
+
+
 def load_teacher(dense: str, cache: str | Path, layer: int = 5, pool: int = 2, hop_frames: int = 8) -> Teacher:
     """Fetch (once, into ``cache``) and load the dense model ``dense`` (one of :data:`DENSE_CHOICES`; ``layer`` and
     ``pool`` for Whisper; ``hop_frames`` for speech_embedding: mel frames between its frames, 8 = 80 ms, 4 = 40 ms).
@@ -97,4 +108,4 @@ def _loaded(make, state, frame_pitch, stage, description, source, license_, lice
                    license_text)
 
 
-__all__ = ["DENSE_CHOICES", "Teacher", "load_teacher"]
+__all__ = ["DENSE_CHOICES", "Teacher", "check_dense_settings", "load_teacher"]

@@ -12,8 +12,8 @@ Pipeline, following the two ONNX graphs and openWakeWord's ``utils.AudioFeatures
    zero-padded by ``pad`` samples on both sides (ours: windows centred on the clip, like ``center=True``);
 2. STFT as two 1-D convolutions (kernel 512, stride 160: 10 ms frames), power, a [257, 32] mel matrix,
    ``10 log10(max(p, 1e-10))``, floored at (clip max - 80 dB), then openWakeWord's ``x / 10 + 2``;
-3. windows of 76 mel frames every ``hop_frames`` (8: 80 ms, openWakeWord's own) -> 19 Conv2d + LeakyReLU(0.2) + max(., -0.4) with 5
-   max-pools, and a last 3x1 convolution -> 96-d. (The ONNX ReduceMax of step 2 spans the whole batch;
+3. windows of 76 mel frames every ``hop_frames`` (8: 80 ms, openWakeWord's own) -> 19 Conv2d + LeakyReLU(0.2) +
+   max(., -0.4) with 5 max-pools, and a last 3x1 convolution -> 96-d. (The ONNX ReduceMax of step 2 spans the whole batch;
    here it is per clip, which equals the graph run with batch 1.)
 
 ``hop_frames`` < 8 (a bundle setting, 4 = 40 ms) starts windows more often than openWakeWord does: the network runs
@@ -129,9 +129,8 @@ class SpeechEmbeddingEncoder(nn.Module):
     (``pitch_config``) in the encoder weights, so the bundle fingerprint covers them.
 
     ``hop_size`` = ``mel_hop * hop_frames`` samples (1280 = 80 ms; 640 with ``hop_frames`` 4); ``num_frames(N)`` gives
-    ``E``. Clips under ``min_samples`` (400, as for
-    HuBERT) raise ``encoder.ClipTooShort``; clips shorter than one window after padding are padded at the end to
-    one window. Raises ``encoder.EncoderInputError`` for input that is not 1-D.
+    ``E``. Clips under ``min_samples`` (400, as for HuBERT) raise ``encoder.ClipTooShort``; clips shorter than one
+    window after padding are padded at the end to one window. Raises ``encoder.EncoderInputError`` for input that is not 1-D.
     """
 
     def __init__(self, cfg: SpeechEmbeddingConfig | None = None):

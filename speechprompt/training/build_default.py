@@ -13,8 +13,8 @@ level floor and edge gate have no stage file: ``--units``, ``--name``, ``--level
    split of ``real_corpus.speaker_split``: test speakers never reach the backbone), plus real non-speech recordings;
 3. ``twins.npz``: a ``channel_aug`` twin of half of the real clips (room, noise incl. real noise, codec, band-pass,
    level); the TTS clips already have their sox twins (pitch, reverb, telephone band, noise);
-4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (``feats-h4.pt`` at 40 ms; with ``dense="whisper-base"``:
-   ``feats-whisper-base-L<layer>-p<pool>.pt``, Whisper base's encoder states ``[T, 512]``, ``dense_teachers.py``);
+4. ``feats.pt``: speech_embedding features ``[E, 96]`` of every clip and twin (``feats-h4.pt`` at 40 ms; Whisper:
+   ``feats-whisper-base-L<layer>-p<pool>.pt``, its encoder states ``[T, 512]``, ``dense_teachers.py``);
    with a pitch stream (``pitch_scale`` > 0, ``speechprompt/pitch.py``) also ``pitch-<scale>.pt`` (Whisper:
    ``pitch-<scale>-<features stage>.pt``), its ``[E, 2]`` frames, appended;
    4b. with ``real_speeds`` (off by default): ``speed-<s>.pt``, features of a tape-speed copy (``sound_variants``) of

@@ -82,7 +82,8 @@ class MetaFields(BaseModel):
             return value
         if not (type(value) is int or (isinstance(value, str) and value.isascii() and value.isdigit()
                                        and (value == "0" or not value.startswith("0")))):
-            raise ValueError("must be a whole number written in decimal digits without leading zeros, a sign, spaces or a point, e.g. \"3\"")
+            raise ValueError("must be a whole number written in decimal digits without leading zeros, a sign, spaces "
+                             "or a point, e.g. \"3\"")
         return value
 
     @field_validator("unit_view")

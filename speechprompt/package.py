@@ -179,8 +179,9 @@ class PackageMeta:
     @classmethod
     def from_header(cls, h: dict[str, str] | None, *, stored: bool = False) -> PackageMeta:
         """Validate every metadata field (:class:`MetaFields`); raises ``PackageInvalid`` saying which and why.
-        ``stored``: the header of a package already in a store, whose whole numbers are read as older servers read
-        them (leading zeros, a sign or spaces, accepted at upload until 2026-12-07; refused in new uploads)."""
+        ``stored``: the header of a package already in a store, whose whole numbers and repeated JSON keys are read
+        as older servers read them (leading zeros, a sign or spaces; the last copy of a key: accepted at upload until
+        2026-12-07, refused in new uploads)."""
         if not isinstance(h, dict) or h.get("format") != "speechprompt-task":
             err = PackageInvalid("safetensors metadata lacks format=speechprompt-task")
             err.accepted = META_ACCEPTED
@@ -189,7 +190,7 @@ class PackageMeta:
         for name in ("labels", "training", "long_audio", "speech_trim", "unit_view", "member_unit_views"):
             if isinstance(h.get(name), str):
                 try:
-                    fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid)
+                    fields[name] = parse_json(h[name], f"metadata field {name!r}", PackageInvalid, stored=stored)
                 except PackageInvalid as e:
                     e.accepted = META_ACCEPTED  # what each field's JSON must be
                     raise
@@ -330,7 +331,7 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_
     if hlen <= 0 or hlen > len(data) - 8 or data[8:9] != b"{":
         kind = "a pickle / torch.save file" if data[:1] == b"\x80" or data[:2] == b"PK" else "not safetensors"
         raise NotSafetensors(f"package bytes are {kind}; only safetensors is accepted (never pickles)")
-    header = parse_json(data[8:8 + hlen], "the safetensors header", NotSafetensors)
+    header = parse_json(data[8:8 + hlen], "the safetensors header", NotSafetensors, stored=stored)
     if not isinstance(header, dict):
         raise NotSafetensors("the safetensors header is not a JSON object")
     meta = PackageMeta.from_header(header.get("__metadata__"), stored=stored)

@@ -166,12 +166,13 @@ def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_json(text: str | bytes, what: str, error: type[Exception]) -> Any:
+def parse_json(text: str | bytes, what: str, error: type[Exception], *, stored: bool = False) -> Any:
     """``json.loads`` that raises ``error`` (a ``package.PackageError``) for malformed or too deeply nested JSON,
     and for an object that names a key twice (parsers disagree on which value such a header means: Python's keeps
-    the last, another reader may keep the first)."""
+    the last, another reader may keep the first). ``stored``: text of a package already in a store, where a key
+    named twice keeps its last value, as servers until 2026-12-07 read it (they stored such uploads)."""
     try:
-        return json.loads(text, object_pairs_hook=_distinct_keys)
+        return json.loads(text, object_pairs_hook=None if stored else _distinct_keys)
     except _DuplicateKey as e:
         raise error(f"{what} names the key {e.args[0][:64]!r} twice; every key may appear once") from None
     except RecursionError:

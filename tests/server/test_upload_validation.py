@@ -78,6 +78,41 @@ async def test_old_spellings_stay_served_from_the_store_but_are_refused_in_a_new
     assert (await srv.client.get("/v1/tasks/kws")).json()["version"] == desc["version"]  # the served one kept
 
 
+def with_key_twice(data: bytes, where: str) -> bytes:
+    """A package's bytes whose header (``where="header"``: ``task`` inside ``__metadata__``) or whose ``training``
+    field names a key twice, the last copy carrying the value the package was made with."""
+    n = int.from_bytes(data[:8], "little")
+    raw = data[8:8 + n].decode().rstrip()
+    meta = json.loads(raw)["__metadata__"]
+    if where == "header":
+        raw = raw.replace('"__metadata__":{', '"__metadata__":{"task":"other",', 1)
+    else:
+        training = json.loads(meta["training"])
+        twice = "{" + "".join(f'"{k}": -1, ' for k in training) + json.dumps(training)[1:]
+        raw = raw.replace(json.dumps(meta["training"]), json.dumps(twice), 1)
+    assert raw != data[8:8 + n].decode().rstrip(), where
+    return len(raw.encode()).to_bytes(8, "little") + raw.encode() + data[8 + n:]
+
+
+@pytest.mark.parametrize("where", ["header", "training"])
+async def test_a_stored_package_naming_a_key_twice_is_served_with_the_last_copy_but_refused_in_an_upload(
+        make_server, tmp_path, where):
+    """Servers until 2026-12-07 stored packages whose JSON named a key twice (Python's json keeps the last copy);
+    after an upgrade such a version is still served, read as they read it, while a new upload is a 422."""
+    old = with_key_twice(make_package("kws", seed=1).data, where)
+    (tmp_path / "store" / "kws").mkdir(parents=True)
+    (tmp_path / "store" / "kws" / "old.safetensors").write_bytes(old)
+    srv = await make_server(FakeRuntime())
+    desc = (await srv.client.get("/v1/tasks/kws")).json()
+    assert desc["state"] == "resident" and desc["version"] == hashlib.sha256(old).hexdigest()[:16], desc
+    r = await srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(), headers=WAV)
+    assert r.status_code == 200 and r.json()["version"] == desc["version"], r.text
+    body = assert_problem(await srv.client.put("/v1/tasks/kws", content=old, headers=ADMIN), 422 if where ==
+                          "training" else 415, "invalid_package" if where == "training" else "not_safetensors")
+    assert "twice" in body["detail"], body
+    assert (await srv.client.get("/v1/tasks/kws")).json()["version"] == desc["version"]  # the served one kept
+
+
 async def test_labels_sent_as_a_json_string_are_refused_not_split_into_characters(make_server):
     srv = await make_server(FakeRuntime())
     data = with_meta(make_package("kws", labels=("a", "b", "c")).data, labels='"abc"')

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from speechprompt.edge_gate import EdgeGate
 from speechprompt.training.build_default import DefaultBuildConfig, build_default, check_speeds, log
-from speechprompt.training.dense_teachers import DENSE_CHOICES
+from speechprompt.training.dense_teachers import DENSE_CHOICES, check_dense_settings
 from speechprompt.training.stages import StageMismatch
 from speechprompt.training.voice_codes import check_voice
 
@@ -110,8 +110,10 @@ def check_dense(dense: str, layer: int, pool: int, hop_frames: int = 8) -> str |
     None."""
     if dense not in DENSE_CHOICES:
         return f"--dense must be one of {', '.join(DENSE_CHOICES)}; got {dense!r}"
-    if hop_frames not in (1, 2, 4, 8):
-        return f"--hop-frames must divide 8 (8: 80 ms frames, 4: 40 ms, 2: 20 ms, 1: 10 ms); got {hop_frames}"
+    try:
+        check_dense_settings("speech_embedding", hop_frames)  # the config's own rule (ignored for Whisper later)
+    except ValueError as e:
+        return f"--hop-frames: {e}"
     if not 1 <= layer <= 6:
         return f"--whisper-layer must be 1-6 (Whisper base has 6 encoder blocks); got {layer}"
     if pool not in (1, 2, 3, 4, 5, 6):

@@ -318,7 +318,8 @@ def read_package(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, max_prompt_
     """Parse and validate package bytes (self-consistency only; see ``check_compatible`` for the backbone).
     ``stored``: bytes read back from a store (``PackageMeta.from_header``'s leniency), not a new upload.
 
-    Raises ``PackageTooLarge``, ``NotSafetensors`` (e.g. a pickle, or a header nested too deeply),
+    Raises ``PackageTooLarge``, ``NotSafetensors`` (e.g. a pickle, a header nested too deeply, or one naming a key
+    twice unless ``stored``),
     ``PackageInvalid`` (names, shapes, dtypes, metadata), ``PackageOverLimit`` (prompt longer than
     ``max_prompt_length`` or more than ``max_classes`` labels; checked before any tensor is read) or
     ``NonFiniteWeights``.

@@ -105,6 +105,7 @@ async def test_a_stored_package_naming_a_key_twice_is_served_with_the_last_copy_
     srv = await make_server(FakeRuntime())
     desc = (await srv.client.get("/v1/tasks/kws")).json()
     assert desc["state"] == "resident" and desc["version"] == hashlib.sha256(old).hexdigest()[:16], desc
+    assert desc["training"] == {"seed": 1}  # the last copy of each repeated key, as make_package wrote it
     r = await srv.client.post("/v1/tasks/kws/classify", content=wav_bytes(), headers=WAV)
     assert r.status_code == 200 and r.json()["version"] == desc["version"], r.text
     body = assert_problem(await srv.client.put("/v1/tasks/kws", content=old, headers=ADMIN), 422 if where ==

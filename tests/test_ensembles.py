@@ -276,3 +276,34 @@ def test_check_compatible_wants_every_members_view():
                                                                 torch.randn(R, 2, generator=g)))
     with pytest.raises(PackageInvalid, match="not a product codebook"):  # member 0 reads the units; member 1 cannot
         check_compatible(mixed, **shapes, codebook=Codebook(torch.randn(C * R, 6, generator=g)))
+
+
+def test_the_ensemble_command_joins_a_package_an_older_release_stored_into_one_a_strict_upload_accepts(tmp_path):
+    """A package from a store written by an older release (a number spelled "05", a key named twice in ``training``)
+    joins an ensemble through ``speechprompt ensemble``; the package written is canonical and read strictly."""
+    import typer
+    from typer.testing import CliRunner
+
+    from speechprompt.package import NotSafetensors, PackageInvalid
+    from speechprompt.training.cli import register
+
+    app = typer.Typer()
+    register(app)
+    old, new = package("t", 1), package("t", 2)
+    h = header(old.data)
+    h["__metadata__"]["prompt_length"] = "05"
+    h["__metadata__"]["training"] = '{"seed": 0, "seed": 1}'
+    raw = json.dumps(h).encode()
+    stored = len(raw).to_bytes(8, "little") + raw + old.data[8 + int.from_bytes(old.data[:8], "little"):]
+    with pytest.raises((PackageInvalid, NotSafetensors)):
+        read_package(stored)  # a new upload of these bytes is refused
+    (tmp_path / "old.safetensors").write_bytes(stored)
+    (tmp_path / "new.safetensors").write_bytes(new.data)
+    out = tmp_path / "joined.safetensors"
+    r = CliRunner().invoke(app, ["ensemble", str(tmp_path / "old.safetensors"), str(tmp_path / "new.safetensors"),
+                                 "--out", str(out)])
+    assert r.exit_code == 0 and "2 members" in r.output, r.output
+    joined = read_package(out.read_bytes())  # strict, as an upload
+    assert joined.meta.prompt_length == 5 and header(joined.data)["__metadata__"]["prompt_length"] == "5"
+    assert torch.equal(joined.deep_key, old.deep_key) and torch.equal(joined.more[0].deep_key, new.deep_key)
+    assert [m["training"] for m in joined.meta.training["ensemble_of"]] == [{"seed": 1}, {"seed": 2}]

@@ -30,7 +30,9 @@ def ensemble_cmd(
         typer.echo(f"error: --out {out} is one of the input packages; write the ensemble to a new file", err=True)
         raise typer.Exit(2)
     try:
-        parts = [read_package(p.read_bytes()) for p in packages]
+        # read as the server reads its store (a package saved by an older release may spell a number "05" or name a
+        # key twice); what is written is a new package with canonical metadata, which a strict upload accepts
+        parts = [read_package(p.read_bytes(), stored=True) for p in packages]
         pkg = ensemble(parts, task=task)
     except PackageError as e:
         typer.echo(f"error: {e}", err=True)

@@ -98,7 +98,8 @@ def with_key_twice(data: bytes, where: str) -> bytes:
 async def test_a_stored_package_naming_a_key_twice_is_served_with_the_last_copy_but_refused_in_an_upload(
         make_server, tmp_path, where):
     """Servers until 2026-12-07 stored packages whose JSON named a key twice (Python's json keeps the last copy);
-    after an upgrade such a version is still served, read as they read it, while a new upload is a 422."""
+    after an upgrade such a version is still served, read as they read it, while a new upload is refused (415 for a key
+    twice in the header, 422 in a metadata field)."""
     old = with_key_twice(make_package("kws", seed=1).data, where)
     (tmp_path / "store" / "kws").mkdir(parents=True)
     (tmp_path / "store" / "kws" / "old.safetensors").write_bytes(old)

@@ -1,0 +1,138 @@
+"""seed_stats: the suite rule's difference of means with a bootstrap interval over prompt seeds, and
+scripts/suite_seed_rule.py's two tables built from it."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from speechprompt.backbone import Backbone
+from speechprompt.package import read_package
+from speechprompt.training import seed_stats as S
+from speechprompt.training.evaluate import predict
+from tests.scripts import load_script
+
+
+def test_interval_of_two_runs_matches_the_exact_resampling_distribution():
+    """old = [0, 1] resampled gives a mean of 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4; new = [0, 0] has no spread.
+    So new - old is -1 a quarter of the time and 0 a quarter: the 5 % and 95 % quantiles are exactly -1 and 0."""
+    d = S.bootstrap_diff([0.0, 1.0], [0.0, 0.0], level=0.9, seed=0)
+    assert d.diff == -0.5 and (d.lo, d.hi) == (-1.0, 0.0) and (d.n_old, d.n_new) == (2, 2)
+
+
+def test_runs_without_spread_give_the_difference_itself_and_a_verdict_on_it():
+    d = S.bootstrap_diff([0.80, 0.80, 0.80], [0.75, 0.75, 0.75])
+    assert d.diff == pytest.approx(-0.05) and d.lo == pytest.approx(-0.05) and d.hi == pytest.approx(-0.05)
+    assert S.verdict(d) == S.BEHIND
+    assert S.verdict(S.bootstrap_diff([0.80, 0.80], [0.79, 0.79])) == S.NOT_BEHIND
+
+
+def test_interval_widens_with_the_spread_and_is_reproducible():
+    tight = S.bootstrap_diff([0.60, 0.61, 0.59], [0.55, 0.56, 0.54], seed=3)
+    wide = S.bootstrap_diff([0.50, 0.70, 0.60], [0.45, 0.65, 0.55], seed=3)
+    assert tight.diff == pytest.approx(-0.05) and wide.diff == pytest.approx(-0.05)
+    assert tight.lo < -0.05 < tight.hi and wide.lo < tight.lo and wide.hi > tight.hi
+    assert S.verdict(tight) == S.BEHIND and S.verdict(wide) == S.UNDECIDED
+    assert S.bootstrap_diff([0.50, 0.70, 0.60], [0.45, 0.65, 0.55], seed=3) == wide
+
+
+def test_verdict_boundaries():
+    assert S.verdict(S.SeedDiff(-0.04, -0.05, -0.021, 0.9, 3, 3)) == S.BEHIND
+    assert S.verdict(S.SeedDiff(-0.03, -0.05, -0.02, 0.9, 3, 3)) == S.UNDECIDED  # the margin itself is not beyond it
+    assert S.verdict(S.SeedDiff(0.0, -0.02, 0.02, 0.9, 3, 3)) == S.NOT_BEHIND
+    assert S.verdict(S.SeedDiff(0.0, -0.03, 0.02, 0.9, 3, 3), margin=0.05) == S.NOT_BEHIND
+
+
+def test_refusals():
+    with pytest.raises(ValueError, match="need >= 2 runs on each side, got 1 old"):
+        S.bootstrap_diff([0.5], [0.5, 0.6])
+    with pytest.raises(ValueError, match="level must be in"):
+        S.bootstrap_diff([0.5, 0.6], [0.5, 0.6], level=1.0)
+    with pytest.raises(ValueError, match="need >= 1 run"):
+        S.rule_fires([], [0.5])
+
+
+def test_rule_fires_only_beyond_the_margin():
+    assert S.rule_fires([0.60, 0.60], [0.57, 0.57]) and not S.rule_fires([0.60, 0.60], [0.59, 0.59])
+    assert not S.rule_fires([0.60], [0.70])
+
+
+def _run(acc: float, eer: float) -> dict:
+    return {"question": {"v2": {"test": {"accuracy": acc}}}, "vad": {"v2": {"test": {"accuracy": 0.9, "eer": eer}}}}
+
+
+def test_script_tables_split_each_bundle_and_judge_new_against_old():
+    mod = load_script("suite_seed_rule")
+    old = mod.scores([_run(a, e) for a, e in [(0.60, 0.01), (0.62, 0.01), (0.64, 0.01), (0.61, 0.01)]])
+    new = mod.scores([_run(a, e) for a, e in [(0.50, 0.00), (0.56, 0.00), (0.52, 0.00), (0.51, 0.00)]])
+    assert old["vad"] == [-0.01] * 4  # EER negated: higher is better everywhere
+    meta = {"old": "o", "new": "n", "n_old": 4, "n_new": 4, "date": "d", "half": 2, "margin": 0.02, "level": 0.9,
+            "first_seeds": "old: 1, 2; new: 1, 2"}
+    lines = mod.render(old, new, meta).splitlines()
+    # old: first two seeds 0.610, other two 0.625 (no fire); new: 0.530 vs 0.515 (no fire)
+    assert "| old | question | 0.610 | 0.625 | +0.015 | no |" in lines
+    assert "| new | question | 0.530 | 0.515 | -0.015 | no |" in lines
+    assert "| new | vad (EER) | 0.000 | 0.000 | +0.000 | no |" in lines
+    row = next(x for x in lines if x.startswith("| question | 0.617 | 0.522 | -0.095 |"))
+    assert row.endswith("| **behind** |")
+    vad = next(x for x in lines if x.startswith("| vad (EER) | 0.010 | 0.000 | +0.010 |"))
+    assert vad.endswith("| not behind |")
+    fired = mod.self_table("x", {"question": [0.60, 0.60, 0.50, 0.52]}, 2, 0.02)
+    assert fired == ["| x | question | 0.600 | 0.510 | -0.090 | **fires** |"]
+
+
+def test_script_refuses_too_few_runs_to_split(tmp_path, capsys):
+    mod = load_script("suite_seed_rule")
+
+    argv = sys.argv
+    sys.argv = ["suite_seed_rule.py", "--old-runs", *(str(tmp_path / f"o{i}") for i in range(4)),
+                "--new-runs", *(str(tmp_path / f"n{i}") for i in range(3)), "--half", "2", "--results", "none"]
+    try:
+        with pytest.raises(SystemExit) as e:
+            mod.main()
+    finally:
+        sys.argv = argv
+    assert e.value.code == 2 and "need at least 4 runs to split after --half 2" in capsys.readouterr().err
+
+
+def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_dir, wav_folder, tmp_path,
+                                                                         monkeypatch, capsys):
+    """Four run_suite.py runs (prompt seeds 1-4) on a tiny bundle, then the script with ``--suite``: table 3's
+    ensembles score what averaging each member's own class probabilities scores; table 2 compares a bundle with
+    itself: a difference of zero and the interval of the runs' own cells resampled on both sides."""
+    suite = tmp_path / "suite"
+    rows = []
+    for label, src in (("female", "tone"), ("male", "noise")):
+        clips = sorted((wav_folder / src).glob("*.wav"))
+        rows += [f"{c},{label},{split}" for i, split in enumerate(("train", "dev", "test")) for c in clips[4 * i:4 * i + 4]]
+    (suite / "gender").mkdir(parents=True)
+    (suite / "gender" / "manifest.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    run_suite = load_script("run_suite")
+    runs = [tmp_path / f"run{s}" for s in (1, 2, 3, 4)]
+    for s, work in zip((1, 2, 3, 4), runs):
+        monkeypatch.setattr(sys, "argv", ["run_suite.py", "--suite", str(suite), "--backbone", str(bundle_dir),
+                                          "--work", str(work), "--results", "none", "--demo", "", "--variants", "v2",
+                                          "--max-epochs", "2", "--prompt-seed", str(s), "--store", str(tmp_path / "st")])
+        run_suite.main()
+    mod = load_script("suite_seed_rule")
+    monkeypatch.setattr(sys, "argv", ["suite_seed_rule.py", "--old", str(bundle_dir), "--new", str(bundle_dir),
+                                      "--old-runs", *map(str, runs), "--new-runs", *map(str, runs), "--half", "2",
+                                      "--suite", str(suite), "--enc-work", str(tmp_path / "enc"), "--results", "none"])
+    mod.main()
+    out = capsys.readouterr().out.splitlines()
+    bb = Backbone.load(bundle_dir)
+    test = run_suite.encode_task(bb, suite / "gender", tmp_path / "enc")["test"]
+    accs = []
+    for part in (runs[:2], runs[2:]):
+        probs = np.mean([predict(bb.unit_lm, read_package(next(r.glob("*/packages/gender.v2.safetensors")).read_bytes()),
+                                 test["units"]) for r in part], axis=0)
+        labels = ["female", "male"]
+        accs.append(float(np.mean([labels[i] == y for i, y in zip(probs.argmax(1), test["labels"])])))
+    (row,) = [x for x in out if x.startswith("| gender | ") and x.count("|") == 8]
+    assert row.startswith(f"| gender | {accs[0]:.3f} / {accs[1]:.3f} | ")
+    assert row.endswith("| +0.000 | no |")
+    (verdict_row,) = [x for x in out if x.startswith("| gender | ") and x.count("|") == 7]
+    cells = [json.loads(next(r.glob("*/results.json")).read_text())["gender"]["v2"]["test"]["accuracy"] for r in runs]
+    d = S.bootstrap_diff(cells, cells)
+    assert verdict_row.endswith(f"| +0.000 | {d.lo:+.3f} to {d.hi:+.3f} | {S.verdict(d)} |")

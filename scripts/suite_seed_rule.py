@@ -9,15 +9,17 @@
     done
     python scripts/suite_seed_rule.py --old-runs .cache/suite_seeds/v1_* --new-runs .cache/suite_seeds/new_*
 
-Two tables (unseen voices, SpeechPrompt v2 prompts; ``speechprompt/training/seed_stats.py``):
+Tables (unseen voices, SpeechPrompt v2 prompts; ``speechprompt/training/seed_stats.py``):
 1. the rule against itself: each bundle's first ``--half`` runs against its other runs (the same bundle, suite and
    recipe; only the prompt seed differs), and whether "more than 2 points lower" fires;
 2. new - old over all runs with a bootstrap interval over seeds, and the verdict: behind by more than 2 points, not
    behind by more than 2 points, or undecided at this many seeds.
-3. with ``--suite``: the demos' recipe, 3-member ensembles (``speechprompt/ensembles.py``): each bundle's packages of
+3. with ``--suite``: the demos' recipe, ensembles (``speechprompt/ensembles.py``; 3 members with the default ``--half``): each bundle's packages of
    its first ``--half`` runs joined into one ensemble and those of its other runs into another, scored on the suite's
    unseen voices (units from ``--enc-work``, ``run_suite.py``'s cache, encoded when missing); the rule on the mean of
    the two ensembles, and each bundle's two ensembles against each other.
+4. where the loss sits: the regressions each run also fits (they do not depend on the prompt seed; the first run's), on
+   the mean-pooled dense features and on the unit histograms of each bundle, beside the prompts' means.
 Runs are given in the order the first table splits them. Replaces the ``seedrule:begin/end`` block of ``--results``
 (``none``: print only).
 """
@@ -111,6 +113,24 @@ def ensemble_table(old: dict[str, list[float]], new: dict[str, list[float]], mar
     return rows
 
 
+def regression_table(old_run: dict, new_run: dict, old: dict[str, list[float]], new: dict[str, list[float]]) -> list[str]:
+    """Rows of table 4: per task, LR on mean-pooled dense features and LR on unit histograms (``run_suite.logreg``) of
+    each bundle, and the prompts' mean over seeds; where the features hold a task that the units lose, the loss is
+    after the dense stage."""
+    rows = ["", "**4. Where the loss sits**: logistic regression on each clip's mean-pooled dense features and on its unit "
+            "histogram (the same for every prompt seed), beside the prompts' mean over seeds.", "",
+            "| task | features LR old / new | unit histogram LR old / new | prompts old / new |", "|---|---|---|---|"]
+    for n in [t for t in old if t in new]:
+        eer = TASKS[n].metric == "eer"
+        c = lambda r, k: metric(r.get(n), k, "test", eer)  # noqa: E731
+        cells = [c(old_run, "logreg_feats"), c(new_run, "logreg_feats"), c(old_run, "logreg_hist"), c(new_run, "logreg_hist")]
+        if None in cells:
+            continue
+        rows.append(f"| {n}{' (EER)' if eer else ''} | {cells[0]:.3f} / {cells[1]:.3f} | {cells[2]:.3f} / {cells[3]:.3f} | "
+                    f"{_m(old[n], eer)} / {_m(new[n], eer)} |")
+    return rows
+
+
 def render(old: dict[str, list[float]], new: dict[str, list[float]], meta: dict) -> str:
     """Both tables as markdown (see the module docstring)."""
     half, margin, level = meta["half"], meta["margin"], meta["level"]
@@ -133,6 +153,8 @@ def render(old: dict[str, list[float]], new: dict[str, list[float]], meta: dict)
                      f"{d.lo:+.3f} to {d.hi:+.3f} | {'**' + v + '**' if v == 'behind' else v} |")
     if meta.get("ensembles"):
         lines += ensemble_table(*meta["ensembles"], margin)
+    if meta.get("first_runs"):
+        lines += regression_table(*meta["first_runs"], old, new)
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +185,7 @@ def main() -> None:
     meta.update(half=a.half, margin=a.margin, level=a.level, n_old=len(a.old_runs), n_new=len(a.new_runs),
                 first_seeds="; ".join(f"{side}: " + ", ".join(str(s) for s in seeds[side][:a.half]) for side in seeds),
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+    meta["first_runs"] = (loaded["old"][0][0], loaded["new"][0][0])
     if a.suite:
         meta["ensembles"] = [ensemble_scores(runs[0][1], [w for w in getattr(a, f"{side}_runs")], a.half, a.suite,
                                              a.enc_work) for side, runs in loaded.items()]

@@ -1,5 +1,5 @@
 """seed_stats: the suite rule's difference of means with a bootstrap interval over prompt seeds, and
-scripts/suite_seed_rule.py's two tables built from it."""
+scripts/suite_seed_rule.py's tables built from it."""
 
 import json
 import sys
@@ -133,6 +133,11 @@ def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_
     assert row.startswith(f"| gender | {accs[0]:.3f} / {accs[1]:.3f} | ")
     assert row.endswith("| +0.000 | no |")
     (verdict_row,) = [x for x in out if x.startswith("| gender | ") and x.count("|") == 7]
-    cells = [json.loads(next(r.glob("*/results.json")).read_text())["gender"]["v2"]["test"]["accuracy"] for r in runs]
+    results = [json.loads(next(r.glob("*/results.json")).read_text())["gender"] for r in runs]
+    cells = [r["v2"]["test"]["accuracy"] for r in results]
     d = S.bootstrap_diff(cells, cells)
     assert verdict_row.endswith(f"| +0.000 | {d.lo:+.3f} to {d.hi:+.3f} | {S.verdict(d)} |")
+    # table 4: the first run's regressions (feature LR, unit-histogram LR) of each side and the prompts' means
+    f, h = (results[0][k]["test"]["accuracy"] for k in ("logreg_feats", "logreg_hist"))
+    m = sum(cells) / len(cells)
+    assert f"| gender | {f:.3f} / {f:.3f} | {h:.3f} / {h:.3f} | {m:.3f} / {m:.3f} |" in out

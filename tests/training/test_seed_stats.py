@@ -112,7 +112,7 @@ def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_
     runs = [tmp_path / f"run{s}" for s in (1, 2, 3, 4)]
     for s, work in zip((1, 2, 3, 4), runs):
         monkeypatch.setattr(sys, "argv", ["run_suite.py", "--suite", str(suite), "--backbone", str(bundle_dir),
-                                          "--work", str(work), "--results", "none", "--demo", "", "--variants", "v2",
+                                          "--work", str(work), "--results", "none", "--demo", "", "--variants", "v2,v2_mean",
                                           "--max-epochs", "2", "--prompt-seed", str(s), "--store", str(tmp_path / "st")])
         run_suite.main()
     mod = load_script("suite_seed_rule")
@@ -141,3 +141,14 @@ def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_
     f, h = (results[0][k]["test"]["accuracy"] for k in ("logreg_feats", "logreg_hist"))
     m = sum(cells) / len(cells)
     assert f"| gender | {f:.3f} / {f:.3f} | {h:.3f} / {h:.3f} | {m:.3f} / {m:.3f} |" in out
+    # another variant on one side (the mean read-out): its own cells and packages, named in the header
+    argv = sys.argv[:]
+    monkeypatch.setattr(sys, "argv", [*argv[:-2], "--new-variant", "v2_mean", "--results", "none"])
+    mod.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "prompt variant v2 (old), v2_mean (new)," in out[0]
+    mean_cells = [r["v2_mean"]["test"]["accuracy"] for r in results]
+    d = S.bootstrap_diff(cells, mean_cells)
+    (verdict_row,) = [x for x in out if x.startswith("| gender | ") and x.count("|") == 7]
+    assert verdict_row.replace("**", "") == (f"| gender | {m:.3f} | {sum(mean_cells) / 4:.3f} | {d.diff:+.3f} | {d.lo:+.3f} to "
+                           f"{d.hi:+.3f} | {S.verdict(d)} |")

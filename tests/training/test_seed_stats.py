@@ -19,6 +19,9 @@ def test_interval_of_two_runs_matches_the_exact_resampling_distribution():
     So new - old is -1 a quarter of the time and 0 a quarter: the 5 % and 95 % quantiles are exactly -1 and 0."""
     d = S.bootstrap_diff([0.0, 1.0], [0.0, 0.0], level=0.9, seed=0)
     assert d.diff == -0.5 and (d.lo, d.hi) == (-1.0, 0.0) and (d.n_old, d.n_new) == (2, 2)
+    # at 40 % the 30 % and 70 % quantiles both fall inside the half of the draws whose old mean is 0.5
+    d40 = S.bootstrap_diff([0.0, 1.0], [0.0, 0.0], level=0.4)
+    assert (d40.lo, d40.hi) == (-0.5, -0.5)
 
 
 def test_runs_without_spread_give_the_difference_itself_and_a_verdict_on_it():
@@ -45,8 +48,10 @@ def test_verdict_boundaries():
 
 
 def test_refusals():
-    with pytest.raises(ValueError, match="need >= 2 runs on each side, got 1 old"):
+    with pytest.raises(ValueError, match=r"need a flat list of >= 2 runs on each side, got shapes \(1,\) old"):
         S.bootstrap_diff([0.5], [0.5, 0.6])
+    with pytest.raises(ValueError, match="resamples must be >= 1"):
+        S.bootstrap_diff([0.5, 0.6], [0.5, 0.6], resamples=0)
     with pytest.raises(ValueError, match="level must be in"):
         S.bootstrap_diff([0.5, 0.6], [0.5, 0.6], level=1.0)
     with pytest.raises(ValueError, match="need >= 1 run"):
@@ -56,6 +61,9 @@ def test_refusals():
 def test_rule_fires_only_beyond_the_margin():
     assert S.rule_fires([0.60, 0.60], [0.57, 0.57]) and not S.rule_fires([0.60, 0.60], [0.59, 0.59])
     assert not S.rule_fires([0.60], [0.70])
+    # exactly 2 points on k / 100 clips is at the margin, not beyond it (0.74 - 0.76 < -0.02 in floats)
+    assert not S.rule_fires([0.76], [0.74]) and not S.rule_fires([0.60], [0.58]) and S.rule_fires([0.76], [0.73])
+    assert S.verdict(S.SeedDiff(-0.02, 0.74 - 0.76, 0.74 - 0.76, 0.9, 3, 3)) == S.NOT_BEHIND
 
 
 def _run(acc: float, eer: float) -> dict:
@@ -82,18 +90,18 @@ def test_script_tables_split_each_bundle_and_judge_new_against_old():
     assert fired == ["| x | question | 0.600 | 0.510 | -0.090 | **fires** |"]
 
 
-def test_script_refuses_too_few_runs_to_split(tmp_path, capsys):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--half", "2", "--new-runs", "n0", "n1", "n2"], "--new-runs: need at least 4 runs to split after --half 2"),
+    (["--half", "1", "--new-runs", "n0", "n1", "n2"], "--half: each part needs >= 2 runs"),
+    (["--level", "1.5", "--new-runs", "n0", "n1", "n2", "n3", "n4"], "--level: a coverage in (0, 1), got 1.5"),
+])
+def test_script_refuses_settings_it_cannot_judge(args, message, monkeypatch, capsys):
     mod = load_script("suite_seed_rule")
-
-    argv = sys.argv
-    sys.argv = ["suite_seed_rule.py", "--old-runs", *(str(tmp_path / f"o{i}") for i in range(4)),
-                "--new-runs", *(str(tmp_path / f"n{i}") for i in range(3)), "--half", "2", "--results", "none"]
-    try:
-        with pytest.raises(SystemExit) as e:
-            mod.main()
-    finally:
-        sys.argv = argv
-    assert e.value.code == 2 and "need at least 4 runs to split after --half 2" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["suite_seed_rule.py", "--old-runs", *(f"o{i}" for i in range(6)), *args,
+                                      "--results", "none"])
+    with pytest.raises(SystemExit) as e:
+        mod.main()
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_dir, wav_folder, tmp_path,
@@ -105,15 +113,17 @@ def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_
     rows = []
     for label, src in (("female", "tone"), ("male", "noise")):
         clips = sorted((wav_folder / src).glob("*.wav"))
-        rows += [f"{c},{label},{split}" for i, split in enumerate(("train", "dev", "test")) for c in clips[4 * i:4 * i + 4]]
+        rows += [f"{c},{label},{split}" for i, split in enumerate(("train", "dev", "test"))
+                 for c in clips[4 * i:4 * i + 4]]
     (suite / "gender").mkdir(parents=True)
     (suite / "gender" / "manifest.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
     run_suite = load_script("run_suite")
     runs = [tmp_path / f"run{s}" for s in (1, 2, 3, 4)]
     for s, work in zip((1, 2, 3, 4), runs):
-        monkeypatch.setattr(sys, "argv", ["run_suite.py", "--suite", str(suite), "--backbone", str(bundle_dir),
-                                          "--work", str(work), "--results", "none", "--demo", "", "--variants", "v2,v2_mean",
-                                          "--max-epochs", "2", "--prompt-seed", str(s), "--store", str(tmp_path / "st")])
+        monkeypatch.setattr(sys, "argv", [
+            "run_suite.py", "--suite", str(suite), "--backbone", str(bundle_dir), "--work", str(work), "--results", "none",
+            "--demo", "", "--variants", "v2,v2_mean", "--max-epochs", "2", "--prompt-seed", str(s),
+            "--store", str(tmp_path / "st")])
         run_suite.main()
     mod = load_script("suite_seed_rule")
     monkeypatch.setattr(sys, "argv", ["suite_seed_rule.py", "--old", str(bundle_dir), "--new", str(bundle_dir),
@@ -125,13 +135,15 @@ def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_
     test = run_suite.encode_task(bb, suite / "gender", tmp_path / "enc")["test"]
     accs = []
     for part in (runs[:2], runs[2:]):
-        probs = np.mean([predict(bb.unit_lm, read_package(next(r.glob("*/packages/gender.v2.safetensors")).read_bytes()),
-                                 test["units"]) for r in part], axis=0)
+        pkgs = [read_package(next(r.glob("*/packages/gender.v2.safetensors")).read_bytes()) for r in part]
+        probs = np.mean([predict(bb.unit_lm, p, test["units"]) for p in pkgs], axis=0)
         labels = ["female", "male"]
         accs.append(float(np.mean([labels[i] == y for i, y in zip(probs.argmax(1), test["labels"])])))
     (row,) = [x for x in out if x.startswith("| gender | ") and x.count("|") == 8]
     assert row.startswith(f"| gender | {accs[0]:.3f} / {accs[1]:.3f} | ")
     assert row.endswith("| +0.000 | no |")
+    assert "**3. The demos' recipe: ensembles** (2 / 2 members: each bundle's first seeds as one ensemble, its other " \
+        "seeds as another)." in out
     (verdict_row,) = [x for x in out if x.startswith("| gender | ") and x.count("|") == 7]
     results = [json.loads(next(r.glob("*/results.json")).read_text())["gender"] for r in runs]
     cells = [r["v2"]["test"]["accuracy"] for r in results]
@@ -150,5 +162,17 @@ def test_script_end_to_end_scores_ensembles_as_the_mean_of_their_members(bundle_
     mean_cells = [r["v2_mean"]["test"]["accuracy"] for r in results]
     d = S.bootstrap_diff(cells, mean_cells)
     (verdict_row,) = [x for x in out if x.startswith("| gender | ") and x.count("|") == 7]
-    assert verdict_row.replace("**", "") == (f"| gender | {m:.3f} | {sum(mean_cells) / 4:.3f} | {d.diff:+.3f} | {d.lo:+.3f} to "
-                           f"{d.hi:+.3f} | {S.verdict(d)} |")
+    assert verdict_row.replace("**", "") == (f"| gender | {m:.3f} | {sum(mean_cells) / 4:.3f} | {d.diff:+.3f} | "
+                                             f"{d.lo:+.3f} to {d.hi:+.3f} | {S.verdict(d)} |")
+    monkeypatch.setattr(sys, "argv", [*argv[:-2], "--new-variant", "v1_fixed", "--results", "none"])
+    with pytest.raises(SystemExit) as e:
+        mod.main()
+    assert e.value.code == 2 and "--new-variant v1_fixed: no task has that variant's test cell" in capsys.readouterr().err
+    # --results and --block: the tables go between that block's markers, the rest of the file stays
+    doc = tmp_path / "results.md"
+    doc.write_text("before\n<!-- mean:begin -->\nold\n<!-- mean:end -->\nafter\n")
+    monkeypatch.setattr(sys, "argv", [*argv[:-2], "--new-variant", "v2_mean", "--results", str(doc), "--block", "mean"])
+    mod.main()
+    text = doc.read_text()
+    assert text.startswith("before\n<!-- mean:begin -->\nSuite rule against prompt-training noise:")
+    assert text.endswith("<!-- mean:end -->\nafter\n") and "\nold\n" not in text and verdict_row in text

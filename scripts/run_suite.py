@@ -7,7 +7,8 @@
 Per task: units + mean-pooled encoder features of every clip (one encoder pass, cached under --work), then
 (1) v2: deep prompts + separator + learnable verbalizer, (2) v1-style fixed verbalizer (labels -> frequent units),
 (3) the learnable verbalizer alone (no prompts), all with the one ``trainer.Recipe`` (``--variants`` picks some;
-``v2_mean``, v2 read from the mean hidden state, runs only when named);
+``v2_mean``, v2 read from the mean hidden state, and ``v2_auto``, v2 trained with both read-outs and the dev
+split's pick kept, run only when named);
 (4) logistic regression on unit histograms and (5) on mean-pooled encoder features (scikit-learn defaults, no
 tuning). Prompt variants are scored through the serving path (``PromptBank``). Results go to
 ``--work/<fingerprint[:16]>/results.json`` (tasks already there are skipped unless --force) and into docs/results.md
@@ -39,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from speechprompt.backbone import Backbone  # noqa: E402
 from speechprompt.codebook import dedup  # noqa: E402
 from speechprompt.training import manifest as M  # noqa: E402
-from speechprompt.training.choose import train_best_unit_view  # noqa: E402
+from speechprompt.training.choose import train_best_readout, train_best_unit_view  # noqa: E402
 from speechprompt.training.evaluate import attach_metrics, compute_metrics, evaluate_package, plot_curves  # noqa: E402
 from speechprompt.training.lm_rows import row_builder  # noqa: E402
 from speechprompt.training.markers import replace_block  # noqa: E402
@@ -50,7 +51,8 @@ from speechprompt.unit_views import UnitView  # noqa: E402
 from speechprompt.units import Units, with_prefix  # noqa: E402
 
 VARIANTS = {"v2": Recipe(), "v1_fixed": Recipe(verbalizer="fixed"), "verbalizer_only": Recipe(deep_prompts=False),
-            "v2_mean": Recipe(readout="mean")}  # v2 with the label read from the mean hidden state (prompting.py)
+            "v2_mean": Recipe(readout="mean"),  # v2 with the label read from the mean hidden state (prompting.py)
+            "v2_auto": Recipe()}  # v2 trained with each read-out, the dev split keeps one (choose.train_best_readout)
 TEST_SPLITS = ("test", "test_seen", "test_engine")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -237,7 +239,10 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
     for variant in [v for v in variants if v not in out or not ran_with(out[v], mode)]:
         recipe = VARIANTS[variant] if max_epochs is None else replace(VARIANTS[variant], max_epochs=max_epochs)
         recipe = recipe if seed is None else replace(recipe, seed=seed)
-        fit = (train_best_unit_view, {"view": view}) if mode == "auto" else (train_prompts, {"unit_view": view})
+        if variant == "v2_auto" and mode == "auto":
+            raise ValueError("v2_auto picks the read-out on dev; with --unit-view auto pick one thing at a time")
+        fit = (train_best_unit_view, {"view": view}) if mode == "auto" else \
+            (train_best_readout if variant == "v2_auto" else train_prompts, {"unit_view": view})
         res = fit[0](bb.unit_lm, name, labels, (tr["units"], [idx[x] for x in tr["labels"]]),
                      (dv["units"], [idx[x] for x in dv["labels"]]), fingerprint=bb.fingerprint, kind=bb.spec.kind,
                      prosody=bb.prosody, recipe=recipe, **fit[1],
@@ -255,7 +260,8 @@ def run_task(bb: Backbone, name: str, data: dict, work: Path, variants: list[str
             res.history["epoch"]), "best_epoch": res.best_epoch, "steps": len(res.history["step"]),
             "max_epochs": recipe.max_epochs, "seed": recipe.seed, "dev": res.dev, "version": pkg.version,
             "unit_views": mode, "unit_view": "clusters" if pkg.meta.view else "units",
-            **({"unit_view_selection": pkg.meta.training["unit_view_selection"]} if mode == "auto" else {}), **metrics}
+            **({"unit_view_selection": pkg.meta.training["unit_view_selection"]} if mode == "auto" else {}),
+            **({"readout": pkg.meta.readout} if variant == "v2_auto" else {}), **metrics}
         test = f", test acc {metrics['test']['accuracy']:.3f}" if "test" in metrics else ""  # none: every clip trains
         chosen = f", {out[variant]['unit_view']} view" if view is not None else ""
         say(f"  {name} {variant}: {res.seconds:.0f}s, {out[variant]['steps']} steps, dev acc "

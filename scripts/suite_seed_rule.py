@@ -134,10 +134,11 @@ def ensemble_table(old: Scores, new: Scores, margin: float, sizes: str) -> list[
 def regression_table(old_run: dict, new_run: dict, old: Scores, new: Scores) -> list[str]:
     """Rows of table 4: per task, LR on mean-pooled dense features and LR on unit histograms (``run_suite.logreg``)
     of each bundle's first run, and the prompts' mean over seeds; where the features hold a task that the units
-    lose, the loss is after the dense stage."""
-    rows = ["", "**4. Where the loss sits**: logistic regression on each clip's mean-pooled dense features and on its "
+    lose, the loss is after the dense stage. No rows (runs without the regressions): no table."""
+    head = ["", "**4. Where the loss sits**: logistic regression on each clip's mean-pooled dense features and on its "
             "unit histogram (the same for every prompt seed), beside the prompts' mean over seeds.", "",
             "| task | features LR old / new | unit histogram LR old / new | prompts old / new |", "|---|---|---|---|"]
+    rows = []
     for n in [t for t in old if t in new]:
         eer = TASKS[n].metric == "eer"
         cells = [metric(r.get(n), k, "test", eer) for k in ("logreg_feats", "logreg_hist") for r in (old_run, new_run)]
@@ -145,7 +146,7 @@ def regression_table(old_run: dict, new_run: dict, old: Scores, new: Scores) -> 
             continue
         rows.append(f"| {_name(n)} | {cells[0]:.3f} / {cells[1]:.3f} | {cells[2]:.3f} / {cells[3]:.3f} | "
                     f"{_m(old[n], eer)} / {_m(new[n], eer)} |")
-    return rows
+    return head + rows if rows else []
 
 
 def render(old: Scores, new: Scores, meta: dict) -> str:

@@ -86,6 +86,8 @@ def test_script_tables_split_each_bundle_and_judge_new_against_old():
     assert row.endswith("| **behind** |")
     vad = next(x for x in lines if x.startswith("| vad (EER) | 0.010 | 0.000 | +0.010 |"))
     assert vad.endswith("| not behind |")
+    assert not any(x.startswith("**4.") for x in lines)  # no regressions in the runs: no table 4
+    assert mod.regression_table({}, {}, old, new) == []
     fired = mod.self_table("x", {"question": [0.60, 0.60, 0.50, 0.52]}, 2, 0.02)
     assert fired == ["| x | question | 0.600 | 0.510 | -0.090 | **fires** |"]
 

@@ -87,6 +87,8 @@ def test_script_tables_split_each_bundle_and_judge_new_against_old():
     vad = next(x for x in lines if x.startswith("| vad (EER) | 0.010 | 0.000 | +0.010 |"))
     assert vad.endswith("| not behind |")
     assert not any(x.startswith("**4.") for x in lines)  # no regressions in the runs: no table 4
+    unsplit = mod.render(old, new, {**meta, "half": 0}).splitlines()  # --half 0: no table 1, table 2 the same
+    assert not any(x.startswith("**1.") or x.startswith("| old |") for x in unsplit) and row in unsplit
     assert mod.regression_table({}, {}, old, new) == []
     fired = mod.self_table("x", {"question": [0.60, 0.60, 0.50, 0.52]}, 2, 0.02)
     assert fired == ["| x | question | 0.600 | 0.510 | -0.090 | **fires** |"]
@@ -95,6 +97,7 @@ def test_script_tables_split_each_bundle_and_judge_new_against_old():
 @pytest.mark.parametrize(("args", "message"), [
     (["--half", "2", "--new-runs", "n0", "n1", "n2"], "--new-runs: need at least 4 runs to split after --half 2"),
     (["--half", "1", "--new-runs", "n0", "n1", "n2"], "--half: each part needs >= 2 runs"),
+    (["--half", "0", "--new-runs", "n0"], "--new-runs: need at least 2 runs to split after --half 0"),
     (["--level", "1.5", "--new-runs", "n0", "n1", "n2", "n3", "n4"], "--level: a coverage in (0, 1), got 1.5"),
 ])
 def test_script_refuses_settings_it_cannot_judge(args, message, monkeypatch, capsys):
